@@ -1,0 +1,113 @@
+// The validated configuration model: what `calyx --config FILE` means after parsing.
+//
+// Parsing and validation report every error at once, each with the file:line:col of the YAML
+// node it concerns. A Config that exists is valid: the control plane builds data-plane
+// snapshots from it without further checks.
+#pragma once
+
+#include <cstdint>
+#include <expected>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "calyx/net.hpp"
+
+namespace calyx::config {
+
+struct SourceLocation {
+    std::string file;
+    int line = 0;    // 1-based
+    int column = 0;  // 1-based
+};
+
+struct Error {
+    SourceLocation where;
+    std::string message;
+    // "file:line:col: message"
+    std::string to_string() const;
+};
+
+using Errors = std::vector<Error>;
+
+enum class NetworkKind { public_, nat, private_ };
+std::string_view to_string(NetworkKind);
+
+enum class PortType { vhost_user };
+enum class VhostMode { server, client };
+std::string_view to_string(VhostMode);
+
+struct PortConfig {
+    PortType type = PortType::vhost_user;
+    std::string socket;  // vhost-user socket path
+    VhostMode mode = VhostMode::server;
+    uint16_t queues = 1;
+    SourceLocation where;
+};
+
+struct NetworkConfig {
+    std::string name;
+    NetworkKind kind = NetworkKind::public_;
+    Ipv4Prefix cidr;
+    Ipv4Addr gateway;
+    std::vector<Ipv4Addr> dns;
+    std::optional<std::string> domain;
+    uint16_t mtu = 1500;
+    uint32_t lease_seconds = 86400;
+    // Extra destinations announced by DHCP option 121, all via the gateway; the default route
+    // is always announced.
+    std::vector<Ipv4Prefix> routes;
+    SourceLocation where;
+};
+
+struct InstanceConfig {
+    std::string name;
+    std::string network;
+    MacAddr mac;
+    Ipv4Addr ipv4;
+    PortConfig port;
+    std::vector<std::string> security_groups;
+    SourceLocation where;
+};
+
+struct DataplaneConfig {
+    std::vector<unsigned> workers{1};  // lcore ids that poll; never the main lcore
+    std::vector<std::string> eal_args;
+    // The MAC every instance sees as its gateway. Calico uses ee:ee:ee:ee:ee:ee, a locally
+    // administered unicast address; so does calyx by default.
+    MacAddr gateway_mac{{0xee, 0xee, 0xee, 0xee, 0xee, 0xee}};
+    // ICMP errors (time exceeded, unreachable) each worker may send: rate and burst, like
+    // Linux's net.ipv4.icmp_msgs_per_sec / icmp_msgs_burst.
+    uint32_t icmp_errors_per_second = 1000;
+    uint32_t icmp_errors_burst = 50;
+    uint32_t mbufs = 16383;  // packet buffers in the pool
+};
+
+struct ControlConfig {
+    std::string socket = "/run/calyx/calyx.sock";
+};
+
+struct MetricsConfig {
+    std::string listen = "127.0.0.1:9469";
+};
+
+struct Config {
+    std::string source_file;
+    DataplaneConfig dataplane;
+    ControlConfig control;
+    MetricsConfig metrics;
+    std::vector<NetworkConfig> networks;
+    std::vector<InstanceConfig> instances;
+
+    const NetworkConfig* find_network(std::string_view name) const;
+    const InstanceConfig* find_instance(std::string_view name) const;
+};
+
+// Parse and validate YAML text; `file_name` is used only in error locations.
+std::expected<Config, Errors> parse_config(std::string_view yaml_text, std::string_view file_name);
+
+// Read FILE and parse it. An unreadable file is one error at FILE:0:0.
+std::expected<Config, Errors> load_config_file(const std::string& path);
+
+}  // namespace calyx::config

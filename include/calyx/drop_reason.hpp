@@ -1,0 +1,67 @@
+// The one list of reasons a packet is dropped. It yields the enum, the counter index, the
+// Prometheus `reason` label and the text `calyxctl drops` prints; every dropped packet is
+// counted under exactly one of these.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string_view>
+
+namespace calyx {
+
+// X(identifier, "what happened")
+#define CALYX_DROP_REASONS(X)                                                                  \
+    X(runt_frame, "frame shorter than an Ethernet header")                                     \
+    X(multi_segment, "frame spread over several buffers")                                      \
+    X(ethertype_unsupported, "neither IPv4 nor ARP (VLAN tags and IPv6 are not served)")       \
+    X(src_mac_spoofed, "source MAC is not the instance's own")                                 \
+    X(dst_mac_not_gateway, "unicast frame not addressed to the gateway MAC (no L2 between instances)") \
+    X(arp_malformed, "ARP that is truncated or not Ethernet/IPv4")                             \
+    X(arp_sender_spoofed, "ARP sender address is not the instance's own")                      \
+    X(arp_not_request, "ARP reply or unknown ARP operation")                                   \
+    X(arp_gratuitous, "gratuitous ARP (announcements are not answered)")                       \
+    X(arp_target_self, "ARP for the instance's own address")                                   \
+    X(ipv4_malformed, "bad IPv4 version, header length, total length or checksum")            \
+    X(src_ipv4_spoofed, "IPv4 source is not the instance's own")                               \
+    X(l4_malformed, "truncated TCP, UDP or ICMP header")                                       \
+    X(dhcp_malformed, "DHCP that is truncated or has bad option lengths")                      \
+    X(dhcp_unknown_client, "DHCP from a client hardware address that is not the instance's")   \
+    X(dhcp_not_for_us, "DHCP request naming another server, or a message a server ignores")    \
+    X(to_gateway_unhandled, "addressed to the gateway but neither ICMP echo nor DHCP")         \
+    X(ttl_exceeded, "TTL reached zero (ICMP time exceeded sent unless rate-limited)")          \
+    X(no_route, "no route to the destination (ICMP unreachable sent unless rate-limited)")     \
+    X(mtu_exceeded, "larger than the egress MTU (ICMP fragmentation needed sent if DF)")       \
+    X(martian_destination, "destination is multicast, broadcast or 0.0.0.0")                  \
+    X(hairpin, "routed back out of the port it came in on")                                    \
+    X(port_down, "egress port has no connected peer")                                          \
+    X(tx_full, "egress queue full")                                                            \
+    X(no_buffer, "no packet buffer for a generated reply")
+
+enum class DropReason : uint8_t {
+#define CALYX_X(id, text) id,
+    CALYX_DROP_REASONS(CALYX_X)
+#undef CALYX_X
+};
+
+constexpr size_t kDropReasonCount = 0
+#define CALYX_X(id, text) +1
+    CALYX_DROP_REASONS(CALYX_X)
+#undef CALYX_X
+    ;
+
+struct DropReasonInfo {
+    std::string_view name;  // metric label and calyxctl key
+    std::string_view text;  // human explanation
+};
+
+inline constexpr std::array<DropReasonInfo, kDropReasonCount> kDropReasons{{
+#define CALYX_X(id, text) {#id, text},
+    CALYX_DROP_REASONS(CALYX_X)
+#undef CALYX_X
+}};
+
+constexpr const DropReasonInfo& drop_reason_info(DropReason r) {
+    return kDropReasons[static_cast<size_t>(r)];
+}
+
+}  // namespace calyx

@@ -1,0 +1,169 @@
+#include "cp/router.hpp"
+
+#include <sys/stat.h>
+
+#include <filesystem>
+
+#include <fmt/format.h>
+#include <rte_errno.h>
+#include <rte_launch.h>
+#include <rte_lcore.h>
+#include <rte_malloc.h>
+#include <rte_mbuf.h>
+#include <rte_rcu_qsbr.h>
+
+#include "cp/snapshot_builder.hpp"
+
+namespace calyx::cp {
+namespace {
+
+constexpr unsigned kMempoolCache = 256;
+constexpr uint32_t kVlanAndFcs = 8;
+
+// Buffers large enough that no frame of any configured MTU needs a chain.
+uint16_t data_room_for(const config::Config& cfg) {
+    uint32_t mtu = 1500;
+    for (const auto& n : cfg.networks) mtu = std::max<uint32_t>(mtu, n.mtu);
+    const uint32_t frame = mtu + sizeof(uint8_t[14]) + kVlanAndFcs;
+    return static_cast<uint16_t>(std::max<uint32_t>(RTE_MBUF_DEFAULT_DATAROOM, frame) +
+                                 RTE_PKTMBUF_HEADROOM);
+}
+
+void make_socket_dir(const std::string& socket) {
+    std::error_code ec;
+    std::filesystem::create_directories(std::filesystem::path(socket).parent_path(), ec);
+}
+
+}  // namespace
+
+std::expected<std::unique_ptr<Router>, std::string> Router::start(config::Config cfg) {
+    std::unique_ptr<Router> r(new Router());
+    r->pool_ = rte_pktmbuf_pool_create("calyx_mbufs", cfg.dataplane.mbufs, kMempoolCache, 0,
+                                       data_room_for(cfg), static_cast<int>(rte_socket_id()));
+    if (!r->pool_)
+        return std::unexpected(fmt::format("cannot create the packet buffer pool ({} buffers): {}",
+                                           cfg.dataplane.mbufs, rte_strerror(rte_errno)));
+    const auto workers = static_cast<uint32_t>(cfg.dataplane.workers.size());
+    const size_t grace_size = rte_rcu_qsbr_get_memsize(workers);
+    r->grace_mem_ = {static_cast<uint8_t*>(rte_zmalloc("calyx_rcu", grace_size, RTE_CACHE_LINE_SIZE)),
+                     rte_free};
+    if (!r->grace_mem_) return std::unexpected("cannot allocate the RCU state");
+    r->shared_.grace = reinterpret_cast<rte_rcu_qsbr*>(r->grace_mem_.get());
+    rte_rcu_qsbr_init(r->shared_.grace, workers);
+    r->worker_lcores_ = cfg.dataplane.workers;
+    for (unsigned lcore : r->worker_lcores_)
+        if (!rte_lcore_is_enabled(lcore))
+            return std::unexpected(fmt::format("worker lcore {} is not enabled in EAL", lcore));
+
+    if (auto applied = r->apply(std::move(cfg)); !applied) return std::unexpected(applied.error());
+    if (auto launched = r->launch_workers(); !launched) return std::unexpected(launched.error());
+    return r;
+}
+
+std::expected<void, std::string> Router::launch_workers() {
+    worker_args_.resize(worker_lcores_.size());
+    for (size_t i = 0; i < worker_lcores_.size(); ++i) {
+        counters_.push_back(std::make_unique<dp::WorkerCounters>());
+        worker_args_[i] = io::WorkerArgs{&shared_, static_cast<unsigned>(i), counters_.back().get()};
+    }
+    for (size_t i = 0; i < worker_lcores_.size(); ++i) {
+        if (int rc = rte_eal_remote_launch(io::worker_main, &worker_args_[i], worker_lcores_[i]); rc != 0)
+            return std::unexpected(fmt::format("cannot launch worker on lcore {}: {}",
+                                               worker_lcores_[i], rte_strerror(-rc)));
+    }
+    return {};
+}
+
+Router::~Router() {
+    shared_.stop.store(true);
+    for (unsigned lcore : worker_lcores_) rte_eal_wait_lcore(lcore);
+    // Workers are gone: nothing reads the snapshot or the ports any more.
+    shared_.snapshot.store(nullptr);
+    for (auto& slot : shared_.ports) slot.store(nullptr);
+    ports_.clear();
+    current_.reset();
+    rte_mempool_free(pool_);
+}
+
+std::expected<void, std::string> Router::apply(config::Config cfg) {
+    // Open ports for new instances (or instances whose port changed) first; on any failure
+    // close just those again and leave everything as it was.
+    std::map<std::string, std::unique_ptr<io::VhostPort>> opened;
+    auto port_changed = [&](const config::InstanceConfig& inst) {
+        auto it = ports_.find(inst.name);
+        if (it == ports_.end()) return true;
+        const auto& old = it->second->config();
+        return old.socket != inst.port.socket || old.mode != inst.port.mode || old.queues != inst.port.queues;
+    };
+    std::vector<bool> taken(dp::kMaxPorts, false);
+    for (const auto& [name, port] : ports_) taken[port->slot()] = true;
+    for (const auto& inst : cfg.instances) {
+        if (!port_changed(inst)) continue;
+        uint16_t slot = 0;
+        while (slot < dp::kMaxPorts && taken[slot]) ++slot;
+        if (slot == dp::kMaxPorts) return std::unexpected("too many ports");
+        taken[slot] = true;
+        if (inst.port.mode == config::VhostMode::server) make_socket_dir(inst.port.socket);
+        auto port = io::VhostPort::open(slot, inst.port, pool_, shared_.grace);
+        if (!port) return std::unexpected(fmt::format("instance '{}': {}", inst.name, port.error()));
+        opened[inst.name] = std::move(*port);
+    }
+    auto slot_of = [&](const config::InstanceConfig& inst) -> uint16_t {
+        if (auto it = opened.find(inst.name); it != opened.end()) return it->second->slot();
+        return ports_.at(inst.name)->slot();
+    };
+    auto next = build_snapshot(cfg, slot_of, generation_ + 1);
+    if (!next) return std::unexpected(next.error());
+
+    // Ports first, then the snapshot that names them.
+    for (auto& [name, port] : opened) shared_.ports[port->slot()].store(port.get());
+    publish(std::move(*next));
+    ++generation_;
+
+    // Ports that the new snapshot no longer names: after publish's grace period no worker
+    // polls them, so they can be cleared and closed.
+    std::vector<std::unique_ptr<io::VhostPort>> retired;
+    for (auto it = ports_.begin(); it != ports_.end();) {
+        const config::InstanceConfig* inst = cfg.find_instance(it->first);
+        if (!inst || opened.contains(it->first)) {
+            shared_.ports[it->second->slot()].store(nullptr);
+            retired.push_back(std::move(it->second));
+            it = ports_.erase(it);
+        } else {
+            ++it;
+        }
+    }
+    if (!retired.empty()) rte_rcu_qsbr_synchronize(shared_.grace, RTE_QSBR_THRID_INVALID);
+    retired.clear();
+    for (auto& [name, port] : opened) ports_[name] = std::move(port);
+    cfg_ = std::move(cfg);
+    return {};
+}
+
+void Router::publish(std::unique_ptr<dp::Snapshot> next) {
+    shared_.snapshot.store(next.get(), std::memory_order_release);
+    // Wait until every worker has passed a quiescent state: none still reads the old one.
+    rte_rcu_qsbr_synchronize(shared_.grace, RTE_QSBR_THRID_INVALID);
+    current_ = std::move(next);
+}
+
+dp::PortCounters Router::port_counters(uint16_t slot) const {
+    dp::PortCounters sum;
+    for (const auto& c : counters_) {
+        const dp::PortCounters& p = c->ports[slot];
+        sum.rx_packets += dp::read_counter(p.rx_packets);
+        sum.rx_bytes += dp::read_counter(p.rx_bytes);
+        sum.tx_packets += dp::read_counter(p.tx_packets);
+        sum.tx_bytes += dp::read_counter(p.tx_bytes);
+        for (size_t r = 0; r < kDropReasonCount; ++r) sum.drops[r] += dp::read_counter(p.drops[r]);
+    }
+    return sum;
+}
+
+std::vector<const dp::WorkerCounters*> Router::worker_counters() const {
+    std::vector<const dp::WorkerCounters*> out;
+    for (const auto& c : counters_) out.push_back(c.get());
+    return out;
+}
+
+}  // namespace calyx::cp

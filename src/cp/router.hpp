@@ -1,0 +1,57 @@
+// The running router on the control (main) lcore: owns the EAL resources, the ports, the
+// workers and the published snapshot. The main lcore never polls packets; it starts and
+// stops workers, opens and closes ports, and swaps snapshots.
+#pragma once
+
+#include <expected>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "calyx/config.hpp"
+#include "dp/counters.hpp"
+#include "dp/snapshot.hpp"
+#include "io/vhost_port.hpp"
+#include "io/worker.hpp"
+
+struct rte_mempool;
+
+namespace calyx::cp {
+
+class Router {
+public:
+    // Requires an initialised EAL whose lcores include cfg.dataplane.workers.
+    static std::expected<std::unique_ptr<Router>, std::string> start(config::Config cfg);
+    ~Router();  // stops workers, closes ports
+
+    // Applies a new validated configuration: opens ports of new instances, publishes the
+    // new snapshot, then closes ports of removed instances after the grace period. On error
+    // nothing changes.
+    std::expected<void, std::string> apply(config::Config cfg);
+
+    const config::Config& config() const { return cfg_; }
+    uint64_t generation() const { return generation_; }
+    // Sum over workers of one port's counters.
+    dp::PortCounters port_counters(uint16_t slot) const;
+    std::vector<const dp::WorkerCounters*> worker_counters() const;
+    const std::map<std::string, std::unique_ptr<io::VhostPort>>& ports() const { return ports_; }
+
+private:
+    Router() = default;
+    std::expected<void, std::string> launch_workers();
+    void publish(std::unique_ptr<dp::Snapshot> next);
+
+    config::Config cfg_;
+    uint64_t generation_ = 0;
+    rte_mempool* pool_ = nullptr;
+    std::unique_ptr<uint8_t[], void (*)(void*)> grace_mem_{nullptr, nullptr};
+    io::DataplaneShared shared_;
+    std::vector<std::unique_ptr<dp::WorkerCounters>> counters_;
+    std::vector<io::WorkerArgs> worker_args_;
+    std::vector<unsigned> worker_lcores_;
+    std::map<std::string, std::unique_ptr<io::VhostPort>> ports_;  // by instance name
+    std::unique_ptr<dp::Snapshot> current_;
+};
+
+}  // namespace calyx::cp

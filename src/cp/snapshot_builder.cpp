@@ -1,0 +1,113 @@
+#include "cp/snapshot_builder.hpp"
+
+#include <atomic>
+#include <set>
+
+#include <fmt/format.h>
+#include <rte_errno.h>
+#include <rte_fib.h>
+#include <rte_memory.h>
+
+#include "dp/dhcp.hpp"
+#include "dp/local.hpp"
+#include "dp/route.hpp"
+
+namespace calyx::cp {
+namespace {
+
+using dp::NextHop;
+using dp::NextHopKind;
+
+struct Route {
+    Ipv4Prefix prefix;
+    uint32_t next_hop;
+};
+
+// Routes of the instance networks: the network itself leads nowhere (no instance has the
+// address), the gateway and the broadcast address are calyx's own, each instance is a /32.
+std::vector<Route> routes_of(const dp::Snapshot& snap) {
+    std::vector<Route> routes;
+    for (const auto& net : snap.networks) {
+        routes.push_back({net.cidr, NextHop::make(NextHopKind::unassigned)});
+        routes.push_back({{net.gateway, 32}, NextHop::make(NextHopKind::local, dp::kLocalGatewayAddress)});
+        routes.push_back({{net.cidr.broadcast(), 32}, NextHop::make(NextHopKind::local, dp::kLocalBroadcast)});
+    }
+    for (const auto& inst : snap.instances)
+        routes.push_back({{inst.ipv4, 32}, NextHop::make(NextHopKind::instance, inst.port)});
+    return routes;
+}
+
+// DIR24-8 needs one 256-entry tbl8 group per /24 that holds longer prefixes.
+uint32_t tbl8_groups_for(const std::vector<Route>& routes) {
+    std::set<uint32_t> deep;
+    for (const auto& r : routes)
+        if (r.prefix.length > 24) deep.insert(r.prefix.addr.value >> 8);
+    return static_cast<uint32_t>(std::max<size_t>(256, deep.size() * 2));
+}
+
+std::expected<rte_fib*, std::string> build_fib(const std::vector<Route>& routes) {
+    static std::atomic<uint64_t> serial{0};
+    const std::string name = fmt::format("calyx_fib{}", serial++);
+    rte_fib_conf conf{};
+    conf.type = RTE_FIB_DIR24_8;
+    conf.default_nh = NextHop::make(NextHopKind::none);
+    conf.max_routes = static_cast<int>(routes.size() + 16);
+    conf.rib_ext_sz = 0;
+    conf.dir24_8.nh_sz = RTE_FIB_DIR24_8_4B;
+    conf.dir24_8.num_tbl8 = tbl8_groups_for(routes);
+    rte_fib* fib = rte_fib_create(name.c_str(), SOCKET_ID_ANY, &conf);
+    if (!fib) return std::unexpected(fmt::format("cannot create routing table: {}", rte_strerror(rte_errno)));
+    for (const auto& r : routes) {
+        if (int rc = rte_fib_add(fib, r.prefix.addr.value, r.prefix.length, r.next_hop); rc < 0) {
+            rte_fib_free(fib);
+            return std::unexpected(fmt::format("cannot add route {}: {}", r.prefix.to_string(), rte_strerror(-rc)));
+        }
+    }
+    return fib;
+}
+
+}  // namespace
+
+std::expected<std::unique_ptr<dp::Snapshot>, std::string> build_snapshot(
+    const config::Config& cfg, const PortSlotOf& slot_of, uint64_t generation) {
+    auto snap = std::make_unique<dp::Snapshot>();
+    snap->generation = generation;
+    snap->gateway_mac = cfg.dataplane.gateway_mac;
+    snap->icmp_errors_per_second = cfg.dataplane.icmp_errors_per_second;
+    snap->icmp_errors_burst = cfg.dataplane.icmp_errors_burst;
+
+    for (const auto& net : cfg.networks) {
+        dp::NetworkView v;
+        v.name = net.name;
+        v.kind = net.kind;
+        v.cidr = net.cidr;
+        v.gateway = net.gateway;
+        v.mtu = net.mtu;
+        v.dhcp_lease_options = dp::encode_dhcp_network_options(net, true);
+        v.dhcp_inform_options = dp::encode_dhcp_network_options(net, false);
+        snap->networks.push_back(std::move(v));
+    }
+    const size_t workers = std::max<size_t>(1, cfg.dataplane.workers.size());
+    snap->ports_by_worker.resize(workers);
+    for (const auto& inst : cfg.instances) {
+        const auto net = std::find_if(cfg.networks.begin(), cfg.networks.end(),
+                                      [&](const auto& n) { return n.name == inst.network; });
+        dp::InstanceView v;
+        v.name = inst.name;
+        v.mac = inst.mac;
+        v.ipv4 = inst.ipv4;
+        v.network = static_cast<uint16_t>(net - cfg.networks.begin());
+        v.port = slot_of(inst);
+        if (v.port >= dp::kMaxPorts) return std::unexpected(fmt::format("instance '{}': no port slot", inst.name));
+        snap->instance_by_port[v.port] = static_cast<int32_t>(snap->instances.size());
+        // Spread ports over workers by slot; a port is polled by exactly one worker.
+        snap->ports_by_worker[v.port % workers].push_back(v.port);
+        snap->instances.push_back(std::move(v));
+    }
+    auto fib = build_fib(routes_of(*snap));
+    if (!fib) return std::unexpected(fib.error());
+    snap->fib = *fib;
+    return snap;
+}
+
+}  // namespace calyx::cp

@@ -1,0 +1,50 @@
+// A burst of frames travelling through the pipeline together, with per-packet metadata that
+// stages read and write. Stages never call each other: each one walks the batch, looks at the
+// packets whose verdict is still `pending`, and sets a verdict or leaves it for the next stage.
+#pragma once
+
+#include <cstdint>
+
+#include "calyx/drop_reason.hpp"
+#include "dp/frame.hpp"
+
+namespace calyx::dp {
+
+inline constexpr uint16_t kBurstSize = 32;
+inline constexpr uint16_t kNoPort = 0xffff;
+
+enum class Verdict : uint8_t {
+    pending,   // no stage has decided yet
+    drop,      // counted under `reason`
+    forward,   // routed: send out of `out_port`
+    reply,     // rewritten into a reply: send back out of `in_port`
+    consumed,  // handled by calyx itself, nothing to send (e.g. DHCP RELEASE)
+};
+
+// What classify learnt about an IPv4 packet; valid when `is_ipv4`.
+struct PacketMeta {
+    uint16_t in_port = kNoPort;   // port slot the frame arrived on
+    uint16_t out_port = kNoPort;  // port slot to send it out of (forward)
+    Verdict verdict = Verdict::pending;
+    DropReason reason{};
+    bool is_arp = false;
+    bool is_ipv4 = false;
+    uint8_t l3_offset = 0;  // bytes from frame start to the IPv4/ARP header
+    uint8_t l4_offset = 0;  // bytes from frame start to the L4 header (IPv4 only)
+    uint8_t ip_proto = 0;
+    uint32_t next_hop = 0;  // route lookup result (see dp/route.hpp)
+};
+
+struct Batch {
+    uint16_t count = 0;
+    Frame frames[kBurstSize];
+    PacketMeta meta[kBurstSize];
+    void* handles[kBurstSize];  // the owner's buffer handle (rte_mbuf*), opaque to stages
+
+    void drop(uint16_t i, DropReason r) {
+        meta[i].verdict = Verdict::drop;
+        meta[i].reason = r;
+    }
+};
+
+}  // namespace calyx::dp

@@ -1,0 +1,22 @@
+// forward: what a router does to a routed packet. No route or an unassigned address answers
+// ICMP unreachable; TTL expiry answers ICMP time exceeded; a packet larger than the egress
+// MTU with DF set answers fragmentation needed. ICMP errors follow RFC 1812's rules and the
+// worker's rate limit. Forwarded packets get TTL - 1 (incremental checksum) and new MACs:
+// the gateway's as source, the destination instance's as destination.
+//
+// Reads:  meta.next_hop (route), meta.in_port, the IPv4 header.
+// Writes: TTL, checksum, Ethernet addresses; meta.out_port and verdict forward; or the frame
+//         rewritten into an ICMP error (verdict reply).
+// Drops:  no_route, ttl_exceeded, mtu_exceeded, hairpin (the ICMP error, when one is sent,
+//         reuses the buffer; the original packet is still counted under its reason).
+#pragma once
+
+#include "dp/batch.hpp"
+#include "dp/snapshot.hpp"
+#include "dp/worker_context.hpp"
+
+namespace calyx::dp {
+
+void forward_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexcept;
+
+}  // namespace calyx::dp

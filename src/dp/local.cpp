@@ -1,0 +1,48 @@
+#include "dp/local.hpp"
+
+#include "calyx/headers.hpp"
+#include "dp/dhcp.hpp"
+#include "dp/icmp.hpp"
+#include "dp/route.hpp"
+
+namespace calyx::dp {
+void local_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexcept {
+    for (uint16_t i = 0; i < batch.count; ++i) {
+        PacketMeta& m = batch.meta[i];
+        if (m.verdict != Verdict::pending || !m.is_ipv4 ||
+            NextHop::kind(m.next_hop) != NextHopKind::local)
+            continue;
+        const InstanceView* inst = snap.instance_on_port(m.in_port);
+        Frame& f = batch.frames[i];
+        const auto* ip = header_at<Ipv4Hdr>(f.data(), f.len, m.l3_offset);
+        if (!inst || ip->is_fragment()) {
+            batch.drop(i, DropReason::to_gateway_unhandled);
+            continue;
+        }
+        if (m.ip_proto == ipproto::kUdp &&
+            header_at<UdpHdr>(f.data(), f.len, m.l4_offset)->dst_port.host() == kDhcpServerPort) {
+            const DhcpOutcome out =
+                dhcp_respond(f, m, *inst, snap.networks[inst->network], snap.gateway_mac);
+            if (out.verdict == Verdict::drop) {
+                batch.drop(i, out.reason);
+                continue;
+            }
+            m.verdict = out.verdict;
+            if (out.reply) ctx.counters.count_dhcp_reply(*out.reply);
+            if (out.released) bump(ctx.counters.dhcp_releases);
+            if (out.declined) bump(ctx.counters.dhcp_declines);
+            continue;
+        }
+        const bool to_gateway_address = NextHop::index(m.next_hop) == kLocalGatewayAddress;
+        if (to_gateway_address && m.ip_proto == ipproto::kIcmp &&
+            header_at<IcmpHdr>(f.data(), f.len, m.l4_offset)->type == icmp::kEchoRequest) {
+            make_echo_reply(f, m, snap.gateway_mac);
+            m.verdict = Verdict::reply;
+            bump(ctx.counters.icmp_echo_replies);
+            continue;
+        }
+        batch.drop(i, DropReason::to_gateway_unhandled);
+    }
+}
+
+}  // namespace calyx::dp

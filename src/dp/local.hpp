@@ -1,0 +1,23 @@
+// local: packets for calyx itself (a gateway address or a broadcast). These are the
+// infrastructure services every instance gets whatever its security groups say: DHCP and
+// ping to the gateway.
+//
+// Reads:  meta.next_hop == local, the port's instance and its network.
+// Writes: the frame, rewritten in place into the DHCP or echo reply (verdict reply), or
+//         verdict consumed (DHCP RELEASE/DECLINE).
+// Drops:  to_gateway_unhandled, and the DHCP responder's reasons (dp/dhcp.hpp).
+#pragma once
+
+#include "dp/batch.hpp"
+#include "dp/snapshot.hpp"
+#include "dp/worker_context.hpp"
+
+namespace calyx::dp {
+
+// Index values of local next hops.
+inline constexpr uint32_t kLocalGatewayAddress = 0;
+inline constexpr uint32_t kLocalBroadcast = 1;
+
+void local_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexcept;
+
+}  // namespace calyx::dp

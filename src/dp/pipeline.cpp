@@ -1,0 +1,23 @@
+#include "dp/pipeline.hpp"
+
+#include "dp/arp.hpp"
+#include "dp/classify.hpp"
+#include "dp/forward.hpp"
+#include "dp/local.hpp"
+#include "dp/route.hpp"
+
+namespace calyx::dp {
+
+void run_pipeline(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexcept {
+    classify_stage(batch, snap, ctx);
+    arp_stage(batch, snap, ctx);
+    route_stage(batch, snap, ctx);
+    local_stage(batch, snap, ctx);
+    forward_stage(batch, snap, ctx);
+    for (uint16_t i = 0; i < batch.count; ++i) {
+        const PacketMeta& m = batch.meta[i];
+        if (m.verdict == Verdict::drop) ctx.counters.count_drop(m.in_port, m.reason);
+    }
+}
+
+}  // namespace calyx::dp

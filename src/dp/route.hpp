@@ -1,0 +1,42 @@
+// route: longest-prefix match of IPv4 destinations in the snapshot's rte_fib, one bulk lookup
+// per batch.
+//
+// Reads:  meta.is_ipv4, the IPv4 destination.
+// Writes: meta.next_hop.
+// Drops:  martian_destination (multicast, 0.0.0.0; limited and network broadcasts are sent
+//         to the local stage because DHCP clients use them).
+#pragma once
+
+#include <cstdint>
+
+#include "dp/batch.hpp"
+#include "dp/snapshot.hpp"
+#include "dp/worker_context.hpp"
+
+namespace calyx::dp {
+
+// What a route points at: a kind in the top bits and an index below. rte_fib's 4-byte next
+// hops hold 31 bits.
+enum class NextHopKind : uint32_t {
+    none = 0,        // no route: ICMP net unreachable
+    local = 1,       // a gateway address or a broadcast: calyx itself
+    instance = 2,    // index: the instance's port slot
+    unassigned = 3,  // inside an instance network but no instance has it: host unreachable
+};
+
+struct NextHop {
+    static constexpr uint32_t kKindShift = 24;
+    static constexpr uint32_t kIndexMask = (1u << kKindShift) - 1;
+
+    static constexpr uint32_t make(NextHopKind kind, uint32_t index = 0) {
+        return static_cast<uint32_t>(kind) << kKindShift | (index & kIndexMask);
+    }
+    static constexpr NextHopKind kind(uint32_t nh) {
+        return static_cast<NextHopKind>(nh >> kKindShift);
+    }
+    static constexpr uint32_t index(uint32_t nh) { return nh & kIndexMask; }
+};
+
+void route_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexcept;
+
+}  // namespace calyx::dp

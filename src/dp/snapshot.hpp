@@ -1,0 +1,65 @@
+// The data plane's immutable view of the configuration. The control plane builds a Snapshot
+// off the data path (cp/snapshot_builder.cpp), publishes it with one atomic pointer store, and
+// frees the previous one only after every worker has passed a quiescent state (RCU). Workers
+// read it without locks and never see half of a configuration.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "calyx/config.hpp"
+#include "calyx/net.hpp"
+#include "dp/counters.hpp"
+
+struct rte_fib;
+extern "C" void rte_fib_free(struct rte_fib* fib);
+
+namespace calyx::dp {
+
+struct NetworkView {
+    std::string name;
+    config::NetworkKind kind = config::NetworkKind::public_;
+    Ipv4Prefix cidr;
+    Ipv4Addr gateway;
+    uint16_t mtu = 1500;
+    // DHCP options this network hands out, pre-encoded by the control plane (dp/dhcp.hpp):
+    // everything but the message type (53) and END, so replying is a copy.
+    std::vector<uint8_t> dhcp_lease_options;   // OFFER and ACK: includes lease times
+    std::vector<uint8_t> dhcp_inform_options;  // ACK to INFORM: no lease times (RFC 2131 4.3.5)
+};
+
+struct InstanceView {
+    std::string name;
+    MacAddr mac;
+    Ipv4Addr ipv4;
+    uint16_t network = 0;  // index into Snapshot::networks
+    uint16_t port = 0;     // port slot
+};
+
+struct Snapshot {
+    uint64_t generation = 0;
+    MacAddr gateway_mac;
+    uint32_t icmp_errors_per_second = 1000;
+    uint32_t icmp_errors_burst = 50;
+    std::vector<NetworkView> networks;
+    std::vector<InstanceView> instances;
+    // port slot -> index into `instances`, or -1 when the slot holds no instance.
+    std::vector<int32_t> instance_by_port = std::vector<int32_t>(kMaxPorts, -1);
+    rte_fib* fib = nullptr;  // owned; see dp/route.hpp for the next-hop encoding
+    // Port slots each worker polls, indexed by worker number.
+    std::vector<std::vector<uint16_t>> ports_by_worker;
+
+    Snapshot() = default;
+    Snapshot(const Snapshot&) = delete;
+    Snapshot& operator=(const Snapshot&) = delete;
+    ~Snapshot() { rte_fib_free(fib); }
+
+    const InstanceView* instance_on_port(uint16_t port) const {
+        if (port >= instance_by_port.size()) return nullptr;
+        const int32_t i = instance_by_port[port];
+        return i < 0 ? nullptr : &instances[static_cast<size_t>(i)];
+    }
+};
+
+}  // namespace calyx::dp

@@ -1,0 +1,44 @@
+#include "io/eal.hpp"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <rte_eal.h>
+#include <rte_errno.h>
+
+namespace calyx::io {
+
+std::vector<std::string> eal_arguments(const config::DataplaneConfig& dp, const std::string& argv0) {
+    std::vector<std::string> args{argv0};
+    std::vector<unsigned> lcores{0};
+    lcores.insert(lcores.end(), dp.workers.begin(), dp.workers.end());
+    args.push_back("-l");
+    args.push_back(fmt::format("{}", fmt::join(lcores, ",")));
+    args.push_back("--main-lcore");
+    args.push_back("0");
+    args.push_back("--no-pci");
+    auto given = [&](std::string_view opt) {
+        return std::any_of(dp.eal_args.begin(), dp.eal_args.end(),
+                           [&](const auto& a) { return a.starts_with(opt); });
+    };
+    // No shared runtime files unless asked for: --in-memory with hugepages; --no-huge is
+    // legacy memory, which --in-memory refuses, so only the shared config is dropped.
+    if (!given("--file-prefix") && !given("--in-memory") && !given("--no-shconf"))
+        args.push_back(given("--no-huge") ? "--no-shconf" : "--in-memory");
+    args.insert(args.end(), dp.eal_args.begin(), dp.eal_args.end());
+    return args;
+}
+
+std::expected<void, std::string> init_eal(const std::vector<std::string>& args) {
+    std::vector<char*> argv;
+    std::vector<std::string> storage = args;  // rte_eal_init may permute argv
+    for (auto& a : storage) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    if (rte_eal_init(static_cast<int>(argv.size() - 1), argv.data()) < 0)
+        return std::unexpected(fmt::format("EAL initialisation failed ({}): {}",
+                                           fmt::join(args, " "), rte_strerror(rte_errno)));
+    return {};
+}
+
+}  // namespace calyx::io

@@ -1,0 +1,19 @@
+// EAL start-up: the arguments calyx gives DPDK, and nothing of the machine's own devices.
+#pragma once
+
+#include <expected>
+#include <string>
+#include <vector>
+
+#include "calyx/config.hpp"
+
+namespace calyx::io {
+
+// The EAL command line for a configuration: the main lcore plus the workers, --no-pci
+// (the machine's own NIC is never touched), no shared runtime files unless the user chose a
+// file prefix (no leftover hugepage files, several calyx side by side), then eal_args.
+std::vector<std::string> eal_arguments(const config::DataplaneConfig& dp, const std::string& argv0);
+
+std::expected<void, std::string> init_eal(const std::vector<std::string>& args);
+
+}  // namespace calyx::io

@@ -1,0 +1,109 @@
+#include "io/worker.hpp"
+
+#include <rte_cycles.h>
+#include <rte_mbuf.h>
+#include <rte_rcu_qsbr.h>
+
+#include "dp/pipeline.hpp"
+#include "io/mbuf_frame.hpp"
+#include "io/vhost_port.hpp"
+
+namespace calyx::io {
+namespace {
+
+// Sends the packets of `batch` that the pipeline addressed to ports, grouped per port so
+// each port gets one burst, then frees every mbuf (vhost transmit copies into the guest).
+void transmit(dp::Batch& batch, DataplaneShared& shared, dp::WorkerCounters& counters) {
+    rte_mbuf* group[dp::kBurstSize];
+    bool sent[dp::kBurstSize] = {};
+    for (uint16_t i = 0; i < batch.count; ++i) {
+        const dp::PacketMeta& mi = batch.meta[i];
+        if (sent[i] || (mi.verdict != dp::Verdict::forward && mi.verdict != dp::Verdict::reply))
+            continue;
+        const uint16_t port_slot = mi.verdict == dp::Verdict::forward ? mi.out_port : mi.in_port;
+        uint16_t n = 0;
+        uint64_t bytes = 0;
+        for (uint16_t j = i; j < batch.count; ++j) {
+            const dp::PacketMeta& mj = batch.meta[j];
+            const bool out = mj.verdict == dp::Verdict::forward || mj.verdict == dp::Verdict::reply;
+            const uint16_t dst = mj.verdict == dp::Verdict::forward ? mj.out_port : mj.in_port;
+            if (sent[j] || !out || dst != port_slot) continue;
+            sent[j] = true;
+            auto* m = static_cast<rte_mbuf*>(batch.handles[j]);
+            store_frame(m, batch.frames[j]);
+            group[n++] = m;
+        }
+        VhostPort* port = shared.ports[port_slot].load(std::memory_order_acquire);
+        const bool up = port && port->connected();
+        const uint16_t done = up ? port->tx(group, n) : 0;
+        for (uint16_t k = 0; k < done; ++k) bytes += group[k]->pkt_len;
+        dp::PortCounters& pc = counters.ports[port_slot];
+        dp::bump(pc.tx_packets, done);
+        dp::bump(pc.tx_bytes, bytes);
+        if (done < n)
+            dp::bump(pc.drops[static_cast<size_t>(up ? DropReason::tx_full : DropReason::port_down)],
+                     n - done);
+    }
+    rte_pktmbuf_free_bulk(reinterpret_cast<rte_mbuf**>(batch.handles), batch.count);
+}
+
+uint16_t receive(dp::Batch& batch, VhostPort& port, uint16_t slot, dp::WorkerCounters& counters) {
+    rte_mbuf* pkts[dp::kBurstSize];
+    const uint16_t n = port.rx(pkts, dp::kBurstSize);
+    uint64_t bytes = 0;
+    for (uint16_t i = 0; i < n; ++i) {
+        rte_mbuf* m = pkts[i];
+        bytes += m->pkt_len;
+        batch.handles[i] = m;
+        batch.frames[i] = frame_of(m);
+        batch.meta[i] = dp::PacketMeta{};
+        batch.meta[i].in_port = slot;
+        // Frames never exceed one buffer without offloads; a chain means a misbehaving guest.
+        if (m->nb_segs != 1) batch.drop(i, DropReason::multi_segment);
+    }
+    batch.count = n;
+    dp::bump(counters.ports[slot].rx_packets, n);
+    dp::bump(counters.ports[slot].rx_bytes, bytes);
+    return n;
+}
+
+}  // namespace
+
+int worker_main(void* raw) {
+    auto& args = *static_cast<WorkerArgs*>(raw);
+    DataplaneShared& shared = *args.shared;
+    dp::WorkerCounters& counters = *args.counters;
+    dp::WorkerContext ctx{counters};
+    const uint64_t tsc_hz = rte_get_tsc_hz();
+    dp::Batch batch;
+
+    rte_rcu_qsbr_thread_register(shared.grace, args.index);
+    rte_rcu_qsbr_thread_online(shared.grace, args.index);
+    uint64_t last = rte_rdtsc();
+    while (!shared.stop.load(std::memory_order_relaxed)) {
+        const dp::Snapshot* snap = shared.snapshot.load(std::memory_order_acquire);
+        const uint64_t start = rte_rdtsc();
+        ctx.now_ns = static_cast<uint64_t>(static_cast<unsigned __int128>(start) * 1'000'000'000 / tsc_hz);
+        bool busy = false;
+        if (snap && args.index < snap->ports_by_worker.size()) {
+            for (uint16_t slot : snap->ports_by_worker[args.index]) {
+                VhostPort* port = shared.ports[slot].load(std::memory_order_acquire);
+                if (!port || receive(batch, *port, slot, counters) == 0) continue;
+                busy = true;
+                dp::run_pipeline(batch, *snap, ctx);
+                transmit(batch, shared, counters);
+            }
+        }
+        // Nothing from this iteration is held past here: old snapshots and ports may go.
+        rte_rcu_qsbr_quiescent(shared.grace, args.index);
+        const uint64_t end = rte_rdtsc();
+        dp::bump(counters.total_cycles, end - last);
+        if (busy) dp::bump(counters.busy_cycles, end - start);
+        last = end;
+    }
+    rte_rcu_qsbr_thread_offline(shared.grace, args.index);
+    rte_rcu_qsbr_thread_unregister(shared.grace, args.index);
+    return 0;
+}
+
+}  // namespace calyx::io

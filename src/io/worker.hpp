@@ -1,0 +1,39 @@
+// The poll loop of one worker lcore: receive a burst from each of its ports, run the
+// pipeline, send what it decided, report an RCU quiescent state, repeat. It never blocks,
+// allocates (beyond rte_vhost's mbufs), locks or logs.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+
+#include "dp/counters.hpp"
+#include "dp/snapshot.hpp"
+
+struct rte_rcu_qsbr;
+
+namespace calyx::io {
+
+class VhostPort;
+
+// What workers share with the control plane. The control plane owns it; workers read the
+// published snapshot and the port table, write only their own counters.
+struct DataplaneShared {
+    std::atomic<const dp::Snapshot*> snapshot{nullptr};
+    // Port slot -> port. An entry stays valid while any snapshot that names the slot may
+    // still be read (the control plane clears it only after a grace period).
+    std::array<std::atomic<VhostPort*>, dp::kMaxPorts> ports{};
+    rte_rcu_qsbr* grace = nullptr;
+    std::atomic<bool> stop{false};
+};
+
+struct WorkerArgs {
+    DataplaneShared* shared;
+    unsigned index;  // worker number: RCU thread id and index into ports_by_worker
+    dp::WorkerCounters* counters;
+};
+
+// lcore entry point (rte_eal_remote_launch); `arg` is a WorkerArgs*.
+int worker_main(void* arg);
+
+}  // namespace calyx::io

@@ -1,0 +1,723 @@
+// Configuration parsing and validation: a full valid file, then a table of invalid files, each
+// with the exact `file:line:col: message` lines a user sees.
+#include <cstdio>
+#include <filesystem>
+#include <ostream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "calyx/config.hpp"
+
+namespace calyx::config {
+namespace {
+
+// YAML literals below start with a newline so they read as a block; it is not part of the file.
+std::string_view yaml(std::string_view text) {
+    if (text.starts_with('\n')) text.remove_prefix(1);
+    return text;
+}
+
+std::vector<std::string> error_lines(std::string_view text) {
+    const auto result = parse_config(yaml(text), "bad.yaml");
+    std::vector<std::string> lines;
+    if (!result)
+        for (const Error& e : result.error()) lines.push_back(e.to_string());
+    return lines;
+}
+
+constexpr std::string_view kFullConfig = R"(
+dataplane:
+  workers: [1, 3]
+  eal_args: ["--no-huge", "-m", "512"]
+  gateway_mac: ee:ee:ee:00:00:01
+  icmp_errors_per_second: 200
+  icmp_errors_burst: 20
+  mbufs: 8191
+control:
+  socket: /run/calyx/ctl.sock
+metrics:
+  listen: 127.0.0.1:9469
+networks:
+  - name: public
+    kind: public
+    cidr: 203.0.113.0/24
+    gateway: 203.0.113.1
+    dns: [203.0.113.53, 198.51.100.53]
+    domain: example.org
+    mtu: 9000
+    lease_seconds: 3600
+    routes: [198.51.100.0/24, 192.0.2.128/25]
+  - name: private
+    kind: private
+    cidr: 10.0.0.0/16
+    gateway: 10.0.0.1
+instances:
+  - name: web-1
+    network: public
+    mac: 52:54:00:00:01:01
+    ipv4: 203.0.113.10
+    port: {type: vhost-user, socket: /run/calyx/web-1.sock, mode: client, queues: 4}
+    security_groups: [web, ssh]
+  - name: db-1
+    network: private
+    mac: 52:54:00:00:02:01
+    ipv4: 10.0.3.7
+    port:
+      type: vhost-user
+      socket: /run/calyx/db-1.sock
+)";
+
+TEST(Config, FullConfigParsesWithExactValues) {
+    const auto result = parse_config(yaml(kFullConfig), "full.yaml");
+    ASSERT_TRUE(result.has_value()) << result.error().front().to_string();
+    const Config& c = *result;
+
+    EXPECT_EQ(c.dataplane.workers, (std::vector<unsigned>{1, 3}));
+    EXPECT_EQ(c.dataplane.eal_args, (std::vector<std::string>{"--no-huge", "-m", "512"}));
+    EXPECT_EQ(c.dataplane.gateway_mac.to_string(), "ee:ee:ee:00:00:01");
+    EXPECT_EQ(c.dataplane.icmp_errors_per_second, 200u);
+    EXPECT_EQ(c.dataplane.icmp_errors_burst, 20u);
+    EXPECT_EQ(c.dataplane.mbufs, 8191u);
+    EXPECT_EQ(c.control.socket, "/run/calyx/ctl.sock");
+    EXPECT_EQ(c.metrics.listen, "127.0.0.1:9469");
+
+    ASSERT_EQ(c.networks.size(), 2u);
+    const NetworkConfig& pub = c.networks[0];
+    EXPECT_EQ(pub.name, "public");
+    EXPECT_EQ(pub.kind, NetworkKind::public_);
+    EXPECT_EQ(pub.cidr.to_string(), "203.0.113.0/24");
+    EXPECT_EQ(pub.gateway.to_string(), "203.0.113.1");
+    ASSERT_EQ(pub.dns.size(), 2u);
+    EXPECT_EQ(pub.dns[0].to_string(), "203.0.113.53");
+    EXPECT_EQ(pub.dns[1].to_string(), "198.51.100.53");
+    EXPECT_EQ(pub.domain, "example.org");
+    EXPECT_EQ(pub.mtu, 9000);
+    EXPECT_EQ(pub.lease_seconds, 3600u);
+    ASSERT_EQ(pub.routes.size(), 2u);
+    EXPECT_EQ(pub.routes[0].to_string(), "198.51.100.0/24");
+    EXPECT_EQ(pub.routes[1].to_string(), "192.0.2.128/25");
+    EXPECT_EQ(pub.where.file, "full.yaml");
+    EXPECT_EQ(pub.where.line, 13);
+    EXPECT_EQ(pub.where.column, 5);
+
+    const NetworkConfig& priv = c.networks[1];
+    EXPECT_EQ(priv.kind, NetworkKind::private_);
+    EXPECT_EQ(priv.cidr.to_string(), "10.0.0.0/16");
+    EXPECT_TRUE(priv.dns.empty());
+    EXPECT_EQ(priv.domain, std::nullopt);
+    EXPECT_EQ(priv.mtu, 1500);             // default
+    EXPECT_EQ(priv.lease_seconds, 86400u);  // default
+    EXPECT_TRUE(priv.routes.empty());
+
+    ASSERT_EQ(c.instances.size(), 2u);
+    const InstanceConfig& web = c.instances[0];
+    EXPECT_EQ(web.name, "web-1");
+    EXPECT_EQ(web.network, "public");
+    EXPECT_EQ(web.mac.to_string(), "52:54:00:00:01:01");
+    EXPECT_EQ(web.ipv4.to_string(), "203.0.113.10");
+    EXPECT_EQ(web.port.type, PortType::vhost_user);
+    EXPECT_EQ(web.port.socket, "/run/calyx/web-1.sock");
+    EXPECT_EQ(web.port.mode, VhostMode::client);
+    EXPECT_EQ(web.port.queues, 4);
+    EXPECT_EQ(web.security_groups, (std::vector<std::string>{"web", "ssh"}));
+    EXPECT_EQ(web.where.line, 27);
+
+    const InstanceConfig& db = c.instances[1];
+    EXPECT_EQ(db.port.mode, VhostMode::server);  // default
+    EXPECT_EQ(db.port.queues, 1);                // default
+    EXPECT_TRUE(db.security_groups.empty());
+    EXPECT_EQ(db.port.where.line, 38);
+}
+
+TEST(Config, OmittedSectionsKeepTheirDefaults) {
+    const auto result = parse_config("networks: []\ninstances: []\n", "min.yaml");
+    ASSERT_TRUE(result.has_value());
+    EXPECT_EQ(result->dataplane.workers, std::vector<unsigned>{1});
+    EXPECT_EQ(result->dataplane.gateway_mac.to_string(), "ee:ee:ee:ee:ee:ee");
+    EXPECT_EQ(result->dataplane.icmp_errors_per_second, 1000u);
+    EXPECT_EQ(result->dataplane.icmp_errors_burst, 50u);
+    EXPECT_EQ(result->dataplane.mbufs, 16383u);
+    EXPECT_EQ(result->control.socket, "/run/calyx/calyx.sock");
+    EXPECT_EQ(result->metrics.listen, "127.0.0.1:9469");
+}
+
+TEST(Config, NetworksAndInstancesAreFoundByName) {
+    const auto result = parse_config(yaml(kFullConfig), "full.yaml");
+    ASSERT_TRUE(result.has_value());
+    ASSERT_NE(result->find_network("private"), nullptr);
+    EXPECT_EQ(result->find_network("private")->gateway.to_string(), "10.0.0.1");
+    EXPECT_EQ(result->find_network("nat"), nullptr);
+    ASSERT_NE(result->find_instance("db-1"), nullptr);
+    EXPECT_EQ(result->find_instance("db-1")->ipv4.to_string(), "10.0.3.7");
+    EXPECT_EQ(result->find_instance("web-2"), nullptr);
+}
+
+TEST(Config, EnumsPrintAsTheirConfigSpelling) {
+    EXPECT_EQ(to_string(NetworkKind::public_), "public");
+    EXPECT_EQ(to_string(NetworkKind::nat), "nat");
+    EXPECT_EQ(to_string(NetworkKind::private_), "private");
+    EXPECT_EQ(to_string(VhostMode::server), "server");
+    EXPECT_EQ(to_string(VhostMode::client), "client");
+}
+
+TEST(Config, ErrorPrintsAsFileLineColumnMessage) {
+    const Error e{{"conf/x.yaml", 12, 7}, "unknown network 'pub'"};
+    EXPECT_EQ(e.to_string(), "conf/x.yaml:12:7: unknown network 'pub'");
+}
+
+TEST(Config, LoadingAFileRecordsItsPath) {
+    const std::string path =
+        (std::filesystem::temp_directory_path() / "calyx_config_test.yaml").string();
+    std::FILE* f = std::fopen(path.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    const std::string_view text = yaml(kFullConfig);
+    std::fwrite(text.data(), 1, text.size(), f);
+    std::fclose(f);
+
+    const auto result = load_config_file(path);
+    std::filesystem::remove(path);
+    ASSERT_TRUE(result.has_value());
+    EXPECT_EQ(result->source_file, path);
+    EXPECT_EQ(result->instances.size(), 2u);
+}
+
+TEST(Config, UnreadableFileIsOneErrorAtLineZero) {
+    const auto result = load_config_file("/nonexistent/calyx.yaml");
+    ASSERT_FALSE(result.has_value());
+    ASSERT_EQ(result.error().size(), 1u);
+    EXPECT_EQ(result.error()[0].to_string(),
+              "/nonexistent/calyx.yaml:0:0: cannot read: No such file or directory");
+}
+
+TEST(Config, ErrorsInAFileAreReportedWithThatFileName) {
+    const auto result = parse_config("metrics: {listen: nowhere}\n", "conf/demo.yaml");
+    ASSERT_FALSE(result.has_value());
+    ASSERT_EQ(result.error().size(), 1u);
+    EXPECT_EQ(result.error()[0].where.file, "conf/demo.yaml");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Invalid configurations. Each row is a whole file and every error it must produce, in order.
+
+constexpr std::string_view kSecondPort =
+    "has a second port: one instance, one interface — a second interface breaks communication "
+    "(every interface has its own L2 link to the gateway, and the gateway is always the first "
+    "hop)";
+
+struct BadConfig {
+    const char* behaviour;  // the test name
+    std::string_view text;
+    std::vector<std::string> errors;
+};
+
+std::string second_port(std::string_view where, std::string_view instance) {
+    return std::string{where} + ": instance '" + std::string{instance} + "' " +
+           std::string{kSecondPort};
+}
+
+const BadConfig kBadConfigs[] = {
+    {"yaml_syntax_error_is_one_error_at_its_position", R"(
+networks:
+  - name: a
+    kind: [public
+)",
+     {"bad.yaml:4:1: invalid YAML: end of sequence flow not found"}},
+
+    {"empty_file_is_rejected", "",
+     {"bad.yaml:1:1: the configuration is empty; it must be a mapping with 'networks' and "
+      "'instances'"}},
+
+    {"top_level_must_be_a_mapping", R"(
+- networks
+)",
+     {"bad.yaml:1:1: the configuration must be a mapping, got a list"}},
+
+    {"second_yaml_document_is_rejected", R"(
+networks: []
+---
+instances: []
+)",
+     {"bad.yaml:3:1: a configuration is one YAML document; this is a second one"}},
+
+    {"unknown_top_level_key_suggests_the_closest_one", R"(
+dataplan:
+  workers: [1]
+)",
+     {"bad.yaml:1:1: unknown key 'dataplan' at the top level; did you mean 'dataplane'?"}},
+
+    {"unknown_keys_in_every_section_are_all_reported", R"(
+dataplane:
+  colour: blue
+control: {sockets: /run/c.sock}
+metrics: {listen: 127.0.0.1:9469, path: /metrics}
+networks:
+  - {name: pub, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1, mtus: 1500}
+instances:
+  - name: web-1
+    netwrk: pub
+    network: pub
+    mac: 52:54:00:00:01:01
+    ipv4: 203.0.113.10
+    port: {type: vhost-user, socket: /run/calyx/web-1.sock, queue: 2}
+)",
+     {"bad.yaml:2:3: unknown key 'colour' in dataplane",
+      "bad.yaml:3:11: unknown key 'sockets' in control; did you mean 'socket'?",
+      "bad.yaml:4:35: unknown key 'path' in metrics",
+      "bad.yaml:6:75: unknown key 'mtus' in network; did you mean 'mtu'?",
+      "bad.yaml:9:5: unknown key 'netwrk' in instance; did you mean 'network'?",
+      "bad.yaml:13:61: unknown key 'queue' in port; did you mean 'queues'?"}},
+
+    {"repeated_key_is_an_error_pointing_at_the_repeat", R"(
+networks:
+  - name: pub
+    kind: public
+    cidr: 203.0.113.0/24
+    gateway: 203.0.113.1
+    mtu: 1500
+    mtu: 9000
+)",
+     {"bad.yaml:7:5: duplicate key 'mtu' in network (first at line 6)"}},
+
+    {"wrong_node_types_name_the_expected_type", R"(
+dataplane: [1]
+control: /run/c.sock
+networks:
+  name: pub
+instances:
+)",
+     {"bad.yaml:1:12: 'dataplane' must be a mapping, got a list",
+      "bad.yaml:2:10: 'control' must be a mapping, got '/run/c.sock'",
+      "bad.yaml:4:3: 'networks' must be a list, got a mapping",
+      "bad.yaml:5:1: 'instances' must be a list, got an empty value"}},
+
+    {"workers_must_be_distinct_non_main_lcores_below_128", R"(
+dataplane:
+  workers: [0, 1, 1, 128, two]
+)",
+     {"bad.yaml:2:13: lcore 0 is the main lcore, which does control only; workers must be other "
+      "lcores",
+      "bad.yaml:2:19: lcore 1 is listed twice in 'workers'",
+      "bad.yaml:2:22: lcore 128 is out of range: lcore ids are below 128",
+      "bad.yaml:2:27: entry of 'workers' must be an integer, got 'two'"}},
+
+    {"workers_must_not_be_empty", R"(
+dataplane:
+  workers: []
+)",
+     {"bad.yaml:2:12: 'workers' must list at least one lcore"}},
+
+    {"eal_args_must_not_allow_pci_devices", R"(
+dataplane:
+  eal_args: ["--no-huge", "-a", "0000:01:00.0", "--allow=0000:02:00.0", "-w0000:03:00.0"]
+)",
+     {"bad.yaml:2:27: eal_args must not contain '-a': PCI devices are configured as ports, never "
+      "via eal_args (calyx passes --no-pci unless a pci port is configured)",
+      "bad.yaml:2:49: eal_args must not contain '--allow=0000:02:00.0': PCI devices are "
+      "configured as ports, never via eal_args (calyx passes --no-pci unless a pci port is "
+      "configured)",
+      "bad.yaml:2:73: eal_args must not contain '-w0000:03:00.0': PCI devices are configured as "
+      "ports, never via eal_args (calyx passes --no-pci unless a pci port is configured)"}},
+
+    {"gateway_mac_must_be_unicast", R"(
+dataplane:
+  gateway_mac: 01:00:5e:00:00:01
+)",
+     {"bad.yaml:2:16: 'gateway_mac' 01:00:5e:00:00:01 is a multicast address; it must be unicast "
+      "(lowest bit of the first byte clear)"}},
+
+    {"icmp_limits_and_mbufs_are_range_checked", R"(
+dataplane:
+  gateway_mac: 00:00:00:00:00:00
+  icmp_errors_per_second: 5000000000
+  icmp_errors_burst: 0
+  mbufs: 512
+)",
+     {"bad.yaml:2:16: 'gateway_mac' must not be the zero MAC address",
+      "bad.yaml:3:27: 'icmp_errors_per_second' must be between 0 and 4294967295, got 5000000000",
+      "bad.yaml:4:22: 'icmp_errors_burst' must be between 1 and 4294967295, got 0",
+      "bad.yaml:5:10: 'mbufs' must be between 1023 and 4294967295, got 512"}},
+
+    {"control_socket_must_be_an_absolute_path", R"(
+control:
+  socket: run/calyx.sock
+)",
+     {"bad.yaml:2:11: 'socket' must be an absolute path, got 'run/calyx.sock'"}},
+
+    {"metrics_listen_must_be_host_and_port", R"(
+metrics:
+  listen: 127.0.0.1:99999
+)",
+     {"bad.yaml:2:11: 'listen' must be HOST:PORT with HOST an IPv4 address or 'localhost' and "
+      "PORT between 1 and 65535, got '127.0.0.1:99999'"}},
+
+    {"network_missing_required_keys_points_at_the_network", R"(
+networks:
+  - name: pub
+    kind: public
+  - kind: nat
+    cidr: 10.0.0.0/24
+    gateway: 10.0.0.1
+)",
+     {"bad.yaml:2:5: network 'pub' is missing required key 'cidr'",
+      "bad.yaml:2:5: network 'pub' is missing required key 'gateway'",
+      "bad.yaml:4:5: network is missing required key 'name'"}},
+
+    {"network_names_use_a_safe_charset_and_are_unique", R"(
+networks:
+  - {name: "my net", kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1}
+  - {name: pub, kind: public, cidr: 198.51.100.0/24, gateway: 198.51.100.1}
+  - {name: pub, kind: nat, cidr: 10.0.0.0/24, gateway: 10.0.0.1}
+  - {name: "", kind: private, cidr: 10.1.0.0/24, gateway: 10.1.0.1}
+)",
+     {"bad.yaml:2:12: network name 'my net' may contain only letters, digits, '_', '.' and '-'",
+      "bad.yaml:4:12: duplicate network name 'pub' (first at line 3)",
+      "bad.yaml:5:12: network name must not be empty"}},
+
+    {"network_kind_is_public_nat_or_private", R"(
+networks:
+  - {name: pub, kind: internet, cidr: 203.0.113.0/24, gateway: 203.0.113.1}
+)",
+     {"bad.yaml:2:23: 'kind' must be public, nat or private, got 'internet'"}},
+
+    {"cidr_must_be_a_prefix_without_host_bits", R"(
+networks:
+  - {name: a, kind: public, cidr: 203.0.113.1/24, gateway: 203.0.113.1}
+  - {name: b, kind: public, cidr: 198.51.100.0, gateway: 198.51.100.1}
+)",
+     {"bad.yaml:2:35: 'cidr' 203.0.113.1/24 has host bits set; did you mean 203.0.113.0/24?",
+      "bad.yaml:3:35: 'cidr' must be an IPv4 prefix like 192.0.2.0/24, got '198.51.100.0'"}},
+
+    {"cidr_length_is_between_8_and_30_with_the_reason", R"(
+networks:
+  - {name: a, kind: public, cidr: 203.0.113.0/31, gateway: 203.0.113.1}
+  - {name: b, kind: public, cidr: 64.0.0.0/2, gateway: 64.0.0.1}
+)",
+     {"bad.yaml:2:35: cidr 203.0.113.0/31 is too small: a network needs a network address, a "
+      "gateway, at least one instance address and a broadcast address, so its prefix is at most "
+      "/30",
+      "bad.yaml:3:35: cidr 64.0.0.0/2 is too large: the whole cidr is routed to this network's "
+      "instances, so a prefix shorter than /8 would capture a large share of all IPv4 "
+      "destinations"}},
+
+    {"cidr_must_not_be_loopback_or_multicast", R"(
+networks:
+  - {name: a, kind: private, cidr: 127.0.0.0/24, gateway: 127.0.0.1}
+  - {name: b, kind: private, cidr: 239.1.0.0/16, gateway: 239.1.0.1}
+)",
+     {"bad.yaml:2:36: cidr 127.0.0.0/24 is inside 127.0.0.0/8 (loopback), which is never "
+      "assigned to hosts",
+      "bad.yaml:3:36: cidr 239.1.0.0/16 is inside 224.0.0.0/4 (multicast), which is never "
+      "assigned to hosts"}},
+
+    {"gateway_must_be_a_host_address_inside_the_cidr", R"(
+networks:
+  - {name: a, kind: public, cidr: 203.0.113.0/24, gateway: 198.51.100.1}
+  - {name: b, kind: nat, cidr: 10.0.0.0/24, gateway: 10.0.0.0}
+  - {name: c, kind: nat, cidr: 10.0.1.0/24, gateway: 10.0.1.255}
+  - {name: d, kind: nat, cidr: 10.0.2.0/24, gateway: 10.0.2.300}
+)",
+     {"bad.yaml:2:60: gateway 198.51.100.1 is outside cidr 203.0.113.0/24",
+      "bad.yaml:3:54: gateway 10.0.0.0 is the network address of 10.0.0.0/24",
+      "bad.yaml:4:54: gateway 10.0.1.255 is the broadcast address of 10.0.1.0/24",
+      "bad.yaml:5:54: 'gateway' must be an IPv4 address like 192.0.2.1, got '10.0.2.300'"}},
+
+    {"any_two_overlapping_networks_are_rejected", R"(
+networks:
+  - {name: pub, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1}
+  - {name: lan-a, kind: private, cidr: 10.0.0.0/16, gateway: 10.0.0.1}
+  - {name: lan-b, kind: private, cidr: 10.0.5.0/24, gateway: 10.0.5.1}
+  - {name: nat, kind: nat, cidr: 203.0.0.0/16, gateway: 203.0.0.1}
+)",
+     {"bad.yaml:4:40: cidr 10.0.5.0/24 overlaps 10.0.0.0/16 of network 'lan-a' (line 3): "
+      "networks share one routing table, so their addresses must not overlap",
+      "bad.yaml:5:34: cidr 203.0.0.0/16 overlaps 203.0.113.0/24 of network 'pub' (line 2): "
+      "networks share one routing table, so their addresses must not overlap"}},
+
+    {"optional_network_fields_are_validated", R"(
+networks:
+  - name: pub
+    kind: public
+    cidr: 203.0.113.0/24
+    gateway: 203.0.113.1
+    dns: [203.0.113.53, dns.example.org]
+    domain: my_domain.org
+    mtu: 100
+    lease_seconds: 10
+    routes: [198.51.100.0/24, 192.0.2.1/24, default]
+)",
+     {"bad.yaml:6:25: entry of 'dns' must be an IPv4 address like 192.0.2.1, got "
+      "'dns.example.org'",
+      "bad.yaml:7:13: 'domain' must be a DNS name (dot-separated labels of 1 to 63 letters, "
+      "digits and '-'), got 'my_domain.org'",
+      "bad.yaml:8:10: 'mtu' must be between 576 and 9000, got 100",
+      "bad.yaml:9:20: 'lease_seconds' must be between 60 and 2147483648, got 10",
+      "bad.yaml:10:31: route 192.0.2.1/24 has host bits set; did you mean 192.0.2.0/24?",
+      "bad.yaml:10:45: route must be an IPv4 prefix like 192.0.2.0/24, got 'default'"}},
+
+    {"integer_fields_reject_words_and_empty_values", R"(
+networks:
+  - name: pub
+    kind: public
+    cidr: 203.0.113.0/24
+    gateway: 203.0.113.1
+    mtu: jumbo
+    lease_seconds:
+    dns: 203.0.113.53
+)",
+     {"bad.yaml:6:10: 'mtu' must be an integer, got 'jumbo'",
+      "bad.yaml:7:5: 'lease_seconds' must be an integer, got an empty value",
+      "bad.yaml:8:10: 'dns' must be a list, got '203.0.113.53'"}},
+
+    {"instance_missing_required_keys_points_at_the_instance", R"(
+networks:
+  - {name: pub, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1}
+instances:
+  - name: web-1
+    network: pub
+)",
+     {"bad.yaml:4:5: instance 'web-1' is missing required key 'mac'",
+      "bad.yaml:4:5: instance 'web-1' is missing required key 'ipv4'",
+      "bad.yaml:4:5: instance 'web-1' is missing required key 'port'"}},
+
+    {"instance_on_an_unknown_network_is_rejected", R"(
+networks:
+  - {name: public, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1}
+instances:
+  - name: web-1
+    network: publc
+    mac: 52:54:00:00:01:01
+    ipv4: 203.0.113.10
+    port: {type: vhost-user, socket: /run/calyx/web-1.sock}
+  - name: web-2
+    network: dmz
+    mac: 52:54:00:00:01:02
+    ipv4: 203.0.113.11
+    port: {type: vhost-user, socket: /run/calyx/web-2.sock}
+)",
+     {"bad.yaml:5:14: unknown network 'publc'; did you mean 'public'?",
+      "bad.yaml:10:14: unknown network 'dmz'"}},
+
+    {"instance_mac_must_be_unicast_and_not_the_gateway_mac", R"(
+networks:
+  - {name: pub, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1}
+instances:
+  - {name: a, network: pub, mac: 33:33:00:00:00:01, ipv4: 203.0.113.10,
+     port: {type: vhost-user, socket: /run/a.sock}}
+  - {name: b, network: pub, mac: ee:ee:ee:ee:ee:ee, ipv4: 203.0.113.11,
+     port: {type: vhost-user, socket: /run/b.sock}}
+  - {name: c, network: pub, mac: 52:54:00:00:01, ipv4: 203.0.113.12,
+     port: {type: vhost-user, socket: /run/c.sock}}
+)",
+     {"bad.yaml:4:34: 'mac' 33:33:00:00:00:01 is a multicast address; it must be unicast (lowest "
+      "bit of the first byte clear)",
+      "bad.yaml:6:34: mac ee:ee:ee:ee:ee:ee is the gateway MAC (dataplane.gateway_mac); an "
+      "instance needs its own",
+      "bad.yaml:8:34: 'mac' must be a MAC address like 52:54:00:00:01:01, got '52:54:00:00:01'"}},
+
+    {"instance_ipv4_must_be_a_host_address_of_its_network", R"(
+networks:
+  - {name: pub, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1}
+instances:
+  - {name: a, network: pub, mac: 52:54:00:00:00:01, ipv4: 198.51.100.10,
+     port: {type: vhost-user, socket: /run/a.sock}}
+  - {name: b, network: pub, mac: 52:54:00:00:00:02, ipv4: 203.0.113.1,
+     port: {type: vhost-user, socket: /run/b.sock}}
+  - {name: c, network: pub, mac: 52:54:00:00:00:03, ipv4: 203.0.113.0,
+     port: {type: vhost-user, socket: /run/c.sock}}
+  - {name: d, network: pub, mac: 52:54:00:00:00:04, ipv4: 203.0.113.255,
+     port: {type: vhost-user, socket: /run/d.sock}}
+)",
+     {"bad.yaml:4:59: ipv4 198.51.100.10 is outside network 'pub' (203.0.113.0/24)",
+      "bad.yaml:6:59: ipv4 203.0.113.1 is the gateway address of network 'pub'",
+      "bad.yaml:8:59: ipv4 203.0.113.0 is the network address of 203.0.113.0/24",
+      "bad.yaml:10:59: ipv4 203.0.113.255 is the broadcast address of 203.0.113.0/24"}},
+
+    {"instance_mac_ipv4_and_socket_are_unique", R"(
+networks:
+  - {name: pub, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1}
+instances:
+  - {name: a, network: pub, mac: 52:54:00:00:00:01, ipv4: 203.0.113.10,
+     port: {type: vhost-user, socket: /run/a.sock}}
+  - {name: b, network: pub, mac: 52:54:00:00:00:01, ipv4: 203.0.113.10,
+     port: {type: vhost-user, socket: /run/a.sock}}
+)",
+     {"bad.yaml:6:34: mac 52:54:00:00:00:01 is already used by instance 'a' (line 4)",
+      "bad.yaml:6:59: ipv4 203.0.113.10 is already used by instance 'a' (line 4)",
+      "bad.yaml:7:39: socket /run/a.sock is already used by instance 'a' (line 4)"}},
+
+    {"instance_names_are_unique", R"(
+networks:
+  - {name: pub, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1}
+instances:
+  - {name: a, network: pub, mac: 52:54:00:00:00:01, ipv4: 203.0.113.10,
+     port: {type: vhost-user, socket: /run/a.sock}}
+  - {name: a, network: pub, mac: 52:54:00:00:00:01, ipv4: 203.0.113.10,
+     port: {type: vhost-user, socket: /run/a.sock}}
+  - {name: "a/b", network: pub, mac: 52:54:00:00:00:03, ipv4: 203.0.113.12,
+     port: {type: vhost-user, socket: /run/c.sock}}
+)",
+     {"bad.yaml:6:12: duplicate instance name 'a' (first at line 4)",
+      "bad.yaml:8:12: instance name 'a/b' may contain only letters, digits, '_', '.' and '-'"}},
+
+    {"instance_port_fields_are_validated", R"(
+networks:
+  - {name: pub, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1}
+instances:
+  - name: a
+    network: pub
+    mac: 52:54:00:00:00:01
+    ipv4: 203.0.113.10
+    port: {type: vhost-user, socket: /run/calyx/calyx.sock, mode: listen, queues: 9}
+  - name: b
+    network: pub
+    mac: 52:54:00:00:00:02
+    ipv4: 203.0.113.11
+    port: {type: vhost-user, socket: b.sock}
+  - name: c
+    network: pub
+    mac: 52:54:00:00:00:03
+    ipv4: 203.0.113.12
+    port: {type: vhost-user}
+)",
+     {"bad.yaml:8:38: socket /run/calyx/calyx.sock is the control socket (control.socket)",
+      "bad.yaml:8:67: 'mode' must be server or client, got 'listen'",
+      "bad.yaml:8:83: 'queues' must be between 1 and 8, got 9",
+      "bad.yaml:13:38: 'socket' must be an absolute path, got 'b.sock'",
+      "bad.yaml:18:11: port is missing required key 'socket'"}},
+
+    {"uplink_port_types_are_refused_for_instances", R"(
+networks:
+  - {name: pub, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1}
+instances:
+  - {name: a, network: pub, mac: 52:54:00:00:00:01, ipv4: 203.0.113.10,
+     port: {type: tap, socket: /run/a.sock}}
+  - {name: b, network: pub, mac: 52:54:00:00:00:02, ipv4: 203.0.113.11,
+     port: {type: virtio, socket: /run/b.sock}}
+)",
+     {"bad.yaml:5:19: port type 'tap' is for the uplink, not for instances: instances attach "
+      "over vhost-user",
+      "bad.yaml:7:19: port type 'virtio' is unknown; instances attach over 'vhost-user'"}},
+
+    {"instance_with_a_ports_list_has_a_second_port", R"(
+networks:
+  - {name: pub, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1}
+instances:
+  - name: web-1
+    network: pub
+    mac: 52:54:00:00:01:01
+    ipv4: 203.0.113.10
+    ports:
+      - {type: vhost-user, socket: /run/calyx/web-1.sock}
+      - {type: vhost-user, socket: /run/calyx/web-1b.sock}
+)",
+     {second_port("bad.yaml:10:9", "web-1")}},
+
+    {"instance_with_a_repeated_port_key_has_a_second_port", R"(
+networks:
+  - {name: pub, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1}
+instances:
+  - name: web-1
+    network: pub
+    mac: 52:54:00:00:01:01
+    ipv4: 203.0.113.10
+    port: {type: vhost-user, socket: /run/calyx/web-1.sock}
+    port: {type: vhost-user, socket: /run/calyx/web-1b.sock}
+)",
+     {second_port("bad.yaml:9:5", "web-1")}},
+
+    {"instance_with_a_list_of_ports_under_port_has_a_second_port", R"(
+networks:
+  - {name: pub, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1}
+instances:
+  - name: web-1
+    network: pub
+    mac: 52:54:00:00:01:01
+    ipv4: 203.0.113.10
+    port: [{type: vhost-user, socket: /a.sock}, {type: vhost-user, socket: /b.sock}]
+)",
+     {second_port("bad.yaml:8:49", "web-1")}},
+
+    {"instance_listed_again_with_another_port_has_a_second_port", R"(
+networks:
+  - {name: pub, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1}
+instances:
+  - name: web-1
+    network: pub
+    mac: 52:54:00:00:01:01
+    ipv4: 203.0.113.10
+    port: {type: vhost-user, socket: /run/calyx/web-1.sock}
+  - name: web-1
+    network: pub
+    mac: 52:54:00:00:01:02
+    ipv4: 203.0.113.11
+    port: {type: vhost-user, socket: /run/calyx/web-1-eth1.sock}
+)",
+     {second_port("bad.yaml:13:11", "web-1")}},
+
+    {"a_single_entry_ports_list_is_an_unknown_key", R"(
+networks:
+  - {name: pub, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1}
+instances:
+  - name: web-1
+    network: pub
+    mac: 52:54:00:00:01:01
+    ipv4: 203.0.113.10
+    ports: [{type: vhost-user, socket: /run/calyx/web-1.sock}]
+)",
+     {"bad.yaml:8:5: unknown key 'ports' in instance; did you mean 'port'?"}},
+
+    {"security_groups_must_be_a_list_of_names", R"(
+networks:
+  - {name: pub, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1}
+instances:
+  - name: web-1
+    network: pub
+    mac: 52:54:00:00:01:01
+    ipv4: 203.0.113.10
+    port: {type: vhost-user, socket: /run/calyx/web-1.sock}
+    security_groups: web
+)",
+     {"bad.yaml:9:22: 'security_groups' must be a list, got 'web'"}},
+
+    {"every_error_in_a_file_is_reported_at_once_in_file_order", R"(
+dataplane:
+  workers: [0]
+instances:
+  - name: web-1
+    network: pub
+    mac: 52:54:00:00:01:01
+    ipv4: 10.0.0.1
+    port: {type: pci, socket: /run/calyx/web-1.sock}
+networks:
+  - {name: pub, kind: public, cidr: 10.0.0.0/24, gateway: 10.0.0.1, mtu: 10000}
+  - {name: lan, kind: privat, cidr: 10.0.0.128/25, gateway: 10.0.0.129}
+)",
+     {"bad.yaml:2:13: lcore 0 is the main lcore, which does control only; workers must be other "
+      "lcores",
+      "bad.yaml:7:11: ipv4 10.0.0.1 is the gateway address of network 'pub'",
+      "bad.yaml:8:18: port type 'pci' is for the uplink, not for instances: instances attach "
+      "over vhost-user",
+      "bad.yaml:10:74: 'mtu' must be between 576 and 9000, got 10000",
+      "bad.yaml:11:23: 'kind' must be public, nat or private, got 'privat'",
+      "bad.yaml:11:37: cidr 10.0.0.128/25 overlaps 10.0.0.0/24 of network 'pub' (line 10): "
+      "networks share one routing table, so their addresses must not overlap"}},
+};
+
+void PrintTo(const BadConfig& row, std::ostream* os) { *os << row.behaviour; }
+
+class BadConfigTest : public testing::TestWithParam<BadConfig> {};
+
+TEST_P(BadConfigTest, IsRejectedWithExactErrors) {
+    EXPECT_EQ(error_lines(GetParam().text), GetParam().errors);
+}
+
+INSTANTIATE_TEST_SUITE_P(Config, BadConfigTest, testing::ValuesIn(kBadConfigs),
+                         [](const testing::TestParamInfo<BadConfig>& info) {
+                             return std::string{info.param.behaviour};
+                         });
+
+}  // namespace
+}  // namespace calyx::config
