@@ -21,16 +21,17 @@ constexpr uint32_t byteswap32(uint32_t v) {
 }
 static_assert(std::endian::native == std::endian::little, "calyx targets little-endian CPUs");
 
-// A 16-bit field stored in network byte order.
-struct Be16 {
+// A 16-bit field stored in network byte order. Packed (alignment 1) because header fields
+// sit at any offset in a frame; member calls on a misaligned object would be undefined.
+struct [[gnu::packed]] Be16 {
     uint16_t raw;
     static constexpr Be16 from_host(uint16_t v) { return Be16{byteswap16(v)}; }
     constexpr uint16_t host() const { return byteswap16(raw); }
     friend constexpr bool operator==(Be16, Be16) = default;
 };
 
-// A 32-bit field stored in network byte order.
-struct Be32 {
+// A 32-bit field stored in network byte order, alignment 1 like Be16.
+struct [[gnu::packed]] Be32 {
     uint32_t raw;
     static constexpr Be32 from_host(uint32_t v) { return Be32{byteswap32(v)}; }
     constexpr uint32_t host() const { return byteswap32(raw); }

@@ -66,7 +66,7 @@ bool make_icmp_error(Frame& f, const PacketMeta& m, uint8_t type, uint8_t code, 
     eth->type = Be16::from_host(ethertype::kIpv4);
 
     auto* ip = header_at<Ipv4Hdr>(f.data(), f.len, l3);
-    std::memset(ip, 0, sizeof(Ipv4Hdr));
+    *ip = Ipv4Hdr{};
     ip->version_ihl = 0x45;
     ip->tos = 0xc0;  // internetwork control, as Linux marks its ICMP errors
     ip->total_length = Be16::from_host(static_cast<uint16_t>(kAdded + quoted));

@@ -91,14 +91,14 @@ std::string describe_status(int wait_status);
 
 struct CalyxStartOptions {
     // Server-mode vhost-user sockets calyx must have created before start() returns.
-    std::vector<fs::path> server_sockets;
+    std::vector<fs::path> server_sockets{};
     // Line calyx prints on stderr once every port is registered and the workers run.
     std::string ready_line = "calyx: ready";
     // Return as soon as all server_sockets exist, without waiting for ready_line. With no
     // server sockets the ready line is always required.
     bool sockets_suffice = false;
     std::chrono::milliseconds timeout{std::chrono::seconds(15)};
-    std::vector<std::string> extra_args;
+    std::vector<std::string> extra_args{};
 };
 
 // The real calyx binary running `--config FILE`, output captured next to the config.

@@ -30,11 +30,11 @@ constexpr uint16_t kServerPort = 67, kClientPort = 68;
 
 struct DhcpClientMessage {
     uint8_t type = dhcp::kDiscover;
-    MacAddr mac;
+    MacAddr mac{};
     uint32_t xid = 0x1234;
-    std::optional<Ipv4Addr> requested;  // option 50
-    std::optional<Ipv4Addr> server_id;  // option 54
-    Ipv4Addr ciaddr;                    // set for INFORM / RELEASE / renewing REQUEST
+    std::optional<Ipv4Addr> requested{};  // option 50
+    std::optional<Ipv4Addr> server_id{};  // option 54
+    Ipv4Addr ciaddr{};                    // set for INFORM / RELEASE / renewing REQUEST
     std::vector<uint8_t> parameter_list{dhcp::kSubnetMask, dhcp::kRouter, dhcp::kDnsServers,
                                         dhcp::kDomainName, dhcp::kInterfaceMtu,
                                         dhcp::kClasslessRoutes};

@@ -201,6 +201,9 @@ std::expected<void, std::string> VmPeer::start() {
                                     RTE_MBUF_DEFAULT_BUF_SIZE, SOCKET_ID_ANY);
     if (!pool_) return fail("rte_pktmbuf_pool_create", rte_errno);
     rte_eth_conf conf{};
+    // Link-state interrupts: the PMD then notices a backend that goes away, and (in server mode)
+    // accepts the reconnecting backend from its interrupt thread, as QEMU would.
+    conf.intr_conf.lsc = 1;
     if (int r = rte_eth_dev_configure(port_id_, 1, 1, &conf); r < 0)
         return fail("rte_eth_dev_configure", r);
     if (int r = rte_eth_rx_queue_setup(port_id_, 0, opts_.queue_size, SOCKET_ID_ANY, nullptr,

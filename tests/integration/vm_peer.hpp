@@ -55,8 +55,8 @@ public:
 };
 
 struct VmPeerOptions {
-    std::string socket;  // vhost-user socket path
-    MacAddr mac;         // the VM NIC's MAC
+    std::string socket{};  // vhost-user socket path
+    MacAddr mac{};         // the VM NIC's MAC
     // false: the VM side is the vhost-user client and the socket must already exist (the
     // backend is the server). true: the VM side creates the socket and the backend connects to
     // it (calyx port mode "client", like QEMU with `server=on`).

@@ -5,7 +5,7 @@
 
 int main(int argc, char** argv) {
     testing::InitGoogleTest(&argc, argv);
-    const char* eal_argv[] = {"unit_tests", "--no-huge", "-m", "256", "--no-pci", "--in-memory",
+    const char* eal_argv[] = {"unit_tests", "--no-huge", "-m", "256", "--no-pci", "--no-shconf",
                               "--no-telemetry", "-l", "0", "--log-level", "error"};
     if (rte_eal_init(static_cast<int>(std::size(eal_argv)), const_cast<char**>(eal_argv)) < 0) {
         fprintf(stderr, "unit_tests: EAL initialisation failed\n");

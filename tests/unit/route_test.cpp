@@ -1,1 +1,77 @@
-// placeholder
+// The routing table the snapshot builder makes, looked up with DPDK's rte_fib.
+#include <fmt/format.h>
+#include <rte_fib.h>
+
+#include "dp/local.hpp"
+#include "dp/route.hpp"
+#include "gateway_fixture.hpp"
+
+namespace calyx::test {
+namespace {
+
+using dp::NextHop;
+using dp::NextHopKind;
+
+class RouteTable : public GatewayTest {
+protected:
+    uint32_t lookup(Ipv4Addr a) {
+        uint32_t ip = a.value;
+        uint64_t nh = 0;
+        EXPECT_EQ(rte_fib_lookup_bulk(snap_->fib, &ip, &nh, 1), 0);
+        return static_cast<uint32_t>(nh);
+    }
+};
+
+TEST_F(RouteTable, InstanceSlash32BeatsItsNetworkRoute) {
+    EXPECT_EQ(lookup(kAppIp), NextHop::make(NextHopKind::instance, kAppPort));
+    EXPECT_EQ(lookup(kDbIp), NextHop::make(NextHopKind::instance, kDbPort));
+    EXPECT_EQ(lookup(kWebIp), NextHop::make(NextHopKind::instance, kWebPort));
+}
+
+TEST_F(RouteTable, AddressesInANetworkWithoutInstanceAreUnassigned) {
+    EXPECT_EQ(lookup(Ipv4Addr::from_octets(10, 10, 0, 6)), NextHop::make(NextHopKind::unassigned));
+    EXPECT_EQ(lookup(Ipv4Addr::from_octets(203, 0, 113, 254)), NextHop::make(NextHopKind::unassigned));
+}
+
+TEST_F(RouteTable, GatewaysAndBroadcastsAreLocal) {
+    EXPECT_EQ(lookup(kWebGateway), NextHop::make(NextHopKind::local, dp::kLocalGatewayAddress));
+    EXPECT_EQ(lookup(Ipv4Addr::from_octets(10, 20, 0, 1)), NextHop::make(NextHopKind::local, dp::kLocalGatewayAddress));
+    EXPECT_EQ(lookup(Ipv4Addr::from_octets(10, 10, 0, 255)), NextHop::make(NextHopKind::local, dp::kLocalBroadcast));
+}
+
+TEST_F(RouteTable, EverythingElseHasNoRoute) {
+    for (Ipv4Addr a : {Ipv4Addr::from_octets(8, 8, 8, 8), Ipv4Addr::from_octets(10, 10, 1, 5),
+                       Ipv4Addr::from_octets(203, 0, 112, 255), Ipv4Addr::from_octets(10, 21, 0, 7)})
+        EXPECT_EQ(lookup(a), NextHop::make(NextHopKind::none)) << a.to_string();
+}
+
+TEST_F(RouteTable, ManyInstancesInManyPrefixesAllResolve) {
+    // 2000 instances spread over eight /21 networks: every /24 of them needs a tbl8 group.
+    std::string yaml = "networks:\n";
+    for (int n = 0; n < 8; ++n)
+        yaml += fmt::format("  - {{name: n{0}, kind: public, cidr: 10.{0}.0.0/21, gateway: 10.{0}.0.1}}\n", n);
+    yaml += "instances:\n";
+    for (int i = 0; i < 2000; ++i) {
+        const int n = i % 8, host = i / 8 + 2;
+        yaml += fmt::format(
+            "  - {{name: i{0}, network: n{1}, mac: \"52:54:00:00:{2:02x}:{3:02x}\", ipv4: 10.{1}.{4}.{5}, "
+            "port: {{type: vhost-user, socket: /tmp/u/i{0}.sock}}}}\n",
+            i, n, i >> 8, i & 0xff, host / 256, host % 256);
+    }
+    auto cfg = config::parse_config(yaml, "many.yaml");
+    ASSERT_TRUE(cfg.has_value()) << cfg.error().front().to_string();
+    uint16_t slot = 0;
+    std::map<std::string, uint16_t> slots;
+    for (const auto& inst : cfg->instances) slots[inst.name] = slot++ % dp::kMaxPorts;
+    auto snap = cp::build_snapshot(*cfg, [&](const config::InstanceConfig& i) { return slots.at(i.name); }, 1);
+    ASSERT_TRUE(snap.has_value()) << snap.error();
+    for (const auto& inst : cfg->instances) {
+        uint32_t ip = inst.ipv4.value;
+        uint64_t nh = 0;
+        rte_fib_lookup_bulk((*snap)->fib, &ip, &nh, 1);
+        ASSERT_EQ(nh, NextHop::make(NextHopKind::instance, slots.at(inst.name))) << inst.name;
+    }
+}
+
+}  // namespace
+}  // namespace calyx::test

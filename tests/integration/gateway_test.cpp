@@ -1,0 +1,739 @@
+// calyx as every VM's gateway, end to end: the real calyx binary on a test config, and "VMs"
+// that are DPDK virtio-user ports in this process sending real frames over vhost-user.
+//
+// Topology (one calyx, three instances, one per kind of network):
+//   web-1  public  203.0.113.0/24  gw 203.0.113.1   52:54:00:00:01:01  203.0.113.10
+//   app-1  nat     10.10.0.0/24    gw 10.10.0.1     52:54:00:00:02:01  10.10.0.5
+//   db-1   private 10.20.0.0/24    gw 10.20.0.1     52:54:00:00:03:01  10.20.0.7
+//
+// Each test starts its own calyx (fresh state, its own temp dir and EAL prefix) and prints
+// calyx's output when it fails. Usage: gateway_test [gtest flags] [--calyx-bin=PATH | PATH];
+// $CALYX_BIN wins (meson sets it). CALYX_IT_KEEP=1 keeps the temp dirs (configs, logs).
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstdlib>
+#include <iostream>
+#include <map>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "calyx_process.hpp"
+#include "dhcp_frames.hpp"
+#include "test_frames.hpp"
+#include "vm_peer.hpp"
+
+namespace calyx::test {
+namespace {
+
+using namespace std::chrono_literals;
+using std::chrono::milliseconds;
+
+// Generous but bounded: replies normally take microseconds.
+constexpr milliseconds kReply = 3s;          // a reply on a warm path
+constexpr milliseconds kWarmUp = 10s;        // first answer after calyx and the VM attach
+constexpr milliseconds kSilence = 500ms;     // how long "nothing arrives" is watched
+constexpr milliseconds kReconnect = 10s;     // calyx's client-mode reconnect (1 s retries)
+
+constexpr MacAddr kGatewayMac{{0xee, 0xee, 0xee, 0xee, 0xee, 0xee}};  // calyx's default
+
+struct Vm {
+    std::string name;
+    std::string network;
+    MacAddr mac;
+    Ipv4Addr ip;
+    Ipv4Addr gateway;
+};
+
+const Vm kWeb{"web-1", "public", {{0x52, 0x54, 0x00, 0x00, 0x01, 0x01}},
+              Ipv4Addr::from_octets(203, 0, 113, 10), Ipv4Addr::from_octets(203, 0, 113, 1)};
+const Vm kApp{"app-1", "nat", {{0x52, 0x54, 0x00, 0x00, 0x02, 0x01}},
+              Ipv4Addr::from_octets(10, 10, 0, 5), Ipv4Addr::from_octets(10, 10, 0, 1)};
+const Vm kDb{"db-1", "private", {{0x52, 0x54, 0x00, 0x00, 0x03, 0x01}},
+             Ipv4Addr::from_octets(10, 20, 0, 7), Ipv4Addr::from_octets(10, 20, 0, 1)};
+const std::array<const Vm*, 3> kVms{&kWeb, &kApp, &kDb};
+
+const Ipv4Addr kPublicDns = Ipv4Addr::from_octets(203, 0, 113, 53);
+constexpr uint16_t kPublicMtu = 1450;  // not the default, so option 26 proves it is configured
+const Ipv4Addr kUnrouted = Ipv4Addr::from_octets(198, 18, 0, 1);
+
+std::string text(Ipv4Addr a) {
+    const uint32_t v = a.value;
+    return fmt::format("{}.{}.{}.{}", v >> 24, (v >> 16) & 0xff, (v >> 8) & 0xff, v & 0xff);
+}
+std::string text(const MacAddr& m) {
+    return fmt::format("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m.bytes[0], m.bytes[1],
+                       m.bytes[2], m.bytes[3], m.bytes[4], m.bytes[5]);
+}
+
+std::string describe_all(const std::vector<Bytes>& frames) {
+    std::string s;
+    for (auto& f : frames) s += "  " + describe_frame(f) + "\n";
+    return s;
+}
+
+// ------------------------------------------------------------------------------------------
+// Configs
+
+struct ConfigOptions {
+    std::set<std::string> client_mode{};  // instances whose calyx port connects (QEMU is server)
+};
+
+unsigned g_config_seq = 0;
+
+// The EAL file prefix for one calyx run: unique per test process and config, so calyx never
+// meets another DPDK process's files (calyx's own EAL keeps shared config in that directory).
+std::string calyx_eal_prefix() { return fmt::format("calyx-it-{}-{}", ::getpid(), g_config_seq); }
+
+std::string gateway_config(const TempDir& dir, const ConfigOptions& opts = {}) {
+    ++g_config_seq;
+    const unsigned metrics_port = 20000 + (::getpid() * 13 + g_config_seq) % 30000;
+    std::string y = fmt::format(R"(# written by gateway_test
+dataplane:
+  workers: [1]
+  eal_args: ["--no-huge", "-m", "512", "--file-prefix", "{prefix}"]
+control:
+  socket: {dir}/calyx.sock
+metrics:
+  listen: 127.0.0.1:{metrics_port}
+networks:
+  - name: public
+    kind: public
+    cidr: 203.0.113.0/24
+    gateway: 203.0.113.1
+    dns: [{dns}]
+    mtu: {mtu}
+  - name: nat
+    kind: nat
+    cidr: 10.10.0.0/24
+    gateway: 10.10.0.1
+  - name: private
+    kind: private
+    cidr: 10.20.0.0/24
+    gateway: 10.20.0.1
+instances:
+)",
+                                fmt::arg("prefix", calyx_eal_prefix()),
+                                fmt::arg("dir", dir.path().string()),
+                                fmt::arg("metrics_port", metrics_port),
+                                fmt::arg("dns", text(kPublicDns)), fmt::arg("mtu", kPublicMtu));
+    for (const Vm* vm : kVms) {
+        y += fmt::format(R"(  - name: {name}
+    network: {network}
+    mac: {mac}
+    ipv4: {ip}
+    port: {{type: vhost-user, socket: {dir}/{name}.sock, mode: {mode}}}
+)",
+                         fmt::arg("name", vm->name), fmt::arg("network", vm->network),
+                         fmt::arg("mac", text(vm->mac)), fmt::arg("ip", text(vm->ip)),
+                         fmt::arg("dir", dir.path().string()),
+                         fmt::arg("mode", opts.client_mode.contains(vm->name) ? "client" : "server"));
+    }
+    return y;
+}
+
+// ------------------------------------------------------------------------------------------
+// Fixture: a calyx process and one VmPeer per instance.
+
+class CalyxFixture : public testing::Test {
+protected:
+    fs::path socket_of(const Vm& vm) const { return dir_ / (vm.name + ".sock"); }
+    bool is_client_mode(const Vm& vm) const { return options_.client_mode.contains(vm.name); }
+
+    // Write the config and start calyx; returns once its server-mode sockets exist or it
+    // printed "calyx: ready".
+    void start_calyx(const ConfigOptions& opts = {}) {
+        options_ = opts;
+        if (config_.empty()) {
+            config_ = dir_.write("calyx.yaml", gateway_config(dir_, opts));
+            eal_prefix_ = calyx_eal_prefix();
+        }
+        CalyxStartOptions start;
+        for (const Vm* vm : kVms)
+            if (!is_client_mode(*vm)) start.server_sockets.push_back(socket_of(*vm));
+        start.sockets_suffice = true;
+        auto c = CalyxProcess::start(config_, start);
+        ASSERT_TRUE(c) << c.error() << "\nconfig " << config_.string() << ":\n"
+                       << read_file(config_);
+        calyx_ = std::move(*c);
+    }
+
+    // Attach the VM's NIC. Server-mode calyx ports: the VM connects (retrying briefly while
+    // calyx is still creating the socket). Client-mode ports: the VM listens and calyx
+    // connects.
+    void attach(const Vm& vm) {
+        VmPeerOptions o{.socket = socket_of(vm), .mac = vm.mac, .server = is_client_mode(vm),
+                        .connect_timeout = kReconnect};
+        std::string last_error;
+        const auto deadline = std::chrono::steady_clock::now() + 5s;
+        do {
+            auto p = VmPeer::attach(o);
+            if (p) {
+                peers_[vm.name] = std::move(*p);
+                return;
+            }
+            last_error = p.error();
+            if (o.server) break;  // already waited connect_timeout
+            std::this_thread::sleep_for(100ms);
+        } while (std::chrono::steady_clock::now() < deadline);
+        FAIL() << vm.name << ": cannot attach: " << last_error;
+    }
+
+    VmPeer& vm(const Vm& v) {
+        auto it = peers_.find(v.name);
+        if (it == peers_.end() || !it->second) throw std::logic_error(v.name + " not attached");
+        return *it->second;
+    }
+
+    // The VM resolves its gateway: ARP who-has gateway, retried until answered. This is also
+    // what proves the path is up before a test checks that something does NOT arrive.
+    void warm_up(const Vm& v) {
+        auto reply = vm(v).request(arp_request(v.mac, v.ip, v.gateway), kWarmUp,
+                                   is_arp_reply_for(v.gateway));
+        ASSERT_TRUE(reply) << v.name << ": no ARP reply for its gateway " << text(v.gateway)
+                           << " within " << kWarmUp.count() << " ms";
+    }
+
+    void start_all(const ConfigOptions& opts = {}) {
+        ASSERT_NO_FATAL_FAILURE(start_calyx(opts));
+        for (const Vm* v : kVms) ASSERT_NO_FATAL_FAILURE(attach(*v));
+        for (const Vm* v : kVms) ASSERT_NO_FATAL_FAILURE(warm_up(*v));
+    }
+
+    // An echo request from `from` to `dst`, sent to the gateway MAC as a VM with a default
+    // route via calyx would.
+    static Bytes ping_frame(const Vm& from, Ipv4Addr dst, uint16_t id, uint16_t seq,
+                            uint8_t ttl = 64) {
+        return echo_request(from.mac, kGatewayMac, from.ip, dst, id, seq, ttl);
+    }
+
+    // Expect no frame matching `pred` at `v` for kSilence.
+    void expect_nothing(const Vm& v, const FramePredicate& pred, std::string_view what) {
+        const auto got = vm(v).receive_all(kSilence, pred);
+        EXPECT_TRUE(got.empty()) << what << ": " << v.name << " received " << got.size()
+                                 << " frame(s):\n"
+                                 << describe_all(got);
+    }
+
+    // Ping from one instance to another through calyx: the request arrives routed (TTL - 1,
+    // gateway MAC as source), the destination answers, the reply arrives routed.
+    void expect_ping_between(const Vm& from, const Vm& to, uint16_t id, uint16_t seq) {
+        SCOPED_TRACE(fmt::format("ping {} -> {}", from.name, to.name));
+        ASSERT_TRUE(vm(from).send(ping_frame(from, to.ip, id, seq, 64)));
+        auto req = vm(to).receive(kReply, is_echo_request(id, seq));
+        ASSERT_TRUE(req) << "echo request did not arrive at " << to.name;
+        EXPECT_EQ(eth_src(*req), kGatewayMac);
+        EXPECT_EQ(eth_dst(*req), to.mac);
+        EXPECT_EQ(ipv4_of(*req).src.host(), from.ip.value);
+        EXPECT_EQ(ipv4_of(*req).dst.host(), to.ip.value);
+        EXPECT_EQ(ipv4_of(*req).ttl, 63) << "TTL must be decremented by exactly 1";
+        EXPECT_TRUE(ipv4_checksums_ok(*req)) << describe_frame(*req);
+
+        ASSERT_TRUE(vm(to).send(echo_request(to.mac, kGatewayMac, to.ip, from.ip, id, seq, 64)));
+        // The destination's reply: same id/seq, type 0.
+        auto rep = vm(from).receive(kReply, is_echo_reply(id, seq));
+        ASSERT_TRUE(rep) << "echo reply did not come back to " << from.name;
+        EXPECT_EQ(eth_src(*rep), kGatewayMac);
+        EXPECT_EQ(eth_dst(*rep), from.mac);
+        EXPECT_EQ(ipv4_of(*rep).src.host(), to.ip.value);
+        EXPECT_EQ(ipv4_of(*rep).ttl, 63);
+        EXPECT_TRUE(ipv4_checksums_ok(*rep)) << describe_frame(*rep);
+    }
+
+    // Ping the instance's own gateway address; calyx answers itself.
+    void expect_gateway_answers_ping(const Vm& v, uint16_t id, uint16_t seq) {
+        SCOPED_TRACE(fmt::format("ping {} -> its gateway {}", v.name, text(v.gateway)));
+        const Bytes req = ping_frame(v, v.gateway, id, seq);
+        auto rep = vm(v).request(req, kReply, is_echo_reply(id, seq));
+        ASSERT_TRUE(rep) << "no echo reply from the gateway";
+        EXPECT_EQ(eth_src(*rep), kGatewayMac);
+        EXPECT_EQ(eth_dst(*rep), v.mac);
+        EXPECT_EQ(ipv4_of(*rep).src.host(), v.gateway.value);
+        EXPECT_EQ(ipv4_of(*rep).dst.host(), v.ip.value);
+        EXPECT_TRUE(ipv4_checksums_ok(*rep)) << describe_frame(*rep);
+        // Same payload back.
+        EXPECT_EQ(rep->size(), req.size());
+        if (rep->size() == req.size()) {
+            const size_t payload = l4_offset(req) + sizeof(IcmpHdr);
+            EXPECT_TRUE(std::equal(req.begin() + payload, req.end(), rep->begin() + payload))
+                << "echo payload changed";
+        }
+    }
+
+    void TearDown() override {
+        const bool died = calyx_ && !calyx_->running();
+        if (died) ADD_FAILURE() << "calyx exited during the test";
+        if (HasFailure()) {
+            std::string peers;
+            for (auto& [name, p] : peers_)
+                if (p)
+                    peers += fmt::format("  {}: sent {} received {} skipped {} link {}\n", name,
+                                         p->sent(), p->received(), p->skipped(),
+                                         p->link_up() ? "up" : "down");
+            std::cerr << "---- VM peers:\n" << peers;
+            if (calyx_) std::cerr << "---- " << calyx_->report() << "\n";
+        }
+        for (auto& [name, p] : peers_)
+            if (p) p->detach();
+        peers_.clear();
+        if (calyx_) calyx_->stop(5s);
+        calyx_.reset();
+        cleanup_eal_prefix();
+    }
+
+    void cleanup_eal_prefix() {
+        if (eal_prefix_.empty()) return;
+        std::error_code ec;
+        fs::remove_all(fs::path("/var/run/dpdk") / eal_prefix_, ec);
+    }
+
+    TempDir dir_;
+    fs::path config_;
+    std::string eal_prefix_;
+    ConfigOptions options_;
+    std::unique_ptr<CalyxProcess> calyx_;
+    std::map<std::string, std::unique_ptr<VmPeer>> peers_;
+};
+
+// All three instance ports in server mode (calyx creates the sockets).
+class GatewayTest : public CalyxFixture {
+protected:
+    void SetUp() override { ASSERT_NO_FATAL_FAILURE(start_all()); }
+};
+
+// ------------------------------------------------------------------------------------------
+// DHCP
+
+void expect_web_lease(const DhcpMessage& m, const MacAddr& mac) {
+    EXPECT_EQ(m.op, 2);
+    EXPECT_EQ(text(m.yiaddr), text(kWeb.ip)) << "offered address must be the configured ipv4";
+    EXPECT_EQ(m.chaddr, mac);
+    EXPECT_EQ(m.ip_option(dhcp::kSubnetMask).transform([](Ipv4Addr a) { return text(a); }),
+              std::optional<std::string>("255.255.255.0"));
+    const auto routers = m.ip_list_option(dhcp::kRouter);
+    ASSERT_FALSE(routers.empty()) << "no router option (3)";
+    EXPECT_EQ(text(routers.front()), text(kWeb.gateway));
+    const auto dns = m.ip_list_option(dhcp::kDnsServers);
+    ASSERT_EQ(dns.size(), 1u) << "DNS option (6)";
+    EXPECT_EQ(text(dns[0]), text(kPublicDns));
+    EXPECT_EQ(m.u16_option(dhcp::kInterfaceMtu), std::optional<uint16_t>(kPublicMtu))
+        << "MTU option (26)";
+    const auto lease = m.u32_option(dhcp::kLeaseTime);
+    ASSERT_TRUE(lease) << "no lease time option (51)";
+    EXPECT_GE(*lease, 60u);
+    EXPECT_EQ(m.ip_option(dhcp::kServerId).transform([](Ipv4Addr a) { return text(a); }),
+              std::optional<std::string>(text(kWeb.gateway)))
+        << "server identifier (54) must be the gateway";
+    const auto routes = m.classless_routes();
+    ASSERT_TRUE(routes) << "option 121 missing or malformed";
+    const bool has_default =
+        std::ranges::any_of(*routes, [](const std::pair<Ipv4Prefix, Ipv4Addr>& r) {
+            return r.first.length == 0 && r.second.value == kWeb.gateway.value;
+        });
+    EXPECT_TRUE(has_default) << "option 121 must carry 0.0.0.0/0 via the gateway "
+                                "(clients ignore option 3 when 121 is present)";
+}
+
+// What calyx's DHCP reply looks like on the wire, apart from the BOOTP content.
+void expect_dhcp_reply_headers(const Bytes& f) {
+    EXPECT_EQ(eth_src(f), kGatewayMac);
+    EXPECT_EQ(ipv4_of(f).src.host(), kWeb.gateway.value);
+    EXPECT_TRUE(ipv4_checksums_ok(f)) << describe_frame(f);
+}
+
+FramePredicate dhcp_reply_xid(uint32_t xid) {
+    return [xid](const Bytes& f) {
+        if (!is_any_dhcp_reply(f)) return false;
+        auto m = DhcpMessage::parse(f);
+        return !m || m->xid == xid;  // unparsable replies are kept: the test reports them
+    };
+}
+
+TEST_F(GatewayTest, DhcpHandshakeGetsConfiguredAddressAndOptions) {
+    const uint32_t xid = 0x5eed0001;
+    auto offer_frame = vm(kWeb).request(
+        dhcp_client_frame({.type = dhcp::kDiscover, .mac = kWeb.mac, .xid = xid}), kReply,
+        dhcp_reply_xid(xid), 500ms);
+    ASSERT_TRUE(offer_frame) << "no answer to DHCPDISCOVER";
+    auto offer = DhcpMessage::parse(*offer_frame);
+    ASSERT_TRUE(offer) << "unparsable DHCP reply: " << describe_frame(*offer_frame);
+    ASSERT_EQ(offer->message_type(), std::optional<uint8_t>(dhcp::kOffer));
+    expect_dhcp_reply_headers(*offer_frame);
+    expect_web_lease(*offer, kWeb.mac);
+
+    auto ack_frame = vm(kWeb).request(dhcp_client_frame({.type = dhcp::kRequest,
+                                                         .mac = kWeb.mac,
+                                                         .xid = xid,
+                                                         .requested = offer->yiaddr,
+                                                         .server_id = kWeb.gateway}),
+                                      kReply, dhcp_reply_xid(xid), 500ms);
+    ASSERT_TRUE(ack_frame) << "no answer to DHCPREQUEST";
+    auto ack = DhcpMessage::parse(*ack_frame);
+    ASSERT_TRUE(ack) << "unparsable DHCP reply: " << describe_frame(*ack_frame);
+    ASSERT_EQ(ack->message_type(), std::optional<uint8_t>(dhcp::kAck));
+    expect_dhcp_reply_headers(*ack_frame);
+    expect_web_lease(*ack, kWeb.mac);
+}
+
+TEST_F(GatewayTest, DhcpRequestForAnotherAddressGetsNak) {
+    const uint32_t xid = 0x5eed0002;
+    auto reply = vm(kWeb).request(
+        dhcp_client_frame({.type = dhcp::kRequest,
+                           .mac = kWeb.mac,
+                           .xid = xid,
+                           .requested = Ipv4Addr::from_octets(203, 0, 113, 99),
+                           .server_id = kWeb.gateway}),
+        kReply, dhcp_reply_xid(xid), 500ms);
+    ASSERT_TRUE(reply) << "no answer to a DHCPREQUEST for a wrong address";
+    auto m = DhcpMessage::parse(*reply);
+    ASSERT_TRUE(m) << describe_frame(*reply);
+    EXPECT_EQ(m->message_type(), std::optional<uint8_t>(dhcp::kNak));
+    EXPECT_EQ(m->yiaddr.value, 0u);
+}
+
+// ------------------------------------------------------------------------------------------
+// ARP
+
+void expect_gateway_arp_reply(const Bytes& f, const Vm& asker, Ipv4Addr target) {
+    const ArpHdr a = arp_of(f);
+    EXPECT_EQ(a.oper.host(), 2);
+    EXPECT_EQ(a.sha, kGatewayMac) << "answered with " << text(a.sha);
+    EXPECT_EQ(a.spa.host(), target.value);
+    EXPECT_EQ(a.tha, asker.mac);
+    EXPECT_EQ(a.tpa.host(), asker.ip.value);
+    EXPECT_EQ(eth_src(f), kGatewayMac);
+    EXPECT_EQ(eth_dst(f), asker.mac);
+}
+
+TEST_F(GatewayTest, ArpForTheGatewayIsAnsweredWithTheGatewayMac) {
+    for (const Vm* v : kVms) {
+        SCOPED_TRACE(v->name);
+        auto r = vm(*v).request(arp_request(v->mac, v->ip, v->gateway), kReply,
+                                is_arp_reply_for(v->gateway));
+        ASSERT_TRUE(r);
+        expect_gateway_arp_reply(*r, *v, v->gateway);
+    }
+}
+
+TEST_F(GatewayTest, ArpForAnyOtherAddressIsAnsweredWithTheGatewayMac) {
+    // Another instance (on another network), a free address in the VM's own subnet, and an
+    // address outside every network: calyx answers all of them like Calico, there is no L2.
+    for (const Ipv4Addr target : {kApp.ip, Ipv4Addr::from_octets(203, 0, 113, 77), kUnrouted}) {
+        SCOPED_TRACE(text(target));
+        auto r = vm(kWeb).request(arp_request(kWeb.mac, kWeb.ip, target), kReply,
+                                  is_arp_reply_for(target));
+        ASSERT_TRUE(r);
+        expect_gateway_arp_reply(*r, kWeb, target);
+    }
+    // The ARP request itself is never flooded to other instances.
+    expect_nothing(kApp, is_arp, "ARP from web-1");
+    expect_nothing(kDb, is_arp, "ARP from web-1");
+}
+
+TEST_F(GatewayTest, ArpForOwnAddressAndGratuitousArpAreNotAnswered) {
+    vm(kWeb).drain();
+    // Duplicate address detection (RFC 5227 probe: sender 0.0.0.0) and a plain request for
+    // the VM's own address.
+    ASSERT_TRUE(vm(kWeb).send(arp_request(kWeb.mac, Ipv4Addr{}, kWeb.ip)));
+    ASSERT_TRUE(vm(kWeb).send(arp_request(kWeb.mac, kWeb.ip, kWeb.ip)));
+    expect_nothing(kWeb, is_arp, "ARP for its own address");
+    // Gratuitous ARP reply (announcement).
+    ASSERT_TRUE(vm(kWeb).send(FrameBuilder()
+                                  .eth(kWeb.mac, MacAddr::broadcast(), ethertype::kArp)
+                                  .arp(2, kWeb.mac, kWeb.ip, MacAddr::broadcast(), kWeb.ip)
+                                  .build()));
+    expect_nothing(kWeb, is_arp, "gratuitous ARP");
+    expect_nothing(kApp, is_arp, "gratuitous ARP from web-1");
+    // The port still answers: the silence above was not a dead port.
+    auto r = vm(kWeb).request(arp_request(kWeb.mac, kWeb.ip, kWeb.gateway), kReply,
+                              is_arp_reply_for(kWeb.gateway));
+    EXPECT_TRUE(r) << "gateway ARP no longer answered";
+}
+
+// ------------------------------------------------------------------------------------------
+// ICMP echo and routing
+
+TEST_F(GatewayTest, PingToTheGatewayIsAnswered) {
+    uint16_t seq = 1;
+    for (const Vm* v : kVms) expect_gateway_answers_ping(*v, 0x100, seq++);
+}
+
+TEST_F(GatewayTest, PingBetweenInstancesIsRoutedThroughCalyx) {
+    expect_ping_between(kWeb, kApp, 0x200, 1);
+    expect_ping_between(kApp, kDb, 0x201, 1);
+    expect_ping_between(kDb, kWeb, 0x202, 1);
+    // Nothing leaks to the third instance.
+    expect_nothing(kDb, is_echo_request(0x200, 1), "web-1 -> app-1 traffic");
+}
+
+TEST_F(GatewayTest, PingToAnUnroutedAddressGetsDestinationUnreachable) {
+    const Bytes req = ping_frame(kWeb, kUnrouted, 0x300, 1);
+    auto err = vm(kWeb).request(req, kReply, is_icmp_error(icmp::kDestUnreachable), 1s);
+    ASSERT_TRUE(err) << "no ICMP destination unreachable for " << text(kUnrouted);
+    EXPECT_EQ(eth_src(*err), kGatewayMac);
+    EXPECT_EQ(eth_dst(*err), kWeb.mac);
+    EXPECT_EQ(ipv4_of(*err).src.host(), kWeb.gateway.value);
+    EXPECT_EQ(ipv4_of(*err).dst.host(), kWeb.ip.value);
+    const uint8_t code = icmp_of(*err).code;
+    EXPECT_TRUE(code == icmp::kNetUnreachable || code == icmp::kHostUnreachable)
+        << "code " << int{code};
+    EXPECT_TRUE(ipv4_checksums_ok(*err)) << describe_frame(*err);
+    const auto quoted = quoted_ipv4(*err);
+    ASSERT_TRUE(quoted) << "ICMP error must quote the offending header";
+    EXPECT_EQ(quoted->src.host(), kWeb.ip.value);
+    EXPECT_EQ(quoted->dst.host(), kUnrouted.value);
+    for (const Vm* v : {&kApp, &kDb}) expect_nothing(*v, is_echo_request(0x300, 1), "unrouted");
+}
+
+TEST_F(GatewayTest, TtlOneGetsTimeExceededAndIsNotForwarded) {
+    const Bytes req = ping_frame(kWeb, kApp.ip, 0x400, 1, /*ttl=*/1);
+    auto err = vm(kWeb).request(req, kReply, is_icmp_error(icmp::kTimeExceeded), 1s);
+    ASSERT_TRUE(err) << "no ICMP time exceeded for TTL 1";
+    EXPECT_EQ(icmp_of(*err).code, 0);
+    EXPECT_EQ(eth_src(*err), kGatewayMac);
+    EXPECT_EQ(eth_dst(*err), kWeb.mac);
+    EXPECT_EQ(ipv4_of(*err).src.host(), kWeb.gateway.value);
+    EXPECT_EQ(ipv4_of(*err).dst.host(), kWeb.ip.value);
+    EXPECT_TRUE(ipv4_checksums_ok(*err)) << describe_frame(*err);
+    const auto quoted = quoted_ipv4(*err);
+    ASSERT_TRUE(quoted);
+    EXPECT_EQ(quoted->dst.host(), kApp.ip.value);
+    expect_nothing(kApp, is_echo_request(0x400, 1), "a TTL 1 packet");
+    // TTL 2 does get through (with TTL 1).
+    ASSERT_TRUE(vm(kWeb).send(ping_frame(kWeb, kApp.ip, 0x401, 1, 2)));
+    auto fwd = vm(kApp).receive(kReply, is_echo_request(0x401, 1));
+    ASSERT_TRUE(fwd) << "TTL 2 packet not forwarded";
+    EXPECT_EQ(ipv4_of(*fwd).ttl, 1);
+}
+
+// ------------------------------------------------------------------------------------------
+// Anti-spoofing
+
+TEST_F(GatewayTest, SpoofedSourceAddressIsDropped) {
+    // Not web-1's address: a free one in its subnet, and another instance's.
+    const Ipv4Addr spoofed[] = {Ipv4Addr::from_octets(203, 0, 113, 99), kDb.ip};
+    uint16_t seq = 1;
+    for (const Ipv4Addr src : spoofed) {
+        SCOPED_TRACE("source " + text(src));
+        ASSERT_TRUE(vm(kWeb).send(
+            echo_request(kWeb.mac, kGatewayMac, src, kApp.ip, 0x500, seq++)));
+    }
+    expect_nothing(kApp, is_echo_request(0x500, 1), "spoofed source 203.0.113.99");
+    expect_nothing(kApp, is_echo_request(0x500, 2), "spoofed source 10.20.0.7 (db-1)");
+    // Spoofed ping to the gateway: no reply either.
+    ASSERT_TRUE(vm(kWeb).send(echo_request(kWeb.mac, kGatewayMac,
+                                           Ipv4Addr::from_octets(203, 0, 113, 99),
+                                           kWeb.gateway, 0x501, 1)));
+    expect_nothing(kWeb, is_echo_reply(0x501, 1), "ping to the gateway from a spoofed source");
+    // The same packet with the right source goes through.
+    ASSERT_TRUE(vm(kWeb).send(ping_frame(kWeb, kApp.ip, 0x500, 9)));
+    EXPECT_TRUE(vm(kApp).receive(kReply, is_echo_request(0x500, 9)))
+        << "unspoofed control packet not forwarded";
+}
+
+TEST_F(GatewayTest, SpoofedSourceMacIsDropped) {
+    const MacAddr stranger{{0x52, 0x54, 0x00, 0x00, 0x01, 0x99}};
+    ASSERT_TRUE(vm(kWeb).send(echo_request(stranger, kGatewayMac, kWeb.ip, kApp.ip, 0x600, 1)));
+    ASSERT_TRUE(vm(kWeb).send(echo_request(kApp.mac, kGatewayMac, kWeb.ip, kApp.ip, 0x600, 2)));
+    expect_nothing(kApp, is_echo_request(0x600, 1), "spoofed source MAC");
+    expect_nothing(kApp, is_echo_request(0x600, 2), "app-1's own MAC as source");
+    // ARP from a MAC that is not the instance's: no answer.
+    ASSERT_TRUE(vm(kWeb).send(arp_request(stranger, kWeb.ip, kWeb.gateway)));
+    expect_nothing(kWeb, is_arp, "ARP with a spoofed source MAC");
+    ASSERT_TRUE(vm(kWeb).send(ping_frame(kWeb, kApp.ip, 0x600, 9)));
+    EXPECT_TRUE(vm(kApp).receive(kReply, is_echo_request(0x600, 9)))
+        << "unspoofed control packet not forwarded";
+}
+
+// ------------------------------------------------------------------------------------------
+// A VM goes away and comes back
+
+TEST_F(GatewayTest, VmDetachesAndReattachesWhileOthersAreUnaffected) {
+    expect_ping_between(kWeb, kApp, 0x700, 1);
+    for (uint16_t round = 1; round <= 2; ++round) {
+        SCOPED_TRACE(fmt::format("round {}", round));
+        vm(kWeb).detach();
+        peers_.erase(kWeb.name);
+        // The others keep working while web-1 is gone, and traffic towards it harms nothing.
+        ASSERT_TRUE(vm(kApp).send(ping_frame(kApp, kWeb.ip, 0x701, round)));
+        expect_ping_between(kApp, kDb, 0x702, round);
+        expect_gateway_answers_ping(kDb, 0x703, round);
+        ASSERT_FALSE(HasFatalFailure());
+
+        ASSERT_NO_FATAL_FAILURE(attach(kWeb));
+        ASSERT_NO_FATAL_FAILURE(warm_up(kWeb));
+        expect_gateway_answers_ping(kWeb, 0x704, round);
+        expect_ping_between(kWeb, kApp, 0x705, round);
+        expect_ping_between(kDb, kWeb, 0x706, round);
+    }
+}
+
+TEST_F(GatewayTest, SigtermStopsCalyxCleanly) {
+    for (auto& [name, p] : peers_) p->detach();
+    const int st = calyx_->stop(5s);
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0)
+        << "calyx on SIGTERM: " << describe_status(st);
+    for (const Vm* v : kVms)
+        EXPECT_FALSE(fs::exists(socket_of(*v))) << v->name << ": socket left behind";
+    // A new calyx on the same config comes up and serves re-attached VMs.
+    ASSERT_NO_FATAL_FAILURE(start_calyx());
+    for (const Vm* v : {&kWeb, &kApp}) ASSERT_NO_FATAL_FAILURE(attach(*v));
+    for (const Vm* v : {&kWeb, &kApp}) ASSERT_NO_FATAL_FAILURE(warm_up(*v));
+    expect_ping_between(kWeb, kApp, 0x800, 1);
+}
+
+// ------------------------------------------------------------------------------------------
+// Client mode: the VM side (QEMU with server=on) owns the socket and calyx connects.
+
+class ClientModeTest : public CalyxFixture {
+protected:
+    void SetUp() override { ASSERT_NO_FATAL_FAILURE(start_all({.client_mode = {"web-1"}})); }
+};
+
+TEST_F(ClientModeTest, CalyxConnectsToTheVmAndRoutes) {
+    expect_gateway_answers_ping(kWeb, 0x900, 1);
+    expect_ping_between(kWeb, kApp, 0x901, 1);
+}
+
+TEST_F(ClientModeTest, CalyxReconnectsWhenTheVmComesBack) {
+    // QEMU killed and restarted: the socket disappears, then a new one appears.
+    vm(kWeb).detach();
+    peers_.erase(kWeb.name);
+    expect_ping_between(kApp, kDb, 0x910, 1);
+    ASSERT_NO_FATAL_FAILURE(attach(kWeb));  // waits up to kReconnect for calyx to connect
+    ASSERT_NO_FATAL_FAILURE(warm_up(kWeb));
+    expect_ping_between(kWeb, kApp, 0x911, 1);
+}
+
+TEST_F(ClientModeTest, VmsReconnectAfterCalyxRestarts) {
+    calyx_->stop(5s);
+    ASSERT_NO_FATAL_FAILURE(start_calyx(options_));
+    // web-1's NIC stayed up (it is the server): calyx reconnects to it by itself. The
+    // server-mode VMs lost their socket and attach again, like a guest driver reset.
+    for (const Vm* v : {&kApp, &kDb}) {
+        vm(*v).detach();
+        ASSERT_NO_FATAL_FAILURE(attach(*v));
+    }
+    for (const Vm* v : kVms) ASSERT_NO_FATAL_FAILURE(warm_up(*v));
+    expect_ping_between(kWeb, kApp, 0x920, 1);
+    expect_ping_between(kDb, kWeb, 0x921, 1);
+}
+
+// ------------------------------------------------------------------------------------------
+// --check
+
+struct LocatedError {
+    std::string file;
+    int line = 0;
+    int column = 0;
+    std::string message;
+};
+
+std::vector<LocatedError> located_errors(const std::string& err) {
+    static const std::regex re(R"(^(.+):(\d+):(\d+): (.+)$)");
+    std::vector<LocatedError> out;
+    std::istringstream in(err);
+    std::string line;
+    std::smatch m;
+    while (std::getline(in, line))
+        if (std::regex_match(line, m, re))
+            out.push_back({m[1], std::stoi(m[2]), std::stoi(m[3]), m[4]});
+    return out;
+}
+
+// 1-based line of the first line of `text` containing `marker`.
+int line_of(const std::string& text, std::string_view marker) {
+    std::istringstream in(text);
+    std::string line;
+    for (int n = 1; std::getline(in, line); ++n)
+        if (line.find(marker) != std::string::npos) return n;
+    return 0;
+}
+
+TEST(ConfigCheck, ValidConfigPassesAndStartsNothing) {
+    TempDir dir;
+    const auto cfg = dir.write("calyx.yaml", gateway_config(dir));
+    const auto r = run_check(cfg);
+    EXPECT_EQ(r.exit_code, 0) << "stderr:\n" << r.err << "\nstdout:\n" << r.out;
+    for (const Vm* v : kVms)
+        EXPECT_FALSE(fs::exists(dir / (v->name + ".sock"))) << "--check created a socket";
+}
+
+TEST(ConfigCheck, InvalidConfigReportsEveryErrorWithItsLocation) {
+    TempDir dir;
+    const std::string yaml = fmt::format(R"(dataplane:
+  workers: [1]
+  eal_args: ["--no-huge", "-m", "512"]
+  bogus_key: 1
+networks:
+  - name: public
+    kind: public
+    cidr: 203.0.113.0/24
+    gateway: 203.0.113.1
+instances:
+  - name: web-1
+    network: public
+    mac: 52:54:00:00:01:01
+    ipv4: 198.51.100.10
+    port: {{type: vhost-user, socket: {dir}/web-1.sock, mode: server}}
+  - name: web-2
+    network: nowhere
+    mac: 52:54:00:00:01:01
+    ipv4: 203.0.113.11
+    port: {{type: vhost-user, socket: {dir}/web-2.sock, mode: server}}
+)",
+                                         fmt::arg("dir", dir.path().string()));
+    const auto cfg = dir.write("bad.yaml", yaml);
+    const auto r = run_check(cfg);
+    EXPECT_NE(r.exit_code, 0) << "--check accepted an invalid config";
+    EXPECT_NE(r.exit_code, -1) << "--check did not exit normally: " << r.err;
+    const auto errors = located_errors(r.err);
+    EXPECT_GE(errors.size(), 4u) << "every error at once, as file:line:col: message; stderr:\n"
+                                 << r.err;
+    std::set<int> lines;
+    for (const auto& e : errors) {
+        EXPECT_EQ(e.file, cfg.string());
+        EXPECT_GT(e.column, 0) << e.message;
+        lines.insert(e.line);
+    }
+    const int bogus = line_of(yaml, "bogus_key");
+    const int outside = line_of(yaml, "198.51.100.10");
+    const int unknown_net = line_of(yaml, "nowhere");
+    const int mac1 = line_of(yaml, "mac: 52:54");
+    const int mac2 = line_of(yaml.substr(yaml.find("web-2")), "mac: 52:54") +
+                     line_of(yaml, "web-2") - 1;
+    EXPECT_TRUE(lines.contains(bogus)) << "unknown key at line " << bogus << "; stderr:\n" << r.err;
+    EXPECT_TRUE(lines.contains(outside))
+        << "address outside its network at line " << outside << "; stderr:\n" << r.err;
+    EXPECT_TRUE(lines.contains(unknown_net))
+        << "unknown network at line " << unknown_net << "; stderr:\n" << r.err;
+    EXPECT_TRUE(lines.contains(mac1) || lines.contains(mac2))
+        << "duplicate MAC at line " << mac2 << "; stderr:\n" << r.err;
+    EXPECT_FALSE(fs::exists(dir / "web-1.sock"));
+}
+
+}  // namespace
+}  // namespace calyx::test
+
+int main(int argc, char** argv) {
+    testing::InitGoogleTest(&argc, argv);
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a.starts_with("--calyx-bin="))
+            calyx::test::set_calyx_binary(a.substr(12));
+        else if (!a.starts_with("-"))
+            calyx::test::set_calyx_binary(a);
+    }
+    std::cerr << "[calyx-it] calyx binary: " << calyx::test::calyx_binary() << "\n";
+    calyx::test::VmPeerEal eal;
+    return RUN_ALL_TESTS();
+}

@@ -1,0 +1,87 @@
+// A small site for stage tests: three networks, three instances on port slots 0, 1 and 2,
+// built through the real config parser and snapshot builder.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <memory>
+
+#include "calyx/config.hpp"
+#include "cp/snapshot_builder.hpp"
+#include "dp/batch.hpp"
+#include "dp/pipeline.hpp"
+#include "support/frame_builder.hpp"
+
+namespace calyx::test {
+
+inline constexpr const char* kSiteYaml = R"(
+dataplane:
+  workers: [1]
+  icmp_errors_per_second: 10
+  icmp_errors_burst: 3
+networks:
+  - {name: public, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1, dns: [203.0.113.53]}
+  - {name: nat, kind: nat, cidr: 10.10.0.0/24, gateway: 10.10.0.1, mtu: 1400}
+  - {name: private, kind: private, cidr: 10.20.0.0/24, gateway: 10.20.0.1}
+instances:
+  - {name: web-1, network: public, mac: "52:54:00:00:01:01", ipv4: 203.0.113.10,
+     port: {type: vhost-user, socket: /tmp/calyx-unit/web-1.sock}}
+  - {name: app-1, network: nat, mac: "52:54:00:00:02:01", ipv4: 10.10.0.5,
+     port: {type: vhost-user, socket: /tmp/calyx-unit/app-1.sock}}
+  - {name: db-1, network: private, mac: "52:54:00:00:03:01", ipv4: 10.20.0.7,
+     port: {type: vhost-user, socket: /tmp/calyx-unit/db-1.sock}}
+)";
+
+inline const MacAddr kGatewayMac{{0xee, 0xee, 0xee, 0xee, 0xee, 0xee}};
+inline const MacAddr kWebMac{{0x52, 0x54, 0x00, 0x00, 0x01, 0x01}};
+inline const MacAddr kAppMac{{0x52, 0x54, 0x00, 0x00, 0x02, 0x01}};
+inline const MacAddr kDbMac{{0x52, 0x54, 0x00, 0x00, 0x03, 0x01}};
+inline const Ipv4Addr kWebIp = Ipv4Addr::from_octets(203, 0, 113, 10);
+inline const Ipv4Addr kWebGateway = Ipv4Addr::from_octets(203, 0, 113, 1);
+inline const Ipv4Addr kAppIp = Ipv4Addr::from_octets(10, 10, 0, 5);
+inline const Ipv4Addr kDbIp = Ipv4Addr::from_octets(10, 20, 0, 7);
+inline constexpr uint16_t kWebPort = 0, kAppPort = 1, kDbPort = 2;
+
+class GatewayTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        auto cfg = config::parse_config(kSiteYaml, "site.yaml");
+        ASSERT_TRUE(cfg.has_value()) << cfg.error().front().to_string();
+        config_ = *cfg;
+        uint16_t next = 0;
+        std::map<std::string, uint16_t> slots;
+        for (const auto& inst : config_.instances) slots[inst.name] = next++;
+        auto snap = cp::build_snapshot(
+            config_, [&](const config::InstanceConfig& i) { return slots.at(i.name); }, 1);
+        ASSERT_TRUE(snap.has_value()) << snap.error();
+        snap_ = std::move(*snap);
+    }
+
+    // Runs one frame through the whole pipeline as if it arrived on `port`.
+    dp::PacketMeta run(TestFrame& f, uint16_t port) {
+        dp::Batch batch;
+        batch.count = 1;
+        batch.frames[0] = f.frame;
+        batch.meta[0] = dp::PacketMeta{};
+        batch.meta[0].in_port = port;
+        dp::run_pipeline(batch, *snap_, ctx_);
+        f.frame = batch.frames[0];
+        return batch.meta[0];
+    }
+
+    uint64_t drops(uint16_t port, DropReason r) const {
+        return counters_->ports[port].drops[static_cast<size_t>(r)];
+    }
+    uint64_t total_drops(uint16_t port) const {
+        uint64_t n = 0;
+        for (uint64_t d : counters_->ports[port].drops) n += d;
+        return n;
+    }
+
+    config::Config config_;
+    std::unique_ptr<dp::Snapshot> snap_;
+    std::unique_ptr<dp::WorkerCounters> counters_ = std::make_unique<dp::WorkerCounters>();
+    dp::WorkerContext ctx_{*counters_, 1'000'000'000};
+};
+
+}  // namespace calyx::test
