@@ -30,6 +30,7 @@ sigset_t control_signals() {
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
     return set;
 }
 
@@ -60,6 +61,7 @@ int run(const std::string& config_path, const std::string& argv0) {
             const timespec tick{1, 0};
             const int sig = sigtimedwait(&signals, nullptr, &tick);
             if (sig == SIGINT || sig == SIGTERM) break;
+            if (sig == SIGUSR1) fmt::print(stderr, "calyx: counters\n{}", (*router)->counters_report());
             if (sig == SIGHUP) {
                 auto next = calyx::config::load_config_file(config_path);
                 if (!next) {
@@ -74,7 +76,7 @@ int run(const std::string& config_path, const std::string& argv0) {
                     fmt::print(stderr, "calyx: reloaded: generation {}\n", (*router)->generation());
             }
         }
-        fmt::print(stderr, "calyx: stopping\n");
+        fmt::print(stderr, "calyx: stopping; counters\n{}", (*router)->counters_report());
     }
     rte_eal_cleanup();
     return status;

@@ -106,6 +106,8 @@ std::expected<void, std::string> Router::apply(config::Config cfg) {
         if (inst.port.mode == config::VhostMode::server) make_socket_dir(inst.port.socket);
         auto port = io::VhostPort::open(slot, inst.port, pool_, shared_.grace);
         if (!port) return std::unexpected(fmt::format("instance '{}': {}", inst.name, port.error()));
+        // Counters of a reused slot start from zero for the new port.
+        baseline_[slot] = raw_port_counters(slot);
         opened[inst.name] = std::move(*port);
     }
     auto slot_of = [&](const config::InstanceConfig& inst) -> uint16_t {
@@ -148,6 +150,17 @@ void Router::publish(std::unique_ptr<dp::Snapshot> next) {
 }
 
 dp::PortCounters Router::port_counters(uint16_t slot) const {
+    dp::PortCounters sum = raw_port_counters(slot);
+    const dp::PortCounters& base = baseline_[slot];
+    sum.rx_packets -= base.rx_packets;
+    sum.rx_bytes -= base.rx_bytes;
+    sum.tx_packets -= base.tx_packets;
+    sum.tx_bytes -= base.tx_bytes;
+    for (size_t r = 0; r < kDropReasonCount; ++r) sum.drops[r] -= base.drops[r];
+    return sum;
+}
+
+dp::PortCounters Router::raw_port_counters(uint16_t slot) const {
     dp::PortCounters sum;
     for (const auto& c : counters_) {
         const dp::PortCounters& p = c->ports[slot];
@@ -163,6 +176,33 @@ dp::PortCounters Router::port_counters(uint16_t slot) const {
 std::vector<const dp::WorkerCounters*> Router::worker_counters() const {
     std::vector<const dp::WorkerCounters*> out;
     for (const auto& c : counters_) out.push_back(c.get());
+    return out;
+}
+
+std::string Router::counters_report() const {
+    std::string out;
+    for (const auto& [name, port] : ports_) {
+        const dp::PortCounters c = port_counters(port->slot());
+        out += fmt::format("port {} ({}): {} rx {} pkts {} bytes, tx {} pkts {} bytes\n", name,
+                           port->connected() ? "up" : "down", port->socket(), c.rx_packets,
+                           c.rx_bytes, c.tx_packets, c.tx_bytes);
+        for (size_t r = 0; r < kDropReasonCount; ++r)
+            if (c.drops[r]) out += fmt::format("  drop {} {}\n", kDropReasons[r].name, c.drops[r]);
+    }
+    uint64_t arp = 0, echo = 0, errors = 0, limited = 0, releases = 0;
+    std::array<uint64_t, 3> dhcp{};
+    for (const auto& w : counters_) {
+        arp += dp::read_counter(w->arp_replies);
+        echo += dp::read_counter(w->icmp_echo_replies);
+        errors += dp::read_counter(w->icmp_errors_sent);
+        limited += dp::read_counter(w->icmp_errors_rate_limited);
+        releases += dp::read_counter(w->dhcp_releases);
+        for (size_t t = 0; t < dhcp.size(); ++t) dhcp[t] += dp::read_counter(w->dhcp_replies[t]);
+    }
+    out += fmt::format(
+        "replies: arp {}, icmp echo {}, icmp errors {} ({} rate-limited), dhcp offer {} ack {} nak {}, "
+        "dhcp releases {}\n",
+        arp, echo, errors, limited, dhcp[0], dhcp[1], dhcp[2], releases);
     return out;
 }
 

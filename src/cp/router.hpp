@@ -32,14 +32,17 @@ public:
 
     const config::Config& config() const { return cfg_; }
     uint64_t generation() const { return generation_; }
-    // Sum over workers of one port's counters.
+    // Sum over workers of one port's counters since its port was opened.
     dp::PortCounters port_counters(uint16_t slot) const;
     std::vector<const dp::WorkerCounters*> worker_counters() const;
+    // Human-readable per-port counters and drop reasons (log on SIGUSR1 and at exit).
+    std::string counters_report() const;
     const std::map<std::string, std::unique_ptr<io::VhostPort>>& ports() const { return ports_; }
 
 private:
     Router() = default;
     std::expected<void, std::string> launch_workers();
+    dp::PortCounters raw_port_counters(uint16_t slot) const;
     void publish(std::unique_ptr<dp::Snapshot> next);
 
     config::Config cfg_;
@@ -52,6 +55,8 @@ private:
     std::vector<unsigned> worker_lcores_;
     std::map<std::string, std::unique_ptr<io::VhostPort>> ports_;  // by instance name
     std::unique_ptr<dp::Snapshot> current_;
+    // What a slot's counters held when its current port was opened (slots are reused).
+    std::vector<dp::PortCounters> baseline_ = std::vector<dp::PortCounters>(dp::kMaxPorts);
 };
 
 }  // namespace calyx::cp

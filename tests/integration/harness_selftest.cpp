@@ -6,8 +6,14 @@
 // testpmd: $TESTPMD_BIN, else dpdk-testpmd from the dpdk package.
 #include <gtest/gtest.h>
 
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
+#include <iostream>
 #include <string>
 
 #include <fmt/format.h>
@@ -189,6 +195,27 @@ TEST(HarnessSelfTest, ServerModeAttachWithoutBackendFailsInBoundedTime) {
     const auto took = std::chrono::steady_clock::now() - start;
     EXPECT_FALSE(vm);
     EXPECT_LT(took, 5s);
+}
+
+// A backend that accepts the connection but never answers (a hung calyx): attach gives up
+// after connect_timeout instead of hanging in the PMD's blocking vhost-user handshake.
+TEST(HarnessSelfTest, AttachToHungBackendFailsInBoundedTime) {
+    TempDir dir;
+    const auto sock = dir / "hung.sock";
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, sock.c_str(), sizeof(addr.sun_path) - 1);
+    ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    ASSERT_EQ(::listen(fd, 4), 0);  // connections complete in the backlog; nobody reads
+    const auto start = std::chrono::steady_clock::now();
+    auto vm = VmPeer::attach({.socket = sock, .mac = kVmMac, .connect_timeout = 1s});
+    const auto took = std::chrono::steady_clock::now() - start;
+    ::close(fd);
+    EXPECT_FALSE(vm);
+    if (!vm) std::cerr << "expected failure: " << vm.error() << "\n";
+    EXPECT_LT(took, 6s);
 }
 
 TEST(HarnessSelfTest, ClientModeAttachWithoutSocketFails) {

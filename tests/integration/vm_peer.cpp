@@ -1,6 +1,7 @@
 #include "vm_peer.hpp"
 
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -37,26 +38,45 @@ std::atomic<unsigned> g_next_vdev{0};
 constexpr uint16_t kBurst = 32;
 constexpr unsigned kPoolSize = 2047;  // per VM: rx ring (256) + tx ring (256) + slack
 
-// Connect to a unix socket and close at once. Used to wake a virtio-user PMD that sits in
-// accept() waiting for a backend that never comes: the handshake then fails and
-// rte_eal_hotplug_add returns an error instead of hanging the test.
-bool poke_socket(const std::string& path) {
-    const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
-    if (fd < 0) return false;
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
-    const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-    ::close(fd);
-    return ok;
+// Shut down every unix socket of this process that is bound or connected to `path`. A
+// virtio-user PMD blocked on its vhost-user socket (in accept() waiting for a backend, or in
+// recv() waiting for the reply of a backend that hangs) then sees EOF or an error and fails the
+// operation instead of hanging the test. Descriptors stay open: the PMD closes them.
+int shutdown_sockets_at(const std::string& path) {
+    int n = 0;
+    std::error_code ec;
+    for (std::filesystem::directory_iterator it("/proc/self/fd", ec), end; !ec && it != end;
+         it.increment(ec)) {
+        int fd = -1;
+        try {
+            fd = std::stoi(it->path().filename().string());
+        } catch (...) {
+            continue;
+        }
+        struct stat st{};
+        if (::fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
+        auto at_path = [&](int (*get)(int, sockaddr*, socklen_t*)) {
+            sockaddr_un a{};
+            socklen_t len = sizeof(a);
+            if (get(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0 || a.sun_family != AF_UNIX)
+                return false;
+            return std::strncmp(a.sun_path, path.c_str(), sizeof(a.sun_path)) == 0;
+        };
+        if (at_path(::getsockname) || at_path(::getpeername)) {
+            ::shutdown(fd, SHUT_RDWR);
+            ++n;
+        }
+    }
+    return n;
 }
 
-// Wakes a blocked server-mode attach after a deadline, unless cancelled first.
-class AcceptWatchdog {
+// Bounds a blocking control operation on a VM's vhost-user socket (hotplug, start, stop,
+// close): after `timeout` it shuts that socket down, every 100 ms, until the operation returns.
+class SocketWatchdog {
 public:
-    AcceptWatchdog(std::string path, std::chrono::milliseconds timeout)
+    SocketWatchdog(std::string path, std::chrono::milliseconds timeout)
         : path_(std::move(path)), thread_([this, timeout] { run(timeout); }) {}
-    ~AcceptWatchdog() {
+    ~SocketWatchdog() {
         {
             std::lock_guard lock(mu_);
             done_ = true;
@@ -71,10 +91,9 @@ private:
         std::unique_lock lock(mu_);
         if (cv_.wait_for(lock, timeout, [this] { return done_; })) return;
         fired_ = true;
-        // The PMD may not even have bound the socket yet; keep poking until attach returns.
         while (!done_) {
             lock.unlock();
-            poke_socket(path_);
+            shutdown_sockets_at(path_);
             lock.lock();
             cv_.wait_for(lock, 100ms, [this] { return done_; });
         }
@@ -165,32 +184,32 @@ std::expected<void, std::string> VmPeer::start() {
     const std::string args =
         fmt::format("path={},queues=1,queue_size={},server={},mac={}", opts_.socket,
                     opts_.queue_size, opts_.server ? 1 : 0, mac_text(opts_.mac));
-    int rc;
-    if (opts_.server) {
-        // The PMD binds the socket itself; a leftover file from an earlier run makes bind fail.
-        ::unlink(opts_.socket.c_str());
-        AcceptWatchdog watchdog(opts_.socket, opts_.connect_timeout);
-        rc = rte_eal_hotplug_add("vdev", name_.c_str(), args.c_str());
-        if (watchdog.fired()) {
-            if (rc == 0) rte_eal_hotplug_remove("vdev", name_.c_str());
-            ::unlink(opts_.socket.c_str());
-            return std::unexpected(fmt::format(
-                "{}: no vhost-user backend connected to {} within {} ms", name_, opts_.socket,
-                opts_.connect_timeout.count()));
-        }
-    } else {
-        rc = rte_eal_hotplug_add("vdev", name_.c_str(), args.c_str());
-    }
-    if (rc < 0) {
-        return std::unexpected(fmt::format("{}: rte_eal_hotplug_add(\"{}\") failed: {}", name_,
-                                           args, rte_strerror(-rc)));
+    // The PMD binds a server socket itself; a leftover file from an earlier run fails bind.
+    if (opts_.server) ::unlink(opts_.socket.c_str());
+    // Everything below talks to the backend and waits for its answers without a timeout of
+    // its own: a backend that never connects or stops answering would hang the test.
+    SocketWatchdog watchdog(opts_.socket, opts_.connect_timeout);
+    auto hung = [&] {
+        return watchdog.fired()
+                   ? fmt::format(" (gave up after {} ms: {})", opts_.connect_timeout.count(),
+                                 opts_.server ? "no backend connected, or it stopped answering"
+                                              : "the backend stopped answering")
+                   : std::string{};
+    };
+    if (int rc = rte_eal_hotplug_add("vdev", name_.c_str(), args.c_str()); rc < 0) {
+        if (opts_.server) ::unlink(opts_.socket.c_str());
+        return std::unexpected(fmt::format("{}: rte_eal_hotplug_add(\"{}\") failed: {}{}", name_,
+                                           args, rte_strerror(-rc), hung()));
     }
     auto fail = [&](std::string what, int err) -> std::expected<void, std::string> {
-        std::string msg = fmt::format("{}: {}: {}", name_, what, rte_strerror(err < 0 ? -err : err));
+        std::string msg = fmt::format("{}: {}: {}{}", name_, what,
+                                      rte_strerror(err < 0 ? -err : err), hung());
+        rte_eth_dev_stop(port_id_);  // a started port cannot be closed
         rte_eth_dev_close(port_id_);
         rte_eal_hotplug_remove("vdev", name_.c_str());
         if (pool_) rte_mempool_free(pool_);
         pool_ = nullptr;
+        if (opts_.server) ::unlink(opts_.socket.c_str());
         return std::unexpected(std::move(msg));
     };
     if (rte_eth_dev_get_port_by_name(name_.c_str(), &port_id_) != 0) {
@@ -202,7 +221,8 @@ std::expected<void, std::string> VmPeer::start() {
     if (!pool_) return fail("rte_pktmbuf_pool_create", rte_errno);
     rte_eth_conf conf{};
     // Link-state interrupts: the PMD then notices a backend that goes away, and (in server mode)
-    // accepts the reconnecting backend from its interrupt thread, as QEMU would.
+    // accepts the reconnecting backend from the EAL interrupt thread, as QEMU would. Without
+    // them a server-mode virtio-user only reconnects when the application reads the link.
     conf.intr_conf.lsc = 1;
     if (int r = rte_eth_dev_configure(port_id_, 1, 1, &conf); r < 0)
         return fail("rte_eth_dev_configure", r);
@@ -214,6 +234,7 @@ std::expected<void, std::string> VmPeer::start() {
         r < 0)
         return fail("rte_eth_tx_queue_setup", r);
     if (int r = rte_eth_dev_start(port_id_); r < 0) return fail("rte_eth_dev_start", r);
+    if (watchdog.fired()) return fail("start-up", ETIMEDOUT);
     attached_ = true;
     return {};
 }
@@ -223,6 +244,8 @@ VmPeer::~VmPeer() { detach(); }
 void VmPeer::detach() {
     if (!attached_) return;
     attached_ = false;
+    // Stopping sends vhost-user messages too (GET_VRING_BASE waits for an answer).
+    SocketWatchdog watchdog(opts_.socket, opts_.control_timeout);
     rte_eth_dev_stop(port_id_);
     rte_eth_dev_close(port_id_);
     rte_eal_hotplug_remove("vdev", name_.c_str());

@@ -61,9 +61,11 @@ struct VmPeerOptions {
     // backend is the server). true: the VM side creates the socket and the backend connects to
     // it (calyx port mode "client", like QEMU with `server=on`).
     bool server = false;
-    // Bounds how long attach() may wait for the backend to connect (server mode only; the
-    // virtio-user PMD blocks in accept() until then).
+    // Bounds attach(): the backend connecting (server mode: the PMD blocks in accept()) and
+    // answering the vhost-user handshake (the PMD waits for replies without a timeout).
     std::chrono::milliseconds connect_timeout{std::chrono::seconds(10)};
+    // Bounds detach() the same way.
+    std::chrono::milliseconds control_timeout{std::chrono::seconds(5)};
     uint16_t queue_size = 256;
 };
 

@@ -1,0 +1,779 @@
+// Connection-tracking state machines with injected time: TCP handshake, data, close, RST,
+// sequence windows and window scaling; UDP and ICMP echo; every timeout; and the extraction
+// of PacketInfo from real frame bytes.
+#include "dp/conntrack_state.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <vector>
+
+#include "support/frame_builder.hpp"
+
+namespace calyx::dp {
+namespace {
+
+using test::FrameBuilder;
+
+constexpr uint64_t kS = 1'000'000'000ull;
+constexpr uint8_t SYN = TcpHdr::kSyn, ACK = TcpHdr::kAck, FIN = TcpHdr::kFin, RST = TcpHdr::kRst,
+                  PSH = TcpHdr::kPsh;
+constexpr Direction kOrig = Direction::original, kReply = Direction::reply;
+
+bool same(const ConnState& a, const ConnState& b) {
+    return std::memcmp(&a, &b, sizeof a) == 0;
+}
+
+PacketInfo tcp_info(uint8_t flags, uint32_t seq, uint32_t ack, uint16_t len = 0,
+                    uint16_t window = 65535, uint8_t wscale = PacketInfo::kNoWscale) {
+    PacketInfo p;
+    p.proto = ipproto::kTcp;
+    p.tcp_flags = flags;
+    p.seq = seq;
+    p.ack = ack;
+    p.payload_len = len;
+    p.window = window;
+    p.wscale = wscale;
+    return p;
+}
+
+// A TCP connection between a client (original direction) and a server (reply direction)
+// that remembers each side's next sequence number, so tests read as the segments they send.
+class TcpConn {
+  public:
+    explicit TcpConn(uint32_t client_isn = 1000, uint32_t server_isn = 7'000'000)
+        : client_isn_(client_isn), server_isn_(server_isn) {}
+
+    ConnState st{};
+    CtTimeouts timeouts;
+    uint64_t now = 1000 * kS;
+    uint32_t client_next = 0, server_next = 0;  // next sequence number each side sends
+    uint8_t client_wscale = PacketInfo::kNoWscale, server_wscale = PacketInfo::kNoWscale;
+
+    // The segment `dir`'s side would send now: its next seq, ACKing all the other side sent.
+    PacketInfo segment(Direction dir, uint8_t flags, uint16_t len = 0, uint16_t window = 65535) {
+        const bool orig = dir == kOrig;
+        uint32_t seq = orig ? client_next : server_next;
+        if (flags & SYN) seq = orig ? client_isn_ : server_isn_;
+        const uint32_t ack = (flags & ACK) ? (orig ? server_next : client_next) : 0;
+        const uint8_t ws =
+            (flags & SYN) ? (orig ? client_wscale : server_wscale) : PacketInfo::kNoWscale;
+        return tcp_info(flags, seq, ack, len, window, ws);
+    }
+
+    CtVerdict send(Direction dir, uint8_t flags, uint16_t len = 0, uint16_t window = 65535) {
+        return deliver(dir, segment(dir, flags, len, window));
+    }
+    CtVerdict client(uint8_t flags, uint16_t len = 0, uint16_t window = 65535) {
+        return send(kOrig, flags, len, window);
+    }
+    CtVerdict server(uint8_t flags, uint16_t len = 0, uint16_t window = 65535) {
+        return send(kReply, flags, len, window);
+    }
+
+    // Runs a segment through conntrack (ct_new for the very first one) and, if it passed,
+    // advances its sender's next sequence number past it.
+    CtVerdict deliver(Direction dir, const PacketInfo& p) {
+        const CtVerdict v =
+            started_ ? ct_update(st, dir, p, timeouts, now) : ct_new(st, p, timeouts, now);
+        if (v == CtVerdict::accept && !started_) started_ = true;
+        if (v == CtVerdict::accept) {
+            const uint32_t end = p.seq + p.payload_len + ((p.tcp_flags & SYN) ? 1 : 0) +
+                                 ((p.tcp_flags & FIN) ? 1 : 0);
+            uint32_t& next = dir == kOrig ? client_next : server_next;
+            if (static_cast<int32_t>(end - next) > 0 || next == 0) next = end;
+        }
+        return v;
+    }
+
+    void handshake() {
+        ASSERT_EQ(client(SYN), CtVerdict::accept);
+        ASSERT_EQ(server(SYN | ACK), CtVerdict::accept);
+        ASSERT_EQ(client(ACK), CtVerdict::accept);
+        ASSERT_EQ(st.tcp_state, TcpCtState::established);
+    }
+
+    TcpCtState state() const { return st.tcp_state; }
+    // Seconds from now until the entry expires.
+    uint64_t ttl_s() const { return (ct_expires_ns(st) - now) / kS; }
+
+  private:
+    uint32_t client_isn_, server_isn_;
+    bool started_ = false;
+};
+
+// --- TCP life cycle -------------------------------------------------------------------
+
+TEST(ConntrackTcp, HandshakeDataAndCloseEndInTimeWaitThatExpiresAfter120s) {
+    TcpConn c;
+    EXPECT_EQ(c.client(SYN), CtVerdict::accept);
+    EXPECT_EQ(c.state(), TcpCtState::syn_sent);
+    EXPECT_EQ(c.server(SYN | ACK), CtVerdict::accept);
+    EXPECT_EQ(c.state(), TcpCtState::syn_recv);
+    EXPECT_EQ(c.client(ACK), CtVerdict::accept);
+    EXPECT_EQ(c.state(), TcpCtState::established);
+    EXPECT_TRUE(c.st.replied());
+
+    EXPECT_EQ(c.client(PSH | ACK, 300), CtVerdict::accept);
+    EXPECT_EQ(c.server(ACK), CtVerdict::accept);
+    EXPECT_EQ(c.server(PSH | ACK, 1400), CtVerdict::accept);
+    EXPECT_EQ(c.server(PSH | ACK, 1400), CtVerdict::accept);
+    EXPECT_EQ(c.client(ACK), CtVerdict::accept);
+    EXPECT_EQ(c.state(), TcpCtState::established);
+
+    EXPECT_EQ(c.client(FIN | ACK), CtVerdict::accept);
+    EXPECT_EQ(c.state(), TcpCtState::fin_wait);
+    EXPECT_EQ(c.server(ACK), CtVerdict::accept);
+    EXPECT_EQ(c.state(), TcpCtState::close_wait);
+    EXPECT_EQ(c.server(FIN | ACK), CtVerdict::accept);
+    EXPECT_EQ(c.state(), TcpCtState::last_ack);
+    EXPECT_EQ(c.client(ACK), CtVerdict::accept);
+    EXPECT_EQ(c.state(), TcpCtState::time_wait);
+
+    const uint64_t closed_at = c.now;
+    EXPECT_FALSE(ct_expired(c.st, closed_at + 120 * kS - 1));
+    EXPECT_TRUE(ct_expired(c.st, closed_at + 120 * kS));
+    c.now = closed_at + 120 * kS;
+    EXPECT_EQ(c.client(ACK), CtVerdict::expired);
+}
+
+TEST(ConntrackTcp, SimultaneousCloseReachesTimeWait) {
+    TcpConn c;
+    c.handshake();
+    EXPECT_EQ(c.client(FIN | ACK), CtVerdict::accept);
+    // The server's FIN crosses the client's: it does not ACK the client's FIN yet.
+    PacketInfo server_fin = c.segment(kReply, FIN | ACK);
+    server_fin.ack = c.client_next - 1;
+    EXPECT_EQ(c.deliver(kReply, server_fin), CtVerdict::accept);
+    EXPECT_EQ(c.state(), TcpCtState::last_ack);
+    EXPECT_EQ(c.client(ACK), CtVerdict::accept);
+    EXPECT_EQ(c.state(), TcpCtState::time_wait);
+    EXPECT_EQ(c.server(ACK), CtVerdict::accept);
+    EXPECT_EQ(c.state(), TcpCtState::time_wait);
+    EXPECT_EQ(c.ttl_s(), 120u);
+}
+
+TEST(ConntrackTcp, SimultaneousOpenGoesThroughSynSent2) {
+    TcpConn c;
+    const uint32_t a = 1000, b = 90000;
+    ConnState& st = c.st;
+    ASSERT_EQ(ct_new(st, tcp_info(SYN, a, 0), c.timeouts, c.now), CtVerdict::accept);
+    EXPECT_EQ(ct_update(st, kReply, tcp_info(SYN, b, 0), c.timeouts, c.now), CtVerdict::accept);
+    EXPECT_EQ(st.tcp_state, TcpCtState::syn_sent2);
+    EXPECT_EQ(ct_update(st, kOrig, tcp_info(SYN | ACK, a, b + 1), c.timeouts, c.now),
+              CtVerdict::accept);
+    EXPECT_EQ(st.tcp_state, TcpCtState::syn_recv);
+    EXPECT_EQ(ct_update(st, kOrig, tcp_info(SYN | ACK, a, b + 1), c.timeouts, c.now),
+              CtVerdict::accept)
+        << "its retransmission";
+    EXPECT_EQ(ct_update(st, kReply, tcp_info(SYN | ACK, b, a + 1), c.timeouts, c.now),
+              CtVerdict::ignore)
+        << "the other SYN-ACK is a retransmission as far as we can tell";
+    EXPECT_EQ(ct_update(st, kReply, tcp_info(ACK, b + 1, a + 1), c.timeouts, c.now),
+              CtVerdict::accept);
+    EXPECT_EQ(st.tcp_state, TcpCtState::established);
+}
+
+TEST(ConntrackTcp, SequenceNumbersWrapAroundZero) {
+    TcpConn c(0xffffff00u, 0xfffffff0u);
+    c.handshake();
+    for (int i = 0; i < 4; ++i) {
+        EXPECT_EQ(c.client(PSH | ACK, 1000), CtVerdict::accept) << i;
+        EXPECT_EQ(c.server(PSH | ACK, 1000), CtVerdict::accept) << i;
+    }
+    EXPECT_LT(c.client_next, 0x10000u) << "wrapped";
+    EXPECT_EQ(c.client(ACK), CtVerdict::accept);
+}
+
+// --- what may open a connection ---------------------------------------------------------
+
+TEST(ConntrackTcp, OnlyABareSynOpensAConnection) {
+    const CtTimeouts t;
+    ConnState st{};
+    EXPECT_EQ(ct_new(st, tcp_info(ACK, 1, 1), t, 0), CtVerdict::invalid_new)
+        << "no mid-stream pickup (nf_conntrack_tcp_loose=0)";
+    EXPECT_EQ(ct_new(st, tcp_info(SYN | ACK, 1, 1), t, 0), CtVerdict::invalid_new);
+    EXPECT_EQ(ct_new(st, tcp_info(FIN | ACK, 1, 1), t, 0), CtVerdict::invalid_new);
+    EXPECT_EQ(ct_new(st, tcp_info(RST, 1, 0), t, 0), CtVerdict::invalid_new);
+    EXPECT_EQ(ct_new(st, tcp_info(PSH | ACK, 1, 1, 100), t, 0), CtVerdict::invalid_new);
+    EXPECT_EQ(ct_new(st, tcp_info(SYN | FIN, 1, 0), t, 0), CtVerdict::invalid_flags);
+    EXPECT_EQ(ct_new(st, tcp_info(SYN | RST, 1, 0), t, 0), CtVerdict::invalid_flags);
+    EXPECT_EQ(ct_new(st, tcp_info(0, 1, 0), t, 0), CtVerdict::invalid_flags) << "null scan";
+    EXPECT_EQ(ct_new(st, tcp_info(FIN | PSH | TcpHdr::kUrg, 1, 0), t, 0), CtVerdict::invalid_flags)
+        << "xmas scan";
+    EXPECT_TRUE(same(st, ConnState{})) << "rejected first packets leave the state alone";
+    EXPECT_EQ(ct_new(st, tcp_info(SYN | 0x40 | 0x80, 1, 0), t, 0), CtVerdict::accept)
+        << "ECN-setup SYN";
+}
+
+TEST(ConntrackTcp, PacketsOutOfTurnDuringTheHandshakeAreInvalid) {
+    TcpConn c;
+    ASSERT_EQ(c.client(SYN), CtVerdict::accept);
+    const ConnState before = c.st;
+    EXPECT_EQ(c.client(SYN | ACK), CtVerdict::invalid_state) << "SYN-ACK from the client";
+    EXPECT_EQ(c.client(ACK), CtVerdict::invalid_state) << "ACK before any SYN-ACK";
+    EXPECT_EQ(c.client(FIN | ACK), CtVerdict::invalid_state);
+    EXPECT_EQ(c.server(FIN | ACK), CtVerdict::invalid_state);
+    EXPECT_TRUE(same(c.st, before));
+    ASSERT_EQ(c.server(SYN | ACK), CtVerdict::accept);
+    EXPECT_EQ(c.client(SYN | ACK), CtVerdict::invalid_state) << "still the wrong side";
+}
+
+TEST(ConntrackTcp, SynAckMustAcknowledgeTheSyn) {
+    TcpConn c;
+    ASSERT_EQ(c.client(SYN), CtVerdict::accept);
+    PacketInfo synack = c.segment(kReply, SYN | ACK);
+    synack.ack += 5000;  // acknowledges data the client never sent
+    EXPECT_EQ(c.deliver(kReply, synack), CtVerdict::out_of_window);
+    EXPECT_EQ(c.state(), TcpCtState::syn_sent);
+}
+
+TEST(ConntrackTcp, RetransmittedSynIsAcceptedButDoesNotExtendTheTimer) {
+    TcpConn c;
+    ASSERT_EQ(c.client(SYN), CtVerdict::accept);
+    const uint32_t expires = c.st.expires_s;
+    c.now += 3 * kS;
+    EXPECT_EQ(c.client(SYN), CtVerdict::accept);
+    EXPECT_EQ(c.state(), TcpCtState::syn_sent);
+    EXPECT_EQ(c.st.expires_s, expires);
+    c.now += 6 * kS;
+    EXPECT_EQ(c.client(SYN), CtVerdict::accept);
+    c.now = ct_expires_ns(c.st);
+    EXPECT_EQ(c.client(SYN), CtVerdict::expired) << "unanswered SYNs die after syn_sent";
+}
+
+TEST(ConntrackTcp, SynWithANewIsnInSynSentRestartsTheHandshake) {
+    TcpConn c;
+    ASSERT_EQ(c.client(SYN), CtVerdict::accept);
+    EXPECT_EQ(c.deliver(kOrig, tcp_info(SYN, 500'000, 0)), CtVerdict::accept);
+    EXPECT_EQ(c.deliver(kReply, tcp_info(SYN | ACK, 9000, 500'001)), CtVerdict::accept);
+    EXPECT_EQ(c.deliver(kOrig, tcp_info(ACK, 500'001, 9001)), CtVerdict::accept);
+    EXPECT_EQ(c.state(), TcpCtState::established);
+}
+
+// --- RST -------------------------------------------------------------------------------
+
+TEST(ConntrackTcp, RstAtTheNextSequenceClosesTheConnection) {
+    TcpConn c;
+    c.handshake();
+    EXPECT_EQ(c.server(RST), CtVerdict::accept);
+    EXPECT_EQ(c.state(), TcpCtState::close);
+    EXPECT_EQ(c.ttl_s(), 10u);
+}
+
+TEST(ConntrackTcp, RstAfterDataFromTheSameSideClosesTheConnection) {
+    TcpConn c;
+    c.handshake();
+    ASSERT_EQ(c.client(PSH | ACK, 500), CtVerdict::accept);
+    EXPECT_EQ(c.client(RST | ACK), CtVerdict::accept) << "an abort right after sending";
+    EXPECT_EQ(c.state(), TcpCtState::close);
+}
+
+TEST(ConntrackTcp, RstOutOfWindowIsDroppedAndChangesNothing) {
+    TcpConn c;
+    c.handshake();
+    const ConnState before = c.st;
+    PacketInfo rst = c.segment(kReply, RST);
+    rst.seq += 10'000'000;  // far beyond anything the client announced
+    EXPECT_EQ(c.deliver(kReply, rst), CtVerdict::out_of_window);
+    rst.seq = c.server_next - 100;  // below what the client already acknowledged
+    EXPECT_EQ(c.deliver(kReply, rst), CtVerdict::out_of_window);
+    EXPECT_TRUE(same(c.st, before));
+    EXPECT_EQ(c.state(), TcpCtState::established);
+}
+
+TEST(ConntrackTcp, RstInWindowButNotExactKeepsTheStateOnTheShortTimer) {
+    // RFC 5961 3.2: the endpoint answers such an RST with a challenge ACK; only an exact one
+    // tears the connection down.
+    TcpConn c;
+    c.handshake();
+    PacketInfo rst = c.segment(kReply, RST);
+    rst.seq += 1000;
+    EXPECT_EQ(c.deliver(kReply, rst), CtVerdict::accept);
+    EXPECT_EQ(c.state(), TcpCtState::established);
+    EXPECT_EQ(c.ttl_s(), 10u);
+    EXPECT_EQ(c.client(ACK), CtVerdict::accept) << "the challenge ACK";
+    EXPECT_EQ(c.ttl_s(), 432000u) << "traffic restores the established timer";
+}
+
+TEST(ConntrackTcp, RstRefusingTheSynEndsTheConnectionAtOnce) {
+    TcpConn c;
+    ASSERT_EQ(c.client(SYN), CtVerdict::accept);
+    EXPECT_EQ(c.deliver(kReply, tcp_info(RST | ACK, 0, c.client_next, 0, 0)), CtVerdict::accept);
+    EXPECT_EQ(c.state(), TcpCtState::close);
+    EXPECT_TRUE(ct_expired(c.st, c.now));
+    EXPECT_EQ(c.client(SYN), CtVerdict::expired) << "the retry is a new connection";
+}
+
+TEST(ConntrackTcp, ClientRstAnsweringAChallengeAckInSynSentIsAccepted) {
+    // The server still holds an old connection on this tuple and answers the new SYN with
+    // an ACK of its old sequence space; the client resets that with seq = the ACK number.
+    TcpConn c;
+    ASSERT_EQ(c.client(SYN), CtVerdict::accept);
+    const uint32_t stale_ack = 123'456'789;
+    EXPECT_EQ(c.deliver(kReply, tcp_info(ACK, 42, stale_ack)), CtVerdict::ignore);
+    EXPECT_EQ(c.state(), TcpCtState::syn_sent);
+    EXPECT_EQ(c.deliver(kOrig, tcp_info(RST, stale_ack + 1, 0)), CtVerdict::out_of_window)
+        << "only the exact sequence";
+    EXPECT_EQ(c.deliver(kOrig, tcp_info(RST, stale_ack, 0)), CtVerdict::accept);
+    EXPECT_EQ(c.state(), TcpCtState::close);
+}
+
+// --- sequence windows -------------------------------------------------------------------
+
+TEST(ConntrackTcp, DataBeyondTheReceiversWindowIsDroppedAndChangesNothing) {
+    TcpConn c;
+    c.handshake();
+    const ConnState before = c.st;
+    PacketInfo data = c.segment(kOrig, PSH | ACK, 100);
+    data.seq += 70'000;  // the server announced 65535 bytes
+    EXPECT_EQ(c.deliver(kOrig, data), CtVerdict::out_of_window);
+    EXPECT_TRUE(same(c.st, before));
+    data.seq = c.client_next + 65'000;  // inside the window: fine even if out of order
+    EXPECT_EQ(c.deliver(kOrig, data), CtVerdict::accept);
+}
+
+TEST(ConntrackTcp, AckOfDataNeverSentIsDropped) {
+    TcpConn c;
+    c.handshake();
+    const ConnState before = c.st;
+    PacketInfo ack = c.segment(kOrig, ACK);
+    ack.ack += 1;
+    EXPECT_EQ(c.deliver(kOrig, ack), CtVerdict::out_of_window);
+    EXPECT_TRUE(same(c.st, before));
+}
+
+TEST(ConntrackTcp, OldRetransmissionBelowTheWindowPassesUntracked) {
+    TcpConn c;
+    c.handshake();
+    const uint32_t first = c.client_next;
+    for (int i = 0; i < 60; ++i) {  // 84 KB, well past the server's 64 KB window
+        ASSERT_EQ(c.client(PSH | ACK, 1400), CtVerdict::accept);
+        ASSERT_EQ(c.server(ACK), CtVerdict::accept);
+    }
+    const ConnState before = c.st;
+    PacketInfo old = c.segment(kOrig, PSH | ACK, 1400);
+    old.seq = first;
+    EXPECT_EQ(c.deliver(kOrig, old), CtVerdict::ignore);
+    EXPECT_TRUE(same(c.st, before));
+}
+
+TEST(ConntrackTcp, WindowScalingFromTheSynOptionsIsHonoured) {
+    // The server announces 1024 << 7 = 128 KiB; a segment 100 KB ahead is inside it.
+    TcpConn scaled;
+    scaled.client_wscale = 7;
+    scaled.server_wscale = 7;
+    scaled.handshake();
+    EXPECT_EQ(scaled.st.tcp.scale[0], 7);
+    EXPECT_EQ(scaled.st.tcp.scale[1], 7);
+    ASSERT_EQ(scaled.server(ACK, 0, 1024), CtVerdict::accept);
+    PacketInfo far = scaled.segment(kOrig, PSH | ACK, 1000);
+    far.seq += 100'000;
+    EXPECT_EQ(scaled.deliver(kOrig, far), CtVerdict::accept);
+
+    // Without scaling the same window field is 1 KiB (64 KiB from the SYN-ACK at most).
+    TcpConn unscaled;
+    unscaled.handshake();
+    ASSERT_EQ(unscaled.server(ACK, 0, 1024), CtVerdict::accept);
+    far = unscaled.segment(kOrig, PSH | ACK, 1000);
+    far.seq += 100'000;
+    EXPECT_EQ(unscaled.deliver(kOrig, far), CtVerdict::out_of_window);
+}
+
+TEST(ConntrackTcp, WindowScalingNeedsTheOptionFromBothSides) {
+    TcpConn c;
+    c.client_wscale = 7;  // the server does not answer with the option
+    c.handshake();
+    EXPECT_EQ(c.st.tcp.scale[0], 0);
+    EXPECT_EQ(c.st.tcp.scale[1], 0);
+    ASSERT_EQ(c.server(ACK, 0, 1024), CtVerdict::accept);
+    PacketInfo far = c.segment(kOrig, PSH | ACK, 1000);
+    far.seq += 100'000;
+    EXPECT_EQ(c.deliver(kOrig, far), CtVerdict::out_of_window);
+}
+
+TEST(ConntrackTcp, MegabyteWindowsWithScaleSevenCarryBulkData) {
+    TcpConn c;
+    c.client_wscale = 7;
+    c.server_wscale = 7;
+    c.handshake();
+    ASSERT_EQ(c.server(ACK, 0, 0xffff), CtVerdict::accept);  // 8 MiB
+    for (int i = 0; i < 5000; ++i) {                         // 7 MB in flight without an ACK
+        ASSERT_EQ(c.client(PSH | ACK, 1400, 0xffff), CtVerdict::accept) << i;
+    }
+    EXPECT_EQ(c.server(ACK, 0, 0xffff), CtVerdict::accept);
+    EXPECT_EQ(c.client(PSH | ACK, 1400, 0xffff), CtVerdict::accept);
+}
+
+// --- reopening and odd segments ----------------------------------------------------------
+
+TEST(ConntrackTcp, SynInTimeWaitOrCloseReopens) {
+    TcpConn c;
+    c.handshake();
+    ASSERT_EQ(c.client(FIN | ACK), CtVerdict::accept);
+    ASSERT_EQ(c.server(FIN | ACK), CtVerdict::accept);
+    ASSERT_EQ(c.client(ACK), CtVerdict::accept);
+    ASSERT_EQ(c.state(), TcpCtState::time_wait);
+    const ConnState tw = c.st;
+    EXPECT_EQ(c.deliver(kOrig, tcp_info(SYN, c.client_next + 100'000, 0)), CtVerdict::reopen);
+    EXPECT_EQ(c.deliver(kReply, tcp_info(SYN, 4242, 0)), CtVerdict::reopen)
+        << "the server may take the client's role";
+    EXPECT_TRUE(same(c.st, tw)) << "the caller deletes the entry, not ct_update";
+
+    TcpConn r;
+    r.handshake();
+    ASSERT_EQ(r.client(RST | ACK), CtVerdict::accept);
+    ASSERT_EQ(r.state(), TcpCtState::close);
+    EXPECT_EQ(r.deliver(kOrig, tcp_info(SYN, 77, 0)), CtVerdict::reopen);
+    EXPECT_EQ(r.deliver(kReply, tcp_info(SYN, 77, 0)), CtVerdict::invalid_state);
+}
+
+TEST(ConntrackTcp, SynOnAnEstablishedConnectionPassesUntracked) {
+    TcpConn c;
+    c.handshake();
+    const ConnState before = c.st;
+    EXPECT_EQ(c.deliver(kOrig, tcp_info(SYN, 99, 0)), CtVerdict::ignore);
+    EXPECT_EQ(c.server(SYN | ACK), CtVerdict::ignore) << "a late SYN-ACK retransmission";
+    EXPECT_TRUE(same(c.st, before));
+}
+
+TEST(ConntrackTcp, InvalidFlagCombinationsAreDroppedInAnyState) {
+    TcpConn c;
+    c.handshake();
+    const ConnState before = c.st;
+    EXPECT_EQ(c.client(SYN | FIN), CtVerdict::invalid_flags);
+    EXPECT_EQ(c.client(FIN), CtVerdict::invalid_flags) << "FIN without ACK";
+    EXPECT_EQ(c.client(0), CtVerdict::invalid_flags);
+    EXPECT_EQ(c.client(RST | FIN | ACK), CtVerdict::invalid_flags);
+    EXPECT_TRUE(same(c.st, before));
+    EXPECT_EQ(c.client(PSH | ACK | 0x40 | 0x80, 10), CtVerdict::accept) << "ECE and CWR";
+}
+
+TEST(ConntrackTcp, OtherProtocolsPacketOnATcpEntryIsInvalid) {
+    TcpConn c;
+    c.handshake();
+    PacketInfo udp;
+    udp.proto = ipproto::kUdp;
+    EXPECT_EQ(ct_update(c.st, kOrig, udp, c.timeouts, c.now), CtVerdict::invalid_state);
+}
+
+// --- timeouts ------------------------------------------------------------------------------
+
+TEST(ConntrackTimeouts, DefaultsAreLinuxs) {
+    const CtTimeouts t;
+    EXPECT_EQ(t.tcp_syn_sent, 120u);
+    EXPECT_EQ(t.tcp_syn_recv, 60u);
+    EXPECT_EQ(t.tcp_established, 432000u);
+    EXPECT_EQ(t.tcp_fin_wait, 120u);
+    EXPECT_EQ(t.tcp_close_wait, 60u);
+    EXPECT_EQ(t.tcp_last_ack, 30u);
+    EXPECT_EQ(t.tcp_time_wait, 120u);
+    EXPECT_EQ(t.tcp_close, 10u);
+    EXPECT_EQ(t.tcp_unacknowledged, 300u);
+    EXPECT_EQ(t.udp_unreplied, 30u);
+    EXPECT_EQ(t.udp_replied, 120u);
+    EXPECT_EQ(t.icmp, 30u);
+    EXPECT_EQ(t.generic, 600u);
+}
+
+TEST(ConntrackTimeouts, EveryTcpStateTakesItsOwnTimeout) {
+    TcpConn c;
+    // Distinct values so that a mix-up between two states shows.
+    c.timeouts = CtTimeouts{.tcp_syn_sent = 11,
+                            .tcp_syn_recv = 12,
+                            .tcp_established = 13000,
+                            .tcp_fin_wait = 14,
+                            .tcp_close_wait = 15,
+                            .tcp_last_ack = 16,
+                            .tcp_time_wait = 17,
+                            .tcp_close = 18,
+                            .tcp_unacknowledged = 19};
+    ASSERT_EQ(c.client(SYN), CtVerdict::accept);
+    EXPECT_EQ(c.ttl_s(), 11u);
+    ASSERT_EQ(c.server(SYN | ACK), CtVerdict::accept);
+    EXPECT_EQ(c.ttl_s(), 12u);
+    ASSERT_EQ(c.client(ACK), CtVerdict::accept);
+    EXPECT_EQ(c.ttl_s(), 13000u);
+    ASSERT_EQ(c.client(PSH | ACK, 100), CtVerdict::accept);
+    EXPECT_EQ(c.ttl_s(), 19u) << "unacknowledged data caps the timer";
+    ASSERT_EQ(c.server(ACK), CtVerdict::accept);
+    EXPECT_EQ(c.ttl_s(), 13000u) << "until it is acknowledged";
+    ASSERT_EQ(c.client(FIN | ACK), CtVerdict::accept);
+    EXPECT_EQ(c.ttl_s(), 14u);
+    ASSERT_EQ(c.server(ACK), CtVerdict::accept);
+    EXPECT_EQ(c.ttl_s(), 15u);
+    ASSERT_EQ(c.server(FIN | ACK), CtVerdict::accept);
+    EXPECT_EQ(c.ttl_s(), 16u);
+    ASSERT_EQ(c.client(ACK), CtVerdict::accept);
+    EXPECT_EQ(c.ttl_s(), 17u);
+
+    TcpConn r;
+    r.timeouts = c.timeouts;
+    r.handshake();
+    ASSERT_EQ(r.server(RST), CtVerdict::accept);
+    EXPECT_EQ(r.ttl_s(), 18u);
+
+    for (uint8_t s = 0; s < kTcpCtStateCount; ++s) {
+        EXPECT_GT(tcp_timeout_s(c.timeouts, static_cast<TcpCtState>(s)), 0u);
+    }
+    EXPECT_EQ(tcp_timeout_s(c.timeouts, TcpCtState::syn_sent2), 11u);
+}
+
+TEST(ConntrackTimeouts, ExpiryIsNeverEarlyAndFiresOnTheSecond) {
+    const CtTimeouts t;
+    PacketInfo udp;
+    udp.proto = ipproto::kUdp;
+    ConnState st{};
+    const uint64_t t0 = 5 * kS + 300'000'000;  // 5.3 s: rounded up to 6 s
+    ASSERT_EQ(ct_new(st, udp, t, t0), CtVerdict::accept);
+    EXPECT_FALSE(ct_expired(st, t0 + 30 * kS - 1));
+    EXPECT_FALSE(ct_expired(st, 35 * kS + 999'999'999));
+    EXPECT_TRUE(ct_expired(st, 36 * kS));
+    EXPECT_TRUE(ct_expired(ConnState{}, 0)) << "a zeroed entry is dead";
+}
+
+// --- UDP, ICMP, others ---------------------------------------------------------------------
+
+TEST(ConntrackUdp, UnrepliedLives30sThenARepliedFlowLives120s) {
+    const CtTimeouts t;
+    PacketInfo udp;
+    udp.proto = ipproto::kUdp;
+    ConnState st{};
+    uint64_t now = 100 * kS;
+    ASSERT_EQ(ct_new(st, udp, t, now), CtVerdict::accept);
+    EXPECT_FALSE(st.replied());
+    EXPECT_FALSE(ct_expired(st, now + 29 * kS));
+    EXPECT_TRUE(ct_expired(st, now + 30 * kS));
+
+    now += 20 * kS;
+    EXPECT_EQ(ct_update(st, kOrig, udp, t, now), CtVerdict::accept);
+    EXPECT_EQ(ct_expires_ns(st), now + 30 * kS) << "more requests keep the short timer";
+    EXPECT_EQ(ct_update(st, kReply, udp, t, now), CtVerdict::accept);
+    EXPECT_TRUE(st.replied());
+    EXPECT_EQ(ct_expires_ns(st), now + 120 * kS);
+    now += 100 * kS;
+    EXPECT_EQ(ct_update(st, kOrig, udp, t, now), CtVerdict::accept);
+    EXPECT_EQ(ct_expires_ns(st), now + 120 * kS);
+    EXPECT_EQ(ct_update(st, kOrig, udp, t, now + 120 * kS), CtVerdict::expired);
+}
+
+TEST(ConntrackIcmp, EchoRequestAndReplyMatchByIdentifier) {
+    const CtTimeouts t;
+    auto echo = [](uint8_t type, uint16_t id) {
+        PacketInfo p;
+        p.proto = ipproto::kIcmp;
+        p.icmp_type = type;
+        p.icmp_id = id;
+        return p;
+    };
+    ConnState st{};
+    uint64_t now = 7 * kS;
+    EXPECT_EQ(ct_new(st, echo(icmp::kEchoReply, 7), t, now), CtVerdict::invalid_new);
+    EXPECT_EQ(ct_new(st, echo(icmp::kDestUnreachable, 0), t, now), CtVerdict::invalid_new)
+        << "errors are associated with their connection, never tracked";
+    ASSERT_EQ(ct_new(st, echo(icmp::kEchoRequest, 7), t, now), CtVerdict::accept);
+    EXPECT_EQ(ct_expires_ns(st), now + 30 * kS);
+
+    now += 1 * kS;
+    EXPECT_EQ(ct_update(st, kReply, echo(icmp::kEchoReply, 8), t, now), CtVerdict::invalid_state);
+    EXPECT_EQ(ct_update(st, kReply, echo(icmp::kEchoRequest, 7), t, now), CtVerdict::invalid_state);
+    EXPECT_EQ(ct_update(st, kOrig, echo(icmp::kEchoReply, 7), t, now), CtVerdict::invalid_state);
+    EXPECT_FALSE(st.replied());
+    EXPECT_EQ(ct_update(st, kReply, echo(icmp::kEchoReply, 7), t, now), CtVerdict::accept);
+    EXPECT_TRUE(st.replied());
+    now += 1 * kS;
+    EXPECT_EQ(ct_update(st, kOrig, echo(icmp::kEchoRequest, 7), t, now), CtVerdict::accept)
+        << "the next ping of the same session";
+    EXPECT_FALSE(ct_expired(st, now + 30 * kS - 1));
+    EXPECT_TRUE(ct_expired(st, now + 30 * kS));
+}
+
+TEST(ConntrackGeneric, OtherProtocolsLiveTenMinutes) {
+    const CtTimeouts t;
+    PacketInfo gre;
+    gre.proto = 47;
+    ConnState st{};
+    ASSERT_EQ(ct_new(st, gre, t, 0), CtVerdict::accept);
+    EXPECT_EQ(ct_expires_ns(st), 600 * kS);
+    EXPECT_EQ(ct_update(st, kReply, gre, t, 10 * kS), CtVerdict::accept);
+    EXPECT_TRUE(st.replied());
+    EXPECT_EQ(ct_expires_ns(st), 610 * kS);
+}
+
+TEST(ConntrackState, FitsItsBudget) {
+    static_assert(sizeof(ConnState) <= 48);
+    EXPECT_LE(sizeof(ConnState), 48u);
+    ConnState a{};
+    a.expires_s = 1;
+    const ConnState b = a;  // trivially copyable: tables copy entries by value
+    EXPECT_TRUE(same(a, b));
+}
+
+TEST(ConntrackState, NamesForCalyxctl) {
+    EXPECT_EQ(to_string(TcpCtState::established), "ESTABLISHED");
+    EXPECT_EQ(to_string(TcpCtState::syn_sent2), "SYN_SENT2");
+    EXPECT_EQ(to_string(TcpCtState::time_wait), "TIME_WAIT");
+    EXPECT_EQ(to_string(CtVerdict::out_of_window), "out_of_window");
+    for (uint8_t s = 0; s < kTcpCtStateCount; ++s) {
+        EXPECT_NE(to_string(static_cast<TcpCtState>(s)), "?");
+    }
+}
+
+// --- PacketInfo from frame bytes -----------------------------------------------------------
+
+const MacAddr kVmMac{{0x52, 0x54, 0x00, 0x00, 0x01, 0x01}};
+const MacAddr kGwMac{{0x52, 0x54, 0x00, 0xff, 0xff, 0x01}};
+const Ipv4Addr kClientIp = Ipv4Addr::from_octets(10, 0, 0, 5);
+const Ipv4Addr kServerIp = Ipv4Addr::from_octets(10, 0, 1, 7);
+constexpr size_t kIpOff = sizeof(EtherHdr);
+constexpr size_t kL4Off = kIpOff + sizeof(Ipv4Hdr);
+
+// TCP options of a typical Linux SYN: MSS 1460, SACK permitted, timestamps, NOP, wscale.
+std::vector<uint8_t> syn_options(uint8_t wscale) {
+    return {2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, wscale};
+}
+
+// A TCP frame with `options` after the fixed header (data offset fixed up) and `payload`.
+std::vector<uint8_t> tcp_frame(Ipv4Addr src, Ipv4Addr dst, uint8_t flags, uint32_t seq,
+                               uint32_t ack, const std::vector<uint8_t>& options,
+                               const std::vector<uint8_t>& payload = {}, uint16_t window = 65535) {
+    auto bytes =
+        FrameBuilder()
+            .eth(kVmMac, kGwMac)
+            .ipv4(src, dst, ipproto::kTcp)
+            .tcp(src == kClientIp ? 40000 : 443, src == kClientIp ? 443 : 40000, flags, seq, ack)
+            .raw(options)
+            .raw(payload)
+            .build();
+    auto* tcp = reinterpret_cast<TcpHdr*>(bytes.data() + kL4Off);
+    tcp->data_offset = static_cast<uint8_t>(((sizeof(TcpHdr) + options.size()) / 4) << 4);
+    tcp->window = Be16::from_host(window);
+    return bytes;
+}
+
+PacketInfo parse(const std::vector<uint8_t>& frame) {
+    Ipv4Hdr ip;
+    std::memcpy(&ip, frame.data() + kIpOff, sizeof ip);
+    return packet_info_from(ip, frame.data() + kL4Off, frame.size() - kL4Off);
+}
+
+TEST(ConntrackPacketInfo, ReadsTcpFieldsAndTheWindowScaleOfASyn) {
+    const auto syn = tcp_frame(kClientIp, kServerIp, SYN, 0xdeadbeef, 0, syn_options(7), {}, 64240);
+    const PacketInfo p = parse(syn);
+    EXPECT_FALSE(p.malformed);
+    EXPECT_EQ(p.proto, ipproto::kTcp);
+    EXPECT_EQ(p.tcp_flags, SYN);
+    EXPECT_EQ(p.seq, 0xdeadbeefu);
+    EXPECT_EQ(p.window, 64240);
+    EXPECT_EQ(p.wscale, 7);
+    EXPECT_EQ(p.payload_len, 0);
+
+    const auto data =
+        tcp_frame(kClientIp, kServerIp, PSH | ACK, 5, 9, {1, 1, 8, 10, 0, 0, 0, 2, 0, 0, 0, 1},
+                  std::vector<uint8_t>(333, 'x'));
+    const PacketInfo d = parse(data);
+    EXPECT_FALSE(d.malformed);
+    EXPECT_EQ(d.payload_len, 333);
+    EXPECT_EQ(d.ack, 9u);
+    EXPECT_EQ(d.wscale, PacketInfo::kNoWscale) << "options are read from SYNs only";
+}
+
+TEST(ConntrackPacketInfo, WindowScaleIsCappedAndOptionsAreBoundsChecked) {
+    EXPECT_EQ(parse(tcp_frame(kClientIp, kServerIp, SYN, 1, 0, syn_options(20))).wscale, 14);
+    EXPECT_EQ(parse(tcp_frame(kClientIp, kServerIp, SYN, 1, 0, {})).wscale, PacketInfo::kNoWscale);
+    // An option whose length runs past the header: stop reading, no scale.
+    EXPECT_EQ(parse(tcp_frame(kClientIp, kServerIp, SYN, 1, 0, {2, 40, 0, 0})).wscale,
+              PacketInfo::kNoWscale);
+    EXPECT_EQ(parse(tcp_frame(kClientIp, kServerIp, SYN, 1, 0, {2, 0, 3, 3})).wscale,
+              PacketInfo::kNoWscale)
+        << "a zero option length ends parsing";
+    EXPECT_EQ(parse(tcp_frame(kClientIp, kServerIp, SYN, 1, 0, {0, 0, 3, 3, 3, 5, 0, 0})).wscale,
+              PacketInfo::kNoWscale)
+        << "nothing after end-of-options";
+    EXPECT_EQ(parse(tcp_frame(kClientIp, kServerIp, SYN, 1, 0, {1, 1, 1, 1, 1, 3, 3, 2})).wscale,
+              2);
+}
+
+TEST(ConntrackPacketInfo, PayloadLengthComesFromTheIpHeaderNotTheFramePadding) {
+    auto bytes = tcp_frame(kClientIp, kServerIp, ACK, 100, 200, {});
+    bytes.resize(bytes.size() + 6, 0);  // Ethernet padding to 60 bytes
+    const PacketInfo p = parse(bytes);
+    EXPECT_FALSE(p.malformed);
+    EXPECT_EQ(p.payload_len, 0);
+}
+
+TEST(ConntrackPacketInfo, TruncatedOrInconsistentHeadersAreMalformed) {
+    const auto ok = tcp_frame(kClientIp, kServerIp, ACK, 1, 2, {}, {1, 2, 3});
+    Ipv4Hdr ip;
+    std::memcpy(&ip, ok.data() + kIpOff, sizeof ip);
+    const uint8_t* l4 = ok.data() + kL4Off;
+    EXPECT_FALSE(packet_info_from(ip, l4, ok.size() - kL4Off).malformed);
+    EXPECT_TRUE(packet_info_from(ip, l4, 19).malformed) << "TCP header cut short";
+    EXPECT_TRUE(packet_info_from(ip, nullptr, 0).malformed);
+
+    auto bad_doff = ok;
+    reinterpret_cast<TcpHdr*>(bad_doff.data() + kL4Off)->data_offset = 0x40;  // 16 bytes
+    EXPECT_TRUE(parse(bad_doff).malformed);
+    reinterpret_cast<TcpHdr*>(bad_doff.data() + kL4Off)->data_offset = 0xf0;  // 60 > 23
+    EXPECT_TRUE(parse(bad_doff).malformed);
+
+    Ipv4Hdr frag = ip;
+    frag.frag = Be16::from_host(100);  // offset 800: no L4 header in here
+    EXPECT_TRUE(packet_info_from(frag, l4, ok.size() - kL4Off).malformed);
+    Ipv4Hdr short_total = ip;
+    short_total.total_length = Be16::from_host(30);  // says 10 bytes of TCP
+    EXPECT_TRUE(packet_info_from(short_total, l4, ok.size() - kL4Off).malformed);
+
+    auto udp = FrameBuilder()
+                   .eth(kVmMac, kGwMac)
+                   .ipv4(kClientIp, kServerIp, ipproto::kUdp)
+                   .udp(5353, 53)
+                   .build();
+    EXPECT_FALSE(parse(udp).malformed);
+    udp.resize(udp.size() - 1);
+    reinterpret_cast<Ipv4Hdr*>(udp.data() + kIpOff)->total_length = Be16::from_host(27);
+    EXPECT_TRUE(parse(udp).malformed);
+
+    const auto ping =
+        FrameBuilder().eth(kVmMac, kGwMac).ipv4(kClientIp, kServerIp).icmp_echo(0x1234, 1).build();
+    const PacketInfo e = parse(ping);
+    EXPECT_FALSE(e.malformed);
+    EXPECT_EQ(e.icmp_type, icmp::kEchoRequest);
+    EXPECT_EQ(e.icmp_id, 0x1234);
+    PacketInfo m;
+    m.malformed = true;
+    ConnState st{};
+    EXPECT_EQ(ct_new(st, m, CtTimeouts{}, 0), CtVerdict::malformed);
+}
+
+TEST(ConntrackPacketInfo, ScaledConnectionFromRealFrames) {
+    // The whole exchange parsed from bytes: SYN and SYN-ACK carry wscale 7, then the server
+    // opens a 4 MiB window that only scaling makes possible.
+    const CtTimeouts t;
+    ConnState st{};
+    uint64_t now = 50 * kS;
+    const uint32_t c = 1'000'000, s = 3'000'000'000u;
+    ASSERT_EQ(ct_new(st, parse(tcp_frame(kClientIp, kServerIp, SYN, c, 0, syn_options(7))), t, now),
+              CtVerdict::accept);
+    ASSERT_EQ(ct_update(st, kReply,
+                        parse(tcp_frame(kServerIp, kClientIp, SYN | ACK, s, c + 1, syn_options(7))),
+                        t, now),
+              CtVerdict::accept);
+    ASSERT_EQ(
+        ct_update(st, kOrig, parse(tcp_frame(kClientIp, kServerIp, ACK, c + 1, s + 1, {})), t, now),
+        CtVerdict::accept);
+    ASSERT_EQ(st.tcp_state, TcpCtState::established);
+    ASSERT_EQ(
+        ct_update(st, kReply,
+                  parse(tcp_frame(kServerIp, kClientIp, ACK, s + 1, c + 1, {}, {}, 32768)), t, now),
+        CtVerdict::accept);
+    const auto far = tcp_frame(kClientIp, kServerIp, PSH | ACK, c + 1 + 3'000'000, s + 1, {},
+                               std::vector<uint8_t>(1000, 'a'));
+    EXPECT_EQ(ct_update(st, kOrig, parse(far), t, now), CtVerdict::accept);
+    const auto too_far = tcp_frame(kClientIp, kServerIp, PSH | ACK, c + 1 + 5'000'000, s + 1, {},
+                                   std::vector<uint8_t>(1000, 'a'));
+    EXPECT_EQ(ct_update(st, kOrig, parse(too_far), t, now), CtVerdict::out_of_window);
+}
+
+}  // namespace
+}  // namespace calyx::dp
