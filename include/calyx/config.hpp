@@ -71,6 +71,37 @@ struct InstanceConfig {
     SourceLocation where;
 };
 
+enum class RuleDirection { ingress, egress };
+std::string_view to_string(RuleDirection);
+
+// One security-group rule. Allows new connections; replies follow by connection tracking.
+struct RuleConfig {
+    RuleDirection direction = RuleDirection::ingress;
+    std::optional<uint8_t> protocol;  // IP protocol number; nullopt: any
+    uint16_t port_min = 0;            // destination port range, TCP/UDP only; whole range if
+    uint16_t port_max = 65535;        //   `ports` is absent
+    std::optional<uint8_t> icmp_type;  // ICMP only; nullopt: any type
+    std::optional<uint8_t> icmp_code;  // ICMP only, needs icmp_type; nullopt: any code
+    std::optional<Ipv4Prefix> remote;  // remote: CIDR
+    std::optional<std::string> remote_group;  // remote_group: members of that group
+    SourceLocation where;
+};
+
+struct SecurityGroupConfig {
+    std::string name;
+    std::vector<RuleConfig> rules;
+    SourceLocation where;
+};
+
+// Connection tracking: table size and per-state lifetimes (seconds; Linux defaults).
+struct ConntrackConfig {
+    uint32_t capacity = 1u << 20;
+    uint32_t tcp_syn_sent = 120, tcp_syn_recv = 60, tcp_established = 432000, tcp_fin_wait = 120,
+             tcp_close_wait = 60, tcp_last_ack = 30, tcp_time_wait = 120, tcp_close = 10,
+             tcp_unacknowledged = 300, udp_unreplied = 30, udp_replied = 120, icmp = 30,
+             generic = 600, fragment = 30;
+};
+
 struct DataplaneConfig {
     std::vector<unsigned> workers{1};  // lcore ids that poll; never the main lcore
     std::vector<std::string> eal_args;
@@ -82,6 +113,7 @@ struct DataplaneConfig {
     uint32_t icmp_errors_per_second = 1000;
     uint32_t icmp_errors_burst = 50;
     uint32_t mbufs = 16383;  // packet buffers in the pool
+    ConntrackConfig conntrack;
 };
 
 struct ControlConfig {
@@ -99,9 +131,11 @@ struct Config {
     MetricsConfig metrics;
     std::vector<NetworkConfig> networks;
     std::vector<InstanceConfig> instances;
+    std::vector<SecurityGroupConfig> security_groups;
 
     const NetworkConfig* find_network(std::string_view name) const;
     const InstanceConfig* find_instance(std::string_view name) const;
+    const SecurityGroupConfig* find_security_group(std::string_view name) const;
 };
 
 // Parse and validate YAML text; `file_name` is used only in error locations.

@@ -15,8 +15,10 @@
 #include <limits>
 #include <map>
 #include <span>
+#include <sstream>
 
 #include <fmt/format.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 namespace calyx::config {
@@ -27,17 +29,22 @@ std::string Error::to_string() const {
 
 std::string_view to_string(NetworkKind kind) {
     switch (kind) {
-        case NetworkKind::public_: return "public";
-        case NetworkKind::nat: return "nat";
-        case NetworkKind::private_: return "private";
+        case NetworkKind::public_:
+            return "public";
+        case NetworkKind::nat:
+            return "nat";
+        case NetworkKind::private_:
+            return "private";
     }
     return "?";
 }
 
 std::string_view to_string(VhostMode mode) {
     switch (mode) {
-        case VhostMode::server: return "server";
-        case VhostMode::client: return "client";
+        case VhostMode::server:
+            return "server";
+        case VhostMode::client:
+            return "client";
     }
     return "?";
 }
@@ -59,23 +66,19 @@ using Keys = std::span<const std::string_view>;
 
 constexpr std::string_view kTopKeys[] = {"dataplane", "control", "metrics", "networks",
                                          "instances"};
-constexpr std::string_view kDataplaneKeys[] = {"workers",
-                                               "eal_args",
-                                               "gateway_mac",
-                                               "icmp_errors_per_second",
-                                               "icmp_errors_burst",
-                                               "mbufs"};
+constexpr std::string_view kDataplaneKeys[] = {
+    "workers", "eal_args", "gateway_mac", "icmp_errors_per_second", "icmp_errors_burst", "mbufs"};
 constexpr std::string_view kControlKeys[] = {"socket"};
 constexpr std::string_view kMetricsKeys[] = {"listen"};
-constexpr std::string_view kNetworkKeys[] = {"name", "kind",   "cidr",          "gateway", "dns",
-                                             "domain", "mtu", "lease_seconds", "routes"};
+constexpr std::string_view kNetworkKeys[] = {"name",   "kind", "cidr",          "gateway", "dns",
+                                             "domain", "mtu",  "lease_seconds", "routes"};
 // `ports` is not a key of the contract; it is accepted here only to explain why an instance
 // cannot have more than one.
-constexpr std::string_view kInstanceKeys[] = {"name", "network", "mac",  "ipv4",
+constexpr std::string_view kInstanceKeys[] = {"name", "network",         "mac",  "ipv4",
                                               "port", "security_groups", "ports"};
 constexpr std::string_view kPortKeys[] = {"type", "socket", "mode", "queues"};
 
-constexpr unsigned kMaxLcore = 128;        // RTE_MAX_LCORE of the Debian DPDK build
+constexpr unsigned kMaxLcore = 128;         // RTE_MAX_LCORE of the Debian DPDK build
 constexpr size_t kMaxUnixSocketPath = 107;  // sizeof(sockaddr_un::sun_path) - 1 for the NUL
 constexpr uint64_t kMaxU32 = std::numeric_limits<uint32_t>::max();
 
@@ -148,11 +151,16 @@ std::string suggestion(std::string_view word, const Range& candidates) {
 
 std::string describe(const Node& node) {
     switch (node.Type()) {
-        case YAML::NodeType::Scalar: return fmt::format("'{}'", node.Scalar());
-        case YAML::NodeType::Sequence: return "a list";
-        case YAML::NodeType::Map: return "a mapping";
-        case YAML::NodeType::Null: return "an empty value";
-        case YAML::NodeType::Undefined: break;
+        case YAML::NodeType::Scalar:
+            return fmt::format("'{}'", node.Scalar());
+        case YAML::NodeType::Sequence:
+            return "a list";
+        case YAML::NodeType::Map:
+            return "a mapping";
+        case YAML::NodeType::Null:
+            return "an empty value";
+        case YAML::NodeType::Undefined:
+            break;
     }
     return "nothing";
 }
@@ -169,8 +177,8 @@ std::optional<uint64_t> parse_unsigned(std::string_view text) {
 }
 
 bool is_name_char(char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '.' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '.' || c == '-';
 }
 
 // Dot-separated labels of 1 to 63 letters, digits and hyphens; at most 253 characters.
@@ -183,11 +191,21 @@ bool is_dns_name(std::string_view name) {
             label = 0;
             continue;
         }
-        const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                        (c >= '0' && c <= '9') || c == '-';
+        const bool ok =
+            (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-';
         if (!ok || ++label > 63) return false;
     }
     return label > 0;
+}
+
+// "HOST:PORT" with HOST an IPv4 address or "localhost" and PORT in 1..65535.
+bool is_listen_address(std::string_view text) {
+    const size_t colon = text.rfind(':');
+    if (colon == std::string_view::npos) return false;
+    const std::string_view host = text.substr(0, colon);
+    if (host != "localhost" && !Ipv4Addr::parse(host)) return false;
+    const auto port = parse_unsigned(text.substr(colon + 1));
+    return port && *port >= 1 && *port <= 65535;
 }
 
 // The EAL's PCI allow-list options, spelled alone ("-a", "--allow") or joined to their value
@@ -197,6 +215,40 @@ bool is_pci_allow_arg(std::string_view arg) {
         return arg == "--allow" || arg.starts_with("--allow=") || arg == "--pci-whitelist" ||
                arg.starts_with("--pci-whitelist=");
     return arg.starts_with("-a") || arg.starts_with("-w");
+}
+
+// Where each of the first three documents of a YAML stream starts.
+//
+// yaml-cpp 0.7 never consumes a token that cannot start a node (a stray ',' at the start of a
+// document: jbeder/yaml-cpp#1040, fixed upstream after 0.8): YAML::Load then returns an empty
+// document and ignores the rest of the text, and YAML::LoadAll loops forever, allocating. Walking
+// the events of at most three documents is bounded, and a document that starts where the
+// previous one did is that stuck token.
+class DocumentStarts final : public YAML::EventHandler {
+  public:
+    std::vector<YAML::Mark> starts;
+
+    void OnDocumentStart(const YAML::Mark& mark) override { starts.push_back(mark); }
+    void OnDocumentEnd() override {}
+    void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  const std::string&) override {}
+    void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                         YAML::EmitterStyle::value) override {}
+    void OnSequenceEnd() override {}
+    void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                    YAML::EmitterStyle::value) override {}
+    void OnMapEnd() override {}
+};
+
+std::vector<YAML::Mark> document_starts(const std::string& yaml) {
+    std::istringstream stream(yaml);
+    YAML::Parser parser(stream);
+    DocumentStarts probe;
+    for (int i = 0; i < 3 && parser.HandleNextDocument(probe); ++i) {
+    }
+    return probe.starts;
 }
 
 // What instance entries need to know about a network entry, valid or not.
@@ -219,12 +271,12 @@ struct FirstInstance {
 };
 
 class Parser {
-public:
+  public:
     explicit Parser(std::string_view file) : file_(file) {}
 
     std::expected<Config, Errors> parse(std::string_view text);
 
-private:
+  private:
     // --- errors and locations ---
     SourceLocation at(const Node& node) const {
         const YAML::Mark mark = node.Mark();
@@ -389,8 +441,10 @@ std::optional<MacAddr> Parser::unicast_mac(const Field& field, std::string_view 
     } else if (mac->is_zero()) {
         error(field, "{} must not be the zero MAC address", label);
     } else if (mac->is_multicast()) {
-        error(field, "{} {} is a multicast address; it must be unicast (lowest bit of the first "
-                     "byte clear)", label, mac->to_string());
+        error(field,
+              "{} {} is a multicast address; it must be unicast (lowest bit of the first "
+              "byte clear)",
+              label, mac->to_string());
     } else {
         return mac;
     }
@@ -430,32 +484,42 @@ std::optional<std::string> Parser::socket_path(const Field& field, std::string_v
 
 std::expected<Config, Errors> Parser::parse(std::string_view text) {
     try {
-        const std::vector<Node> documents = YAML::LoadAll(std::string{text});
-        if (documents.empty() || documents[0].IsNull()) {
+        const std::string yaml{text};
+        // Checked first: Load would silently drop what the probe finds.
+        const std::vector<YAML::Mark> starts = document_starts(yaml);
+        for (size_t i = 1; i < starts.size(); ++i) {
+            if (starts[i].pos == starts[i - 1].pos) {
+                const YAML::Mark& m = starts[i];
+                error(SourceLocation{file_, m.line + 1, m.column + 1},
+                      fmt::format("invalid YAML: unexpected '{}'", yaml[m.pos]));
+                return std::unexpected(std::move(errors_));
+            }
+        }
+        if (starts.size() > 1) {
+            error(SourceLocation{file_, starts[1].line + 1, starts[1].column + 1},
+                  "a configuration is one YAML document; this is a second one");
+        }
+        const Node root = YAML::Load(yaml);
+        if (root.IsNull()) {
             error(SourceLocation{file_, 1, 1},
                   "the configuration is empty; it must be a mapping with 'networks' and "
                   "'instances'");
-        } else {
-            if (documents.size() > 1)
-                error(documents[1], "a configuration is one YAML document; this is a second one");
-            const Node& root = documents[0];
-            if (const auto top = mapping(Field{root, root}, "the configuration",
-                                         "at the top level", kTopKeys)) {
-                report_duplicates(*top, "at the top level");
-                // Networks before instances whatever the order in the file: instances refer to them.
-                if (const Field* f = top->get("dataplane")) dataplane(*f);
-                if (const Field* f = top->get("control")) control(*f);
-                if (const Field* f = top->get("metrics")) metrics(*f);
-                if (const Field* f = top->get("networks"))
-                    if (const auto items = list(*f, "'networks'"))
-                        for (const Field& item : *items) network(item);
-                if (const Field* f = top->get("instances"))
-                    if (const auto items = list(*f, "'instances'"))
-                        for (const Field& item : *items) instance(item);
-            }
+        } else if (const auto top = mapping(Field{root, root}, "the configuration",
+                                            "at the top level", kTopKeys)) {
+            report_duplicates(*top, "at the top level");
+            // Networks before instances whatever the order in the file: instances refer to them.
+            if (const Field* f = top->get("dataplane")) dataplane(*f);
+            if (const Field* f = top->get("control")) control(*f);
+            if (const Field* f = top->get("metrics")) metrics(*f);
+            if (const Field* f = top->get("networks"))
+                if (const auto items = list(*f, "'networks'"))
+                    for (const Field& item : *items) network(item);
+            if (const Field* f = top->get("instances"))
+                if (const auto items = list(*f, "'instances'"))
+                    for (const Field& item : *items) instance(item);
         }
     } catch (const YAML::Exception& e) {
-        // A syntax error: nothing was read, so this is the only error.
+        // A syntax error: the text cannot be read, so nothing else is checked.
         const bool no_mark = e.mark.is_null();
         error(SourceLocation{file_, no_mark ? 1 : e.mark.line + 1, no_mark ? 1 : e.mark.column + 1},
               fmt::format("invalid YAML: {}", e.msg));
@@ -465,7 +529,8 @@ std::expected<Config, Errors> Parser::parse(std::string_view text) {
 
     if (!errors_.empty()) {
         std::ranges::stable_sort(errors_, [](const Error& a, const Error& b) {
-            return std::pair{a.where.line, a.where.column} < std::pair{b.where.line, b.where.column};
+            return std::pair{a.where.line, a.where.column} <
+                   std::pair{b.where.line, b.where.column};
         });
         return std::unexpected(std::move(errors_));
     }
@@ -487,8 +552,9 @@ void Parser::dataplane(const Field& field) {
                 const auto lcore = integer(item, "entry of 'workers'", 0, kMaxU32);
                 if (!lcore) continue;
                 if (*lcore == 0) {
-                    error(item, "lcore 0 is the main lcore, which does control only; workers "
-                                "must be other lcores");
+                    error(item,
+                          "lcore 0 is the main lcore, which does control only; workers "
+                          "must be other lcores");
                 } else if (*lcore >= kMaxLcore) {
                     error(item, "lcore {} is out of range: lcore ids are below {}", *lcore,
                           kMaxLcore);
@@ -506,9 +572,11 @@ void Parser::dataplane(const Field& field) {
                 const auto arg = scalar(item, "entry of 'eal_args'", "a string");
                 if (!arg) continue;
                 if (is_pci_allow_arg(*arg)) {
-                    error(item, "eal_args must not contain '{}': PCI devices are configured as "
-                                "ports, never via eal_args (calyx passes --no-pci unless a pci "
-                                "port is configured)", *arg);
+                    error(item,
+                          "eal_args must not contain '{}': PCI devices are configured as "
+                          "ports, never via eal_args (calyx passes --no-pci unless a pci "
+                          "port is configured)",
+                          *arg);
                     continue;
                 }
                 dp.eal_args.push_back(*arg);
@@ -548,14 +616,11 @@ void Parser::metrics(const Field& field) {
     if (!f) return;
     const auto text = scalar(*f, "'listen'", "HOST:PORT");
     if (!text) return;
-    const size_t colon = text->rfind(':');
-    const std::string_view host = std::string_view{*text}.substr(0, colon);
-    const auto port = colon == std::string::npos ? std::nullopt
-                                                 : parse_unsigned(text->substr(colon + 1));
-    const bool host_ok = host == "localhost" || Ipv4Addr::parse(host);
-    if (!host_ok || !port || *port < 1 || *port > 65535) {
-        error(*f, "'listen' must be HOST:PORT with HOST an IPv4 address or 'localhost' and PORT "
-                  "between 1 and 65535, got '{}'", *text);
+    if (!is_listen_address(*text)) {
+        error(*f,
+              "'listen' must be HOST:PORT with HOST an IPv4 address or 'localhost' and PORT "
+              "between 1 and 65535, got '{}'",
+              *text);
         return;
     }
     config_.metrics.listen = *text;
@@ -583,10 +648,14 @@ void Parser::network(const Field& field) {
 
     if (const Field* f = m->get("kind")) {
         if (const auto kind = scalar(*f, "'kind'", "public, nat or private")) {
-            if (*kind == "public") net.kind = NetworkKind::public_;
-            else if (*kind == "nat") net.kind = NetworkKind::nat;
-            else if (*kind == "private") net.kind = NetworkKind::private_;
-            else error(*f, "'kind' must be public, nat or private, got '{}'", *kind);
+            if (*kind == "public")
+                net.kind = NetworkKind::public_;
+            else if (*kind == "nat")
+                net.kind = NetworkKind::nat;
+            else if (*kind == "private")
+                net.kind = NetworkKind::private_;
+            else
+                error(*f, "'kind' must be public, nat or private, got '{}'", *kind);
         }
     }
     network_addresses(*m, entry);
@@ -597,9 +666,13 @@ void Parser::network(const Field& field) {
     }
     if (const Field* f = m->get("domain")) {
         if (const auto domain = scalar(*f, "'domain'", "a DNS name")) {
-            if (is_dns_name(*domain)) net.domain = *domain;
-            else error(*f, "'domain' must be a DNS name (dot-separated labels of 1 to 63 "
-                           "letters, digits and '-'), got '{}'", *domain);
+            if (is_dns_name(*domain))
+                net.domain = *domain;
+            else
+                error(*f,
+                      "'domain' must be a DNS name (dot-separated labels of 1 to 63 "
+                      "letters, digits and '-'), got '{}'",
+                      *domain);
         }
     }
     // 576: the minimum datagram every IPv4 host must accept (RFC 791); 9000: jumbo frames.
@@ -647,14 +720,16 @@ void Parser::network_addresses(const Mapping& m, NetworkEntry& entry) {
 bool Parser::network_cidr_usable(const Field& f, const Ipv4Prefix& cidr) {
     const std::string text = cidr.to_string();
     if (cidr.length < 8) {
-        error(f, "cidr {} is too large: the whole cidr is routed to this network's instances, so "
-                 "a prefix shorter than /8 would capture a large share of all IPv4 destinations",
+        error(f,
+              "cidr {} is too large: the whole cidr is routed to this network's instances, so "
+              "a prefix shorter than /8 would capture a large share of all IPv4 destinations",
               text);
         return false;
     }
     if (cidr.length > 30) {
-        error(f, "cidr {} is too small: a network needs a network address, a gateway, at least "
-                 "one instance address and a broadcast address, so its prefix is at most /30",
+        error(f,
+              "cidr {} is too small: a network needs a network address, a gateway, at least "
+              "one instance address and a broadcast address, so its prefix is at most /30",
               text);
         return false;
     }
@@ -670,8 +745,9 @@ bool Parser::network_cidr_usable(const Field& f, const Ipv4Prefix& cidr) {
     for (const NetworkEntry& other : networks_) {
         const Ipv4Prefix& theirs = other.config.cidr;
         if (other.cidr_valid && (theirs.contains(cidr) || cidr.contains(theirs))) {
-            error(f, "cidr {} overlaps {} of network '{}' (line {}): networks share one routing "
-                     "table, so their addresses must not overlap",
+            error(f,
+                  "cidr {} overlaps {} of network '{}' (line {}): networks share one routing "
+                  "table, so their addresses must not overlap",
                   text, theirs.to_string(), other.config.name, other.config.where.line);
             usable = false;
         }
@@ -704,8 +780,10 @@ void Parser::instance(const Field& field) {
             error(ports->key, "unknown key 'ports' in instance; did you mean 'port'?");
     }
     for (const Field& dup : m->duplicates) {
-        if (dup.key.Scalar() == "port") error(dup.key, "{} {}", owner, kSecondPort);
-        else duplicate_key(*m, dup, "in instance");
+        if (dup.key.Scalar() == "port")
+            error(dup.key, "{} {}", owner, kSecondPort);
+        else
+            duplicate_key(*m, dup, "in instance");
     }
     const Field* port_field = m->get("port");
     if (port_field && port_field->value.IsSequence() && port_field->value.size() > 1) {
@@ -714,8 +792,11 @@ void Parser::instance(const Field& field) {
         if (auto port = this->port(*port_field)) inst.port = std::move(*port);
     }
     // A `ports` key already explains what is wrong with the port; don't also say it is missing.
-    if (ports) require(*m, owner, std::array<std::string_view, 4>{"name", "network", "mac", "ipv4"});
-    else require(*m, owner, std::array<std::string_view, 5>{"name", "network", "mac", "ipv4", "port"});
+    if (ports)
+        require(*m, owner, std::array<std::string_view, 4>{"name", "network", "mac", "ipv4"});
+    else
+        require(*m, owner,
+                std::array<std::string_view, 5>{"name", "network", "mac", "ipv4", "port"});
 
     // The same instance listed again: with a different port it is an attempt at a second
     // interface, otherwise a plain duplicate. Either way its addresses would only repeat the
@@ -764,8 +845,9 @@ void Parser::instance_addresses(const Mapping& m, InstanceConfig& inst, bool che
     if (const Field* f = m.get("network")) {
         if (const auto n = scalar(*f, "'network'", "a network name")) {
             inst.network = *n;
-            const auto it = std::ranges::find(networks_, *n,
-                                              [](const NetworkEntry& e) -> const std::string& { return e.config.name; });
+            const auto it = std::ranges::find(
+                networks_, *n,
+                [](const NetworkEntry& e) -> const std::string& { return e.config.name; });
             if (it != networks_.end()) {
                 net = &*it;
             } else {
@@ -780,8 +862,10 @@ void Parser::instance_addresses(const Mapping& m, InstanceConfig& inst, bool che
         if (const auto mac = unicast_mac(*f, "'mac'")) {
             inst.mac = *mac;
             if (gateway_mac_ && *mac == *gateway_mac_)
-                error(*f, "mac {} is the gateway MAC (dataplane.gateway_mac); an instance needs "
-                          "its own", mac->to_string());
+                error(*f,
+                      "mac {} is the gateway MAC (dataplane.gateway_mac); an instance needs "
+                      "its own",
+                      mac->to_string());
             else
                 claim(macs_, *mac, *f, "mac", mac->to_string());
         }
@@ -801,8 +885,7 @@ void Parser::instance_addresses(const Mapping& m, InstanceConfig& inst, bool che
             } else if (*addr == cidr.broadcast()) {
                 error(*f, "ipv4 {} is the broadcast address of {}", text, cidr.to_string());
             } else if (net->gateway_valid && *addr == net->config.gateway) {
-                error(*f, "ipv4 {} is the gateway address of network '{}'", text,
-                      net->config.name);
+                error(*f, "ipv4 {} is the gateway address of network '{}'", text, net->config.name);
             } else {
                 claim(addresses_, *addr, *f, "ipv4", text);
             }
@@ -834,8 +917,10 @@ std::optional<PortConfig> Parser::port(const Field& field) {
         if (type == "vhost-user") {
             port.type = PortType::vhost_user;
         } else if (type == "tap" || type == "af_packet" || type == "pci") {
-            error(*f, "port type '{}' is for the uplink, not for instances: instances attach "
-                      "over vhost-user", *type);
+            error(*f,
+                  "port type '{}' is for the uplink, not for instances: instances attach "
+                  "over vhost-user",
+                  *type);
             ok = false;
         } else if (type) {
             error(*f, "port type '{}' is unknown; instances attach over 'vhost-user'", *type);
@@ -845,14 +930,19 @@ std::optional<PortConfig> Parser::port(const Field& field) {
         }
     }
     if (const Field* f = m->get("socket")) {
-        if (auto path = socket_path(*f, "'socket'")) port.socket = std::move(*path);
-        else ok = false;
+        if (auto path = socket_path(*f, "'socket'"))
+            port.socket = std::move(*path);
+        else
+            ok = false;
     }
     if (const Field* f = m->get("mode")) {
         if (const auto mode = scalar(*f, "'mode'", "server or client")) {
-            if (*mode == "server") port.mode = VhostMode::server;
-            else if (*mode == "client") port.mode = VhostMode::client;
-            else error(*f, "'mode' must be server or client, got '{}'", *mode);
+            if (*mode == "server")
+                port.mode = VhostMode::server;
+            else if (*mode == "client")
+                port.mode = VhostMode::client;
+            else
+                error(*f, "'mode' must be server or client, got '{}'", *mode);
         }
     }
     if (const Field* f = m->get("queues"))

@@ -137,8 +137,10 @@ void VhostPort::on_destroy_device(int vid) {
     rte_rcu_qsbr_synchronize(port->grace_, RTE_QSBR_THRID_INVALID);
 }
 
-int VhostPort::on_vring_state_changed(int vid, uint16_t queue, int enable) {
-    if (enable && queue == kGuestTxQueue) rte_vhost_enable_guest_notification(vid, queue, 0);
+int VhostPort::on_vring_state_changed(int, uint16_t, int) {
+    // Nothing to do: a disabled queue simply yields no packets to rte_vhost's bursts. (Calling
+    // rte_vhost_enable_guest_notification here deadlocks: the library holds the queue's lock
+    // while it runs this callback.)
     return 0;
 }
 

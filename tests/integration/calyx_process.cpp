@@ -39,7 +39,9 @@ std::string calyx_binary() {
     return "build/calyx";
 }
 
-void set_calyx_binary(std::string path) { binary_override() = std::move(path); }
+void set_calyx_binary(std::string path) {
+    binary_override() = std::move(path);
+}
 
 // ---------------------------------------------------------------------------------------------
 
@@ -89,7 +91,8 @@ std::expected<std::unique_ptr<ChildProcess>, std::string> ChildProcess::spawn(
     const std::optional<fs::path>& stderr_file) {
     if (argv.empty()) return std::unexpected("spawn: empty argv");
     if (::access(argv[0].c_str(), X_OK) != 0)
-        return std::unexpected(fmt::format("{}: not executable: {}", argv[0], std::strerror(errno)));
+        return std::unexpected(
+            fmt::format("{}: not executable: {}", argv[0], std::strerror(errno)));
 
     // Everything the child needs is prepared here: after fork() in this multi-threaded process
     // (EAL threads) the child may only make async-signal-safe calls until exec.
@@ -223,8 +226,7 @@ std::expected<std::unique_ptr<CalyxProcess>, std::string> CalyxProcess::start(
     for (;;) {
         const bool ready = p->log().find(opts.ready_line) != std::string::npos;
         const bool sockets = sockets_exist();
-        if (sockets && (ready || (opts.sockets_suffice && !opts.server_sockets.empty())))
-            return p;
+        if (sockets && (ready || (opts.sockets_suffice && !opts.server_sockets.empty()))) return p;
         if (!p->running())
             return std::unexpected(fmt::format("calyx stopped during start-up\n{}", p->report()));
         if (Clock::now() >= deadline) {
@@ -243,9 +245,9 @@ std::expected<std::unique_ptr<CalyxProcess>, std::string> CalyxProcess::start(
 }
 
 std::string CalyxProcess::report() {
-    std::string state = child_->running()
-                            ? fmt::format("calyx (pid {}) is running", child_->pid())
-                            : fmt::format("calyx {}", describe_status(child_->status().value_or(-1)));
+    std::string state =
+        child_->running() ? fmt::format("calyx (pid {}) is running", child_->pid())
+                          : fmt::format("calyx {}", describe_status(child_->status().value_or(-1)));
     std::string out = child_->log();
     constexpr size_t kMax = 16000;  // keep the tail: the failure is usually at the end
     if (out.size() > kMax) out = "...\n" + out.substr(out.size() - kMax);
@@ -258,8 +260,8 @@ CheckResult run_check(const fs::path& config, std::chrono::milliseconds timeout)
     const unsigned seq = ++g_log_seq;
     const fs::path out = config.parent_path() / fmt::format("check-{}.out", seq);
     const fs::path err = config.parent_path() / fmt::format("check-{}.err", seq);
-    auto child = ChildProcess::spawn({calyx_binary(), "--config", config.string(), "--check"},
-                                     out, err);
+    auto child =
+        ChildProcess::spawn({calyx_binary(), "--config", config.string(), "--check"}, out, err);
     if (!child) {
         r.err = child.error();
         return r;

@@ -32,7 +32,7 @@ void set_calyx_binary(std::string path);
 // A fresh directory under /tmp for one test's config, sockets and logs. Removed by the
 // destructor unless $CALYX_IT_KEEP is set (then its path is printed).
 class TempDir {
-public:
+  public:
     explicit TempDir(std::string_view tag = "calyx-it");
     ~TempDir();
     TempDir(const TempDir&) = delete;
@@ -43,7 +43,7 @@ public:
     // Write `text` to path()/name and return the full path.
     fs::path write(std::string_view name, std::string_view text) const;
 
-private:
+  private:
     fs::path path_;
 };
 
@@ -51,7 +51,7 @@ std::string read_file(const fs::path& p);
 
 // A child process with stdout and stderr appended to one log file.
 class ChildProcess {
-public:
+  public:
     // Start argv[0] (a path) with argv. stdout goes to `log_file`, and so does stderr unless
     // `stderr_file` is given. The child gets no other descriptors of this process (in
     // particular no vhost-user sockets of the VM peers) and is killed if the test dies.
@@ -79,7 +79,7 @@ public:
     // Poll the log until it contains `text`, the child exits, or `timeout` passes.
     bool wait_for_log(std::string_view text, std::chrono::milliseconds timeout);
 
-private:
+  private:
     ChildProcess() = default;
     pid_t pid_ = -1;
     std::optional<int> status_;
@@ -103,7 +103,7 @@ struct CalyxStartOptions {
 
 // The real calyx binary running `--config FILE`, output captured next to the config.
 class CalyxProcess {
-public:
+  public:
     static std::expected<std::unique_ptr<CalyxProcess>, std::string> start(
         const fs::path& config, const CalyxStartOptions& opts = {});
 
@@ -118,7 +118,7 @@ public:
     // For failure messages: status plus the captured output.
     std::string report();
 
-private:
+  private:
     std::unique_ptr<ChildProcess> child_;
 };
 

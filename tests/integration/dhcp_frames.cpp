@@ -12,7 +12,9 @@ constexpr uint8_t kMagic[4] = {99, 130, 83, 99};
 void put_u32(Bytes& b, uint32_t v) {
     for (int s = 24; s >= 0; s -= 8) b.push_back(static_cast<uint8_t>(v >> s));
 }
-void put_ip(Bytes& b, Ipv4Addr a) { put_u32(b, a.value); }
+void put_ip(Bytes& b, Ipv4Addr a) {
+    put_u32(b, a.value);
+}
 
 uint32_t get_u32(const uint8_t* p) {
     return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
@@ -132,8 +134,7 @@ std::optional<uint16_t> DhcpMessage::u16_option(uint8_t code) const {
     return static_cast<uint16_t>((it->second[0] << 8) | it->second[1]);
 }
 
-std::optional<std::vector<std::pair<Ipv4Prefix, Ipv4Addr>>> DhcpMessage::classless_routes()
-    const {
+std::optional<std::vector<std::pair<Ipv4Prefix, Ipv4Addr>>> DhcpMessage::classless_routes() const {
     auto it = options.find(dhcp::kClasslessRoutes);
     if (it == options.end()) return std::nullopt;
     const Bytes& v = it->second;

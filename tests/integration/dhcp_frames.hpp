@@ -35,9 +35,9 @@ struct DhcpClientMessage {
     std::optional<Ipv4Addr> requested{};  // option 50
     std::optional<Ipv4Addr> server_id{};  // option 54
     Ipv4Addr ciaddr{};                    // set for INFORM / RELEASE / renewing REQUEST
-    std::vector<uint8_t> parameter_list{dhcp::kSubnetMask, dhcp::kRouter, dhcp::kDnsServers,
-                                        dhcp::kDomainName, dhcp::kInterfaceMtu,
-                                        dhcp::kClasslessRoutes};
+    std::vector<uint8_t> parameter_list{dhcp::kSubnetMask,   dhcp::kRouter,
+                                        dhcp::kDnsServers,   dhcp::kDomainName,
+                                        dhcp::kInterfaceMtu, dhcp::kClasslessRoutes};
     bool broadcast_flag = false;
 };
 
@@ -60,8 +60,8 @@ struct DhcpMessage {
 
     std::optional<uint8_t> message_type() const;
     bool has(uint8_t code) const { return options.contains(code); }
-    std::optional<Ipv4Addr> ip_option(uint8_t code) const;         // exactly 4 bytes
-    std::vector<Ipv4Addr> ip_list_option(uint8_t code) const;       // a multiple of 4 bytes
+    std::optional<Ipv4Addr> ip_option(uint8_t code) const;     // exactly 4 bytes
+    std::vector<Ipv4Addr> ip_list_option(uint8_t code) const;  // a multiple of 4 bytes
     std::optional<uint32_t> u32_option(uint8_t code) const;
     std::optional<uint16_t> u16_option(uint8_t code) const;
     // Option 121 decoded (RFC 3442): destination prefix -> router. nullopt if malformed.

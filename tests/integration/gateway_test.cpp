@@ -39,11 +39,11 @@ using namespace std::chrono_literals;
 using std::chrono::milliseconds;
 
 // Generous but bounded: replies normally take microseconds.
-constexpr milliseconds kReply = 3s;          // a reply on a warm path
-constexpr milliseconds kWarmUp = 10s;        // first answer after calyx and the VM attach
-constexpr milliseconds kSilence = 500ms;     // how long "nothing arrives" is watched
-constexpr milliseconds kReconnect = 10s;     // calyx's client-mode reconnect (1 s retries)
-constexpr milliseconds kHandshake = 5s;      // vhost-user handshake with a server-mode calyx
+constexpr milliseconds kReply = 3s;       // a reply on a warm path
+constexpr milliseconds kWarmUp = 10s;     // first answer after calyx and the VM attach
+constexpr milliseconds kSilence = 500ms;  // how long "nothing arrives" is watched
+constexpr milliseconds kReconnect = 10s;  // calyx's client-mode reconnect (1 s retries)
+constexpr milliseconds kHandshake = 5s;   // vhost-user handshake with a server-mode calyx
 
 constexpr MacAddr kGatewayMac{{0xee, 0xee, 0xee, 0xee, 0xee, 0xee}};  // calyx's default
 
@@ -55,12 +55,21 @@ struct Vm {
     Ipv4Addr gateway;
 };
 
-const Vm kWeb{"web-1", "public", {{0x52, 0x54, 0x00, 0x00, 0x01, 0x01}},
-              Ipv4Addr::from_octets(203, 0, 113, 10), Ipv4Addr::from_octets(203, 0, 113, 1)};
-const Vm kApp{"app-1", "nat", {{0x52, 0x54, 0x00, 0x00, 0x02, 0x01}},
-              Ipv4Addr::from_octets(10, 10, 0, 5), Ipv4Addr::from_octets(10, 10, 0, 1)};
-const Vm kDb{"db-1", "private", {{0x52, 0x54, 0x00, 0x00, 0x03, 0x01}},
-             Ipv4Addr::from_octets(10, 20, 0, 7), Ipv4Addr::from_octets(10, 20, 0, 1)};
+const Vm kWeb{"web-1",
+              "public",
+              {{0x52, 0x54, 0x00, 0x00, 0x01, 0x01}},
+              Ipv4Addr::from_octets(203, 0, 113, 10),
+              Ipv4Addr::from_octets(203, 0, 113, 1)};
+const Vm kApp{"app-1",
+              "nat",
+              {{0x52, 0x54, 0x00, 0x00, 0x02, 0x01}},
+              Ipv4Addr::from_octets(10, 10, 0, 5),
+              Ipv4Addr::from_octets(10, 10, 0, 1)};
+const Vm kDb{"db-1",
+             "private",
+             {{0x52, 0x54, 0x00, 0x00, 0x03, 0x01}},
+             Ipv4Addr::from_octets(10, 20, 0, 7),
+             Ipv4Addr::from_octets(10, 20, 0, 1)};
 const std::array<const Vm*, 3> kVms{&kWeb, &kApp, &kDb};
 
 const Ipv4Addr kPublicDns = Ipv4Addr::from_octets(203, 0, 113, 53);
@@ -93,12 +102,15 @@ unsigned g_config_seq = 0;
 
 // The EAL file prefix for one calyx run: unique per test process and config, so calyx never
 // meets another DPDK process's files (calyx's own EAL keeps shared config in that directory).
-std::string calyx_eal_prefix() { return fmt::format("calyx-it-{}-{}", ::getpid(), g_config_seq); }
+std::string calyx_eal_prefix() {
+    return fmt::format("calyx-it-{}-{}", ::getpid(), g_config_seq);
+}
 
 std::string gateway_config(const TempDir& dir, const ConfigOptions& opts = {}) {
     ++g_config_seq;
     const unsigned metrics_port = 20000 + (::getpid() * 13 + g_config_seq) % 30000;
-    std::string y = fmt::format(R"(# written by gateway_test
+    std::string y =
+        fmt::format(R"(# written by gateway_test
 dataplane:
   workers: [1]
   eal_args: ["--no-huge", "-m", "512", "--file-prefix", "{prefix}"]
@@ -123,21 +135,21 @@ networks:
     gateway: 10.20.0.1
 instances:
 )",
-                                fmt::arg("prefix", calyx_eal_prefix()),
-                                fmt::arg("dir", dir.path().string()),
-                                fmt::arg("metrics_port", metrics_port),
-                                fmt::arg("dns", text(kPublicDns)), fmt::arg("mtu", kPublicMtu));
+                    fmt::arg("prefix", calyx_eal_prefix()), fmt::arg("dir", dir.path().string()),
+                    fmt::arg("metrics_port", metrics_port), fmt::arg("dns", text(kPublicDns)),
+                    fmt::arg("mtu", kPublicMtu));
     for (const Vm* vm : kVms) {
-        y += fmt::format(R"(  - name: {name}
+        y += fmt::format(
+            R"(  - name: {name}
     network: {network}
     mac: {mac}
     ipv4: {ip}
     port: {{type: vhost-user, socket: {dir}/{name}.sock, mode: {mode}}}
 )",
-                         fmt::arg("name", vm->name), fmt::arg("network", vm->network),
-                         fmt::arg("mac", text(vm->mac)), fmt::arg("ip", text(vm->ip)),
-                         fmt::arg("dir", dir.path().string()),
-                         fmt::arg("mode", opts.client_mode.contains(vm->name) ? "client" : "server"));
+            fmt::arg("name", vm->name), fmt::arg("network", vm->network),
+            fmt::arg("mac", text(vm->mac)), fmt::arg("ip", text(vm->ip)),
+            fmt::arg("dir", dir.path().string()),
+            fmt::arg("mode", opts.client_mode.contains(vm->name) ? "client" : "server"));
     }
     return y;
 }
@@ -146,12 +158,12 @@ instances:
 // Fixture: a calyx process and one VmPeer per instance.
 
 class CalyxFixture : public testing::Test {
-protected:
+  protected:
     fs::path socket_of(const Vm& vm) const { return dir_ / (vm.name + ".sock"); }
     bool is_client_mode(const Vm& vm) const { return options_.client_mode.contains(vm.name); }
 
-    // Write the config and start calyx; returns once its server-mode sockets exist or it
-    // printed "calyx: ready".
+    // Write the config (on the first call; later calls restart calyx on the same file) and
+    // start calyx; returns once its server-mode sockets exist or it printed "calyx: ready".
     void start_calyx(const ConfigOptions& opts = {}) {
         options_ = opts;
         if (config_.empty()) {
@@ -174,7 +186,9 @@ protected:
     void attach(const Vm& vm) {
         // Server-mode calyx answers the handshake in milliseconds; a client-mode calyx first
         // has to notice the new socket (it retries once a second).
-        VmPeerOptions o{.socket = socket_of(vm), .mac = vm.mac, .server = is_client_mode(vm),
+        VmPeerOptions o{.socket = socket_of(vm),
+                        .mac = vm.mac,
+                        .server = is_client_mode(vm),
                         .connect_timeout = is_client_mode(vm) ? kReconnect : kHandshake};
         std::string last_error;
         const auto deadline = std::chrono::steady_clock::now() + 5s;
@@ -212,9 +226,8 @@ protected:
     void start_all(const ConfigOptions& opts = {}) {
         static int failed_in_a_row = 0;
         constexpr int kGiveUpAfter = 3;
-        ASSERT_LT(failed_in_a_row, kGiveUpAfter)
-            << "calyx could not serve the VMs in the previous " << kGiveUpAfter
-            << " tests; not trying again";
+        ASSERT_LT(failed_in_a_row, kGiveUpAfter) << "calyx could not serve the VMs in the previous "
+                                                 << kGiveUpAfter << " tests; not trying again";
         ++failed_in_a_row;
         ASSERT_NO_FATAL_FAILURE(start_calyx(opts));
         for (const Vm* v : kVms) ASSERT_NO_FATAL_FAILURE(attach(*v));
@@ -251,8 +264,8 @@ protected:
         EXPECT_EQ(ipv4_of(*req).ttl, 63) << "TTL must be decremented by exactly 1";
         EXPECT_TRUE(ipv4_checksums_ok(*req)) << describe_frame(*req);
 
-        ASSERT_TRUE(vm(to).send(echo_request(to.mac, kGatewayMac, to.ip, from.ip, id, seq, 64)));
-        // The destination's reply: same id/seq, type 0.
+        // The destination answers, as its IP stack would.
+        ASSERT_TRUE(vm(to).send(echo_reply(to.mac, kGatewayMac, to.ip, from.ip, id, seq, 64)));
         auto rep = vm(from).receive(kReply, is_echo_reply(id, seq));
         ASSERT_TRUE(rep) << "echo reply did not come back to " << from.name;
         EXPECT_EQ(eth_src(*rep), kGatewayMac);
@@ -319,7 +332,7 @@ protected:
 
 // All three instance ports in server mode (calyx creates the sockets).
 class GatewayTest : public CalyxFixture {
-protected:
+  protected:
     void SetUp() override { ASSERT_NO_FATAL_FAILURE(start_all()); }
 };
 
@@ -373,9 +386,9 @@ FramePredicate dhcp_reply_xid(uint32_t xid) {
 
 TEST_F(GatewayTest, DhcpHandshakeGetsConfiguredAddressAndOptions) {
     const uint32_t xid = 0x5eed0001;
-    auto offer_frame = vm(kWeb).request(
-        dhcp_client_frame({.type = dhcp::kDiscover, .mac = kWeb.mac, .xid = xid}), kReply,
-        dhcp_reply_xid(xid), 500ms);
+    auto offer_frame =
+        vm(kWeb).request(dhcp_client_frame({.type = dhcp::kDiscover, .mac = kWeb.mac, .xid = xid}),
+                         kReply, dhcp_reply_xid(xid), 500ms);
     ASSERT_TRUE(offer_frame) << "no answer to DHCPDISCOVER";
     auto offer = DhcpMessage::parse(*offer_frame);
     ASSERT_TRUE(offer) << "unparsable DHCP reply: " << describe_frame(*offer_frame);
@@ -399,13 +412,13 @@ TEST_F(GatewayTest, DhcpHandshakeGetsConfiguredAddressAndOptions) {
 
 TEST_F(GatewayTest, DhcpRequestForAnotherAddressGetsNak) {
     const uint32_t xid = 0x5eed0002;
-    auto reply = vm(kWeb).request(
-        dhcp_client_frame({.type = dhcp::kRequest,
-                           .mac = kWeb.mac,
-                           .xid = xid,
-                           .requested = Ipv4Addr::from_octets(203, 0, 113, 99),
-                           .server_id = kWeb.gateway}),
-        kReply, dhcp_reply_xid(xid), 500ms);
+    auto reply =
+        vm(kWeb).request(dhcp_client_frame({.type = dhcp::kRequest,
+                                            .mac = kWeb.mac,
+                                            .xid = xid,
+                                            .requested = Ipv4Addr::from_octets(203, 0, 113, 99),
+                                            .server_id = kWeb.gateway}),
+                         kReply, dhcp_reply_xid(xid), 500ms);
     ASSERT_TRUE(reply) << "no answer to a DHCPREQUEST for a wrong address";
     auto m = DhcpMessage::parse(*reply);
     ASSERT_TRUE(m) << describe_frame(*reply);
@@ -537,15 +550,13 @@ TEST_F(GatewayTest, SpoofedSourceAddressIsDropped) {
     uint16_t seq = 1;
     for (const Ipv4Addr src : spoofed) {
         SCOPED_TRACE("source " + text(src));
-        ASSERT_TRUE(vm(kWeb).send(
-            echo_request(kWeb.mac, kGatewayMac, src, kApp.ip, 0x500, seq++)));
+        ASSERT_TRUE(vm(kWeb).send(echo_request(kWeb.mac, kGatewayMac, src, kApp.ip, 0x500, seq++)));
     }
     expect_nothing(kApp, is_echo_request(0x500, 1), "spoofed source 203.0.113.99");
     expect_nothing(kApp, is_echo_request(0x500, 2), "spoofed source 10.20.0.7 (db-1)");
     // Spoofed ping to the gateway: no reply either.
-    ASSERT_TRUE(vm(kWeb).send(echo_request(kWeb.mac, kGatewayMac,
-                                           Ipv4Addr::from_octets(203, 0, 113, 99),
-                                           kWeb.gateway, 0x501, 1)));
+    ASSERT_TRUE(vm(kWeb).send(echo_request(
+        kWeb.mac, kGatewayMac, Ipv4Addr::from_octets(203, 0, 113, 99), kWeb.gateway, 0x501, 1)));
     expect_nothing(kWeb, is_echo_reply(0x501, 1), "ping to the gateway from a spoofed source");
     // The same packet with the right source goes through.
     ASSERT_TRUE(vm(kWeb).send(ping_frame(kWeb, kApp.ip, 0x500, 9)));
@@ -608,7 +619,7 @@ TEST_F(GatewayTest, SigtermStopsCalyxCleanly) {
 // Client mode: the VM side (QEMU with server=on) owns the socket and calyx connects.
 
 class ClientModeTest : public CalyxFixture {
-protected:
+  protected:
     void SetUp() override { ASSERT_NO_FATAL_FAILURE(start_all({.client_mode = {"web-1"}})); }
 };
 
@@ -722,15 +733,18 @@ instances:
     const int outside = line_of(yaml, "198.51.100.10");
     const int unknown_net = line_of(yaml, "nowhere");
     const int mac1 = line_of(yaml, "mac: 52:54");
-    const int mac2 = line_of(yaml.substr(yaml.find("web-2")), "mac: 52:54") +
-                     line_of(yaml, "web-2") - 1;
+    const int mac2 =
+        line_of(yaml.substr(yaml.find("web-2")), "mac: 52:54") + line_of(yaml, "web-2") - 1;
     EXPECT_TRUE(lines.contains(bogus)) << "unknown key at line " << bogus << "; stderr:\n" << r.err;
     EXPECT_TRUE(lines.contains(outside))
-        << "address outside its network at line " << outside << "; stderr:\n" << r.err;
+        << "address outside its network at line " << outside << "; stderr:\n"
+        << r.err;
     EXPECT_TRUE(lines.contains(unknown_net))
-        << "unknown network at line " << unknown_net << "; stderr:\n" << r.err;
+        << "unknown network at line " << unknown_net << "; stderr:\n"
+        << r.err;
     EXPECT_TRUE(lines.contains(mac1) || lines.contains(mac2))
-        << "duplicate MAC at line " << mac2 << "; stderr:\n" << r.err;
+        << "duplicate MAC at line " << mac2 << "; stderr:\n"
+        << r.err;
     EXPECT_FALSE(fs::exists(dir / "web-1.sock"));
 }
 

@@ -38,21 +38,22 @@ std::string testpmd_binary() {
 
 // dpdk-testpmd as the vhost-user side of one port, forwarding in icmpecho mode on lcore 1.
 class Testpmd {
-public:
+  public:
     // client == false: testpmd creates `socket` (vhost-user server); true: it connects to it
     // and reconnects whenever the peer goes away (vhost-user client with reconnect).
-    static std::unique_ptr<Testpmd> start(const TempDir& dir, const fs::path& socket,
-                                          bool client) {
+    static std::unique_ptr<Testpmd> start(const TempDir& dir, const fs::path& socket, bool client) {
         static unsigned seq = 0;
         auto t = std::unique_ptr<Testpmd>(new Testpmd());
         t->prefix_ = fmt::format("calyx-it-testpmd-{}-{}", ::getpid(), ++seq);
+        // clang-format off
         std::vector<std::string> argv{
-            testpmd_binary(), "-l", "0,1", "--no-pci", "--no-huge", "-m", "256", "--no-shconf",
-            "--file-prefix", t->prefix_, "--no-telemetry",
+            testpmd_binary(), "-l", "0,1", "--no-pci", "--no-huge", "-m", "256",
+            "--no-shconf", "--file-prefix", t->prefix_, "--no-telemetry",
             fmt::format("--vdev=net_vhost0,iface={},queues=1,client={}", socket.string(),
                         client ? 1 : 0),
-            "--", "--forward-mode=icmpecho", "--stats-period", "1", "--total-num-mbufs", "2048",
-            "--nb-cores", "1"};
+            "--", "--forward-mode=icmpecho", "--stats-period", "1",
+            "--total-num-mbufs", "2048", "--nb-cores", "1"};
+        // clang-format on
         auto child = ChildProcess::spawn(argv, dir / fmt::format("testpmd-{}.log", seq));
         if (!child) {
             ADD_FAILURE() << child.error();
@@ -61,8 +62,7 @@ public:
         t->child_ = std::move(*child);
         // "Port statistics" is printed once forwarding runs; in server mode the socket exists
         // by then.
-        if (!t->child_->wait_for_log("Port statistics", 15s) ||
-            (!client && !fs::exists(socket))) {
+        if (!t->child_->wait_for_log("Port statistics", 15s) || (!client && !fs::exists(socket))) {
             ADD_FAILURE() << "testpmd did not come up:\n" << t->child_->log();
             return nullptr;
         }
@@ -77,7 +77,7 @@ public:
     void kill() { child_->kill(); }
     void stop() { child_->stop(3s); }
 
-private:
+  private:
     Testpmd() = default;
     std::unique_ptr<ChildProcess> child_;
     std::string prefix_;
@@ -127,16 +127,16 @@ TEST(HarnessSelfTest, PeerAsVhostServerWithReconnectingTestpmd) {
     ASSERT_TRUE(testpmd);
 
     // testpmd retries its connection once a second, so attach waits up to ~1 s.
-    auto vm = VmPeer::attach({.socket = sock, .mac = kVmMac, .server = true,
-                              .connect_timeout = 10s});
+    auto vm =
+        VmPeer::attach({.socket = sock, .mac = kVmMac, .server = true, .connect_timeout = 10s});
     ASSERT_TRUE(vm) << vm.error() << "\ntestpmd:\n" << testpmd->log();
     expect_arp_and_ping(**vm, 1, 5s);
 
     // QEMU restarted: the socket disappears and comes back; the backend reconnects.
     (*vm)->detach();
     EXPECT_FALSE(fs::exists(sock));
-    auto again = VmPeer::attach({.socket = sock, .mac = kVmMac, .server = true,
-                                 .connect_timeout = 10s});
+    auto again =
+        VmPeer::attach({.socket = sock, .mac = kVmMac, .server = true, .connect_timeout = 10s});
     ASSERT_TRUE(again) << again.error() << "\ntestpmd:\n" << testpmd->log();
     expect_arp_and_ping(**again, 2, 5s);
     if (HasFailure()) ADD_FAILURE() << "testpmd:\n" << testpmd->log();
@@ -190,8 +190,8 @@ TEST(HarnessSelfTest, ServerModePeerServesRestartedBackend) {
 TEST(HarnessSelfTest, ServerModeAttachWithoutBackendFailsInBoundedTime) {
     TempDir dir;
     const auto start = std::chrono::steady_clock::now();
-    auto vm = VmPeer::attach({.socket = dir / "nobody.sock", .mac = kVmMac, .server = true,
-                              .connect_timeout = 500ms});
+    auto vm = VmPeer::attach(
+        {.socket = dir / "nobody.sock", .mac = kVmMac, .server = true, .connect_timeout = 500ms});
     const auto took = std::chrono::steady_clock::now() - start;
     EXPECT_FALSE(vm);
     EXPECT_LT(took, 5s);

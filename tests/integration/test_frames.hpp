@@ -30,13 +30,27 @@ inline uint16_t eth_type(const Bytes& f) {
     auto e = header_copy<EtherHdr>(f, 0);
     return e ? e->type.host() : 0;
 }
-inline MacAddr eth_src(const Bytes& f) { return header_copy<EtherHdr>(f, 0).value().src; }
-inline MacAddr eth_dst(const Bytes& f) { return header_copy<EtherHdr>(f, 0).value().dst; }
-inline ArpHdr arp_of(const Bytes& f) { return header_copy<ArpHdr>(f, kEthLen).value(); }
-inline Ipv4Hdr ipv4_of(const Bytes& f) { return header_copy<Ipv4Hdr>(f, kEthLen).value(); }
-inline size_t l4_offset(const Bytes& f) { return kEthLen + ipv4_of(f).header_length(); }
-inline IcmpHdr icmp_of(const Bytes& f) { return header_copy<IcmpHdr>(f, l4_offset(f)).value(); }
-inline UdpHdr udp_of(const Bytes& f) { return header_copy<UdpHdr>(f, l4_offset(f)).value(); }
+inline MacAddr eth_src(const Bytes& f) {
+    return header_copy<EtherHdr>(f, 0).value().src;
+}
+inline MacAddr eth_dst(const Bytes& f) {
+    return header_copy<EtherHdr>(f, 0).value().dst;
+}
+inline ArpHdr arp_of(const Bytes& f) {
+    return header_copy<ArpHdr>(f, kEthLen).value();
+}
+inline Ipv4Hdr ipv4_of(const Bytes& f) {
+    return header_copy<Ipv4Hdr>(f, kEthLen).value();
+}
+inline size_t l4_offset(const Bytes& f) {
+    return kEthLen + ipv4_of(f).header_length();
+}
+inline IcmpHdr icmp_of(const Bytes& f) {
+    return header_copy<IcmpHdr>(f, l4_offset(f)).value();
+}
+inline UdpHdr udp_of(const Bytes& f) {
+    return header_copy<UdpHdr>(f, l4_offset(f)).value();
+}
 
 inline bool is_ipv4(const Bytes& f) {
     if (eth_type(f) != ethertype::kIpv4) return false;
@@ -75,12 +89,22 @@ inline FramePredicate is_arp_reply_for(Ipv4Addr spa) {
 
 // ICMP -----------------------------------------------------------------------------------------
 
-inline Bytes echo_request(MacAddr src_mac, MacAddr dst_mac, Ipv4Addr src, Ipv4Addr dst,
-                          uint16_t id, uint16_t seq, uint8_t ttl = 64, size_t payload = 56) {
+inline Bytes echo_request(MacAddr src_mac, MacAddr dst_mac, Ipv4Addr src, Ipv4Addr dst, uint16_t id,
+                          uint16_t seq, uint8_t ttl = 64, size_t payload = 56) {
     return FrameBuilder()
         .eth(src_mac, dst_mac)
         .ipv4(src, dst, ipproto::kIcmp, ttl)
         .icmp_echo(id, seq, payload)
+        .build();
+}
+
+// The answer a VM's stack gives to an echo request: same id, seq and payload, type 0.
+inline Bytes echo_reply(MacAddr src_mac, MacAddr dst_mac, Ipv4Addr src, Ipv4Addr dst, uint16_t id,
+                        uint16_t seq, uint8_t ttl = 64, size_t payload = 56) {
+    return FrameBuilder()
+        .eth(src_mac, dst_mac)
+        .ipv4(src, dst, ipproto::kIcmp, ttl)
+        .icmp_echo(id, seq, payload, icmp::kEchoReply)
         .build();
 }
 

@@ -108,7 +108,7 @@ TEST(Config, FullConfigParsesWithExactValues) {
     EXPECT_EQ(priv.cidr.to_string(), "10.0.0.0/16");
     EXPECT_TRUE(priv.dns.empty());
     EXPECT_EQ(priv.domain, std::nullopt);
-    EXPECT_EQ(priv.mtu, 1500);             // default
+    EXPECT_EQ(priv.mtu, 1500);              // default
     EXPECT_EQ(priv.lease_seconds, 86400u);  // default
     EXPECT_TRUE(priv.routes.empty());
 
@@ -219,36 +219,49 @@ std::string second_port(std::string_view where, std::string_view instance) {
 }
 
 const BadConfig kBadConfigs[] = {
-    {"yaml_syntax_error_is_one_error_at_its_position", R"(
+    {"yaml_syntax_error_is_one_error_at_its_position",
+     R"(
 networks:
   - name: a
     kind: [public
 )",
      {"bad.yaml:4:1: invalid YAML: end of sequence flow not found"}},
 
-    {"empty_file_is_rejected", "",
+    // yaml-cpp 0.7 alone would hang (LoadAll) or read an empty file (Load) on this.
+    {"stray_comma_before_the_configuration_is_a_syntax_error",
+     R"(
+,networks: []
+)",
+     {"bad.yaml:1:1: invalid YAML: unexpected ','"}},
+
+    {"empty_file_is_rejected",
+     "",
      {"bad.yaml:1:1: the configuration is empty; it must be a mapping with 'networks' and "
       "'instances'"}},
 
-    {"top_level_must_be_a_mapping", R"(
+    {"top_level_must_be_a_mapping",
+     R"(
 - networks
 )",
      {"bad.yaml:1:1: the configuration must be a mapping, got a list"}},
 
-    {"second_yaml_document_is_rejected", R"(
+    {"second_yaml_document_is_rejected",
+     R"(
 networks: []
 ---
 instances: []
 )",
-     {"bad.yaml:3:1: a configuration is one YAML document; this is a second one"}},
+     {"bad.yaml:2:1: a configuration is one YAML document; this is a second one"}},
 
-    {"unknown_top_level_key_suggests_the_closest_one", R"(
+    {"unknown_top_level_key_suggests_the_closest_one",
+     R"(
 dataplan:
   workers: [1]
 )",
      {"bad.yaml:1:1: unknown key 'dataplan' at the top level; did you mean 'dataplane'?"}},
 
-    {"unknown_keys_in_every_section_are_all_reported", R"(
+    {"unknown_keys_in_every_section_are_all_reported",
+     R"(
 dataplane:
   colour: blue
 control: {sockets: /run/c.sock}
@@ -270,7 +283,8 @@ instances:
       "bad.yaml:9:5: unknown key 'netwrk' in instance; did you mean 'network'?",
       "bad.yaml:13:61: unknown key 'queue' in port; did you mean 'queues'?"}},
 
-    {"repeated_key_is_an_error_pointing_at_the_repeat", R"(
+    {"repeated_key_is_an_error_pointing_at_the_repeat",
+     R"(
 networks:
   - name: pub
     kind: public
@@ -281,7 +295,8 @@ networks:
 )",
      {"bad.yaml:7:5: duplicate key 'mtu' in network (first at line 6)"}},
 
-    {"wrong_node_types_name_the_expected_type", R"(
+    {"wrong_node_types_name_the_expected_type",
+     R"(
 dataplane: [1]
 control: /run/c.sock
 networks:
@@ -293,7 +308,8 @@ instances:
       "bad.yaml:4:3: 'networks' must be a list, got a mapping",
       "bad.yaml:5:1: 'instances' must be a list, got an empty value"}},
 
-    {"workers_must_be_distinct_non_main_lcores_below_128", R"(
+    {"workers_must_be_distinct_non_main_lcores_below_128",
+     R"(
 dataplane:
   workers: [0, 1, 1, 128, two]
 )",
@@ -303,13 +319,15 @@ dataplane:
       "bad.yaml:2:22: lcore 128 is out of range: lcore ids are below 128",
       "bad.yaml:2:27: entry of 'workers' must be an integer, got 'two'"}},
 
-    {"workers_must_not_be_empty", R"(
+    {"workers_must_not_be_empty",
+     R"(
 dataplane:
   workers: []
 )",
      {"bad.yaml:2:12: 'workers' must list at least one lcore"}},
 
-    {"eal_args_must_not_allow_pci_devices", R"(
+    {"eal_args_must_not_allow_pci_devices",
+     R"(
 dataplane:
   eal_args: ["--no-huge", "-a", "0000:01:00.0", "--allow=0000:02:00.0", "-w0000:03:00.0"]
 )",
@@ -321,14 +339,16 @@ dataplane:
       "bad.yaml:2:73: eal_args must not contain '-w0000:03:00.0': PCI devices are configured as "
       "ports, never via eal_args (calyx passes --no-pci unless a pci port is configured)"}},
 
-    {"gateway_mac_must_be_unicast", R"(
+    {"gateway_mac_must_be_unicast",
+     R"(
 dataplane:
   gateway_mac: 01:00:5e:00:00:01
 )",
      {"bad.yaml:2:16: 'gateway_mac' 01:00:5e:00:00:01 is a multicast address; it must be unicast "
       "(lowest bit of the first byte clear)"}},
 
-    {"icmp_limits_and_mbufs_are_range_checked", R"(
+    {"icmp_limits_and_mbufs_are_range_checked",
+     R"(
 dataplane:
   gateway_mac: 00:00:00:00:00:00
   icmp_errors_per_second: 5000000000
@@ -340,20 +360,23 @@ dataplane:
       "bad.yaml:4:22: 'icmp_errors_burst' must be between 1 and 4294967295, got 0",
       "bad.yaml:5:10: 'mbufs' must be between 1023 and 4294967295, got 512"}},
 
-    {"control_socket_must_be_an_absolute_path", R"(
+    {"control_socket_must_be_an_absolute_path",
+     R"(
 control:
   socket: run/calyx.sock
 )",
      {"bad.yaml:2:11: 'socket' must be an absolute path, got 'run/calyx.sock'"}},
 
-    {"metrics_listen_must_be_host_and_port", R"(
+    {"metrics_listen_must_be_host_and_port",
+     R"(
 metrics:
   listen: 127.0.0.1:99999
 )",
      {"bad.yaml:2:11: 'listen' must be HOST:PORT with HOST an IPv4 address or 'localhost' and "
       "PORT between 1 and 65535, got '127.0.0.1:99999'"}},
 
-    {"network_missing_required_keys_points_at_the_network", R"(
+    {"network_missing_required_keys_points_at_the_network",
+     R"(
 networks:
   - name: pub
     kind: public
@@ -365,7 +388,8 @@ networks:
       "bad.yaml:2:5: network 'pub' is missing required key 'gateway'",
       "bad.yaml:4:5: network is missing required key 'name'"}},
 
-    {"network_names_use_a_safe_charset_and_are_unique", R"(
+    {"network_names_use_a_safe_charset_and_are_unique",
+     R"(
 networks:
   - {name: "my net", kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1}
   - {name: pub, kind: public, cidr: 198.51.100.0/24, gateway: 198.51.100.1}
@@ -376,13 +400,15 @@ networks:
       "bad.yaml:4:12: duplicate network name 'pub' (first at line 3)",
       "bad.yaml:5:12: network name must not be empty"}},
 
-    {"network_kind_is_public_nat_or_private", R"(
+    {"network_kind_is_public_nat_or_private",
+     R"(
 networks:
   - {name: pub, kind: internet, cidr: 203.0.113.0/24, gateway: 203.0.113.1}
 )",
      {"bad.yaml:2:23: 'kind' must be public, nat or private, got 'internet'"}},
 
-    {"cidr_must_be_a_prefix_without_host_bits", R"(
+    {"cidr_must_be_a_prefix_without_host_bits",
+     R"(
 networks:
   - {name: a, kind: public, cidr: 203.0.113.1/24, gateway: 203.0.113.1}
   - {name: b, kind: public, cidr: 198.51.100.0, gateway: 198.51.100.1}
@@ -390,7 +416,8 @@ networks:
      {"bad.yaml:2:35: 'cidr' 203.0.113.1/24 has host bits set; did you mean 203.0.113.0/24?",
       "bad.yaml:3:35: 'cidr' must be an IPv4 prefix like 192.0.2.0/24, got '198.51.100.0'"}},
 
-    {"cidr_length_is_between_8_and_30_with_the_reason", R"(
+    {"cidr_length_is_between_8_and_30_with_the_reason",
+     R"(
 networks:
   - {name: a, kind: public, cidr: 203.0.113.0/31, gateway: 203.0.113.1}
   - {name: b, kind: public, cidr: 64.0.0.0/2, gateway: 64.0.0.1}
@@ -402,7 +429,8 @@ networks:
       "instances, so a prefix shorter than /8 would capture a large share of all IPv4 "
       "destinations"}},
 
-    {"cidr_must_not_be_loopback_or_multicast", R"(
+    {"cidr_must_not_be_loopback_or_multicast",
+     R"(
 networks:
   - {name: a, kind: private, cidr: 127.0.0.0/24, gateway: 127.0.0.1}
   - {name: b, kind: private, cidr: 239.1.0.0/16, gateway: 239.1.0.1}
@@ -412,7 +440,8 @@ networks:
       "bad.yaml:3:36: cidr 239.1.0.0/16 is inside 224.0.0.0/4 (multicast), which is never "
       "assigned to hosts"}},
 
-    {"gateway_must_be_a_host_address_inside_the_cidr", R"(
+    {"gateway_must_be_a_host_address_inside_the_cidr",
+     R"(
 networks:
   - {name: a, kind: public, cidr: 203.0.113.0/24, gateway: 198.51.100.1}
   - {name: b, kind: nat, cidr: 10.0.0.0/24, gateway: 10.0.0.0}
@@ -424,7 +453,8 @@ networks:
       "bad.yaml:4:54: gateway 10.0.1.255 is the broadcast address of 10.0.1.0/24",
       "bad.yaml:5:54: 'gateway' must be an IPv4 address like 192.0.2.1, got '10.0.2.300'"}},
 
-    {"any_two_overlapping_networks_are_rejected", R"(
+    {"any_two_overlapping_networks_are_rejected",
+     R"(
 networks:
   - {name: pub, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1}
   - {name: lan-a, kind: private, cidr: 10.0.0.0/16, gateway: 10.0.0.1}
@@ -436,7 +466,8 @@ networks:
       "bad.yaml:5:34: cidr 203.0.0.0/16 overlaps 203.0.113.0/24 of network 'pub' (line 2): "
       "networks share one routing table, so their addresses must not overlap"}},
 
-    {"optional_network_fields_are_validated", R"(
+    {"optional_network_fields_are_validated",
+     R"(
 networks:
   - name: pub
     kind: public
@@ -457,7 +488,8 @@ networks:
       "bad.yaml:10:31: route 192.0.2.1/24 has host bits set; did you mean 192.0.2.0/24?",
       "bad.yaml:10:45: route must be an IPv4 prefix like 192.0.2.0/24, got 'default'"}},
 
-    {"integer_fields_reject_words_and_empty_values", R"(
+    {"integer_fields_reject_words_and_empty_values",
+     R"(
 networks:
   - name: pub
     kind: public
@@ -471,7 +503,8 @@ networks:
       "bad.yaml:7:5: 'lease_seconds' must be an integer, got an empty value",
       "bad.yaml:8:10: 'dns' must be a list, got '203.0.113.53'"}},
 
-    {"instance_missing_required_keys_points_at_the_instance", R"(
+    {"instance_missing_required_keys_points_at_the_instance",
+     R"(
 networks:
   - {name: pub, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1}
 instances:
@@ -482,7 +515,8 @@ instances:
       "bad.yaml:4:5: instance 'web-1' is missing required key 'ipv4'",
       "bad.yaml:4:5: instance 'web-1' is missing required key 'port'"}},
 
-    {"instance_on_an_unknown_network_is_rejected", R"(
+    {"instance_on_an_unknown_network_is_rejected",
+     R"(
 networks:
   - {name: public, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1}
 instances:
@@ -500,7 +534,8 @@ instances:
      {"bad.yaml:5:14: unknown network 'publc'; did you mean 'public'?",
       "bad.yaml:10:14: unknown network 'dmz'"}},
 
-    {"instance_mac_must_be_unicast_and_not_the_gateway_mac", R"(
+    {"instance_mac_must_be_unicast_and_not_the_gateway_mac",
+     R"(
 networks:
   - {name: pub, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1}
 instances:
@@ -517,7 +552,8 @@ instances:
       "instance needs its own",
       "bad.yaml:8:34: 'mac' must be a MAC address like 52:54:00:00:01:01, got '52:54:00:00:01'"}},
 
-    {"instance_ipv4_must_be_a_host_address_of_its_network", R"(
+    {"instance_ipv4_must_be_a_host_address_of_its_network",
+     R"(
 networks:
   - {name: pub, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1}
 instances:
@@ -535,7 +571,8 @@ instances:
       "bad.yaml:8:59: ipv4 203.0.113.0 is the network address of 203.0.113.0/24",
       "bad.yaml:10:59: ipv4 203.0.113.255 is the broadcast address of 203.0.113.0/24"}},
 
-    {"instance_mac_ipv4_and_socket_are_unique", R"(
+    {"instance_mac_ipv4_and_socket_are_unique",
+     R"(
 networks:
   - {name: pub, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1}
 instances:
@@ -548,7 +585,8 @@ instances:
       "bad.yaml:6:59: ipv4 203.0.113.10 is already used by instance 'a' (line 4)",
       "bad.yaml:7:39: socket /run/a.sock is already used by instance 'a' (line 4)"}},
 
-    {"instance_names_are_unique", R"(
+    {"instance_names_are_unique",
+     R"(
 networks:
   - {name: pub, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1}
 instances:
@@ -562,7 +600,8 @@ instances:
      {"bad.yaml:6:12: duplicate instance name 'a' (first at line 4)",
       "bad.yaml:8:12: instance name 'a/b' may contain only letters, digits, '_', '.' and '-'"}},
 
-    {"instance_port_fields_are_validated", R"(
+    {"instance_port_fields_are_validated",
+     R"(
 networks:
   - {name: pub, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1}
 instances:
@@ -588,7 +627,8 @@ instances:
       "bad.yaml:13:38: 'socket' must be an absolute path, got 'b.sock'",
       "bad.yaml:18:11: port is missing required key 'socket'"}},
 
-    {"uplink_port_types_are_refused_for_instances", R"(
+    {"uplink_port_types_are_refused_for_instances",
+     R"(
 networks:
   - {name: pub, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1}
 instances:
@@ -601,7 +641,8 @@ instances:
       "over vhost-user",
       "bad.yaml:7:19: port type 'virtio' is unknown; instances attach over 'vhost-user'"}},
 
-    {"instance_with_a_ports_list_has_a_second_port", R"(
+    {"instance_with_a_ports_list_has_a_second_port",
+     R"(
 networks:
   - {name: pub, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1}
 instances:
@@ -615,7 +656,8 @@ instances:
 )",
      {second_port("bad.yaml:10:9", "web-1")}},
 
-    {"instance_with_a_repeated_port_key_has_a_second_port", R"(
+    {"instance_with_a_repeated_port_key_has_a_second_port",
+     R"(
 networks:
   - {name: pub, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1}
 instances:
@@ -628,7 +670,8 @@ instances:
 )",
      {second_port("bad.yaml:9:5", "web-1")}},
 
-    {"instance_with_a_list_of_ports_under_port_has_a_second_port", R"(
+    {"instance_with_a_list_of_ports_under_port_has_a_second_port",
+     R"(
 networks:
   - {name: pub, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1}
 instances:
@@ -640,7 +683,8 @@ instances:
 )",
      {second_port("bad.yaml:8:49", "web-1")}},
 
-    {"instance_listed_again_with_another_port_has_a_second_port", R"(
+    {"instance_listed_again_with_another_port_has_a_second_port",
+     R"(
 networks:
   - {name: pub, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1}
 instances:
@@ -657,7 +701,8 @@ instances:
 )",
      {second_port("bad.yaml:13:11", "web-1")}},
 
-    {"a_single_entry_ports_list_is_an_unknown_key", R"(
+    {"a_single_entry_ports_list_is_an_unknown_key",
+     R"(
 networks:
   - {name: pub, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1}
 instances:
@@ -669,7 +714,8 @@ instances:
 )",
      {"bad.yaml:8:5: unknown key 'ports' in instance; did you mean 'port'?"}},
 
-    {"security_groups_must_be_a_list_of_names", R"(
+    {"security_groups_must_be_a_list_of_names",
+     R"(
 networks:
   - {name: pub, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1}
 instances:
@@ -682,7 +728,8 @@ instances:
 )",
      {"bad.yaml:9:22: 'security_groups' must be a list, got 'web'"}},
 
-    {"every_error_in_a_file_is_reported_at_once_in_file_order", R"(
+    {"every_error_in_a_file_is_reported_at_once_in_file_order",
+     R"(
 dataplane:
   workers: [0]
 instances:
@@ -706,7 +753,9 @@ networks:
       "networks share one routing table, so their addresses must not overlap"}},
 };
 
-void PrintTo(const BadConfig& row, std::ostream* os) { *os << row.behaviour; }
+void PrintTo(const BadConfig& row, std::ostream* os) {
+    *os << row.behaviour;
+}
 
 class BadConfigTest : public testing::TestWithParam<BadConfig> {};
 
