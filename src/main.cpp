@@ -58,8 +58,9 @@ int run(const std::string& config_path, const std::string& argv0) {
                    (*router)->config().instances.size(), (*router)->config().dataplane.workers.size(),
                    (*router)->generation());
         for (;;) {
-            const timespec tick{1, 0};
+            const timespec tick{0, 100'000'000};
             const int sig = sigtimedwait(&signals, nullptr, &tick);
+            (*router)->housekeeping();
             if (sig == SIGINT || sig == SIGTERM) break;
             if (sig == SIGUSR1) fmt::print(stderr, "calyx: counters\n{}", (*router)->counters_report());
             if (sig == SIGHUP) {

@@ -31,6 +31,16 @@ namespace calyx {
     X(ttl_exceeded, "TTL reached zero (ICMP time exceeded sent unless rate-limited)")          \
     X(no_route, "no route to the destination (ICMP unreachable sent unless rate-limited)")     \
     X(mtu_exceeded, "larger than the egress MTU (ICMP fragmentation needed sent if DF)")       \
+    X(sg_no_egress_rule, "new connection: no egress rule of the source instance allows it")     \
+    X(sg_no_ingress_rule, "new connection: no ingress rule of the destination instance allows it") \
+    X(sg_revoked, "connection cut: the current rules no longer allow it")                      \
+    X(ct_invalid_new, "no tracked connection and not a valid first packet (e.g. TCP without SYN)") \
+    X(ct_invalid_state, "not valid in the connection's state (flags, direction, ICMP id)")     \
+    X(ct_invalid_tcp_flags, "TCP flag combination no stack sends")                              \
+    X(ct_out_of_window, "TCP sequence or acknowledgment outside the tracked window")            \
+    X(ct_table_full, "new connection refused: the connection table is full")                    \
+    X(ct_icmp_error_unmatched, "ICMP error that quotes no tracked connection")                  \
+    X(fragment_unmatched, "fragment of a datagram whose first fragment was not allowed or not seen") \
     X(martian_destination, "destination is multicast, broadcast or 0.0.0.0")                  \
     X(hairpin, "routed back out of the port it came in on")                                    \
     X(port_down, "egress port has no connected peer")                                          \

@@ -8,6 +8,7 @@
 #include "calyx/config.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <charconv>
 #include <cstdio>
@@ -20,6 +21,8 @@
 #include <fmt/format.h>
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
+
+#include "calyx/headers.hpp"
 
 namespace calyx::config {
 
@@ -54,9 +57,24 @@ const NetworkConfig* Config::find_network(std::string_view name) const {
     return it == networks.end() ? nullptr : &*it;
 }
 
+std::string_view to_string(RuleDirection direction) {
+    switch (direction) {
+        case RuleDirection::ingress:
+            return "ingress";
+        case RuleDirection::egress:
+            return "egress";
+    }
+    return "?";
+}
+
 const InstanceConfig* Config::find_instance(std::string_view name) const {
     auto it = std::ranges::find(instances, name, &InstanceConfig::name);
     return it == instances.end() ? nullptr : &*it;
+}
+
+const SecurityGroupConfig* Config::find_security_group(std::string_view name) const {
+    auto it = std::ranges::find(security_groups, name, &SecurityGroupConfig::name);
+    return it == security_groups.end() ? nullptr : &*it;
 }
 
 namespace {
@@ -64,10 +82,11 @@ namespace {
 using YAML::Node;
 using Keys = std::span<const std::string_view>;
 
-constexpr std::string_view kTopKeys[] = {"dataplane", "control", "metrics", "networks",
-                                         "instances"};
-constexpr std::string_view kDataplaneKeys[] = {
-    "workers", "eal_args", "gateway_mac", "icmp_errors_per_second", "icmp_errors_burst", "mbufs"};
+constexpr std::string_view kTopKeys[] = {"dataplane", "control",   "metrics",
+                                         "networks",  "instances", "security_groups"};
+constexpr std::string_view kDataplaneKeys[] = {"workers",           "eal_args", "gateway_mac",
+                                               "icmp_errors_per_second", "icmp_errors_burst",
+                                               "mbufs",             "conntrack"};
 constexpr std::string_view kControlKeys[] = {"socket"};
 constexpr std::string_view kMetricsKeys[] = {"listen"};
 constexpr std::string_view kNetworkKeys[] = {"name",   "kind", "cidr",          "gateway", "dns",
@@ -77,8 +96,53 @@ constexpr std::string_view kNetworkKeys[] = {"name",   "kind", "cidr",          
 constexpr std::string_view kInstanceKeys[] = {"name", "network",         "mac",  "ipv4",
                                               "port", "security_groups", "ports"};
 constexpr std::string_view kPortKeys[] = {"type", "socket", "mode", "queues"};
+constexpr std::string_view kGroupKeys[] = {"name", "rules"};
+constexpr std::string_view kRuleKeys[] = {"direction", "protocol",  "ports", "icmp_type",
+                                          "icmp_code", "remote",    "remote_group"};
+
+// The per-state lifetimes of dataplane.conntrack, each keyed by its ConntrackConfig field name.
+struct ConntrackTimeout {
+    std::string_view key;
+    uint32_t ConntrackConfig::*field;
+};
+constexpr ConntrackTimeout kConntrackTimeouts[] = {
+    {"tcp_syn_sent", &ConntrackConfig::tcp_syn_sent},
+    {"tcp_syn_recv", &ConntrackConfig::tcp_syn_recv},
+    {"tcp_established", &ConntrackConfig::tcp_established},
+    {"tcp_fin_wait", &ConntrackConfig::tcp_fin_wait},
+    {"tcp_close_wait", &ConntrackConfig::tcp_close_wait},
+    {"tcp_last_ack", &ConntrackConfig::tcp_last_ack},
+    {"tcp_time_wait", &ConntrackConfig::tcp_time_wait},
+    {"tcp_close", &ConntrackConfig::tcp_close},
+    {"tcp_unacknowledged", &ConntrackConfig::tcp_unacknowledged},
+    {"udp_unreplied", &ConntrackConfig::udp_unreplied},
+    {"udp_replied", &ConntrackConfig::udp_replied},
+    {"icmp", &ConntrackConfig::icmp},
+    {"generic", &ConntrackConfig::generic},
+    {"fragment", &ConntrackConfig::fragment},
+};
+constexpr auto kConntrackKeys = [] {
+    std::array<std::string_view, std::size(kConntrackTimeouts) + 1> keys{"capacity"};
+    for (size_t i = 0; i < std::size(kConntrackTimeouts); ++i)
+        keys[i + 1] = kConntrackTimeouts[i].key;
+    return keys;
+}();
+
+// The protocols a rule may name, and their IP protocol numbers; "any" is no number.
+struct ProtocolName {
+    std::string_view name;
+    uint8_t number;
+};
+constexpr ProtocolName kProtocolNames[] = {
+    {"tcp", ipproto::kTcp}, {"udp", ipproto::kUdp}, {"icmp", ipproto::kIcmp}};
+constexpr std::string_view kProtocolWords[] = {"tcp", "udp", "icmp", "any"};
+constexpr std::string_view kDirectionWords[] = {"ingress", "egress"};
 
 constexpr unsigned kMaxLcore = 128;         // RTE_MAX_LCORE of the Debian DPDK build
+// The connection table is preallocated: below 1024 entries it is useless, above 2^27 its
+// memory (about 128 bytes a connection) is more than a host should give it by accident.
+constexpr uint64_t kMinConntrackCapacity = 1024;
+constexpr uint64_t kMaxConntrackCapacity = uint64_t{1} << 27;
 constexpr size_t kMaxUnixSocketPath = 107;  // sizeof(sockaddr_un::sun_path) - 1 for the NUL
 constexpr uint64_t kMaxU32 = std::numeric_limits<uint32_t>::max();
 
@@ -318,6 +382,7 @@ class Parser {
 
     // --- sections ---
     void dataplane(const Field& field);
+    void conntrack(const Field& field);
     void control(const Field& field);
     void metrics(const Field& field);
     void network(const Field& field);
@@ -326,6 +391,14 @@ class Parser {
     void instance(const Field& field);
     void instance_addresses(const Mapping& m, InstanceConfig& instance, bool check_unique);
     std::optional<PortConfig> port(const Field& field);
+    void instance_groups(const Field& field, InstanceConfig& instance);
+    void security_group(const Field& field);
+    std::optional<RuleConfig> rule(const Field& field, std::string_view owner);
+    bool rule_protocol(const Mapping& m, RuleConfig& rule);
+    void rule_ports(const Mapping& m, RuleConfig& rule, bool protocol_known);
+    void rule_icmp(const Mapping& m, RuleConfig& rule, bool protocol_known);
+    void rule_remote(const Mapping& m, RuleConfig& rule);
+    void check_group_reference(const Field& field, const std::string& group);
 
     std::string file_;
     Errors errors_;
@@ -337,6 +410,9 @@ class Parser {
     std::map<MacAddr, FirstUse> macs_;
     std::map<Ipv4Addr, FirstUse> addresses_;
     std::map<std::string, FirstUse, std::less<>> sockets_;
+    std::map<std::string, FirstUse, std::less<>> group_names_;
+    // remote_group values, checked once every group is known: a rule may name a later group.
+    std::vector<Field> remote_groups_;
 };
 
 std::optional<Mapping> Parser::mapping(const Field& field, std::string_view label,
@@ -507,13 +583,19 @@ std::expected<Config, Errors> Parser::parse(std::string_view text) {
         } else if (const auto top = mapping(Field{root, root}, "the configuration",
                                             "at the top level", kTopKeys)) {
             report_duplicates(*top, "at the top level");
-            // Networks before instances whatever the order in the file: instances refer to them.
+            // Networks and security groups before instances whatever the order in the file:
+            // instances refer to them.
             if (const Field* f = top->get("dataplane")) dataplane(*f);
             if (const Field* f = top->get("control")) control(*f);
             if (const Field* f = top->get("metrics")) metrics(*f);
             if (const Field* f = top->get("networks"))
                 if (const auto items = list(*f, "'networks'"))
                     for (const Field& item : *items) network(item);
+            // Security groups before instances, which name them; rules may name any group.
+            if (const Field* f = top->get("security_groups"))
+                if (const auto items = list(*f, "'security_groups'"))
+                    for (const Field& item : *items) security_group(item);
+            for (const Field& f : remote_groups_) check_group_reference(f, f.value.Scalar());
             if (const Field* f = top->get("instances"))
                 if (const auto items = list(*f, "'instances'"))
                     for (const Field& item : *items) instance(item);
@@ -598,6 +680,24 @@ void Parser::dataplane(const Field& field) {
     if (const Field* f = m->get("mbufs"))
         if (const auto v = integer(*f, "'mbufs'", 1023, kMaxU32))
             dp.mbufs = static_cast<uint32_t>(*v);
+    if (const Field* f = m->get("conntrack")) conntrack(*f);
+}
+
+void Parser::conntrack(const Field& field) {
+    const auto m = mapping(field, "'conntrack'", "in conntrack", kConntrackKeys);
+    if (!m) return;
+    report_duplicates(*m, "in conntrack");
+    ConntrackConfig& ct = config_.dataplane.conntrack;
+    if (const Field* f = m->get("capacity"))
+        if (const auto v =
+                integer(*f, "'capacity'", kMinConntrackCapacity, kMaxConntrackCapacity))
+            ct.capacity = static_cast<uint32_t>(*v);
+    for (const ConntrackTimeout& timeout : kConntrackTimeouts) {
+        const Field* f = m->get(timeout.key);
+        if (!f) continue;
+        if (const auto v = integer(*f, fmt::format("'{}'", timeout.key), 1, kMaxU32))
+            ct.*timeout.field = static_cast<uint32_t>(*v);
+    }
 }
 
 void Parser::control(const Field& field) {
@@ -819,13 +919,31 @@ void Parser::instance(const Field& field) {
     }
     instance_addresses(*m, inst, /*check_unique=*/!repeated);
 
-    if (const Field* f = m->get("security_groups")) {
-        if (const auto items = list(*f, "'security_groups'"))
-            for (const Field& item : *items)
-                if (const auto group = scalar(item, "entry of 'security_groups'", "a string"))
-                    inst.security_groups.push_back(*group);
-    }
+    if (const Field* f = m->get("security_groups")) instance_groups(*f, inst);
     config_.instances.push_back(std::move(inst));
+}
+
+// Each entry names a defined group, once.
+void Parser::instance_groups(const Field& field, InstanceConfig& inst) {
+    const auto items = list(field, "'security_groups'");
+    if (!items) return;
+    for (const Field& item : *items) {
+        const auto group = scalar(item, "entry of 'security_groups'", "a security group name");
+        if (!group) continue;
+        if (std::ranges::find(inst.security_groups, *group) != inst.security_groups.end()) {
+            error(item, "security group '{}' is listed twice in 'security_groups'", *group);
+            continue;
+        }
+        check_group_reference(item, *group);
+        inst.security_groups.push_back(*group);
+    }
+}
+
+void Parser::check_group_reference(const Field& field, const std::string& group) {
+    if (group_names_.contains(group)) return;
+    std::vector<std::string_view> names;
+    for (const auto& [name, first] : group_names_) names.push_back(name);
+    error(field, "unknown security group '{}'{}", group, suggestion(group, names));
 }
 
 // network, mac, ipv4 and the port's socket: each valid on its own and, if check_unique, not
@@ -949,6 +1067,173 @@ std::optional<PortConfig> Parser::port(const Field& field) {
         if (const auto v = integer(*f, "'queues'", 1, 8)) port.queues = static_cast<uint16_t>(*v);
     if (!ok) return std::nullopt;
     return port;
+}
+
+void Parser::security_group(const Field& field) {
+    const auto m = mapping(field, "entry of 'security_groups'", "in security group", kGroupKeys);
+    if (!m) return;
+    report_duplicates(*m, "in security group");
+    SecurityGroupConfig group;
+    group.where = at(m->node);
+
+    std::string owner = "security group";
+    if (const Field* f = m->get("name")) {
+        if (const auto n = name(*f, "security group")) {
+            group.name = *n;
+            owner = fmt::format("security group '{}'", *n);
+            const auto [it, inserted] = group_names_.try_emplace(*n, *n, at(*f).line);
+            if (!inserted)
+                error(*f, "duplicate security group name '{}' (first at line {})", *n,
+                      it->second.line);
+        }
+    }
+    require(*m, owner, std::array<std::string_view, 1>{"name"});
+
+    // A group without rules allows nothing, but its members can still be a remote_group.
+    if (const Field* f = m->get("rules")) {
+        if (const auto items = list(*f, "'rules'")) {
+            const std::string rule_owner = fmt::format("rule of {}", owner);
+            for (const Field& item : *items)
+                if (auto r = rule(item, rule_owner)) group.rules.push_back(std::move(*r));
+        }
+    }
+    config_.security_groups.push_back(std::move(group));
+}
+
+std::optional<RuleConfig> Parser::rule(const Field& field, std::string_view owner) {
+    const auto m = mapping(field, "entry of 'rules'", "in rule", kRuleKeys);
+    if (!m) return std::nullopt;
+    report_duplicates(*m, "in rule");
+    require(*m, owner, std::array<std::string_view, 1>{"direction"});
+    RuleConfig r;
+    r.where = at(m->node);
+
+    if (const Field* f = m->get("direction")) {
+        if (const auto direction = scalar(*f, "'direction'", "ingress or egress")) {
+            if (*direction == "ingress")
+                r.direction = RuleDirection::ingress;
+            else if (*direction == "egress")
+                r.direction = RuleDirection::egress;
+            else
+                error(*f, "'direction' must be ingress or egress, got '{}'{}", *direction,
+                      suggestion(*direction, kDirectionWords));
+        }
+    }
+    const bool protocol_known = rule_protocol(*m, r);
+    rule_ports(*m, r, protocol_known);
+    rule_icmp(*m, r, protocol_known);
+    rule_remote(*m, r);
+    return r;
+}
+
+// "tcp", "udp", "icmp", "any" or a number; a number that has a name means the same as the name.
+// False if the protocol is invalid, so that what depends on it is not checked against a guess.
+bool Parser::rule_protocol(const Mapping& m, RuleConfig& r) {
+    const Field* f = m.get("protocol");
+    if (!f) return true;  // any
+    constexpr std::string_view kExpected = "tcp, udp, icmp, any or a number between 0 and 255";
+    const auto text = scalar(*f, "'protocol'", kExpected);
+    if (!text) return false;
+    if (*text == "any") return true;
+    if (const auto it = std::ranges::find(kProtocolNames, *text, &ProtocolName::name);
+        it != std::end(kProtocolNames)) {
+        r.protocol = it->number;
+        return true;
+    }
+    if (parse_unsigned(*text)) {
+        const auto number = integer(*f, "'protocol'", 0, 255);
+        if (number) r.protocol = static_cast<uint8_t>(*number);
+        return number.has_value();
+    }
+    error(*f, "'protocol' must be {}, got '{}'{}", kExpected, *text,
+          suggestion(*text, kProtocolWords));
+    return false;
+}
+
+// How a rule's protocol reads in errors: its name if it has one, else its number.
+std::string protocol_text(const std::optional<uint8_t>& protocol) {
+    if (!protocol) return "any";
+    if (const auto it = std::ranges::find(kProtocolNames, *protocol, &ProtocolName::number);
+        it != std::end(kProtocolNames))
+        return std::string{it->name};
+    return fmt::format("{}", *protocol);
+}
+
+// One destination port ("443") or an inclusive range ("8000-8080"), TCP and UDP only.
+void Parser::rule_ports(const Mapping& m, RuleConfig& r, bool protocol_known) {
+    const Field* f = m.get("ports");
+    if (!f) return;
+    constexpr std::string_view kExpected = "a port like 443 or a range like 8000-8080";
+    const auto text = scalar(*f, "'ports'", kExpected);
+    if (!text) return;
+    if (protocol_known && r.protocol != ipproto::kTcp && r.protocol != ipproto::kUdp)
+        error(*f, "ports need protocol tcp or udp, not {}", protocol_text(r.protocol));
+
+    const size_t dash = text->find('-');
+    const auto first = parse_unsigned(text->substr(0, dash));
+    const auto last =
+        dash == std::string::npos ? first : parse_unsigned(std::string_view{*text}.substr(dash + 1));
+    if (!first || !last) {
+        error(*f, "'ports' must be {}, got '{}'", kExpected, *text);
+        return;
+    }
+    const auto in_range = [](uint64_t port) { return port >= 1 && port <= 65535; };
+    if (dash == std::string::npos && !in_range(*first)) {
+        error(*f, "'ports' must be between 1 and 65535, got {}", *text);
+        return;
+    }
+    if (!in_range(*first) || !in_range(*last)) {
+        error(*f, "'ports' must be between 1 and 65535 at both ends, got {}", *text);
+        return;
+    }
+    if (*first > *last) {
+        error(*f, "'ports' range {} is reversed; did you mean {}-{}?", *text, *last, *first);
+        return;
+    }
+    r.port_min = static_cast<uint16_t>(*first);
+    r.port_max = static_cast<uint16_t>(*last);
+}
+
+// icmp_type and icmp_code narrow an ICMP rule; a code means nothing without its type.
+void Parser::rule_icmp(const Mapping& m, RuleConfig& r, bool protocol_known) {
+    const bool icmp = r.protocol == ipproto::kIcmp;
+    const Field* type = m.get("icmp_type");
+    if (type) {
+        if (const auto v = integer(*type, "'icmp_type'", 0, 255)) {
+            r.icmp_type = static_cast<uint8_t>(*v);
+            if (protocol_known && !icmp)
+                error(*type, "icmp_type needs protocol icmp, not {}", protocol_text(r.protocol));
+        }
+    }
+    const Field* code = m.get("icmp_code");
+    if (!code) return;
+    const auto v = integer(*code, "'icmp_code'", 0, 255);
+    if (!v) return;
+    r.icmp_code = static_cast<uint8_t>(*v);
+    if (protocol_known && !icmp)
+        error(*code, "icmp_code needs protocol icmp, not {}", protocol_text(r.protocol));
+    else if (!type)
+        error(*code, "icmp_code needs icmp_type");
+}
+
+// remote (a CIDR) or remote_group (a group's members), not both; neither means anywhere.
+void Parser::rule_remote(const Mapping& m, RuleConfig& r) {
+    const Field* remote = m.get("remote");
+    const Field* group = m.get("remote_group");
+    if (remote) r.remote = prefix(*remote, "'remote'");
+    if (group) {
+        if (const auto name = scalar(*group, "'remote_group'", "a security group name")) {
+            r.remote_group = *name;
+            remote_groups_.push_back(*group);
+        }
+    }
+    if (remote && group) {
+        // Pointed at whichever of the two comes second.
+        const SourceLocation a = at(*remote);
+        const SourceLocation b = at(*group);
+        const bool group_second = std::pair{a.line, a.column} < std::pair{b.line, b.column};
+        error(group_second ? b : a, "remote and remote_group are mutually exclusive");
+    }
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <rte_rcu_qsbr.h>
 
 #include "cp/snapshot_builder.hpp"
+#include "io/clock.hpp"
 
 namespace calyx::cp {
 namespace {
@@ -51,6 +52,9 @@ std::expected<std::unique_ptr<Router>, std::string> Router::start(config::Config
     r->shared_.grace = reinterpret_cast<rte_rcu_qsbr*>(r->grace_mem_.get());
     rte_rcu_qsbr_init(r->shared_.grace, workers);
     r->worker_lcores_ = cfg.dataplane.workers;
+    auto table = dp::ConnTable::create(cfg.dataplane.conntrack.capacity, static_cast<int>(rte_socket_id()));
+    if (!table) return std::unexpected(table.error());
+    r->conntrack_ = std::move(*table);
     for (unsigned lcore : r->worker_lcores_)
         if (!rte_lcore_is_enabled(lcore))
             return std::unexpected(fmt::format("worker lcore {} is not enabled in EAL", lcore));
@@ -64,7 +68,9 @@ std::expected<void, std::string> Router::launch_workers() {
     worker_args_.resize(worker_lcores_.size());
     for (size_t i = 0; i < worker_lcores_.size(); ++i) {
         counters_.push_back(std::make_unique<dp::WorkerCounters>());
-        worker_args_[i] = io::WorkerArgs{&shared_, static_cast<unsigned>(i), counters_.back().get()};
+        fragments_.push_back(std::make_unique<dp::FragmentVerdicts>());
+        worker_args_[i] = io::WorkerArgs{&shared_, static_cast<unsigned>(i), counters_.back().get(),
+                                         fragments_.back().get()};
     }
     for (size_t i = 0; i < worker_lcores_.size(); ++i) {
         if (int rc = rte_eal_remote_launch(io::worker_main, &worker_args_[i], worker_lcores_[i]); rc != 0)
@@ -86,6 +92,10 @@ Router::~Router() {
 }
 
 std::expected<void, std::string> Router::apply(config::Config cfg) {
+    if (cfg.dataplane.conntrack.capacity != conntrack_->capacity())
+        return std::unexpected(fmt::format(
+            "dataplane.conntrack.capacity cannot change while running ({} -> {}): restart calyx",
+            conntrack_->capacity(), cfg.dataplane.conntrack.capacity));
     // Open ports for new instances (or instances whose port changed) first; on any failure
     // close just those again and leave everything as it was.
     std::map<std::string, std::unique_ptr<io::VhostPort>> opened;
@@ -110,11 +120,18 @@ std::expected<void, std::string> Router::apply(config::Config cfg) {
         baseline_[slot] = raw_port_counters(slot);
         opened[inst.name] = std::move(*port);
     }
-    auto slot_of = [&](const config::InstanceConfig& inst) -> uint16_t {
+    cp::SnapshotInputs inputs;
+    inputs.port_slot = [&](const config::InstanceConfig& inst) -> uint16_t {
         if (auto it = opened.find(inst.name); it != opened.end()) return it->second->slot();
         return ports_.at(inst.name)->slot();
     };
-    auto next = build_snapshot(cfg, slot_of, generation_ + 1);
+    inputs.zone = [&](const config::NetworkConfig& net) -> uint16_t {
+        // Zone 0 is the outside world; every network gets its own for as long as calyx runs.
+        auto [it, added] = zones_.try_emplace(net.name, static_cast<uint16_t>(zones_.size() + 1));
+        return it->second;
+    };
+    inputs.conntrack = conntrack_.get();
+    auto next = build_snapshot(cfg, inputs, generation_ + 1);
     if (!next) return std::unexpected(next.error());
 
     // Ports first, then the snapshot that names them.
@@ -179,6 +196,12 @@ std::vector<const dp::WorkerCounters*> Router::worker_counters() const {
     return out;
 }
 
+void Router::housekeeping() {
+    // A full pass over the table about every 2 s at a 100 ms tick.
+    const uint32_t budget = std::max<uint32_t>(4096, conntrack_->slots() / 20);
+    ct_expired_ += conntrack_->sweep(io::now_ns(), budget, shared_.grace);
+}
+
 std::string Router::counters_report() const {
     std::string out;
     for (const auto& [name, port] : ports_) {
@@ -203,6 +226,10 @@ std::string Router::counters_report() const {
         "replies: arp {}, icmp echo {}, icmp errors {} ({} rate-limited), dhcp offer {} ack {} nak {}, "
         "dhcp releases {}\n",
         arp, echo, errors, limited, dhcp[0], dhcp[1], dhcp[2], releases);
+    uint64_t created = 0;
+    for (const auto& w : counters_) created += dp::read_counter(w->ct_created);
+    out += fmt::format("conntrack: {} entries of {}, {} created, {} expired\n", conntrack_->size(),
+                       conntrack_->capacity(), created, ct_expired_);
     return out;
 }
 

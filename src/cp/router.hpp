@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "calyx/config.hpp"
+#include "dp/conntrack.hpp"
 #include "dp/counters.hpp"
 #include "dp/snapshot.hpp"
 #include "io/vhost_port.hpp"
@@ -38,6 +39,11 @@ public:
     // Human-readable per-port counters and drop reasons (log on SIGUSR1 and at exit).
     std::string counters_report() const;
     const std::map<std::string, std::unique_ptr<io::VhostPort>>& ports() const { return ports_; }
+    const dp::ConnTable& conntrack() const { return *conntrack_; }
+    uint64_t conntrack_expired() const { return ct_expired_; }
+
+    // Periodic control-plane work (main lcore): expires a slice of the connection table.
+    void housekeeping();
 
 private:
     Router() = default;
@@ -51,6 +57,10 @@ private:
     std::unique_ptr<uint8_t[], void (*)(void*)> grace_mem_{nullptr, nullptr};
     io::DataplaneShared shared_;
     std::vector<std::unique_ptr<dp::WorkerCounters>> counters_;
+    std::vector<std::unique_ptr<dp::FragmentVerdicts>> fragments_;
+    std::unique_ptr<dp::ConnTable> conntrack_;
+    uint64_t ct_expired_ = 0;
+    std::map<std::string, uint16_t> zones_;  // network name -> conntrack zone, never reused
     std::vector<io::WorkerArgs> worker_args_;
     std::vector<unsigned> worker_lcores_;
     std::map<std::string, std::unique_ptr<io::VhostPort>> ports_;  // by instance name

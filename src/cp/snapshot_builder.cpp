@@ -68,17 +68,40 @@ std::expected<rte_fib*, std::string> build_fib(const std::vector<Route>& routes)
 
 }  // namespace
 
+dp::CtTimeouts ct_timeouts_of(const config::ConntrackConfig& c) {
+    dp::CtTimeouts t;
+    t.tcp_syn_sent = c.tcp_syn_sent;
+    t.tcp_syn_recv = c.tcp_syn_recv;
+    t.tcp_established = c.tcp_established;
+    t.tcp_fin_wait = c.tcp_fin_wait;
+    t.tcp_close_wait = c.tcp_close_wait;
+    t.tcp_last_ack = c.tcp_last_ack;
+    t.tcp_time_wait = c.tcp_time_wait;
+    t.tcp_close = c.tcp_close;
+    t.tcp_unacknowledged = c.tcp_unacknowledged;
+    t.udp_unreplied = c.udp_unreplied;
+    t.udp_replied = c.udp_replied;
+    t.icmp = c.icmp;
+    t.generic = c.generic;
+    return t;
+}
+
 std::expected<std::unique_ptr<dp::Snapshot>, std::string> build_snapshot(
-    const config::Config& cfg, const PortSlotOf& slot_of, uint64_t generation) {
+    const config::Config& cfg, const SnapshotInputs& in, uint64_t generation) {
+    if (!in.conntrack) return std::unexpected("no connection table");
     auto snap = std::make_unique<dp::Snapshot>();
     snap->generation = generation;
     snap->gateway_mac = cfg.dataplane.gateway_mac;
     snap->icmp_errors_per_second = cfg.dataplane.icmp_errors_per_second;
     snap->icmp_errors_burst = cfg.dataplane.icmp_errors_burst;
+    snap->ct_timeouts = ct_timeouts_of(cfg.dataplane.conntrack);
+    snap->fragment_timeout_s = cfg.dataplane.conntrack.fragment;
+    snap->conntrack = in.conntrack;
 
     for (const auto& net : cfg.networks) {
         dp::NetworkView v;
         v.name = net.name;
+        v.zone = in.zone(net);
         v.kind = net.kind;
         v.cidr = net.cidr;
         v.gateway = net.gateway;
@@ -97,13 +120,14 @@ std::expected<std::unique_ptr<dp::Snapshot>, std::string> build_snapshot(
         v.mac = inst.mac;
         v.ipv4 = inst.ipv4;
         v.network = static_cast<uint16_t>(net - cfg.networks.begin());
-        v.port = slot_of(inst);
+        v.port = in.port_slot(inst);
         if (v.port >= dp::kMaxPorts) return std::unexpected(fmt::format("instance '{}': no port slot", inst.name));
         snap->instance_by_port[v.port] = static_cast<int32_t>(snap->instances.size());
         // Spread ports over workers by slot; a port is polled by exactly one worker.
         snap->ports_by_worker[v.port % workers].push_back(v.port);
         snap->instances.push_back(std::move(v));
     }
+    snap->policies = dp::compile_policies(cfg);
     auto fib = build_fib(routes_of(*snap));
     if (!fib) return std::unexpected(fib.error());
     snap->fib = *fib;

@@ -13,10 +13,19 @@
 
 namespace calyx::cp {
 
-// Port slot of an instance's port, decided by whoever owns the ports.
-using PortSlotOf = std::function<uint16_t(const config::InstanceConfig&)>;
+// What the snapshot needs from whoever owns the long-lived resources.
+struct SnapshotInputs {
+    // Port slot of an instance's port.
+    std::function<uint16_t(const config::InstanceConfig&)> port_slot;
+    // Connection-tracking zone of a network; must stay the same across snapshots.
+    std::function<uint16_t(const config::NetworkConfig&)> zone;
+    dp::ConnTable* conntrack = nullptr;
+};
 
 std::expected<std::unique_ptr<dp::Snapshot>, std::string> build_snapshot(
-    const config::Config& cfg, const PortSlotOf& slot_of, uint64_t generation);
+    const config::Config& cfg, const SnapshotInputs& in, uint64_t generation);
+
+// The connection-tracking lifetimes of a configuration.
+dp::CtTimeouts ct_timeouts_of(const config::ConntrackConfig& c);
 
 }  // namespace calyx::cp

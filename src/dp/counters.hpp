@@ -45,6 +45,7 @@ struct alignas(64) WorkerCounters {
     uint64_t icmp_echo_replies = 0;
     uint64_t icmp_errors_sent = 0;
     uint64_t icmp_errors_rate_limited = 0;
+    uint64_t ct_created = 0;  // connections this worker added to the table
     uint64_t busy_cycles = 0;   // loop iterations that moved packets
     uint64_t total_cycles = 0;  // all loop iterations
 

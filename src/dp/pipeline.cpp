@@ -4,6 +4,7 @@
 #include "dp/classify.hpp"
 #include "dp/forward.hpp"
 #include "dp/local.hpp"
+#include "dp/policy.hpp"
 #include "dp/route.hpp"
 
 namespace calyx::dp {
@@ -13,6 +14,7 @@ void run_pipeline(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexce
     arp_stage(batch, snap, ctx);
     route_stage(batch, snap, ctx);
     local_stage(batch, snap, ctx);
+    policy_stage(batch, snap, ctx);
     forward_stage(batch, snap, ctx);
     for (uint16_t i = 0; i < batch.count; ++i) {
         const PacketMeta& m = batch.meta[i];

@@ -1,10 +1,9 @@
 // The pipeline: the stages every batch goes through, composed at compile time. After it,
 // every packet has a final verdict; drops are counted here, once, under their reason.
 //
-//   classify -> arp -> route -> local -> forward
+//   classify -> arp -> route -> local -> policy -> forward
 //
-// Later stages slot in between route and forward: security-group policy with connection
-// tracking, then NAT.
+// NAT (the uplink issue) slots in between policy and forward.
 #pragma once
 
 #include "dp/batch.hpp"

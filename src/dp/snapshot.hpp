@@ -10,15 +10,20 @@
 
 #include "calyx/config.hpp"
 #include "calyx/net.hpp"
+#include "dp/conntrack_state.hpp"
 #include "dp/counters.hpp"
+#include "dp/rules.hpp"
 
 struct rte_fib;
 extern "C" void rte_fib_free(struct rte_fib* fib);
 
 namespace calyx::dp {
 
+class ConnTable;
+
 struct NetworkView {
     std::string name;
+    uint16_t zone = 0;  // connection-tracking zone: stable for the network's lifetime
     config::NetworkKind kind = config::NetworkKind::public_;
     Ipv4Prefix cidr;
     Ipv4Addr gateway;
@@ -44,6 +49,11 @@ struct Snapshot {
     uint32_t icmp_errors_burst = 50;
     std::vector<NetworkView> networks;
     std::vector<InstanceView> instances;
+    // Compiled security groups, indexed like `instances`.
+    std::vector<InstancePolicy> policies;
+    CtTimeouts ct_timeouts;
+    uint32_t fragment_timeout_s = 30;
+    ConnTable* conntrack = nullptr;  // not owned: outlives every snapshot
     // port slot -> index into `instances`, or -1 when the slot holds no instance.
     std::vector<int32_t> instance_by_port = std::vector<int32_t>(kMaxPorts, -1);
     rte_fib* fib = nullptr;  // owned; see dp/route.hpp for the next-hop encoding

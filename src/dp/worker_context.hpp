@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "dp/counters.hpp"
+#include "dp/fragments.hpp"
 
 namespace calyx::dp {
 
@@ -39,6 +40,7 @@ struct WorkerContext {
     WorkerCounters& counters;
     uint64_t now_ns = 0;
     IcmpErrorBudget icmp_budget{};
+    FragmentVerdicts* fragments = nullptr;  // this worker's; required by the policy stage
 };
 
 }  // namespace calyx::dp

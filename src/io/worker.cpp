@@ -5,6 +5,7 @@
 #include <rte_rcu_qsbr.h>
 
 #include "dp/pipeline.hpp"
+#include "io/clock.hpp"
 #include "io/mbuf_frame.hpp"
 #include "io/vhost_port.hpp"
 
@@ -74,7 +75,7 @@ int worker_main(void* raw) {
     DataplaneShared& shared = *args.shared;
     dp::WorkerCounters& counters = *args.counters;
     dp::WorkerContext ctx{counters};
-    const uint64_t tsc_hz = rte_get_tsc_hz();
+    ctx.fragments = args.fragments;
     dp::Batch batch;
 
     rte_rcu_qsbr_thread_register(shared.grace, args.index);
@@ -83,7 +84,7 @@ int worker_main(void* raw) {
     while (!shared.stop.load(std::memory_order_relaxed)) {
         const dp::Snapshot* snap = shared.snapshot.load(std::memory_order_acquire);
         const uint64_t start = rte_rdtsc();
-        ctx.now_ns = static_cast<uint64_t>(static_cast<unsigned __int128>(start) * 1'000'000'000 / tsc_hz);
+        ctx.now_ns = tsc_to_ns(start);
         bool busy = false;
         if (snap && args.index < snap->ports_by_worker.size()) {
             for (uint16_t slot : snap->ports_by_worker[args.index]) {

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "dp/counters.hpp"
+#include "dp/fragments.hpp"
 #include "dp/snapshot.hpp"
 
 struct rte_rcu_qsbr;
@@ -31,6 +32,7 @@ struct WorkerArgs {
     DataplaneShared* shared;
     unsigned index;  // worker number: RCU thread id and index into ports_by_worker
     dp::WorkerCounters* counters;
+    dp::FragmentVerdicts* fragments;
 };
 
 // lcore entry point (rte_eal_remote_launch); `arg` is a WorkerArgs*.

@@ -36,6 +36,11 @@ dataplane:
   icmp_errors_per_second: 200
   icmp_errors_burst: 20
   mbufs: 8191
+  conntrack:
+    capacity: 65536
+    tcp_established: 3600
+    udp_unreplied: 15
+    fragment: 5
 control:
   socket: /run/calyx/ctl.sock
 metrics:
@@ -60,7 +65,7 @@ instances:
     mac: 52:54:00:00:01:01
     ipv4: 203.0.113.10
     port: {type: vhost-user, socket: /run/calyx/web-1.sock, mode: client, queues: 4}
-    security_groups: [web, ssh]
+    security_groups: [web, frontends]
   - name: db-1
     network: private
     mac: 52:54:00:00:02:01
@@ -68,6 +73,22 @@ instances:
     port:
       type: vhost-user
       socket: /run/calyx/db-1.sock
+security_groups:
+  - name: web
+    rules:
+      - {direction: ingress, protocol: tcp, ports: 443, remote: 0.0.0.0/0}
+      - {direction: ingress, protocol: tcp, ports: "8000-8080", remote_group: frontends}
+      - {direction: egress,  protocol: any, remote: 0.0.0.0/0}
+      - {direction: ingress, protocol: icmp, icmp_type: 8, remote: 10.0.0.0/8}
+  - name: frontends
+    rules:
+      - direction: egress
+        protocol: 6
+        ports: 8080
+        remote_group: web
+      - {direction: ingress, protocol: 17, ports: 5353-5354, remote_group: frontends}
+      - {direction: ingress, protocol: 1, icmp_type: 3, icmp_code: 4, remote: 192.0.2.0/24}
+      - {direction: egress, protocol: 47}
 )";
 
 TEST(Config, FullConfigParsesWithExactValues) {
@@ -81,6 +102,14 @@ TEST(Config, FullConfigParsesWithExactValues) {
     EXPECT_EQ(c.dataplane.icmp_errors_per_second, 200u);
     EXPECT_EQ(c.dataplane.icmp_errors_burst, 20u);
     EXPECT_EQ(c.dataplane.mbufs, 8191u);
+    const ConntrackConfig& ct = c.dataplane.conntrack;
+    EXPECT_EQ(ct.capacity, 65536u);
+    EXPECT_EQ(ct.tcp_established, 3600u);
+    EXPECT_EQ(ct.udp_unreplied, 15u);
+    EXPECT_EQ(ct.fragment, 5u);
+    EXPECT_EQ(ct.tcp_syn_sent, 120u);  // default
+    EXPECT_EQ(ct.udp_replied, 120u);   // default
+    EXPECT_EQ(ct.generic, 600u);       // default
     EXPECT_EQ(c.control.socket, "/run/calyx/ctl.sock");
     EXPECT_EQ(c.metrics.listen, "127.0.0.1:9469");
 
@@ -100,7 +129,7 @@ TEST(Config, FullConfigParsesWithExactValues) {
     EXPECT_EQ(pub.routes[0].to_string(), "198.51.100.0/24");
     EXPECT_EQ(pub.routes[1].to_string(), "192.0.2.128/25");
     EXPECT_EQ(pub.where.file, "full.yaml");
-    EXPECT_EQ(pub.where.line, 13);
+    EXPECT_EQ(pub.where.line, 17);
     EXPECT_EQ(pub.where.column, 5);
 
     const NetworkConfig& priv = c.networks[1];
@@ -122,14 +151,104 @@ TEST(Config, FullConfigParsesWithExactValues) {
     EXPECT_EQ(web.port.socket, "/run/calyx/web-1.sock");
     EXPECT_EQ(web.port.mode, VhostMode::client);
     EXPECT_EQ(web.port.queues, 4);
-    EXPECT_EQ(web.security_groups, (std::vector<std::string>{"web", "ssh"}));
-    EXPECT_EQ(web.where.line, 27);
+    EXPECT_EQ(web.security_groups, (std::vector<std::string>{"web", "frontends"}));
+    EXPECT_EQ(web.where.line, 31);
 
     const InstanceConfig& db = c.instances[1];
     EXPECT_EQ(db.port.mode, VhostMode::server);  // default
     EXPECT_EQ(db.port.queues, 1);                // default
     EXPECT_TRUE(db.security_groups.empty());
-    EXPECT_EQ(db.port.where.line, 38);
+    EXPECT_EQ(db.port.where.line, 42);
+}
+
+TEST(Config, SecurityGroupRulesParseWithExactValues) {
+    const auto result = parse_config(yaml(kFullConfig), "full.yaml");
+    ASSERT_TRUE(result.has_value()) << result.error().front().to_string();
+    ASSERT_EQ(result->security_groups.size(), 2u);
+
+    const SecurityGroupConfig& web = result->security_groups[0];
+    EXPECT_EQ(web.name, "web");
+    EXPECT_EQ(web.where.file, "full.yaml");
+    EXPECT_EQ(web.where.line, 46);
+    EXPECT_EQ(web.where.column, 5);
+    ASSERT_EQ(web.rules.size(), 4u);
+
+    // tcp 443 from anywhere, written as a CIDR: stored, unlike an absent remote.
+    const RuleConfig& https = web.rules[0];
+    EXPECT_EQ(https.direction, RuleDirection::ingress);
+    EXPECT_EQ(https.protocol, 6);
+    EXPECT_EQ(https.port_min, 443);
+    EXPECT_EQ(https.port_max, 443);
+    EXPECT_EQ(https.icmp_type, std::nullopt);
+    EXPECT_EQ(https.icmp_code, std::nullopt);
+    ASSERT_TRUE(https.remote.has_value());
+    EXPECT_EQ(https.remote->to_string(), "0.0.0.0/0");
+    EXPECT_EQ(https.remote_group, std::nullopt);
+    EXPECT_EQ(https.where.file, "full.yaml");
+    EXPECT_EQ(https.where.line, 48);
+    EXPECT_EQ(https.where.column, 9);
+
+    // A port range is one rule; remote_group may name a group defined after this one.
+    const RuleConfig& range = web.rules[1];
+    EXPECT_EQ(range.protocol, 6);
+    EXPECT_EQ(range.port_min, 8000);
+    EXPECT_EQ(range.port_max, 8080);
+    EXPECT_EQ(range.remote, std::nullopt);
+    EXPECT_EQ(range.remote_group, "frontends");
+    EXPECT_EQ(range.where.line, 49);
+
+    const RuleConfig& out = web.rules[2];
+    EXPECT_EQ(out.direction, RuleDirection::egress);
+    EXPECT_EQ(out.protocol, std::nullopt);  // any
+    EXPECT_EQ(out.port_min, 0);
+    EXPECT_EQ(out.port_max, 65535);
+    ASSERT_TRUE(out.remote.has_value());
+    EXPECT_EQ(out.remote->to_string(), "0.0.0.0/0");
+
+    const RuleConfig& ping = web.rules[3];
+    EXPECT_EQ(ping.protocol, 1);
+    EXPECT_EQ(ping.icmp_type, 8);
+    EXPECT_EQ(ping.icmp_code, std::nullopt);
+    EXPECT_EQ(ping.port_min, 0);
+    EXPECT_EQ(ping.port_max, 65535);
+    ASSERT_TRUE(ping.remote.has_value());
+    EXPECT_EQ(ping.remote->to_string(), "10.0.0.0/8");
+    EXPECT_EQ(ping.remote->length, 8);
+
+    const SecurityGroupConfig& fe = result->security_groups[1];
+    EXPECT_EQ(fe.name, "frontends");
+    EXPECT_EQ(fe.where.line, 52);
+    ASSERT_EQ(fe.rules.size(), 4u);
+
+    // Protocol numbers that have a name mean exactly what the name means.
+    const RuleConfig& by_number = fe.rules[0];
+    EXPECT_EQ(by_number.direction, RuleDirection::egress);
+    EXPECT_EQ(by_number.protocol, web.rules[0].protocol);
+    EXPECT_EQ(by_number.port_min, 8080);
+    EXPECT_EQ(by_number.port_max, 8080);
+    EXPECT_EQ(by_number.remote_group, "web");
+    EXPECT_EQ(by_number.where.line, 54);
+    EXPECT_EQ(by_number.where.column, 9);
+
+    const RuleConfig& own_group = fe.rules[1];
+    EXPECT_EQ(own_group.protocol, 17);
+    EXPECT_EQ(own_group.port_min, 5353);
+    EXPECT_EQ(own_group.port_max, 5354);
+    EXPECT_EQ(own_group.remote_group, "frontends");
+
+    const RuleConfig& frag_needed = fe.rules[2];
+    EXPECT_EQ(frag_needed.protocol, 1);
+    EXPECT_EQ(frag_needed.icmp_type, 3);
+    EXPECT_EQ(frag_needed.icmp_code, 4);
+    ASSERT_TRUE(frag_needed.remote.has_value());
+    EXPECT_EQ(frag_needed.remote->to_string(), "192.0.2.0/24");
+
+    const RuleConfig& gre = fe.rules[3];
+    EXPECT_EQ(gre.protocol, 47);
+    EXPECT_EQ(gre.port_min, 0);
+    EXPECT_EQ(gre.port_max, 65535);
+    EXPECT_EQ(gre.remote, std::nullopt);  // neither remote nor remote_group: anywhere
+    EXPECT_EQ(gre.remote_group, std::nullopt);
 }
 
 TEST(Config, OmittedSectionsKeepTheirDefaults) {
@@ -140,11 +259,56 @@ TEST(Config, OmittedSectionsKeepTheirDefaults) {
     EXPECT_EQ(result->dataplane.icmp_errors_per_second, 1000u);
     EXPECT_EQ(result->dataplane.icmp_errors_burst, 50u);
     EXPECT_EQ(result->dataplane.mbufs, 16383u);
+    EXPECT_EQ(result->dataplane.conntrack.capacity, 1048576u);
+    EXPECT_EQ(result->dataplane.conntrack.tcp_established, 432000u);
+    EXPECT_EQ(result->dataplane.conntrack.udp_unreplied, 30u);
     EXPECT_EQ(result->control.socket, "/run/calyx/calyx.sock");
     EXPECT_EQ(result->metrics.listen, "127.0.0.1:9469");
+    EXPECT_TRUE(result->security_groups.empty());
 }
 
-TEST(Config, NetworksAndInstancesAreFoundByName) {
+TEST(Config, ConntrackAcceptsCapacityAndTimeoutsInOneFlowMapping) {
+    const auto result =
+        parse_config("dataplane:\n  conntrack: {capacity: 65536, tcp_established: 3600}\n", "ct.yaml");
+    ASSERT_TRUE(result.has_value()) << result.error().front().to_string();
+    EXPECT_EQ(result->dataplane.conntrack.capacity, 65536u);
+    EXPECT_EQ(result->dataplane.conntrack.tcp_established, 3600u);
+    EXPECT_EQ(result->dataplane.conntrack.tcp_time_wait, 120u);  // default
+}
+
+TEST(Config, EveryConntrackTimeoutIsReadIntoItsField) {
+    const auto result = parse_config(yaml(R"(
+dataplane:
+  conntrack:
+    capacity: 134217728
+    tcp_syn_sent: 1
+    tcp_syn_recv: 2
+    tcp_established: 3
+    tcp_fin_wait: 4
+    tcp_close_wait: 5
+    tcp_last_ack: 6
+    tcp_time_wait: 7
+    tcp_close: 8
+    tcp_unacknowledged: 9
+    udp_unreplied: 10
+    udp_replied: 11
+    icmp: 12
+    generic: 13
+    fragment: 14
+)"),
+                                     "ct.yaml");
+    ASSERT_TRUE(result.has_value()) << result.error().front().to_string();
+    const ConntrackConfig& ct = result->dataplane.conntrack;
+    EXPECT_EQ(ct.capacity, 134217728u);
+    const uint32_t timeouts[] = {ct.tcp_syn_sent,   ct.tcp_syn_recv,       ct.tcp_established,
+                                 ct.tcp_fin_wait,   ct.tcp_close_wait,     ct.tcp_last_ack,
+                                 ct.tcp_time_wait,  ct.tcp_close,          ct.tcp_unacknowledged,
+                                 ct.udp_unreplied,  ct.udp_replied,        ct.icmp,
+                                 ct.generic,        ct.fragment};
+    for (uint32_t i = 0; i < std::size(timeouts); ++i) EXPECT_EQ(timeouts[i], i + 1);
+}
+
+TEST(Config, NetworksInstancesAndSecurityGroupsAreFoundByName) {
     const auto result = parse_config(yaml(kFullConfig), "full.yaml");
     ASSERT_TRUE(result.has_value());
     ASSERT_NE(result->find_network("private"), nullptr);
@@ -153,6 +317,9 @@ TEST(Config, NetworksAndInstancesAreFoundByName) {
     ASSERT_NE(result->find_instance("db-1"), nullptr);
     EXPECT_EQ(result->find_instance("db-1")->ipv4.to_string(), "10.0.3.7");
     EXPECT_EQ(result->find_instance("web-2"), nullptr);
+    ASSERT_NE(result->find_security_group("frontends"), nullptr);
+    EXPECT_EQ(result->find_security_group("frontends")->rules.size(), 4u);
+    EXPECT_EQ(result->find_security_group("ssh"), nullptr);
 }
 
 TEST(Config, EnumsPrintAsTheirConfigSpelling) {
@@ -161,6 +328,8 @@ TEST(Config, EnumsPrintAsTheirConfigSpelling) {
     EXPECT_EQ(to_string(NetworkKind::private_), "private");
     EXPECT_EQ(to_string(VhostMode::server), "server");
     EXPECT_EQ(to_string(VhostMode::client), "client");
+    EXPECT_EQ(to_string(RuleDirection::ingress), "ingress");
+    EXPECT_EQ(to_string(RuleDirection::egress), "egress");
 }
 
 TEST(Config, ErrorPrintsAsFileLineColumnMessage) {

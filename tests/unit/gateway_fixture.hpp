@@ -9,27 +9,36 @@
 #include "calyx/config.hpp"
 #include "cp/snapshot_builder.hpp"
 #include "dp/batch.hpp"
+#include "dp/conntrack.hpp"
 #include "dp/pipeline.hpp"
 #include "support/frame_builder.hpp"
 
 namespace calyx::test {
 
+// Every instance is in `open`, which allows everything both ways: routing tests see the
+// router, not the firewall (policy_test.cpp covers security groups).
 inline constexpr const char* kSiteYaml = R"(
 dataplane:
   workers: [1]
   icmp_errors_per_second: 10
   icmp_errors_burst: 3
+  conntrack: {capacity: 4096}
+security_groups:
+  - name: open
+    rules:
+      - {direction: ingress, protocol: any}
+      - {direction: egress, protocol: any}
 networks:
   - {name: public, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1, dns: [203.0.113.53]}
   - {name: nat, kind: nat, cidr: 10.10.0.0/24, gateway: 10.10.0.1, mtu: 1400}
   - {name: private, kind: private, cidr: 10.20.0.0/24, gateway: 10.20.0.1}
 instances:
   - {name: web-1, network: public, mac: "52:54:00:00:01:01", ipv4: 203.0.113.10,
-     port: {type: vhost-user, socket: /tmp/calyx-unit/web-1.sock}}
+     security_groups: [open], port: {type: vhost-user, socket: /tmp/calyx-unit/web-1.sock}}
   - {name: app-1, network: nat, mac: "52:54:00:00:02:01", ipv4: 10.10.0.5,
-     port: {type: vhost-user, socket: /tmp/calyx-unit/app-1.sock}}
+     security_groups: [open], port: {type: vhost-user, socket: /tmp/calyx-unit/app-1.sock}}
   - {name: db-1, network: private, mac: "52:54:00:00:03:01", ipv4: 10.20.0.7,
-     port: {type: vhost-user, socket: /tmp/calyx-unit/db-1.sock}}
+     security_groups: [open], port: {type: vhost-user, socket: /tmp/calyx-unit/db-1.sock}}
 )";
 
 inline const MacAddr kGatewayMac{{0xee, 0xee, 0xee, 0xee, 0xee, 0xee}};
@@ -44,15 +53,28 @@ inline constexpr uint16_t kWebPort = 0, kAppPort = 1, kDbPort = 2;
 
 class GatewayTest : public ::testing::Test {
 protected:
-    void SetUp() override {
-        auto cfg = config::parse_config(kSiteYaml, "site.yaml");
+    void SetUp() override { load(kSiteYaml); }
+
+    // (Re)builds the snapshot from YAML, as a reload does: port slots and zones stay, the
+    // connection table is kept, the generation increases.
+    void load(const std::string& yaml) {
+        auto cfg = config::parse_config(yaml, "site.yaml");
         ASSERT_TRUE(cfg.has_value()) << cfg.error().front().to_string();
         config_ = *cfg;
-        uint16_t next = 0;
-        std::map<std::string, uint16_t> slots;
-        for (const auto& inst : config_.instances) slots[inst.name] = next++;
-        auto snap = cp::build_snapshot(
-            config_, [&](const config::InstanceConfig& i) { return slots.at(i.name); }, 1);
+        if (!conntrack_) {
+            auto table = dp::ConnTable::create(config_.dataplane.conntrack.capacity, -1);
+            ASSERT_TRUE(table.has_value()) << table.error();
+            conntrack_ = std::move(*table);
+        }
+        cp::SnapshotInputs in;
+        in.port_slot = [&](const config::InstanceConfig& i) {
+            return slots_.try_emplace(i.name, static_cast<uint16_t>(slots_.size())).first->second;
+        };
+        in.zone = [&](const config::NetworkConfig& n) {
+            return zones_.try_emplace(n.name, static_cast<uint16_t>(zones_.size() + 1)).first->second;
+        };
+        in.conntrack = conntrack_.get();
+        auto snap = cp::build_snapshot(config_, in, ++generation_);
         ASSERT_TRUE(snap.has_value()) << snap.error();
         snap_ = std::move(*snap);
     }
@@ -79,9 +101,13 @@ protected:
     }
 
     config::Config config_;
+    std::map<std::string, uint16_t> slots_, zones_;
+    uint64_t generation_ = 0;
+    std::unique_ptr<dp::ConnTable> conntrack_;  // before snap_: the snapshot points at it
     std::unique_ptr<dp::Snapshot> snap_;
     std::unique_ptr<dp::WorkerCounters> counters_ = std::make_unique<dp::WorkerCounters>();
-    dp::WorkerContext ctx_{*counters_, 1'000'000'000};
+    std::unique_ptr<dp::FragmentVerdicts> fragments_ = std::make_unique<dp::FragmentVerdicts>();
+    dp::WorkerContext ctx_{*counters_, 1'000'000'000, {}, fragments_.get()};
 };
 
 }  // namespace calyx::test

@@ -63,7 +63,11 @@ TEST_F(RouteTable, ManyInstancesInManyPrefixesAllResolve) {
     uint16_t slot = 0;
     std::map<std::string, uint16_t> slots;
     for (const auto& inst : cfg->instances) slots[inst.name] = slot++ % dp::kMaxPorts;
-    auto snap = cp::build_snapshot(*cfg, [&](const config::InstanceConfig& i) { return slots.at(i.name); }, 1);
+    cp::SnapshotInputs in;
+    in.port_slot = [&](const config::InstanceConfig& i) { return slots.at(i.name); };
+    in.zone = [](const config::NetworkConfig&) { return uint16_t{1}; };
+    in.conntrack = conntrack_.get();
+    auto snap = cp::build_snapshot(*cfg, in, 1);
     ASSERT_TRUE(snap.has_value()) << snap.error();
     for (const auto& inst : cfg->instances) {
         uint32_t ip = inst.ipv4.value;

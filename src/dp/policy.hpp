@@ -1,0 +1,47 @@
+// policy: security groups with stateful connection tracking, between routing and forwarding.
+// Nothing passes unless a rule allows it; replies and ICMP errors about allowed connections
+// pass without rules.
+//
+// - A new connection from instance A to instance B needs an egress rule of A that matches B
+//   and an ingress rule of B that matches A (traffic to or from outside the site needs only
+//   the rule on the instance's side). Rules are evaluated on a connection's first packet only.
+// - Every later packet is checked by the protocol state machines (dp/conntrack_state.hpp):
+//   full TCP tracking with window checks, UDP and ICMP echo.
+// - After a rule change (a new snapshot generation) each connection is re-checked once, at its
+//   next packet, against the new rules: still allowed, it continues; otherwise it is cut.
+// - ICMP errors (unreachable, time exceeded, parameter problem) pass when the datagram they
+//   quote belongs to a tracked connection.
+// - Fragments: the first decides; later fragments of its datagram follow that verdict.
+// - Infrastructure (ARP, DHCP, ping to the gateway) never reaches this stage.
+//
+// Reads:  meta (IPv4, next hop), headers, the snapshot's compiled rules and connection table.
+// Writes: the connection table; verdict drop.
+// Drops:  sg_no_egress_rule, sg_no_ingress_rule, sg_revoked, ct_invalid_new,
+//         ct_invalid_state, ct_invalid_tcp_flags, ct_out_of_window, ct_table_full,
+//         ct_icmp_error_unmatched, fragment_unmatched, l4_malformed.
+#pragma once
+
+#include <cstdint>
+
+#include "calyx/net.hpp"
+#include "dp/batch.hpp"
+#include "dp/snapshot.hpp"
+#include "dp/worker_context.hpp"
+
+namespace calyx::dp {
+
+void policy_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexcept;
+
+// Whether a new connection from `from` (null: outside the site) to `to` (null: outside)
+// would be allowed, and by which rules. The data plane and `calyxctl explain` both use this.
+struct PolicyDecision {
+    bool allowed = false;
+    DropReason reason{};              // when not allowed
+    uint32_t egress_rule = kNoRule;   // index in from's egress RuleTable
+    uint32_t ingress_rule = kNoRule;  // index in to's ingress RuleTable
+};
+PolicyDecision evaluate_new_connection(const Snapshot& snap, const InstanceView* from,
+                                       const InstanceView* to, Ipv4Addr from_ip, Ipv4Addr to_ip,
+                                       uint8_t protocol, uint16_t rule_key) noexcept;
+
+}  // namespace calyx::dp
