@@ -129,7 +129,7 @@ TEST(Config, FullConfigParsesWithExactValues) {
     EXPECT_EQ(pub.routes[0].to_string(), "198.51.100.0/24");
     EXPECT_EQ(pub.routes[1].to_string(), "192.0.2.128/25");
     EXPECT_EQ(pub.where.file, "full.yaml");
-    EXPECT_EQ(pub.where.line, 17);
+    EXPECT_EQ(pub.where.line, 18);
     EXPECT_EQ(pub.where.column, 5);
 
     const NetworkConfig& priv = c.networks[1];
@@ -152,13 +152,13 @@ TEST(Config, FullConfigParsesWithExactValues) {
     EXPECT_EQ(web.port.mode, VhostMode::client);
     EXPECT_EQ(web.port.queues, 4);
     EXPECT_EQ(web.security_groups, (std::vector<std::string>{"web", "frontends"}));
-    EXPECT_EQ(web.where.line, 31);
+    EXPECT_EQ(web.where.line, 32);
 
     const InstanceConfig& db = c.instances[1];
     EXPECT_EQ(db.port.mode, VhostMode::server);  // default
     EXPECT_EQ(db.port.queues, 1);                // default
     EXPECT_TRUE(db.security_groups.empty());
-    EXPECT_EQ(db.port.where.line, 42);
+    EXPECT_EQ(db.port.where.line, 43);
 }
 
 TEST(Config, SecurityGroupRulesParseWithExactValues) {

@@ -1,0 +1,206 @@
+// Per-stage benchmarks of the data plane on plain buffers (no ports, no vhost): what a packet
+// costs in the pipeline itself. Run: build/perf/stage_bench
+//
+// Each figure is reported per packet; compare them within one run (this machine is noisy):
+//   BM_OneHotFlow             the whole pipeline for one established flow (cache-hot entry)
+//   BM_Established/N          the whole pipeline for packets of established connections,
+//                             with N connections in the table
+//   BM_NewConnection          the whole pipeline for first packets: rule evaluation,
+//                             conntrack insert
+//   BM_RawHashLookup/N        rte_hash bulk lookup alone: the floor under conntrack lookups
+#include <benchmark/benchmark.h>
+#include <fmt/format.h>
+#include <rte_eal.h>
+#include <rte_hash.h>
+
+#include <memory>
+
+#include "calyx/config.hpp"
+#include "cp/snapshot_builder.hpp"
+#include "dp/conntrack.hpp"
+#include "dp/pipeline.hpp"
+#include "support/frame_builder.hpp"
+
+namespace calyx {
+namespace {
+
+const MacAddr kGw{{0xee, 0xee, 0xee, 0xee, 0xee, 0xee}};
+const MacAddr kWebMac{{0x52, 0x54, 0, 0, 1, 1}};
+const MacAddr kAppMac{{0x52, 0x54, 0, 0, 2, 1}};
+const Ipv4Addr kWebIp = Ipv4Addr::from_octets(203, 0, 113, 10);
+const Ipv4Addr kAppIp = Ipv4Addr::from_octets(10, 10, 0, 5);
+
+std::string site(uint32_t capacity) {
+    return fmt::format(R"(
+dataplane: {{conntrack: {{capacity: {}}}}}
+security_groups:
+  - name: open
+    rules: [{{direction: ingress, protocol: any}}, {{direction: egress, protocol: any}}]
+networks:
+  - {{name: public, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1}}
+  - {{name: nat, kind: nat, cidr: 10.10.0.0/24, gateway: 10.10.0.1}}
+instances:
+  - {{name: web-1, network: public, mac: "52:54:00:00:01:01", ipv4: 203.0.113.10, security_groups: [open],
+     port: {{type: vhost-user, socket: /tmp/b/web.sock}}}}
+  - {{name: app-1, network: nat, mac: "52:54:00:00:02:01", ipv4: 10.10.0.5, security_groups: [open],
+     port: {{type: vhost-user, socket: /tmp/b/app.sock}}}}
+)",
+                       capacity);
+}
+
+// A site, its connection table and a worker context, ready to run batches.
+struct Bench {
+    config::Config cfg;
+    std::unique_ptr<dp::ConnTable> table;
+    std::unique_ptr<dp::Snapshot> snap;
+    std::unique_ptr<dp::WorkerCounters> counters = std::make_unique<dp::WorkerCounters>();
+    dp::FragmentVerdicts fragments;
+    dp::WorkerContext ctx{*counters, 1'000'000'000, {}, &fragments};
+
+    explicit Bench(uint32_t capacity) {
+        cfg = *config::parse_config(site(capacity), "bench.yaml");
+        table = std::move(*dp::ConnTable::create(capacity, -1));
+        cp::SnapshotInputs in;
+        in.port_slot = [](const config::InstanceConfig& i) { return uint16_t(i.name == "web-1" ? 0 : 1); };
+        in.zone = [](const config::NetworkConfig& n) { return uint16_t(n.name == "public" ? 1 : 2); };
+        in.conntrack = table.get();
+        snap = std::move(*cp::build_snapshot(cfg, in, 1));
+    }
+};
+
+std::vector<uint8_t> udp_frame(uint16_t sport, bool reply) {
+    test::FrameBuilder b;
+    if (reply)
+        b.eth(kAppMac, kGw).ipv4(kAppIp, kWebIp, ipproto::kUdp).udp(5000, sport, std::vector<uint8_t>(18));
+    else
+        b.eth(kWebMac, kGw).ipv4(kWebIp, kAppIp, ipproto::kUdp).udp(sport, 5000, std::vector<uint8_t>(18));
+    return b.build();
+}
+
+// Runs one batch of 32 copies of `frames[first..]` (cycling) through the pipeline.
+struct BatchRunner {
+    std::vector<std::unique_ptr<test::TestFrame>> frames;
+    dp::Batch batch;
+
+    void load(const std::vector<std::vector<uint8_t>>& bytes, uint16_t in_port) {
+        frames.clear();
+        for (const auto& b : bytes) frames.push_back(std::make_unique<test::TestFrame>(b));
+        port = in_port;
+    }
+    void run(Bench& b, size_t first) {
+        batch.count = dp::kBurstSize;
+        for (uint16_t i = 0; i < dp::kBurstSize; ++i) {
+            auto& f = *frames[(first + i) % frames.size()];
+            batch.frames[i] = f.frame;
+            batch.meta[i] = dp::PacketMeta{};
+            batch.meta[i].in_port = port;
+        }
+        dp::run_pipeline(batch, *b.snap, b.ctx);
+        // The pipeline rewrote TTL and MACs in place: restore so every run sees fresh packets.
+        for (uint16_t i = 0; i < dp::kBurstSize; ++i) {
+            auto& f = *frames[(first + i) % frames.size()];
+            f.frame.data()[sizeof(EtherHdr) + 8] += 1;  // ttl back
+            auto* ip = reinterpret_cast<Ipv4Hdr*>(f.frame.data() + sizeof(EtherHdr));
+            ip->checksum = 0;
+            ip->checksum = internet_checksum(ip, sizeof(Ipv4Hdr));
+            auto* eth = reinterpret_cast<EtherHdr*>(f.frame.data());
+            eth->dst = kGw;
+            eth->src = port == 0 ? kWebMac : kAppMac;
+        }
+    }
+    uint16_t port = 0;
+};
+
+void BM_Established(benchmark::State& state) {
+    const auto connections = static_cast<uint32_t>(state.range(0));
+    Bench b(std::max<uint32_t>(connections * 2, 4096));
+    BatchRunner out;
+    std::vector<std::vector<uint8_t>> first, replies;
+    for (uint32_t c = 0; c < connections; ++c) first.push_back(udp_frame(static_cast<uint16_t>(1024 + c), false));
+    // Establish: one request and one reply per connection.
+    BatchRunner setup;
+    setup.load(first, 0);
+    for (size_t i = 0; i < first.size(); i += dp::kBurstSize) setup.run(b, i);
+    for (uint32_t c = 0; c < connections; ++c) replies.push_back(udp_frame(static_cast<uint16_t>(1024 + c), true));
+    setup.load(replies, 1);
+    for (size_t i = 0; i < replies.size(); i += dp::kBurstSize) setup.run(b, i);
+
+    out.load(first.size() > 4096 ? std::vector(first.begin(), first.begin() + 4096) : first, 0);
+    size_t next = 0;
+    for (auto _ : state) {
+        out.run(b, next);
+        next += dp::kBurstSize;
+    }
+    if (out.batch.meta[0].verdict != dp::Verdict::forward) state.SkipWithError("packets were not forwarded");
+    state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * dp::kBurstSize);
+    state.counters["connections"] = static_cast<double>(b.table->size());
+}
+BENCHMARK(BM_Established)->Arg(1000)->Arg(10000)->Arg(60000);
+
+void BM_NewConnection(benchmark::State& state) {
+    Bench b(1 << 20);
+    BatchRunner runner;
+    std::vector<std::vector<uint8_t>> frames;
+    for (uint32_t c = 0; c < 60000; ++c) frames.push_back(udp_frame(static_cast<uint16_t>(1024 + c), false));
+    runner.load(frames, 0);
+    size_t next = 0;
+    for (auto _ : state) {
+        if (next + dp::kBurstSize > frames.size()) {
+            state.PauseTiming();
+            b.table->remove_if([](int32_t, const dp::CtEntry&) { return true; }, nullptr);
+            next = 0;
+            state.ResumeTiming();
+        }
+        runner.run(b, next);
+        next += dp::kBurstSize;
+    }
+    state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * dp::kBurstSize);
+}
+BENCHMARK(BM_NewConnection);
+
+void BM_OneHotFlow(benchmark::State& state) {
+    // One established flow: every conntrack lookup hits the same cache-hot entry. The floor
+    // the table-size benchmarks are compared against.
+    Bench b(4096);
+    BatchRunner runner;
+    runner.load({udp_frame(1024, false)}, 0);
+    for (auto _ : state) runner.run(b, 0);
+    state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * dp::kBurstSize);
+}
+BENCHMARK(BM_OneHotFlow);
+
+void BM_RawHashLookup(benchmark::State& state) {
+    const auto n = static_cast<uint32_t>(state.range(0));
+    auto table = std::move(*dp::ConnTable::create(std::max<uint32_t>(n * 2, 4096), -1));
+    std::vector<dp::CtKey> keys;
+    for (uint32_t i = 0; i < n; ++i) {
+        keys.push_back(dp::make_ct_key(ipproto::kUdp, {1, kWebIp, static_cast<uint16_t>(i)},
+                                       {2, Ipv4Addr{kAppIp.value + (i >> 16)}, 5000}).key);
+        table->insert(keys.back());
+    }
+    const dp::CtKey* batch[dp::kBurstSize];
+    int32_t pos[dp::kBurstSize];
+    size_t next = 0;
+    for (auto _ : state) {
+        for (uint32_t i = 0; i < dp::kBurstSize; ++i) batch[i] = &keys[(next + i * 7919) % n];
+        table->lookup_bulk(batch, dp::kBurstSize, pos);
+        benchmark::DoNotOptimize(pos);
+        next += dp::kBurstSize;
+    }
+    state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * dp::kBurstSize);
+}
+BENCHMARK(BM_RawHashLookup)->Arg(10000)->Arg(1000000);
+
+}  // namespace
+}  // namespace calyx
+
+int main(int argc, char** argv) {
+    const char* eal_argv[] = {"stage_bench", "--no-huge", "-m", "1024", "--no-pci", "--no-shconf",
+                              "--no-telemetry", "-l", "0", "--log-level", "error"};
+    if (rte_eal_init(static_cast<int>(std::size(eal_argv)), const_cast<char**>(eal_argv)) < 0) return 1;
+    benchmark::Initialize(&argc, argv);
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    rte_eal_cleanup();
+    return 0;
+}
