@@ -84,9 +84,9 @@ using Keys = std::span<const std::string_view>;
 
 constexpr std::string_view kTopKeys[] = {"dataplane", "control",   "metrics",
                                          "networks",  "instances", "security_groups"};
-constexpr std::string_view kDataplaneKeys[] = {"workers",           "eal_args", "gateway_mac",
-                                               "icmp_errors_per_second", "icmp_errors_burst",
-                                               "mbufs",             "conntrack"};
+constexpr std::string_view kDataplaneKeys[] = {
+    "workers",           "eal_args", "gateway_mac", "icmp_errors_per_second",
+    "icmp_errors_burst", "mbufs",    "conntrack"};
 constexpr std::string_view kControlKeys[] = {"socket"};
 constexpr std::string_view kMetricsKeys[] = {"listen"};
 constexpr std::string_view kNetworkKeys[] = {"name",   "kind", "cidr",          "gateway", "dns",
@@ -97,8 +97,8 @@ constexpr std::string_view kInstanceKeys[] = {"name", "network",         "mac", 
                                               "port", "security_groups", "ports"};
 constexpr std::string_view kPortKeys[] = {"type", "socket", "mode", "queues"};
 constexpr std::string_view kGroupKeys[] = {"name", "rules"};
-constexpr std::string_view kRuleKeys[] = {"direction", "protocol",  "ports", "icmp_type",
-                                          "icmp_code", "remote",    "remote_group"};
+constexpr std::string_view kRuleKeys[] = {"direction", "protocol", "ports",       "icmp_type",
+                                          "icmp_code", "remote",   "remote_group"};
 
 // The per-state lifetimes of dataplane.conntrack, each keyed by its ConntrackConfig field name.
 struct ConntrackTimeout {
@@ -139,12 +139,12 @@ constexpr std::string_view kProtocolWords[] = {"tcp", "udp", "icmp", "any"};
 constexpr std::string_view kDirectionWords[] = {"ingress", "egress"};
 
 constexpr unsigned kMaxLcore = 128;         // RTE_MAX_LCORE of the Debian DPDK build
+constexpr size_t kMaxUnixSocketPath = 107;  // sizeof(sockaddr_un::sun_path) - 1 for the NUL
+constexpr uint64_t kMaxU32 = std::numeric_limits<uint32_t>::max();
 // The connection table is preallocated: below 1024 entries it is useless, above 2^27 its
 // memory (about 128 bytes a connection) is more than a host should give it by accident.
 constexpr uint64_t kMinConntrackCapacity = 1024;
 constexpr uint64_t kMaxConntrackCapacity = uint64_t{1} << 27;
-constexpr size_t kMaxUnixSocketPath = 107;  // sizeof(sockaddr_un::sun_path) - 1 for the NUL
-constexpr uint64_t kMaxU32 = std::numeric_limits<uint32_t>::max();
 
 // Address ranges no instance network may use: they are never routed to a host's neighbours.
 struct ReservedRange {
@@ -689,8 +689,7 @@ void Parser::conntrack(const Field& field) {
     report_duplicates(*m, "in conntrack");
     ConntrackConfig& ct = config_.dataplane.conntrack;
     if (const Field* f = m->get("capacity"))
-        if (const auto v =
-                integer(*f, "'capacity'", kMinConntrackCapacity, kMaxConntrackCapacity))
+        if (const auto v = integer(*f, "'capacity'", kMinConntrackCapacity, kMaxConntrackCapacity))
             ct.capacity = static_cast<uint32_t>(*v);
     for (const ConntrackTimeout& timeout : kConntrackTimeouts) {
         const Field* f = m->get(timeout.key);
@@ -1171,8 +1170,9 @@ void Parser::rule_ports(const Mapping& m, RuleConfig& r, bool protocol_known) {
 
     const size_t dash = text->find('-');
     const auto first = parse_unsigned(text->substr(0, dash));
-    const auto last =
-        dash == std::string::npos ? first : parse_unsigned(std::string_view{*text}.substr(dash + 1));
+    const auto last = dash == std::string::npos
+                          ? first
+                          : parse_unsigned(std::string_view{*text}.substr(dash + 1));
     if (!first || !last) {
         error(*f, "'ports' must be {}, got '{}'", kExpected, *text);
         return;

@@ -268,8 +268,8 @@ TEST(Config, OmittedSectionsKeepTheirDefaults) {
 }
 
 TEST(Config, ConntrackAcceptsCapacityAndTimeoutsInOneFlowMapping) {
-    const auto result =
-        parse_config("dataplane:\n  conntrack: {capacity: 65536, tcp_established: 3600}\n", "ct.yaml");
+    const auto result = parse_config(
+        "dataplane:\n  conntrack: {capacity: 65536, tcp_established: 3600}\n", "ct.yaml");
     ASSERT_TRUE(result.has_value()) << result.error().front().to_string();
     EXPECT_EQ(result->dataplane.conntrack.capacity, 65536u);
     EXPECT_EQ(result->dataplane.conntrack.tcp_established, 3600u);
@@ -300,11 +300,11 @@ dataplane:
     ASSERT_TRUE(result.has_value()) << result.error().front().to_string();
     const ConntrackConfig& ct = result->dataplane.conntrack;
     EXPECT_EQ(ct.capacity, 134217728u);
-    const uint32_t timeouts[] = {ct.tcp_syn_sent,   ct.tcp_syn_recv,       ct.tcp_established,
-                                 ct.tcp_fin_wait,   ct.tcp_close_wait,     ct.tcp_last_ack,
-                                 ct.tcp_time_wait,  ct.tcp_close,          ct.tcp_unacknowledged,
-                                 ct.udp_unreplied,  ct.udp_replied,        ct.icmp,
-                                 ct.generic,        ct.fragment};
+    const uint32_t timeouts[] = {ct.tcp_syn_sent,  ct.tcp_syn_recv,   ct.tcp_established,
+                                 ct.tcp_fin_wait,  ct.tcp_close_wait, ct.tcp_last_ack,
+                                 ct.tcp_time_wait, ct.tcp_close,      ct.tcp_unacknowledged,
+                                 ct.udp_unreplied, ct.udp_replied,    ct.icmp,
+                                 ct.generic,       ct.fragment};
     for (uint32_t i = 0; i < std::size(timeouts); ++i) EXPECT_EQ(timeouts[i], i + 1);
 }
 
@@ -896,6 +896,235 @@ instances:
     security_groups: web
 )",
      {"bad.yaml:9:22: 'security_groups' must be a list, got 'web'"}},
+
+    // Protocol numbers with a name count as that name; no protocol means any.
+    {"ports_need_protocol_tcp_or_udp",
+     R"(
+security_groups:
+  - name: web
+    rules:
+      - {direction: ingress, protocol: icmp, ports: 443}
+      - {direction: ingress, protocol: any, ports: 443}
+      - {direction: ingress, ports: 443}
+      - {direction: ingress, protocol: 47, ports: 443}
+      - {direction: ingress, protocol: 6, ports: 443}
+      - {direction: ingress, protocol: udp, ports: 53}
+)",
+     {"bad.yaml:4:53: ports need protocol tcp or udp, not icmp",
+      "bad.yaml:5:52: ports need protocol tcp or udp, not any",
+      "bad.yaml:6:37: ports need protocol tcp or udp, not any",
+      "bad.yaml:7:51: ports need protocol tcp or udp, not 47"}},
+
+    {"port_ranges_are_ordered_and_within_1_to_65535",
+     R"(
+security_groups:
+  - name: web
+    rules:
+      - {direction: ingress, protocol: tcp, ports: "8080-8000"}
+      - {direction: ingress, protocol: tcp, ports: 0}
+      - {direction: ingress, protocol: tcp, ports: 70000}
+      - {direction: ingress, protocol: udp, ports: 0-80}
+      - {direction: ingress, protocol: udp, ports: http}
+      - {direction: ingress, protocol: udp, ports: [80, 443]}
+      - {direction: ingress, protocol: udp, ports: 80-90-100}
+)",
+     {"bad.yaml:4:52: 'ports' range 8080-8000 is reversed; did you mean 8000-8080?",
+      "bad.yaml:5:52: 'ports' must be between 1 and 65535, got 0",
+      "bad.yaml:6:52: 'ports' must be between 1 and 65535, got 70000",
+      "bad.yaml:7:52: 'ports' must be between 1 and 65535 at both ends, got 0-80",
+      "bad.yaml:8:52: 'ports' must be a port like 443 or a range like 8000-8080, got 'http'",
+      "bad.yaml:9:52: 'ports' must be a port like 443 or a range like 8000-8080, got a list",
+      "bad.yaml:10:52: 'ports' must be a port like 443 or a range like 8000-8080, got "
+      "'80-90-100'"}},
+
+    {"icmp_type_and_code_need_protocol_icmp_and_code_needs_type",
+     R"(
+security_groups:
+  - name: web
+    rules:
+      - {direction: ingress, protocol: tcp, icmp_type: 8}
+      - {direction: ingress, protocol: icmp, icmp_code: 0}
+      - {direction: ingress, protocol: icmp, icmp_type: 256}
+      - {direction: ingress, protocol: udp, icmp_code: 1}
+      - {direction: ingress, icmp_type: 3}
+)",
+     {"bad.yaml:4:56: icmp_type needs protocol icmp, not tcp",
+      "bad.yaml:5:57: icmp_code needs icmp_type",
+      "bad.yaml:6:57: 'icmp_type' must be between 0 and 255, got 256",
+      "bad.yaml:7:56: icmp_code needs protocol icmp, not udp",
+      "bad.yaml:8:41: icmp_type needs protocol icmp, not any"}},
+
+    // A rule may name a group defined after it, and its own group.
+    {"remote_group_must_name_a_defined_group",
+     R"(
+security_groups:
+  - name: web
+    rules:
+      - {direction: ingress, protocol: tcp, ports: 443, remote_group: frontend}
+      - {direction: ingress, protocol: tcp, ports: 22, remote_group: admins}
+      - {direction: ingress, remote_group: web}
+      - {direction: ingress, remote_group: frontends}
+  - name: frontends
+)",
+     {"bad.yaml:4:71: unknown security group 'frontend'; did you mean 'frontends'?",
+      "bad.yaml:5:70: unknown security group 'admins'"}},
+
+    {"remote_and_remote_group_are_mutually_exclusive",
+     R"(
+security_groups:
+  - name: web
+    rules:
+      - {direction: ingress, remote: 10.0.0.0/8, remote_group: web}
+      - direction: egress
+        remote_group: web
+        remote: 10.0.0.0/8
+)",
+     {"bad.yaml:4:64: remote and remote_group are mutually exclusive",
+      "bad.yaml:7:17: remote and remote_group are mutually exclusive"}},
+
+    {"remote_must_be_a_cidr_without_host_bits",
+     R"(
+security_groups:
+  - name: web
+    rules:
+      - {direction: ingress, remote: 10.0.0.1/8}
+      - {direction: ingress, remote: 10.0.0.1}
+      - {direction: ingress, remote: 10.0.0.0/33}
+)",
+     {"bad.yaml:4:38: 'remote' 10.0.0.1/8 has host bits set; did you mean 10.0.0.0/8?",
+      "bad.yaml:5:38: 'remote' must be an IPv4 prefix like 192.0.2.0/24, got '10.0.0.1'",
+      "bad.yaml:6:38: 'remote' must be an IPv4 prefix like 192.0.2.0/24, got '10.0.0.0/33'"}},
+
+    {"rule_direction_is_required_ingress_or_egress",
+     R"(
+security_groups:
+  - name: web
+    rules:
+      - {direction: inbound}
+      - {direction: ingres}
+      - {protocol: tcp}
+)",
+     {"bad.yaml:4:21: 'direction' must be ingress or egress, got 'inbound'",
+      "bad.yaml:5:21: 'direction' must be ingress or egress, got 'ingres'; did you mean 'ingress'?",
+      "bad.yaml:6:9: rule of security group 'web' is missing required key 'direction'"}},
+
+    {"rule_protocol_is_a_name_or_a_number_up_to_255",
+     R"(
+security_groups:
+  - name: web
+    rules:
+      - {direction: ingress, protocol: tpc}
+      - {direction: ingress, protocol: gre}
+      - {direction: ingress, protocol: 300}
+      - {direction: ingress, protocol: 300, ports: 80}
+      - {direction: ingress, protocol:}
+)",
+     {"bad.yaml:4:40: 'protocol' must be tcp, udp, icmp, any or a number between 0 and 255, got "
+      "'tpc'; did you mean 'tcp'?",
+      "bad.yaml:5:40: 'protocol' must be tcp, udp, icmp, any or a number between 0 and 255, got "
+      "'gre'",
+      "bad.yaml:6:40: 'protocol' must be between 0 and 255, got 300",
+      "bad.yaml:7:40: 'protocol' must be between 0 and 255, got 300",
+      "bad.yaml:8:30: 'protocol' must be tcp, udp, icmp, any or a number between 0 and 255, got an "
+      "empty value"}},
+
+    {"unknown_and_repeated_keys_in_a_rule_are_rejected",
+     R"(
+security_groups:
+  - name: web
+    rules:
+      - {direction: ingress, protocol: tcp, port: 443}
+      - {direction: ingress, remote_groups: web}
+      - direction: ingress
+        direction: egress
+    rule: []
+)",
+     {"bad.yaml:4:45: unknown key 'port' in rule; did you mean 'ports'?",
+      "bad.yaml:5:30: unknown key 'remote_groups' in rule; did you mean 'remote_group'?",
+      "bad.yaml:7:9: duplicate key 'direction' in rule (first at line 6)",
+      "bad.yaml:8:5: unknown key 'rule' in security group; did you mean 'rules'?"}},
+
+    {"security_group_names_are_unique_and_use_a_safe_charset",
+     R"(
+security_groups:
+  - name: web
+  - name: web
+  - name: "web servers"
+  - rules: []
+)",
+     {"bad.yaml:3:11: duplicate security group name 'web' (first at line 2)",
+      "bad.yaml:4:11: security group name 'web servers' may contain only letters, digits, '_', '.' "
+      "and '-'",
+      "bad.yaml:5:5: security group is missing required key 'name'"}},
+
+    {"security_groups_wrong_types",
+     R"(
+security_groups:
+  - web
+  - name: db
+    rules: {direction: ingress}
+  - name: app
+    rules: [ingress]
+)",
+     {"bad.yaml:2:5: entry of 'security_groups' must be a mapping, got 'web'",
+      "bad.yaml:4:12: 'rules' must be a list, got a mapping",
+      "bad.yaml:6:13: entry of 'rules' must be a mapping, got 'ingress'"}},
+
+    {"instance_security_groups_must_name_defined_groups_once",
+     R"(
+networks:
+  - {name: pub, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1}
+instances:
+  - name: web-1
+    network: pub
+    mac: 52:54:00:00:01:01
+    ipv4: 203.0.113.10
+    port: {type: vhost-user, socket: /run/calyx/web-1.sock}
+    security_groups: [web, ssh, webb, web]
+security_groups:
+  - name: web
+)",
+     {"bad.yaml:9:28: unknown security group 'ssh'",
+      "bad.yaml:9:33: unknown security group 'webb'; did you mean 'web'?",
+      "bad.yaml:9:39: security group 'web' is listed twice in 'security_groups'"}},
+
+    {"conntrack_capacity_is_between_1024_and_2_to_the_27",
+     R"(
+dataplane:
+  conntrack: {capacity: 1000}
+)",
+     {"bad.yaml:2:25: 'capacity' must be between 1024 and 134217728, got 1000"}},
+
+    {"conntrack_capacity_too_large",
+     R"(
+dataplane:
+  conntrack: {capacity: 134217729}
+)",
+     {"bad.yaml:2:25: 'capacity' must be between 1024 and 134217728, got 134217729"}},
+
+    {"conntrack_timeouts_are_known_keys_of_positive_seconds",
+     R"(
+dataplane:
+  conntrack:
+    tcp_establshed: 3600
+    tcp_syn_sent: 0
+    udp_replied: -1
+    timeouts: {icmp: 30}
+    icmp: 30
+    icmp: 60
+)",
+     {"bad.yaml:3:5: unknown key 'tcp_establshed' in conntrack; did you mean 'tcp_established'?",
+      "bad.yaml:4:19: 'tcp_syn_sent' must be between 1 and 4294967295, got 0",
+      "bad.yaml:5:18: 'udp_replied' must be an integer, got '-1'",
+      "bad.yaml:6:5: unknown key 'timeouts' in conntrack",
+      "bad.yaml:8:5: duplicate key 'icmp' in conntrack (first at line 7)"}},
+
+    {"conntrack_must_be_a_mapping",
+     R"(
+dataplane:
+  conntrack: 65536
+)",
+     {"bad.yaml:2:14: 'conntrack' must be a mapping, got '65536'"}},
 
     {"every_error_in_a_file_is_reported_at_once_in_file_order",
      R"(

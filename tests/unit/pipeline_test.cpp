@@ -135,7 +135,11 @@ TEST_F(Routing, NoIcmpErrorAboutAnIcmpErrorOrANonFirstFragment) {
     auto m = run(error, kWebPort);
     EXPECT_EQ(m.verdict, dp::Verdict::drop);
     EXPECT_EQ(m.reason, DropReason::no_route);
-    TestFrame fragment(FrameBuilder().eth(kWebMac, kGatewayMac).ipv4(kWebIp, kAppIp, ipproto::kUdp, 1, 100).raw(std::vector<uint8_t>(40, 0)).build());
+    // The first fragment passes and opens the way for the rest of its datagram...
+    TestFrame first(FrameBuilder().eth(kWebMac, kGatewayMac).ipv4(kWebIp, kAppIp, ipproto::kUdp, 2, Ipv4Hdr::kMoreFragments).udp(1, 2, std::vector<uint8_t>(32, 0)).build());
+    ASSERT_EQ(run(first, kWebPort).verdict, dp::Verdict::forward);
+    // ...whose next fragment expires on the way: dropped, but no ICMP error about it.
+    TestFrame fragment(FrameBuilder().eth(kWebMac, kGatewayMac).ipv4(kWebIp, kAppIp, ipproto::kUdp, 1, 5).raw(std::vector<uint8_t>(40, 0)).build());
     m = run(fragment, kWebPort);
     EXPECT_EQ(m.verdict, dp::Verdict::drop);
     EXPECT_EQ(m.reason, DropReason::ttl_exceeded);
