@@ -114,10 +114,17 @@ std::string gateway_config(const TempDir& dir, const ConfigOptions& opts = {}) {
 dataplane:
   workers: [1]
   eal_args: ["--no-huge", "-m", "512", "--file-prefix", "{prefix}"]
+  conntrack: {{capacity: 65536}}
 control:
   socket: {dir}/calyx.sock
 metrics:
   listen: 127.0.0.1:{metrics_port}
+# These tests are about the gateway and routing; security groups have their own suite.
+security_groups:
+  - name: open
+    rules:
+      - {{direction: ingress, protocol: any}}
+      - {{direction: egress, protocol: any}}
 networks:
   - name: public
     kind: public
@@ -144,6 +151,7 @@ instances:
     network: {network}
     mac: {mac}
     ipv4: {ip}
+    security_groups: [open]
     port: {{type: vhost-user, socket: {dir}/{name}.sock, mode: {mode}}}
 )",
             fmt::arg("name", vm->name), fmt::arg("network", vm->network),
