@@ -202,7 +202,7 @@ void policy_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexce
         const auto* ip = header_at<Ipv4Hdr>(fr.data(), fr.len, m.l3_offset);
         const InstanceView* src = snap.instance_on_port(m.in_port);
         const InstanceView* dst = snap.instance_on_port(static_cast<uint16_t>(NextHop::index(m.next_hop)));
-        if (!dst) continue;  // forward drops it as no_route
+        if (!dst || dst == src) continue;  // forward drops these (no_route, hairpin)
         Sides s{src, dst, src ? snap.networks[src->network].zone : uint16_t{0},
                 snap.networks[dst->network].zone, Ipv4Addr::from_be(ip->src), Ipv4Addr::from_be(ip->dst)};
 
