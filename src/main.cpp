@@ -9,6 +9,7 @@
 #include <rte_eal.h>
 
 #include "calyx/config.hpp"
+#include "cp/metrics.hpp"
 #include "cp/router.hpp"
 #include "io/eal.hpp"
 
@@ -54,6 +55,16 @@ int run(const std::string& config_path, const std::string& argv0) {
             rte_eal_cleanup();
             return 1;
         }
+        calyx::cp::Router& r = **router;
+        std::string listen = r.config().metrics.listen;
+        if (listen.starts_with("localhost:")) listen = "127.0.0.1" + listen.substr(9);
+        auto metrics = calyx::cp::MetricsServer::start(listen, [&r] { return r.sample(); });
+        if (!metrics) {
+            fmt::print(stderr, "calyx: {}\n", metrics.error());
+            router->reset();
+            rte_eal_cleanup();
+            return 1;
+        }
         fmt::print(stderr, "calyx: ready: {} instances, {} workers, generation {}\n",
                    (*router)->config().instances.size(), (*router)->config().dataplane.workers.size(),
                    (*router)->generation());
@@ -68,16 +79,21 @@ int run(const std::string& config_path, const std::string& argv0) {
                 if (!next) {
                     fmt::print(stderr, "calyx: reload rejected, running configuration kept:\n");
                     print_errors(next.error());
+                    r.count_reload(false);
                     continue;
                 }
-                if (auto applied = (*router)->apply(std::move(*next)); !applied)
+                if (auto applied = r.apply(std::move(*next)); !applied) {
                     fmt::print(stderr, "calyx: reload failed, running configuration kept: {}\n",
                                applied.error());
-                else
-                    fmt::print(stderr, "calyx: reloaded: generation {}\n", (*router)->generation());
+                    r.count_reload(false);
+                } else {
+                    fmt::print(stderr, "calyx: reloaded: generation {}\n", r.generation());
+                    r.count_reload(true);
+                }
             }
         }
-        fmt::print(stderr, "calyx: stopping; counters\n{}", (*router)->counters_report());
+        fmt::print(stderr, "calyx: stopping; counters\n{}", r.counters_report());
+        metrics->reset();  // no scrape may reach the router once it is gone
     }
     rte_eal_cleanup();
     return status;

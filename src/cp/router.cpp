@@ -92,6 +92,7 @@ Router::~Router() {
 }
 
 std::expected<void, std::string> Router::apply(config::Config cfg) {
+    std::lock_guard lock(control_);
     if (cfg.dataplane.conntrack.capacity != conntrack_->capacity())
         return std::unexpected(fmt::format(
             "dataplane.conntrack.capacity cannot change while running ({} -> {}): restart calyx",
@@ -197,39 +198,57 @@ std::vector<const dp::WorkerCounters*> Router::worker_counters() const {
 }
 
 void Router::housekeeping() {
+    std::lock_guard lock(control_);
     // A full pass over the table about every 2 s at a 100 ms tick.
     const uint32_t budget = std::max<uint32_t>(4096, conntrack_->slots() / 20);
     ct_expired_ += conntrack_->sweep(io::now_ns(), budget, shared_.grace);
 }
 
+void Router::count_reload(bool ok) {
+    std::lock_guard lock(control_);
+    ++(ok ? reloads_ok_ : reloads_failed_);
+}
+
+RouterSample Router::sample() const {
+    std::lock_guard lock(control_);
+    RouterSample s;
+    for (const auto& [name, port] : ports_)
+        s.ports.push_back({name, port->connected(), port_counters(port->slot())});
+    for (size_t i = 0; i < counters_.size(); ++i) {
+        const dp::WorkerCounters& w = *counters_[i];
+        s.lcores.push_back({worker_lcores_[i], dp::read_counter(w.busy_cycles), dp::read_counter(w.total_cycles)});
+        s.conntrack_created += dp::read_counter(w.ct_created);
+        s.arp_replies += dp::read_counter(w.arp_replies);
+        s.icmp_echo_replies += dp::read_counter(w.icmp_echo_replies);
+        s.icmp_errors_sent += dp::read_counter(w.icmp_errors_sent);
+        s.icmp_errors_rate_limited += dp::read_counter(w.icmp_errors_rate_limited);
+        for (size_t t = 0; t < s.dhcp_replies.size(); ++t) s.dhcp_replies[t] += dp::read_counter(w.dhcp_replies[t]);
+    }
+    s.conntrack_entries = conntrack_->size();
+    s.conntrack_capacity = conntrack_->capacity();
+    s.conntrack_expired = ct_expired_;
+    s.config_generation = generation_;
+    s.reloads_ok = reloads_ok_;
+    s.reloads_failed = reloads_failed_;
+    return s;
+}
+
 std::string Router::counters_report() const {
+    const RouterSample s = sample();
     std::string out;
-    for (const auto& [name, port] : ports_) {
-        const dp::PortCounters c = port_counters(port->slot());
-        out += fmt::format("port {} ({}): {} rx {} pkts {} bytes, tx {} pkts {} bytes\n", name,
-                           port->connected() ? "up" : "down", port->socket(), c.rx_packets,
-                           c.rx_bytes, c.tx_packets, c.tx_bytes);
+    for (const auto& p : s.ports) {
+        const dp::PortCounters& c = p.counters;
+        out += fmt::format("port {} ({}): rx {} pkts {} bytes, tx {} pkts {} bytes\n", p.name,
+                           p.up ? "up" : "down", c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes);
         for (size_t r = 0; r < kDropReasonCount; ++r)
             if (c.drops[r]) out += fmt::format("  drop {} {}\n", kDropReasons[r].name, c.drops[r]);
     }
-    uint64_t arp = 0, echo = 0, errors = 0, limited = 0, releases = 0;
-    std::array<uint64_t, 3> dhcp{};
-    for (const auto& w : counters_) {
-        arp += dp::read_counter(w->arp_replies);
-        echo += dp::read_counter(w->icmp_echo_replies);
-        errors += dp::read_counter(w->icmp_errors_sent);
-        limited += dp::read_counter(w->icmp_errors_rate_limited);
-        releases += dp::read_counter(w->dhcp_releases);
-        for (size_t t = 0; t < dhcp.size(); ++t) dhcp[t] += dp::read_counter(w->dhcp_replies[t]);
-    }
     out += fmt::format(
-        "replies: arp {}, icmp echo {}, icmp errors {} ({} rate-limited), dhcp offer {} ack {} nak {}, "
-        "dhcp releases {}\n",
-        arp, echo, errors, limited, dhcp[0], dhcp[1], dhcp[2], releases);
-    uint64_t created = 0;
-    for (const auto& w : counters_) created += dp::read_counter(w->ct_created);
-    out += fmt::format("conntrack: {} entries of {}, {} created, {} expired\n", conntrack_->size(),
-                       conntrack_->capacity(), created, ct_expired_);
+        "replies: arp {}, icmp echo {}, icmp errors {} ({} rate-limited), dhcp offer {} ack {} nak {}\n",
+        s.arp_replies, s.icmp_echo_replies, s.icmp_errors_sent, s.icmp_errors_rate_limited,
+        s.dhcp_replies[0], s.dhcp_replies[1], s.dhcp_replies[2]);
+    out += fmt::format("conntrack: {} entries of {}, {} created, {} expired\n", s.conntrack_entries,
+                       s.conntrack_capacity, s.conntrack_created, s.conntrack_expired);
     return out;
 }
 

@@ -5,6 +5,7 @@
 
 #include <expected>
 #include <map>
+#include <mutex>
 #include <memory>
 #include <string>
 #include <vector>
@@ -13,6 +14,7 @@
 #include "dp/conntrack.hpp"
 #include "dp/counters.hpp"
 #include "dp/snapshot.hpp"
+#include "cp/metrics.hpp"
 #include "io/vhost_port.hpp"
 #include "io/worker.hpp"
 
@@ -45,14 +47,23 @@ public:
     // Periodic control-plane work (main lcore): expires a slice of the connection table.
     void housekeeping();
 
+    // Counts a reload attempt (a rejected file never reaches apply()).
+    void count_reload(bool ok);
+    // Everything metrics report, summed over workers. Safe from any thread.
+    RouterSample sample() const;
+
 private:
     Router() = default;
     std::expected<void, std::string> launch_workers();
     dp::PortCounters raw_port_counters(uint16_t slot) const;
     void publish(std::unique_ptr<dp::Snapshot> next);
 
+    // Serialises the control plane's own threads (main lcore, metrics scrapes); workers
+    // never take it.
+    mutable std::mutex control_;
     config::Config cfg_;
     uint64_t generation_ = 0;
+    uint64_t reloads_ok_ = 0, reloads_failed_ = 0;
     rte_mempool* pool_ = nullptr;
     std::unique_ptr<uint8_t[], void (*)(void*)> grace_mem_{nullptr, nullptr};
     io::DataplaneShared shared_;

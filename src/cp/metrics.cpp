@@ -1,0 +1,122 @@
+#include "cp/metrics.hpp"
+
+#include <fmt/format.h>
+#include <prometheus/collectable.h>
+#include <prometheus/exposer.h>
+#include <prometheus/metric_family.h>
+
+#include "calyx/drop_reason.hpp"
+
+namespace calyx::cp {
+namespace {
+
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+
+MetricFamily family(std::string name, std::string help, MetricType type) {
+    MetricFamily f;
+    f.name = std::move(name);
+    f.help = std::move(help);
+    f.type = type;
+    return f;
+}
+
+void add(MetricFamily& f, double value, std::vector<ClientMetric::Label> labels = {}) {
+    ClientMetric m;
+    m.label = std::move(labels);
+    if (f.type == MetricType::Counter)
+        m.counter.value = value;
+    else
+        m.gauge.value = value;
+    f.metric.push_back(std::move(m));
+}
+
+class SampleCollector : public prometheus::Collectable {
+public:
+    explicit SampleCollector(std::function<RouterSample()> sample) : sample_(std::move(sample)) {}
+
+    std::vector<MetricFamily> Collect() const override {
+        const RouterSample s = sample_();
+        using C = MetricType;
+        auto rx_p = family("calyx_port_rx_packets_total", "Packets received from the port.", C::Counter);
+        auto tx_p = family("calyx_port_tx_packets_total", "Packets sent to the port.", C::Counter);
+        auto rx_b = family("calyx_port_rx_bytes_total", "Bytes received from the port.", C::Counter);
+        auto tx_b = family("calyx_port_tx_bytes_total", "Bytes sent to the port.", C::Counter);
+        auto drops = family("calyx_port_drops_total",
+                            "Packets dropped, by the port they concern and the one reason.", C::Counter);
+        auto up = family("calyx_port_up", "1 when the port's VM is connected.", C::Gauge);
+        for (const auto& p : s.ports) {
+            const std::vector<ClientMetric::Label> port{{"port", p.name}};
+            add(rx_p, static_cast<double>(p.counters.rx_packets), port);
+            add(tx_p, static_cast<double>(p.counters.tx_packets), port);
+            add(rx_b, static_cast<double>(p.counters.rx_bytes), port);
+            add(tx_b, static_cast<double>(p.counters.tx_bytes), port);
+            add(up, p.up ? 1 : 0, port);
+            for (size_t r = 0; r < kDropReasonCount; ++r)
+                add(drops, static_cast<double>(p.counters.drops[r]),
+                    {{"port", p.name}, {"reason", std::string(kDropReasons[r].name)}});
+        }
+        auto busy = family("calyx_lcore_busy_cycles_total", "TSC cycles of poll-loop iterations that moved packets.", C::Counter);
+        auto cycles = family("calyx_lcore_cycles_total", "TSC cycles of all poll-loop iterations.", C::Counter);
+        for (const auto& l : s.lcores) {
+            const std::vector<ClientMetric::Label> lcore{{"lcore", std::to_string(l.lcore)}};
+            add(busy, static_cast<double>(l.busy_cycles), lcore);
+            add(cycles, static_cast<double>(l.total_cycles), lcore);
+        }
+        auto ct_entries = family("calyx_conntrack_entries", "Tracked connections.", C::Gauge);
+        add(ct_entries, static_cast<double>(s.conntrack_entries));
+        auto ct_capacity = family("calyx_conntrack_capacity", "Connections the table can hold.", C::Gauge);
+        add(ct_capacity, static_cast<double>(s.conntrack_capacity));
+        auto ct_created = family("calyx_conntrack_created_total", "Connections created.", C::Counter);
+        add(ct_created, static_cast<double>(s.conntrack_created));
+        auto ct_expired = family("calyx_conntrack_expired_total", "Connections removed after their timeout.", C::Counter);
+        add(ct_expired, static_cast<double>(s.conntrack_expired));
+        auto dhcp = family("calyx_dhcp_replies_total", "DHCP replies sent, by message type.", C::Counter);
+        for (size_t t = 0; t < s.dhcp_replies.size(); ++t)
+            add(dhcp, static_cast<double>(s.dhcp_replies[t]), {{"type", dp::kDhcpReplyTypeNames[t]}});
+        auto arp = family("calyx_arp_replies_total", "ARP replies sent (proxy-ARP).", C::Counter);
+        add(arp, static_cast<double>(s.arp_replies));
+        auto echo = family("calyx_icmp_echo_replies_total", "Pings to a gateway answered.", C::Counter);
+        add(echo, static_cast<double>(s.icmp_echo_replies));
+        auto errors = family("calyx_icmp_errors_total", "ICMP errors calyx sent or held back by the rate limit.", C::Counter);
+        add(errors, static_cast<double>(s.icmp_errors_sent), {{"result", "sent"}});
+        add(errors, static_cast<double>(s.icmp_errors_rate_limited), {{"result", "rate_limited"}});
+        auto generation = family("calyx_config_generation", "Generation of the running configuration.", C::Gauge);
+        add(generation, static_cast<double>(s.config_generation));
+        auto reloads = family("calyx_config_reloads_total", "Configuration reloads, by result.", C::Counter);
+        add(reloads, static_cast<double>(s.reloads_ok), {{"result", "success"}});
+        add(reloads, static_cast<double>(s.reloads_failed), {{"result", "failure"}});
+        return {rx_p, tx_p, rx_b, tx_b, drops, up, busy, cycles, ct_entries, ct_capacity, ct_created,
+                ct_expired, dhcp, arp, echo, errors, generation, reloads};
+    }
+
+private:
+    std::function<RouterSample()> sample_;
+};
+
+}  // namespace
+
+std::expected<std::unique_ptr<MetricsServer>, std::string> MetricsServer::start(
+    const std::string& listen, std::function<RouterSample()> sample) {
+    std::unique_ptr<MetricsServer> server(new MetricsServer());
+    try {
+        // civetweb's listening_ports syntax: "127.0.0.1:9469".
+        server->exposer_ = std::make_unique<prometheus::Exposer>(listen, 2);
+    } catch (const std::exception& e) {
+        return std::unexpected(fmt::format("metrics: cannot listen on {}: {}", listen, e.what()));
+    }
+    // The exposer holds only a weak reference: the server keeps the collector alive.
+    server->collector_ = std::make_shared<SampleCollector>(std::move(sample));
+    server->exposer_->RegisterCollectable(server->collector_);
+    return server;
+}
+
+MetricsServer::~MetricsServer() = default;
+
+uint16_t MetricsServer::port() const {
+    const auto ports = exposer_->GetListeningPorts();
+    return ports.empty() ? 0 : static_cast<uint16_t>(ports.front());
+}
+
+}  // namespace calyx::cp

@@ -1,0 +1,61 @@
+// Prometheus metrics (prometheus-cpp's pull exposer on `metrics.listen`).
+//
+// A scrape asks the control plane for a RouterSample: counters that workers write per lcore,
+// summed with relaxed loads. Scraping never touches a worker or stops one.
+#pragma once
+
+#include <cstdint>
+#include <expected>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dp/counters.hpp"
+
+namespace prometheus {
+class Collectable;
+class Exposer;
+}  // namespace prometheus
+
+namespace calyx::cp {
+
+struct RouterSample {
+    struct Port {
+        std::string name;  // the instance's name
+        bool up = false;
+        dp::PortCounters counters;
+    };
+    struct Lcore {
+        unsigned lcore = 0;
+        uint64_t busy_cycles = 0;
+        uint64_t total_cycles = 0;
+    };
+    std::vector<Port> ports;
+    std::vector<Lcore> lcores;
+    uint64_t conntrack_entries = 0, conntrack_capacity = 0, conntrack_created = 0,
+             conntrack_expired = 0;
+    uint64_t arp_replies = 0, icmp_echo_replies = 0, icmp_errors_sent = 0,
+             icmp_errors_rate_limited = 0;
+    std::array<uint64_t, 3> dhcp_replies{};  // offer, ack, nak
+    uint64_t config_generation = 0, reloads_ok = 0, reloads_failed = 0;
+};
+
+// The Prometheus text a sample becomes is built by prometheus-cpp; this class only maps the
+// sample to metric families and serves them.
+class MetricsServer {
+public:
+    // Listens on "host:port" (port 0: any free port). Errors (bad address, port in use) are
+    // returned, never thrown.
+    static std::expected<std::unique_ptr<MetricsServer>, std::string> start(
+        const std::string& listen, std::function<RouterSample()> sample);
+    ~MetricsServer();
+    uint16_t port() const;
+
+private:
+    MetricsServer() = default;
+    std::shared_ptr<prometheus::Collectable> collector_;
+    std::unique_ptr<prometheus::Exposer> exposer_;
+};
+
+}  // namespace calyx::cp
