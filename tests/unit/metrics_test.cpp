@@ -26,7 +26,15 @@ std::string http_get(uint16_t port, const std::string& path) {
     (void)!::write(fd, req.data(), req.size());
     std::string out;
     char buf[4096];
-    for (ssize_t n; (n = ::read(fd, buf, sizeof(buf))) > 0;) out.append(buf, static_cast<size_t>(n));
+    // Read until the body is complete (the server may keep the connection open a while).
+    for (ssize_t n; (n = ::read(fd, buf, sizeof(buf))) > 0;) {
+        out.append(buf, static_cast<size_t>(n));
+        const size_t head_end = out.find("\r\n\r\n");
+        const size_t cl = out.find("Content-Length: ");
+        if (head_end != std::string::npos && cl != std::string::npos && cl < head_end &&
+            out.size() >= head_end + 4 + std::stoul(out.substr(cl + 16)))
+            break;
+    }
     ::close(fd);
     return out;
 }
