@@ -11,6 +11,7 @@
 
 #include <fmt/format.h>
 #include <rte_rcu_qsbr.h>
+#include <rte_mbuf.h>
 #include <rte_vhost.h>
 
 namespace calyx::io {
@@ -105,10 +106,12 @@ uint16_t VhostPort::rx(rte_mbuf** pkts, uint16_t n) noexcept {
     return rte_vhost_dequeue_burst(vid, kGuestTxQueue, pool_, pkts, n);
 }
 
-uint16_t VhostPort::tx(rte_mbuf** pkts, uint16_t n) noexcept {
+uint16_t VhostPort::tx(rte_mbuf** pkts, uint16_t n, uint16_t) noexcept {
     const int vid = vid_.load(std::memory_order_acquire);
     if (vid < 0) return 0;
-    return rte_vhost_enqueue_burst(vid, kGuestRxQueue, pkts, n);
+    const uint16_t done = rte_vhost_enqueue_burst(vid, kGuestRxQueue, pkts, n);
+    rte_pktmbuf_free_bulk(pkts, done);  // copied into the guest
+    return done;
 }
 
 VhostPort* VhostPort::find(int vid) {

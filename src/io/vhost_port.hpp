@@ -17,6 +17,7 @@
 #include <string>
 
 #include "calyx/config.hpp"
+#include "io/port.hpp"
 
 struct rte_mbuf;
 struct rte_mempool;
@@ -24,23 +25,24 @@ struct rte_rcu_qsbr;
 
 namespace calyx::io {
 
-class VhostPort {
+class VhostPort final : public Port {
 public:
     // Registers the socket and starts serving it. `grace` is the workers' RCU variable.
     static std::expected<std::unique_ptr<VhostPort>, std::string> open(
         uint16_t slot, const config::PortConfig& cfg, rte_mempool* pool, rte_rcu_qsbr* grace);
-    ~VhostPort();  // unregisters the socket (removes it in server mode)
+    ~VhostPort() override;  // unregisters the socket (removes it in server mode)
     VhostPort(const VhostPort&) = delete;
     VhostPort& operator=(const VhostPort&) = delete;
 
-    // Worker side. rx allocates mbufs from the pool; tx copies into the guest, so the
-    // caller keeps ownership of (and frees) every mbuf it passed.
-    uint16_t rx(rte_mbuf** pkts, uint16_t n) noexcept;
-    uint16_t tx(rte_mbuf** pkts, uint16_t n) noexcept;
+    // Worker side. rx allocates mbufs from the pool. tx copies into the guest's buffers
+    // (rte_vhost serialises queues with its own per-queue lock, so `queue` is not needed)
+    // and frees the mbufs it copied.
+    uint16_t rx(rte_mbuf** pkts, uint16_t n) noexcept override;
+    uint16_t tx(rte_mbuf** pkts, uint16_t n, uint16_t queue) noexcept override;
 
-    bool connected() const { return vid_.load(std::memory_order_acquire) >= 0; }
+    bool connected() const override { return vid_.load(std::memory_order_acquire) >= 0; }
     uint64_t connects() const { return connects_.load(std::memory_order_relaxed); }
-    uint16_t slot() const { return slot_; }
+    uint16_t slot() const override { return slot_; }
     const std::string& socket() const { return cfg_.socket; }
     const config::PortConfig& config() const { return cfg_; }
 

@@ -7,48 +7,57 @@
 #include "dp/pipeline.hpp"
 #include "io/clock.hpp"
 #include "io/mbuf_frame.hpp"
-#include "io/vhost_port.hpp"
+#include "io/port.hpp"
 
 namespace calyx::io {
 namespace {
 
-// Sends the packets of `batch` that the pipeline addressed to ports, grouped per port so
-// each port gets one burst, then frees every mbuf (vhost transmit copies into the guest).
-void transmit(dp::Batch& batch, DataplaneShared& shared, dp::WorkerCounters& counters) {
+// Sends the packets of `batch` that the pipeline addressed to ports, one burst per port, on
+// this worker's transmit queue; frees everything else (drops, consumed, what a port refused).
+void transmit(dp::Batch& batch, uint16_t queue, DataplaneShared& shared, dp::WorkerCounters& counters) {
     rte_mbuf* group[dp::kBurstSize];
-    bool sent[dp::kBurstSize] = {};
+    rte_mbuf* unsent[dp::kBurstSize];
+    uint16_t n_unsent = 0;
+    bool handled[dp::kBurstSize] = {};
+    auto destination = [](const dp::PacketMeta& m) -> int {
+        if (m.verdict == dp::Verdict::forward) return m.out_port;
+        if (m.verdict == dp::Verdict::reply) return m.in_port;
+        return -1;
+    };
     for (uint16_t i = 0; i < batch.count; ++i) {
-        const dp::PacketMeta& mi = batch.meta[i];
-        if (sent[i] || (mi.verdict != dp::Verdict::forward && mi.verdict != dp::Verdict::reply))
+        if (handled[i]) continue;
+        const int port_slot = destination(batch.meta[i]);
+        if (port_slot < 0) {
+            unsent[n_unsent++] = static_cast<rte_mbuf*>(batch.handles[i]);
             continue;
-        const uint16_t port_slot = mi.verdict == dp::Verdict::forward ? mi.out_port : mi.in_port;
+        }
         uint16_t n = 0;
-        uint64_t bytes = 0;
+        uint64_t bytes[dp::kBurstSize];
         for (uint16_t j = i; j < batch.count; ++j) {
-            const dp::PacketMeta& mj = batch.meta[j];
-            const bool out = mj.verdict == dp::Verdict::forward || mj.verdict == dp::Verdict::reply;
-            const uint16_t dst = mj.verdict == dp::Verdict::forward ? mj.out_port : mj.in_port;
-            if (sent[j] || !out || dst != port_slot) continue;
-            sent[j] = true;
+            if (handled[j] || destination(batch.meta[j]) != port_slot) continue;
+            handled[j] = true;
             auto* m = static_cast<rte_mbuf*>(batch.handles[j]);
             store_frame(m, batch.frames[j]);
+            bytes[n] = m->pkt_len;
             group[n++] = m;
         }
-        VhostPort* port = shared.ports[port_slot].load(std::memory_order_acquire);
+        Port* port = shared.ports[port_slot].load(std::memory_order_acquire);
         const bool up = port && port->connected();
-        const uint16_t done = up ? port->tx(group, n) : 0;
-        for (uint16_t k = 0; k < done; ++k) bytes += group[k]->pkt_len;
+        const uint16_t done = up ? port->tx(group, n, queue) : 0;  // owns group[0..done) now
+        uint64_t sent_bytes = 0;
+        for (uint16_t k = 0; k < done; ++k) sent_bytes += bytes[k];
         dp::PortCounters& pc = counters.ports[port_slot];
         dp::bump(pc.tx_packets, done);
-        dp::bump(pc.tx_bytes, bytes);
+        dp::bump(pc.tx_bytes, sent_bytes);
         if (done < n)
             dp::bump(pc.drops[static_cast<size_t>(up ? DropReason::tx_full : DropReason::port_down)],
                      n - done);
+        for (uint16_t k = done; k < n; ++k) unsent[n_unsent++] = group[k];
     }
-    rte_pktmbuf_free_bulk(reinterpret_cast<rte_mbuf**>(batch.handles), batch.count);
+    rte_pktmbuf_free_bulk(unsent, n_unsent);
 }
 
-uint16_t receive(dp::Batch& batch, VhostPort& port, uint16_t slot, dp::WorkerCounters& counters) {
+uint16_t receive(dp::Batch& batch, Port& port, uint16_t slot, dp::WorkerCounters& counters) {
     rte_mbuf* pkts[dp::kBurstSize];
     const uint16_t n = port.rx(pkts, dp::kBurstSize);
     uint64_t bytes = 0;
@@ -88,11 +97,11 @@ int worker_main(void* raw) {
         bool busy = false;
         if (snap && args.index < snap->ports_by_worker.size()) {
             for (uint16_t slot : snap->ports_by_worker[args.index]) {
-                VhostPort* port = shared.ports[slot].load(std::memory_order_acquire);
+                Port* port = shared.ports[slot].load(std::memory_order_acquire);
                 if (!port || receive(batch, *port, slot, counters) == 0) continue;
                 busy = true;
                 dp::run_pipeline(batch, *snap, ctx);
-                transmit(batch, shared, counters);
+                transmit(batch, static_cast<uint16_t>(args.index), shared, counters);
             }
         }
         // Nothing from this iteration is held past here: old snapshots and ports may go.

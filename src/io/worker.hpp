@@ -15,7 +15,7 @@ struct rte_rcu_qsbr;
 
 namespace calyx::io {
 
-class VhostPort;
+class Port;
 
 // What workers share with the control plane. The control plane owns it; workers read the
 // published snapshot and the port table, write only their own counters.
@@ -23,7 +23,7 @@ struct DataplaneShared {
     std::atomic<const dp::Snapshot*> snapshot{nullptr};
     // Port slot -> port. An entry stays valid while any snapshot that names the slot may
     // still be read (the control plane clears it only after a grace period).
-    std::array<std::atomic<VhostPort*>, dp::kMaxPorts> ports{};
+    std::array<std::atomic<Port*>, dp::kMaxPorts> ports{};
     rte_rcu_qsbr* grace = nullptr;
     std::atomic<bool> stop{false};
 };
