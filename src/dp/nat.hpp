@@ -1,0 +1,304 @@
+// Masquerade (NAPT) of `nat` networks' egress to the uplink address: the external port
+// allocator, the in-place packet translations with incremental checksums, and the binding a
+// connection entry keeps. Pure code: no DPDK, no allocation after construction, no
+// exceptions on the data path, no clock (nothing here depends on time).
+//
+// References: RFC 4787 (UDP), RFC 5382 (TCP), RFC 5508 (ICMP), RFC 7857 (updates to all
+// three), RFC 6056 (port randomisation), RFC 1624 (incremental checksum update).
+//
+// ## Mapping behaviour (what the far side sees)
+//
+// Address-and-port-dependent mapping ("NAT44-ED", as Linux MASQUERADE and VPP nat44-ed):
+// every new connection of a `nat` instance gets its own external port, and an external
+// port is unique per (protocol, remote address, remote port) only, so the same external
+// port serves different remote endpoints at once (RFC 7857's "port overlapping"). It is
+// never given twice towards the same remote endpoint, so replies are always unambiguous
+// (RFC 4787 REQ-3 forbids "port overloading", which is exactly that failure). The
+// instance's own source port is kept when it is free towards that remote (port
+// preservation, RFC 4787 section 4.2.1), otherwise a port is chosen by randomised probing
+// (RFC 6056 algorithm 1: keyed random start, then the next free one).
+//
+// RFC 4787 REQ-1 and RFC 5382 REQ-1 ask for endpoint-independent mapping (one external port
+// per internal endpoint, whatever the remote). calyx does not do that, deliberately:
+//   - capacity: one uplink address gives 40 000 ports per protocol in total with EIM; with
+//     per-remote uniqueness it gives 40 000 per remote endpoint, which is what a compute
+//     host masquerading many instances behind one address needs;
+//   - lifetime: the mapping is the connection. It lives and dies with the connection's
+//     tracking entry (no separate mapping table, reference counts or mapping timers), so
+//     exhaustion, expiry and reload cut-offs have exactly one place to happen;
+//   - filtering is address-and-port-dependent anyway (nothing unsolicited may ever reach a
+//     `nat` instance: issue 4), which removes EIM's main benefit, inbound reachability of
+//     a mapping from third parties;
+//   - with port preservation an application that reuses one socket towards several remotes
+//     (STUN, P2P) usually still sees the same external port: the internal port is kept
+//     whenever it is inside the range and free towards that remote.
+// What it costs: peer-to-peer traversal that relies on EIM (a STUN-learnt port reused
+// towards another peer) fails when the preferred port is taken or outside the range. There
+// is no hairpinning (an instance reaching the uplink address from inside): calyx treats the
+// uplink address as local.
+// Source ports below 1024 are mapped into the configured range (RFC 4787 REQ-3 recommends
+// keeping them below 1024): the operator chose the range.
+//
+// Only TCP, UDP and ICMP echo (the identifier plays the port) are translated; ICMP errors
+// are translated back to the connection they quote. Other protocols have no port to
+// multiplex on and are not masqueraded (the caller drops them).
+//
+// ## NatPortAllocator: who owns a port
+//
+// One allocator per external address (the uplink has one), shared by every worker and the
+// control plane; it outlives snapshots, like the connection table. For each of TCP, UDP and
+// ICMP it holds `partitions` bitmaps of the port range (5 kB each for 40 000 ports). A remote
+// endpoint (address, port; address only for ICMP, whose key carries the identifier on both
+// sides) is hashed with a secret to one partition, and a port is allocated in that
+// partition's bitmap with an atomic test-and-set, released with an atomic clear. So:
+//   - lock-free: allocate and release are fetch_or / fetch_and on 64-bit words, from any
+//     thread; no worker ever waits for another;
+//   - exact: a port taken in a partition is taken for every remote endpoint hashed there,
+//     so per-remote uniqueness holds without any table lookup (it is conservative: two
+//     remotes sharing a partition share its 40 000 ports). 64 partitions give each remote
+//     endpoint a pool shared with 1/64 of the others; `partitions = 1` makes ports
+//     globally unique per protocol;
+//   - no allocation after create(): 3 x partitions x 5 kB (about 1 MB for 64).
+// Ownership rule: a set bit is a port bound to exactly one live connection. The thread that
+// set it (allocate returned the port) owns it until it stores it in a connection entry; if
+// it cannot create the connection it releases it at once. From then on the connection owns
+// it, and whoever removes that connection from the table (the expiry sweep on the main
+// lcore, or a reload cut-off) releases it, exactly once, after the connection's outside key
+// is deleted from the hash (so a new connection can never find the old key). A port is
+// therefore reused only after the connection's entry is gone, which for TCP includes
+// TIME_WAIT (what RFC 7857 asks of port reuse).
+//
+// ## The binding in the connection table (proposal for the policy stage)
+//
+// A NAT'd connection has two keys in the connection table, as Linux conntrack (original
+// and reply tuple) and VPP (in2out and out2in) have: a packet on either side must find it
+// with the tuple it carries, and the inside and outside tuples differ.
+//   primary key  the connection as the instance sees it, exactly what the policy stage
+//                builds today: make_ct_key(proto, {nat zone, instance ip, port},
+//                {outside zone (0), remote, remote port}). Its entry holds the protocol state
+//                as for any connection, and NatBinding{role primary, external address,
+//                external port} in reserved64.
+//   alias key    the outside tuple: make_ct_key(proto, {kNatZone, external address,
+//                external port}, {outside zone, remote, remote port}); ICMP echo uses the
+//                external identifier on both sides, like every ICMP key. Its entry holds
+//                only NatBinding{role alias, instance address, instance port}; its state is
+//                never advanced and never expires by itself (expires_s = UINT32_MAX): it is
+//                removed with its primary.
+// kNatZone is a zone no network uses, so alias keys never meet real connections.
+// Why the state lives under the inside key: security groups, the state machines, the reload
+// re-check and ICMP-error association then work unchanged on translated connections (once
+// an inbound packet is translated back it is an ordinary reply to an ordinary connection),
+// and the 8-byte binding never has to hold both the inside address and a back pointer.
+//
+// Packet paths:
+//   outbound (instance -> Internet): policy as today (one lookup, primary key). First
+//     packet, destination outside and source network `nat`: allocate(proto, remote,
+//     remote port, preferred = instance port, seed), insert the primary, then the alias;
+//     store both bindings; on exhaustion drop (nat_exhausted), on a full table release the
+//     port. The packet is rewritten with snat_outbound(primary binding) AFTER forward's
+//     TTL/MTU checks (a `nat_out` step on packets with verdict forward), so an ICMP error
+//     calyx makes for the instance quotes the packet the instance sent.
+//   inbound (Internet -> uplink address): a `nat_in` step before route: bulk lookup of the
+//     alias keys; hit and live: dnat_inbound(alias binding), so route, policy (second
+//     lookup, primary key, state update in the reply direction) and forward see a reply to
+//     the instance; miss: not translated (the local stage or a drop handles it).
+//   ICMP error from outside: alias key from icmp_error_quoted_flow() (the quoted datagram
+//     left through the NAT: its source is the external endpoint), then
+//     translate_icmp_error_inbound(alias binding); policy's check_icmp_error then finds the
+//     primary as for any error.
+//   ICMP error from the instance about a reply it received (e.g. port unreachable after its
+//     socket closed): translate_icmp_error_outbound(primary binding of the quoted
+//     connection).
+// Entry life cycle: start() on a fresh (dead) slot must store the binding, NatBinding{} for
+// connections that are not translated (slots are reused and remove_locked() does not clear
+// reserved64). When existing() reuses a live entry (reopen: TCP SYN on TIME_WAIT; expired)
+// it keeps the binding, so the new incarnation keeps its external port and alias; a `nat`
+// instance's entry may only be reopened from the inside. The sweep skips alias entries;
+// removing a primary that has a binding also removes its alias key (computed from the
+// primary's key, orig_side telling which endpoint is the instance, and the binding, whose
+// external address is the one used at creation even if the uplink address changed since),
+// then releases the port once both keys are deleted. A NAT'd connection takes two slots of
+// the table's capacity.
+#pragma once
+
+#include <atomic>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <expected>
+#include <memory>
+#include <optional>
+#include <string>
+#include <type_traits>
+
+#include "calyx/headers.hpp"
+#include "calyx/net.hpp"
+#include "dp/batch.hpp"
+#include "dp/conntrack.hpp"
+#include "dp/frame.hpp"
+
+namespace calyx::dp {
+
+// Zone of the external endpoint in alias keys; snapshot builders give networks small zones.
+inline constexpr uint16_t kNatZone = 0xffff;
+
+// An address and a port in host byte order. For ICMP echo the port is the identifier.
+struct NatEndpoint {
+    Ipv4Addr addr;
+    uint16_t port = 0;
+    friend constexpr bool operator==(const NatEndpoint&, const NatEndpoint&) = default;
+};
+
+// Inclusive range of external ports, e.g. the default "20000-59999".
+struct NatPortRange {
+    uint16_t first = 20000;
+    uint16_t last = 59999;
+    constexpr uint32_t size() const { return uint32_t{last} - first + 1; }
+    constexpr bool contains(uint16_t p) const { return p >= first && p <= last; }
+};
+
+class NatPortAllocator {
+public:
+    static constexpr uint32_t kDefaultPartitions = 64;
+    static constexpr uint32_t kMaxPartitions = 4096;
+
+    // `partitions`: a power of two in [1, kMaxPartitions]. `secret` keys the partition hash
+    // and the probe start (take it from a random source at start-up). The range must not
+    // contain port 0. Control plane: allocates all memory here.
+    static std::expected<NatPortAllocator, std::string> create(
+        NatPortRange range = {}, uint32_t partitions = kDefaultPartitions, uint64_t secret = 0);
+
+    NatPortAllocator(NatPortAllocator&&) noexcept = default;
+    NatPortAllocator& operator=(NatPortAllocator&&) noexcept = default;
+
+    // An external port for a new connection of IP protocol `proto` (TCP, UDP or ICMP) towards
+    // (remote, remote_port), unique among the ports allocated and not released towards that
+    // remote endpoint. `preferred` (the instance's own source port or echo identifier) is
+    // returned if it is in the range and free; otherwise the search starts at a point derived
+    // from `seed` (vary it per connection: e.g. the TSC mixed with the inside tuple) and takes
+    // the next free port. nullopt: the remote endpoint's partition is full (the caller counts
+    // nat_exhausted and drops; existing allocations are untouched) or `proto` is not
+    // translated. For ICMP `remote_port` is ignored. Lock-free, any thread.
+    std::optional<uint16_t> allocate(uint8_t proto, Ipv4Addr remote, uint16_t remote_port,
+                                     uint16_t preferred, uint64_t seed) noexcept;
+    // Gives the port back. False if it was not allocated (or is out of range): a double
+    // release is harmless but reported. Lock-free, any thread.
+    bool release(uint8_t proto, Ipv4Addr remote, uint16_t remote_port, uint16_t port) noexcept;
+
+    bool allocated(uint8_t proto, Ipv4Addr remote, uint16_t remote_port,
+                   uint16_t port) const noexcept;
+    // Ports allocated for `proto`, all partitions (a scan: control plane, metrics).
+    uint32_t in_use(uint8_t proto) const noexcept;
+    // Which partition (pool) serves a remote endpoint.
+    uint32_t partition_of(uint8_t proto, Ipv4Addr remote, uint16_t remote_port) const noexcept;
+
+    NatPortRange range() const { return range_; }
+    uint32_t partitions() const { return partitions_; }
+    size_t memory_bytes() const { return size_t{lines_total_} * sizeof(Line); }
+
+private:
+    struct alignas(64) Line {
+        std::atomic<uint64_t> word[8];
+    };
+    NatPortAllocator() = default;
+    std::atomic<uint64_t>& word(int proto_index, uint32_t partition, uint32_t w) const noexcept;
+
+    std::unique_ptr<Line[]> lines_;
+    NatPortRange range_{};
+    uint32_t partitions_ = 0;
+    uint32_t words_ = 0;              // 64-bit words per bitmap
+    uint32_t lines_per_bitmap_ = 0;   // cache lines per bitmap
+    uint32_t lines_total_ = 0;
+    uint64_t secret_ = 0;
+};
+
+// What a translation did. `ok`: rewritten. Otherwise the packet is untouched.
+enum class NatResult : uint8_t {
+    ok,
+    unsupported,  // not TCP, UDP, ICMP echo (or, for the error functions, not an ICMP error
+                  // quoting one of those); a non-first fragment of an ICMP error
+    malformed,    // not IPv4, bad header length, or the L4 header (or the quote) is truncated
+};
+
+// Rewrites the source of an IPv4 packet (`ip` points at its header, `len` bytes readable) to
+// `external`: the address, and the TCP/UDP source port or the ICMP echo identifier. Updates
+// the IPv4 header checksum and the TCP/UDP checksum (pseudo-header and port) or the ICMP
+// checksum incrementally; a UDP checksum of 0 ("none") stays 0, and one that becomes 0 is
+// written 0xffff. A non-first fragment has no L4 header: only its address is rewritten (the
+// first fragment carries the datagram's L4 checksum, which the incremental update keeps
+// right for the whole datagram).
+NatResult snat_outbound(uint8_t* ip, size_t len, NatEndpoint external) noexcept;
+// The reverse for packets of the connection coming back: the destination address and the
+// TCP/UDP destination port or the ICMP echo identifier become `internal`.
+NatResult dnat_inbound(uint8_t* ip, size_t len, NatEndpoint internal) noexcept;
+
+// An ICMP error (destination unreachable, time exceeded, parameter problem) from outside,
+// quoting a datagram that left through the NAT (quoted source = the external endpoint):
+// the outer destination and the quoted source address and port (or echo identifier) become
+// `internal`. Fixes the outer IPv4 checksum, the quoted IPv4 header checksum, the quoted L4
+// checksum when the quote contains it (UDP and ICMP always, since 8 bytes are quoted; TCP
+// only if 18 bytes are: otherwise it is left as it is, RFC 5508), and the ICMP checksum.
+// The instance then sees its own datagram quoted, byte for byte.
+NatResult translate_icmp_error_inbound(uint8_t* ip, size_t len, NatEndpoint internal) noexcept;
+// The mirror image: an ICMP error sent by the instance about a datagram it received through
+// the NAT (quoted destination = the instance): the outer source and the quoted destination
+// address and port become `external`.
+NatResult translate_icmp_error_outbound(uint8_t* ip, size_t len, NatEndpoint external) noexcept;
+
+// The datagram an ICMP error quotes, as tuples for a connection-table lookup (ICMP echo: the
+// identifier as both ports, like every ICMP key). nullopt if `ip` is not an ICMP error or
+// the quote is shorter than its IPv4 header plus 8 bytes.
+struct NatFlow {
+    uint8_t proto = 0;
+    NatEndpoint src;
+    NatEndpoint dst;
+};
+std::optional<NatFlow> icmp_error_quoted_flow(const uint8_t* ip, size_t len) noexcept;
+
+// The same on a frame of a batch (classify set l3_offset).
+inline NatResult snat_outbound(Frame& f, const PacketMeta& m, NatEndpoint external) noexcept {
+    return snat_outbound(f.data() + m.l3_offset, f.len - m.l3_offset, external);
+}
+inline NatResult dnat_inbound(Frame& f, const PacketMeta& m, NatEndpoint internal) noexcept {
+    return dnat_inbound(f.data() + m.l3_offset, f.len - m.l3_offset, internal);
+}
+inline NatResult translate_icmp_error_inbound(Frame& f, const PacketMeta& m,
+                                              NatEndpoint internal) noexcept {
+    return translate_icmp_error_inbound(f.data() + m.l3_offset, f.len - m.l3_offset, internal);
+}
+inline NatResult translate_icmp_error_outbound(Frame& f, const PacketMeta& m,
+                                               NatEndpoint external) noexcept {
+    return translate_icmp_error_outbound(f.data() + m.l3_offset, f.len - m.l3_offset, external);
+}
+
+// What a connection entry remembers of its translation, in CtEntry::reserved64 (see the top
+// of this file). Zero is "not translated", so zeroed entries need no initialisation.
+enum class NatRole : uint8_t {
+    none = 0,
+    primary = 1,  // the inside-key entry: `endpoint` is the external address and port
+    alias = 2,    // the outside-key entry: `endpoint` is the instance's address and port
+};
+
+struct NatBinding {
+    Ipv4Addr addr;  // host order
+    uint16_t port = 0;
+    NatRole role = NatRole::none;
+    uint8_t flags = 0;  // reserved, 0
+
+    NatEndpoint endpoint() const { return {addr, port}; }
+    bool translated() const { return role != NatRole::none; }
+    friend constexpr bool operator==(const NatBinding&, const NatBinding&) = default;
+};
+static_assert(sizeof(NatBinding) == sizeof(CtEntry::reserved64));
+static_assert(std::is_trivially_copyable_v<NatBinding>);
+
+// Read and written as one 64-bit atomic, so the nat_in step may read an alias entry without
+// its lock while the creating worker stores it.
+inline NatBinding load_nat_binding(const CtEntry& e) noexcept {
+    return std::bit_cast<NatBinding>(__atomic_load_n(&e.reserved64, __ATOMIC_ACQUIRE));
+}
+inline void store_nat_binding(CtEntry& e, NatBinding b) noexcept {
+    __atomic_store_n(&e.reserved64, std::bit_cast<uint64_t>(b), __ATOMIC_RELEASE);
+}
+
+}  // namespace calyx::dp
