@@ -12,6 +12,7 @@
 #include <rte_mbuf.h>
 #include <rte_rcu_qsbr.h>
 
+#include "cp/reload.hpp"
 #include "cp/snapshot_builder.hpp"
 #include "io/clock.hpp"
 
@@ -93,10 +94,8 @@ Router::~Router() {
 
 std::expected<void, std::string> Router::apply(config::Config cfg) {
     std::lock_guard lock(control_);
-    if (cfg.dataplane.conntrack.capacity != conntrack_->capacity())
-        return std::unexpected(fmt::format(
-            "dataplane.conntrack.capacity cannot change while running ({} -> {}): restart calyx",
-            conntrack_->capacity(), cfg.dataplane.conntrack.capacity));
+    if (generation_ > 0)
+        if (auto why = restart_required(cfg_, cfg)) return std::unexpected(*why);
     // Open ports for new instances (or instances whose port changed) first; on any failure
     // close just those again and leave everything as it was.
     std::map<std::string, std::unique_ptr<io::VhostPort>> opened;

@@ -1,0 +1,22 @@
+#include "cp/reload.hpp"
+
+#include <fmt/format.h>
+
+namespace calyx::cp {
+
+std::optional<std::string> restart_required(const config::Config& running, const config::Config& next) {
+    std::vector<std::string> changed;
+    if (running.dataplane.workers != next.dataplane.workers) changed.push_back("dataplane.workers");
+    if (running.dataplane.eal_args != next.dataplane.eal_args) changed.push_back("dataplane.eal_args");
+    if (running.dataplane.mbufs != next.dataplane.mbufs) changed.push_back("dataplane.mbufs");
+    if (running.dataplane.conntrack.capacity != next.dataplane.conntrack.capacity)
+        changed.push_back("dataplane.conntrack.capacity");
+    if (running.control.socket != next.control.socket) changed.push_back("control.socket");
+    if (running.metrics.listen != next.metrics.listen) changed.push_back("metrics.listen");
+    if (changed.empty()) return std::nullopt;
+    std::string list;
+    for (const auto& c : changed) list += (list.empty() ? "" : ", ") + c;
+    return fmt::format("{} cannot change while calyx runs: restart calyx to apply", list);
+}
+
+}  // namespace calyx::cp
