@@ -116,6 +116,31 @@ struct DataplaneConfig {
     ConntrackConfig conntrack;
 };
 
+enum class UplinkPortType { tap, af_packet, pci };
+std::string_view to_string(UplinkPortType);
+
+// The way out to the provider network / Internet: one ethdev port and the compute host's
+// public address on it. `nat` networks are masqueraded to `address`; the uplink subnet is
+// on-link (reached by ARP), everything else goes to `gateway`.
+struct UplinkConfig {
+    UplinkPortType type = UplinkPortType::tap;
+    std::string tap_name;         // tap: the Linux interface calyx creates
+    std::string af_packet_iface;  // af_packet: an existing Linux interface
+    std::string pci_address;      // pci: "DDDD:BB:DD.F", lowercase hex, domain always present
+    uint16_t queues = 1;
+    Ipv4Addr address;               // the host's address; host bits of the subnet set
+    uint8_t prefix_length = 0;      // of the uplink subnet, 8..30
+    Ipv4Addr gateway;               // inside the subnet, not `address`
+    uint16_t nat_port_min = 20000;  // masquerade source ports, inclusive, at least 64 of them
+    uint16_t nat_port_max = 59999;
+    SourceLocation where;  // the `uplink` mapping
+
+    // The on-link subnet: `address` with its host bits cleared.
+    constexpr Ipv4Prefix subnet() const {
+        return {Ipv4Addr{address.value & Ipv4Prefix::mask_of(prefix_length)}, prefix_length};
+    }
+};
+
 struct ControlConfig {
     std::string socket = "/run/calyx/calyx.sock";
 };
@@ -132,6 +157,7 @@ struct Config {
     std::vector<NetworkConfig> networks;
     std::vector<InstanceConfig> instances;
     std::vector<SecurityGroupConfig> security_groups;
+    std::optional<UplinkConfig> uplink;  // none: no way out, only the site's networks
 
     const NetworkConfig* find_network(std::string_view name) const;
     const InstanceConfig* find_instance(std::string_view name) const;

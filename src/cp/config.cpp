@@ -3,7 +3,8 @@
 // One pass over the YAML tree reads every section and records every error with the location
 // of the node it concerns; cross-entry rules (unique names, MACs, addresses, sockets, network
 // overlap, instance -> network) are checked as entries are read, against the entries before
-// them. Errors are sorted by position at the end, so the user reads them top to bottom.
+// them; the uplink is read after every network and checked against all of them. Errors are
+// sorted by position at the end, so the user reads them top to bottom.
 // yaml-cpp throws; nothing it throws leaves this file.
 #include "calyx/config.hpp"
 
@@ -52,6 +53,18 @@ std::string_view to_string(VhostMode mode) {
     return "?";
 }
 
+std::string_view to_string(UplinkPortType type) {
+    switch (type) {
+        case UplinkPortType::tap:
+            return "tap";
+        case UplinkPortType::af_packet:
+            return "af_packet";
+        case UplinkPortType::pci:
+            return "pci";
+    }
+    return "?";
+}
+
 const NetworkConfig* Config::find_network(std::string_view name) const {
     auto it = std::ranges::find(networks, name, &NetworkConfig::name);
     return it == networks.end() ? nullptr : &*it;
@@ -82,8 +95,8 @@ namespace {
 using YAML::Node;
 using Keys = std::span<const std::string_view>;
 
-constexpr std::string_view kTopKeys[] = {"dataplane", "control",   "metrics",
-                                         "networks",  "instances", "security_groups"};
+constexpr std::string_view kTopKeys[] = {"dataplane", "control",         "metrics", "networks",
+                                         "instances", "security_groups", "uplink"};
 constexpr std::string_view kDataplaneKeys[] = {
     "workers",           "eal_args", "gateway_mac", "icmp_errors_per_second",
     "icmp_errors_burst", "mbufs",    "conntrack"};
@@ -97,6 +110,9 @@ constexpr std::string_view kInstanceKeys[] = {"name", "network",         "mac", 
                                               "port", "security_groups", "ports"};
 constexpr std::string_view kPortKeys[] = {"type", "socket", "mode", "queues"};
 constexpr std::string_view kGroupKeys[] = {"name", "rules"};
+constexpr std::string_view kUplinkKeys[] = {"port", "address", "gateway", "nat_ports"};
+// Every key of every uplink port type; which ones a port may have depends on its type.
+constexpr std::string_view kUplinkPortKeys[] = {"type", "name", "iface", "address", "queues"};
 constexpr std::string_view kRuleKeys[] = {"direction", "protocol", "ports",       "icmp_type",
                                           "icmp_code", "remote",   "remote_group"};
 
@@ -138,13 +154,28 @@ constexpr ProtocolName kProtocolNames[] = {
 constexpr std::string_view kProtocolWords[] = {"tcp", "udp", "icmp", "any"};
 constexpr std::string_view kDirectionWords[] = {"ingress", "egress"};
 
+// The uplink port types and the one key that names each one's device.
+struct UplinkPortKind {
+    std::string_view word;
+    UplinkPortType type;
+    std::string_view device_key;
+};
+constexpr UplinkPortKind kUplinkPortKinds[] = {{"tap", UplinkPortType::tap, "name"},
+                                               {"af_packet", UplinkPortType::af_packet, "iface"},
+                                               {"pci", UplinkPortType::pci, "address"}};
+constexpr std::string_view kUplinkPortWords[] = {"tap", "af_packet", "pci"};
+
 constexpr unsigned kMaxLcore = 128;         // RTE_MAX_LCORE of the Debian DPDK build
 constexpr size_t kMaxUnixSocketPath = 107;  // sizeof(sockaddr_un::sun_path) - 1 for the NUL
+constexpr size_t kMaxInterfaceName = 15;    // IFNAMSIZ - 1 for the NUL
 constexpr uint64_t kMaxU32 = std::numeric_limits<uint32_t>::max();
 // The connection table is preallocated: below 1024 entries it is useless, above 2^27 its
 // memory (about 128 bytes a connection) is more than a host should give it by accident.
 constexpr uint64_t kMinConntrackCapacity = 1024;
 constexpr uint64_t kMaxConntrackCapacity = uint64_t{1} << 27;
+// Masquerade source ports: never the well-known ports, and enough of them to be worth a range.
+constexpr uint64_t kMinNatPort = 1024;
+constexpr uint64_t kMinNatPorts = 64;
 
 // Address ranges no instance network may use: they are never routed to a host's neighbours.
 struct ReservedRange {
@@ -157,6 +188,10 @@ constexpr ReservedRange kReserved[] = {
     {{Ipv4Addr::from_octets(224, 0, 0, 0), 4}, "multicast"},
     {{Ipv4Addr::from_octets(240, 0, 0, 0), 4}, "reserved"},
 };
+
+constexpr std::string_view kUplinkOverlap =
+    "the uplink subnet and the networks share one routing table, so their addresses must not "
+    "overlap";
 
 constexpr std::string_view kSecondPort =
     "has a second port: one instance, one interface — a second interface breaks communication "
@@ -281,6 +316,47 @@ bool is_pci_allow_arg(std::string_view arg) {
     return arg.starts_with("-a") || arg.starts_with("-w");
 }
 
+// What a Linux interface name must not contain: what the kernel's dev_valid_name() refuses
+// ('/', ':', whitespace), and ',', which would end the DPDK device argument (iface=NAME) that
+// calyx passes it in.
+bool is_interface_name_char(char c) {
+    return c != '/' && c != ':' && c != ',' && c != ' ' && c != '\t' && c != '\n' && c != '\v' &&
+           c != '\f' && c != '\r';
+}
+
+bool is_hex_digits(std::string_view text, size_t count) {
+    return text.size() == count && std::ranges::all_of(text, [](char c) {
+               return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+           });
+}
+
+// A PCI address split into its fields, each still text: DDDD:BB:DD.F, or BB:DD.F in domain 0.
+struct PciFields {
+    std::string_view domain = "0000", bus, device, function;
+};
+
+std::optional<PciFields> split_pci_address(std::string_view text) {
+    PciFields pci;
+    const size_t dot = text.rfind('.');
+    if (dot == std::string_view::npos) return std::nullopt;
+    pci.function = text.substr(dot + 1);
+    text = text.substr(0, dot);
+    const size_t colon = text.rfind(':');
+    if (colon == std::string_view::npos) return std::nullopt;
+    pci.device = text.substr(colon + 1);
+    text = text.substr(0, colon);
+    const size_t domain_colon = text.find(':');
+    if (domain_colon != std::string_view::npos) {
+        pci.domain = text.substr(0, domain_colon);
+        text = text.substr(domain_colon + 1);
+    }
+    pci.bus = text;
+    if (!is_hex_digits(pci.domain, 4) || !is_hex_digits(pci.bus, 2) ||
+        !is_hex_digits(pci.device, 2) || !is_hex_digits(pci.function, 1))
+        return std::nullopt;
+    return pci;
+}
+
 // Where each of the first three documents of a YAML stream starts.
 //
 // yaml-cpp 0.7 never consumes a token that cannot start a node (a stray ',' at the start of a
@@ -364,8 +440,9 @@ class Parser {
     }
 
     // --- generic readers: each reports its own errors and returns nullopt on any ---
+    // Unknown keys are suggested from `suggest` if given, else from `known`.
     std::optional<Mapping> mapping(const Field& field, std::string_view label,
-                                   std::string_view context, Keys known);
+                                   std::string_view context, Keys known, Keys suggest = {});
     void duplicate_key(const Mapping& mapping, const Field& duplicate, std::string_view context);
     void report_duplicates(const Mapping& mapping, std::string_view context);
     void require(const Mapping& mapping, std::string_view owner, Keys required);
@@ -379,6 +456,8 @@ class Parser {
     std::optional<MacAddr> unicast_mac(const Field& field, std::string_view label);
     std::optional<std::string> name(const Field& field, std::string_view what);
     std::optional<std::string> socket_path(const Field& field, std::string_view label);
+    std::optional<std::string> interface_name(const Field& field, std::string_view label);
+    std::optional<std::string> pci_address(const Field& field, std::string_view label);
 
     // --- sections ---
     void dataplane(const Field& field);
@@ -399,6 +478,11 @@ class Parser {
     void rule_icmp(const Mapping& m, RuleConfig& rule, bool protocol_known);
     void rule_remote(const Mapping& m, RuleConfig& rule);
     void check_group_reference(const Field& field, const std::string& group);
+    void uplink(const Field& field);
+    void uplink_port(const Field& field, UplinkConfig& uplink);
+    bool uplink_address(const Field& field, UplinkConfig& uplink);
+    void uplink_gateway(const Field& field, UplinkConfig& uplink, bool subnet_valid);
+    void uplink_nat_ports(const Field& field, UplinkConfig& uplink);
 
     std::string file_;
     Errors errors_;
@@ -416,7 +500,7 @@ class Parser {
 };
 
 std::optional<Mapping> Parser::mapping(const Field& field, std::string_view label,
-                                       std::string_view context, Keys known) {
+                                       std::string_view context, Keys known, Keys suggest) {
     if (!field.value.IsMap()) {
         error(field, "{} must be a mapping, got {}", label, describe(field.value));
         return std::nullopt;
@@ -430,7 +514,8 @@ std::optional<Mapping> Parser::mapping(const Field& field, std::string_view labe
         }
         const std::string& key = entry.key.Scalar();
         if (std::ranges::find(known, key) == known.end()) {
-            error(entry.key, "unknown key '{}' {}{}", key, context, suggestion(key, known));
+            error(entry.key, "unknown key '{}' {}{}", key, context,
+                  suggestion(key, suggest.empty() ? known : suggest));
             continue;
         }
         if (!m.fields.try_emplace(key, entry).second) m.duplicates.push_back(entry);
@@ -558,6 +643,59 @@ std::optional<std::string> Parser::socket_path(const Field& field, std::string_v
     return text;
 }
 
+// A Linux network interface name: 1 to 15 bytes, not '.' or '..', none of the characters
+// is_interface_name_char refuses.
+std::optional<std::string> Parser::interface_name(const Field& field, std::string_view label) {
+    const auto text = scalar(field, label, "a Linux interface name");
+    if (!text) return std::nullopt;
+    if (text->empty()) {
+        error(field, "{} must not be empty", label);
+    } else if (text->size() > kMaxInterfaceName) {
+        error(field, "{} is {} bytes long; a Linux interface name holds at most {}", label,
+              text->size(), kMaxInterfaceName);
+    } else if (*text == "." || *text == "..") {
+        error(field, "{} must be a Linux interface name, not '{}'", label, *text);
+    } else if (!std::ranges::all_of(*text, is_interface_name_char)) {
+        error(field,
+              "{} must be a Linux interface name without '/', ':', ',' or whitespace, got '{}'",
+              label, *text);
+    } else {
+        return text;
+    }
+    return std::nullopt;
+}
+
+// DPDK's form of a PCI address, DDDD:BB:DD.F in hex, or BB:DD.F for domain 0000. Returned in
+// the long form and in lowercase, as DPDK and sysfs print it.
+std::optional<std::string> Parser::pci_address(const Field& field, std::string_view label) {
+    constexpr std::string_view kExpected = "a PCI address like 0000:01:00.0";
+    const auto text = scalar(field, label, kExpected);
+    if (!text) return std::nullopt;
+    const auto pci = split_pci_address(*text);
+    if (!pci) {
+        error(field, "{} must be {}, got '{}'", label, kExpected, *text);
+        return std::nullopt;
+    }
+    // Five bits of device, three of function.
+    const auto hex = [](std::string_view digits) {
+        unsigned value = 0;
+        std::from_chars(digits.data(), digits.data() + digits.size(), value, 16);
+        return value;
+    };
+    if (hex(pci->device) > 0x1f || hex(pci->function) > 7) {
+        error(field,
+              "{} {} is not a PCI address: the device is at most 1f and the function at most 7",
+              label, *text);
+        return std::nullopt;
+    }
+    std::string normal =
+        fmt::format("{}:{}:{}.{}", pci->domain, pci->bus, pci->device, pci->function);
+    std::ranges::transform(normal, normal.begin(), [](char c) {
+        return c >= 'A' && c <= 'F' ? static_cast<char>(c - 'A' + 'a') : c;
+    });
+    return normal;
+}
+
 std::expected<Config, Errors> Parser::parse(std::string_view text) {
     try {
         const std::string yaml{text};
@@ -591,6 +729,8 @@ std::expected<Config, Errors> Parser::parse(std::string_view text) {
             if (const Field* f = top->get("networks"))
                 if (const auto items = list(*f, "'networks'"))
                     for (const Field& item : *items) network(item);
+            // After the networks, which its subnet must not overlap.
+            if (const Field* f = top->get("uplink")) uplink(*f);
             // Security groups before instances, which name them; rules may name any group.
             if (const Field* f = top->get("security_groups"))
                 if (const auto items = list(*f, "'security_groups'"))
@@ -655,9 +795,9 @@ void Parser::dataplane(const Field& field) {
                 if (!arg) continue;
                 if (is_pci_allow_arg(*arg)) {
                     error(item,
-                          "eal_args must not contain '{}': PCI devices are configured as "
-                          "ports, never via eal_args (calyx passes --no-pci unless a pci "
-                          "port is configured)",
+                          "eal_args must not contain '{}': PCI devices are given to calyx "
+                          "as the uplink port, never via eal_args (calyx passes -a with the "
+                          "address of a pci uplink, and --no-pci otherwise)",
                           *arg);
                     continue;
                 }
@@ -1066,6 +1206,208 @@ std::optional<PortConfig> Parser::port(const Field& field) {
         if (const auto v = integer(*f, "'queues'", 1, 8)) port.queues = static_cast<uint16_t>(*v);
     if (!ok) return std::nullopt;
     return port;
+}
+
+void Parser::uplink(const Field& field) {
+    const auto m = mapping(field, "'uplink'", "in uplink", kUplinkKeys);
+    if (!m) return;
+    report_duplicates(*m, "in uplink");
+    require(*m, "uplink", std::array<std::string_view, 3>{"port", "address", "gateway"});
+    UplinkConfig up;
+    up.where = at(m->node);
+
+    if (const Field* f = m->get("port")) uplink_port(*f, up);
+    const Field* address = m->get("address");
+    const bool subnet_valid = address && uplink_address(*address, up);
+    if (const Field* f = m->get("gateway")) uplink_gateway(*f, up, subnet_valid);
+    if (const Field* f = m->get("nat_ports")) uplink_nat_ports(*f, up);
+    config_.uplink = std::move(up);
+}
+
+// The keys a port may have depend on its type, so the type is looked at before the mapping
+// is read: a typo is then suggested among that type's keys, and another type's device key
+// among them gets this type's one.
+void Parser::uplink_port(const Field& field, UplinkConfig& up) {
+    const UplinkPortKind* kind = nullptr;
+    if (field.value.IsMap()) {
+        // A missing key is an invalid node, which throws on anything but IsDefined.
+        if (const Node type = field.value["type"]; type.IsDefined() && type.IsScalar()) {
+            const auto it =
+                std::ranges::find(kUplinkPortKinds, type.Scalar(), &UplinkPortKind::word);
+            if (it != std::end(kUplinkPortKinds)) kind = &*it;
+        }
+    }
+    const std::array<std::string_view, 3> own_keys{"type", kind ? kind->device_key : "", "queues"};
+    const std::string context = kind ? fmt::format("in {} port", kind->word) : "in uplink port";
+    const auto m =
+        mapping(field, "'port'", context, kUplinkPortKeys, kind ? Keys{own_keys} : Keys{});
+    if (!m) return;
+    report_duplicates(*m, context);
+    require(*m, "uplink port", std::array<std::string_view, 1>{"type"});
+    if (kind) {
+        up.type = kind->type;
+        require(*m, fmt::format("{} port", kind->word),
+                std::array<std::string_view, 1>{kind->device_key});
+    } else if (const Field* f = m->get("type")) {
+        if (const auto type = scalar(*f, "'type'", "tap, af_packet or pci")) {
+            if (*type == "vhost-user")
+                error(*f,
+                      "port type 'vhost-user' is for instances, not for the uplink: the uplink "
+                      "is a tap, af_packet or pci port");
+            else
+                error(*f, "'type' must be tap, af_packet or pci, got '{}'{}", *type,
+                      suggestion(*type, kUplinkPortWords));
+        }
+    }
+
+    // Each device key is checked by its own rule, unless the type says it is the wrong key.
+    for (const UplinkPortKind& owner : kUplinkPortKinds) {
+        const Field* f = m->get(owner.device_key);
+        if (!f) continue;
+        if (kind && kind != &owner) {
+            const std::string hint = m->get(kind->device_key)
+                                         ? ""
+                                         : fmt::format("; did you mean '{}'?", kind->device_key);
+            error(f->key, "unknown key '{}' {}{}", owner.device_key, context, hint);
+            continue;
+        }
+        const std::string label = fmt::format("'{}'", owner.device_key);
+        switch (owner.type) {
+            case UplinkPortType::tap:
+                if (auto v = interface_name(*f, label)) up.tap_name = std::move(*v);
+                break;
+            case UplinkPortType::af_packet:
+                if (auto v = interface_name(*f, label)) up.af_packet_iface = std::move(*v);
+                break;
+            case UplinkPortType::pci:
+                if (auto v = pci_address(*f, label)) up.pci_address = std::move(*v);
+                break;
+        }
+    }
+    if (const Field* f = m->get("queues"))
+        if (const auto v = integer(*f, "'queues'", 1, 8)) up.queues = static_cast<uint16_t>(*v);
+}
+
+// "a.b.c.d/len": the host's address with the length of its subnet. True if the subnet is
+// usable, so that the gateway can be checked against it.
+bool Parser::uplink_address(const Field& f, UplinkConfig& up) {
+    constexpr std::string_view kExpected =
+        "an IPv4 address with its prefix length like 198.51.100.10/24";
+    const auto text = scalar(f, "'address'", kExpected);
+    if (!text) return false;
+    const auto parsed = Ipv4Prefix::parse(*text, /*allow_host_bits=*/true);
+    if (!parsed) {
+        if (Ipv4Addr::parse(*text))
+            error(f, "'address' {} has no prefix length; write it with its subnet's, like {}/24",
+                  *text, *text);
+        else
+            error(f, "'address' must be {}, got '{}'", kExpected, *text);
+        return false;
+    }
+    up.address = *Ipv4Addr::parse(std::string_view{*text}.substr(0, text->find('/')));
+    up.prefix_length = parsed->length;
+    const Ipv4Prefix subnet = up.subnet();
+    const std::string addr = up.address.to_string();
+    const std::string net = subnet.to_string();
+
+    if (subnet.length < 8) {
+        error(f,
+              "uplink subnet {} is too large: all of it is reached directly on the uplink, so "
+              "a prefix shorter than /8 would put a large share of all IPv4 destinations on "
+              "one link",
+              net);
+        return false;
+    }
+    if (subnet.length > 30) {
+        error(f,
+              "uplink subnet {} is too small: it needs a network address, the host's address, "
+              "the gateway and a broadcast address, so its prefix is at most /30",
+              net);
+        return false;
+    }
+    for (const auto& reserved : kReserved) {
+        if (reserved.prefix.contains(subnet)) {
+            error(f, "address {} is inside {} ({}), which is never assigned to hosts", addr,
+                  reserved.prefix.to_string(), reserved.what);
+            return false;
+        }
+    }
+    if (up.address == subnet.addr) {
+        error(f, "address {} is the network address of {}", addr, net);
+        return true;
+    }
+    if (up.address == subnet.broadcast()) {
+        error(f, "address {} is the broadcast address of {}", addr, net);
+        return true;
+    }
+    // Against every network, wherever it is in the file: the uplink is read after them.
+    for (const NetworkEntry& other : networks_) {
+        const NetworkConfig& n = other.config;
+        if (other.gateway_valid && n.gateway == up.address) {
+            error(f, "address {} is the gateway address of network '{}'", addr, n.name);
+        } else if (!other.cidr_valid) {
+            continue;
+        } else if (n.cidr.contains(up.address)) {
+            error(f, "address {} is inside network '{}' ({}, line {}): {}", addr, n.name,
+                  n.cidr.to_string(), n.where.line, kUplinkOverlap);
+        } else if (n.cidr.contains(subnet) || subnet.contains(n.cidr)) {
+            error(f, "uplink subnet {} overlaps {} of network '{}' (line {}): {}", net,
+                  n.cidr.to_string(), n.name, n.where.line, kUplinkOverlap);
+        }
+    }
+    return true;
+}
+
+// The upstream router: another host of the uplink subnet.
+void Parser::uplink_gateway(const Field& f, UplinkConfig& up, bool subnet_valid) {
+    const auto gateway = ipv4(f, "'gateway'");
+    if (!gateway) return;
+    up.gateway = *gateway;
+    if (!subnet_valid) return;  // nothing to check it against
+    const Ipv4Prefix subnet = up.subnet();
+    const std::string text = gateway->to_string();
+    if (!subnet.contains(*gateway))
+        error(f, "gateway {} is outside the uplink subnet {}", text, subnet.to_string());
+    else if (*gateway == subnet.addr)
+        error(f, "gateway {} is the network address of {}", text, subnet.to_string());
+    else if (*gateway == subnet.broadcast())
+        error(f, "gateway {} is the broadcast address of {}", text, subnet.to_string());
+    else if (*gateway == up.address)
+        error(f, "gateway {} is the uplink address itself; it must be the upstream router's", text);
+}
+
+// "min-max", inclusive: the source ports masquerade may give connections.
+void Parser::uplink_nat_ports(const Field& f, UplinkConfig& up) {
+    constexpr std::string_view kExpected = "a port range like 20000-59999";
+    const auto text = scalar(f, "'nat_ports'", kExpected);
+    if (!text) return;
+    const std::string_view range{*text};
+    const size_t dash = range.find('-');
+    const auto first =
+        dash == std::string_view::npos ? std::nullopt : parse_unsigned(range.substr(0, dash));
+    const auto last =
+        dash == std::string_view::npos ? std::nullopt : parse_unsigned(range.substr(dash + 1));
+    if (!first || !last) {
+        error(f, "'nat_ports' must be {}, got '{}'", kExpected, *text);
+        return;
+    }
+    const auto in_range = [](uint64_t port) { return port >= kMinNatPort && port <= 65535; };
+    if (!in_range(*first) || !in_range(*last)) {
+        error(f, "'nat_ports' must be between {} and 65535 at both ends, got {}", kMinNatPort,
+              *text);
+        return;
+    }
+    if (*first > *last) {
+        error(f, "'nat_ports' range {} is reversed; did you mean {}-{}?", *text, *last, *first);
+        return;
+    }
+    if (const uint64_t count = *last - *first + 1; count < kMinNatPorts) {
+        error(f, "'nat_ports' range {} has only {} port{}; masquerade needs at least {}", *text,
+              count, count == 1 ? "" : "s", kMinNatPorts);
+        return;
+    }
+    up.nat_port_min = static_cast<uint16_t>(*first);
+    up.nat_port_max = static_cast<uint16_t>(*last);
 }
 
 void Parser::security_group(const Field& field) {

@@ -89,6 +89,11 @@ security_groups:
       - {direction: ingress, protocol: 17, ports: 5353-5354, remote_group: frontends}
       - {direction: ingress, protocol: 1, icmp_type: 3, icmp_code: 4, remote: 192.0.2.0/24}
       - {direction: egress, protocol: 47}
+uplink:
+  port: {type: tap, name: calyx-up, queues: 2}
+  address: 198.51.100.10/24
+  gateway: 198.51.100.1
+  nat_ports: "30000-39999"
 )";
 
 TEST(Config, FullConfigParsesWithExactValues) {
@@ -251,6 +256,86 @@ TEST(Config, SecurityGroupRulesParseWithExactValues) {
     EXPECT_EQ(gre.remote_group, std::nullopt);
 }
 
+TEST(Config, TapUplinkParsesWithExactValues) {
+    const auto result = parse_config(yaml(kFullConfig), "full.yaml");
+    ASSERT_TRUE(result.has_value()) << result.error().front().to_string();
+    ASSERT_TRUE(result->uplink.has_value());
+    const UplinkConfig& up = *result->uplink;
+    EXPECT_EQ(up.type, UplinkPortType::tap);
+    EXPECT_EQ(up.tap_name, "calyx-up");
+    EXPECT_EQ(up.af_packet_iface, "");
+    EXPECT_EQ(up.pci_address, "");
+    EXPECT_EQ(up.queues, 2);
+    EXPECT_EQ(up.address.to_string(), "198.51.100.10");  // the host's address, host bits kept
+    EXPECT_EQ(up.prefix_length, 24);
+    EXPECT_EQ(up.subnet().to_string(), "198.51.100.0/24");
+    EXPECT_EQ(up.gateway.to_string(), "198.51.100.1");
+    EXPECT_EQ(up.nat_port_min, 30000);
+    EXPECT_EQ(up.nat_port_max, 39999);
+    EXPECT_EQ(up.where.file, "full.yaml");
+    EXPECT_EQ(up.where.line, 62);
+    EXPECT_EQ(up.where.column, 3);
+}
+
+TEST(Config, AfPacketUplinkTakesTheDefaultQueuesAndNatPorts) {
+    const auto result = parse_config(yaml(R"(
+networks:
+  - {name: lan, kind: nat, cidr: 10.0.0.0/16, gateway: 10.0.0.1}
+uplink:
+  port: {type: af_packet, iface: eth1}
+  address: 192.0.2.77/28
+  gateway: 192.0.2.65
+)"),
+                                     "af.yaml");
+    ASSERT_TRUE(result.has_value()) << result.error().front().to_string();
+    ASSERT_TRUE(result->uplink.has_value());
+    const UplinkConfig& up = *result->uplink;
+    EXPECT_EQ(up.type, UplinkPortType::af_packet);
+    EXPECT_EQ(up.af_packet_iface, "eth1");
+    EXPECT_EQ(up.tap_name, "");
+    EXPECT_EQ(up.queues, 1);
+    EXPECT_EQ(up.address.to_string(), "192.0.2.77");
+    EXPECT_EQ(up.prefix_length, 28);
+    EXPECT_EQ(up.subnet().to_string(), "192.0.2.64/28");
+    EXPECT_EQ(up.gateway.to_string(), "192.0.2.65");
+    EXPECT_EQ(up.nat_port_min, 20000);
+    EXPECT_EQ(up.nat_port_max, 59999);
+}
+
+TEST(Config, PciUplinkAddressIsNormalisedToTheLongLowercaseForm) {
+    const auto result = parse_config(yaml(R"(
+uplink:
+  port: {type: pci, address: "3B:1f.7", queues: 8}
+  address: 203.0.113.2/30
+  gateway: 203.0.113.1
+  nat_ports: 1024-65535
+)"),
+                                     "pci.yaml");
+    ASSERT_TRUE(result.has_value()) << result.error().front().to_string();
+    ASSERT_TRUE(result->uplink.has_value());
+    const UplinkConfig& up = *result->uplink;
+    EXPECT_EQ(up.type, UplinkPortType::pci);
+    EXPECT_EQ(up.pci_address, "0000:3b:1f.7");
+    EXPECT_EQ(up.queues, 8);
+    EXPECT_EQ(up.address.to_string(), "203.0.113.2");
+    EXPECT_EQ(up.prefix_length, 30);
+    EXPECT_EQ(up.gateway.to_string(), "203.0.113.1");
+    EXPECT_EQ(up.nat_port_min, 1024);
+    EXPECT_EQ(up.nat_port_max, 65535);
+}
+
+TEST(Config, PciUplinkAddressInTheLongFormIsKept) {
+    const auto result = parse_config(yaml(R"(
+uplink:
+  port: {type: pci, address: 0001:01:00.0}
+  address: 198.51.100.10/24
+  gateway: 198.51.100.1
+)"),
+                                     "pci.yaml");
+    ASSERT_TRUE(result.has_value()) << result.error().front().to_string();
+    EXPECT_EQ(result->uplink->pci_address, "0001:01:00.0");
+}
+
 TEST(Config, OmittedSectionsKeepTheirDefaults) {
     const auto result = parse_config("networks: []\ninstances: []\n", "min.yaml");
     ASSERT_TRUE(result.has_value());
@@ -265,6 +350,7 @@ TEST(Config, OmittedSectionsKeepTheirDefaults) {
     EXPECT_EQ(result->control.socket, "/run/calyx/calyx.sock");
     EXPECT_EQ(result->metrics.listen, "127.0.0.1:9469");
     EXPECT_TRUE(result->security_groups.empty());
+    EXPECT_FALSE(result->uplink.has_value());
 }
 
 TEST(Config, ConntrackAcceptsCapacityAndTimeoutsInOneFlowMapping) {
@@ -330,6 +416,9 @@ TEST(Config, EnumsPrintAsTheirConfigSpelling) {
     EXPECT_EQ(to_string(VhostMode::client), "client");
     EXPECT_EQ(to_string(RuleDirection::ingress), "ingress");
     EXPECT_EQ(to_string(RuleDirection::egress), "egress");
+    EXPECT_EQ(to_string(UplinkPortType::tap), "tap");
+    EXPECT_EQ(to_string(UplinkPortType::af_packet), "af_packet");
+    EXPECT_EQ(to_string(UplinkPortType::pci), "pci");
 }
 
 TEST(Config, ErrorPrintsAsFileLineColumnMessage) {
@@ -386,6 +475,10 @@ std::string second_port(std::string_view where, std::string_view instance) {
     return std::string{where} + ": instance '" + std::string{instance} + "' " +
            std::string{kSecondPort};
 }
+
+constexpr std::string_view kUplinkOverlap =
+    "the uplink subnet and the networks share one routing table, so their addresses must not "
+    "overlap";
 
 const BadConfig kBadConfigs[] = {
     {"yaml_syntax_error_is_one_error_at_its_position",
@@ -500,13 +593,15 @@ dataplane:
 dataplane:
   eal_args: ["--no-huge", "-a", "0000:01:00.0", "--allow=0000:02:00.0", "-w0000:03:00.0"]
 )",
-     {"bad.yaml:2:27: eal_args must not contain '-a': PCI devices are configured as ports, never "
-      "via eal_args (calyx passes --no-pci unless a pci port is configured)",
-      "bad.yaml:2:49: eal_args must not contain '--allow=0000:02:00.0': PCI devices are "
-      "configured as ports, never via eal_args (calyx passes --no-pci unless a pci port is "
-      "configured)",
-      "bad.yaml:2:73: eal_args must not contain '-w0000:03:00.0': PCI devices are configured as "
-      "ports, never via eal_args (calyx passes --no-pci unless a pci port is configured)"}},
+     {"bad.yaml:2:27: eal_args must not contain '-a': PCI devices are given to calyx as the "
+      "uplink port, never via eal_args (calyx passes -a with the address of a pci uplink, and "
+      "--no-pci otherwise)",
+      "bad.yaml:2:49: eal_args must not contain '--allow=0000:02:00.0': PCI devices are given "
+      "to calyx as the uplink port, never via eal_args (calyx passes -a with the address of a "
+      "pci uplink, and --no-pci otherwise)",
+      "bad.yaml:2:73: eal_args must not contain '-w0000:03:00.0': PCI devices are given to "
+      "calyx as the uplink port, never via eal_args (calyx passes -a with the address of a pci "
+      "uplink, and --no-pci otherwise)"}},
 
     {"gateway_mac_must_be_unicast",
      R"(
@@ -1149,6 +1244,273 @@ networks:
       "bad.yaml:11:23: 'kind' must be public, nat or private, got 'privat'",
       "bad.yaml:11:37: cidr 10.0.0.128/25 overlaps 10.0.0.0/24 of network 'pub' (line 10): "
       "networks share one routing table, so their addresses must not overlap"}},
+
+    // --- uplink ---
+    {"uplink_must_be_a_mapping",
+     R"(
+uplink:
+)",
+     {"bad.yaml:1:1: 'uplink' must be a mapping, got an empty value"}},
+
+    {"uplink_port_type_is_required",
+     R"(
+uplink:
+  port: {name: calyx-up}
+  address: 198.51.100.10/24
+  gateway: 198.51.100.1
+)",
+     {"bad.yaml:2:9: uplink port is missing required key 'type'"}},
+
+    {"uplink_port_type_unknown_suggests_the_closest_one",
+     R"(
+uplink:
+  port: {type: af-packet, iface: eth1}
+  address: 198.51.100.10/24
+  gateway: 198.51.100.1
+)",
+     {"bad.yaml:2:16: 'type' must be tap, af_packet or pci, got 'af-packet'; did you mean "
+      "'af_packet'?"}},
+
+    {"uplink_port_type_vhost_user_is_for_instances",
+     R"(
+uplink:
+  port: {type: vhost-user, name: calyx-up}
+  address: 198.51.100.10/24
+  gateway: 198.51.100.1
+)",
+     {"bad.yaml:2:16: port type 'vhost-user' is for instances, not for the uplink: the uplink is "
+      "a tap, af_packet or pci port"}},
+
+    {"tap_uplink_needs_a_name",
+     R"(
+uplink:
+  port:
+    type: tap
+  address: 198.51.100.10/24
+  gateway: 198.51.100.1
+)",
+     {"bad.yaml:3:5: tap port is missing required key 'name'"}},
+
+    {"tap_name_is_at_most_15_bytes",
+     R"(
+uplink:
+  port: {type: tap, name: calyx-uplink-0001}
+  address: 198.51.100.10/24
+  gateway: 198.51.100.1
+)",
+     {"bad.yaml:2:27: 'name' is 17 bytes long; a Linux interface name holds at most 15"}},
+
+    {"af_packet_iface_is_a_linux_interface_name",
+     R"(
+uplink:
+  port: {type: af_packet, iface: "eth0/1"}
+  address: 198.51.100.10/24
+  gateway: 198.51.100.1
+)",
+     {"bad.yaml:2:34: 'iface' must be a Linux interface name without '/', ':', ',' or "
+      "whitespace, got 'eth0/1'"}},
+
+    {"iface_with_a_tap_port_is_an_unknown_key",
+     R"(
+uplink:
+  port:
+    type: tap
+    iface: calyx-up
+  address: 198.51.100.10/24
+  gateway: 198.51.100.1
+)",
+     {"bad.yaml:3:5: tap port is missing required key 'name'",
+      "bad.yaml:4:5: unknown key 'iface' in tap port; did you mean 'name'?"}},
+
+    {"other_types_device_keys_and_typos_are_unknown_keys_of_the_type",
+     R"(
+uplink:
+  port:
+    type: pci
+    adress: "0000:01:00.0"
+    name: eth1
+    queues: 9
+  address: 198.51.100.10/24
+  gateway: 198.51.100.1
+)",
+     {"bad.yaml:3:5: pci port is missing required key 'address'",
+      "bad.yaml:4:5: unknown key 'adress' in pci port; did you mean 'address'?",
+      "bad.yaml:5:5: unknown key 'name' in pci port; did you mean 'address'?",
+      "bad.yaml:6:13: 'queues' must be between 1 and 8, got 9"}},
+
+    {"pci_address_is_dddd_bb_dd_f",
+     R"(
+uplink:
+  port: {type: pci, address: "0000:01:00"}
+  address: 198.51.100.10/24
+  gateway: 198.51.100.1
+)",
+     {"bad.yaml:2:30: 'address' must be a PCI address like 0000:01:00.0, got '0000:01:00'"}},
+
+    {"pci_device_is_at_most_1f_and_function_at_most_7",
+     R"(
+uplink:
+  port: {type: pci, address: "0000:01:20.0"}
+  address: 198.51.100.10/24
+  gateway: 198.51.100.1
+)",
+     {"bad.yaml:2:30: 'address' 0000:01:20.0 is not a PCI address: the device is at most 1f and "
+      "the function at most 7"}},
+
+    {"uplink_address_needs_its_prefix_length",
+     R"(
+uplink:
+  port: {type: tap, name: calyx-up}
+  address: 198.51.100.10
+  gateway: 198.51.100.1
+)",
+     {"bad.yaml:3:12: 'address' 198.51.100.10 has no prefix length; write it with its subnet's, "
+      "like 198.51.100.10/24"}},
+
+    {"uplink_address_is_not_the_network_address",
+     R"(
+uplink:
+  port: {type: tap, name: calyx-up}
+  address: 198.51.100.0/24
+  gateway: 198.51.100.1
+)",
+     {"bad.yaml:3:12: address 198.51.100.0 is the network address of 198.51.100.0/24"}},
+
+    {"uplink_address_is_not_the_broadcast_address",
+     R"(
+uplink:
+  port: {type: tap, name: calyx-up}
+  address: 198.51.100.255/24
+  gateway: 198.51.100.1
+)",
+     {"bad.yaml:3:12: address 198.51.100.255 is the broadcast address of 198.51.100.0/24"}},
+
+    {"uplink_prefix_length_is_between_8_and_30",
+     R"(
+uplink:
+  port: {type: tap, name: calyx-up}
+  address: 198.51.100.10/31
+  gateway: 198.51.100.11
+)",
+     {"bad.yaml:3:12: uplink subnet 198.51.100.10/31 is too small: it needs a network address, "
+      "the host's address, the gateway and a broadcast address, so its prefix is at most /30"}},
+
+    {"uplink_address_is_not_loopback",
+     R"(
+uplink:
+  port: {type: tap, name: calyx-up}
+  address: 127.0.0.2/8
+  gateway: 127.0.0.1
+)",
+     {"bad.yaml:3:12: address 127.0.0.2 is inside 127.0.0.0/8 (loopback), which is never "
+      "assigned to hosts"}},
+
+    {"uplink_address_is_not_inside_an_instance_network",
+     R"(
+networks:
+  - {name: lan, kind: nat, cidr: 10.0.0.0/16, gateway: 10.0.0.1}
+uplink:
+  port: {type: tap, name: calyx-up}
+  address: 10.0.3.5/24
+  gateway: 10.0.3.1
+)",
+     {"bad.yaml:5:12: address 10.0.3.5 is inside network 'lan' (10.0.0.0/16, line 2): " +
+      std::string{kUplinkOverlap}}},
+
+    {"uplink_address_is_not_a_network_gateway",
+     R"(
+networks:
+  - {name: lan, kind: nat, cidr: 10.0.0.0/24, gateway: 10.0.0.1}
+uplink:
+  port: {type: tap, name: calyx-up}
+  address: 10.0.0.1/24
+  gateway: 10.0.0.254
+)",
+     {"bad.yaml:5:12: address 10.0.0.1 is the gateway address of network 'lan'"}},
+
+    // The uplink is checked against every network, also those after it in the file.
+    {"uplink_subnet_and_instance_networks_do_not_overlap",
+     R"(
+uplink:
+  port: {type: tap, name: calyx-up}
+  address: 10.200.0.10/8
+  gateway: 10.200.0.1
+networks:
+  - {name: lan, kind: private, cidr: 10.1.0.0/16, gateway: 10.1.0.1}
+  - {name: pub, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1}
+)",
+     {"bad.yaml:3:12: uplink subnet 10.0.0.0/8 overlaps 10.1.0.0/16 of network 'lan' (line 6): " +
+      std::string{kUplinkOverlap}}},
+
+    {"uplink_gateway_is_inside_the_uplink_subnet",
+     R"(
+uplink:
+  port: {type: tap, name: calyx-up}
+  address: 198.51.100.10/24
+  gateway: 192.0.2.1
+)",
+     {"bad.yaml:4:12: gateway 192.0.2.1 is outside the uplink subnet 198.51.100.0/24"}},
+
+    {"uplink_gateway_is_not_the_uplink_address",
+     R"(
+uplink:
+  port: {type: tap, name: calyx-up}
+  address: 198.51.100.10/24
+  gateway: 198.51.100.10
+)",
+     {"bad.yaml:4:12: gateway 198.51.100.10 is the uplink address itself; it must be the "
+      "upstream router's"}},
+
+    {"nat_ports_range_is_not_reversed",
+     R"(
+uplink:
+  port: {type: tap, name: calyx-up}
+  address: 198.51.100.10/24
+  gateway: 198.51.100.1
+  nat_ports: "59999-20000"
+)",
+     {"bad.yaml:5:14: 'nat_ports' range 59999-20000 is reversed; did you mean 20000-59999?"}},
+
+    {"nat_ports_are_at_least_1024",
+     R"(
+uplink:
+  port: {type: tap, name: calyx-up}
+  address: 198.51.100.10/24
+  gateway: 198.51.100.1
+  nat_ports: 1000-2000
+)",
+     {"bad.yaml:5:14: 'nat_ports' must be between 1024 and 65535 at both ends, got 1000-2000"}},
+
+    {"nat_ports_range_has_at_least_64_ports",
+     R"(
+uplink:
+  port: {type: tap, name: calyx-up}
+  address: 198.51.100.10/24
+  gateway: 198.51.100.1
+  nat_ports: "20000-20062"
+)",
+     {"bad.yaml:5:14: 'nat_ports' range 20000-20062 has only 63 ports; masquerade needs at least "
+      "64"}},
+
+    {"nat_ports_is_a_range",
+     R"(
+uplink:
+  port: {type: tap, name: calyx-up}
+  address: 198.51.100.10/24
+  gateway: 198.51.100.1
+  nat_ports: 30000
+)",
+     {"bad.yaml:5:14: 'nat_ports' must be a port range like 20000-59999, got '30000'"}},
+
+    {"unknown_key_in_uplink_suggests_the_closest_one",
+     R"(
+uplink:
+  port: {type: tap, name: calyx-up}
+  address: 198.51.100.10/24
+  gatway: 198.51.100.1
+)",
+     {"bad.yaml:2:3: uplink is missing required key 'gateway'",
+      "bad.yaml:4:3: unknown key 'gatway' in uplink; did you mean 'gateway'?"}},
 };
 
 void PrintTo(const BadConfig& row, std::ostream* os) {
