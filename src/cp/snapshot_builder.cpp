@@ -108,6 +108,13 @@ std::expected<std::unique_ptr<dp::Snapshot>, std::string> build_snapshot(
         v.mtu = net.mtu;
         v.dhcp_lease_options = dp::encode_dhcp_network_options(net, true);
         v.dhcp_inform_options = dp::encode_dhcp_network_options(net, false);
+        // Every DHCP client accepts a 576-byte datagram; a longer reply may be dropped.
+        if (v.dhcp_lease_options.size() > dp::kDhcpMaxOptionBlob)
+            return std::unexpected(fmt::format(
+                "{}:{}:{}: network '{}': its DHCP options take {} bytes, more than the {} every "
+                "client accepts; give it fewer dns servers or routes",
+                net.where.file, net.where.line, net.where.column, net.name,
+                v.dhcp_lease_options.size(), dp::kDhcpMaxOptionBlob));
         snap->networks.push_back(std::move(v));
     }
     const size_t workers = std::max<size_t>(1, cfg.dataplane.workers.size());

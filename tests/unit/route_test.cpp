@@ -79,3 +79,26 @@ TEST_F(RouteTable, ManyInstancesInManyPrefixesAllResolve) {
 
 }  // namespace
 }  // namespace calyx::test
+
+namespace calyx::test {
+namespace {
+
+TEST_F(RouteTable, NetworkWhoseDhcpOptionsOverflowTheMinimumDatagramIsRefused) {
+    std::string routes;
+    for (int i = 0; i < 60; ++i) routes += fmt::format("{}192.0.{}.0/24", i ? ", " : "", i);
+    auto cfg = config::parse_config(
+        fmt::format("networks:\n  - {{name: big, kind: public, cidr: 10.0.0.0/24, gateway: 10.0.0.1, routes: [{}]}}\n", routes),
+        "big.yaml");
+    ASSERT_TRUE(cfg.has_value()) << cfg.error().front().to_string();
+    cp::SnapshotInputs in;
+    in.port_slot = [](const config::InstanceConfig&) { return uint16_t{0}; };
+    in.zone = [](const config::NetworkConfig&) { return uint16_t{1}; };
+    in.conntrack = conntrack_.get();
+    auto snap = cp::build_snapshot(*cfg, in, 1);
+    ASSERT_FALSE(snap.has_value());
+    EXPECT_NE(snap.error().find("big.yaml:2:5: network 'big': its DHCP options take"), std::string::npos)
+        << snap.error();
+}
+
+}  // namespace
+}  // namespace calyx::test
