@@ -1,32 +1,23 @@
 // calyx as every VM's gateway, end to end: the real calyx binary on a test config, and "VMs"
-// that are DPDK virtio-user ports in this process sending real frames over vhost-user.
+// that are DPDK virtio-user ports in this process sending real frames over vhost-user. The
+// topology and the fixture are in calyx_fixture.hpp; every instance here is in one allow-all
+// security group (security groups have their own suite, security_groups_test.cpp).
 //
-// Topology (one calyx, three instances, one per kind of network):
-//   web-1  public  203.0.113.0/24  gw 203.0.113.1   52:54:00:00:01:01  203.0.113.10
-//   app-1  nat     10.10.0.0/24    gw 10.10.0.1     52:54:00:00:02:01  10.10.0.5
-//   db-1   private 10.20.0.0/24    gw 10.20.0.1     52:54:00:00:03:01  10.20.0.7
-//
-// Each test starts its own calyx (fresh state, its own temp dir and EAL prefix) and prints
-// calyx's output when it fails. Usage: gateway_test [gtest flags] [--calyx-bin=PATH | PATH];
-// $CALYX_BIN wins (meson sets it). CALYX_IT_KEEP=1 keeps the temp dirs (configs, logs).
+// Usage: gateway_test [gtest flags] [--calyx-bin=PATH | PATH]; $CALYX_BIN wins (meson sets it).
+// CALYX_IT_KEEP=1 keeps the temp dirs (configs, logs).
 #include <gtest/gtest.h>
 
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
 #include <chrono>
-#include <cstdlib>
-#include <iostream>
-#include <map>
-#include <regex>
 #include <set>
-#include <sstream>
 #include <string>
 #include <thread>
 
 #include <fmt/format.h>
 
+#include "calyx_fixture.hpp"
 #include "calyx_process.hpp"
 #include "dhcp_frames.hpp"
 #include "test_frames.hpp"
@@ -37,306 +28,6 @@ namespace {
 
 using namespace std::chrono_literals;
 using std::chrono::milliseconds;
-
-// Generous but bounded: replies normally take microseconds.
-constexpr milliseconds kReply = 3s;       // a reply on a warm path
-constexpr milliseconds kWarmUp = 10s;     // first answer after calyx and the VM attach
-constexpr milliseconds kSilence = 500ms;  // how long "nothing arrives" is watched
-constexpr milliseconds kReconnect = 10s;  // calyx's client-mode reconnect (1 s retries)
-constexpr milliseconds kHandshake = 5s;   // vhost-user handshake with a server-mode calyx
-
-constexpr MacAddr kGatewayMac{{0xee, 0xee, 0xee, 0xee, 0xee, 0xee}};  // calyx's default
-
-struct Vm {
-    std::string name;
-    std::string network;
-    MacAddr mac;
-    Ipv4Addr ip;
-    Ipv4Addr gateway;
-};
-
-const Vm kWeb{"web-1",
-              "public",
-              {{0x52, 0x54, 0x00, 0x00, 0x01, 0x01}},
-              Ipv4Addr::from_octets(203, 0, 113, 10),
-              Ipv4Addr::from_octets(203, 0, 113, 1)};
-const Vm kApp{"app-1",
-              "nat",
-              {{0x52, 0x54, 0x00, 0x00, 0x02, 0x01}},
-              Ipv4Addr::from_octets(10, 10, 0, 5),
-              Ipv4Addr::from_octets(10, 10, 0, 1)};
-const Vm kDb{"db-1",
-             "private",
-             {{0x52, 0x54, 0x00, 0x00, 0x03, 0x01}},
-             Ipv4Addr::from_octets(10, 20, 0, 7),
-             Ipv4Addr::from_octets(10, 20, 0, 1)};
-const std::array<const Vm*, 3> kVms{&kWeb, &kApp, &kDb};
-
-const Ipv4Addr kPublicDns = Ipv4Addr::from_octets(203, 0, 113, 53);
-constexpr uint16_t kPublicMtu = 1450;  // not the default, so option 26 proves it is configured
-const Ipv4Addr kUnrouted = Ipv4Addr::from_octets(198, 18, 0, 1);
-
-std::string text(Ipv4Addr a) {
-    const uint32_t v = a.value;
-    return fmt::format("{}.{}.{}.{}", v >> 24, (v >> 16) & 0xff, (v >> 8) & 0xff, v & 0xff);
-}
-std::string text(const MacAddr& m) {
-    return fmt::format("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m.bytes[0], m.bytes[1],
-                       m.bytes[2], m.bytes[3], m.bytes[4], m.bytes[5]);
-}
-
-std::string describe_all(const std::vector<Bytes>& frames) {
-    std::string s;
-    for (auto& f : frames) s += "  " + describe_frame(f) + "\n";
-    return s;
-}
-
-// ------------------------------------------------------------------------------------------
-// Configs
-
-struct ConfigOptions {
-    std::set<std::string> client_mode{};  // instances whose calyx port connects (QEMU is server)
-};
-
-unsigned g_config_seq = 0;
-
-// The EAL file prefix for one calyx run: unique per test process and config, so calyx never
-// meets another DPDK process's files (calyx's own EAL keeps shared config in that directory).
-std::string calyx_eal_prefix() {
-    return fmt::format("calyx-it-{}-{}", ::getpid(), g_config_seq);
-}
-
-std::string gateway_config(const TempDir& dir, const ConfigOptions& opts = {}) {
-    ++g_config_seq;
-    const unsigned metrics_port = 20000 + (::getpid() * 13 + g_config_seq) % 30000;
-    std::string y =
-        fmt::format(R"(# written by gateway_test
-dataplane:
-  workers: [1]
-  eal_args: ["--no-huge", "-m", "512", "--file-prefix", "{prefix}"]
-  conntrack: {{capacity: 65536}}
-control:
-  socket: {dir}/calyx.sock
-metrics:
-  listen: 127.0.0.1:{metrics_port}
-# These tests are about the gateway and routing; security groups have their own suite.
-security_groups:
-  - name: open
-    rules:
-      - {{direction: ingress, protocol: any}}
-      - {{direction: egress, protocol: any}}
-networks:
-  - name: public
-    kind: public
-    cidr: 203.0.113.0/24
-    gateway: 203.0.113.1
-    dns: [{dns}]
-    mtu: {mtu}
-  - name: nat
-    kind: nat
-    cidr: 10.10.0.0/24
-    gateway: 10.10.0.1
-  - name: private
-    kind: private
-    cidr: 10.20.0.0/24
-    gateway: 10.20.0.1
-instances:
-)",
-                    fmt::arg("prefix", calyx_eal_prefix()), fmt::arg("dir", dir.path().string()),
-                    fmt::arg("metrics_port", metrics_port), fmt::arg("dns", text(kPublicDns)),
-                    fmt::arg("mtu", kPublicMtu));
-    for (const Vm* vm : kVms) {
-        y += fmt::format(
-            R"(  - name: {name}
-    network: {network}
-    mac: {mac}
-    ipv4: {ip}
-    security_groups: [open]
-    port: {{type: vhost-user, socket: {dir}/{name}.sock, mode: {mode}}}
-)",
-            fmt::arg("name", vm->name), fmt::arg("network", vm->network),
-            fmt::arg("mac", text(vm->mac)), fmt::arg("ip", text(vm->ip)),
-            fmt::arg("dir", dir.path().string()),
-            fmt::arg("mode", opts.client_mode.contains(vm->name) ? "client" : "server"));
-    }
-    return y;
-}
-
-// ------------------------------------------------------------------------------------------
-// Fixture: a calyx process and one VmPeer per instance.
-
-class CalyxFixture : public testing::Test {
-  protected:
-    fs::path socket_of(const Vm& vm) const { return dir_ / (vm.name + ".sock"); }
-    bool is_client_mode(const Vm& vm) const { return options_.client_mode.contains(vm.name); }
-
-    // Write the config (on the first call; later calls restart calyx on the same file) and
-    // start calyx; returns once its server-mode sockets exist or it printed "calyx: ready".
-    void start_calyx(const ConfigOptions& opts = {}) {
-        options_ = opts;
-        if (config_.empty()) {
-            config_ = dir_.write("calyx.yaml", gateway_config(dir_, opts));
-            eal_prefix_ = calyx_eal_prefix();
-        }
-        CalyxStartOptions start;
-        for (const Vm* vm : kVms)
-            if (!is_client_mode(*vm)) start.server_sockets.push_back(socket_of(*vm));
-        start.sockets_suffice = true;
-        auto c = CalyxProcess::start(config_, start);
-        ASSERT_TRUE(c) << c.error() << "\nconfig " << config_.string() << ":\n"
-                       << read_file(config_);
-        calyx_ = std::move(*c);
-    }
-
-    // Attach the VM's NIC. Server-mode calyx ports: the VM connects (retrying briefly while
-    // calyx is still creating the socket). Client-mode ports: the VM listens and calyx
-    // connects.
-    void attach(const Vm& vm) {
-        // Server-mode calyx answers the handshake in milliseconds; a client-mode calyx first
-        // has to notice the new socket (it retries once a second).
-        VmPeerOptions o{.socket = socket_of(vm),
-                        .mac = vm.mac,
-                        .server = is_client_mode(vm),
-                        .connect_timeout = is_client_mode(vm) ? kReconnect : kHandshake};
-        std::string last_error;
-        const auto deadline = std::chrono::steady_clock::now() + 5s;
-        do {
-            auto p = VmPeer::attach(o);
-            if (p) {
-                peers_[vm.name] = std::move(*p);
-                return;
-            }
-            last_error = p.error();
-            if (o.server) break;  // already waited connect_timeout
-            std::this_thread::sleep_for(100ms);
-        } while (std::chrono::steady_clock::now() < deadline);
-        FAIL() << vm.name << ": cannot attach: " << last_error;
-    }
-
-    VmPeer& vm(const Vm& v) {
-        auto it = peers_.find(v.name);
-        if (it == peers_.end() || !it->second) throw std::logic_error(v.name + " not attached");
-        return *it->second;
-    }
-
-    // The VM resolves its gateway: ARP who-has gateway, retried until answered. This is also
-    // what proves the path is up before a test checks that something does NOT arrive.
-    void warm_up(const Vm& v) {
-        auto reply = vm(v).request(arp_request(v.mac, v.ip, v.gateway), kWarmUp,
-                                   is_arp_reply_for(v.gateway));
-        ASSERT_TRUE(reply) << v.name << ": no ARP reply for its gateway " << text(v.gateway)
-                           << " within " << kWarmUp.count() << " ms";
-    }
-
-    // Start calyx and attach and warm up every VM. When that failed in several tests in a
-    // row, calyx is broken beyond what one test shows: fail at once instead of spending the
-    // same timeouts again (the first failures above carry calyx's output).
-    void start_all(const ConfigOptions& opts = {}) {
-        static int failed_in_a_row = 0;
-        constexpr int kGiveUpAfter = 3;
-        ASSERT_LT(failed_in_a_row, kGiveUpAfter) << "calyx could not serve the VMs in the previous "
-                                                 << kGiveUpAfter << " tests; not trying again";
-        ++failed_in_a_row;
-        ASSERT_NO_FATAL_FAILURE(start_calyx(opts));
-        for (const Vm* v : kVms) ASSERT_NO_FATAL_FAILURE(attach(*v));
-        for (const Vm* v : kVms) ASSERT_NO_FATAL_FAILURE(warm_up(*v));
-        failed_in_a_row = 0;
-    }
-
-    // An echo request from `from` to `dst`, sent to the gateway MAC as a VM with a default
-    // route via calyx would.
-    static Bytes ping_frame(const Vm& from, Ipv4Addr dst, uint16_t id, uint16_t seq,
-                            uint8_t ttl = 64) {
-        return echo_request(from.mac, kGatewayMac, from.ip, dst, id, seq, ttl);
-    }
-
-    // Expect no frame matching `pred` at `v` for kSilence.
-    void expect_nothing(const Vm& v, const FramePredicate& pred, std::string_view what) {
-        const auto got = vm(v).receive_all(kSilence, pred);
-        EXPECT_TRUE(got.empty()) << what << ": " << v.name << " received " << got.size()
-                                 << " frame(s):\n"
-                                 << describe_all(got);
-    }
-
-    // Ping from one instance to another through calyx: the request arrives routed (TTL - 1,
-    // gateway MAC as source), the destination answers, the reply arrives routed.
-    void expect_ping_between(const Vm& from, const Vm& to, uint16_t id, uint16_t seq) {
-        SCOPED_TRACE(fmt::format("ping {} -> {}", from.name, to.name));
-        ASSERT_TRUE(vm(from).send(ping_frame(from, to.ip, id, seq, 64)));
-        auto req = vm(to).receive(kReply, is_echo_request(id, seq));
-        ASSERT_TRUE(req) << "echo request did not arrive at " << to.name;
-        EXPECT_EQ(eth_src(*req), kGatewayMac);
-        EXPECT_EQ(eth_dst(*req), to.mac);
-        EXPECT_EQ(ipv4_of(*req).src.host(), from.ip.value);
-        EXPECT_EQ(ipv4_of(*req).dst.host(), to.ip.value);
-        EXPECT_EQ(ipv4_of(*req).ttl, 63) << "TTL must be decremented by exactly 1";
-        EXPECT_TRUE(ipv4_checksums_ok(*req)) << describe_frame(*req);
-
-        // The destination answers, as its IP stack would.
-        ASSERT_TRUE(vm(to).send(echo_reply(to.mac, kGatewayMac, to.ip, from.ip, id, seq, 64)));
-        auto rep = vm(from).receive(kReply, is_echo_reply(id, seq));
-        ASSERT_TRUE(rep) << "echo reply did not come back to " << from.name;
-        EXPECT_EQ(eth_src(*rep), kGatewayMac);
-        EXPECT_EQ(eth_dst(*rep), from.mac);
-        EXPECT_EQ(ipv4_of(*rep).src.host(), to.ip.value);
-        EXPECT_EQ(ipv4_of(*rep).ttl, 63);
-        EXPECT_TRUE(ipv4_checksums_ok(*rep)) << describe_frame(*rep);
-    }
-
-    // Ping the instance's own gateway address; calyx answers itself.
-    void expect_gateway_answers_ping(const Vm& v, uint16_t id, uint16_t seq) {
-        SCOPED_TRACE(fmt::format("ping {} -> its gateway {}", v.name, text(v.gateway)));
-        const Bytes req = ping_frame(v, v.gateway, id, seq);
-        auto rep = vm(v).request(req, kReply, is_echo_reply(id, seq));
-        ASSERT_TRUE(rep) << "no echo reply from the gateway";
-        EXPECT_EQ(eth_src(*rep), kGatewayMac);
-        EXPECT_EQ(eth_dst(*rep), v.mac);
-        EXPECT_EQ(ipv4_of(*rep).src.host(), v.gateway.value);
-        EXPECT_EQ(ipv4_of(*rep).dst.host(), v.ip.value);
-        EXPECT_TRUE(ipv4_checksums_ok(*rep)) << describe_frame(*rep);
-        // Same payload back.
-        EXPECT_EQ(rep->size(), req.size());
-        if (rep->size() == req.size()) {
-            const size_t payload = l4_offset(req) + sizeof(IcmpHdr);
-            EXPECT_TRUE(std::equal(req.begin() + payload, req.end(), rep->begin() + payload))
-                << "echo payload changed";
-        }
-    }
-
-    void TearDown() override {
-        const bool died = calyx_ && !calyx_->running();
-        if (died) ADD_FAILURE() << "calyx exited during the test";
-        if (HasFailure()) {
-            std::string peers;
-            for (auto& [name, p] : peers_)
-                if (p)
-                    peers += fmt::format("  {}: {} sent {} received {} skipped {}\n", name,
-                                         p->attached() ? "attached" : "detached", p->sent(),
-                                         p->received(), p->skipped());
-            std::cerr << "---- VM peers:\n" << peers;
-            if (calyx_) std::cerr << "---- " << calyx_->report() << "\n";
-        }
-        for (auto& [name, p] : peers_)
-            if (p) p->detach();
-        peers_.clear();
-        if (calyx_) calyx_->stop(5s);
-        calyx_.reset();
-        cleanup_eal_prefix();
-    }
-
-    void cleanup_eal_prefix() {
-        if (eal_prefix_.empty()) return;
-        std::error_code ec;
-        fs::remove_all(fs::path("/var/run/dpdk") / eal_prefix_, ec);
-    }
-
-    TempDir dir_;
-    fs::path config_;
-    std::string eal_prefix_;
-    ConfigOptions options_;
-    std::unique_ptr<CalyxProcess> calyx_;
-    std::map<std::string, std::unique_ptr<VmPeer>> peers_;
-};
 
 // All three instance ports in server mode (calyx creates the sockets).
 class GatewayTest : public CalyxFixture {
@@ -448,6 +139,24 @@ void expect_gateway_arp_reply(const Bytes& f, const Vm& asker, Ipv4Addr target) 
     EXPECT_EQ(eth_dst(f), asker.mac);
 }
 
+// ARP that `v` should not see: anything but an answer to its own who-has-gateway. warm_up()
+// repeats that request until the first answer, so on a busy machine later answers to the
+// repeats may still be on their way when a test starts watching for silence.
+FramePredicate unexpected_arp_at(const Vm& v) {
+    return [&v](const Bytes& f) {
+        if (!is_arp(f)) return false;
+        const ArpHdr a = arp_of(f);
+        const bool warm_up_answer = a.oper.host() == 2 && a.spa.host() == v.gateway.value &&
+                                    a.tha == v.mac && eth_dst(f) == v.mac;
+        return !warm_up_answer;
+    };
+}
+
+// ARP sent by the NIC with MAC `sha` (a request flooded or passed on to another instance).
+FramePredicate arp_sent_by(const MacAddr& sha) {
+    return [sha](const Bytes& f) { return is_arp(f) && arp_of(f).sha == sha; };
+}
+
 TEST_F(GatewayTest, ArpForTheGatewayIsAnsweredWithTheGatewayMac) {
     for (const Vm* v : kVms) {
         SCOPED_TRACE(v->name);
@@ -469,8 +178,8 @@ TEST_F(GatewayTest, ArpForAnyOtherAddressIsAnsweredWithTheGatewayMac) {
         expect_gateway_arp_reply(*r, kWeb, target);
     }
     // The ARP request itself is never flooded to other instances.
-    expect_nothing(kApp, is_arp, "ARP from web-1");
-    expect_nothing(kDb, is_arp, "ARP from web-1");
+    expect_nothing(kApp, arp_sent_by(kWeb.mac), "ARP from web-1");
+    expect_nothing(kDb, arp_sent_by(kWeb.mac), "ARP from web-1");
 }
 
 TEST_F(GatewayTest, ArpForOwnAddressAndGratuitousArpAreNotAnswered) {
@@ -479,14 +188,14 @@ TEST_F(GatewayTest, ArpForOwnAddressAndGratuitousArpAreNotAnswered) {
     // the VM's own address.
     ASSERT_TRUE(vm(kWeb).send(arp_request(kWeb.mac, Ipv4Addr{}, kWeb.ip)));
     ASSERT_TRUE(vm(kWeb).send(arp_request(kWeb.mac, kWeb.ip, kWeb.ip)));
-    expect_nothing(kWeb, is_arp, "ARP for its own address");
+    expect_nothing(kWeb, unexpected_arp_at(kWeb), "ARP for its own address");
     // Gratuitous ARP reply (announcement).
     ASSERT_TRUE(vm(kWeb).send(FrameBuilder()
                                   .eth(kWeb.mac, MacAddr::broadcast(), ethertype::kArp)
                                   .arp(2, kWeb.mac, kWeb.ip, MacAddr::broadcast(), kWeb.ip)
                                   .build()));
-    expect_nothing(kWeb, is_arp, "gratuitous ARP");
-    expect_nothing(kApp, is_arp, "gratuitous ARP from web-1");
+    expect_nothing(kWeb, unexpected_arp_at(kWeb), "gratuitous ARP");
+    expect_nothing(kApp, arp_sent_by(kWeb.mac), "gratuitous ARP from web-1");
     // The port still answers: the silence above was not a dead port.
     auto r = vm(kWeb).request(arp_request(kWeb.mac, kWeb.ip, kWeb.gateway), kReply,
                               is_arp_reply_for(kWeb.gateway));
@@ -580,7 +289,7 @@ TEST_F(GatewayTest, SpoofedSourceMacIsDropped) {
     expect_nothing(kApp, is_echo_request(0x600, 2), "app-1's own MAC as source");
     // ARP from a MAC that is not the instance's: no answer.
     ASSERT_TRUE(vm(kWeb).send(arp_request(stranger, kWeb.ip, kWeb.gateway)));
-    expect_nothing(kWeb, is_arp, "ARP with a spoofed source MAC");
+    expect_nothing(kWeb, unexpected_arp_at(kWeb), "ARP with a spoofed source MAC");
     ASSERT_TRUE(vm(kWeb).send(ping_frame(kWeb, kApp.ip, 0x600, 9)));
     EXPECT_TRUE(vm(kApp).receive(kReply, is_echo_request(0x600, 9)))
         << "unspoofed control packet not forwarded";
@@ -649,9 +358,11 @@ TEST_F(ClientModeTest, CalyxReconnectsWhenTheVmComesBack) {
 TEST_F(ClientModeTest, VmsReconnectAfterCalyxRestarts) {
     calyx_->stop(5s);
     ASSERT_NO_FATAL_FAILURE(start_calyx(options_));
-    // web-1's NIC stayed up (it is the server): calyx reconnects to it by itself. The
-    // server-mode VMs lost their socket and attach again, like a guest driver reset.
-    for (const Vm* v : {&kApp, &kDb}) {
+    // Every VM resets its NIC, like a guest driver whose backend went away (the harness cannot
+    // keep a server-mode NIC across a backend restart, see vm_peer.hpp). The server-mode ports
+    // are calyx's new sockets; web-1 listens on its socket again and calyx connects to it by
+    // itself.
+    for (const Vm* v : kVms) {
         vm(*v).detach();
         ASSERT_NO_FATAL_FAILURE(attach(*v));
     }
@@ -662,34 +373,6 @@ TEST_F(ClientModeTest, VmsReconnectAfterCalyxRestarts) {
 
 // ------------------------------------------------------------------------------------------
 // --check
-
-struct LocatedError {
-    std::string file;
-    int line = 0;
-    int column = 0;
-    std::string message;
-};
-
-std::vector<LocatedError> located_errors(const std::string& err) {
-    static const std::regex re(R"(^(.+):(\d+):(\d+): (.+)$)");
-    std::vector<LocatedError> out;
-    std::istringstream in(err);
-    std::string line;
-    std::smatch m;
-    while (std::getline(in, line))
-        if (std::regex_match(line, m, re))
-            out.push_back({m[1], std::stoi(m[2]), std::stoi(m[3]), m[4]});
-    return out;
-}
-
-// 1-based line of the first line of `text` containing `marker`.
-int line_of(const std::string& text, std::string_view marker) {
-    std::istringstream in(text);
-    std::string line;
-    for (int n = 1; std::getline(in, line); ++n)
-        if (line.find(marker) != std::string::npos) return n;
-    return 0;
-}
 
 TEST(ConfigCheck, ValidConfigPassesAndStartsNothing) {
     TempDir dir;
@@ -760,15 +443,5 @@ instances:
 }  // namespace calyx::test
 
 int main(int argc, char** argv) {
-    testing::InitGoogleTest(&argc, argv);
-    for (int i = 1; i < argc; ++i) {
-        const std::string a = argv[i];
-        if (a.starts_with("--calyx-bin="))
-            calyx::test::set_calyx_binary(a.substr(12));
-        else if (!a.starts_with("-"))
-            calyx::test::set_calyx_binary(a);
-    }
-    std::cerr << "[calyx-it] calyx binary: " << calyx::test::calyx_binary() << "\n";
-    calyx::test::VmPeerEal eal;
-    return RUN_ALL_TESTS();
+    return calyx::test::run_integration_tests(argc, argv);
 }

@@ -52,6 +52,10 @@ inline UdpHdr udp_of(const Bytes& f) {
     return header_copy<UdpHdr>(f, l4_offset(f)).value();
 }
 
+inline TcpHdr tcp_of(const Bytes& f) {
+    return header_copy<TcpHdr>(f, l4_offset(f)).value();
+}
+
 inline bool is_ipv4(const Bytes& f) {
     if (eth_type(f) != ethertype::kIpv4) return false;
     auto ip = header_copy<Ipv4Hdr>(f, kEthLen);
@@ -65,6 +69,10 @@ inline bool is_icmp(const Bytes& f) {
 inline bool is_udp(const Bytes& f) {
     return is_ipv4(f) && ipv4_of(f).protocol == ipproto::kUdp &&
            header_copy<UdpHdr>(f, l4_offset(f)).has_value();
+}
+inline bool is_tcp(const Bytes& f) {
+    return is_ipv4(f) && ipv4_of(f).protocol == ipproto::kTcp &&
+           header_copy<TcpHdr>(f, l4_offset(f)).has_value();
 }
 
 // ARP ------------------------------------------------------------------------------------------

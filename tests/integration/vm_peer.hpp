@@ -59,7 +59,9 @@ struct VmPeerOptions {
     MacAddr mac{};         // the VM NIC's MAC
     // false: the VM side is the vhost-user client and the socket must already exist (the
     // backend is the server). true: the VM side creates the socket and the backend connects to
-    // it (calyx port mode "client", like QEMU with `server=on`).
+    // it (calyx port mode "client", like QEMU with `server=on`). Either way, once the backend
+    // has gone away the VM is detached and attached again: a server-mode VM does not accept a
+    // reconnecting backend on its own (see "Link state" in vm_peer.cpp).
     bool server = false;
     // Bounds attach(): the backend connecting (server mode: the PMD blocks in accept()) and
     // answering the vhost-user handshake (the PMD waits for replies without a timeout).
@@ -99,7 +101,8 @@ public:
                                  const FramePredicate& pred,
                                  std::chrono::milliseconds interval = std::chrono::milliseconds(200));
 
-    // Link state as the virtio-user PMD reports it.
+    // Whether the vhost-user connection is alive (the backend has not closed it). Read from the
+    // socket, not from the PMD (see "Link state" in vm_peer.cpp).
     bool link_up() const;
     bool wait_link_up(std::chrono::milliseconds timeout) const;
 
@@ -126,6 +129,7 @@ private:
     uint16_t port_id_ = 0;
     rte_mempool* pool_ = nullptr;
     std::deque<Bytes> pending_;  // received, not yet examined
+    std::vector<int> connection_;  // the PMD's vhost-user connection (descriptor), for link_up()
     bool attached_ = false;
     uint64_t received_ = 0, skipped_ = 0, sent_ = 0;
 };
