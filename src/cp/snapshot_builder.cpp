@@ -68,24 +68,6 @@ std::expected<rte_fib*, std::string> build_fib(const std::vector<Route>& routes)
 
 }  // namespace
 
-dp::CtTimeouts ct_timeouts_of(const config::ConntrackConfig& c) {
-    dp::CtTimeouts t;
-    t.tcp_syn_sent = c.tcp_syn_sent;
-    t.tcp_syn_recv = c.tcp_syn_recv;
-    t.tcp_established = c.tcp_established;
-    t.tcp_fin_wait = c.tcp_fin_wait;
-    t.tcp_close_wait = c.tcp_close_wait;
-    t.tcp_last_ack = c.tcp_last_ack;
-    t.tcp_time_wait = c.tcp_time_wait;
-    t.tcp_close = c.tcp_close;
-    t.tcp_unacknowledged = c.tcp_unacknowledged;
-    t.udp_unreplied = c.udp_unreplied;
-    t.udp_replied = c.udp_replied;
-    t.icmp = c.icmp;
-    t.generic = c.generic;
-    return t;
-}
-
 std::expected<std::unique_ptr<dp::Snapshot>, std::string> build_snapshot(
     const config::Config& cfg, const SnapshotInputs& in, uint64_t generation) {
     if (!in.conntrack) return std::unexpected("no connection table");
@@ -94,7 +76,7 @@ std::expected<std::unique_ptr<dp::Snapshot>, std::string> build_snapshot(
     snap->gateway_mac = cfg.dataplane.gateway_mac;
     snap->icmp_errors_per_second = cfg.dataplane.icmp_errors_per_second;
     snap->icmp_errors_burst = cfg.dataplane.icmp_errors_burst;
-    snap->ct_timeouts = ct_timeouts_of(cfg.dataplane.conntrack);
+    snap->ct_timeouts = cfg.dataplane.conntrack;  // its timeouts part
     snap->fragment_timeout_s = cfg.dataplane.conntrack.fragment;
     snap->conntrack = in.conntrack;
 

@@ -25,7 +25,5 @@ struct SnapshotInputs {
 std::expected<std::unique_ptr<dp::Snapshot>, std::string> build_snapshot(
     const config::Config& cfg, const SnapshotInputs& in, uint64_t generation);
 
-// The connection-tracking lifetimes of a configuration.
-dp::CtTimeouts ct_timeouts_of(const config::ConntrackConfig& c);
 
 }  // namespace calyx::cp
