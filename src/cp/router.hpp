@@ -51,6 +51,14 @@ public:
     void count_reload(bool ok);
     // Everything metrics report, summed over workers. Safe from any thread.
     RouterSample sample() const;
+    // Runs f(config, snapshot, connection table) under the control lock: one consistent view
+    // for calyxctl's queries. Safe from any thread; f must not call back into the Router.
+    template <typename F>
+    auto inspect(F&& f) const {
+        std::lock_guard lock(control_);
+        return f(static_cast<const config::Config&>(cfg_), static_cast<const dp::Snapshot&>(*current_),
+                 static_cast<const dp::ConnTable&>(*conntrack_));
+    }
 
 private:
     Router() = default;

@@ -34,11 +34,15 @@ void policy_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexce
 
 // Whether a new connection from `from` (null: outside the site) to `to` (null: outside)
 // would be allowed, and by which rules. The data plane and `calyxctl explain` both use this.
+// Network kinds come first (a `private` network never talks to the outside, nothing from
+// outside opens a connection to a `nat` network), then the security groups.
 struct PolicyDecision {
     bool allowed = false;
     DropReason reason{};              // when not allowed
     uint32_t egress_rule = kNoRule;   // index in from's egress RuleTable
     uint32_t ingress_rule = kNoRule;  // index in to's ingress RuleTable
+    bool masquerade = false;          // allowed, and leaves through the uplink's NAT (source
+                                      // becomes the uplink address and a port of its range)
 };
 PolicyDecision evaluate_new_connection(const Snapshot& snap, const InstanceView* from,
                                        const InstanceView* to, Ipv4Addr from_ip, Ipv4Addr to_ip,

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,17 @@ extern "C" void rte_fib_free(struct rte_fib* fib);
 namespace calyx::dp {
 
 class ConnTable;
+class NatPortAllocator;
+
+// The way out (config `uplink:`): an ethdev port with the compute host's public address.
+struct UplinkView {
+    uint16_t port = 0xffff;  // port slot; polled by every worker, each on its own queue
+    MacAddr mac;             // the uplink port's own MAC (ARP replies, frames sent out)
+    Ipv4Addr address;        // the host's address: NAT masquerade source, answered by ARP
+    Ipv4Prefix subnet;       // on-link: reached directly by ARP
+    Ipv4Addr gateway;        // next hop for everything else
+    uint16_t mtu = 1500;
+};
 
 struct NetworkView {
     std::string name;
@@ -54,6 +66,8 @@ struct Snapshot {
     CtTimeouts ct_timeouts;
     uint32_t fragment_timeout_s = 30;
     ConnTable* conntrack = nullptr;  // not owned: outlives every snapshot
+    std::optional<UplinkView> uplink;  // none: only the site's networks
+    NatPortAllocator* nat = nullptr;  // not owned, outlives snapshots; set with `uplink`
     // port slot -> index into `instances`, or -1 when the slot holds no instance.
     std::vector<int32_t> instance_by_port = std::vector<int32_t>(kMaxPorts, -1);
     rte_fib* fib = nullptr;  // owned; see dp/route.hpp for the next-hop encoding

@@ -12,8 +12,9 @@ namespace calyx::io {
 class Port {
 public:
     virtual ~Port() = default;
-    // Receives up to n packets (new mbufs, owned by the caller).
-    virtual uint16_t rx(rte_mbuf** pkts, uint16_t n) noexcept = 0;
+    // Receives up to n packets (new mbufs, owned by the caller) from receive queue `queue`.
+    // A port polled by one worker has one queue (0); the uplink has one per worker.
+    virtual uint16_t rx(rte_mbuf** pkts, uint16_t n, uint16_t queue) noexcept = 0;
     // Sends pkts[0..n) on transmit queue `queue` (one per worker, so workers never share
     // one). Takes ownership of the first `returned` mbufs; the caller frees the rest.
     virtual uint16_t tx(rte_mbuf** pkts, uint16_t n, uint16_t queue) noexcept = 0;

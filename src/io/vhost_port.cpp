@@ -100,7 +100,7 @@ VhostPort::~VhostPort() {
     if (it != registry.end() && it->second == this) registry.erase(it);
 }
 
-uint16_t VhostPort::rx(rte_mbuf** pkts, uint16_t n) noexcept {
+uint16_t VhostPort::rx(rte_mbuf** pkts, uint16_t n, uint16_t) noexcept {
     const int vid = vid_.load(std::memory_order_acquire);
     if (vid < 0) return 0;
     return rte_vhost_dequeue_burst(vid, kGuestTxQueue, pool_, pkts, n);

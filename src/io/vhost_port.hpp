@@ -37,7 +37,7 @@ public:
     // Worker side. rx allocates mbufs from the pool. tx copies into the guest's buffers
     // (rte_vhost serialises queues with its own per-queue lock, so `queue` is not needed)
     // and frees the mbufs it copied.
-    uint16_t rx(rte_mbuf** pkts, uint16_t n) noexcept override;
+    uint16_t rx(rte_mbuf** pkts, uint16_t n, uint16_t queue) noexcept override;
     uint16_t tx(rte_mbuf** pkts, uint16_t n, uint16_t queue) noexcept override;
 
     bool connected() const override { return vid_.load(std::memory_order_acquire) >= 0; }

@@ -59,7 +59,7 @@ void transmit(dp::Batch& batch, uint16_t queue, DataplaneShared& shared, dp::Wor
 
 uint16_t receive(dp::Batch& batch, Port& port, uint16_t slot, dp::WorkerCounters& counters) {
     rte_mbuf* pkts[dp::kBurstSize];
-    const uint16_t n = port.rx(pkts, dp::kBurstSize);
+    const uint16_t n = port.rx(pkts, dp::kBurstSize, 0);
     uint64_t bytes = 0;
     for (uint16_t i = 0; i < n; ++i) {
         rte_mbuf* m = pkts[i];
