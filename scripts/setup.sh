@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 packages=(
   build-essential pkg-config meson ninja-build
   dpdk dpdk-dev libdpdk-dev
-  libyaml-cpp-dev libfmt-dev prometheus-cpp-dev libboost-program-options-dev
+  libyaml-cpp-dev libfmt-dev prometheus-cpp-dev libboost-program-options-dev nlohmann-json3-dev
   libgtest-dev libbenchmark-dev
   iproute2 iputils-ping
 )

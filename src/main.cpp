@@ -1,6 +1,8 @@
 // calyx: the router daemon. `calyx --config FILE` runs it; `--check` only validates.
 #include <signal.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <iostream>
 
@@ -9,8 +11,11 @@
 #include <rte_eal.h>
 
 #include "calyx/config.hpp"
+#include "cp/control_commands.hpp"
+#include "cp/control_server.hpp"
 #include "cp/metrics.hpp"
 #include "cp/router.hpp"
+#include "io/clock.hpp"
 #include "io/eal.hpp"
 
 namespace po = boost::program_options;
@@ -47,7 +52,47 @@ sigset_t control_signals() {
     return set;
 }
 
+// SIGHUP (main lcore) and `calyxctl reload` (the control server's thread) both come here:
+// re-read the file, validate all of it, then apply it or keep the running configuration. The
+// verdict goes to the log and back to the caller. Either thread may call it: Router::apply,
+// count_reload and sample take the router's control lock, which also serialises them with the
+// main lcore's housekeeping, and the control server handles one request at a time.
+calyx::cp::ReloadResult reload_config(calyx::cp::Router& r, const std::string& config_path) {
+    calyx::cp::ReloadResult result;
+    auto next = calyx::config::load_config_file(config_path);
+    if (!next || refuse_unsupported(*next)) {
+        fmt::print(stderr, "calyx: reload rejected, running configuration kept\n");
+        if (!next) {
+            print_errors(next.error());
+            for (const auto& e : next.error()) result.errors.push_back(e.to_string());
+        }
+        r.count_reload(false);
+        result.message =
+            next ? fmt::format("reload rejected, running configuration kept: {} asks for what this "
+                               "version of calyx does not support (see calyx's log)",
+                               config_path)
+                 : fmt::format("reload rejected, running configuration kept: {} has {} error(s)",
+                               config_path, next.error().size());
+        result.generation = r.sample().config_generation;
+        return result;
+    }
+    if (auto applied = r.apply(std::move(*next)); !applied) {
+        fmt::print(stderr, "calyx: reload failed, running configuration kept: {}\n", applied.error());
+        r.count_reload(false);
+        result.message = fmt::format("reload failed, running configuration kept: {}", applied.error());
+        result.generation = r.sample().config_generation;
+        return result;
+    }
+    r.count_reload(true);
+    result.ok = true;
+    result.generation = r.sample().config_generation;
+    result.message = fmt::format("reloaded: generation {}", result.generation);
+    fmt::print(stderr, "calyx: {}\n", result.message);
+    return result;
+}
+
 int run(const std::string& config_path, const std::string& argv0) {
+    const auto started = std::chrono::steady_clock::now();
     auto cfg = calyx::config::load_config_file(config_path);
     if (!cfg) {
         print_errors(cfg.error());
@@ -56,7 +101,9 @@ int run(const std::string& config_path, const std::string& argv0) {
     if (refuse_unsupported(*cfg)) return 1;
     const sigset_t signals = control_signals();
     pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-    if (auto eal = calyx::io::init_eal(calyx::io::eal_arguments(cfg->dataplane, argv0)); !eal) {
+    if (auto eal = calyx::io::init_eal(
+            calyx::io::eal_arguments(cfg->dataplane, cfg->uplink, argv0));
+        !eal) {
         fmt::print(stderr, "calyx: {}\n", eal.error());
         return 1;
     }
@@ -78,33 +125,37 @@ int run(const std::string& config_path, const std::string& argv0) {
             rte_eal_cleanup();
             return 1;
         }
-        fmt::print(stderr, "calyx: ready: {} instances, {} workers, generation {}\n",
-                   (*router)->config().instances.size(), (*router)->config().dataplane.workers.size(),
-                   (*router)->generation());
+        // Read before the control server starts: from then on a reload may replace the config.
+        const size_t instances = r.config().instances.size();
+        const size_t workers = r.config().dataplane.workers.size();
+        const uint64_t generation = r.generation();
+        calyx::cp::CommandEnv env;
+        env.info = {CALYX_VERSION, static_cast<int64_t>(::getpid()), started};
+        env.reload = [&r, &config_path] {
+            fmt::print(stderr, "calyx: reload requested by calyxctl\n");
+            return reload_config(r, config_path);
+        };
+        env.now_ns = [] { return calyx::io::now_ns(); };
+        auto control = calyx::cp::ControlServer::start(r.config().control.socket,
+                                                       calyx::cp::make_command_table(r, env));
+        if (!control) {
+            fmt::print(stderr, "calyx: {}\n", control.error());
+            metrics->reset();
+            router->reset();
+            rte_eal_cleanup();
+            return 1;
+        }
+        fmt::print(stderr, "calyx: ready: {} instances, {} workers, generation {}\n", instances,
+                   workers, generation);
         for (;;) {
             const timespec tick{0, 100'000'000};
             const int sig = sigtimedwait(&signals, nullptr, &tick);
             (*router)->housekeeping();
             if (sig == SIGINT || sig == SIGTERM) break;
             if (sig == SIGUSR1) fmt::print(stderr, "calyx: counters\n{}", (*router)->counters_report());
-            if (sig == SIGHUP) {
-                auto next = calyx::config::load_config_file(config_path);
-                if (!next || refuse_unsupported(*next)) {
-                    fmt::print(stderr, "calyx: reload rejected, running configuration kept\n");
-                    if (!next) print_errors(next.error());
-                    r.count_reload(false);
-                    continue;
-                }
-                if (auto applied = r.apply(std::move(*next)); !applied) {
-                    fmt::print(stderr, "calyx: reload failed, running configuration kept: {}\n",
-                               applied.error());
-                    r.count_reload(false);
-                } else {
-                    fmt::print(stderr, "calyx: reloaded: generation {}\n", r.generation());
-                    r.count_reload(true);
-                }
-            }
+            if (sig == SIGHUP) reload_config(r, config_path);
         }
+        control->reset();  // no calyxctl request (a reload) may run while calyx stops
         fmt::print(stderr, "calyx: stopping; counters\n{}", r.counters_report());
         metrics->reset();  // no scrape may reach the router once it is gone
     }

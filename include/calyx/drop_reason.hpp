@@ -15,7 +15,7 @@ namespace calyx {
     X(multi_segment, "frame spread over several buffers")                                      \
     X(ethertype_unsupported, "neither IPv4 nor ARP (VLAN tags and IPv6 are not served)")       \
     X(src_mac_spoofed, "source MAC is not the instance's own")                                 \
-    X(dst_mac_not_gateway, "unicast frame not addressed to the gateway MAC (no L2 between instances)") \
+    X(dst_mac_not_gateway, "unicast frame not addressed to calyx (the gateway MAC; the uplink's own MAC on the uplink)") \
     X(arp_malformed, "ARP that is truncated or not Ethernet/IPv4")                             \
     X(arp_sender_spoofed, "ARP sender address is not the instance's own")                      \
     X(arp_not_request, "ARP reply or unknown ARP operation")                                   \
@@ -42,6 +42,15 @@ namespace calyx {
     X(ct_icmp_error_unmatched, "ICMP error that quotes no tracked connection")                  \
     X(fragment_unmatched, "fragment of a datagram whose first fragment was not allowed or not seen") \
     X(martian_destination, "destination is multicast, broadcast or 0.0.0.0")                  \
+    X(martian_source, "from the uplink with a source address of this site (spoofed)")          \
+    X(uplink_transit, "from the uplink and routed back to it (calyx is no transit router)")    \
+    X(arp_not_for_us, "ARP on the uplink for an address calyx does not answer for")            \
+    X(private_isolated, "a private network has no traffic to or from outside the site")       \
+    X(nat_unsolicited, "new connection from outside to a nat network (only replies come in)")  \
+    X(nat_exhausted, "no free masquerade port towards that destination")                      \
+    X(nat_unsupported, "protocol a nat network cannot use outside (only TCP, UDP, ICMP echo)")  \
+    X(nat_no_mapping, "to the uplink address but no masquerade mapping matches (nor a ping)")  \
+    X(neighbor_unresolved, "next hop on the uplink not resolved by ARP yet (request sent)")    \
     X(hairpin, "routed back out of the port it came in on")                                    \
     X(port_down, "egress port has no connected peer")                                          \
     X(tx_full, "egress queue full")                                                            \

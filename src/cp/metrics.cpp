@@ -45,7 +45,7 @@ public:
         auto tx_b = family("calyx_port_tx_bytes_total", "Bytes sent to the port.", C::Counter);
         auto drops = family("calyx_port_drops_total",
                             "Packets dropped, by the port they concern and the one reason.", C::Counter);
-        auto up = family("calyx_port_up", "1 when the port's VM is connected.", C::Gauge);
+        auto up = family("calyx_port_up", "1 when the port is connected (a VM attached; the uplink's link up).", C::Gauge);
         for (const auto& p : s.ports) {
             const std::vector<ClientMetric::Label> port{{"port", p.name}};
             add(rx_p, static_cast<double>(p.counters.rx_packets), port);
@@ -87,8 +87,22 @@ public:
         auto reloads = family("calyx_config_reloads_total", "Configuration reloads, by result.", C::Counter);
         add(reloads, static_cast<double>(s.reloads_ok), {{"result", "success"}});
         add(reloads, static_cast<double>(s.reloads_failed), {{"result", "failure"}});
+        // Masquerade: zero without an uplink, so dashboards need no special case.
+        auto nat_ports = family("calyx_nat_ports_in_use", "Masquerade ports bound to connections, by protocol.", C::Gauge);
+        add(nat_ports, static_cast<double>(s.nat_ports_tcp), {{"protocol", "tcp"}});
+        add(nat_ports, static_cast<double>(s.nat_ports_udp), {{"protocol", "udp"}});
+        add(nat_ports, static_cast<double>(s.nat_ports_icmp), {{"protocol", "icmp"}});
+        auto nat_range = family("calyx_nat_port_range_size", "Masquerade ports per protocol and destination (uplink.nat_ports).", C::Gauge);
+        add(nat_range, static_cast<double>(s.nat_ports_capacity));
+        auto nat_exhausted = family("calyx_nat_port_exhaustion_total",
+                                    "New connections refused because no masquerade port was free.", C::Counter);
+        add(nat_exhausted, static_cast<double>(s.nat_exhausted));
+        auto unresolved = family("calyx_uplink_neighbor_unresolved_total",
+                                 "Packets dropped because the uplink next hop had no ARP answer yet.", C::Counter);
+        add(unresolved, static_cast<double>(s.neighbor_unresolved));
         return {rx_p, tx_p, rx_b, tx_b, drops, up, busy, cycles, ct_entries, ct_capacity, ct_created,
-                ct_expired, dhcp, arp, echo, errors, generation, reloads};
+                ct_expired, dhcp, arp, echo, errors, generation, reloads, nat_ports, nat_range,
+                nat_exhausted, unresolved};
     }
 
 private:

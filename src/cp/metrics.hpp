@@ -22,7 +22,7 @@ namespace calyx::cp {
 
 struct RouterSample {
     struct Port {
-        std::string name;  // the instance's name
+        std::string name;  // the instance's name, or "uplink"
         bool up = false;
         dp::PortCounters counters;
     };
@@ -39,6 +39,11 @@ struct RouterSample {
              icmp_errors_rate_limited = 0;
     std::array<uint64_t, 3> dhcp_replies{};  // offer, ack, nak
     uint64_t config_generation = 0, reloads_ok = 0, reloads_failed = 0;
+    // Masquerade (with an uplink): ports bound to connections, per protocol.
+    bool nat = false;
+    uint64_t nat_ports_tcp = 0, nat_ports_udp = 0, nat_ports_icmp = 0, nat_ports_capacity = 0;
+    uint64_t nat_exhausted = 0;  // connections refused for want of a port (all ports' drops)
+    uint64_t neighbor_unresolved = 0;
 };
 
 // The Prometheus text a sample becomes is built by prometheus-cpp; this class only maps the

@@ -13,6 +13,21 @@ std::optional<std::string> restart_required(const config::Config& running, const
         changed.push_back("dataplane.conntrack.capacity");
     if (running.control.socket != next.control.socket) changed.push_back("control.socket");
     if (running.metrics.listen != next.metrics.listen) changed.push_back("metrics.listen");
+    // The uplink's port, address and port range are fixed while calyx runs: masqueraded
+    // connections hold bindings to them. Its gateway may change (the ARP cache follows).
+    const auto& a = running.uplink;
+    const auto& b = next.uplink;
+    if (a.has_value() != b.has_value()) {
+        changed.push_back("uplink");
+    } else if (a) {
+        if (a->type != b->type || a->tap_name != b->tap_name || a->af_packet_iface != b->af_packet_iface ||
+            a->pci_address != b->pci_address || a->queues != b->queues)
+            changed.push_back("uplink.port");
+        if (a->address != b->address || a->prefix_length != b->prefix_length)
+            changed.push_back("uplink.address");
+        if (a->nat_port_min != b->nat_port_min || a->nat_port_max != b->nat_port_max)
+            changed.push_back("uplink.nat_ports");
+    }
     if (changed.empty()) return std::nullopt;
     std::string list;
     for (const auto& c : changed) list += (list.empty() ? "" : ", ") + c;

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <filesystem>
+#include <random>
 
 #include <fmt/format.h>
 #include <rte_errno.h>
@@ -11,6 +12,9 @@
 #include <rte_malloc.h>
 #include <rte_mbuf.h>
 #include <rte_rcu_qsbr.h>
+#include <rte_ring.h>
+
+#include "calyx/headers.hpp"
 
 #include "cp/reload.hpp"
 #include "cp/snapshot_builder.hpp"
@@ -59,6 +63,8 @@ std::expected<std::unique_ptr<Router>, std::string> Router::start(config::Config
     for (unsigned lcore : r->worker_lcores_)
         if (!rte_lcore_is_enabled(lcore))
             return std::unexpected(fmt::format("worker lcore {} is not enabled in EAL", lcore));
+    if (cfg.uplink)
+        if (auto up = r->open_uplink(*cfg.uplink); !up) return std::unexpected(up.error());
 
     if (auto applied = r->apply(std::move(cfg)); !applied) return std::unexpected(applied.error());
     if (auto launched = r->launch_workers(); !launched) return std::unexpected(launched.error());
@@ -81,12 +87,44 @@ std::expected<void, std::string> Router::launch_workers() {
     return {};
 }
 
+std::expected<void, std::string> Router::open_uplink(const config::UplinkConfig& up) {
+    // The secret keys the port partitions and probe starts (RFC 6056): not guessable outside.
+    std::random_device random;
+    const uint64_t secret = uint64_t{random()} << 32 | random();
+    auto nat = dp::NatPortAllocator::create({up.nat_port_min, up.nat_port_max},
+                                            dp::NatPortAllocator::kDefaultPartitions, secret);
+    if (!nat) return std::unexpected(fmt::format("uplink: {}", nat.error()));
+    nat_ = std::make_unique<dp::NatPortAllocator>(std::move(*nat));
+    conntrack_->set_nat(nat_.get());
+    neighbors_ = std::make_unique<dp::NeighborTable>();
+    uplink_control_tx_ = rte_ring_create("calyx_uplink_ctl", 256, static_cast<int>(rte_socket_id()),
+                                         RING_F_SP_ENQ | RING_F_SC_DEQ);
+    if (!uplink_control_tx_)
+        return std::unexpected(fmt::format("uplink: cannot create its control ring: {}", rte_strerror(rte_errno)));
+    auto port = io::EthdevPort::open(kUplinkSlot, up, pool_, static_cast<uint16_t>(worker_lcores_.size()));
+    if (!port) return std::unexpected(fmt::format("{}:{}:{}: uplink: {}", up.where.file, up.where.line,
+                                                  up.where.column, port.error()));
+    uplink_ = std::move(*port);
+    uplink_->refresh_link();
+    baseline_[kUplinkSlot] = raw_port_counters(kUplinkSlot);
+    shared_.uplink_control_tx = uplink_control_tx_;
+    shared_.ports[kUplinkSlot].store(uplink_.get());
+    neighbors_->pin(up.gateway, io::now_ns());
+    return {};
+}
+
 Router::~Router() {
     shared_.stop.store(true);
     for (unsigned lcore : worker_lcores_) rte_eal_wait_lcore(lcore);
     // Workers are gone: nothing reads the snapshot or the ports any more.
     shared_.snapshot.store(nullptr);
     for (auto& slot : shared_.ports) slot.store(nullptr);
+    uplink_.reset();
+    if (uplink_control_tx_) {
+        void* m = nullptr;
+        while (rte_ring_dequeue(uplink_control_tx_, &m) == 0) rte_pktmbuf_free(static_cast<rte_mbuf*>(m));
+        rte_ring_free(uplink_control_tx_);
+    }
     ports_.clear();
     current_.reset();
     rte_mempool_free(pool_);
@@ -106,6 +144,7 @@ std::expected<void, std::string> Router::apply(config::Config cfg) {
         return old.socket != inst.port.socket || old.mode != inst.port.mode || old.queues != inst.port.queues;
     };
     std::vector<bool> taken(dp::kMaxPorts, false);
+    taken[kUplinkSlot] = true;
     for (const auto& [name, port] : ports_) taken[port->slot()] = true;
     for (const auto& inst : cfg.instances) {
         if (!port_changed(inst)) continue;
@@ -131,6 +170,12 @@ std::expected<void, std::string> Router::apply(config::Config cfg) {
         return it->second;
     };
     inputs.conntrack = conntrack_.get();
+    if (uplink_) {
+        inputs.uplink_slot = kUplinkSlot;
+        inputs.uplink_mac = uplink_->mac();
+        inputs.nat = nat_.get();
+        inputs.neighbors = neighbors_.get();
+    }
     auto next = build_snapshot(cfg, inputs, generation_ + 1);
     if (!next) return std::unexpected(next.error());
 
@@ -155,6 +200,8 @@ std::expected<void, std::string> Router::apply(config::Config cfg) {
     if (!retired.empty()) rte_rcu_qsbr_synchronize(shared_.grace, RTE_QSBR_THRID_INVALID);
     retired.clear();
     for (auto& [name, port] : opened) ports_[name] = std::move(port);
+    if (cfg.uplink && cfg_.uplink && cfg.uplink->gateway != cfg_.uplink->gateway)
+        neighbors_->pin(cfg.uplink->gateway, io::now_ns());
     cfg_ = std::move(cfg);
     return {};
 }
@@ -198,9 +245,48 @@ std::vector<const dp::WorkerCounters*> Router::worker_counters() const {
 
 void Router::housekeeping() {
     std::lock_guard lock(control_);
+    const uint64_t now = io::now_ns();
     // A full pass over the table about every 2 s at a 100 ms tick.
     const uint32_t budget = std::max<uint32_t>(4096, conntrack_->slots() / 20);
-    ct_expired_ += conntrack_->sweep(io::now_ns(), budget, shared_.grace);
+    ct_expired_ += conntrack_->sweep(now, budget, shared_.grace);
+    if (!uplink_) return;
+    resolve_neighbors(now);
+    if (now - link_checked_ns_ >= 1'000'000'000) {
+        uplink_->refresh_link();
+        link_checked_ns_ = now;
+    }
+}
+
+void Router::resolve_neighbors(uint64_t now_ns) {
+    for (const auto& req : neighbors_->due_requests(now_ns)) send_arp_request(req);
+    if (neighbors_->retiring() > 0) {
+        // No worker may still be writing to an entry it found before it was retired.
+        rte_rcu_qsbr_synchronize(shared_.grace, RTE_QSBR_THRID_INVALID);
+        neighbors_->release_retired();
+    }
+}
+
+// An ARP request from the uplink address, sent by worker 0 on its queue (the control plane
+// never touches a transmit queue itself).
+void Router::send_arp_request(const dp::NeighborTable::Request& req) {
+    constexpr uint16_t kArpRequest = 1;
+    rte_mbuf* m = rte_pktmbuf_alloc(pool_);
+    if (!m) return;  // retried at the next due time
+    constexpr uint16_t kMinFrame = 60;  // Ethernet minimum without FCS
+    auto* bytes = reinterpret_cast<uint8_t*>(rte_pktmbuf_append(m, kMinFrame));
+    std::memset(bytes, 0, kMinFrame);
+    auto* eth = reinterpret_cast<EtherHdr*>(bytes);
+    eth->dst = req.unicast_to.value_or(MacAddr::broadcast());
+    eth->src = uplink_->mac();
+    eth->type = Be16::from_host(ethertype::kArp);
+    auto* arp = reinterpret_cast<ArpHdr*>(bytes + sizeof(EtherHdr));
+    *arp = ArpHdr{Be16::from_host(1), Be16::from_host(ethertype::kIpv4), 6, 4, Be16::from_host(kArpRequest),
+                  uplink_->mac(), cfg_.uplink->address.to_be(), MacAddr{}, req.ip.to_be()};
+    if (rte_ring_sp_enqueue(uplink_control_tx_, m) != 0) {
+        rte_pktmbuf_free(m);
+        return;
+    }
+    ++arp_requests_sent_;
 }
 
 void Router::count_reload(bool ok) {
@@ -213,6 +299,18 @@ RouterSample Router::sample() const {
     RouterSample s;
     for (const auto& [name, port] : ports_)
         s.ports.push_back({name, port->connected(), port_counters(port->slot())});
+    if (uplink_) s.ports.push_back({"uplink", uplink_->connected(), port_counters(kUplinkSlot)});
+    if (nat_) {
+        s.nat = true;
+        s.nat_ports_tcp = nat_->in_use(ipproto::kTcp);
+        s.nat_ports_udp = nat_->in_use(ipproto::kUdp);
+        s.nat_ports_icmp = nat_->in_use(ipproto::kIcmp);
+        s.nat_ports_capacity = nat_->range().size();
+    }
+    for (const auto& p : s.ports) {
+        s.nat_exhausted += p.counters.drops[static_cast<size_t>(DropReason::nat_exhausted)];
+        s.neighbor_unresolved += p.counters.drops[static_cast<size_t>(DropReason::neighbor_unresolved)];
+    }
     for (size_t i = 0; i < counters_.size(); ++i) {
         const dp::WorkerCounters& w = *counters_[i];
         s.lcores.push_back({worker_lcores_[i], dp::read_counter(w.busy_cycles), dp::read_counter(w.total_cycles)});

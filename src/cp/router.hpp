@@ -13,8 +13,11 @@
 #include "calyx/config.hpp"
 #include "dp/conntrack.hpp"
 #include "dp/counters.hpp"
+#include "dp/nat.hpp"
+#include "dp/neighbor.hpp"
 #include "dp/snapshot.hpp"
 #include "cp/metrics.hpp"
+#include "io/ethdev_port.hpp"
 #include "io/vhost_port.hpp"
 #include "io/worker.hpp"
 
@@ -42,9 +45,17 @@ public:
     std::string counters_report() const;
     const std::map<std::string, std::unique_ptr<io::VhostPort>>& ports() const { return ports_; }
     const dp::ConnTable& conntrack() const { return *conntrack_; }
+    // The uplink's port and ARP cache; null without an uplink.
+    const io::EthdevPort* uplink() const { return uplink_.get(); }
+    const dp::NeighborTable* neighbors() const { return neighbors_.get(); }
+
+    // The uplink always has this port slot (counters, metrics); instances never get it.
+    static constexpr uint16_t kUplinkSlot = dp::kMaxPorts - 1;
     uint64_t conntrack_expired() const { return ct_expired_; }
 
-    // Periodic control-plane work (main lcore): expires a slice of the connection table.
+    // Periodic control-plane work (main lcore), every ~100 ms: expires a slice of the
+    // connection table; resolves and refreshes the uplink's neighbours by ARP; reads the
+    // uplink's link state.
     void housekeeping();
 
     // Counts a reload attempt (a rejected file never reaches apply()).
@@ -63,6 +74,9 @@ public:
 private:
     Router() = default;
     std::expected<void, std::string> launch_workers();
+    std::expected<void, std::string> open_uplink(const config::UplinkConfig& up);
+    void resolve_neighbors(uint64_t now_ns);
+    void send_arp_request(const dp::NeighborTable::Request& req);
     dp::PortCounters raw_port_counters(uint16_t slot) const;
     void publish(std::unique_ptr<dp::Snapshot> next);
 
@@ -77,8 +91,14 @@ private:
     io::DataplaneShared shared_;
     std::vector<std::unique_ptr<dp::WorkerCounters>> counters_;
     std::vector<std::unique_ptr<dp::FragmentVerdicts>> fragments_;
+    std::unique_ptr<dp::NatPortAllocator> nat_;  // with an uplink; outlives conntrack_'s use of it
     std::unique_ptr<dp::ConnTable> conntrack_;
     uint64_t ct_expired_ = 0;
+    std::unique_ptr<dp::NeighborTable> neighbors_;
+    std::unique_ptr<io::EthdevPort> uplink_;
+    rte_ring* uplink_control_tx_ = nullptr;
+    uint64_t link_checked_ns_ = 0;
+    uint64_t arp_requests_sent_ = 0;
     std::map<std::string, uint16_t> zones_;  // network name -> conntrack zone, never reused
     std::vector<io::WorkerArgs> worker_args_;
     std::vector<unsigned> worker_lcores_;

@@ -25,10 +25,18 @@ struct Route {
 
 // Routes of the instance networks: the network itself leads nowhere (no instance has the
 // address), the gateway and the broadcast address are calyx's own, each instance is a /32.
+// With an uplink: its subnet is on-link, its address is calyx's own, and the default route
+// (the FIB's default next hop) leads to its gateway.
 std::vector<Route> routes_of(const dp::Snapshot& snap) {
     std::vector<Route> routes;
-    for (const auto& net : snap.networks) {
-        routes.push_back({net.cidr, NextHop::make(NextHopKind::unassigned)});
+    if (snap.uplink) {
+        routes.push_back({snap.uplink->subnet, NextHop::make(NextHopKind::uplink, dp::kUplinkOnLink)});
+        routes.push_back({{snap.uplink->address, 32}, NextHop::make(NextHopKind::local, dp::kLocalUplinkAddress)});
+        routes.push_back({{snap.uplink->subnet.broadcast(), 32}, NextHop::make(NextHopKind::local, dp::kLocalBroadcast)});
+    }
+    for (size_t i = 0; i < snap.networks.size(); ++i) {
+        const auto& net = snap.networks[i];
+        routes.push_back({net.cidr, NextHop::make(NextHopKind::unassigned, static_cast<uint32_t>(i))});
         routes.push_back({{net.gateway, 32}, NextHop::make(NextHopKind::local, dp::kLocalGatewayAddress)});
         routes.push_back({{net.cidr.broadcast(), 32}, NextHop::make(NextHopKind::local, dp::kLocalBroadcast)});
     }
@@ -45,12 +53,12 @@ uint32_t tbl8_groups_for(const std::vector<Route>& routes) {
     return static_cast<uint32_t>(std::max<size_t>(256, deep.size() * 2));
 }
 
-std::expected<rte_fib*, std::string> build_fib(const std::vector<Route>& routes) {
+std::expected<rte_fib*, std::string> build_fib(const std::vector<Route>& routes, uint32_t default_nh) {
     static std::atomic<uint64_t> serial{0};
     const std::string name = fmt::format("calyx_fib{}", serial++);
     rte_fib_conf conf{};
     conf.type = RTE_FIB_DIR24_8;
-    conf.default_nh = NextHop::make(NextHopKind::none);
+    conf.default_nh = default_nh;
     conf.max_routes = static_cast<int>(routes.size() + 16);
     conf.rib_ext_sz = 0;
     conf.dir24_8.nh_sz = RTE_FIB_DIR24_8_4B;
@@ -116,8 +124,23 @@ std::expected<std::unique_ptr<dp::Snapshot>, std::string> build_snapshot(
         snap->ports_by_worker[v.port % workers].push_back(v.port);
         snap->instances.push_back(std::move(v));
     }
+    if (cfg.uplink) {
+        if (in.uplink_slot >= dp::kMaxPorts || !in.nat || !in.neighbors)
+            return std::unexpected("the uplink port is not open");
+        dp::UplinkView up;
+        up.port = in.uplink_slot;
+        up.mac = in.uplink_mac;
+        up.address = cfg.uplink->address;
+        up.subnet = cfg.uplink->subnet();
+        up.gateway = cfg.uplink->gateway;
+        snap->uplink = up;
+        snap->nat = in.nat;
+        snap->neighbors = in.neighbors;
+    }
     snap->policies = dp::compile_policies(cfg);
-    auto fib = build_fib(routes_of(*snap));
+    const uint32_t default_nh = snap->uplink ? NextHop::make(NextHopKind::uplink, dp::kUplinkViaGateway)
+                                             : NextHop::make(NextHopKind::none);
+    auto fib = build_fib(routes_of(*snap), default_nh);
     if (!fib) return std::unexpected(fib.error());
     snap->fib = *fib;
     return snap;

@@ -20,10 +20,15 @@ struct SnapshotInputs {
     // Connection-tracking zone of a network; must stay the same across snapshots.
     std::function<uint16_t(const config::NetworkConfig&)> zone;
     dp::ConnTable* conntrack = nullptr;
+    // With an uplink in the config: its port slot and MAC, the masquerade port allocator and
+    // the ARP cache (all owned by the caller, living as long as the uplink).
+    uint16_t uplink_slot = dp::kMaxPorts;
+    MacAddr uplink_mac;
+    dp::NatPortAllocator* nat = nullptr;
+    dp::NeighborTable* neighbors = nullptr;
 };
 
 std::expected<std::unique_ptr<dp::Snapshot>, std::string> build_snapshot(
     const config::Config& cfg, const SnapshotInputs& in, uint64_t generation);
-
 
 }  // namespace calyx::cp

@@ -21,6 +21,14 @@ enum class Verdict : uint8_t {
     consumed,  // handled by calyx itself, nothing to send (e.g. DHCP RELEASE)
 };
 
+// What the NAT output step does to a packet the policy stage let through.
+enum class NatAction : uint8_t {
+    none,
+    snat,            // source becomes (nat_addr, nat_port): first and later packets going out
+    snat_fragment,   // a later fragment going out: only its source address becomes nat_addr
+    icmp_error_out,  // the instance's ICMP error about a datagram that came in through the NAT
+};
+
 // What classify learnt about an IPv4 packet; valid when `is_ipv4`.
 struct PacketMeta {
     uint16_t in_port = kNoPort;   // port slot the frame arrived on
@@ -33,6 +41,11 @@ struct PacketMeta {
     uint8_t l4_offset = 0;  // bytes from frame start to the L4 header (IPv4 only)
     uint8_t ip_proto = 0;
     uint32_t next_hop = 0;  // route lookup result (see dp/route.hpp)
+    // NAT: set by nat_in (translated back to an instance) and policy (what nat_out does).
+    bool nat_translated_in = false;
+    NatAction nat = NatAction::none;
+    uint16_t nat_port = 0;  // host order
+    uint32_t nat_addr = 0;  // host order
 };
 
 struct Batch {

@@ -74,7 +74,10 @@ void classify_stage(Batch& batch, const Snapshot& snap, WorkerContext&) noexcept
             batch.drop(i, DropReason::src_mac_spoofed);
             continue;
         }
-        if (eth->dst != snap.gateway_mac && !eth->dst.is_broadcast()) {
+        // Instances address the gateway MAC; the uplink's neighbours address the uplink's own.
+        const bool from_uplink = snap.uplink && m.in_port == snap.uplink->port;
+        const MacAddr& own_mac = from_uplink ? snap.uplink->mac : snap.gateway_mac;
+        if (eth->dst != own_mac && !eth->dst.is_broadcast()) {
             batch.drop(i, DropReason::dst_mac_not_gateway);
             continue;
         }

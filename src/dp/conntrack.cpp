@@ -11,6 +11,9 @@
 #include <rte_memory.h>
 #include <rte_rcu_qsbr.h>
 
+#include "calyx/headers.hpp"
+#include "dp/nat.hpp"
+
 namespace calyx::dp {
 
 CtPacketKey make_ct_key(uint8_t proto, const CtEndpoint& src, const CtEndpoint& dst) noexcept {
@@ -88,12 +91,36 @@ bool ConnTable::key_at(int32_t position, CtKey& key) const {
     return true;
 }
 
-bool ConnTable::remove_locked(int32_t position) {
+bool ConnTable::is_nat_alias(const CtEntry& e) const {
+    return nat_ && load_nat_binding(e).role == NatRole::alias;
+}
+
+bool ConnTable::remove_locked(int32_t position, std::vector<int32_t>& removed) {
     CtKey key;
     CtEntry& e = entries_[position];
+    const NatBinding binding = load_nat_binding(e);
     e.state = ConnState{};  // dead: workers that still find the key treat it as a miss
-    if (!key_at(position, key)) return false;
-    return rte_hash_del_key(hash_, &key) >= 0;
+    if (!key_at(position, key) || rte_hash_del_key(hash_, &key) < 0) return false;
+    removed.push_back(position);
+    if (!nat_ || binding.role != NatRole::primary) return true;
+    // The outside key: the external endpoint towards the remote one (translated connections
+    // are always opened from inside, so the original side is the instance).
+    const int remote = e.orig_side ^ 1;
+    const bool icmp = key.proto == ipproto::kIcmp;
+    const CtPacketKey alias = make_ct_key(
+        key.proto, {kNatZone, binding.addr, binding.port},
+        {key.zone[remote], Ipv4Addr{key.ip[remote]}, icmp ? binding.port : key.port[remote]});
+    if (const int32_t alias_pos = rte_hash_lookup(hash_, &alias.key); alias_pos >= 0) {
+        CtEntry& a = entries_[alias_pos];
+        a.lock_entry();
+        a.state = ConnState{};
+        store_nat_binding(a, NatBinding{});
+        a.unlock_entry();
+        if (rte_hash_del_key(hash_, &alias.key) >= 0) removed.push_back(alias_pos);
+    }
+    // Both keys are gone: no new packet can find the mapping, so the port may serve again.
+    nat_->release(key.proto, Ipv4Addr{key.ip[remote]}, key.port[remote], binding.port);
+    return true;
 }
 
 void ConnTable::free_after_grace(std::vector<int32_t>& positions, rte_rcu_qsbr* grace) {
@@ -107,18 +134,18 @@ void ConnTable::free_after_grace(std::vector<int32_t>& positions, rte_rcu_qsbr* 
 
 uint32_t ConnTable::sweep(uint64_t now_ns, uint32_t budget, rte_rcu_qsbr* grace) {
     std::vector<int32_t> removed;
+    uint32_t connections = 0;
     for (uint32_t i = 0; i < budget && i < slot_count_; ++i) {
         const auto pos = static_cast<int32_t>(sweep_cursor_);
         sweep_cursor_ = static_cast<uint32_t>((sweep_cursor_ + 1) % slot_count_);
         CtEntry& e = entries_[pos];
-        if (e.dead() || !ct_expired(e.state, now_ns)) continue;
+        if (e.dead() || !ct_expired(e.state, now_ns)) continue;  // aliases never expire
         e.lock_entry();
-        if (!e.dead() && ct_expired(e.state, now_ns) && remove_locked(pos)) removed.push_back(pos);
+        if (!e.dead() && ct_expired(e.state, now_ns) && remove_locked(pos, removed)) ++connections;
         e.unlock_entry();
     }
-    const auto n = static_cast<uint32_t>(removed.size());
     free_after_grace(removed, grace);
-    return n;
+    return connections;
 }
 
 }  // namespace calyx::dp

@@ -32,6 +32,8 @@ struct rte_rcu_qsbr;
 
 namespace calyx::dp {
 
+class NatPortAllocator;
+
 struct CtEndpoint {
     uint16_t zone;
     Ipv4Addr ip;
@@ -62,7 +64,7 @@ struct alignas(64) CtEntry {
     uint8_t lock;                // see lock()/unlock()
     uint8_t orig_side;           // the key endpoint that sent the first packet
     uint16_t reserved16;
-    uint64_t reserved64;  // room for the NAT binding
+    uint64_t reserved64;  // the NAT binding (dp/nat.hpp), 0: not translated
 
     bool dead() const { return state.expires_s == 0; }
     Direction direction_of(uint8_t src_side) const {
@@ -94,12 +96,17 @@ public:
     CtEntry& entry(int32_t position) noexcept { return entries_[position]; }
     const CtEntry& entry(int32_t position) const noexcept { return entries_[position]; }
 
+    // The masquerade port allocator, if connections may be translated: removing a translated
+    // connection then also removes its outside (alias) key and gives its port back
+    // (dp/nat.hpp). Control plane, before any worker runs.
+    void set_nat(NatPortAllocator* nat) { nat_ = nat; }
+
     // Control plane: deletes the expired connections among the next `budget` positions
     // (round robin over the table), waits one grace period on `grace`, then frees their
     // slots. Returns how many it removed. Never pauses workers.
     uint32_t sweep(uint64_t now_ns, uint32_t budget, rte_rcu_qsbr* grace);
     // Removes every connection for which `cut` returns true (e.g. after a reload), the same
-    // way as sweep.
+    // way as sweep. NAT alias entries are never offered to `cut`: they go with their primary.
     template <typename Pred>
     uint32_t remove_if(Pred cut, rte_rcu_qsbr* grace);
 
@@ -112,7 +119,10 @@ public:
 
 private:
     ConnTable() = default;
-    bool remove_locked(int32_t position);  // entry lock held
+    // Entry lock held. Deletes the key (and a translated connection's alias key, whose
+    // position is appended to `removed` too) and marks the entry dead.
+    bool remove_locked(int32_t position, std::vector<int32_t>& removed);
+    bool is_nat_alias(const CtEntry& e) const;
     void free_after_grace(std::vector<int32_t>& positions, rte_rcu_qsbr* grace);
 
     rte_hash* hash_ = nullptr;
@@ -121,23 +131,23 @@ private:
     uint32_t capacity_ = 0;
     uint32_t sweep_cursor_ = 0;
     size_t memory_bytes_ = 0;
+    NatPortAllocator* nat_ = nullptr;
 };
 
 template <typename Pred>
 uint32_t ConnTable::remove_if(Pred cut, rte_rcu_qsbr* grace) {
     std::vector<int32_t> removed;
+    uint32_t connections = 0;
     for (size_t pos = 0; pos < slot_count_; ++pos) {
         CtEntry& e = entries_[pos];
-        if (e.dead()) continue;
+        if (e.dead() || is_nat_alias(e)) continue;
         e.lock_entry();
-        const bool remove = !e.dead() && cut(static_cast<int32_t>(pos), e);
-        if (remove && remove_locked(static_cast<int32_t>(pos)))
-            removed.push_back(static_cast<int32_t>(pos));
+        const bool remove = !e.dead() && !is_nat_alias(e) && cut(static_cast<int32_t>(pos), e);
+        if (remove && remove_locked(static_cast<int32_t>(pos), removed)) ++connections;
         e.unlock_entry();
     }
-    const auto n = static_cast<uint32_t>(removed.size());
     free_after_grace(removed, grace);
-    return n;
+    return connections;
 }
 
 }  // namespace calyx::dp

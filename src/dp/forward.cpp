@@ -2,6 +2,7 @@
 
 #include "calyx/headers.hpp"
 #include "dp/icmp.hpp"
+#include "dp/neighbor.hpp"
 #include "dp/route.hpp"
 
 namespace calyx::dp {
@@ -14,7 +15,10 @@ void reject_with_icmp(Batch& batch, uint16_t i, DropReason reason, uint8_t type,
     PacketMeta& m = batch.meta[i];
     Frame& f = batch.frames[i];
     const InstanceView* from = snap.instance_on_port(m.in_port);
-    if (!from || !may_send_icmp_error(f, m)) {
+    const bool from_uplink = snap.uplink && m.in_port == snap.uplink->port;
+    // A packet translated by nat_in carries an instance's inside address: an error about it
+    // would show that address outside.
+    if ((!from && !from_uplink) || m.nat_translated_in || !may_send_icmp_error(f, m)) {
         batch.drop(i, reason);
         return;
     }
@@ -23,14 +27,67 @@ void reject_with_icmp(Batch& batch, uint16_t i, DropReason reason, uint8_t type,
         batch.drop(i, reason);
         return;
     }
-    const Ipv4Addr gateway = snap.networks[from->network].gateway;
-    if (!make_icmp_error(f, m, type, code, gateway, snap.gateway_mac, mtu)) {
+    // From the address the sender knows calyx by: its gateway, or the uplink address.
+    const Ipv4Addr source = from ? snap.networks[from->network].gateway : snap.uplink->address;
+    const MacAddr mac = from ? snap.gateway_mac : snap.uplink->mac;
+    if (!make_icmp_error(f, m, type, code, source, mac, mtu)) {
         batch.drop(i, reason);
         return;
     }
     ctx.counters.count_drop(m.in_port, reason);
     bump(ctx.counters.icmp_errors_sent);
     m.verdict = Verdict::reply;
+}
+
+
+// Where a routed packet goes at layer 2: the port, its MTU and the destination MAC. nullopt:
+// dropped (the reason is set).
+struct Egress {
+    uint16_t port;
+    uint16_t mtu;
+    MacAddr src_mac;
+    MacAddr dst_mac;
+};
+
+std::optional<Egress> egress_of(Batch& batch, uint16_t i, const Snapshot& snap, WorkerContext& ctx) {
+    PacketMeta& m = batch.meta[i];
+    if (NextHop::kind(m.next_hop) == NextHopKind::uplink) {
+        const UplinkView& up = *snap.uplink;  // the route exists only with an uplink
+        if (m.in_port == up.port) {
+            batch.drop(i, DropReason::uplink_transit);
+            return std::nullopt;
+        }
+        const Frame& f = batch.frames[i];
+        const Ipv4Addr next = NextHop::index(m.next_hop) == kUplinkOnLink
+                                  ? Ipv4Addr::from_be(header_at<Ipv4Hdr>(f.data(), f.len, m.l3_offset)->dst)
+                                  : up.gateway;
+        const auto mac = snap.neighbors->lookup(next);
+        if (!mac) {
+            snap.neighbors->want(next, ctx.now_ns);
+            batch.drop(i, DropReason::neighbor_unresolved);
+            return std::nullopt;
+        }
+        return Egress{up.port, up.mtu, up.mac, *mac};
+    }
+    const uint16_t out_port = static_cast<uint16_t>(NextHop::index(m.next_hop));
+    const InstanceView* to = snap.instance_on_port(out_port);
+    if (!to) {  // the snapshot routes only to its own instances; defensive
+        batch.drop(i, DropReason::no_route);
+        return std::nullopt;
+    }
+    if (out_port == m.in_port) {
+        batch.drop(i, DropReason::hairpin);
+        return std::nullopt;
+    }
+    return Egress{out_port, snap.networks[to->network].mtu, snap.gateway_mac, to->mac};
+}
+
+// Host unreachable for an unassigned address of a network; not towards the uplink for
+// addresses of `nat` and `private` networks, whose layout is nobody's business outside.
+bool reveals_network(const Snapshot& snap, const PacketMeta& m) {
+    if (!snap.uplink || m.in_port != snap.uplink->port) return false;
+    const uint32_t net = NextHop::index(m.next_hop);
+    return net >= snap.networks.size() || snap.networks[net].kind != config::NetworkKind::public_;
 }
 
 }  // namespace
@@ -41,37 +98,32 @@ void forward_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexc
         if (m.verdict != Verdict::pending || !m.is_ipv4) continue;
         Frame& f = batch.frames[i];
         switch (NextHop::kind(m.next_hop)) {
-            case NextHopKind::instance: break;
+            case NextHopKind::instance:
+            case NextHopKind::uplink: break;
             case NextHopKind::unassigned:
-                reject_with_icmp(batch, i, DropReason::no_route, icmp::kDestUnreachable,
-                                 icmp::kHostUnreachable, 0, snap, ctx);
+                if (reveals_network(snap, m))
+                    batch.drop(i, DropReason::no_route);
+                else
+                    reject_with_icmp(batch, i, DropReason::no_route, icmp::kDestUnreachable,
+                                     icmp::kHostUnreachable, 0, snap, ctx);
                 continue;
             default:
                 reject_with_icmp(batch, i, DropReason::no_route, icmp::kDestUnreachable,
                                  icmp::kNetUnreachable, 0, snap, ctx);
                 continue;
         }
-        const uint16_t out_port = static_cast<uint16_t>(NextHop::index(m.next_hop));
-        const InstanceView* to = snap.instance_on_port(out_port);
-        if (!to) {  // the snapshot routes only to its own instances; defensive
-            batch.drop(i, DropReason::no_route);
-            continue;
-        }
-        if (out_port == m.in_port) {
-            batch.drop(i, DropReason::hairpin);
-            continue;
-        }
+        const auto out = egress_of(batch, i, snap, ctx);
+        if (!out) continue;
         auto* ip = header_at<Ipv4Hdr>(f.data(), f.len, m.l3_offset);
         if (ip->ttl <= 1) {
             reject_with_icmp(batch, i, DropReason::ttl_exceeded, icmp::kTimeExceeded, 0, 0, snap,
                              ctx);
             continue;
         }
-        const uint16_t mtu = snap.networks[to->network].mtu;
-        if (ip->total_length.host() > mtu) {
+        if (ip->total_length.host() > out->mtu) {
             if (ip->frag.host() & Ipv4Hdr::kDontFragment)
                 reject_with_icmp(batch, i, DropReason::mtu_exceeded, icmp::kDestUnreachable,
-                                 icmp::kFragmentationNeeded, mtu, snap, ctx);
+                                 icmp::kFragmentationNeeded, out->mtu, snap, ctx);
             else
                 batch.drop(i, DropReason::mtu_exceeded);
             continue;
@@ -83,9 +135,9 @@ void forward_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexc
         ip->checksum = checksum_update16(ip->checksum, old_word, new_word);
 
         auto* eth = header_at<EtherHdr>(f.data(), f.len, 0);
-        eth->dst = to->mac;
-        eth->src = snap.gateway_mac;
-        m.out_port = out_port;
+        eth->dst = out->dst_mac;
+        eth->src = out->src_mac;
+        m.out_port = out->port;
         m.verdict = Verdict::forward;
     }
 }

@@ -6,12 +6,40 @@
 #include "dp/route.hpp"
 
 namespace calyx::dp {
+namespace {
+
+// Packets for calyx from the uplink, or for the uplink address from anywhere: ping is
+// answered (from the uplink address, so operators can check the way in); everything else
+// found no masquerade mapping (nat_in translated the ones that did).
+void local_uplink(Batch& batch, uint16_t i, const Snapshot& snap, WorkerContext& ctx) {
+    PacketMeta& m = batch.meta[i];
+    Frame& f = batch.frames[i];
+    const auto* ip = header_at<Ipv4Hdr>(f.data(), f.len, m.l3_offset);
+    const bool from_uplink = m.in_port == snap.uplink->port;
+    const bool to_address = NextHop::index(m.next_hop) == kLocalUplinkAddress;
+    if (to_address && !ip->is_fragment() && m.ip_proto == ipproto::kIcmp &&
+        header_at<IcmpHdr>(f.data(), f.len, m.l4_offset)->type == icmp::kEchoRequest) {
+        make_echo_reply(f, m, from_uplink ? snap.uplink->mac : snap.gateway_mac);
+        m.verdict = Verdict::reply;
+        bump(ctx.counters.icmp_echo_replies);
+        return;
+    }
+    batch.drop(i, to_address ? DropReason::nat_no_mapping : DropReason::to_gateway_unhandled);
+}
+
+}  // namespace
+
 void local_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexcept {
     for (uint16_t i = 0; i < batch.count; ++i) {
         PacketMeta& m = batch.meta[i];
         if (m.verdict != Verdict::pending || !m.is_ipv4 ||
             NextHop::kind(m.next_hop) != NextHopKind::local)
             continue;
+        if (snap.uplink && (m.in_port == snap.uplink->port ||
+                            NextHop::index(m.next_hop) == kLocalUplinkAddress)) {
+            local_uplink(batch, i, snap, ctx);
+            continue;
+        }
         const InstanceView* inst = snap.instance_on_port(m.in_port);
         Frame& f = batch.frames[i];
         const auto* ip = header_at<Ipv4Hdr>(f.data(), f.len, m.l3_offset);

@@ -4,6 +4,7 @@
 #include "dp/classify.hpp"
 #include "dp/forward.hpp"
 #include "dp/local.hpp"
+#include "dp/nat_stages.hpp"
 #include "dp/policy.hpp"
 #include "dp/route.hpp"
 
@@ -12,10 +13,12 @@ namespace calyx::dp {
 void run_pipeline(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexcept {
     classify_stage(batch, snap, ctx);
     arp_stage(batch, snap, ctx);
+    nat_in_stage(batch, snap, ctx);
     route_stage(batch, snap, ctx);
     local_stage(batch, snap, ctx);
     policy_stage(batch, snap, ctx);
     forward_stage(batch, snap, ctx);
+    nat_out_stage(batch, snap, ctx);
     for (uint16_t i = 0; i < batch.count; ++i) {
         const PacketMeta& m = batch.meta[i];
         if (m.verdict == Verdict::drop) ctx.counters.count_drop(m.in_port, m.reason);

@@ -1,9 +1,10 @@
 // The pipeline: the stages every batch goes through, composed at compile time. After it,
 // every packet has a final verdict; drops are counted here, once, under their reason.
 //
-//   classify -> arp -> route -> local -> policy -> forward
+//   classify -> arp -> nat_in -> route -> local -> policy -> forward -> nat_out
 //
-// NAT (the uplink issue) slots in between policy and forward.
+// nat_in translates replies to masqueraded connections back before anything looks at their
+// destination; nat_out rewrites outgoing ones after every check saw what the instance sent.
 #pragma once
 
 #include "dp/batch.hpp"

@@ -2,6 +2,7 @@
 
 #include "calyx/headers.hpp"
 #include "dp/conntrack.hpp"
+#include "dp/nat.hpp"
 #include "dp/route.hpp"
 
 namespace calyx::dp {
@@ -60,30 +61,32 @@ class PolicyRun {
 public:
     PolicyRun(const Snapshot& snap, WorkerContext& ctx) : snap_(snap), ctx_(ctx), table_(*snap.conntrack) {}
 
-    std::optional<DropReason> track(const Flow& f, int32_t pos, const Sides& s) {
+    std::optional<DropReason> track(const Flow& f, int32_t pos, const Sides& s, PacketMeta& m) {
         if (pos >= 0) {
             CtEntry& e = table_.entry(pos);
             e.lock_entry();
             if (!e.dead()) {
-                const auto r = existing(e, f, s);
+                const auto r = existing(e, f, s, m);
                 e.unlock_entry();
                 return r;
             }
             e.unlock_entry();  // deleted under us: the packet is a first packet
         }
-        return create(f, s);
+        return create(f, s, m);
     }
 
 private:
-    std::optional<DropReason> decide_new(const Flow& f, const Sides& s, ConnState& fresh) {
+    std::optional<DropReason> decide_new(const Flow& f, const Sides& s, ConnState& fresh,
+                                         PolicyDecision& d) {
         const CtVerdict v = ct_new(fresh, f.info, snap_.ct_timeouts, ctx_.now_ns);
         if (v != CtVerdict::accept) return reason_of(v);
-        const PolicyDecision d = evaluate_new_connection(snap_, s.src, s.dst, s.src_ip, s.dst_ip,
-                                                         f.key.key.proto, f.rule_key);
+        d = evaluate_new_connection(snap_, s.src, s.dst, s.src_ip, s.dst_ip, f.key.key.proto, f.rule_key);
         if (!d.allowed) return d.reason;
         return std::nullopt;
     }
 
+    // Protocol state and rule generation of a new incarnation; the NAT binding is the
+    // caller's (a reopened connection keeps its external port).
     void start(CtEntry& e, const Flow& f, const ConnState& fresh) {
         e.state = fresh;
         e.orig_side = f.key.src_side;
@@ -91,25 +94,85 @@ private:
         bump(ctx_.counters.ct_created);
     }
 
-    std::optional<DropReason> create(const Flow& f, const Sides& s) {
+    // The external port of a new masqueraded connection, taken before the connection exists
+    // (see the ownership rule in dp/nat.hpp).
+    std::optional<uint16_t> allocate_port(const Flow& f, const Sides& s) {
+        const uint16_t inside_port = f.key.key.port[f.key.src_side];
+        const uint16_t remote_port = f.key.key.port[f.key.src_side ^ 1];
+        const uint64_t seed = ctx_.now_ns ^ (uint64_t{s.src_ip.value} << 16 | inside_port) * 0x9e3779b97f4a7c15ull;
+        return snap_.nat->allocate(f.key.key.proto, s.dst_ip, remote_port, inside_port, seed);
+    }
+
+    std::optional<DropReason> create(const Flow& f, const Sides& s, PacketMeta& m) {
         ConnState fresh{};
-        if (auto reason = decide_new(f, s, fresh)) return reason;
+        PolicyDecision d;
+        if (auto reason = decide_new(f, s, fresh, d)) return reason;
+        std::optional<uint16_t> external;
+        if (d.masquerade) {
+            external = allocate_port(f, s);
+            if (!external) return DropReason::nat_exhausted;
+        }
         const int32_t pos = table_.insert(f.key.key);
-        if (pos < 0) return DropReason::ct_table_full;
+        if (pos < 0) {
+            release_port(f, s, external);
+            return DropReason::ct_table_full;
+        }
         CtEntry& e = table_.entry(pos);
         e.lock_entry();
         std::optional<DropReason> r;
-        if (e.dead())
+        if (e.dead()) {
             start(e, f, fresh);
-        else
-            r = existing(e, f, s);  // an earlier packet of this batch created it
+            store_nat_binding(e, NatBinding{});
+            if (external) r = bind(e, f, s, *external, m);
+        } else {
+            release_port(f, s, external);  // an earlier packet (or worker) created it
+            r = existing(e, f, s, m);
+        }
         e.unlock_entry();
         return r;
     }
 
+    void release_port(const Flow& f, const Sides& s, std::optional<uint16_t> port) {
+        if (port) snap_.nat->release(f.key.key.proto, s.dst_ip, f.key.key.port[f.key.src_side ^ 1], *port);
+    }
+
+    // Primary entry lock held, the entry just started. Stores the binding and adds the
+    // outside (alias) key that inbound packets are translated by.
+    std::optional<DropReason> bind(CtEntry& e, const Flow& f, const Sides& s, uint16_t external,
+                                   PacketMeta& m) {
+        const Ipv4Addr ext_addr = snap_.uplink->address;
+        store_nat_binding(e, NatBinding{ext_addr, external, NatRole::primary});
+        const bool icmp = f.key.key.proto == ipproto::kIcmp;
+        const uint16_t remote_port = f.key.key.port[f.key.src_side ^ 1];
+        const CtPacketKey alias = make_ct_key(f.key.key.proto, {kNatZone, ext_addr, external},
+                                              {0, s.dst_ip, icmp ? external : remote_port});
+        const int32_t apos = table_.insert(alias.key);
+        if (apos < 0) {
+            // The binding stays: expiring the primary makes the sweeper release the port.
+            e.state.expires_s = 1;
+            return DropReason::ct_table_full;
+        }
+        CtEntry& a = table_.entry(apos);
+        a.lock_entry();
+        a.state = ConnState{};
+        a.state.expires_s = UINT32_MAX;  // lives until its primary is removed
+        a.orig_side = alias.src_side;
+        store_nat_binding(a, NatBinding{s.src_ip, f.key.key.port[f.key.src_side], NatRole::alias});
+        a.unlock_entry();
+        m.nat = NatAction::snat;
+        m.nat_addr = ext_addr.value;
+        m.nat_port = external;
+        return std::nullopt;
+    }
+
     // Entry lock held.
-    std::optional<DropReason> existing(CtEntry& e, const Flow& f, const Sides& s) {
+    std::optional<DropReason> existing(CtEntry& e, const Flow& f, const Sides& s, PacketMeta& m) {
         const Direction dir = e.direction_of(f.key.src_side);
+        const NatBinding binding = load_nat_binding(e);
+        // A masqueraded connection is reached from outside only through its external
+        // endpoint (nat_in translated the packet); its inside tuple is not an entrance.
+        if (binding.translated() && dir == Direction::reply && !m.nat_translated_in)
+            return DropReason::nat_unsolicited;
         const uint32_t generation = static_cast<uint32_t>(snap_.generation);
         if (e.policy_generation != generation && !ct_expired(e.state, ctx_.now_ns)) {
             // The rules changed since this connection was allowed: check its opening again.
@@ -117,20 +180,30 @@ private:
             const PolicyDecision d =
                 orig ? evaluate_new_connection(snap_, s.src, s.dst, s.src_ip, s.dst_ip, f.key.key.proto, f.rule_key)
                      : evaluate_new_connection(snap_, s.dst, s.src, s.dst_ip, s.src_ip, f.key.key.proto, f.orig_rule_key);
-            if (!d.allowed) {
+            // A connection whose translation the new configuration would change (its network
+            // became, or stopped being, `nat`) cannot continue either.
+            if (!d.allowed || d.masquerade != binding.translated()) {
                 e.state.expires_s = 1;  // long expired: the sweeper removes it
                 return DropReason::sg_revoked;
             }
             e.policy_generation = generation;
         }
         const CtVerdict v = ct_update(e.state, dir, f.info, snap_.ct_timeouts, ctx_.now_ns);
-        if (ct_passes(v)) return std::nullopt;
-        if (v != CtVerdict::reopen && v != CtVerdict::expired) return reason_of(v);
-        // No live connection: this packet may open a new one in its own direction, reusing
-        // the entry (the key is the same).
-        ConnState fresh{};
-        if (auto reason = decide_new(f, s, fresh)) return reason;
-        start(e, f, fresh);
+        if (!ct_passes(v)) {
+            if (v != CtVerdict::reopen && v != CtVerdict::expired) return reason_of(v);
+            // No live connection: this packet may open a new one in its own direction, reusing
+            // the entry (the key is the same) and its binding.
+            ConnState fresh{};
+            PolicyDecision d;
+            if (auto reason = decide_new(f, s, fresh, d)) return reason;
+            if (d.masquerade != binding.translated()) return DropReason::nat_unsolicited;
+            start(e, f, fresh);
+        }
+        if (binding.translated() && e.direction_of(f.key.src_side) == Direction::original) {
+            m.nat = NatAction::snat;
+            m.nat_addr = binding.addr.value;
+            m.nat_port = binding.port;
+        }
         return std::nullopt;
     }
 
@@ -141,7 +214,9 @@ private:
 
 // An ICMP error passes if the datagram it quotes belongs to a tracked connection. The quoted
 // datagram travelled the other way: from the error's destination to the error's source.
-std::optional<DropReason> check_icmp_error(const Frame& f, const PacketMeta& m, const Sides& s,
+// An error about a masqueraded connection leaves with the connection's external endpoint
+// (nat_out rewrites it) and comes in only through it (nat_in translated it).
+std::optional<DropReason> check_icmp_error(const Frame& f, PacketMeta& m, const Sides& s,
                                            const Snapshot& snap, uint64_t now_ns) {
     const size_t inner_at = m.l4_offset + sizeof(IcmpHdr);
     const auto* inner = header_at<Ipv4Hdr>(f.data(), f.len, inner_at);
@@ -158,6 +233,16 @@ std::optional<DropReason> check_icmp_error(const Frame& f, const PacketMeta& m, 
     if (pos < 0) return DropReason::ct_icmp_error_unmatched;
     const CtEntry& e = snap.conntrack->entry(pos);
     if (e.dead() || ct_expired(e.state, now_ns)) return DropReason::ct_icmp_error_unmatched;
+    const NatBinding binding = load_nat_binding(e);
+    if (binding.role == NatRole::primary) {
+        if (!s.src) {  // from outside
+            if (!m.nat_translated_in) return DropReason::nat_unsolicited;
+        } else if (!s.dst) {  // the instance's error about a datagram that came in through the NAT
+            m.nat = NatAction::icmp_error_out;
+            m.nat_addr = binding.addr.value;
+            m.nat_port = binding.port;
+        }
+    }
     return std::nullopt;
 }
 
@@ -167,6 +252,24 @@ PolicyDecision evaluate_new_connection(const Snapshot& snap, const InstanceView*
                                        const InstanceView* to, Ipv4Addr from_ip, Ipv4Addr to_ip,
                                        uint8_t protocol, uint16_t rule_key) noexcept {
     PolicyDecision d;
+    const auto kind = [&](const InstanceView* inst) { return snap.networks[inst->network].kind; };
+    // The seed's network kinds, before any security group: private has no outside at all, and
+    // nothing from outside opens a connection into nat.
+    if ((from && !to && kind(from) == config::NetworkKind::private_) ||
+        (!from && to && kind(to) == config::NetworkKind::private_)) {
+        d.reason = DropReason::private_isolated;
+        return d;
+    }
+    if (!from && to && kind(to) == config::NetworkKind::nat) {
+        d.reason = DropReason::nat_unsolicited;
+        return d;
+    }
+    d.masquerade = from && !to && kind(from) == config::NetworkKind::nat;
+    if (d.masquerade && protocol != ipproto::kTcp && protocol != ipproto::kUdp &&
+        !(protocol == ipproto::kIcmp && (rule_key >> 8) == icmp::kEchoRequest)) {
+        d.reason = DropReason::nat_unsupported;
+        return d;
+    }
     if (from) {
         d.egress_rule = snap.policies[index_of(snap, from)].egress.match(protocol, rule_key, to_ip);
         if (d.egress_rule == kNoRule) {
@@ -193,23 +296,37 @@ void policy_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexce
     uint16_t which[kBurstSize];
     uint16_t n = 0;
 
+    const uint16_t uplink_port = snap.uplink ? snap.uplink->port : kNoPort;
     for (uint16_t i = 0; i < batch.count; ++i) {
         PacketMeta& m = batch.meta[i];
-        if (m.verdict != Verdict::pending || !m.is_ipv4 ||
-            NextHop::kind(m.next_hop) != NextHopKind::instance)
-            continue;
+        if (m.verdict != Verdict::pending || !m.is_ipv4) continue;
+        const NextHopKind kind = NextHop::kind(m.next_hop);
+        if (kind != NextHopKind::instance && kind != NextHopKind::uplink) continue;
+        const bool from_uplink = m.in_port == uplink_port;
+        if (kind == NextHopKind::uplink && from_uplink) continue;  // forward drops transit
         const Frame& fr = batch.frames[i];
         const auto* ip = header_at<Ipv4Hdr>(fr.data(), fr.len, m.l3_offset);
         const InstanceView* src = snap.instance_on_port(m.in_port);
-        const InstanceView* dst = snap.instance_on_port(static_cast<uint16_t>(NextHop::index(m.next_hop)));
-        if (!dst || dst == src) continue;  // forward drops these (no_route, hairpin)
+        if (!src && !from_uplink) {  // a port this snapshot does not name: nothing passes
+            batch.drop(i, DropReason::no_route);
+            continue;
+        }
+        const InstanceView* dst =
+            kind == NextHopKind::instance ? snap.instance_on_port(static_cast<uint16_t>(NextHop::index(m.next_hop))) : nullptr;
+        if (kind == NextHopKind::instance && (!dst || dst == src)) continue;  // forward drops these (no_route, hairpin)
         Sides s{src, dst, src ? snap.networks[src->network].zone : uint16_t{0},
-                snap.networks[dst->network].zone, Ipv4Addr::from_be(ip->src), Ipv4Addr::from_be(ip->dst)};
+                dst ? snap.networks[dst->network].zone : uint16_t{0}, Ipv4Addr::from_be(ip->src),
+                Ipv4Addr::from_be(ip->dst)};
 
         if (!ip->is_first_fragment()) {
             const FragmentKey fk{s.src_ip.value, s.dst_ip.value, ip->id.host(), s.src_zone, ip->protocol};
-            if (!ctx.fragments || !ctx.fragments->allowed(fk, ctx.now_ns))
+            uint32_t nat_addr = 0;
+            if (!ctx.fragments || !ctx.fragments->allowed(fk, ctx.now_ns, &nat_addr)) {
                 batch.drop(i, DropReason::fragment_unmatched);
+            } else if (nat_addr != 0) {
+                m.nat = NatAction::snat_fragment;
+                m.nat_addr = nat_addr;
+            }
             continue;
         }
         const uint8_t* l4 = fr.data() + m.l4_offset;
@@ -237,16 +354,18 @@ void policy_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexce
     PolicyRun run(snap, ctx);
     for (uint16_t k = 0; k < n; ++k) {
         const uint16_t i = which[k];
-        if (auto r = run.track(flows[k], positions[k], sides[k])) {
+        PacketMeta& m = batch.meta[i];
+        if (auto r = run.track(flows[k], positions[k], sides[k], m)) {
             batch.drop(i, *r);
             continue;
         }
         const Frame& fr = batch.frames[i];
-        const auto* ip = header_at<Ipv4Hdr>(fr.data(), fr.len, batch.meta[i].l3_offset);
+        const auto* ip = header_at<Ipv4Hdr>(fr.data(), fr.len, m.l3_offset);
         if (ctx.fragments && (ip->frag.host() & Ipv4Hdr::kMoreFragments))
             ctx.fragments->remember({sides[k].src_ip.value, sides[k].dst_ip.value, ip->id.host(),
                                      sides[k].src_zone, ip->protocol},
-                                    ctx.now_ns + uint64_t{snap.fragment_timeout_s} * 1'000'000'000);
+                                    ctx.now_ns + uint64_t{snap.fragment_timeout_s} * 1'000'000'000,
+                                    m.nat == NatAction::snat ? m.nat_addr : 0);
     }
 }
 

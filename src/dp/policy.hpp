@@ -14,11 +14,20 @@
 // - Fragments: the first decides; later fragments of its datagram follow that verdict.
 // - Infrastructure (ARP, DHCP, ping to the gateway) never reaches this stage.
 //
-// Reads:  meta (IPv4, next hop), headers, the snapshot's compiled rules and connection table.
-// Writes: the connection table; verdict drop.
+// - Network kinds (the seed): a `private` network has no traffic to or from the uplink; a
+//   `nat` network's connections to the uplink side are masqueraded, and nothing from outside
+//   opens a connection to it. A masqueraded connection gets its external port here, on its
+//   first packet (dp/nat.hpp: two keys, the binding in the entry); nat_out rewrites.
+//
+// Reads:  meta (IPv4, next hop, nat_translated_in), headers, the snapshot's compiled rules,
+//         connection table and NAT port allocator.
+// Writes: the connection table and port allocator; meta.nat/nat_addr/nat_port (what nat_out
+//         does); verdict drop.
 // Drops:  sg_no_egress_rule, sg_no_ingress_rule, sg_revoked, ct_invalid_new,
 //         ct_invalid_state, ct_invalid_tcp_flags, ct_out_of_window, ct_table_full,
-//         ct_icmp_error_unmatched, fragment_unmatched, l4_malformed.
+//         ct_icmp_error_unmatched, fragment_unmatched, l4_malformed, private_isolated,
+//         nat_unsolicited, nat_unsupported, nat_exhausted, no_route (a port the snapshot
+//         does not name).
 #pragma once
 
 #include <cstdint>

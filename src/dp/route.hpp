@@ -1,10 +1,12 @@
 // route: longest-prefix match of IPv4 destinations in the snapshot's rte_fib, one bulk lookup
 // per batch.
 //
-// Reads:  meta.is_ipv4, the IPv4 destination.
+// Reads:  meta.is_ipv4, the IPv4 destination (and source, for packets from the uplink).
 // Writes: meta.next_hop.
 // Drops:  martian_destination (multicast, 0.0.0.0; limited and network broadcasts are sent
-//         to the local stage because DHCP clients use them).
+//         to the local stage because DHCP clients use them); martian_source (a packet from
+//         the uplink whose source is one of the site's own addresses: the same lookup, on the
+//         source, says so).
 #pragma once
 
 #include <cstdint>
@@ -21,8 +23,13 @@ enum class NextHopKind : uint32_t {
     none = 0,        // no route: ICMP net unreachable
     local = 1,       // a gateway address or a broadcast: calyx itself
     instance = 2,    // index: the instance's port slot
-    unassigned = 3,  // inside an instance network but no instance has it: host unreachable
+    unassigned = 3,  // inside an instance network but no instance has it: host unreachable;
+                     // index: the network (Snapshot::networks)
+    uplink = 4,      // leaves by the uplink; index: kUplinkViaGateway or kUplinkOnLink
 };
+
+inline constexpr uint32_t kUplinkViaGateway = 0;  // next hop: the uplink's gateway
+inline constexpr uint32_t kUplinkOnLink = 1;      // next hop: the destination itself
 
 struct NextHop {
     static constexpr uint32_t kKindShift = 24;

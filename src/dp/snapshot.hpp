@@ -22,6 +22,7 @@ namespace calyx::dp {
 
 class ConnTable;
 class NatPortAllocator;
+class NeighborTable;
 
 // The way out (config `uplink:`): an ethdev port with the compute host's public address.
 struct UplinkView {
@@ -68,6 +69,7 @@ struct Snapshot {
     ConnTable* conntrack = nullptr;  // not owned: outlives every snapshot
     std::optional<UplinkView> uplink;  // none: only the site's networks
     NatPortAllocator* nat = nullptr;  // not owned, outlives snapshots; set with `uplink`
+    NeighborTable* neighbors = nullptr;  // the uplink's ARP cache; likewise
     // port slot -> index into `instances`, or -1 when the slot holds no instance.
     std::vector<int32_t> instance_by_port = std::vector<int32_t>(kMaxPorts, -1);
     rte_fib* fib = nullptr;  // owned; see dp/route.hpp for the next-hop encoding

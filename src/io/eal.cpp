@@ -9,7 +9,9 @@
 
 namespace calyx::io {
 
-std::vector<std::string> eal_arguments(const config::DataplaneConfig& dp, const std::string& argv0) {
+std::vector<std::string> eal_arguments(const config::DataplaneConfig& dp,
+                                       const std::optional<config::UplinkConfig>& uplink,
+                                       const std::string& argv0) {
     std::vector<std::string> args{argv0};
     std::vector<unsigned> lcores{0};
     lcores.insert(lcores.end(), dp.workers.begin(), dp.workers.end());
@@ -17,7 +19,14 @@ std::vector<std::string> eal_arguments(const config::DataplaneConfig& dp, const 
     args.push_back(fmt::format("{}", fmt::join(lcores, ",")));
     args.push_back("--main-lcore");
     args.push_back("0");
-    args.push_back("--no-pci");
+    // An allowlist probes exactly the listed devices; without one EAL would probe every PCI
+    // NIC it can bind, including the one that carries this machine's own network.
+    if (uplink && uplink->type == config::UplinkPortType::pci) {
+        args.push_back("-a");
+        args.push_back(uplink->pci_address);
+    } else {
+        args.push_back("--no-pci");
+    }
     auto given = [&](std::string_view opt) {
         return std::any_of(dp.eal_args.begin(), dp.eal_args.end(),
                            [&](const auto& a) { return a.starts_with(opt); });

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <expected>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -9,10 +10,14 @@
 
 namespace calyx::io {
 
-// The EAL command line for a configuration: the main lcore plus the workers, --no-pci
-// (the machine's own NIC is never touched), no shared runtime files unless the user chose a
-// file prefix (no leftover hugepage files, several calyx side by side), then eal_args.
-std::vector<std::string> eal_arguments(const config::DataplaneConfig& dp, const std::string& argv0);
+// The EAL command line for a configuration: the main lcore plus the workers; PCI: only a `pci`
+// uplink's device (-a ADDRESS), otherwise --no-pci (the machine's own NIC is never touched);
+// no shared runtime files unless the user chose a file prefix (no leftover hugepage files,
+// several calyx side by side), then eal_args. tap and af_packet uplinks are vdevs that
+// EthdevPort::open creates after EAL start, so they add nothing here.
+std::vector<std::string> eal_arguments(const config::DataplaneConfig& dp,
+                                       const std::optional<config::UplinkConfig>& uplink,
+                                       const std::string& argv0);
 
 std::expected<void, std::string> init_eal(const std::vector<std::string>& args);
 

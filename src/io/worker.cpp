@@ -3,6 +3,7 @@
 #include <rte_cycles.h>
 #include <rte_mbuf.h>
 #include <rte_rcu_qsbr.h>
+#include <rte_ring.h>
 
 #include "dp/pipeline.hpp"
 #include "io/clock.hpp"
@@ -57,9 +58,9 @@ void transmit(dp::Batch& batch, uint16_t queue, DataplaneShared& shared, dp::Wor
     rte_pktmbuf_free_bulk(unsent, n_unsent);
 }
 
-uint16_t receive(dp::Batch& batch, Port& port, uint16_t slot, dp::WorkerCounters& counters) {
+uint16_t receive(dp::Batch& batch, Port& port, uint16_t slot, uint16_t queue, dp::WorkerCounters& counters) {
     rte_mbuf* pkts[dp::kBurstSize];
-    const uint16_t n = port.rx(pkts, dp::kBurstSize, 0);
+    const uint16_t n = port.rx(pkts, dp::kBurstSize, queue);
     uint64_t bytes = 0;
     for (uint16_t i = 0; i < n; ++i) {
         rte_mbuf* m = pkts[i];
@@ -75,6 +76,23 @@ uint16_t receive(dp::Batch& batch, Port& port, uint16_t slot, dp::WorkerCounters
     dp::bump(counters.ports[slot].rx_packets, n);
     dp::bump(counters.ports[slot].rx_bytes, bytes);
     return n;
+}
+
+// The control plane's frames for the uplink, sent on this worker's queue.
+bool send_control_frames(DataplaneShared& shared, uint16_t uplink_slot, uint16_t queue,
+                         dp::WorkerCounters& counters) {
+    rte_mbuf* pkts[dp::kBurstSize];
+    const unsigned n = rte_ring_sc_dequeue_burst(shared.uplink_control_tx, reinterpret_cast<void**>(pkts),
+                                                 dp::kBurstSize, nullptr);
+    if (n == 0) return false;
+    Port* port = shared.ports[uplink_slot].load(std::memory_order_acquire);
+    const uint16_t done = port && port->connected() ? port->tx(pkts, static_cast<uint16_t>(n), queue) : 0;
+    uint64_t bytes = 0;
+    for (uint16_t k = 0; k < done; ++k) bytes += pkts[k]->pkt_len;
+    dp::bump(counters.ports[uplink_slot].tx_packets, done);
+    dp::bump(counters.ports[uplink_slot].tx_bytes, bytes);
+    rte_pktmbuf_free_bulk(pkts + done, n - done);
+    return true;
 }
 
 }  // namespace
@@ -95,13 +113,21 @@ int worker_main(void* raw) {
         const uint64_t start = rte_rdtsc();
         ctx.now_ns = tsc_to_ns(start);
         bool busy = false;
+        const auto queue = static_cast<uint16_t>(args.index);
+        auto poll = [&](uint16_t slot, uint16_t rx_queue) {
+            Port* port = shared.ports[slot].load(std::memory_order_acquire);
+            if (!port || receive(batch, *port, slot, rx_queue, counters) == 0) return;
+            busy = true;
+            dp::run_pipeline(batch, *snap, ctx);
+            transmit(batch, queue, shared, counters);
+        };
         if (snap && args.index < snap->ports_by_worker.size()) {
-            for (uint16_t slot : snap->ports_by_worker[args.index]) {
-                Port* port = shared.ports[slot].load(std::memory_order_acquire);
-                if (!port || receive(batch, *port, slot, counters) == 0) continue;
-                busy = true;
-                dp::run_pipeline(batch, *snap, ctx);
-                transmit(batch, static_cast<uint16_t>(args.index), shared, counters);
+            for (uint16_t slot : snap->ports_by_worker[args.index]) poll(slot, 0);
+            // The uplink has a queue per worker: every worker polls its own.
+            if (snap->uplink) {
+                poll(snap->uplink->port, queue);
+                if (args.index == 0 && shared.uplink_control_tx)
+                    busy |= send_control_frames(shared, snap->uplink->port, queue, counters);
             }
         }
         // Nothing from this iteration is held past here: old snapshots and ports may go.

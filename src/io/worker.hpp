@@ -12,6 +12,7 @@
 #include "dp/snapshot.hpp"
 
 struct rte_rcu_qsbr;
+struct rte_ring;
 
 namespace calyx::io {
 
@@ -25,6 +26,9 @@ struct DataplaneShared {
     // still be read (the control plane clears it only after a grace period).
     std::array<std::atomic<Port*>, dp::kMaxPorts> ports{};
     rte_rcu_qsbr* grace = nullptr;
+    // Frames the control plane sends out of the uplink (ARP requests): single producer (the
+    // control plane), single consumer (worker 0, on its own transmit queue).
+    rte_ring* uplink_control_tx = nullptr;
     std::atomic<bool> stop{false};
 };
 

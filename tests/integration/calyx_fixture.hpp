@@ -181,6 +181,8 @@ class CalyxFixture : public testing::Test {
   protected:
     fs::path socket_of(const Vm& vm) const { return dir_ / (vm.name + ".sock"); }
     bool is_client_mode(const Vm& vm) const { return options_.client_mode.contains(vm.name); }
+    // calyx's control socket (the config's control.socket), for calyxctl.
+    fs::path control_socket() const { return dir_ / "calyx.sock"; }
 
     // Write the config (on the first call; later calls restart calyx on the same file) and
     // start calyx; returns once its server-mode sockets exist.

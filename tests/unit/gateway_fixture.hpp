@@ -10,6 +10,8 @@
 #include "cp/snapshot_builder.hpp"
 #include "dp/batch.hpp"
 #include "dp/conntrack.hpp"
+#include "dp/nat.hpp"
+#include "dp/neighbor.hpp"
 #include "dp/pipeline.hpp"
 #include "support/frame_builder.hpp"
 
@@ -50,6 +52,9 @@ inline const Ipv4Addr kWebGateway = Ipv4Addr::from_octets(203, 0, 113, 1);
 inline const Ipv4Addr kAppIp = Ipv4Addr::from_octets(10, 10, 0, 5);
 inline const Ipv4Addr kDbIp = Ipv4Addr::from_octets(10, 20, 0, 7);
 inline constexpr uint16_t kWebPort = 0, kAppPort = 1, kDbPort = 2;
+// With an `uplink:` section the uplink takes this slot.
+inline constexpr uint16_t kUplinkPort = 3;
+inline const MacAddr kUplinkMac{{0x02, 0xca, 0x1e, 0x00, 0x00, 0x01}};
 
 class GatewayTest : public ::testing::Test {
 protected:
@@ -74,6 +79,19 @@ protected:
             return zones_.try_emplace(n.name, static_cast<uint16_t>(zones_.size() + 1)).first->second;
         };
         in.conntrack = conntrack_.get();
+        if (config_.uplink) {
+            if (!nat_) {
+                auto nat = dp::NatPortAllocator::create({config_.uplink->nat_port_min, config_.uplink->nat_port_max},
+                                                        dp::NatPortAllocator::kDefaultPartitions, 0x5eed);
+                ASSERT_TRUE(nat.has_value()) << nat.error();
+                nat_ = std::make_unique<dp::NatPortAllocator>(std::move(*nat));
+                conntrack_->set_nat(nat_.get());
+            }
+            in.uplink_slot = kUplinkPort;
+            in.uplink_mac = kUplinkMac;
+            in.nat = nat_.get();
+            in.neighbors = &neighbors_;
+        }
         auto snap = cp::build_snapshot(config_, in, ++generation_);
         ASSERT_TRUE(snap.has_value()) << snap.error();
         snap_ = std::move(*snap);
@@ -103,6 +121,8 @@ protected:
     config::Config config_;
     std::map<std::string, uint16_t> slots_, zones_;
     uint64_t generation_ = 0;
+    std::unique_ptr<dp::NatPortAllocator> nat_;  // with an uplink; before conntrack_ (it refers to it)
+    dp::NeighborTable neighbors_;
     std::unique_ptr<dp::ConnTable> conntrack_;  // before snap_: the snapshot points at it
     std::unique_ptr<dp::Snapshot> snap_;
     std::unique_ptr<dp::WorkerCounters> counters_ = std::make_unique<dp::WorkerCounters>();

@@ -1,0 +1,115 @@
+#include "dp/nat_stages.hpp"
+
+#include "calyx/headers.hpp"
+#include "dp/conntrack.hpp"
+#include "dp/nat.hpp"
+
+namespace calyx::dp {
+namespace {
+
+bool is_icmp_error(uint8_t type) {
+    return type == icmp::kDestUnreachable || type == icmp::kTimeExceeded ||
+           type == icmp::kParameterProblem;
+}
+
+// The outside (alias) key an inbound packet to the uplink address would match, if any.
+bool alias_key_of(const Frame& f, const PacketMeta& m, CtKey& key, bool& icmp_error) {
+    const auto* ip = header_at<Ipv4Hdr>(f.data(), f.len, m.l3_offset);
+    if (!ip->is_first_fragment()) return false;
+    const Ipv4Addr src = Ipv4Addr::from_be(ip->src);
+    const Ipv4Addr dst = Ipv4Addr::from_be(ip->dst);
+    const uint8_t* l4 = f.data() + m.l4_offset;
+    icmp_error = false;
+    switch (m.ip_proto) {
+        case ipproto::kTcp:
+        case ipproto::kUdp: {  // classify checked the header is there
+            const uint16_t sport = static_cast<uint16_t>(l4[0] << 8 | l4[1]);
+            const uint16_t dport = static_cast<uint16_t>(l4[2] << 8 | l4[3]);
+            key = make_ct_key(m.ip_proto, {kNatZone, dst, dport}, {0, src, sport}).key;
+            return true;
+        }
+        case ipproto::kIcmp: {
+            const uint8_t type = l4[0];
+            if (type == icmp::kEchoReply) {
+                if (f.len - m.l4_offset < 8) return false;
+                const uint16_t id = static_cast<uint16_t>(l4[4] << 8 | l4[5]);
+                key = make_ct_key(ipproto::kIcmp, {kNatZone, dst, id}, {0, src, id}).key;
+                return true;
+            }
+            if (!is_icmp_error(type)) return false;  // echo requests are for calyx itself
+            // The quoted datagram left through the NAT: its source is the external endpoint.
+            const auto q = icmp_error_quoted_flow(f.data() + m.l3_offset, f.len - m.l3_offset);
+            if (!q || q->src.addr != dst) return false;
+            key = make_ct_key(q->proto, {kNatZone, q->src.addr, q->src.port},
+                              {0, q->dst.addr, q->dst.port}).key;
+            icmp_error = true;
+            return true;
+        }
+        default: return false;
+    }
+}
+
+}  // namespace
+
+void nat_in_stage(Batch& batch, const Snapshot& snap, WorkerContext&) noexcept {
+    if (!snap.uplink) return;
+    CtKey keys[kBurstSize];
+    const CtKey* key_ptrs[kBurstSize];
+    bool errors[kBurstSize];
+    int32_t positions[kBurstSize];
+    uint16_t which[kBurstSize];
+    uint16_t n = 0;
+    for (uint16_t i = 0; i < batch.count; ++i) {
+        const PacketMeta& m = batch.meta[i];
+        if (m.verdict != Verdict::pending || !m.is_ipv4 || m.in_port != snap.uplink->port) continue;
+        const Frame& f = batch.frames[i];
+        const auto* ip = header_at<Ipv4Hdr>(f.data(), f.len, m.l3_offset);
+        if (Ipv4Addr::from_be(ip->dst) != snap.uplink->address) continue;
+        if (!alias_key_of(f, m, keys[n], errors[n])) continue;
+        key_ptrs[n] = &keys[n];
+        which[n++] = i;
+    }
+    if (n == 0) return;
+    snap.conntrack->lookup_bulk(key_ptrs, n, positions);
+    for (uint16_t k = 0; k < n; ++k) {
+        if (positions[k] < 0) continue;
+        const CtEntry& e = snap.conntrack->entry(positions[k]);
+        const NatBinding b = load_nat_binding(e);
+        if (e.dead() || b.role != NatRole::alias) continue;
+        const uint16_t i = which[k];
+        PacketMeta& m = batch.meta[i];
+        const NatResult r = errors[k] ? translate_icmp_error_inbound(batch.frames[i], m, b.endpoint())
+                                      : dnat_inbound(batch.frames[i], m, b.endpoint());
+        if (r != NatResult::ok) {
+            batch.drop(i, DropReason::l4_malformed);
+            continue;
+        }
+        m.nat_translated_in = true;
+    }
+}
+
+void nat_out_stage(Batch& batch, const Snapshot&, WorkerContext&) noexcept {
+    for (uint16_t i = 0; i < batch.count; ++i) {
+        PacketMeta& m = batch.meta[i];
+        if (m.verdict != Verdict::forward || m.nat == NatAction::none) continue;
+        Frame& f = batch.frames[i];
+        const NatEndpoint external{Ipv4Addr{m.nat_addr}, m.nat_port};
+        NatResult r = NatResult::ok;
+        switch (m.nat) {
+            case NatAction::snat:
+            case NatAction::snat_fragment:  // no L4 header: only the address changes
+                r = snat_outbound(f, m, external);
+                break;
+            case NatAction::icmp_error_out:
+                r = translate_icmp_error_outbound(f, m, external);
+                break;
+            case NatAction::none: break;
+        }
+        if (r == NatResult::unsupported)
+            batch.drop(i, DropReason::nat_unsupported);
+        else if (r == NatResult::malformed)
+            batch.drop(i, DropReason::l4_malformed);
+    }
+}
+
+}  // namespace calyx::dp

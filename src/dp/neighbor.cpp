@@ -1,0 +1,231 @@
+#include "dp/neighbor.hpp"
+
+#include <utility>
+
+namespace calyx::dp {
+namespace {
+
+// A key no neighbour has (the limited broadcast): an entry being removed, waiting for the
+// grace period after which no worker still writes to it.
+constexpr uint32_t kRetiring = 0xffffffff;
+
+}  // namespace
+
+const char* to_string(NeighborState s) noexcept {
+    switch (s) {
+        case NeighborState::empty: return "empty";
+        case NeighborState::incomplete: return "incomplete";
+        case NeighborState::reachable: return "reachable";
+        case NeighborState::stale: return "stale";
+        case NeighborState::failed: return "failed";
+    }
+    return "?";
+}
+
+uint64_t NeighborTable::pack(MacAddr mac, NeighborState s, bool pinned) {
+    uint64_t m = 0;
+    for (uint8_t b : mac.bytes) m = m << 8 | b;
+    return m << 16 | uint64_t{static_cast<uint8_t>(s)} << 8 | (pinned ? 1 : 0);
+}
+
+MacAddr NeighborTable::mac_of(uint64_t data) {
+    MacAddr mac;
+    uint64_t m = data >> 16;
+    for (int i = 5; i >= 0; --i, m >>= 8) mac.bytes[static_cast<size_t>(i)] = static_cast<uint8_t>(m);
+    return mac;
+}
+
+uint32_t NeighborTable::home(Ipv4Addr ip) {
+    // Fibonacci hashing: on-link hosts differ in their low bits.
+    return static_cast<uint32_t>((uint64_t{ip.value} * 0x9e3779b97f4a7c15ull) >> 56) % kCapacity;
+}
+
+NeighborTable::Entry* NeighborTable::find(Ipv4Addr ip) noexcept {
+    return const_cast<Entry*>(std::as_const(*this).find(ip));
+}
+
+const NeighborTable::Entry* NeighborTable::find(Ipv4Addr ip) const noexcept {
+    // Freed slots may sit inside a probe sequence, so every probe slot is looked at.
+    const uint32_t start = home(ip);
+    for (uint32_t i = 0; i < kMaxProbe; ++i) {
+        const Entry& e = entries_[(start + i) % kCapacity];
+        if (e.key.load(std::memory_order_acquire) == ip.value) return &e;
+    }
+    return nullptr;
+}
+
+NeighborTable::Entry* NeighborTable::claim(Ipv4Addr ip, NeighborState initial) noexcept {
+    if (ip.is_zero() || ip.value == kRetiring) return nullptr;
+    const uint32_t start = home(ip);
+    for (uint32_t i = 0; i < kMaxProbe; ++i) {
+        Entry& e = entries_[(start + i) % kCapacity];
+        uint32_t expected = 0;
+        // Data first, then the key: a reader that finds the key sees the initial state.
+        if (e.key.load(std::memory_order_relaxed) != 0) continue;
+        e.data.store(pack({}, initial, false), std::memory_order_relaxed);
+        if (e.key.compare_exchange_strong(expected, ip.value, std::memory_order_acq_rel)) return &e;
+    }
+    return nullptr;  // full around home: the caller counts the drop
+}
+
+std::optional<MacAddr> NeighborTable::lookup(Ipv4Addr ip) const noexcept {
+    const Entry* e = find(ip);
+    if (!e) return std::nullopt;
+    const uint64_t d = e->data.load(std::memory_order_acquire);
+    if (e->key.load(std::memory_order_acquire) != ip.value) return std::nullopt;
+    const NeighborState s = state_of(d);
+    if (s != NeighborState::reachable && s != NeighborState::stale) return std::nullopt;
+    return mac_of(d);
+}
+
+void NeighborTable::want(Ipv4Addr ip, uint64_t now_ns) noexcept {
+    Entry* e = find(ip);
+    if (!e) e = claim(ip, NeighborState::incomplete);
+    if (e) e->wanted_ns.store(now_ns, std::memory_order_relaxed);
+}
+
+bool NeighborTable::learn(Ipv4Addr ip, MacAddr mac, uint64_t now_ns, bool create) noexcept {
+    if (mac.is_broadcast() || mac.is_multicast() || mac == MacAddr{}) return false;
+    Entry* e = find(ip);
+    if (!e && create) e = claim(ip, NeighborState::incomplete);
+    if (!e) return false;
+    uint64_t d = e->data.load(std::memory_order_relaxed);
+    // CAS so a concurrent pin or state change by the control plane is not lost.
+    while (!e->data.compare_exchange_weak(d, pack(mac, NeighborState::reachable, pinned_of(d)),
+                                          std::memory_order_release, std::memory_order_relaxed)) {
+    }
+    e->confirmed_ns.store(now_ns, std::memory_order_relaxed);
+    if (create) e->wanted_ns.store(now_ns, std::memory_order_relaxed);
+    return true;
+}
+
+void NeighborTable::pin(Ipv4Addr ip, uint64_t now_ns) {
+    for (Entry& e : entries_) {
+        uint64_t d = e.data.load(std::memory_order_relaxed);
+        if (!pinned_of(d) || e.key.load() == ip.value) continue;
+        while (!e.data.compare_exchange_weak(d, d & ~uint64_t{1})) {
+        }
+    }
+    Entry* e = find(ip);
+    if (!e) e = claim(ip, NeighborState::incomplete);
+    if (!e) return;
+    uint64_t d = e->data.load(std::memory_order_relaxed);
+    while (!e->data.compare_exchange_weak(d, d | 1)) {
+    }
+    e->wanted_ns.store(now_ns, std::memory_order_relaxed);
+    e->next_request_ns = 0;  // ask now
+}
+
+std::vector<NeighborTable::Request> NeighborTable::due_requests(uint64_t now_ns) {
+    std::vector<Request> out;
+    for (Entry& e : entries_) {
+        const uint32_t key = e.key.load(std::memory_order_acquire);
+        if (key == 0 || key == kRetiring) continue;
+        const Ipv4Addr ip{key};
+        uint64_t d = e.data.load(std::memory_order_acquire);
+        const bool pinned = pinned_of(d);
+        const uint64_t confirmed = e.confirmed_ns.load(std::memory_order_relaxed);
+        const uint64_t wanted = e.wanted_ns.load(std::memory_order_relaxed);
+        auto set_state = [&](NeighborState s, MacAddr mac) {
+            // Lose to a worker's learn() that raced us: its news is fresher.
+            return e.data.compare_exchange_strong(d, pack(mac, s, pinned));
+        };
+        auto retire = [&] { e.key.store(kRetiring, std::memory_order_release); };
+        if (!pinned && find(ip) != &e) {  // a duplicate claimed by a concurrent want()
+            retire();
+            continue;
+        }
+        const bool recently_wanted = pinned || now_ns - wanted < kUnusedNs;
+        switch (state_of(d)) {
+            case NeighborState::reachable:
+                if (now_ns - confirmed < kReachableNs) {
+                    e.requests = 0;
+                    break;
+                }
+                if (!set_state(NeighborState::stale, mac_of(d))) break;
+                e.requests = 0;
+                e.next_request_ns = 0;
+                [[fallthrough]];
+            case NeighborState::stale:
+                if (!recently_wanted) {
+                    retire();
+                    break;
+                }
+                if (now_ns < e.next_request_ns) break;
+                if (e.requests >= kMaxRequests) {
+                    if (set_state(NeighborState::failed, {})) e.next_request_ns = now_ns + kFailedHoldNs;
+                    break;
+                }
+                out.push_back({ip, mac_of(d)});
+                ++e.requests;
+                e.next_request_ns = now_ns + kRetryNs;
+                break;
+            case NeighborState::incomplete:
+                if (now_ns < e.next_request_ns) break;
+                if (e.requests >= kMaxRequests) {
+                    if (set_state(NeighborState::failed, {})) e.next_request_ns = now_ns + kFailedHoldNs;
+                    break;
+                }
+                out.push_back({ip, std::nullopt});
+                ++e.requests;
+                e.next_request_ns = now_ns + kRetryNs;
+                break;
+            case NeighborState::failed:
+                if (now_ns < e.next_request_ns) break;
+                if (!recently_wanted) {
+                    retire();
+                    break;
+                }
+                // Wanted again after the hold time (the gateway always is): start over.
+                if (pinned || wanted + kFailedHoldNs >= e.next_request_ns) {
+                    if (!set_state(NeighborState::incomplete, {})) break;
+                    out.push_back({ip, std::nullopt});
+                    e.requests = 1;
+                    e.next_request_ns = now_ns + kRetryNs;
+                }
+                break;
+            case NeighborState::empty: break;
+        }
+    }
+    return out;
+}
+
+size_t NeighborTable::release_retired() {
+    size_t n = 0;
+    for (Entry& e : entries_) {
+        if (e.key.load(std::memory_order_acquire) != kRetiring) continue;
+        e.data.store(0, std::memory_order_relaxed);
+        e.confirmed_ns.store(0, std::memory_order_relaxed);
+        e.wanted_ns.store(0, std::memory_order_relaxed);
+        e.requests = 0;
+        e.next_request_ns = 0;
+        e.key.store(0, std::memory_order_release);
+        ++n;
+    }
+    return n;
+}
+
+size_t NeighborTable::retiring() const {
+    size_t n = 0;
+    for (const Entry& e : entries_) n += e.key.load(std::memory_order_relaxed) == kRetiring;
+    return n;
+}
+
+std::vector<NeighborEntryView> NeighborTable::entries() const {
+    std::vector<NeighborEntryView> out;
+    for (const Entry& e : entries_) {
+        const uint32_t key = e.key.load(std::memory_order_acquire);
+        if (key == 0 || key == kRetiring) continue;
+        const uint64_t d = e.data.load(std::memory_order_acquire);
+        NeighborEntryView v;
+        v.ip = Ipv4Addr{key};
+        v.state = state_of(d);
+        if (v.state == NeighborState::reachable || v.state == NeighborState::stale) v.mac = mac_of(d);
+        v.pinned = pinned_of(d);
+        v.confirmed_ns = e.confirmed_ns.load(std::memory_order_relaxed);
+        out.push_back(v);
+    }
+    return out;
+}
+
+}  // namespace calyx::dp

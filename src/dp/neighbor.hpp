@@ -1,0 +1,110 @@
+// The uplink's ARP cache: MAC addresses of the on-link hosts calyx sends to (the upstream
+// gateway above all). Shared by every worker and the control plane; outlives snapshots.
+//
+// Who does what:
+//   workers        lookup() per packet leaving by the uplink; want() on a miss (the packet is
+//                  dropped, counted as uplink_neighbor_unresolved: calyx does not queue);
+//                  learn() from every ARP request or reply received on the uplink.
+//   control plane  pin() the gateway (always resolved, refreshed, never removed); every tick,
+//                  due_requests() says which addresses to send an ARP request for, and ages
+//                  entries out.
+// Lifetimes follow Linux's neighbour defaults: an entry is reachable for 30 s after an ARP
+// from its host, then stale (still used) until a refresh confirms it; three requests one
+// second apart without an answer make it failed (no MAC; packets are dropped until it is
+// wanted again, at most one new attempt per 5 s). Unpinned entries nobody wanted for 60 s are
+// removed.
+//
+// Concurrency, without locks: an entry is a key word (the IPv4 address, claimed by CAS from
+// 0) and one 64-bit data word holding the MAC and the state, so a reader never sees a MAC of
+// another state; readers re-check the key after reading the data. Only the control plane
+// frees keys, and only after a grace period (see release_retired). Timestamps are relaxed atomics: they steer retries, never correctness.
+// Time is injected (ns), so tests are deterministic.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "calyx/net.hpp"
+
+namespace calyx::dp {
+
+enum class NeighborState : uint8_t {
+    empty = 0,
+    incomplete = 1,  // wanted, no MAC yet: requests are being sent
+    reachable = 2,   // confirmed by an ARP from the host less than kReachableNs ago
+    stale = 3,       // MAC still used, being refreshed
+    failed = 4,      // no answer to kMaxRequests requests
+};
+const char* to_string(NeighborState s) noexcept;
+
+struct NeighborEntryView {
+    Ipv4Addr ip;
+    NeighborState state = NeighborState::empty;
+    std::optional<MacAddr> mac;
+    bool pinned = false;
+    uint64_t confirmed_ns = 0;  // last ARP from the host, 0: never
+};
+
+class NeighborTable {
+public:
+    static constexpr uint32_t kCapacity = 256;  // on-link hosts calyx talks to at once
+    static constexpr uint32_t kMaxProbe = 16;
+    static constexpr uint64_t kReachableNs = 30'000'000'000;
+    static constexpr uint64_t kRetryNs = 1'000'000'000;
+    static constexpr uint32_t kMaxRequests = 3;
+    static constexpr uint64_t kFailedHoldNs = 5'000'000'000;
+    static constexpr uint64_t kUnusedNs = 60'000'000'000;
+
+    // Data path. The MAC to send to `ip`, if known (reachable or stale).
+    std::optional<MacAddr> lookup(Ipv4Addr ip) const noexcept;
+    // A packet needs `ip`: create an incomplete entry if there is none (and room), and mark
+    // it wanted so the control plane resolves it.
+    void want(Ipv4Addr ip, uint64_t now_ns) noexcept;
+    // An ARP from `ip` said it is at `mac`. Updates an existing entry; creates one only if
+    // `create` (the ARP asked for one of calyx's addresses: the host is about to talk to us,
+    // RFC 826's merge rule). Returns whether an entry now holds the MAC.
+    bool learn(Ipv4Addr ip, MacAddr mac, uint64_t now_ns, bool create) noexcept;
+
+    // Control plane.
+    // Keeps `ip` resolved for as long as calyx runs (the gateway); unpins the previous one.
+    void pin(Ipv4Addr ip, uint64_t now_ns);
+    struct Request {
+        Ipv4Addr ip;
+        std::optional<MacAddr> unicast_to;  // refresh a known MAC by unicast, as Linux probes
+    };
+    // Advances every entry's state machine to `now_ns` and returns the ARP requests to send.
+    std::vector<Request> due_requests(uint64_t now_ns);
+    // Entries due_requests() removed are first retired (no lookup finds them); they become
+    // free only here, which the caller runs after an RCU grace period so that no worker is
+    // still writing to one it found before.
+    size_t retiring() const;
+    size_t release_retired();
+    std::vector<NeighborEntryView> entries() const;
+
+private:
+    struct Entry {
+        std::atomic<uint32_t> key{0};   // IPv4 address (host order); 0: free
+        std::atomic<uint64_t> data{0};  // mac (48 bits) << 16 | state << 8 | pinned
+        std::atomic<uint64_t> confirmed_ns{0};
+        std::atomic<uint64_t> wanted_ns{0};
+        // Control plane only.
+        uint64_t next_request_ns = 0;
+        uint32_t requests = 0;
+    };
+    static uint64_t pack(MacAddr mac, NeighborState s, bool pinned);
+    static MacAddr mac_of(uint64_t data);
+    static NeighborState state_of(uint64_t data) { return static_cast<NeighborState>(data >> 8 & 0xff); }
+    static bool pinned_of(uint64_t data) { return data & 1; }
+    static uint32_t home(Ipv4Addr ip);
+    Entry* find(Ipv4Addr ip) noexcept;
+    const Entry* find(Ipv4Addr ip) const noexcept;
+    Entry* claim(Ipv4Addr ip, NeighborState initial) noexcept;
+
+    std::array<Entry, kCapacity> entries_{};
+};
+
+}  // namespace calyx::dp

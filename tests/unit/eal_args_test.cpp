@@ -1,0 +1,99 @@
+// The EAL command line calyx builds: lcores, which PCI devices EAL may probe (only a pci
+// uplink's, never the machine's own NIC), shared-file handling, and the user's extra args.
+#include <algorithm>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "calyx/config.hpp"
+#include "io/eal.hpp"
+
+namespace calyx::io {
+namespace {
+
+using config::UplinkConfig;
+using config::UplinkPortType;
+using Args = std::vector<std::string>;
+
+bool has(const Args& args, const std::string& a) {
+    return std::find(args.begin(), args.end(), a) != args.end();
+}
+
+// The value after option `opt`, or "" when the option is absent or last.
+std::string value_of(const Args& args, const std::string& opt) {
+    auto it = std::find(args.begin(), args.end(), opt);
+    return it == args.end() || std::next(it) == args.end() ? "" : *std::next(it);
+}
+
+UplinkConfig uplink(UplinkPortType type) {
+    UplinkConfig u;
+    u.type = type;
+    u.tap_name = "calyx0";
+    u.af_packet_iface = "eth1";
+    u.pci_address = "0000:3b:00.1";
+    return u;
+}
+
+TEST(EalArguments, MainLcoreZeroThenTheWorkers) {
+    config::DataplaneConfig dp;
+    dp.workers = {1, 3};
+    const Args args = eal_arguments(dp, std::nullopt, "calyx");
+    ASSERT_FALSE(args.empty());
+    EXPECT_EQ(args.front(), "calyx");
+    EXPECT_EQ(value_of(args, "-l"), "0,1,3");
+    EXPECT_EQ(value_of(args, "--main-lcore"), "0");
+}
+
+TEST(EalArguments, WithoutUplinkNoPciDeviceIsProbed) {
+    const Args args = eal_arguments({}, std::nullopt, "calyx");
+    EXPECT_TRUE(has(args, "--no-pci"));
+    EXPECT_FALSE(has(args, "-a"));
+}
+
+TEST(EalArguments, TapAndAfPacketUplinksProbeNoPciDevice) {
+    for (UplinkPortType type : {UplinkPortType::tap, UplinkPortType::af_packet}) {
+        const Args args = eal_arguments({}, uplink(type), "calyx");
+        EXPECT_TRUE(has(args, "--no-pci")) << config::to_string(type);
+        EXPECT_FALSE(has(args, "-a")) << config::to_string(type);
+        // The uplink is created later as a vdev, not on the command line.
+        EXPECT_FALSE(has(args, "--vdev")) << config::to_string(type);
+    }
+}
+
+TEST(EalArguments, PciUplinkAllowlistsExactlyItsDevice) {
+    const Args args = eal_arguments({}, uplink(UplinkPortType::pci), "calyx");
+    EXPECT_FALSE(has(args, "--no-pci"));
+    EXPECT_EQ(value_of(args, "-a"), "0000:3b:00.1");
+    EXPECT_EQ(std::count(args.begin(), args.end(), "-a"), 1);
+    EXPECT_EQ(std::count(args.begin(), args.end(), "0000:3b:00.1"), 1);
+}
+
+TEST(EalArguments, NoSharedFilesUnlessAsked) {
+    EXPECT_TRUE(has(eal_arguments({}, std::nullopt, "calyx"), "--in-memory"));
+
+    config::DataplaneConfig no_huge;
+    no_huge.eal_args = {"--no-huge", "-m", "512"};
+    const Args legacy = eal_arguments(no_huge, std::nullopt, "calyx");
+    EXPECT_TRUE(has(legacy, "--no-shconf"));  // --in-memory refuses legacy memory
+    EXPECT_FALSE(has(legacy, "--in-memory"));
+
+    config::DataplaneConfig prefixed;
+    prefixed.eal_args = {"--file-prefix=calyx-a"};
+    const Args own = eal_arguments(prefixed, uplink(UplinkPortType::pci), "calyx");
+    EXPECT_FALSE(has(own, "--in-memory"));
+    EXPECT_FALSE(has(own, "--no-shconf"));
+}
+
+TEST(EalArguments, UserArgumentsComeLast) {
+    config::DataplaneConfig dp;
+    dp.eal_args = {"--log-level", "pmd.net.tap:debug"};
+    const Args args = eal_arguments(dp, uplink(UplinkPortType::pci), "calyx");
+    ASSERT_GE(args.size(), 2u);
+    EXPECT_EQ(args[args.size() - 2], "--log-level");
+    EXPECT_EQ(args.back(), "pmd.net.tap:debug");
+}
+
+}  // namespace
+}  // namespace calyx::io

@@ -1,0 +1,133 @@
+// The uplink's ARP cache: its state machine with injected time, and concurrent learners.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <thread>
+
+#include "dp/neighbor.hpp"
+
+namespace calyx::dp {
+namespace {
+
+constexpr uint64_t kSecond = 1'000'000'000;
+const Ipv4Addr kGateway = Ipv4Addr::from_octets(198, 51, 100, 1);
+const Ipv4Addr kHost = Ipv4Addr::from_octets(198, 51, 100, 20);
+const MacAddr kMac{{0x02, 0, 0, 0, 0, 0x01}};
+const MacAddr kOtherMac{{0x02, 0, 0, 0, 0, 0x02}};
+
+bool asks_for(const std::vector<NeighborTable::Request>& due, Ipv4Addr ip) {
+    return std::any_of(due.begin(), due.end(), [&](const auto& r) { return r.ip == ip; });
+}
+
+NeighborState state_of(const NeighborTable& t, Ipv4Addr ip) {
+    for (const auto& e : t.entries())
+        if (e.ip == ip) return e.state;
+    return NeighborState::empty;
+}
+
+TEST(NeighborTable, PinnedGatewayIsRequestedRetriedThenFailedAndTriedAgain) {
+    NeighborTable t;
+    uint64_t now = 100 * kSecond;
+    t.pin(kGateway, now);
+    EXPECT_FALSE(t.lookup(kGateway));
+    // Three requests one second apart, broadcast.
+    for (int i = 0; i < 3; ++i, now += kSecond) {
+        const auto due = t.due_requests(now);
+        ASSERT_TRUE(asks_for(due, kGateway)) << i;
+        EXPECT_FALSE(due.front().unicast_to);
+        EXPECT_FALSE(asks_for(t.due_requests(now + kSecond / 2), kGateway)) << "not before the retry time";
+    }
+    EXPECT_TRUE(t.due_requests(now).empty());
+    EXPECT_EQ(state_of(t, kGateway), NeighborState::failed);
+    // Pinned: after the hold time it starts over on its own.
+    EXPECT_TRUE(asks_for(t.due_requests(now + NeighborTable::kFailedHoldNs), kGateway));
+    EXPECT_EQ(state_of(t, kGateway), NeighborState::incomplete);
+}
+
+TEST(NeighborTable, AnswerMakesItReachableThenStaleAndRefreshedByUnicast) {
+    NeighborTable t;
+    uint64_t now = 100 * kSecond;
+    t.pin(kGateway, now);
+    t.due_requests(now);
+    ASSERT_TRUE(t.learn(kGateway, kMac, now, false));
+    EXPECT_EQ(t.lookup(kGateway), kMac);
+    EXPECT_TRUE(t.due_requests(now + kSecond).empty()) << "reachable: nothing to ask";
+    now += NeighborTable::kReachableNs;
+    const auto due = t.due_requests(now);
+    ASSERT_TRUE(asks_for(due, kGateway));
+    EXPECT_EQ(due.front().unicast_to, kMac) << "a refresh asks the known MAC";
+    EXPECT_EQ(state_of(t, kGateway), NeighborState::stale);
+    EXPECT_EQ(t.lookup(kGateway), kMac) << "stale is still used";
+    // The host moved to another MAC and says so.
+    t.learn(kGateway, kOtherMac, now, false);
+    EXPECT_EQ(t.lookup(kGateway), kOtherMac);
+    EXPECT_EQ(state_of(t, kGateway), NeighborState::reachable);
+}
+
+TEST(NeighborTable, StaleEntryThatStopsAnsweringFails) {
+    NeighborTable t;
+    uint64_t now = 100 * kSecond;
+    t.pin(kGateway, now);
+    t.learn(kGateway, kMac, now, false);
+    now += NeighborTable::kReachableNs;
+    for (int i = 0; i < 3; ++i, now += kSecond) ASSERT_TRUE(asks_for(t.due_requests(now), kGateway));
+    t.due_requests(now);
+    EXPECT_EQ(state_of(t, kGateway), NeighborState::failed);
+    EXPECT_FALSE(t.lookup(kGateway)) << "failed: packets are dropped, not sent to an old MAC";
+}
+
+TEST(NeighborTable, WantedHostsAreResolvedAndForgottenWhenUnused) {
+    NeighborTable t;
+    uint64_t now = 100 * kSecond;
+    t.want(kHost, now);
+    EXPECT_TRUE(asks_for(t.due_requests(now), kHost));
+    t.learn(kHost, kMac, now, false);
+    EXPECT_EQ(t.lookup(kHost), kMac);
+    // Nobody sends to it for a minute: it goes, after a grace period.
+    now += NeighborTable::kUnusedNs + NeighborTable::kReachableNs;
+    t.due_requests(now);
+    EXPECT_FALSE(t.lookup(kHost));
+    EXPECT_EQ(t.retiring(), 1u);
+    EXPECT_EQ(t.release_retired(), 1u);
+    EXPECT_TRUE(t.entries().empty());
+}
+
+TEST(NeighborTable, LearnsStrangersOnlyWhenAskedTo) {
+    NeighborTable t;
+    EXPECT_FALSE(t.learn(kHost, kMac, 1, false)) << "an ARP nobody wanted";
+    EXPECT_FALSE(t.lookup(kHost));
+    EXPECT_TRUE(t.learn(kHost, kMac, 1, true)) << "it asked for one of calyx's addresses";
+    EXPECT_EQ(t.lookup(kHost), kMac);
+    EXPECT_FALSE(t.learn(kGateway, MacAddr::broadcast(), 1, true)) << "never a broadcast MAC";
+    EXPECT_FALSE(t.learn(kGateway, MacAddr{}, 1, true)) << "never a zero MAC";
+}
+
+TEST(NeighborTable, FullTableRefusesQuietly) {
+    NeighborTable t;
+    for (uint32_t i = 1; i <= 4 * NeighborTable::kCapacity; ++i)
+        t.want(Ipv4Addr{Ipv4Addr::from_octets(10, 0, 0, 0).value + i}, 1);
+    EXPECT_LE(t.entries().size(), NeighborTable::kCapacity);
+    EXPECT_GT(t.entries().size(), NeighborTable::kCapacity / 2);
+}
+
+TEST(NeighborTable, ConcurrentLearnersAndReadersNeverSeeAForeignMac) {
+    NeighborTable t;
+    t.pin(kGateway, 1);
+    std::atomic<bool> stop{false};
+    std::atomic<uint64_t> wrong{0};
+    std::thread learner([&] {
+        for (uint64_t i = 0; !stop; ++i) t.learn(kGateway, (i & 1) ? kMac : kOtherMac, i, false);
+    });
+    std::thread reader([&] {
+        while (!stop)
+            if (auto mac = t.lookup(kGateway); mac && *mac != kMac && *mac != kOtherMac) ++wrong;
+    });
+    for (uint64_t now = 0; now < 2000; ++now) t.due_requests(now * NeighborTable::kRetryNs);
+    stop = true;
+    learner.join();
+    reader.join();
+    EXPECT_EQ(wrong.load(), 0u);
+}
+
+}  // namespace
+}  // namespace calyx::dp
