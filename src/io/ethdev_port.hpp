@@ -13,8 +13,9 @@
 // net_tap and net_af_packet require): worker i polls rx queue i and sends on tx queue i, so
 // no two threads share a queue and no lock is needed. With several queues a NIC spreads flows
 // by RSS; the tap by the kernel's own per-flow queue selection; af_packet by fanout hash.
-// None of them returns a reply on the queue its request left from: any worker may receive
-// any flow's inbound packets.
+// No queue affinity: a reply need not arrive on the rx queue of the tx queue its request left
+// from (seen with tap and af_packet; RSS with a non-symmetric key does the same), so any
+// worker may receive any flow's inbound packets.
 //
 // Threads: the control plane calls open(), refresh_link() (periodically) and the destructor;
 // workers call rx(), tx() and connected() (one relaxed atomic load) per burst. The destructor

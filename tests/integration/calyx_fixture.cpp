@@ -121,6 +121,9 @@ networks:
                     fmt::arg("prefix", id.eal_prefix), fmt::arg("dir", dir.path().string()),
                     fmt::arg("metrics_port", id.metrics_port), fmt::arg("dns", text(kPublicDns)),
                     fmt::arg("mtu", kPublicMtu));
+    if (!opts.uplink_tap.empty())
+        y += fmt::format("uplink:\n  port: {{type: tap, name: {}}}\n  address: {}/24\n  gateway: {}\n",
+                         opts.uplink_tap, text(kHostAddress), text(kUpstream));
     if (!opts.security.groups.empty()) {
         y += "security_groups:\n";
         for (const auto& g : opts.security.groups) {

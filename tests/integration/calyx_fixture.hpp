@@ -109,9 +109,17 @@ struct SecurityPolicy {
     SecurityPolicy& member(const Vm& vm, std::vector<std::string> groups);
 };
 
+// The uplink the integration tests give calyx: a tap interface that the test moves into a
+// network namespace playing the Internet (kUpstream is its router, kInternetServer a host
+// behind it).
+inline const Ipv4Addr kHostAddress = Ipv4Addr::from_octets(198, 51, 100, 10);  // uplink.address
+inline const Ipv4Addr kUpstream = Ipv4Addr::from_octets(198, 51, 100, 1);      // uplink.gateway
+inline const Ipv4Addr kInternetServer = Ipv4Addr::from_octets(192, 0, 2, 80);
+
 struct ConfigOptions {
     std::set<std::string> client_mode{};  // instances whose calyx port connects (QEMU is server)
     SecurityPolicy security = SecurityPolicy::open_to_all();
+    std::string uplink_tap{};  // non-empty: an uplink of type tap with this interface name
 };
 
 // What must stay the same when one calyx re-reads its (rewritten) config: its EAL file prefix

@@ -444,6 +444,7 @@ INSTANTIATE_TEST_SUITE_P(Queues, UplinkPortTest, ::testing::Values(1, 2),
 
 // Errors name the device and the reason instead of ending the process.
 TEST(UplinkPortErrors, ClearMessagesAndNothingLeftBehind) {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root (creates a tap)";
     config::UplinkConfig tap;
     tap.type = config::UplinkPortType::tap;
     tap.tap_name = "lo";
