@@ -37,6 +37,7 @@
 #include "calyx/config.hpp"
 #include "calyx/headers.hpp"
 #include "calyx_process.hpp"
+#include "netns.hpp"
 #include "io/ethdev_port.hpp"
 #include "support/frame_builder.hpp"
 
@@ -49,51 +50,9 @@ using io::EthdevPort;
 
 const Ipv4Addr kNamespaceIp = Ipv4Addr::from_octets(198, 51, 100, 1);
 const Ipv4Addr kPortIp = Ipv4Addr::from_octets(198, 51, 100, 10);
-constexpr const char* kIp = "/usr/sbin/ip";
+constexpr const char* kIp = kIpTool;
 
 rte_mempool* g_pool = nullptr;
-
-// Runs a shell command; returns its exit status and combined output.
-struct CommandResult {
-    int status = -1;
-    std::string output;
-};
-CommandResult sh(const std::string& cmd) {
-    CommandResult r;
-    FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-    if (p == nullptr) return r;
-    char buf[512];
-    while (size_t n = std::fread(buf, 1, sizeof(buf), p)) r.output.append(buf, n);
-    r.status = ::pclose(p);
-    return r;
-}
-
-// `ip` must succeed; a failure is reported with its output.
-::testing::AssertionResult ip(const std::string& args) {
-    const auto r = sh(fmt::format("{} {}", kIp, args));
-    if (r.status == 0) return ::testing::AssertionSuccess();
-    return ::testing::AssertionFailure() << "ip " << args << ": " << r.output;
-}
-
-// A network namespace of this test, deleted again by the destructor.
-class Namespace {
-public:
-    explicit Namespace(std::string name) : name_(std::move(name)) {
-        sh(fmt::format("{} netns del {}", kIp, name_));  // a leftover of a killed run
-        created_ = ip("netns add " + name_);
-    }
-    ~Namespace() {
-        if (created_) sh(fmt::format("{} netns del {}", kIp, name_));
-    }
-    Namespace(const Namespace&) = delete;
-    Namespace& operator=(const Namespace&) = delete;
-    bool created() const { return created_; }
-    const std::string& name() const { return name_; }
-
-private:
-    std::string name_;
-    bool created_ = false;
-};
 
 // What `ip -o link show` says about an interface.
 struct LinkInfo {
@@ -275,9 +234,9 @@ std::string unique_name(const char* prefix, uint16_t queues) {
 class UplinkPortTest : public ::testing::TestWithParam<uint16_t> {
 protected:
     void SetUp() override {
-        if (::geteuid() != 0) GTEST_SKIP() << "needs root (network namespaces, tap)";
-        if (sh("command -v ping").status != 0) GTEST_SKIP() << "needs ping (iputils-ping)";
-        if (::access(kIp, X_OK) != 0) GTEST_SKIP() << "needs iproute2";
+        if (::geteuid() != 0) FAIL() << "needs root (network namespaces, tap): run scripts/test.sh as root";
+        if (sh("command -v ping").status != 0) FAIL() << "needs ping (iputils-ping; scripts/setup.sh installs it)";
+        if (::access(kIp, X_OK) != 0) FAIL() << "needs iproute2 (scripts/setup.sh installs it)";
     }
 };
 
@@ -444,7 +403,7 @@ INSTANTIATE_TEST_SUITE_P(Queues, UplinkPortTest, ::testing::Values(1, 2),
 
 // Errors name the device and the reason instead of ending the process.
 TEST(UplinkPortErrors, ClearMessagesAndNothingLeftBehind) {
-    if (::geteuid() != 0) GTEST_SKIP() << "needs root (creates a tap)";
+    if (::geteuid() != 0) FAIL() << "needs root (creates a tap): run scripts/test.sh as root";
     config::UplinkConfig tap;
     tap.type = config::UplinkPortType::tap;
     tap.tap_name = "lo";
