@@ -24,6 +24,13 @@
 namespace calyx {
 namespace {
 
+// A benchmark that saw wrong verdicts fails the run (and the perf suite's smoke test).
+bool g_failed = false;
+void fail(benchmark::State& state, const char* why) {
+    g_failed = true;
+    state.SkipWithError(why);
+}
+
 const MacAddr kGw{{0xee, 0xee, 0xee, 0xee, 0xee, 0xee}};
 const MacAddr kWebMac{{0x52, 0x54, 0, 0, 1, 1}};
 const MacAddr kAppMac{{0x52, 0x54, 0, 0, 2, 1}};
@@ -140,7 +147,7 @@ void BM_Established(benchmark::State& state) {
             state.ResumeTiming();
         }
     }
-    if (out.batch.meta[0].verdict != dp::Verdict::forward) state.SkipWithError("packets were not forwarded");
+    if (out.batch.meta[0].verdict != dp::Verdict::forward) fail(state, "packets were not forwarded");
     state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * dp::kBurstSize);
     state.counters["connections"] = static_cast<double>(b.table->size());
 }
@@ -182,7 +189,7 @@ void BM_OneHotFlow(benchmark::State& state) {
             state.ResumeTiming();
         }
     }
-    if (runner.batch.meta[0].verdict != dp::Verdict::forward) state.SkipWithError("not forwarded");
+    if (runner.batch.meta[0].verdict != dp::Verdict::forward) fail(state, "not forwarded");
     state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * dp::kBurstSize);
 }
 BENCHMARK(BM_OneHotFlow);
@@ -220,5 +227,5 @@ int main(int argc, char** argv) {
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
     rte_eal_cleanup();
-    return 0;
+    return calyx::g_failed ? 1 : 0;
 }

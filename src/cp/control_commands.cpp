@@ -760,16 +760,18 @@ std::expected<Json, CommandError> explain_result(const config::Config& cfg, cons
             // Allowed by the rules, yet forward never sends a packet back out of its port.
             reason = DropReason::hairpin;
         } else {
+            if (d.masquerade && from->inst) {
+                masquerade = {
+                    {"address",
+                     snap.uplink ? Json(snap.uplink->address.to_string()) : Json(nullptr)},
+                    {"ports", snap.nat ? Json(ports_text(snap.nat->range())) : Json(nullptr)}};
+                why.push_back(fmt::format(
+                    "{}'s source {} is masqueraded to the uplink address {}{}", from->inst->name,
+                    from->ip.to_string(), snap.uplink ? snap.uplink->address.to_string() : "?",
+                    snap.nat ? fmt::format(", with a port of {}", ports_text(snap.nat->range()))
+                             : ""));
+            }
             why.push_back("replies pass by connection tracking, without rules");
-        }
-        if (d.allowed && d.masquerade && from->inst) {
-            masquerade = {
-                {"address", snap.uplink ? Json(snap.uplink->address.to_string()) : Json(nullptr)},
-                {"ports", snap.nat ? Json(ports_text(snap.nat->range())) : Json(nullptr)}};
-            why.push_back(fmt::format(
-                "{}'s source {} is masqueraded to the uplink address {}{}", from->inst->name,
-                from->ip.to_string(), snap.uplink ? snap.uplink->address.to_string() : "?",
-                snap.nat ? fmt::format(", with a port of {}", ports_text(snap.nat->range())) : ""));
         }
     }
     if (reason) {
