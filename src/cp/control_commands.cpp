@@ -562,8 +562,8 @@ Json instances_result(const config::Config& cfg, const Snapshot& snap, const Rou
         j["up"] = port && port->up;
         j["security_groups"] = ic ? Json(ic->security_groups) : Json::array();
         if (i < snap.policies.size())
-            j["rules"] = {{"ingress", snap.policies[i].ingress.size()},
-                          {"egress", snap.policies[i].egress.size()}};
+            j["rules"] = {{"ingress", snap.policies[i]->ingress.size()},
+                          {"egress", snap.policies[i]->egress.size()}};
         list.push_back(std::move(j));
     }
     return {{"instances", std::move(list)}};
@@ -624,9 +624,7 @@ std::expected<Json, CommandError> conntrack_result(const Snapshot& snap, const d
     return j;
 }
 
-Json nat_result(const config::Config& cfg, const Snapshot& snap, const dp::ConnTable& table,
-                uint32_t limit, uint64_t now_ns) {
-    (void)cfg;
+Json nat_result(const Snapshot& snap, const dp::ConnTable& table, uint32_t limit, uint64_t now_ns) {
     Json j;
     j["uplink"] = uplink_json(snap);
     Json nets = Json::array();
@@ -730,7 +728,7 @@ std::expected<Json, CommandError> explain_result(const config::Config& cfg, cons
         const dp::PolicyDecision d = dp::evaluate_new_connection(snap, from->inst, to->inst,
                                                                  from->ip, to->ip, q.protocol, key);
         const auto policy_of = [&](const InstanceView* i) -> const dp::InstancePolicy& {
-            return snap.policies.at(static_cast<size_t>(i - snap.instances.data()));
+            return *snap.policies.at(static_cast<size_t>(i - snap.instances.data()));
         };
         if (!from->inst)
             why.push_back(fmt::format("{} is outside the site: only {}'s rules apply",

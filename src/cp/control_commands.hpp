@@ -90,8 +90,8 @@ Json routes_result(const dp::Snapshot& snap);
 std::expected<Json, CommandError> conntrack_result(const dp::Snapshot& snap,
                                                    const dp::ConnTable& table,
                                                    const ConntrackQuery& q, uint64_t now_ns);
-Json nat_result(const config::Config& cfg, const dp::Snapshot& snap, const dp::ConnTable& table,
-                uint32_t limit, uint64_t now_ns);
+Json nat_result(const dp::Snapshot& snap, const dp::ConnTable& table, uint32_t limit,
+                uint64_t now_ns);
 Json leases_result(const config::Config& cfg, const dp::Snapshot& snap, const RouterSample& s);
 Json drops_result(const RouterSample& s, bool all);
 std::expected<Json, CommandError> explain_result(const config::Config& cfg,
@@ -158,8 +158,8 @@ CommandTable make_command_table(const Source& source, CommandEnv env) {
     t["nat"] = [&source, env](const Json& args) -> CommandResult {
         const auto limit = nat_query(args);
         if (!limit) return std::unexpected(limit.error());
-        return source.inspect([&](const Config& c, const Snapshot& snap, const ConnTable& table) {
-            return nat_result(c, snap, table, *limit, env.now_ns());
+        return source.inspect([&](const Config&, const Snapshot& snap, const ConnTable& table) {
+            return nat_result(snap, table, *limit, env.now_ns());
         });
     };
     t["leases"] = [&source](const Json& args) -> CommandResult {

@@ -271,14 +271,14 @@ PolicyDecision evaluate_new_connection(const Snapshot& snap, const InstanceView*
         return d;
     }
     if (from) {
-        d.egress_rule = snap.policies[index_of(snap, from)].egress.match(protocol, rule_key, to_ip);
+        d.egress_rule = snap.policies[index_of(snap, from)]->egress.match(protocol, rule_key, to_ip);
         if (d.egress_rule == kNoRule) {
             d.reason = DropReason::sg_no_egress_rule;
             return d;
         }
     }
     if (to) {
-        d.ingress_rule = snap.policies[index_of(snap, to)].ingress.match(protocol, rule_key, from_ip);
+        d.ingress_rule = snap.policies[index_of(snap, to)]->ingress.match(protocol, rule_key, from_ip);
         if (d.ingress_rule == kNoRule) {
             d.reason = DropReason::sg_no_ingress_rule;
             return d;

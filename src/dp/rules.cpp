@@ -136,15 +136,23 @@ uint32_t RuleTable::match(uint8_t protocol, uint16_t key, Ipv4Addr remote) const
     return remote.value <= set.last[i] ? set.rule[i] : kNoRule;
 }
 
-std::vector<InstancePolicy> compile_policies(const config::Config& cfg) {
+std::vector<std::shared_ptr<const InstancePolicy>> compile_policies(const config::Config& cfg) {
     // Members of each group, by address: remote_group rules allow exactly these.
     std::map<std::string, std::vector<Ipv4Prefix>, std::less<>> members;
     for (const auto& inst : cfg.instances)
         for (const auto& g : inst.security_groups) members[g].push_back({inst.ipv4, 32});
 
-    std::vector<InstancePolicy> out;
+    // A policy depends only on the instance's list of groups: instances that share the list
+    // (typically most of a tenant's) share one compiled policy.
+    std::map<std::vector<std::string>, std::shared_ptr<const InstancePolicy>> compiled;
+    std::vector<std::shared_ptr<const InstancePolicy>> out;
     out.reserve(cfg.instances.size());
     for (const auto& inst : cfg.instances) {
+        auto& shared = compiled[inst.security_groups];
+        if (shared) {
+            out.push_back(shared);
+            continue;
+        }
         std::vector<RuleSpec> ingress, egress;
         for (const auto& group_name : inst.security_groups) {
             const auto g = std::find_if(cfg.security_groups.begin(), cfg.security_groups.end(),
@@ -174,7 +182,8 @@ std::vector<InstancePolicy> compile_policies(const config::Config& cfg) {
                 (rule.direction == config::RuleDirection::ingress ? ingress : egress).push_back(std::move(spec));
             }
         }
-        out.push_back(InstancePolicy{RuleTable(ingress), RuleTable(egress)});
+        shared = std::make_shared<const InstancePolicy>(InstancePolicy{RuleTable(ingress), RuleTable(egress)});
+        out.push_back(shared);
     }
     return out;
 }

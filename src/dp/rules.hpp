@@ -13,6 +13,7 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -77,8 +78,9 @@ struct InstancePolicy {
 };
 
 // Compiles every instance's security groups, resolving remote groups to their current
-// members. The result is indexed like cfg.instances.
-std::vector<InstancePolicy> compile_policies(const config::Config& cfg);
+// members. The result is indexed like cfg.instances; instances with the same list of groups
+// share one policy.
+std::vector<std::shared_ptr<const InstancePolicy>> compile_policies(const config::Config& cfg);
 
 // "tcp/443 from 0.0.0.0/0 (group web, rule 1 at file:line:col)" for explanations.
 std::string describe_rule(const config::Config& cfg, const RuleOrigin& origin);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -63,7 +64,7 @@ struct Snapshot {
     std::vector<NetworkView> networks;
     std::vector<InstanceView> instances;
     // Compiled security groups, indexed like `instances`.
-    std::vector<InstancePolicy> policies;
+    std::vector<std::shared_ptr<const InstancePolicy>> policies;  // shared by equal group lists
     CtTimeouts ct_timeouts;
     uint32_t fragment_timeout_s = 30;
     ConnTable* conntrack = nullptr;  // not owned: outlives every snapshot

@@ -387,7 +387,7 @@ TEST_F(ControlCommandsUplink, StatusAndNatShowTheUplink) {
     ASSERT_NE(snap_->nat, nullptr);
     ASSERT_TRUE(
         snap_->nat->allocate(ipproto::kTcp, Ipv4Addr::from_octets(192, 0, 2, 7), 443, 30005, 1));
-    const Json n = cp::nat_result(config_, *snap_, *conntrack_, 1000, ctx_.now_ns);
+    const Json n = cp::nat_result(*snap_, *conntrack_, 1000, ctx_.now_ns);
     EXPECT_EQ(n["ports"]["in_use"]["tcp"], 1);
     EXPECT_EQ(n["nat_networks"][0]["name"], "nat");
     EXPECT_EQ(n["connections"]["total"], 0);
@@ -499,7 +499,7 @@ TEST_F(ControlCommands, ConntrackFoldsANatAliasIntoItsConnection) {
             {"instance", nullptr}, {"network", nullptr}, {"address", "192.0.2.7"}, {"port", 443}}));
     EXPECT_EQ(e["nat"], (Json{{"address", "198.51.100.10"}, {"port", 30007}}));
     EXPECT_EQ(e["expires_in_s"], 120);
-    const Json n = cp::nat_result(config_, *snap_, *conntrack_, 1000, ctx_.now_ns);
+    const Json n = cp::nat_result(*snap_, *conntrack_, 1000, ctx_.now_ns);
     EXPECT_EQ(n["connections"]["total"], 1);
     EXPECT_TRUE(n["uplink"].is_null());
 }
