@@ -538,9 +538,10 @@ TEST_F(MetricsTest, ScrapePassesPromtoolAndCountsExactlyTheTrafficSent) {
     EXPECT_EQ(delta("calyx_port_drops_total", denied), kDenied);
     for (const auto& [labels, v] : after->all("calyx_port_drops_total")) {
         const double was = before->get("calyx_port_drops_total", labels).value_or(0);
-        if (labels != denied)
+        if (labels != denied) {
             EXPECT_EQ(v, was) << "unexpected drops: port " << labels.at("port") << " reason "
                               << labels.at("reason");
+        }
     }
     // Every reason of every port is served (dashboards see zeros, not missing series):
     // 4 ports would be with an uplink; here the 3 instances.
