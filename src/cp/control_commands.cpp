@@ -4,7 +4,6 @@
 #include <atomic>
 #include <cmath>
 #include <initializer_list>
-#include <set>
 #include <string_view>
 
 #include <fmt/format.h>

@@ -82,10 +82,11 @@ void expect_checksums_valid(TestFrame& f) {
     const size_t l4_at = sizeof(EtherHdr) + ip->header_length();
     const size_t l4_len = ip->total_length.host() - ip->header_length();
     const uint8_t* l4 = f.frame.data() + l4_at;
-    if (ip->protocol == ipproto::kIcmp)
+    if (ip->protocol == ipproto::kIcmp) {
         EXPECT_EQ(internet_checksum(l4, l4_len), 0) << "ICMP checksum";
-    else if (ip->protocol == ipproto::kTcp || ip->protocol == ipproto::kUdp)
+    } else if (ip->protocol == ipproto::kTcp || ip->protocol == ipproto::kUdp) {
         EXPECT_EQ(l4_checksum_ipv4(*ip, l4, l4_len), 0) << "L4 checksum";
+    }
 }
 
 class Uplink : public GatewayTest {
