@@ -1,5 +1,14 @@
 #include "cp/metrics.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
 #include <fmt/format.h>
 #include <prometheus/collectable.h>
 #include <prometheus/exposer.h>
@@ -117,6 +126,7 @@ std::expected<std::unique_ptr<MetricsServer>, std::string> MetricsServer::start(
     try {
         // civetweb's listening_ports syntax: "127.0.0.1:9469".
         server->exposer_ = std::make_unique<prometheus::Exposer>(listen, 2);
+        server->knock_host_ = listen.substr(0, listen.rfind(':'));
     } catch (const std::exception& e) {
         return std::unexpected(fmt::format("metrics: cannot listen on {}: {}", listen, e.what()));
     }
@@ -126,7 +136,33 @@ std::expected<std::unique_ptr<MetricsServer>, std::string> MetricsServer::start(
     return server;
 }
 
-MetricsServer::~MetricsServer() = default;
+MetricsServer::~MetricsServer() {
+    // civetweb's master thread sees the stop request only when its poll on the listening
+    // socket returns, which without scrapes takes up to its 2 s quantum (fixed at compile
+    // time): knock on the socket until the exposer is gone, so calyx stops promptly.
+    if (!exposer_) return;  // start() failed
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(port());
+    const std::string host = knock_host_ == "0.0.0.0" ? "127.0.0.1" : knock_host_;
+    const bool knock = to.sin_port != 0 && inet_pton(AF_INET, host.c_str(), &to.sin_addr) == 1;
+    std::atomic<bool> stopped{false};
+    std::thread knocker;
+    if (knock)
+        knocker = std::thread([&] {
+            while (!stopped.load()) {
+                const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                if (fd >= 0) {
+                    ::connect(fd, reinterpret_cast<const sockaddr*>(&to), sizeof(to));
+                    ::close(fd);
+                }
+                std::this_thread::sleep_for(std::chrono::milliseconds(20));
+            }
+        });
+    exposer_.reset();
+    stopped = true;
+    if (knocker.joinable()) knocker.join();
+}
 
 uint16_t MetricsServer::port() const {
     const auto ports = exposer_->GetListeningPorts();

@@ -61,6 +61,7 @@ private:
     MetricsServer() = default;
     std::shared_ptr<prometheus::Collectable> collector_;
     std::unique_ptr<prometheus::Exposer> exposer_;
+    std::string knock_host_;  // the listening address, to wake civetweb when stopping
 };
 
 }  // namespace calyx::cp
