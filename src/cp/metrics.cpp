@@ -50,10 +50,10 @@ public:
         using C = MetricType;
         auto rx_p = family("calyx_port_rx_packets_total", "Packets received from the port.", C::Counter);
         auto tx_p = family("calyx_port_tx_packets_total", "Packets sent to the port.", C::Counter);
-        auto rx_b = family("calyx_port_rx_bytes_total", "Bytes received from the port.", C::Counter);
-        auto tx_b = family("calyx_port_tx_bytes_total", "Bytes sent to the port.", C::Counter);
+        auto rx_b = family("calyx_port_rx_bytes_total", "Bytes received from the port (Ethernet frames without FCS).", C::Counter);
+        auto tx_b = family("calyx_port_tx_bytes_total", "Bytes sent to the port (Ethernet frames without FCS).", C::Counter);
         auto drops = family("calyx_port_drops_total",
-                            "Packets dropped, by the port they concern and the one reason.", C::Counter);
+                            "Packets dropped, by reason: at the port they arrived on, or for tx_full and port_down at the port they were to leave by.", C::Counter);
         auto up = family("calyx_port_up", "1 when the port is connected (a VM attached; the uplink's link up).", C::Gauge);
         for (const auto& p : s.ports) {
             const std::vector<ClientMetric::Label> port{{"port", p.name}};

@@ -87,7 +87,9 @@ SecurityPolicy& SecurityPolicy::member(const Vm& vm, std::vector<std::string> g)
 ConfigIdentity next_config_identity() {
     ++g_config_seq;
     return {fmt::format("calyx-it-{}-{}", ::getpid(), g_config_seq),
-            20000 + (static_cast<unsigned>(::getpid()) * 13 + g_config_seq) % 30000};
+            // Below Linux's ephemeral range (32768-60999): no outgoing connection of this
+            // machine can hold the port calyx is about to listen on.
+            10000 + (static_cast<unsigned>(::getpid()) * 13 + g_config_seq) % 22000};
 }
 
 std::string gateway_config(const TempDir& dir, const ConfigOptions& opts,
