@@ -42,7 +42,7 @@ namespace calyx {
     X(ct_icmp_error_unmatched, "ICMP error that quotes no tracked connection")                  \
     X(fragment_unmatched, "fragment of a datagram whose first fragment was not allowed or not seen") \
     X(martian_destination, "destination is multicast, broadcast or 0.0.0.0")                  \
-    X(martian_source, "from the uplink with a source address of this site (spoofed)")          \
+    X(martian_source, "from the uplink with a source of this site or one no router accepts (0/8, 127/8, multicast, 240/4)")          \
     X(uplink_transit, "from the uplink and routed back to it (calyx is no transit router)")    \
     X(arp_not_for_us, "ARP on the uplink for an address calyx does not answer for")            \
     X(private_isolated, "a private network has no traffic to or from outside the site")       \

@@ -313,8 +313,10 @@ CtVerdict tcp_update(ConnState& st, Direction dir, const PacketInfo& p, const Ct
     }
     if (!st.replied()) {
         if (index == kRstSet) {
-            // Refused (or aborted) before any answer: nothing left to track.
-            n.expires_s = 0;
+            // Refused (or aborted) before any answer: nothing left to track. Long expired,
+            // not dead (0): the key must stay visible to the sweep, which removes it (and a
+            // masquerade mapping with it); a dead entry's key would never be freed.
+            n.expires_s = 1;
             st = n;
             return CtVerdict::accept;
         }

@@ -61,7 +61,7 @@ std::optional<Egress> egress_of(Batch& batch, uint16_t i, const Snapshot& snap, 
         const Ipv4Addr next = NextHop::index(m.next_hop) == kUplinkOnLink
                                   ? Ipv4Addr::from_be(header_at<Ipv4Hdr>(f.data(), f.len, m.l3_offset)->dst)
                                   : up.gateway;
-        const auto mac = snap.neighbors->lookup(next);
+        const auto mac = snap.neighbors->lookup(next, ctx.now_ns);
         if (!mac) {
             snap.neighbors->want(next, ctx.now_ns);
             batch.drop(i, DropReason::neighbor_unresolved);

@@ -25,18 +25,23 @@ class FragmentVerdicts {
 public:
     static constexpr size_t kSlots = 4096;
 
-    // `nat_addr`: the source address the datagram's first fragment was masqueraded to (0:
-    // not translated); later fragments get the same.
-    void remember(const FragmentKey& k, uint64_t expires_ns, uint32_t nat_addr = 0) noexcept {
+    // `nat_addr`: the address the datagram's first fragment was translated to (0: not
+    // translated); later fragments get the same. `generation`: the snapshot that let the first
+    // fragment pass; later fragments pass only under the same one.
+    void remember(const FragmentKey& k, uint64_t expires_ns, uint32_t nat_addr = 0,
+                  uint32_t generation = 0) noexcept {
         Slot& s = slots_[slot_of(k)];
         s.key = k;
         s.expires_ns = expires_ns;
         s.nat_addr = nat_addr;
+        s.generation = generation;
     }
-    bool allowed(const FragmentKey& k, uint64_t now_ns, uint32_t* nat_addr = nullptr) const noexcept {
+    bool allowed(const FragmentKey& k, uint64_t now_ns, uint32_t* nat_addr = nullptr,
+                 uint32_t generation = 0) const noexcept {
         const Slot& s = slots_[slot_of(k)];
-        const bool ok = s.expires_ns > now_ns && s.key.src == k.src && s.key.dst == k.dst &&
-                        s.key.id == k.id && s.key.zone == k.zone && s.key.proto == k.proto;
+        const bool ok = s.expires_ns > now_ns && s.generation == generation && s.key.src == k.src &&
+                        s.key.dst == k.dst && s.key.id == k.id && s.key.zone == k.zone &&
+                        s.key.proto == k.proto;
         if (ok && nat_addr) *nat_addr = s.nat_addr;
         return ok;
     }
@@ -46,6 +51,7 @@ private:
         FragmentKey key{};
         uint64_t expires_ns = 0;  // 0: empty
         uint32_t nat_addr = 0;
+        uint32_t generation = 0;
     };
     static size_t slot_of(const FragmentKey& k) {
         uint64_t h = (uint64_t{k.src} * 0x9e3779b97f4a7c15ull) ^ (uint64_t{k.dst} << 16) ^

@@ -15,7 +15,6 @@ bool is_icmp_error(uint8_t type) {
 // The outside (alias) key an inbound packet to the uplink address would match, if any.
 bool alias_key_of(const Frame& f, const PacketMeta& m, CtKey& key, bool& icmp_error) {
     const auto* ip = header_at<Ipv4Hdr>(f.data(), f.len, m.l3_offset);
-    if (!ip->is_first_fragment()) return false;
     const Ipv4Addr src = Ipv4Addr::from_be(ip->src);
     const Ipv4Addr dst = Ipv4Addr::from_be(ip->dst);
     const uint8_t* l4 = f.data() + m.l4_offset;
@@ -49,9 +48,31 @@ bool alias_key_of(const Frame& f, const PacketMeta& m, CtKey& key, bool& icmp_er
     }
 }
 
+// Later fragments carry no ports: they follow their first fragment's translation, which
+// this worker remembered (fragments of a datagram arrive together, on one queue as a rule).
+FragmentKey inbound_fragment_key(const Ipv4Hdr& ip) {
+    return {Ipv4Addr::from_be(ip.src).value, Ipv4Addr::from_be(ip.dst).value, ip.id.host(), kNatZone,
+            ip.protocol};
+}
+
+void translate_later_fragment(Batch& batch, uint16_t i, const Snapshot& snap, WorkerContext& ctx) {
+    PacketMeta& m = batch.meta[i];
+    const Frame& f = batch.frames[i];
+    const auto* ip = header_at<Ipv4Hdr>(f.data(), f.len, m.l3_offset);
+    uint32_t inside = 0;
+    if (!ctx.fragments || !ctx.fragments->allowed(inbound_fragment_key(*ip), ctx.now_ns, &inside,
+                                                  static_cast<uint32_t>(snap.generation)))
+        return;  // the local stage drops it (nat_no_mapping)
+    if (dnat_inbound(batch.frames[i], m, {Ipv4Addr{inside}, 0}) != NatResult::ok) {
+        batch.drop(i, DropReason::l4_malformed);
+        return;
+    }
+    m.nat_translated_in = true;
+}
+
 }  // namespace
 
-void nat_in_stage(Batch& batch, const Snapshot& snap, WorkerContext&) noexcept {
+void nat_in_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexcept {
     if (!snap.uplink) return;
     CtKey keys[kBurstSize];
     const CtKey* key_ptrs[kBurstSize];
@@ -65,6 +86,10 @@ void nat_in_stage(Batch& batch, const Snapshot& snap, WorkerContext&) noexcept {
         const Frame& f = batch.frames[i];
         const auto* ip = header_at<Ipv4Hdr>(f.data(), f.len, m.l3_offset);
         if (Ipv4Addr::from_be(ip->dst) != snap.uplink->address) continue;
+        if (!ip->is_first_fragment()) {
+            translate_later_fragment(batch, i, snap, ctx);
+            continue;
+        }
         if (!alias_key_of(f, m, keys[n], errors[n])) continue;
         key_ptrs[n] = &keys[n];
         which[n++] = i;
@@ -78,13 +103,20 @@ void nat_in_stage(Batch& batch, const Snapshot& snap, WorkerContext&) noexcept {
         if (e.dead() || b.role != NatRole::alias) continue;
         const uint16_t i = which[k];
         PacketMeta& m = batch.meta[i];
-        const NatResult r = errors[k] ? translate_icmp_error_inbound(batch.frames[i], m, b.endpoint())
-                                      : dnat_inbound(batch.frames[i], m, b.endpoint());
+        Frame& f = batch.frames[i];
+        const auto* ip = header_at<Ipv4Hdr>(f.data(), f.len, m.l3_offset);
+        const FragmentKey fragment = inbound_fragment_key(*ip);  // before the rewrite
+        const bool more_fragments = ip->frag.host() & Ipv4Hdr::kMoreFragments;
+        const NatResult r = errors[k] ? translate_icmp_error_inbound(f, m, b.endpoint())
+                                      : dnat_inbound(f, m, b.endpoint());
         if (r != NatResult::ok) {
             batch.drop(i, DropReason::l4_malformed);
             continue;
         }
         m.nat_translated_in = true;
+        if (more_fragments && ctx.fragments)
+            ctx.fragments->remember(fragment, ctx.now_ns + uint64_t{snap.fragment_timeout_s} * 1'000'000'000,
+                                    b.addr.value, static_cast<uint32_t>(snap.generation));
     }
 }
 

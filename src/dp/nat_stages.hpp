@@ -3,8 +3,9 @@
 //
 // nat_in (before route): packets from the uplink to the uplink address that belong to a
 // masqueraded connection are translated back to the instance, so route, policy and forward
-// see an ordinary reply to an ordinary connection.
-//   Reads:  meta (in_port, IPv4, L4), the connection table's alias keys.
+// see an ordinary reply to an ordinary connection. Later fragments of a translated datagram
+// follow its first fragment (remembered in the worker's fragment table).
+//   Reads:  meta (in_port, IPv4, L4), the connection table's alias keys, fragments.
 //   Writes: destination address and port (or echo identifier), or the quoted datagram of an
 //           ICMP error, with checksums; meta.nat_translated_in.
 //   Drops:  l4_malformed (a translation that cannot be done). Packets without a mapping go

@@ -60,21 +60,26 @@ NeighborTable::Entry* NeighborTable::claim(Ipv4Addr ip, NeighborState initial) n
     for (uint32_t i = 0; i < kMaxProbe; ++i) {
         Entry& e = entries_[(start + i) % kCapacity];
         uint32_t expected = 0;
-        // Data first, then the key: a reader that finds the key sees the initial state.
         if (e.key.load(std::memory_order_relaxed) != 0) continue;
-        e.data.store(pack({}, initial, false), std::memory_order_relaxed);
-        if (e.key.compare_exchange_strong(expected, ip.value, std::memory_order_acq_rel)) return &e;
+        if (!e.key.compare_exchange_strong(expected, ip.value, std::memory_order_acq_rel)) continue;
+        // A free entry's data is 0 (empty: readers see no MAC). Set the initial state unless
+        // a learn() or pin() that found the key meanwhile already wrote something newer.
+        uint64_t empty = 0;
+        e.data.compare_exchange_strong(empty, pack({}, initial, false), std::memory_order_release);
+        return &e;
     }
     return nullptr;  // full around home: the caller counts the drop
 }
 
-std::optional<MacAddr> NeighborTable::lookup(Ipv4Addr ip) const noexcept {
+std::optional<MacAddr> NeighborTable::lookup(Ipv4Addr ip, uint64_t now_ns) const noexcept {
     const Entry* e = find(ip);
     if (!e) return std::nullopt;
     const uint64_t d = e->data.load(std::memory_order_acquire);
     if (e->key.load(std::memory_order_acquire) != ip.value) return std::nullopt;
     const NeighborState s = state_of(d);
     if (s != NeighborState::reachable && s != NeighborState::stale) return std::nullopt;
+    if (now_ns != 0 && now_ns - e->wanted_ns.load(std::memory_order_relaxed) > kRetryNs)
+        e->wanted_ns.store(now_ns, std::memory_order_relaxed);
     return mac_of(d);
 }
 

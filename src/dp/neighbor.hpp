@@ -59,8 +59,10 @@ public:
     static constexpr uint64_t kFailedHoldNs = 5'000'000'000;
     static constexpr uint64_t kUnusedNs = 60'000'000'000;
 
-    // Data path. The MAC to send to `ip`, if known (reachable or stale).
-    std::optional<MacAddr> lookup(Ipv4Addr ip) const noexcept;
+    // Data path. The MAC to send to `ip`, if known (reachable or stale). With `now_ns`, a hit
+    // also marks the entry as in use (at most once a second: the cache line stays shared),
+    // so a busy neighbour is refreshed rather than forgotten.
+    std::optional<MacAddr> lookup(Ipv4Addr ip, uint64_t now_ns = 0) const noexcept;
     // A packet needs `ip`: create an incomplete entry if there is none (and room), and mark
     // it wanted so the control plane resolves it.
     void want(Ipv4Addr ip, uint64_t now_ns) noexcept;
@@ -90,7 +92,7 @@ private:
         std::atomic<uint32_t> key{0};   // IPv4 address (host order); 0: free
         std::atomic<uint64_t> data{0};  // mac (48 bits) << 16 | state << 8 | pinned
         std::atomic<uint64_t> confirmed_ns{0};
-        std::atomic<uint64_t> wanted_ns{0};
+        mutable std::atomic<uint64_t> wanted_ns{0};
         // Control plane only.
         uint64_t next_request_ns = 0;
         uint32_t requests = 0;

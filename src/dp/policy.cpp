@@ -110,7 +110,19 @@ private:
         std::optional<uint16_t> external;
         if (d.masquerade) {
             external = allocate_port(f, s);
-            if (!external) return DropReason::nat_exhausted;
+            if (!external) {
+                // An earlier packet of this connection (this batch, another worker) may have
+                // taken the last port for it: then this one just follows.
+                if (const int32_t pos = table_.lookup(f.key.key); pos >= 0) {
+                    CtEntry& e = table_.entry(pos);
+                    e.lock_entry();
+                    std::optional<DropReason> r = DropReason::nat_exhausted;
+                    if (!e.dead()) r = existing(e, f, s, m);
+                    e.unlock_entry();
+                    return r;
+                }
+                return DropReason::nat_exhausted;
+            }
         }
         const int32_t pos = table_.insert(f.key.key);
         if (pos < 0) {
@@ -165,6 +177,18 @@ private:
         return std::nullopt;
     }
 
+    bool alias_present(const Flow& f, const NatBinding& binding) const {
+        const bool icmp = f.key.key.proto == ipproto::kIcmp;
+        const int remote = e_orig_remote(f);
+        const CtPacketKey alias = make_ct_key(
+            f.key.key.proto, {kNatZone, binding.addr, binding.port},
+            {f.key.key.zone[remote], Ipv4Addr{f.key.key.ip[remote]}, icmp ? binding.port : f.key.key.port[remote]});
+        return table_.lookup(alias.key) >= 0;
+    }
+    // The key endpoint of the remote side of a translated connection: the one that is not in
+    // a network's zone (outside is zone 0).
+    static int e_orig_remote(const Flow& f) { return f.key.key.zone[0] == 0 ? 0 : 1; }
+
     // Entry lock held.
     std::optional<DropReason> existing(CtEntry& e, const Flow& f, const Sides& s, PacketMeta& m) {
         const Direction dir = e.direction_of(f.key.src_side);
@@ -197,6 +221,9 @@ private:
             PolicyDecision d;
             if (auto reason = decide_new(f, s, fresh, d)) return reason;
             if (d.masquerade != binding.translated()) return DropReason::nat_unsolicited;
+            // A mapping whose outside key could not be added (table full) has no way back:
+            // it stays expired until the sweep frees it.
+            if (binding.translated() && !alias_present(f, binding)) return DropReason::ct_table_full;
             start(e, f, fresh);
         }
         if (binding.translated() && e.direction_of(f.key.src_side) == Direction::original) {
@@ -233,7 +260,17 @@ std::optional<DropReason> check_icmp_error(const Frame& f, PacketMeta& m, const 
     if (pos < 0) return DropReason::ct_icmp_error_unmatched;
     const CtEntry& e = snap.conntrack->entry(pos);
     if (e.dead() || ct_expired(e.state, now_ns)) return DropReason::ct_icmp_error_unmatched;
+    // An error goes back to whoever sent the datagram it quotes, never to a third party.
+    if (Ipv4Addr::from_be(inner->src) != s.dst_ip) return DropReason::ct_icmp_error_unmatched;
     const NatBinding binding = load_nat_binding(e);
+    // Errors are no way around the network kinds, even for a connection that a reload has
+    // not re-checked yet (its own next packet does): private never crosses the uplink, and
+    // across it a nat network's connections are translated, a public one's are not.
+    if (const InstanceView* inside = s.src ? s.src : s.dst; inside && (!s.src || !s.dst)) {
+        const config::NetworkKind kind = snap.networks[inside->network].kind;
+        if (kind == config::NetworkKind::private_) return DropReason::private_isolated;
+        if ((kind == config::NetworkKind::nat) != (binding.role == NatRole::primary)) return DropReason::sg_revoked;
+    }
     if (binding.role == NatRole::primary) {
         if (!s.src) {  // from outside
             if (!m.nat_translated_in) return DropReason::nat_unsolicited;
@@ -321,7 +358,10 @@ void policy_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexce
         if (!ip->is_first_fragment()) {
             const FragmentKey fk{s.src_ip.value, s.dst_ip.value, ip->id.host(), s.src_zone, ip->protocol};
             uint32_t nat_addr = 0;
-            if (!ctx.fragments || !ctx.fragments->allowed(fk, ctx.now_ns, &nat_addr)) {
+            // A datagram whose first fragment passed under other rules (a reload since)
+            // does not pass: its connection is re-checked by its next first packet.
+            if (!ctx.fragments ||
+                !ctx.fragments->allowed(fk, ctx.now_ns, &nat_addr, static_cast<uint32_t>(snap.generation))) {
                 batch.drop(i, DropReason::fragment_unmatched);
             } else if (nat_addr != 0) {
                 m.nat = NatAction::snat_fragment;
@@ -365,7 +405,7 @@ void policy_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexce
             ctx.fragments->remember({sides[k].src_ip.value, sides[k].dst_ip.value, ip->id.host(),
                                      sides[k].src_zone, ip->protocol},
                                     ctx.now_ns + uint64_t{snap.fragment_timeout_s} * 1'000'000'000,
-                                    m.nat == NatAction::snat ? m.nat_addr : 0);
+                                    m.nat == NatAction::snat ? m.nat_addr : 0, static_cast<uint32_t>(snap.generation));
     }
 }
 

@@ -6,6 +6,16 @@
 #include "dp/local.hpp"
 
 namespace calyx::dp {
+namespace {
+
+// RFC 1812 5.3.7: sources no router accepts from outside: this network (0/8), loopback,
+// multicast, the reserved class E and the limited broadcast.
+bool martian(Ipv4Addr src) {
+    const uint32_t top = src.value >> 24;
+    return top == 0 || top == 127 || src.is_multicast() || top >= 240;
+}
+
+}  // namespace
 
 void route_stage(Batch& batch, const Snapshot& snap, WorkerContext&) noexcept {
     // Destinations, then (for packets from the uplink) sources, in one bulk lookup.
@@ -27,6 +37,10 @@ void route_stage(Batch& batch, const Snapshot& snap, WorkerContext&) noexcept {
         }
         if (dst.is_zero() || dst.is_multicast() || (dst.value >> 24) == 127) {
             batch.drop(i, DropReason::martian_destination);
+            continue;
+        }
+        if (m.in_port == uplink_port && martian(Ipv4Addr::from_be(ip->src))) {
+            batch.drop(i, DropReason::martian_source);
             continue;
         }
         ips[n] = dst.value;

@@ -521,15 +521,20 @@ TEST_F(ReloadUnderTraffic, TenReloadsLoseNoPacketOfAnUnaffectedStream) {
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     for (const auto& o : outcomes) EXPECT_TRUE(o.accepted) << o.output;
     std::sort(reload_ms.begin(), reload_ms.end());
-    std::cout << fmt::format(
-        "[measured] {} datagrams in {:.1f} s ({:.0f}/s) across {} reloads: {} received, {} lost; "
-        "reload (SIGHUP to verdict) min {:.1f} ms, median {:.1f} ms, max {:.1f} ms\n",
-        sent, seconds, sent / seconds, reload_ms.size(), received, sent - received, reload_ms.front(),
-        reload_ms[reload_ms.size() / 2], reload_ms.back());
-    EXPECT_GT(sent, 1000u) << "the stream was too thin to show anything";
-    EXPECT_EQ(received, sent) << "packets lost during reloads";
     const auto report = counters();
     ASSERT_TRUE(report.has_value());
+    // The receiving "VM" is this test process: when the machine deschedules it, its receive
+    // ring fills and calyx counts tx_full at app-1. That is the guest's loss, not the reload's.
+    const uint64_t ring_full = report->drops("app-1", "tx_full");
+    std::cout << fmt::format(
+        "[measured] {} datagrams in {:.1f} s ({:.0f}/s) across {} reloads: {} received, {} lost "
+        "(of which {} because the receiving VM's ring was full); reload (SIGHUP to verdict) min "
+        "{:.1f} ms, median {:.1f} ms, max {:.1f} ms\n",
+        sent, seconds, sent / seconds, reload_ms.size(), received, sent - received, ring_full,
+        reload_ms.front(), reload_ms[reload_ms.size() / 2], reload_ms.back());
+    EXPECT_GT(sent, 1000u) << "the stream was too thin to show anything";
+    EXPECT_EQ(received + ring_full, sent) << "packets lost in calyx during reloads\n" << report->text;
+    EXPECT_EQ(report->all_drops("app-1"), ring_full) << report->text;
     EXPECT_EQ(report->all_drops("web-1"), 0u) << report->text;
 }
 
