@@ -10,6 +10,7 @@ packages=(
   libyaml-cpp-dev libfmt-dev prometheus-cpp-dev libboost-program-options-dev nlohmann-json3-dev
   libgtest-dev libbenchmark-dev
   iproute2 iputils-ping python3 util-linux prometheus
+  qemu-system-x86 linux-image-amd64 busybox-static cpio python3-yaml
 )
 missing=()
 for p in "${packages[@]}"; do

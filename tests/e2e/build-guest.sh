@@ -15,8 +15,8 @@ mkdir -p "$cache"
 die() { echo "build-guest: $*" >&2; exit 1; }
 
 # The newest installed Debian kernel that has its modules.
-kernel= kver=
-for k in $(ls -1 /boot/vmlinuz-* 2>/dev/null | sort -V -r); do
+kernel='' kver=''
+for k in $(printf '%s\n' /boot/vmlinuz-* | sort -V -r); do
     v=${k#/boot/vmlinuz-}
     if [[ -d /lib/modules/$v/kernel/drivers/net ]]; then kernel=$k kver=$v; break; fi
 done
@@ -28,14 +28,14 @@ dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "install ok in
     die "busybox-static is not installed (apt-get install busybox-static)"
 if ldd "$busybox" >/dev/null 2>&1; then die "$busybox is not static"; fi
 
-# The virtio-net stack in load order (see doc/../environment notes): each needs the previous.
+# The virtio-net stack in load order (guest/init inserts them so): each needs the ones before.
 modules=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
          failover net_failover virtio_net)
 declare -A module_path
 for m in "${modules[@]}"; do
     p=$(find "/lib/modules/$kver/kernel" -name "$m.ko" -o -name "$m.ko.xz" -o -name "$m.ko.zst" | head -n1)
     if [[ -z $p ]]; then
-        # Built into this kernel: nothing to load.
+        # Built into this kernel: nothing to load (init's insmod of the missing file only logs).
         grep -q "/$m.ko" "/lib/modules/$kver/modules.builtin" 2>/dev/null ||
             die "module $m not found for $kver"
         continue
@@ -68,7 +68,6 @@ if [[ ! -s $initrd ]]; then
             *) cp "$p" "$stage/lib/modules/$m.ko" ;;
         esac
     done
-    # Built-in modules: init's insmod of a missing file only logs, so give it nothing to load.
     install -m 755 "$here/guest/init" "$stage/init"
     install -m 755 "$here/guest/agent" "$stage/bin/agent"
     mkdir -p "$stage/etc/udhcpc"
