@@ -12,12 +12,12 @@
 // sizes the control-plane work of a configuration far larger than one host carries.
 #include <benchmark/benchmark.h>
 #include <fmt/format.h>
-#include <rte_eal.h>
 
 #include <map>
 #include <memory>
 #include <set>
 
+#include "bench_main.hpp"
 #include "calyx/config.hpp"
 #include "cp/snapshot_builder.hpp"
 #include "dp/conntrack.hpp"
@@ -25,7 +25,7 @@
 namespace calyx {
 namespace {
 
-bool g_failed = false;
+using perf::fail;
 
 std::string big_config(int instances) {
     constexpr int kGroups = 100, kRulesPerGroup = 20, kPerNetwork = 200;
@@ -64,8 +64,7 @@ void BM_ParseAndValidate(benchmark::State& state) {
     for (auto _ : state) {
         auto cfg = config::parse_config(yaml, "big.yaml");
         if (!cfg) {
-            g_failed = true;
-            state.SkipWithError(cfg.error().front().to_string().c_str());
+            fail(state, cfg.error().front().to_string().c_str());
             break;
         }
         benchmark::DoNotOptimize(cfg);
@@ -78,8 +77,7 @@ void BM_BuildSnapshot(benchmark::State& state) {
     auto cfg = config::parse_config(big_config(static_cast<int>(state.range(0))), "big.yaml");
     auto table = dp::ConnTable::create(4096, -1);
     if (!cfg || !table) {
-        g_failed = true;
-        state.SkipWithError("setup failed");
+        fail(state, "setup failed");
         return;
     }
     std::map<std::string, uint16_t> slots;
@@ -94,8 +92,7 @@ void BM_BuildSnapshot(benchmark::State& state) {
     for (auto _ : state) {
         auto snap = cp::build_snapshot(*cfg, in, ++generation);
         if (!snap) {
-            g_failed = true;
-            state.SkipWithError(snap.error().c_str());
+            fail(state, snap.error().c_str());
             break;
         }
         rules = 0;
@@ -114,13 +111,4 @@ BENCHMARK(BM_BuildSnapshot)->Arg(1000)->Arg(10000)->Unit(benchmark::kMillisecond
 }  // namespace
 }  // namespace calyx
 
-int main(int argc, char** argv) {
-    const char* eal_argv[] = {"reload_bench", "--no-huge", "-m", "1024", "--no-pci", "--no-shconf",
-                              "--no-telemetry", "-l", "0", "--log-level", "error"};
-    if (rte_eal_init(static_cast<int>(std::size(eal_argv)), const_cast<char**>(eal_argv)) < 0) return 1;
-    benchmark::Initialize(&argc, argv);
-    benchmark::RunSpecifiedBenchmarks();
-    benchmark::Shutdown();
-    rte_eal_cleanup();
-    return calyx::g_failed ? 1 : 0;
-}
+int main(int argc, char** argv) { return calyx::perf::run_benchmarks("reload_bench", argc, argv); }

@@ -10,11 +10,11 @@
 //   BM_RawHashLookup/N        rte_hash bulk lookup alone: the floor under conntrack lookups
 #include <benchmark/benchmark.h>
 #include <fmt/format.h>
-#include <rte_eal.h>
 #include <rte_hash.h>
 
 #include <memory>
 
+#include "bench_main.hpp"
 #include "calyx/config.hpp"
 #include "cp/snapshot_builder.hpp"
 #include "dp/conntrack.hpp"
@@ -24,12 +24,7 @@
 namespace calyx {
 namespace {
 
-// A benchmark that saw wrong verdicts fails the run (and the perf suite's smoke test).
-bool g_failed = false;
-void fail(benchmark::State& state, const char* why) {
-    g_failed = true;
-    state.SkipWithError(why);
-}
+using perf::fail;
 
 const MacAddr kGw{{0xee, 0xee, 0xee, 0xee, 0xee, 0xee}};
 const MacAddr kWebMac{{0x52, 0x54, 0, 0, 1, 1}};
@@ -219,13 +214,4 @@ BENCHMARK(BM_RawHashLookup)->Arg(10000)->Arg(1000000);
 }  // namespace
 }  // namespace calyx
 
-int main(int argc, char** argv) {
-    const char* eal_argv[] = {"stage_bench", "--no-huge", "-m", "1024", "--no-pci", "--no-shconf",
-                              "--no-telemetry", "-l", "0", "--log-level", "error"};
-    if (rte_eal_init(static_cast<int>(std::size(eal_argv)), const_cast<char**>(eal_argv)) < 0) return 1;
-    benchmark::Initialize(&argc, argv);
-    benchmark::RunSpecifiedBenchmarks();
-    benchmark::Shutdown();
-    rte_eal_cleanup();
-    return calyx::g_failed ? 1 : 0;
-}
+int main(int argc, char** argv) { return calyx::perf::run_benchmarks("stage_bench", argc, argv); }

@@ -13,11 +13,11 @@
 // every figure alike), so the difference between two figures is the work that differs.
 #include <benchmark/benchmark.h>
 #include <fmt/format.h>
-#include <rte_eal.h>
 
 #include <cstring>
 #include <memory>
 
+#include "bench_main.hpp"
 #include "calyx/config.hpp"
 #include "cp/snapshot_builder.hpp"
 #include "dp/conntrack.hpp"
@@ -29,12 +29,7 @@
 namespace calyx {
 namespace {
 
-// A benchmark that saw wrong verdicts fails the run (and the perf suite's smoke test).
-bool g_failed = false;
-void fail(benchmark::State& state, const char* why) {
-    g_failed = true;
-    state.SkipWithError(why);
-}
+using perf::fail;
 
 const MacAddr kGw{{0xee, 0xee, 0xee, 0xee, 0xee, 0xee}};
 const MacAddr kUplinkMac{{0x02, 0xca, 0x1e, 0, 0, 1}};
@@ -210,13 +205,4 @@ BENCHMARK(BM_NewMasqueraded);
 }  // namespace
 }  // namespace calyx
 
-int main(int argc, char** argv) {
-    const char* eal_argv[] = {"uplink_bench", "--no-huge", "-m", "1024", "--no-pci", "--no-shconf",
-                              "--no-telemetry", "-l", "0", "--log-level", "error"};
-    if (rte_eal_init(static_cast<int>(std::size(eal_argv)), const_cast<char**>(eal_argv)) < 0) return 1;
-    benchmark::Initialize(&argc, argv);
-    benchmark::RunSpecifiedBenchmarks();
-    benchmark::Shutdown();
-    rte_eal_cleanup();
-    return calyx::g_failed ? 1 : 0;
-}
+int main(int argc, char** argv) { return calyx::perf::run_benchmarks("uplink_bench", argc, argv); }

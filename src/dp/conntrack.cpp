@@ -103,13 +103,8 @@ bool ConnTable::remove_locked(int32_t position, std::vector<int32_t>& removed) {
     if (!key_at(position, key) || rte_hash_del_key(hash_, &key) < 0) return false;
     removed.push_back(position);
     if (!nat_ || binding.role != NatRole::primary) return true;
-    // The outside key: the external endpoint towards the remote one (translated connections
-    // are always opened from inside, so the original side is the instance).
-    const int remote = e.orig_side ^ 1;
-    const bool icmp = key.proto == ipproto::kIcmp;
-    const CtPacketKey alias = make_ct_key(
-        key.proto, {kNatZone, binding.addr, binding.port},
-        {key.zone[remote], Ipv4Addr{key.ip[remote]}, icmp ? binding.port : key.port[remote]});
+    const uint8_t remote = e.orig_side ^ 1;
+    const CtPacketKey alias = nat_alias_key(key, remote, binding.endpoint());
     if (const int32_t alias_pos = rte_hash_lookup(hash_, &alias.key); alias_pos >= 0) {
         CtEntry& a = entries_[alias_pos];
         a.lock_entry();

@@ -292,6 +292,17 @@ struct NatBinding {
 static_assert(sizeof(NatBinding) == sizeof(CtEntry::reserved64));
 static_assert(std::is_trivially_copyable_v<NatBinding>);
 
+// The outside (alias) key of a translated connection: the external endpoint towards the remote
+// one. `primary` is the connection's inside key, `remote_side` its endpoint outside the site
+// (translated connections are opened from inside: the side that did not send the first
+// packet). ICMP echo keys carry the identifier on both sides, here the external one.
+inline CtPacketKey nat_alias_key(const CtKey& primary, uint8_t remote_side, NatEndpoint external) noexcept {
+    const bool icmp = primary.proto == ipproto::kIcmp;
+    return make_ct_key(primary.proto, {kNatZone, external.addr, external.port},
+                       {primary.zone[remote_side], Ipv4Addr{primary.ip[remote_side]},
+                        icmp ? external.port : primary.port[remote_side]});
+}
+
 // Read and written as one 64-bit atomic, so the nat_in step may read an alias entry without
 // its lock while the creating worker stores it.
 inline NatBinding load_nat_binding(const CtEntry& e) noexcept {

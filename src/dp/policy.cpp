@@ -154,10 +154,7 @@ private:
                                    PacketMeta& m) {
         const Ipv4Addr ext_addr = snap_.uplink->address;
         store_nat_binding(e, NatBinding{ext_addr, external, NatRole::primary});
-        const bool icmp = f.key.key.proto == ipproto::kIcmp;
-        const uint16_t remote_port = f.key.key.port[f.key.src_side ^ 1];
-        const CtPacketKey alias = make_ct_key(f.key.key.proto, {kNatZone, ext_addr, external},
-                                              {0, s.dst_ip, icmp ? external : remote_port});
+        const CtPacketKey alias = nat_alias_key(f.key.key, f.key.src_side ^ 1, {ext_addr, external});
         const int32_t apos = table_.insert(alias.key);
         if (apos < 0) {
             // The binding stays: expiring the primary makes the sweeper release the port.
@@ -177,17 +174,9 @@ private:
         return std::nullopt;
     }
 
-    bool alias_present(const Flow& f, const NatBinding& binding) const {
-        const bool icmp = f.key.key.proto == ipproto::kIcmp;
-        const int remote = e_orig_remote(f);
-        const CtPacketKey alias = make_ct_key(
-            f.key.key.proto, {kNatZone, binding.addr, binding.port},
-            {f.key.key.zone[remote], Ipv4Addr{f.key.key.ip[remote]}, icmp ? binding.port : f.key.key.port[remote]});
-        return table_.lookup(alias.key) >= 0;
+    bool alias_present(const CtEntry& e, const Flow& f, const NatBinding& binding) const {
+        return table_.lookup(nat_alias_key(f.key.key, e.orig_side ^ 1, binding.endpoint()).key) >= 0;
     }
-    // The key endpoint of the remote side of a translated connection: the one that is not in
-    // a network's zone (outside is zone 0).
-    static int e_orig_remote(const Flow& f) { return f.key.key.zone[0] == 0 ? 0 : 1; }
 
     // Entry lock held.
     std::optional<DropReason> existing(CtEntry& e, const Flow& f, const Sides& s, PacketMeta& m) {
@@ -223,7 +212,7 @@ private:
             if (d.masquerade != binding.translated()) return DropReason::nat_unsolicited;
             // A mapping whose outside key could not be added (table full) has no way back:
             // it stays expired until the sweep frees it.
-            if (binding.translated() && !alias_present(f, binding)) return DropReason::ct_table_full;
+            if (binding.translated() && !alias_present(e, f, binding)) return DropReason::ct_table_full;
             start(e, f, fresh);
         }
         if (binding.translated() && e.direction_of(f.key.src_side) == Direction::original) {
