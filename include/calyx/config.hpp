@@ -132,7 +132,7 @@ struct DataplaneConfig {
     ConntrackConfig conntrack;
 };
 
-enum class UplinkPortType { tap, af_packet, pci };
+enum class UplinkPortType { tap, af_packet, pci, vhost_user };
 std::string_view to_string(UplinkPortType);
 
 // The way out to the provider network / Internet: one ethdev port and the compute host's
@@ -143,6 +143,7 @@ struct UplinkConfig {
     std::string tap_name;         // tap: the Linux interface calyx creates
     std::string af_packet_iface;  // af_packet: an existing Linux interface
     std::string pci_address;      // pci: "DDDD:BB:DD.F", lowercase hex, domain always present
+    std::string vhost_socket;     // vhost-user: calyx serves this socket (a router VM, a test peer)
     uint16_t queues = 1;
     Ipv4Addr address;               // the host's address; host bits of the subnet set
     uint8_t prefix_length = 0;      // of the uplink subnet, 8..30

@@ -61,6 +61,8 @@ std::string_view to_string(UplinkPortType type) {
             return "af_packet";
         case UplinkPortType::pci:
             return "pci";
+        case UplinkPortType::vhost_user:
+            return "vhost-user";
     }
     return "?";
 }
@@ -112,7 +114,7 @@ constexpr std::string_view kPortKeys[] = {"type", "socket", "mode", "queues"};
 constexpr std::string_view kGroupKeys[] = {"name", "rules"};
 constexpr std::string_view kUplinkKeys[] = {"port", "address", "gateway", "nat_ports"};
 // Every key of every uplink port type; which ones a port may have depends on its type.
-constexpr std::string_view kUplinkPortKeys[] = {"type", "name", "iface", "address", "queues"};
+constexpr std::string_view kUplinkPortKeys[] = {"type", "name", "iface", "address", "socket", "queues"};
 constexpr std::string_view kRuleKeys[] = {"direction", "protocol", "ports",       "icmp_type",
                                           "icmp_code", "remote",   "remote_group"};
 
@@ -162,8 +164,9 @@ struct UplinkPortKind {
 };
 constexpr UplinkPortKind kUplinkPortKinds[] = {{"tap", UplinkPortType::tap, "name"},
                                                {"af_packet", UplinkPortType::af_packet, "iface"},
-                                               {"pci", UplinkPortType::pci, "address"}};
-constexpr std::string_view kUplinkPortWords[] = {"tap", "af_packet", "pci"};
+                                               {"pci", UplinkPortType::pci, "address"},
+                                               {"vhost-user", UplinkPortType::vhost_user, "socket"}};
+constexpr std::string_view kUplinkPortWords[] = {"tap", "af_packet", "pci", "vhost-user"};
 
 constexpr unsigned kMaxLcore = 128;         // RTE_MAX_LCORE of the Debian DPDK build
 constexpr size_t kMaxUnixSocketPath = 107;  // sizeof(sockaddr_un::sun_path) - 1 for the NUL
@@ -400,7 +403,7 @@ struct NetworkEntry {
 
 // Where a value was first seen, to name it in "already used" errors.
 struct FirstUse {
-    std::string owner;
+    std::string owner;  // "instance 'web-1'", "the uplink"
     int line = 0;
 };
 
@@ -1088,13 +1091,13 @@ void Parser::check_group_reference(const Field& field, const std::string& group)
 // network, mac, ipv4 and the port's socket: each valid on its own and, if check_unique, not
 // already used by another instance.
 void Parser::instance_addresses(const Mapping& m, InstanceConfig& inst, bool check_unique) {
-    const FirstUse use{inst.name, inst.where.line};
+    const FirstUse use{fmt::format("instance '{}'", inst.name), inst.where.line};
     const auto claim = [&](auto& uses, const auto& key, const Field& f, std::string_view what,
                            const std::string& text) {
         if (!check_unique) return;
         const auto [it, inserted] = uses.try_emplace(key, use);
         if (!inserted)
-            error(f, "{} {} is already used by instance '{}' (line {})", what, text,
+            error(f, "{} {} is already used by {} (line {})", what, text,
                   it->second.owner, it->second.line);
     };
 
@@ -1249,15 +1252,9 @@ void Parser::uplink_port(const Field& field, UplinkConfig& up) {
         require(*m, fmt::format("{} port", kind->word),
                 std::array<std::string_view, 1>{kind->device_key});
     } else if (const Field* f = m->get("type")) {
-        if (const auto type = scalar(*f, "'type'", "tap, af_packet or pci")) {
-            if (*type == "vhost-user")
-                error(*f,
-                      "port type 'vhost-user' is for instances, not for the uplink: the uplink "
-                      "is a tap, af_packet or pci port");
-            else
-                error(*f, "'type' must be tap, af_packet or pci, got '{}'{}", *type,
-                      suggestion(*type, kUplinkPortWords));
-        }
+        if (const auto type = scalar(*f, "'type'", "tap, af_packet, pci or vhost-user"))
+            error(*f, "'type' must be tap, af_packet, pci or vhost-user, got '{}'{}", *type,
+                  suggestion(*type, kUplinkPortWords));
     }
 
     // Each device key is checked by its own rule, unless the type says it is the wrong key.
@@ -1281,6 +1278,15 @@ void Parser::uplink_port(const Field& field, UplinkConfig& up) {
                 break;
             case UplinkPortType::pci:
                 if (auto v = pci_address(*f, label)) up.pci_address = std::move(*v);
+                break;
+            case UplinkPortType::vhost_user:
+                if (auto v = socket_path(*f, label)) {
+                    up.vhost_socket = std::move(*v);
+                    if (up.vhost_socket == config_.control.socket)
+                        error(*f, "socket {} is the control socket (control.socket)", up.vhost_socket);
+                    else
+                        sockets_.try_emplace(up.vhost_socket, FirstUse{"the uplink", f->key.Mark().line + 1});
+                }
                 break;
         }
     }

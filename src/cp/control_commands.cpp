@@ -493,9 +493,16 @@ Json status_result(const config::Config& cfg, const Snapshot& snap, const Router
         const double busy = l.total_cycles ? 100.0 * static_cast<double>(l.busy_cycles) /
                                                  static_cast<double>(l.total_cycles)
                                            : 0.0;
+        // The router's own work per packet: busy cycles outside the ports' I/O calls.
+        const double own = l.packets ? static_cast<double>(l.busy_cycles - l.io_cycles) /
+                                           static_cast<double>(l.packets)
+                                     : 0.0;
         workers.push_back({{"lcore", l.lcore},
                            {"busy_cycles", l.busy_cycles},
                            {"total_cycles", l.total_cycles},
+                           {"io_cycles", l.io_cycles},
+                           {"packets", l.packets},
+                           {"cycles_per_packet", std::round(own * 10) / 10},
                            {"busy_percent", std::round(busy * 10) / 10}});
     }
     j["workers"] = std::move(workers);
@@ -513,9 +520,10 @@ Json status_result(const config::Config& cfg, const Snapshot& snap, const Router
 
 // "tap calyx-up", "af_packet eth1", "pci 0000:01:00.0": the uplink's device.
 std::string uplink_device(const config::UplinkConfig& u) {
-    const std::string& name = u.type == config::UplinkPortType::tap         ? u.tap_name
-                              : u.type == config::UplinkPortType::af_packet ? u.af_packet_iface
-                                                                            : u.pci_address;
+    const std::string& name = u.type == config::UplinkPortType::tap          ? u.tap_name
+                              : u.type == config::UplinkPortType::af_packet  ? u.af_packet_iface
+                              : u.type == config::UplinkPortType::vhost_user ? u.vhost_socket
+                                                                             : u.pci_address;
     return fmt::format("{} {}", config::to_string(u.type), name);
 }
 

@@ -68,10 +68,16 @@ public:
         }
         auto busy = family("calyx_lcore_busy_cycles_total", "TSC cycles of poll-loop iterations that moved packets.", C::Counter);
         auto cycles = family("calyx_lcore_cycles_total", "TSC cycles of all poll-loop iterations.", C::Counter);
+        auto io = family("calyx_lcore_io_cycles_total",
+                         "Of the busy cycles, those inside port receive and transmit calls (vhost-user copies, PMDs).",
+                         C::Counter);
+        auto packets = family("calyx_lcore_packets_total", "Packets the worker received, all ports.", C::Counter);
         for (const auto& l : s.lcores) {
             const std::vector<ClientMetric::Label> lcore{{"lcore", std::to_string(l.lcore)}};
             add(busy, static_cast<double>(l.busy_cycles), lcore);
             add(cycles, static_cast<double>(l.total_cycles), lcore);
+            add(io, static_cast<double>(l.io_cycles), lcore);
+            add(packets, static_cast<double>(l.packets), lcore);
         }
         auto ct_entries = family("calyx_conntrack_entries", "Tracked connections.", C::Gauge);
         add(ct_entries, static_cast<double>(s.conntrack_entries));

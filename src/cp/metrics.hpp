@@ -30,6 +30,8 @@ struct RouterSample {
         unsigned lcore = 0;
         uint64_t busy_cycles = 0;
         uint64_t total_cycles = 0;
+        uint64_t io_cycles = 0;  // of busy_cycles: inside port rx/tx calls
+        uint64_t packets = 0;    // received
     };
     std::vector<Port> ports;
     std::vector<Lcore> lcores;

@@ -108,7 +108,8 @@ std::expected<std::unique_ptr<dp::Snapshot>, std::string> build_snapshot(
         snap->networks.push_back(std::move(v));
     }
     const size_t workers = std::max<size_t>(1, cfg.dataplane.workers.size());
-    snap->ports_by_worker.resize(workers);
+    snap->queues_by_worker.resize(workers);
+    size_t next_worker = 0;
     for (const auto& inst : cfg.instances) {
         const auto net = std::find_if(cfg.networks.begin(), cfg.networks.end(),
                                       [&](const auto& n) { return n.name == inst.network; });
@@ -120,8 +121,10 @@ std::expected<std::unique_ptr<dp::Snapshot>, std::string> build_snapshot(
         v.port = in.port_slot(inst);
         if (v.port >= dp::kMaxPorts) return std::unexpected(fmt::format("instance '{}': no port slot", inst.name));
         snap->instance_by_port[v.port] = static_cast<int32_t>(snap->instances.size());
-        // Spread ports over workers by slot; a port is polled by exactly one worker.
-        snap->ports_by_worker[v.port % workers].push_back(v.port);
+        // Queue pairs are dealt to the workers in turn: a port's pairs land on different
+        // workers, and the load stays even whatever the slot numbers are.
+        for (uint16_t q = 0; q < inst.port.queues; ++q)
+            snap->queues_by_worker[next_worker++ % workers].push_back({v.port, q});
         snap->instances.push_back(std::move(v));
     }
     if (cfg.uplink) {

@@ -208,8 +208,8 @@ void print_status(const Json& r) {
                                             str(r["ports"], "up"), str(r["ports"], "total")));
     std::string workers;
     for (const auto& w : r["workers"])
-        workers += fmt::format("{}lcore {} ({}% busy)", workers.empty() ? "" : ", ",
-                               str(w, "lcore"), str(w, "busy_percent"));
+        workers += fmt::format("{}lcore {} ({}% busy, {} cycles/packet)", workers.empty() ? "" : ", ",
+                               str(w, "lcore"), str(w, "busy_percent"), str(w, "cycles_per_packet"));
     p.emplace_back("workers", workers.empty() ? "-" : workers);
     const Json& ct = r["conntrack"];
     p.emplace_back("connections",

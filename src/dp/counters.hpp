@@ -48,6 +48,8 @@ struct alignas(64) WorkerCounters {
     uint64_t ct_created = 0;  // connections this worker added to the table
     uint64_t busy_cycles = 0;   // loop iterations that moved packets
     uint64_t total_cycles = 0;  // all loop iterations
+    uint64_t io_cycles = 0;     // of busy_cycles: inside port rx/tx bursts (vhost copies, PMDs)
+    uint64_t packets = 0;       // received by this worker, all ports
 
     void count_drop(uint16_t port, DropReason r) {
         bump(ports[port].drops[static_cast<size_t>(r)]);

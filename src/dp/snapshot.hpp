@@ -56,6 +56,13 @@ struct InstanceView {
     uint16_t port = 0;     // port slot
 };
 
+// One receive queue a worker polls: a vhost-user port's queue pair.
+struct PolledQueue {
+    uint16_t slot;
+    uint16_t queue;
+    bool operator==(const PolledQueue&) const = default;
+};
+
 struct Snapshot {
     uint64_t generation = 0;
     MacAddr gateway_mac;
@@ -74,8 +81,9 @@ struct Snapshot {
     // port slot -> index into `instances`, or -1 when the slot holds no instance.
     std::vector<int32_t> instance_by_port = std::vector<int32_t>(kMaxPorts, -1);
     rte_fib* fib = nullptr;  // owned; see dp/route.hpp for the next-hop encoding
-    // Port slots each worker polls, indexed by worker number.
-    std::vector<std::vector<uint16_t>> ports_by_worker;
+    // The (port slot, queue pair) pairs each worker polls, indexed by worker number. Every
+    // queue pair of every instance port is polled by exactly one worker.
+    std::vector<std::vector<PolledQueue>> queues_by_worker;
 
     Snapshot() = default;
     Snapshot(const Snapshot&) = delete;

@@ -13,10 +13,18 @@ std::vector<std::string> eal_arguments(const config::DataplaneConfig& dp,
                                        const std::optional<config::UplinkConfig>& uplink,
                                        const std::string& argv0) {
     std::vector<std::string> args{argv0};
-    std::vector<unsigned> lcores{0};
-    lcores.insert(lcores.end(), dp.workers.begin(), dp.workers.end());
-    args.push_back("-l");
-    args.push_back(fmt::format("{}", fmt::join(lcores, ",")));
+    auto given = [&](std::string_view opt) {
+        return std::any_of(dp.eal_args.begin(), dp.eal_args.end(),
+                           [&](const auto& a) { return a.starts_with(opt); });
+    };
+    // lcore i runs on CPU i, unless the operator maps lcores to CPUs with --lcores (which
+    // must then name lcore 0 and the workers).
+    if (!given("--lcores")) {
+        std::vector<unsigned> lcores{0};
+        lcores.insert(lcores.end(), dp.workers.begin(), dp.workers.end());
+        args.push_back("-l");
+        args.push_back(fmt::format("{}", fmt::join(lcores, ",")));
+    }
     args.push_back("--main-lcore");
     args.push_back("0");
     // An allowlist probes exactly the listed devices; without one EAL would probe every PCI
@@ -27,10 +35,6 @@ std::vector<std::string> eal_arguments(const config::DataplaneConfig& dp,
     } else {
         args.push_back("--no-pci");
     }
-    auto given = [&](std::string_view opt) {
-        return std::any_of(dp.eal_args.begin(), dp.eal_args.end(),
-                           [&](const auto& a) { return a.starts_with(opt); });
-    };
     // No shared runtime files unless asked for: --in-memory with hugepages; --no-huge is
     // legacy memory, which --in-memory refuses, so only the shared config is dropped.
     if (!given("--file-prefix") && !given("--in-memory") && !given("--no-shconf"))

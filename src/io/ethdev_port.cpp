@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -182,6 +183,19 @@ std::expected<std::unique_ptr<EthdevPort>, std::string> EthdevPort::open(
     case config::UplinkPortType::pci:
         port->device_name_ = cfg.pci_address;
         break;
+    case config::UplinkPortType::vhost_user: {
+        port->iface_ = cfg.vhost_socket;
+        // A socket left by an earlier calyx would make bind() fail; a non-socket is not ours.
+        struct stat st{};
+        if (lstat(cfg.vhost_socket.c_str(), &st) == 0) {
+            if (!S_ISSOCK(st.st_mode)) return fail("exists and is not a socket");
+            unlink(cfg.vhost_socket.c_str());
+        }
+        port->device_name_ = fmt::format("net_vhost_calyx{}", g_next_vdev++);
+        // Plain frames as on instance ports: no segmentation offload for calyx to undo.
+        devargs = fmt::format("iface={},queues={},tso=0", cfg.vhost_socket, queues);
+        break;
+    }
     }
 
     if (cfg.type == config::UplinkPortType::pci) {
@@ -293,7 +307,8 @@ void EthdevPort::refresh_link() {
 bool EthdevPort::read_link() const {
     if (!started_) return false;
     switch (type_) {
-    case config::UplinkPortType::pci: {
+    case config::UplinkPortType::pci:
+    case config::UplinkPortType::vhost_user: {  // up while the peer has its queues running
         rte_eth_link link{};
         return rte_eth_link_get_nowait(port_id_, &link) == 0 && link.link_status == RTE_ETH_LINK_UP;
     }

@@ -8,6 +8,8 @@
 //              (net_af_packet PMD, one socket per queue, spread by PACKET_FANOUT).
 //   pci        a NIC that EAL probed because eal_arguments() allowlisted cfg.pci_address (-a);
 //              no other PCI device is ever probed.
+//   vhost-user calyx serves the vhost-user socket cfg.vhost_socket (net_vhost PMD): the far end
+//              is a router VM or a virtio-user peer, e.g. the benchmark's "Internet".
 //
 // Queues: one receive and one transmit queue per worker (`queues` of each, equal counts, as
 // net_tap and net_af_packet require): worker i polls rx queue i and sends on tx queue i, so
@@ -22,7 +24,8 @@
 // must run after the workers stopped polling the port.
 //
 // MAC: mac() is the address calyx uses on the uplink (sends from, answers ARP with).
-//   pci, af_packet  the device's own address (the NIC's, or the Linux interface's).
+//   pci, af_packet, vhost-user  the device's own address (the NIC's, the Linux interface's,
+//                   or the one net_vhost assigns).
 //   tap             derived from this host's machine id and the tap name, so it is stable
 //                   across restarts and differs between hosts that use the same tap name:
 //                   02:h1:h2:h3:h4:h5. The Linux end of the tap gets 06:h1:h2:h3:h4:h5 (the
@@ -32,6 +35,7 @@
 //
 // connected() per type (see refresh_link):
 //   pci        the physical link is up (rte_eth_link_get_nowait).
+//   vhost-user the peer is attached with its queues enabled (the PMD's link state).
 //   af_packet  the Linux interface, still the one calyx opened (same ifindex), is up and has
 //              carrier (IFF_UP and IFF_RUNNING) in calyx's network namespace.
 //   tap        the port is started and, while the Linux end is visible in calyx's namespace

@@ -3,6 +3,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
+#include <bit>
 #include <cerrno>
 #include <cstring>
 #include <map>
@@ -17,10 +19,10 @@
 namespace calyx::io {
 namespace {
 
-// virtio queue numbers as the host sees them: the guest's receive queue is 0, its transmit
-// queue 1 (queue pair 0).
-constexpr uint16_t kGuestRxQueue = 0;
-constexpr uint16_t kGuestTxQueue = 1;
+// virtio queue numbers as the host sees them: queue pair p is the guest's receive queue 2p
+// and its transmit queue 2p+1.
+constexpr uint16_t guest_rx_vring(uint16_t pair) { return static_cast<uint16_t>(2 * pair); }
+constexpr uint16_t guest_tx_vring(uint16_t pair) { return static_cast<uint16_t>(2 * pair + 1); }
 
 // virtio-net feature bits (virtio 1.2, 5.1.3). <linux/virtio_net.h> does not compile as
 // C++ (a member named `class`), so rte_vhost.h leaves it out for C++ and the bits are here.
@@ -45,6 +47,13 @@ std::mutex registry_mutex;
 std::map<std::string, VhostPort*> registry;
 
 const rte_vhost_device_ops* device_ops();
+
+// Bit 2p set for every pair p below the index: the guest receive rings of the first n pairs.
+constexpr auto kRxVringsOfPairs = [] {
+    std::array<uint64_t, 33> masks{};
+    for (size_t n = 1; n < masks.size(); ++n) masks[n] = masks[n - 1] | 1ULL << guest_rx_vring(static_cast<uint16_t>(n - 1));
+    return masks;
+}();
 
 }  // namespace
 
@@ -100,16 +109,26 @@ VhostPort::~VhostPort() {
     if (it != registry.end() && it->second == this) registry.erase(it);
 }
 
-uint16_t VhostPort::rx(rte_mbuf** pkts, uint16_t n, uint16_t) noexcept {
+uint16_t VhostPort::rx(rte_mbuf** pkts, uint16_t n, uint16_t queue) noexcept {
     const int vid = vid_.load(std::memory_order_acquire);
     if (vid < 0) return 0;
-    return rte_vhost_dequeue_burst(vid, kGuestTxQueue, pool_, pkts, n);
+    return rte_vhost_dequeue_burst(vid, guest_tx_vring(queue), pool_, pkts, n);
 }
 
-uint16_t VhostPort::tx(rte_mbuf** pkts, uint16_t n, uint16_t) noexcept {
+uint16_t VhostPort::tx(rte_mbuf** pkts, uint16_t n, uint16_t queue) noexcept {
     const int vid = vid_.load(std::memory_order_acquire);
     if (vid < 0) return 0;
-    const uint16_t done = rte_vhost_enqueue_burst(vid, kGuestRxQueue, pkts, n);
+    // Worker w sends on pair w mod queues, so workers do not contend for one ring's lock while
+    // there are pairs enough. A guest may run fewer pairs than offered (Linux: one per vCPU,
+    // `ethtool -L`): then the first ready one.
+    const uint64_t ready = ready_rx_vrings_.load(std::memory_order_relaxed);
+    uint16_t pair = static_cast<uint16_t>(queue % cfg_.queues);
+    if (!(ready >> guest_rx_vring(pair) & 1)) {
+        const uint64_t usable = ready & kRxVringsOfPairs[cfg_.queues];
+        if (usable == 0) return 0;
+        pair = static_cast<uint16_t>(std::countr_zero(usable) / 2);
+    }
+    const uint16_t done = rte_vhost_enqueue_burst(vid, guest_rx_vring(pair), pkts, n);
     rte_pktmbuf_free_bulk(pkts, done);  // copied into the guest
     return done;
 }
@@ -125,8 +144,11 @@ VhostPort* VhostPort::find(int vid) {
 int VhostPort::on_new_device(int vid) {
     VhostPort* port = find(vid);
     if (!port) return -1;
-    // Workers poll; the guest need not kick calyx when it transmits.
-    rte_vhost_enable_guest_notification(vid, kGuestTxQueue, 0);
+    // Workers poll; the guest need not kick calyx when it transmits. Rings not ready yet get
+    // the setting when they become ready.
+    const uint16_t vrings = rte_vhost_get_vring_num(vid);
+    for (uint16_t pair = 0; guest_tx_vring(pair) < vrings; ++pair)
+        rte_vhost_enable_guest_notification(vid, guest_tx_vring(pair), 0);
     port->vid_.store(vid, std::memory_order_release);
     port->connects_.fetch_add(1, std::memory_order_relaxed);
     return 0;
@@ -136,14 +158,21 @@ void VhostPort::on_destroy_device(int vid) {
     VhostPort* port = find(vid);
     if (!port) return;
     port->vid_.store(-1, std::memory_order_release);
+    port->ready_rx_vrings_.store(0, std::memory_order_relaxed);
     // After the grace period no worker still holds the old vid inside a burst.
     rte_rcu_qsbr_synchronize(port->grace_, RTE_QSBR_THRID_INVALID);
 }
 
-int VhostPort::on_vring_state_changed(int, uint16_t, int) {
-    // Nothing to do: a disabled queue simply yields no packets to rte_vhost's bursts. (Calling
-    // rte_vhost_enable_guest_notification here deadlocks: the library holds the queue's lock
-    // while it runs this callback.)
+int VhostPort::on_vring_state_changed(int vid, uint16_t vring, int ready) {
+    // Only the ready set is recorded: a disabled transmit ring simply yields no packets, but
+    // sending to a disabled receive ring would drop. (Calling rte_vhost_enable_guest_notification
+    // here deadlocks: the library holds the ring's lock while it runs this callback.)
+    VhostPort* port = find(vid);
+    if (!port || vring >= 64 || vring % 2 != 0) return 0;
+    if (ready)
+        port->ready_rx_vrings_.fetch_or(1ULL << vring, std::memory_order_relaxed);
+    else
+        port->ready_rx_vrings_.fetch_and(~(1ULL << vring), std::memory_order_relaxed);
     return 0;
 }
 

@@ -34,9 +34,11 @@ public:
     VhostPort(const VhostPort&) = delete;
     VhostPort& operator=(const VhostPort&) = delete;
 
-    // Worker side. rx allocates mbufs from the pool. tx copies into the guest's buffers
-    // (rte_vhost serialises queues with its own per-queue lock, so `queue` is not needed)
-    // and frees the mbufs it copied.
+    // Worker side. rx(queue) receives from queue pair `queue` (< cfg.queues) and allocates
+    // mbufs from the pool. tx(queue) copies into the guest's receive ring of pair
+    // `queue` mod cfg.queues (or of the first ready pair if the guest left that one off) and
+    // frees the mbufs it copied; rte_vhost serialises each ring with its own lock, which
+    // workers contend for only when they outnumber the pairs.
     uint16_t rx(rte_mbuf** pkts, uint16_t n, uint16_t queue) noexcept override;
     uint16_t tx(rte_mbuf** pkts, uint16_t n, uint16_t queue) noexcept override;
 
@@ -61,6 +63,8 @@ private:
     rte_mempool* pool_;
     rte_rcu_qsbr* grace_;
     std::atomic<int> vid_{-1};
+    // Bit 2p: the guest's receive ring of queue pair p is ready (vring_state_changed).
+    std::atomic<uint64_t> ready_rx_vrings_{0};
     std::atomic<uint64_t> connects_{0};
     bool registered_ = false;
 };

@@ -15,7 +15,9 @@ namespace {
 
 // Sends the packets of `batch` that the pipeline addressed to ports, one burst per port, on
 // this worker's transmit queue; frees everything else (drops, consumed, what a port refused).
-void transmit(dp::Batch& batch, uint16_t queue, DataplaneShared& shared, dp::WorkerCounters& counters) {
+// Returns the TSC cycles spent inside the ports' transmit calls.
+uint64_t transmit(dp::Batch& batch, uint16_t queue, DataplaneShared& shared, dp::WorkerCounters& counters) {
+    uint64_t io_cycles = 0;
     rte_mbuf* group[dp::kBurstSize];
     rte_mbuf* unsent[dp::kBurstSize];
     uint16_t n_unsent = 0;
@@ -44,7 +46,9 @@ void transmit(dp::Batch& batch, uint16_t queue, DataplaneShared& shared, dp::Wor
         }
         Port* port = shared.ports[port_slot].load(std::memory_order_acquire);
         const bool up = port && port->connected();
+        const uint64_t tx_start = rte_rdtsc();
         const uint16_t done = up ? port->tx(group, n, queue) : 0;  // owns group[0..done) now
+        io_cycles += rte_rdtsc() - tx_start;
         uint64_t sent_bytes = 0;
         for (uint16_t k = 0; k < done; ++k) sent_bytes += bytes[k];
         dp::PortCounters& pc = counters.ports[port_slot];
@@ -56,11 +60,16 @@ void transmit(dp::Batch& batch, uint16_t queue, DataplaneShared& shared, dp::Wor
         for (uint16_t k = done; k < n; ++k) unsent[n_unsent++] = group[k];
     }
     rte_pktmbuf_free_bulk(unsent, n_unsent);
+    return io_cycles;
 }
 
-uint16_t receive(dp::Batch& batch, Port& port, uint16_t slot, uint16_t queue, dp::WorkerCounters& counters) {
+// Fills `batch` from one receive queue; adds the cycles of the port's receive call to io_cycles.
+uint16_t receive(dp::Batch& batch, Port& port, uint16_t slot, uint16_t queue, dp::WorkerCounters& counters,
+                 uint64_t& io_cycles) {
     rte_mbuf* pkts[dp::kBurstSize];
+    const uint64_t rx_start = rte_rdtsc();
     const uint16_t n = port.rx(pkts, dp::kBurstSize, queue);
+    io_cycles += rte_rdtsc() - rx_start;
     uint64_t bytes = 0;
     for (uint16_t i = 0; i < n; ++i) {
         rte_mbuf* m = pkts[i];
@@ -75,6 +84,7 @@ uint16_t receive(dp::Batch& batch, Port& port, uint16_t slot, uint16_t queue, dp
     batch.count = n;
     dp::bump(counters.ports[slot].rx_packets, n);
     dp::bump(counters.ports[slot].rx_bytes, bytes);
+    dp::bump(counters.packets, n);
     return n;
 }
 
@@ -113,16 +123,20 @@ int worker_main(void* raw) {
         const uint64_t start = rte_rdtsc();
         ctx.now_ns = tsc_to_ns(start);
         bool busy = false;
+        // The router's own cycles are the busy ones minus these (rte_rdtsc around each burst
+        // call: ~2 reads per burst of up to 32 packets).
+        uint64_t io_cycles = 0;
         const auto queue = static_cast<uint16_t>(args.index);
         auto poll = [&](uint16_t slot, uint16_t rx_queue) {
             Port* port = shared.ports[slot].load(std::memory_order_acquire);
-            if (!port || receive(batch, *port, slot, rx_queue, counters) == 0) return;
+            if (!port) return;
+            if (receive(batch, *port, slot, rx_queue, counters, io_cycles) == 0) return;
             busy = true;
             dp::run_pipeline(batch, *snap, ctx);
-            transmit(batch, queue, shared, counters);
+            io_cycles += transmit(batch, queue, shared, counters);
         };
-        if (snap && args.index < snap->ports_by_worker.size()) {
-            for (uint16_t slot : snap->ports_by_worker[args.index]) poll(slot, 0);
+        if (snap && args.index < snap->queues_by_worker.size()) {
+            for (const dp::PolledQueue& q : snap->queues_by_worker[args.index]) poll(q.slot, q.queue);
             // The uplink has a queue per worker: every worker polls its own.
             if (snap->uplink) {
                 poll(snap->uplink->port, queue);
@@ -134,7 +148,10 @@ int worker_main(void* raw) {
         rte_rcu_qsbr_quiescent(shared.grace, args.index);
         const uint64_t end = rte_rdtsc();
         dp::bump(counters.total_cycles, end - last);
-        if (busy) dp::bump(counters.busy_cycles, end - start);
+        if (busy) {
+            dp::bump(counters.busy_cycles, end - start);
+            dp::bump(counters.io_cycles, io_cycles);
+        }
         last = end;
     }
     rte_rcu_qsbr_thread_offline(shared.grace, args.index);

@@ -34,7 +34,7 @@ struct DataplaneShared {
 
 struct WorkerArgs {
     DataplaneShared* shared;
-    unsigned index;  // worker number: RCU thread id and index into ports_by_worker
+    unsigned index;  // worker number: RCU thread id and index into queues_by_worker
     dp::WorkerCounters* counters;
     dp::FragmentVerdicts* fragments;
 };

@@ -92,13 +92,27 @@ ConfigIdentity next_config_identity() {
             10000 + (static_cast<unsigned>(::getpid()) * 13 + g_config_seq) % 22000};
 }
 
+namespace {
+std::vector<unsigned> worker_lcores(const ConfigOptions& opts) {
+    std::vector<unsigned> lcores;
+    for (unsigned w = 1; w <= opts.workers; ++w) lcores.push_back(w);
+    return lcores;
+}
+// "0@0,1@1,2@1": the main lcore on CPU 0, the workers on CPU 1.
+std::string lcore_map(const ConfigOptions& opts) {
+    std::string map = "0@0";
+    for (unsigned lcore : worker_lcores(opts)) map += fmt::format(",{}@1", lcore);
+    return map;
+}
+}  // namespace
+
 std::string gateway_config(const TempDir& dir, const ConfigOptions& opts,
                            const ConfigIdentity& id) {
     std::string y =
         fmt::format(R"(# written by the calyx integration tests
 dataplane:
-  workers: [1]
-  eal_args: ["--no-huge", "-m", "512", "--file-prefix", "{prefix}"]
+  workers: [{workers}]
+  eal_args: ["--no-huge", "-m", "512", "--file-prefix", "{prefix}"{lcores}]
   conntrack: {{capacity: 65536}}
 control:
   socket: {dir}/calyx.sock
@@ -121,6 +135,8 @@ networks:
     gateway: 10.20.0.1
 )",
                     fmt::arg("prefix", id.eal_prefix), fmt::arg("dir", dir.path().string()),
+                    fmt::arg("workers", fmt::join(worker_lcores(opts), ", ")),
+                    fmt::arg("lcores", opts.workers > 1 ? fmt::format(", \"--lcores\", \"{}\"", lcore_map(opts)) : ""),
                     fmt::arg("metrics_port", id.metrics_port), fmt::arg("dns", text(kPublicDns)),
                     fmt::arg("mtu", kPublicMtu));
     if (!opts.uplink_tap.empty())
@@ -151,10 +167,12 @@ networks:
         if (auto it = opts.security.members.find(vm->name);
             it != opts.security.members.end() && !it->second.empty())
             y += fmt::format("    security_groups: [{}]\n", fmt::join(it->second, ", "));
+        const auto queues = opts.queues.find(vm->name);
         y += fmt::format(
-            "    port: {{type: vhost-user, socket: {dir}/{name}.sock, mode: {mode}}}\n",
+            "    port: {{type: vhost-user, socket: {dir}/{name}.sock, mode: {mode}, queues: {queues}}}\n",
             fmt::arg("dir", dir.path().string()), fmt::arg("name", vm->name),
-            fmt::arg("mode", opts.client_mode.contains(vm->name) ? "client" : "server"));
+            fmt::arg("mode", opts.client_mode.contains(vm->name) ? "client" : "server"),
+            fmt::arg("queues", queues == opts.queues.end() ? 1 : queues->second));
     }
     return y;
 }
@@ -252,10 +270,15 @@ void CalyxFixture::start_calyx(const ConfigOptions& opts) {
 void CalyxFixture::attach(const Vm& vm) {
     // Server-mode calyx answers the handshake in milliseconds; a client-mode calyx first
     // has to notice the new socket (it retries once a second).
+    const auto queues = [&](const std::map<std::string, uint16_t>& m, uint16_t otherwise) {
+        const auto it = m.find(vm.name);
+        return it == m.end() ? otherwise : it->second;
+    };
     VmPeerOptions o{.socket = socket_of(vm),
                     .mac = vm.mac,
                     .server = is_client_mode(vm),
-                    .connect_timeout = is_client_mode(vm) ? kReconnect : kHandshake};
+                    .connect_timeout = is_client_mode(vm) ? kReconnect : kHandshake,
+                    .queues = queues(options_.guest_queues, queues(options_.queues, 1))};
     std::string last_error;
     const auto deadline = Clock::now() + 5s;
     do {

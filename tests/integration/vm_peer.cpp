@@ -267,7 +267,7 @@ std::expected<std::unique_ptr<VmPeer>, std::string> VmPeer::attach(const VmPeerO
 
 std::expected<void, std::string> VmPeer::start() {
     const std::string args =
-        fmt::format("path={},queues=1,queue_size={},server={},mac={}", opts_.socket,
+        fmt::format("path={},queues={},queue_size={},server={},mac={}", opts_.socket, opts_.queues,
                     opts_.queue_size, opts_.server ? 1 : 0, mac_text(opts_.mac));
     // The PMD binds a server socket itself; a leftover file from an earlier run fails bind.
     if (opts_.server) ::unlink(opts_.socket.c_str());
@@ -310,15 +310,17 @@ std::expected<void, std::string> VmPeer::start() {
     // Link state: no interrupts, and never ask the PMD. See "Link state and the EAL interrupt
     // thread" at the top of this file.
     conf.intr_conf.lsc = 0;
-    if (int r = rte_eth_dev_configure(port_id_, 1, 1, &conf); r < 0)
+    if (int r = rte_eth_dev_configure(port_id_, opts_.queues, opts_.queues, &conf); r < 0)
         return fail("rte_eth_dev_configure", r);
-    if (int r = rte_eth_rx_queue_setup(port_id_, 0, opts_.queue_size, SOCKET_ID_ANY, nullptr,
-                                       pool_);
-        r < 0)
-        return fail("rte_eth_rx_queue_setup", r);
-    if (int r = rte_eth_tx_queue_setup(port_id_, 0, opts_.queue_size, SOCKET_ID_ANY, nullptr);
-        r < 0)
-        return fail("rte_eth_tx_queue_setup", r);
+    for (uint16_t q = 0; q < opts_.queues; ++q) {
+        if (int r = rte_eth_rx_queue_setup(port_id_, q, opts_.queue_size, SOCKET_ID_ANY, nullptr,
+                                           pool_);
+            r < 0)
+            return fail("rte_eth_rx_queue_setup", r);
+        if (int r = rte_eth_tx_queue_setup(port_id_, q, opts_.queue_size, SOCKET_ID_ANY, nullptr);
+            r < 0)
+            return fail("rte_eth_tx_queue_setup", r);
+    }
     if (int r = rte_eth_dev_start(port_id_); r < 0) return fail("rte_eth_dev_start", r);
     // rte_eth_dev_start read the link through the PMD (the one read this harness cannot avoid).
     // Had the connection already died, that read queued the PMD's disconnect alarm, which may
@@ -356,7 +358,7 @@ void VmPeer::detach() {
     if (opts_.server) ::unlink(opts_.socket.c_str());
 }
 
-bool VmPeer::send(const Bytes& frame) {
+bool VmPeer::send(const Bytes& frame, uint16_t queue) {
     if (!attached_) return false;
     rte_mbuf* m = rte_pktmbuf_alloc(pool_);
     if (!m) return false;
@@ -367,7 +369,7 @@ bool VmPeer::send(const Bytes& frame) {
     }
     std::memcpy(p, frame.data(), frame.size());
     const auto deadline = Clock::now() + 100ms;
-    while (rte_eth_tx_burst(port_id_, 0, &m, 1) == 0) {
+    while (rte_eth_tx_burst(port_id_, queue, &m, 1) == 0) {
         if (Clock::now() > deadline) {
             rte_pktmbuf_free(m);
             return false;
@@ -381,16 +383,21 @@ bool VmPeer::send(const Bytes& frame) {
 unsigned VmPeer::poll(std::deque<Bytes>& out) {
     if (!attached_) return 0;
     rte_mbuf* pkts[kBurst];
-    const uint16_t n = rte_eth_rx_burst(port_id_, 0, pkts, kBurst);
-    for (uint16_t i = 0; i < n; ++i) {
-        Bytes b(rte_pktmbuf_pkt_len(pkts[i]));
-        const void* d = rte_pktmbuf_read(pkts[i], 0, static_cast<uint32_t>(b.size()), b.data());
-        if (d != b.data()) std::memcpy(b.data(), d, b.size());
-        rte_pktmbuf_free(pkts[i]);
-        out.push_back(std::move(b));
-        ++received_;
+    unsigned total = 0;
+    for (uint16_t q = 0; q < opts_.queues; ++q) {
+        const uint16_t n = rte_eth_rx_burst(port_id_, q, pkts, kBurst);
+        for (uint16_t i = 0; i < n; ++i) {
+            Bytes b(rte_pktmbuf_pkt_len(pkts[i]));
+            const void* d = rte_pktmbuf_read(pkts[i], 0, static_cast<uint32_t>(b.size()), b.data());
+            if (d != b.data()) std::memcpy(b.data(), d, b.size());
+            rte_pktmbuf_free(pkts[i]);
+            out.push_back(std::move(b));
+            ++received_;
+            ++received_by_queue_[q];
+        }
+        total += n;
     }
-    return n;
+    return total;
 }
 
 std::optional<Bytes> VmPeer::receive(std::chrono::milliseconds timeout,

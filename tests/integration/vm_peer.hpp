@@ -18,6 +18,7 @@
 // vhost-user side in both directions (harness_selftest.cpp).
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -69,6 +70,7 @@ struct VmPeerOptions {
     // Bounds detach() the same way.
     std::chrono::milliseconds control_timeout{std::chrono::seconds(5)};
     uint16_t queue_size = 256;
+    uint16_t queues = 1;  // queue pairs (virtio-net multi-queue), at most kMaxQueues
 };
 
 // One VM NIC: a hot-plugged net_virtio_user vdev with its own mbuf pool. Not thread-safe: use
@@ -80,8 +82,11 @@ public:
     VmPeer(const VmPeer&) = delete;
     VmPeer& operator=(const VmPeer&) = delete;
 
-    // Queue one frame for transmission; false if the ring stayed full or no mbuf was free.
-    bool send(const Bytes& frame);
+    static constexpr uint16_t kMaxQueues = 8;
+
+    // Queue one frame for transmission on queue pair `queue`; false if the ring stayed full or
+    // no mbuf was free. Receiving polls every pair.
+    bool send(const Bytes& frame, uint16_t queue = 0);
 
     // Poll until a frame matching `pred` arrives or `timeout` passes. Frames that do not match
     // are dropped (and counted in skipped()).
@@ -117,6 +122,7 @@ public:
     uint64_t received() const { return received_; }
     uint64_t skipped() const { return skipped_; }
     uint64_t sent() const { return sent_; }
+    uint64_t received_on(uint16_t queue) const { return received_by_queue_.at(queue); }
 
 private:
     VmPeer() = default;
@@ -132,6 +138,7 @@ private:
     std::vector<int> connection_;  // the PMD's vhost-user connection (descriptor), for link_up()
     bool attached_ = false;
     uint64_t received_ = 0, skipped_ = 0, sent_ = 0;
+    std::array<uint64_t, kMaxQueues> received_by_queue_{};
 };
 
 // Human-readable one-line summary of a frame (for failure messages): "arp request 52:54:..".

@@ -324,6 +324,22 @@ uplink:
     EXPECT_EQ(up.nat_port_max, 65535);
 }
 
+TEST(Config, VhostUserUplinkServesItsSocket) {
+    const auto result = parse_config(yaml(R"(
+uplink:
+  port: {type: vhost-user, socket: /run/calyx/uplink.sock, queues: 2}
+  address: 198.51.100.10/24
+  gateway: 198.51.100.1
+)"),
+                                     "vhost.yaml");
+    ASSERT_TRUE(result.has_value()) << result.error().front().to_string();
+    const UplinkConfig& up = *result->uplink;
+    EXPECT_EQ(up.type, UplinkPortType::vhost_user);
+    EXPECT_EQ(up.vhost_socket, "/run/calyx/uplink.sock");
+    EXPECT_EQ(up.queues, 2);
+    EXPECT_EQ(to_string(up.type), "vhost-user");
+}
+
 TEST(Config, PciUplinkAddressInTheLongFormIsKept) {
     const auto result = parse_config(yaml(R"(
 uplink:
@@ -1268,18 +1284,35 @@ uplink:
   address: 198.51.100.10/24
   gateway: 198.51.100.1
 )",
-     {"bad.yaml:2:16: 'type' must be tap, af_packet or pci, got 'af-packet'; did you mean "
-      "'af_packet'?"}},
+     {"bad.yaml:2:16: 'type' must be tap, af_packet, pci or vhost-user, got 'af-packet'; did you "
+      "mean 'af_packet'?"}},
 
-    {"uplink_port_type_vhost_user_is_for_instances",
+    {"vhost_user_uplink_takes_a_socket_not_a_name",
      R"(
 uplink:
   port: {type: vhost-user, name: calyx-up}
   address: 198.51.100.10/24
   gateway: 198.51.100.1
 )",
-     {"bad.yaml:2:16: port type 'vhost-user' is for instances, not for the uplink: the uplink is "
-      "a tap, af_packet or pci port"}},
+     {"bad.yaml:2:9: vhost-user port is missing required key 'socket'",
+      "bad.yaml:2:28: unknown key 'name' in vhost-user port; did you mean 'socket'?"}},
+
+    {"vhost_user_uplink_socket_is_not_an_instance_socket",
+     R"(
+uplink:
+  port: {type: vhost-user, socket: /run/calyx/a.sock}
+  address: 198.51.100.10/24
+  gateway: 198.51.100.1
+networks:
+  - {name: n, kind: public, cidr: 10.0.0.0/24, gateway: 10.0.0.1}
+instances:
+  - name: a
+    network: n
+    mac: 52:54:00:00:00:01
+    ipv4: 10.0.0.2
+    port: {type: vhost-user, socket: /run/calyx/a.sock}
+)",
+     {"bad.yaml:12:38: socket /run/calyx/a.sock is already used by the uplink (line 2)"}},
 
     {"tap_uplink_needs_a_name",
      R"(

@@ -46,6 +46,17 @@ TEST(EalArguments, MainLcoreZeroThenTheWorkers) {
     EXPECT_EQ(value_of(args, "--main-lcore"), "0");
 }
 
+// --lcores maps lcores to CPUs (e.g. more workers than CPUs in a test); -l would contradict it.
+TEST(EalArguments, OperatorsLcoreMapReplacesTheLcoreList) {
+    config::DataplaneConfig dp;
+    dp.workers = {1, 2};
+    dp.eal_args = {"--lcores", "0@0,1@1,2@1"};
+    const Args args = eal_arguments(dp, std::nullopt, "calyx");
+    EXPECT_FALSE(has(args, "-l"));
+    EXPECT_EQ(value_of(args, "--lcores"), "0@0,1@1,2@1");
+    EXPECT_EQ(value_of(args, "--main-lcore"), "0");
+}
+
 TEST(EalArguments, WithoutUplinkNoPciDeviceIsProbed) {
     const Args args = eal_arguments({}, std::nullopt, "calyx");
     EXPECT_TRUE(has(args, "--no-pci"));

@@ -103,3 +103,39 @@ TEST_F(RouteTable, NetworkWhoseDhcpOptionsOverflowTheMinimumDatagramIsRefused) {
 
 }  // namespace
 }  // namespace calyx::test
+
+namespace calyx::test {
+namespace {
+
+// Every queue pair of every instance is polled by exactly one worker, and the pairs are dealt
+// evenly: a multi-queue port's pairs land on different workers.
+TEST_F(RouteTable, QueuePairsAreDealtToTheWorkersInTurn) {
+    auto cfg = config::parse_config(R"(
+dataplane: {workers: [1, 2]}
+networks:
+  - {name: n, kind: public, cidr: 10.0.0.0/24, gateway: 10.0.0.1}
+instances:
+  - {name: a, network: n, mac: "52:54:00:00:00:01", ipv4: 10.0.0.2,
+     port: {type: vhost-user, socket: /run/a.sock, queues: 2}}
+  - {name: b, network: n, mac: "52:54:00:00:00:02", ipv4: 10.0.0.3,
+     port: {type: vhost-user, socket: /run/b.sock}}
+  - {name: c, network: n, mac: "52:54:00:00:00:03", ipv4: 10.0.0.4,
+     port: {type: vhost-user, socket: /run/c.sock, queues: 3}}
+)",
+                                    "queues.yaml");
+    ASSERT_TRUE(cfg.has_value()) << cfg.error().front().to_string();
+    const std::map<std::string, uint16_t> slots{{"a", 7}, {"b", 9}, {"c", 11}};
+    cp::SnapshotInputs in;
+    in.port_slot = [&](const config::InstanceConfig& i) { return slots.at(i.name); };
+    in.zone = [](const config::NetworkConfig&) { return uint16_t{1}; };
+    in.conntrack = conntrack_.get();
+    auto snap = cp::build_snapshot(*cfg, in, 1);
+    ASSERT_TRUE(snap.has_value()) << snap.error();
+    using Q = dp::PolledQueue;
+    ASSERT_EQ((*snap)->queues_by_worker.size(), 2u);
+    EXPECT_EQ((*snap)->queues_by_worker[0], (std::vector<Q>{{7, 0}, {9, 0}, {11, 1}}));
+    EXPECT_EQ((*snap)->queues_by_worker[1], (std::vector<Q>{{7, 1}, {11, 0}, {11, 2}}));
+}
+
+}  // namespace
+}  // namespace calyx::test
