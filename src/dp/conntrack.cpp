@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstring>
 
 #include <fmt/format.h>
 #include <rte_errno.h>
@@ -35,6 +36,23 @@ CtPacketKey make_ct_key(uint8_t proto, const CtEndpoint& src, const CtEndpoint& 
     return k;
 }
 
+namespace {
+
+// rte_hash compares keys of 16, 32, 48... bytes with vector code and any other length with
+// memcmp() through the PLT; a CtKey is 20 bytes. Equality only (0: equal), as rte_hash asks.
+int ct_key_equal(const void* a, const void* b, size_t) {
+    uint64_t a0, a1, b0, b1;
+    uint32_t a2, b2;
+    std::memcpy(&a0, a, 8), std::memcpy(&a1, static_cast<const char*>(a) + 8, 8);
+    std::memcpy(&a2, static_cast<const char*>(a) + 16, 4);
+    std::memcpy(&b0, b, 8), std::memcpy(&b1, static_cast<const char*>(b) + 8, 8);
+    std::memcpy(&b2, static_cast<const char*>(b) + 16, 4);
+    return ((a0 ^ b0) | (a1 ^ b1) | (a2 ^ b2)) != 0;
+}
+static_assert(sizeof(CtKey) == 20, "ct_key_equal compares exactly 20 bytes");
+
+}  // namespace
+
 std::expected<std::unique_ptr<ConnTable>, std::string> ConnTable::create(uint32_t capacity,
                                                                           int socket) {
     static std::atomic<uint32_t> serial{0};
@@ -57,6 +75,7 @@ std::expected<std::unique_ptr<ConnTable>, std::string> ConnTable::create(uint32_
     if (!t->hash_)
         return std::unexpected(fmt::format("cannot create the connection table ({} entries): {}",
                                            capacity, rte_strerror(rte_errno)));
+    rte_hash_set_cmp_func(t->hash_, ct_key_equal);
     t->capacity_ = capacity;
     t->slot_count_ = static_cast<size_t>(rte_hash_max_key_id(t->hash_)) + 1;
     t->entries_ = static_cast<CtEntry*>(
