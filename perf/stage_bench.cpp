@@ -3,8 +3,10 @@
 //
 // Each figure is reported per packet; compare them within one run (this machine is noisy):
 //   BM_OneHotFlow             the whole pipeline for one established flow (cache-hot entry)
-//   BM_Established/N          the whole pipeline for packets of established connections,
-//                             with N connections in the table
+//   BM_Established/N/all      the whole pipeline for packets of established connections,
+//                             with N connections in the table; all=0: the packets use 4096
+//                             of them (cache-warm), all=1: every one in turn. Also reports the
+//                             table's bytes per connection it can hold.
 //   BM_NewConnection          the whole pipeline for first packets: rule evaluation,
 //                             conntrack insert
 //   BM_RawHashLookup/N        rte_hash bulk lookup alone: the floor under conntrack lookups
@@ -70,13 +72,18 @@ struct Bench {
     }
 };
 
-std::vector<uint8_t> udp_frame(uint16_t sport, bool reply) {
+std::vector<uint8_t> udp_frame(uint16_t sport, bool reply, uint16_t dport = 5000) {
     test::FrameBuilder b;
     if (reply)
-        b.eth(kAppMac, kGw).ipv4(kAppIp, kWebIp, ipproto::kUdp, 255).udp(5000, sport, std::vector<uint8_t>(18));
+        b.eth(kAppMac, kGw).ipv4(kAppIp, kWebIp, ipproto::kUdp, 255).udp(dport, sport, std::vector<uint8_t>(18));
     else
-        b.eth(kWebMac, kGw).ipv4(kWebIp, kAppIp, ipproto::kUdp, 255).udp(sport, 5000, std::vector<uint8_t>(18));
+        b.eth(kWebMac, kGw).ipv4(kWebIp, kAppIp, ipproto::kUdp, 255).udp(sport, dport, std::vector<uint8_t>(18));
     return b.build();
+}
+
+// Connection c of a table benchmark: 64000 source ports per destination port.
+std::vector<uint8_t> connection_frame(uint32_t c, bool reply) {
+    return udp_frame(static_cast<uint16_t>(1024 + c % 64000), reply, static_cast<uint16_t>(5000 + c / 64000));
 }
 
 // Runs one batch of 32 copies of `frames[first..]` (cycling) through the pipeline.
@@ -117,21 +124,27 @@ struct BatchRunner {
     uint16_t port = 0;
 };
 
+// Every connection of the table is used in turn (`range(1)` = 1), or only the first 4096
+// (cache-warm entries).
 void BM_Established(benchmark::State& state) {
     const auto connections = static_cast<uint32_t>(state.range(0));
+    const bool all = state.range(1) != 0;
     Bench b(std::max<uint32_t>(connections * 2, 4096));
     BatchRunner out;
     std::vector<std::vector<uint8_t>> first, replies;
-    for (uint32_t c = 0; c < connections; ++c) first.push_back(udp_frame(static_cast<uint16_t>(1024 + c), false));
+    for (uint32_t c = 0; c < connections; ++c) first.push_back(connection_frame(c, false));
     // Establish: one request and one reply per connection.
     BatchRunner setup;
     setup.load(first, 0);
     for (size_t i = 0; i < first.size(); i += dp::kBurstSize) setup.run(b, i);
-    for (uint32_t c = 0; c < connections; ++c) replies.push_back(udp_frame(static_cast<uint16_t>(1024 + c), true));
+    for (uint32_t c = 0; c < connections; ++c) replies.push_back(connection_frame(c, true));
     setup.load(replies, 1);
     for (size_t i = 0; i < replies.size(); i += dp::kBurstSize) setup.run(b, i);
 
-    out.load(first.size() > 4096 ? std::vector(first.begin(), first.begin() + 4096) : first, 0);
+    replies.clear();
+    if (!all && first.size() > 4096) first.resize(4096);
+    out.load(first, 0);
+    first.clear();
     size_t next = 0;
     for (auto _ : state) {
         out.run(b, next);
@@ -145,8 +158,12 @@ void BM_Established(benchmark::State& state) {
     if (out.batch.meta[0].verdict != dp::Verdict::forward) fail(state, "packets were not forwarded");
     state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * dp::kBurstSize);
     state.counters["connections"] = static_cast<double>(b.table->size());
+    if (b.table->size() != connections) fail(state, "not every connection was established");
+    // The table's memory (index, keys, entries) per connection it can hold.
+    state.counters["table_bytes_per_connection"] =
+        static_cast<double>(b.table->memory_bytes()) / b.table->capacity();
 }
-BENCHMARK(BM_Established)->Arg(1000)->Arg(10000)->Arg(60000);
+BENCHMARK(BM_Established)->Args({1000, 0})->Args({10000, 0})->Args({10000, 1})->Args({1000000, 1});
 
 void BM_NewConnection(benchmark::State& state) {
     Bench b(1 << 20);

@@ -115,7 +115,7 @@ public:
         auto unresolved = family("calyx_uplink_neighbor_unresolved_total",
                                  "Packets dropped because the uplink next hop had no ARP answer yet.", C::Counter);
         add(unresolved, static_cast<double>(s.neighbor_unresolved));
-        return {rx_p, tx_p, rx_b, tx_b, drops, up, busy, cycles, ct_entries, ct_capacity, ct_created,
+        return {rx_p, tx_p, rx_b, tx_b, drops, up, busy, cycles, io, packets, ct_entries, ct_capacity, ct_created,
                 ct_expired, dhcp, arp, echo, errors, generation, reloads, nat_ports, nat_range,
                 nat_exhausted, unresolved};
     }

@@ -250,11 +250,11 @@ void Router::housekeeping() {
     const uint32_t budget = std::max<uint32_t>(4096, conntrack_->slots() / 20);
     ct_expired_ += conntrack_->sweep(now, budget, shared_.grace);
     if (!uplink_) return;
-    resolve_neighbors(now);
-    if (now - link_checked_ns_ >= 1'000'000'000) {
-        uplink_->refresh_link();
-        link_checked_ns_ = now;
-    }
+    uplink_->refresh_link();
+    const bool up = uplink_->connected();
+    if (up && !uplink_was_up_) neighbors_->link_up(now);
+    uplink_was_up_ = up;
+    if (up) resolve_neighbors(now);
 }
 
 void Router::resolve_neighbors(uint64_t now_ns) {

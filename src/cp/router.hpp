@@ -97,7 +97,7 @@ private:
     std::unique_ptr<dp::NeighborTable> neighbors_;
     std::unique_ptr<io::EthdevPort> uplink_;
     rte_ring* uplink_control_tx_ = nullptr;
-    uint64_t link_checked_ns_ = 0;
+    bool uplink_was_up_ = false;  // at the last housekeeping tick
     uint64_t arp_requests_sent_ = 0;
     std::map<std::string, uint16_t> zones_;  // network name -> conntrack zone, never reused
     std::vector<io::WorkerArgs> worker_args_;

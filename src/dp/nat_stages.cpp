@@ -96,6 +96,8 @@ void nat_in_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexce
     }
     if (n == 0) return;
     snap.conntrack->lookup_bulk(key_ptrs, n, positions);
+    for (uint16_t k = 0; k < n; ++k)
+        if (positions[k] >= 0) snap.conntrack->prefetch(positions[k]);
     for (uint16_t k = 0; k < n; ++k) {
         if (positions[k] < 0) continue;
         const CtEntry& e = snap.conntrack->entry(positions[k]);

@@ -195,6 +195,20 @@ std::vector<NeighborTable::Request> NeighborTable::due_requests(uint64_t now_ns)
     return out;
 }
 
+void NeighborTable::link_up(uint64_t now_ns) {
+    for (Entry& e : entries_) {
+        const uint32_t key = e.key.load(std::memory_order_acquire);
+        if (key == 0 || key == kRetiring) continue;
+        uint64_t d = e.data.load(std::memory_order_acquire);
+        const NeighborState s = state_of(d);
+        if (s != NeighborState::failed && s != NeighborState::incomplete) continue;
+        // Lose to a worker's learn() that raced us: it resolved the entry.
+        if (!e.data.compare_exchange_strong(d, pack({}, NeighborState::incomplete, pinned_of(d)))) continue;
+        e.requests = 0;
+        e.next_request_ns = now_ns;
+    }
+}
+
 size_t NeighborTable::release_retired() {
     size_t n = 0;
     for (Entry& e : entries_) {

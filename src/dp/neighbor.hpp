@@ -79,7 +79,11 @@ public:
         std::optional<MacAddr> unicast_to;  // refresh a known MAC by unicast, as Linux probes
     };
     // Advances every entry's state machine to `now_ns` and returns the ARP requests to send.
+    // Not called while the link is down: requests could not leave.
     std::vector<Request> due_requests(uint64_t now_ns);
+    // The link came (back) up: entries that are failed or still resolving start over at once
+    // (requests sent while it was down were lost), instead of after the failed hold time.
+    void link_up(uint64_t now_ns);
     // Entries due_requests() removed are first retired (no lookup finds them); they become
     // free only here, which the caller runs after an RCU grace period so that no worker is
     // still writing to one it found before.

@@ -380,6 +380,9 @@ void policy_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexce
     }
     if (n == 0) return;
     snap.conntrack->lookup_bulk(keys, n, positions);
+    // With a large table every entry is a cache miss: start them all before the first is read.
+    for (uint16_t k = 0; k < n; ++k)
+        if (positions[k] >= 0) snap.conntrack->prefetch(positions[k]);
     PolicyRun run(snap, ctx);
     for (uint16_t k = 0; k < n; ++k) {
         const uint16_t i = which[k];

@@ -238,7 +238,10 @@ std::expected<std::unique_ptr<EthdevPort>, std::string> EthdevPort::open(
         conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
         conf.rx_adv_conf.rss_conf.rss_hf = rss;
     }
-    // Link state is polled by refresh_link(); no interrupt thread involvement (lsc = 0).
+    // Link state is polled by refresh_link(). net_vhost also reports its peer's arrival at
+    // once (from the vhost thread), so the first packets after a connect are not refused.
+    const bool vhost = cfg.type == config::UplinkPortType::vhost_user;
+    if (vhost) conf.intr_conf.lsc = 1;
     if (int rc = rte_eth_dev_configure(id, queues, queues, &conf); rc != 0)
         return fail(fmt::format("rte_eth_dev_configure({0} rx, {0} tx queues) failed: {1}", queues,
                                 error_text(rc)));
@@ -259,9 +262,16 @@ std::expected<std::unique_ptr<EthdevPort>, std::string> EthdevPort::open(
             return fail(fmt::format("rte_eth_tx_queue_setup(queue {}, {} descriptors) failed: {}",
                                     q, tx_desc, error_text(rc)));
     }
-    if (int rc = rte_eth_dev_start(id); rc != 0)
+    if (vhost) {
+        if (int rc = rte_eth_dev_callback_register(id, RTE_ETH_EVENT_INTR_LSC, on_link_event, port.get()); rc != 0)
+            return fail(fmt::format("registering for link events failed: {}", error_text(rc)));
+        port->lsc_registered_ = true;
+    }
+    port->started_ = true;  // before the start: a link event may come at once
+    if (int rc = rte_eth_dev_start(id); rc != 0) {
+        port->started_ = false;
         return fail(fmt::format("rte_eth_dev_start failed: {}", error_text(rc)));
-    port->started_ = true;
+    }
     port->queues_ = queues;
     if (cfg.type != config::UplinkPortType::tap) {
         rte_ether_addr addr{};
@@ -276,7 +286,14 @@ std::expected<std::unique_ptr<EthdevPort>, std::string> EthdevPort::open(
     return port;
 }
 
+int EthdevPort::on_link_event(uint16_t, rte_eth_event_type, void* self, void*) {
+    static_cast<EthdevPort*>(self)->refresh_link();
+    return 0;
+}
+
 EthdevPort::~EthdevPort() {
+    if (lsc_registered_)
+        (void)rte_eth_dev_callback_unregister(port_id_, RTE_ETH_EVENT_INTR_LSC, on_link_event, this);
     up_.store(false, std::memory_order_relaxed);
     // Failures here leave nothing to undo: the next step releases the device regardless.
     if (started_) (void)rte_eth_dev_stop(port_id_);

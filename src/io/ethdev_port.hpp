@@ -58,6 +58,8 @@
 #include <memory>
 #include <string>
 
+#include <rte_ethdev.h>
+
 #include "calyx/config.hpp"
 #include "calyx/net.hpp"
 #include "io/port.hpp"
@@ -89,8 +91,9 @@ public:
     bool connected() const override { return up_.load(std::memory_order_relaxed); }
     uint16_t slot() const override { return slot_; }
 
-    // Control plane, periodically (e.g. once a second): re-reads the link and updates
-    // connected(). Returns nothing; a change shows in connected() and link_changes().
+    // Control plane, periodically (every housekeeping tick), and for vhost-user also the
+    // vhost thread on link events: re-reads the link and updates connected(). A change shows
+    // in connected() and link_changes().
     void refresh_link();
     uint64_t link_changes() const { return link_changes_.load(std::memory_order_relaxed); }
 
@@ -106,6 +109,8 @@ public:
 private:
     EthdevPort(uint16_t slot, config::UplinkPortType type) : slot_(slot), type_(type) {}
     bool read_link() const;
+    // net_vhost's link-state event (vhost thread): the peer attached or left.
+    static int on_link_event(uint16_t port_id, rte_eth_event_type type, void* self, void* param);
 
     uint16_t slot_;
     config::UplinkPortType type_;
@@ -117,7 +122,8 @@ private:
     MacAddr mac_;
     bool vdev_created_ = false;
     bool port_valid_ = false;
-    bool started_ = false;
+    std::atomic<bool> started_ = false;
+    bool lsc_registered_ = false;
     std::atomic<bool> up_{false};
     std::atomic<uint64_t> link_changes_{0};
 };

@@ -44,6 +44,24 @@ TEST(NeighborTable, PinnedGatewayIsRequestedRetriedThenFailedAndTriedAgain) {
     EXPECT_EQ(state_of(t, kGateway), NeighborState::incomplete);
 }
 
+// Requests sent while the link was down were lost: once it is up the gateway is asked for at
+// once, with its full number of tries, not after the failed hold time. Resolved entries keep
+// their MAC.
+TEST(NeighborTable, LinkUpRetriesFailedEntriesAtOnce) {
+    NeighborTable t;
+    uint64_t now = 100 * kSecond;
+    t.pin(kGateway, now);
+    t.want(kHost, now);
+    ASSERT_TRUE(t.learn(kHost, kMac, now, false));
+    for (int i = 0; i < 4; ++i, now += kSecond) t.due_requests(now);  // 3 requests, then failed
+    ASSERT_EQ(state_of(t, kGateway), NeighborState::failed);
+    EXPECT_FALSE(asks_for(t.due_requests(now), kGateway)) << "held until the failed hold time";
+    t.link_up(now);
+    EXPECT_EQ(state_of(t, kGateway), NeighborState::incomplete);
+    for (int i = 0; i < 3; ++i, now += kSecond) EXPECT_TRUE(asks_for(t.due_requests(now), kGateway)) << i;
+    EXPECT_EQ(t.lookup(kHost), kMac);
+}
+
 TEST(NeighborTable, AnswerMakesItReachableThenStaleAndRefreshedByUnicast) {
     NeighborTable t;
     uint64_t now = 100 * kSecond;

@@ -1,0 +1,648 @@
+#!/usr/bin/env python3
+"""Benchmark calyx against dpdk-testpmd io forwarding (the limit of the vhost-user path) and
+OVS-DPDK, with the same traffic generator (perf/trafficgen.cpp) in the same run.
+
+    perf/compare.py [--build DIR] [--gen FILE] [--reps N] [--duration S] [--scenario NAME ...]
+                    [--targets testpmd,ovs,calyx] [--quick] [--json-out FILE]
+
+e.g. `sudo perf/compare.py --json-out compare.json` (about 20 minutes; --quick: 2). Needs
+`ninja -C build calyx perf/calyx-trafficgen` and Debian's dpdk and openvswitch-switch-dpdk.
+
+Every target is the vhost-user server of two sockets (instance A, and instance B or the
+uplink); the generator is their client and plays both ends (/tmp/calyx-perf/CONTRACT.md).
+Each (scenario, repetition, target) gets a freshly started target, so no conntrack state
+carries over; targets take turns within a repetition so that the machine's noise hits them
+alike. Pinning: the target's forwarding core is CPU 1; everything else (generator, main
+lcores, OVS's non-PMD threads, this script) CPU 0. DPDK never probes PCI (--no-pci).
+Sockets, configurations, logs and the OVS database live in a temp dir; every process and
+hugepage file is removed at the end, also on Ctrl-C or SIGTERM. A failed run becomes a
+"failed: reason" cell and the others go on. Prints a markdown table of medians.
+"""
+import argparse, contextlib, datetime, glob, json, os, platform, re, shutil, signal, socket, statistics
+import subprocess, sys, tempfile, threading, time, urllib.request
+from dataclasses import dataclass
+
+import yaml
+
+GW_MAC = "ee:ee:ee:ee:ee:ee"       # calyx's gateway MAC: what A sends to, what A and B see
+A_MAC, B_MAC = "52:54:00:00:0a:01", "52:54:00:00:0b:01"
+INET_MAC = "02:00:00:00:01:01"     # the generator's "Internet" router behind the uplink
+OVS_UPLINK_MAC = "02:00:00:00:00:fe"   # OVS has no uplink port MAC of its own: we pick one
+A_NET, B_NET, NAT_NET = ("10.1.0.0/24", "10.1.0.5"), ("10.2.0.0/24", "10.2.0.5"), ("10.10.0.0/24", "10.10.0.5")
+UPLINK_ADDR, UPLINK_GW, INET_IP, NAT_PORTS = "198.51.100.10", "198.51.100.1", "192.0.2.1", (1024, 65535)
+# Destination ports of the flows: 64 ports aligned on 64, so OVS matches them with one masked
+# flow (tp_dst=8000/0xffc0) and calyx with one rule; 64 x 64512 source ports = 4M tuples.
+PORT_MIN, PORT_MAX = 8000, 8063
+OVS_BIN = "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk"
+OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
+ALL_TARGETS = ("testpmd", "ovs", "calyx")
+
+
+@dataclass
+class Scenario:
+    name: str
+    proto: str
+    mode: str            # established | new
+    flows: int
+    frame: int
+    policy: str          # route (allow-all groups) | sg (A egress, B ingress from A's group) | nat
+    capacity: int = 1 << 20   # calyx conntrack capacity (OVS: ct-set-maxconns)
+
+
+SCENARIOS = [
+    Scenario("route-udp", "udp", "established", 10_000, 64, "route"),
+    Scenario("sg-10k", "tcp", "established", 10_000, 64, "sg"),
+    Scenario("sg-1m", "tcp", "established", 1_000_000, 64, "sg", capacity=1 << 21),
+    Scenario("sg-10k-1500", "tcp", "established", 10_000, 1500, "sg"),
+    Scenario("nat-udp", "udp", "established", 10_000, 64, "nat"),
+    # new-connection rates: the table must hold every connection of the run (a masqueraded
+    # one takes two calyx entries), so --flows stays below the capacity.
+    Scenario("new-udp", "udp", "new", 3_500_000, 64, "sg", capacity=1 << 22),
+    Scenario("new-nat-udp", "udp", "new", 1_800_000, 64, "nat", capacity=1 << 22),
+]
+
+
+class Failed(Exception):
+    """A step failed; the message names it. Fails the current cell, not the run."""
+
+
+# ---------------------------------------------------------------- processes and cleanup
+CHILDREN = []      # Popen of everything started and still running, stopped by pid
+PREFIXES = set()   # DPDK --file-prefix values whose hugepage files and run dirs we remove
+
+
+def start(argv, log, env=None, out=None):
+    # Own session: Ctrl-C reaches only this script, which then stops the children in order.
+    with open(log, "ab") as err, open(out or log, "ab") as stdout:
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=err, env=env,
+                             start_new_session=True)
+    CHILDREN.append(p)
+    return p
+
+
+def stop(p, grace=10):
+    if p.poll() is None:
+        p.terminate()
+        try:
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
+    if p in CHILDREN:
+        CHILDREN.remove(p)
+
+
+def stop_all():
+    while CHILDREN:
+        stop(CHILDREN[-1])     # newest first: vswitchd before ovsdb-server
+    for prefix in list(PREFIXES):
+        remove_prefix(prefix)
+
+
+def remove_prefix(prefix):
+    mounts = [l.split()[1] for l in open("/proc/mounts") if l.split()[2] == "hugetlbfs"]
+    for f in [f for m in mounts for f in glob.glob(f"{m}/{prefix}map_*")]:
+        os.unlink(f)
+    shutil.rmtree(f"/var/run/dpdk/{prefix}", ignore_errors=True)
+
+
+def tail(path, n=6):
+    try:
+        return " | ".join(l.strip() for l in open(path, errors="replace").readlines()[-n:])
+    except OSError:
+        return ""
+
+
+def wait_for(what, pred, timeout, proc=None, log=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise Failed(f"{what}: process exited with {proc.returncode}: {tail(log)}")
+        try:
+            if pred():
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise Failed(f"{what}: timed out after {timeout}s" + (f": {tail(log)}" if log else ""))
+
+
+def run(argv, timeout=30, env=None):
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+    if r.returncode != 0:
+        raise Failed(f"{' '.join(argv[:3])}: exit {r.returncode}: {r.stderr.strip()[-300:]}")
+    return r.stdout
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def setup_hugepages(pages=2048):
+    # 2 MiB pages: generator + target + calyx's 4M-entry conntrack (~500 MB) fit in 4 GiB.
+    if int(open("/proc/sys/vm/nr_hugepages").read()) < pages:
+        open("/proc/sys/vm/nr_hugepages", "w").write(str(pages))
+    os.makedirs("/dev/hugepages", exist_ok=True)
+    if subprocess.run(["mountpoint", "-q", "/dev/hugepages"]).returncode != 0:
+        subprocess.run(["mount", "-t", "hugetlbfs", "nodev", "/dev/hugepages"], check=True)
+    free = int(re.search(r"HugePages_Free:\s+(\d+)", open("/proc/meminfo").read())[1])
+    if free < 1024:
+        sys.exit(f"only {free} free hugepages (leftover files in /dev/hugepages?)")
+
+
+# ---------------------------------------------------------------- targets
+class Target:
+    """Started per run: start() returns the two server sockets, stop() ends it; sample()
+    returns cumulative forwarding-core counters (packets, busy/io/total cycles) or None."""
+    name = ""
+    gateway_mac = GW_MAC
+
+    def __init__(self, sc, work, build):
+        self.sc, self.work, self.build, self.procs = sc, work, build, []
+        self.prefix = f"cmp-{self.name}-{os.getpid()}"
+        self.log = f"{work}/{self.name}.log"
+
+    def spawn(self, argv, env=None):
+        p = start(argv, self.log, env)
+        self.procs.append(p)
+        return p
+
+    def stop(self):
+        for p in reversed(self.procs):
+            stop(p)
+        remove_prefix(self.prefix)
+
+    def sample(self): return None
+
+    def extra(self): return {}
+
+
+class Testpmd(Target):
+    """io forwarding between two net_vhost ports: forwards without reading the packets, so
+    every scenario runs unchanged. No routing, no conntrack: the baseline of the ratios."""
+    name = "testpmd"
+    gateway_mac = B_MAC   # io mode rewrites nothing: A addresses B directly
+
+    def start(self):
+        a, b = f"{self.work}/tp-a.sock", f"{self.work}/tp-b.sock"
+        PREFIXES.add(self.prefix)
+        # --stats-period keeps testpmd running without a terminal on stdin.
+        p = self.spawn([
+            "dpdk-testpmd", "-l", "0,1", "--main-lcore", "0", "--no-pci",
+            "--file-prefix", self.prefix, "--vdev", f"net_vhost0,iface={a},queues=1",
+            "--vdev", f"net_vhost1,iface={b},queues=1", "--", "--forward-mode=io",
+            "--nb-cores=1", "--rxq=1", "--txq=1", "--auto-start", "--stats-period=3600"])
+        wait_for("testpmd sockets", lambda: os.path.exists(a) and os.path.exists(b), 30, p, self.log)
+        return a, b
+
+
+class Ovs(Target):
+    """ovs-vswitchd-dpdk with its own ovsdb in the temp dir, one PMD on CPU 1, a netdev bridge
+    with two dpdkvhostuser ports (OVS creates the sockets in its run dir) and OpenFlow rules
+    equivalent to calyx's configuration for the scenario (see ovs_flows)."""
+    name = "ovs"
+
+    def start(self):
+        d = f"{self.work}/ovs"
+        shutil.rmtree(d, ignore_errors=True), os.makedirs(d)
+        self.env = dict(os.environ, OVS_RUNDIR=d, OVS_LOGDIR=d, OVS_DBDIR=d, OVS_SYSCONFDIR=d)
+        self.ctl, self.mgmt = f"{d}/vswitchd.ctl", f"unix:{d}/br0.mgmt"
+        db = f"unix:{d}/db.sock"
+        run(["ovsdb-tool", "create", f"{d}/conf.db", OVS_SCHEMA])
+        p = self.spawn(["ovsdb-server", f"{d}/conf.db", f"--remote=punix:{d}/db.sock",
+                        f"--unixctl={d}/ovsdb.ctl", f"--log-file={d}/ovsdb.log"], self.env)
+        wait_for("ovsdb-server socket", lambda: os.path.exists(f"{d}/db.sock"), 15, p, self.log)
+        vsctl = ["ovs-vsctl", f"--db={db}", "--timeout=30"]
+        PREFIXES.add(self.prefix)
+        run(vsctl + ["--no-wait", "init", "--", "set", "Open_vSwitch", ".",
+                     "other_config:dpdk-init=true", "other_config:dpdk-lcore-mask=0x1",
+                     "other_config:pmd-cpu-mask=0x2",
+                     f'other_config:dpdk-extra="--no-pci --file-prefix={self.prefix}"'], env=self.env)
+        self.spawn([OVS_BIN, db, f"--unixctl={self.ctl}", f"--log-file={d}/ovs-vswitchd.log"], self.env)
+        ports = []
+        for i, port in enumerate(("vhu-a", "vhu-b"), 1):
+            ports += ["--", "add-port", "br0", port, "--", "set", "Interface", port,
+                      "type=dpdkvhostuser", f"ofport_request={i}"]
+        # fail_mode=secure: no NORMAL flow ever forwards behind our rules' back.
+        run(vsctl + ["add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=netdev",
+                     "fail_mode=secure"] + ports, timeout=60, env=self.env)
+        a, b = f"{d}/vhu-a", f"{d}/vhu-b"
+        wait_for("OVS vhost-user sockets", lambda: os.path.exists(a) and os.path.exists(b), 30,
+                 self.procs[-1], f"{d}/ovs-vswitchd.log")
+        # OVS logs the EAL arguments it used: the machine's NIC must stay out of DPDK's reach.
+        eal = re.search(r"EAL ARGS: (.*)", open(f"{d}/ovs-vswitchd.log").read())
+        if not eal or "--no-pci" not in eal[1].split():
+            raise Failed(f"OVS's EAL arguments lack --no-pci: {eal[1] if eal else 'not logged'}")
+        open(f"{d}/flows.txt", "w").write(ovs_flows(self.sc))
+        run(["ovs-ofctl", "del-flows", self.mgmt], env=self.env)
+        run(["ovs-ofctl", "add-flows", self.mgmt, f"{d}/flows.txt"], env=self.env)
+        run(self.appctl("dpctl/ct-set-maxconns", str(self.sc.capacity)), env=self.env)
+        return a, b
+
+    def appctl(self, *args):
+        return ["ovs-appctl", "-t", self.ctl, "--timeout=10", *args]
+
+    def sample(self):
+        out = run(self.appctl("dpif-netdev/pmd-stats-show"), env=self.env)
+        num = lambda key: int(re.search(key + r":\s+(\d+)", out)[1])
+        busy = num("processing cycles")
+        return {"packets": num("packets received"), "busy": busy, "total": busy + num("idle cycles")}
+
+    def extra(self):   # which rules the packets took, and the connections OVS tracked
+        flows = run(["ovs-ofctl", "dump-flows", self.mgmt], env=self.env)
+        return {"flows": re.findall(r"table=\d+, n_packets=\d+.*?priority=\S+", flows),
+                "conntrack": run(self.appctl("dpctl/ct-stats-show"), env=self.env).split()}
+
+
+def ovs_flows(sc):
+    """OpenFlow tables doing what calyx does for the scenario, as far as OVS can say it.
+    Ports: 1 = instance A, 2 = instance B (or the uplink to the Internet for nat)."""
+    a_ip, b_ip = (NAT_NET if sc.policy == "nat" else A_NET)[1], B_NET[1]
+    nat = f"nat(src={UPLINK_ADDR}:{NAT_PORTS[0]}-{NAT_PORTS[1]})"
+    ports = f"tp_dst={PORT_MIN}/0x{0xffff & ~(PORT_MAX - PORT_MIN):x}"
+    f = [
+        "# table 0 - admission (calyx: classify + anti-spoofing): IPv4 from the instance's own",
+        "# MAC and address to the gateway MAC goes through conntrack (ct(nat) for nat: the",
+        "# translation of known connections is applied, un-NAT on the way back); the rest drops.",
+        f"table=0,priority=100,ip,in_port=1,dl_src={A_MAC},nw_src={a_ip},dl_dst={GW_MAC},actions=ct(table=1{',nat' if sc.policy == 'nat' else ''})",
+    ]
+    if sc.policy == "nat":
+        f.append(f"table=0,priority=100,ip,in_port=2,dl_dst={OVS_UPLINK_MAC},nw_dst={UPLINK_ADDR},actions=ct(table=1,nat)")
+    else:
+        f.append(f"table=0,priority=100,ip,in_port=2,dl_src={B_MAC},nw_src={b_ip},dl_dst={GW_MAC},actions=ct(table=1)")
+    f += ["table=0,priority=0,actions=drop",
+          "# table 1 - security groups + conntrack: established (and replies) pass both ways,",
+          "# a new connection only where calyx's rules allow it (then committed), else drop.",
+          "table=1,priority=100,ct_state=+trk+est-inv,ip,actions=resubmit(,2)"]
+    if sc.policy == "route":   # allow-all groups on both instances: any new connection
+        f.append("table=1,priority=90,ct_state=+trk+new-inv,ip,actions=ct(commit),resubmit(,2)")
+    elif sc.policy == "sg":    # A egress proto; B ingress proto to the flows' ports from A's group
+        f.append(f"table=1,priority=90,ct_state=+trk+new-inv,{sc.proto},in_port=1,nw_src={a_ip},nw_dst={b_ip},{ports},actions=ct(commit),resubmit(,2)")
+    else:                      # nat network: A egress udp, masqueraded; nothing unsolicited in
+        f.append(f"table=1,priority=90,ct_state=+trk+new-inv,{sc.proto},in_port=1,actions=ct(commit,{nat}),resubmit(,2)")
+    f += ["table=1,priority=0,actions=drop",
+          "# table 2 - routing (calyx: rte_fib LPM, neighbour, TTL): rewrite MACs, dec_ttl, out."]
+    if sc.policy == "nat":
+        f += [f"table=2,priority=100,ip,in_port=1,actions=mod_dl_src:{OVS_UPLINK_MAC},mod_dl_dst:{INET_MAC},dec_ttl,output:2",
+              f"table=2,priority=100,ip,in_port=2,nw_dst={NAT_NET[0]},actions=mod_dl_src:{GW_MAC},mod_dl_dst:{A_MAC},dec_ttl,output:1"]
+    else:
+        f += [f"table=2,priority=100,ip,nw_dst={B_NET[0]},actions=mod_dl_src:{GW_MAC},mod_dl_dst:{B_MAC},dec_ttl,output:2",
+              f"table=2,priority=100,ip,nw_dst={A_NET[0]},actions=mod_dl_src:{GW_MAC},mod_dl_dst:{A_MAC},dec_ttl,output:1"]
+    return "\n".join(f + ["table=2,priority=0,actions=drop", ""])
+
+
+class Calyx(Target):
+    """build/calyx on a generated configuration: instance A (and B) as vhost-user servers, or
+    for nat the uplink over vhost-user; one worker on lcore 1."""
+    name = "calyx"
+
+    def config(self, a, b):
+        sc, port = self.sc, {"type": "vhost-user", "mode": "server"}
+        inst = lambda name, net, mac, ip, sock, sg: {
+            "name": name, "network": net, "mac": mac, "ipv4": ip,
+            "security_groups": [sg], "port": dict(port, socket=sock)}
+        net = lambda name, kind, cidr: {"name": name, "kind": kind, "cidr": cidr,
+                                        "gateway": cidr.replace(".0/24", ".1")}
+        cfg = {"dataplane": {"workers": [1], "eal_args": ["--file-prefix", self.prefix],
+                             "conntrack": {"capacity": sc.capacity}},
+               "control": {"socket": f"{self.work}/calyx.ctl"},
+               "metrics": {"listen": f"127.0.0.1:{self.metrics_port}"}}
+        if sc.policy == "nat":
+            cfg["security_groups"] = [{"name": "sg-a", "rules": [{"direction": "egress", "protocol": sc.proto}]}]
+            cfg["networks"] = [net("net-nat", "nat", NAT_NET[0])]
+            cfg["instances"] = [inst("a", "net-nat", A_MAC, NAT_NET[1], a, "sg-a")]
+            cfg["uplink"] = {"port": {"type": "vhost-user", "socket": b},
+                             "address": f"{UPLINK_ADDR}/24", "gateway": UPLINK_GW,
+                             "nat_ports": f"{NAT_PORTS[0]}-{NAT_PORTS[1]}"}
+        else:
+            if sc.policy == "route":   # allow-all, still stateful
+                allow = lambda: [{"direction": d, "protocol": "any"} for d in ("ingress", "egress")]
+                groups = [{"name": "sg-a", "rules": allow()}, {"name": "sg-b", "rules": allow()}]
+            else:
+                groups = [{"name": "sg-a", "rules": [{"direction": "egress", "protocol": sc.proto}]},
+                          {"name": "sg-b", "rules": [{"direction": "ingress", "protocol": sc.proto,
+                                                      "ports": f"{PORT_MIN}-{PORT_MAX}", "remote_group": "sg-a"}]}]
+            cfg["security_groups"] = groups
+            cfg["networks"] = [net("net-a", "public", A_NET[0]), net("net-b", "public", B_NET[0])]
+            cfg["instances"] = [inst("a", "net-a", A_MAC, A_NET[1], a, "sg-a"),
+                                inst("b", "net-b", B_MAC, B_NET[1], b, "sg-b")]
+        return cfg
+
+    def start(self):
+        a, b = f"{self.work}/calyx-a.sock", f"{self.work}/calyx-b.sock"
+        self.metrics_port = free_port()
+        path = f"{self.work}/calyx-{self.sc.name}.yaml"
+        with open(path, "w") as f:
+            yaml.safe_dump(self.config(a, b), f, sort_keys=False)
+        PREFIXES.add(self.prefix)
+        p = self.spawn([f"{self.work}/calyx", "--config", path])
+        wait_for("calyx sockets and /metrics", lambda: os.path.exists(a) and os.path.exists(b)
+                 and self.scrape() is not None, 60, p, self.log)
+        return a, b
+
+    def scrape(self):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as r:
+            lines = r.read().decode().splitlines()
+        return {k: float(v) for k, _, v in (l.rpartition(" ") for l in lines if l and l[0] != "#")}
+
+    def sample(self):
+        m = self.scrape()
+        get = lambda name: m.get(f'{name}{{lcore="1"}}')
+        # One worker receives everything: until calyx exports calyx_lcore_packets_total, the
+        # ports' rx counters are the same count.
+        rx = sum(v for k, v in m.items() if k.startswith("calyx_port_rx_packets_total"))
+        packets = get("calyx_lcore_packets_total")
+        s = {"packets": rx if packets is None else packets, "busy": get("calyx_lcore_busy_cycles_total"),
+             "io": get("calyx_lcore_io_cycles_total"), "total": get("calyx_lcore_cycles_total")}
+        s["drops"] = {k: v for k, v in m.items() if k.startswith("calyx_port_drops_total") and v}
+        return s
+
+
+TARGETS = {"testpmd": Testpmd, "ovs": Ovs, "calyx": Calyx}
+
+
+# ---------------------------------------------------------------- one measurement
+class Sampler(threading.Thread):
+    """Samples the target's forwarding-core counters every 0.5 s during the generator's run,
+    so that cycles/packet comes from the traffic's steady phase, not setup and teardown."""
+    def __init__(self, target):
+        super().__init__(daemon=True)
+        self.target, self.samples, self.done, self.error = target, [], threading.Event(), None
+
+    def run(self):
+        while True:
+            try:
+                s = self.target.sample()
+                if s is None or s.get("packets") is None:
+                    return
+                self.samples.append((time.monotonic(), s))
+            except Exception as e:   # a failed scrape costs the cycles figure, not the run
+                self.error = str(e)
+            if self.done.wait(0.5):
+                return
+
+
+def steady_cycles(samples, since):
+    """Cycles per packet over the sampling intervals after `since` (the setup of established
+    flows is over) that moved at least half the peak packet rate (not link-up or drain)."""
+    iv = [(t1 - t0, {k: s1[k] - s0[k] for k in ("packets", "busy", "io", "total") if s1.get(k) is not None})
+          for (t0, s0), (t1, s1) in zip(samples, samples[1:]) if t0 >= since]
+    if not iv:
+        return {}
+    peak = max(d["packets"] / dt for dt, d in iv)
+    keep = [(dt, d) for dt, d in iv if peak > 0 and d["packets"] / dt >= peak / 2]
+    tot = {k: sum(d[k] for _, d in keep) for k in keep[0][1]} if keep else {}
+    if not tot.get("packets"):
+        return {}
+    out = {"cycles_per_packet": tot["busy"] / tot["packets"],
+           "busy_ratio": tot["busy"] / tot["total"] if tot.get("total") else None,
+           "hz": tot["total"] / sum(dt for dt, _ in keep) if tot.get("total") else None}
+    if "io" in tot:
+        out["own_cycles_per_packet"] = (tot["busy"] - tot["io"]) / tot["packets"]
+    return out
+
+
+def generator_args(sc, a, b, gateway_mac, args, prefix, prime=False):
+    nat = sc.policy == "nat"
+    g = [args.gen, "--a-socket", a, "--b-socket", b, "--b-role", "internet" if nat else "vm",
+         "--a-mac", A_MAC, "--a-ip", (NAT_NET if nat else A_NET)[1],
+         "--b-mac", INET_MAC if nat else B_MAC, "--b-ip", INET_IP if nat else B_NET[1],
+         "--gateway-mac", gateway_mac, "--proto", sc.proto, "--mode", sc.mode,
+         "--flows", str(sc.flows), "--dst-port-min", str(PORT_MIN), "--dst-port-max", str(PORT_MAX),
+         "--frame-size", str(sc.frame), "--duration", str(args.duration), "--warmup", str(args.warmup),
+         "--cpu", "0", "--file-prefix", prefix, "--json"]
+    if prime:   # one UDP exchange on a tuple of its own (port 7999), before the measured run
+        g[g.index("--mode") + 1: g.index("--frame-size")] = [
+            "established", "--flows", "1", "--dst-port-min", "7999", "--dst-port-max", "7999"]
+        g[g.index("--proto") + 1] = "udp"
+        g[g.index("--duration") + 1: g.index("--cpu")] = ["0.1", "--warmup", "0"]
+    return g + (["--remote-count", "64"] if nat else [])
+
+
+def prime_uplink(sc, t, a, b, args, prefix, log):
+    """A router learns the uplink gateway's MAC by ARP (calyx asks as soon as the uplink's
+    link comes up) and drops until then. Unmeasured exchanges first (every target alike)
+    until one passes, so that the measured run, a new-connection burst above all, does not
+    measure ARP resolution instead."""
+    for _ in range(10):
+        p = start(generator_args(sc, a, b, t.gateway_mac, args, prefix, prime=True), log)
+        try:
+            ok = p.wait(40) == 0
+        except subprocess.TimeoutExpired:
+            ok = False
+        stop(p)
+        remove_prefix(prefix)
+        if ok:
+            return True
+    return False
+
+
+def measure(sc, target_name, args, work):
+    """One run: start the target, run the generator against it, stop the target."""
+    t = TARGETS[target_name](sc, work, args.build)
+    result = {"scenario": sc.name, "target": target_name}
+    sampler = None
+    try:
+        a, b = t.start()
+        prefix = f"cmp-gen-{os.getpid()}"
+        PREFIXES.add(prefix)
+        log = f"{work}/gen.log"
+        if sc.policy == "nat" and not prime_uplink(sc, t, a, b, args, prefix, log):
+            result["prime"] = f"failed: {tail(log, 2)}"
+        sampler = Sampler(t)
+        sampler.start()
+        out = f"{work}/gen.json"
+        for f in (log, out):
+            open(f, "w").close()
+        gen = start(generator_args(sc, a, b, t.gateway_mac, args, prefix), log, out=out)
+        # link up (10 s) + TCP/UDP setup (the generator gives up after 120 s) + the runs
+        timeout = 30 + args.warmup + args.duration + (130 if sc.mode == "established" else 0)
+        try:
+            gen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise Failed(f"generator did not finish within {timeout:.0f}s: {tail(log)}")
+        finally:
+            stop(gen)
+            remove_prefix(prefix)
+            sampler.done.set()
+            sampler.join(5)
+        # Warmup and measurement (same traffic) end with the generator; the setup before them.
+        since = time.monotonic() - args.duration - args.warmup - 0.7 if sc.mode == "established" else 0
+        with contextlib.suppress(Exception):   # the counters after the drain, for the drops
+            if sampler.samples:
+                sampler.samples.append((time.monotonic(), t.sample()))
+        lines = [l for l in open(out, errors="replace") if l.startswith("{")]
+        if gen.returncode != 0 or not lines:
+            raise Failed(f"generator exit {gen.returncode}: {tail(log, 3)}")
+        result["gen"] = json.loads(lines[-1])
+        for p in t.procs:
+            if p.poll() is not None:
+                raise Failed(f"{target_name} exited during the run ({p.returncode}): {tail(t.log)}")
+        result["cycles"] = steady_cycles(sampler.samples, since)
+        if sampler.samples and "drops" in sampler.samples[-1][1]:
+            d0, d1 = sampler.samples[0][1]["drops"], sampler.samples[-1][1]["drops"]
+            result["drops"] = {k: v - d0.get(k, 0) for k, v in d1.items() if v - d0.get(k, 0)}
+        if sampler.error:
+            result["sample_error"] = sampler.error
+        result.update(t.extra())
+    except (Failed, OSError, subprocess.SubprocessError) as e:
+        result["error"] = str(e) or type(e).__name__
+    finally:
+        if sampler:
+            sampler.done.set()
+        t.stop()
+    return result
+
+
+# ---------------------------------------------------------------- report
+def metrics_of(sc, r):
+    """The figures compared for one run, by row name."""
+    m, g = {}, r.get("gen", {})
+    meas, setup = g.get("measure", {}), g.get("setup")
+    if sc.mode == "new":
+        m["new conn/s (M)"] = meas.get("new_per_second", 0) / 1e6
+        if meas.get("sent_a"):
+            m["loss"] = 1 - meas.get("received_b", 0) / meas["sent_a"]
+    else:
+        m["Mpps delivered"] = meas.get("delivered_mpps")
+        if sc.frame >= 1000:
+            m["Gbps delivered"] = meas.get("gbps")
+        m["loss"] = meas.get("loss")
+        if sc.proto == "tcp" and setup:
+            m["setup conn/s (M)"] = setup.get("per_second", 0) / 1e6
+    c = r.get("cycles", {})
+    m["cycles/pkt incl. I/O"] = c.get("cycles_per_packet")
+    m["cycles/pkt excl. I/O"] = c.get("own_cycles_per_packet")
+    return {k: v for k, v in m.items() if v is not None}
+
+
+def fmt(row, v):
+    if row == "loss":
+        return f"{100 * v:.2f}%"
+    return f"{v:.0f}" if "cycles" in row else f"{v:.3f}" if v < 10 else f"{v:.1f}"
+
+
+def table(results, scenarios, targets):
+    lines = ["| scenario | metric | " + " | ".join(ALL_TARGETS) + " | calyx/testpmd | calyx/ovs |",
+             "|---|---|" + "---|" * (len(ALL_TARGETS) + 2)]
+    for sc in scenarios:
+        runs = {t: [r for r in results if r["scenario"] == sc.name and r["target"] == t] for t in targets}
+        values = {t: {} for t in targets}   # target -> metric row -> values of its good runs
+        for t, rs in runs.items():
+            for r in rs:
+                if "error" not in r:
+                    for row, v in metrics_of(sc, r).items():
+                        values[t].setdefault(row, []).append(v)
+        rows = list(dict.fromkeys(row for t in targets for row in values[t]))
+        for i, row in enumerate(rows or ["(no result)"]):
+            med = {t: statistics.median(values[t][row]) for t in targets if values[t].get(row)}
+            cells = []
+            for t in ALL_TARGETS:
+                errors = [r["error"] for r in runs.get(t, []) if "error" in r]
+                if t not in targets:
+                    cells.append("-")
+                elif t in med:   # a median over fewer runs than asked says so
+                    n, reps = len(values[t][row]), len(runs[t])
+                    cells.append(fmt(row, med[t]) + (f" ({n}/{reps} runs)" if n < reps else ""))
+                elif errors and i == 0:
+                    cells.append("failed: " + errors[0][:70].replace("|", "/"))
+                else:
+                    cells.append("")
+            ratio = lambda o: f"{med['calyx'] / med[o]:.2f}" if row != "loss" and med.get(o) and "calyx" in med else ""
+            lines.append(f"| {sc.name} | {row} | " + " | ".join(cells) + f" | {ratio('testpmd')} | {ratio('ovs')} |")
+    return "\n".join(lines)
+
+
+def machine(results):
+    cpu = re.search(r"model name\s*:\s*(.*)", open("/proc/cpuinfo").read())
+    ver = lambda argv, pat: (re.search(pat, subprocess.run(argv, capture_output=True, text=True).stdout or "") or [None, "?"])[1]
+    hz = [r["cycles"]["hz"] for r in results if r.get("cycles", {}).get("hz")]   # TSC ticks per second
+    return {"cpu": cpu[1] if cpu else "?", "cores": os.cpu_count(), "kernel": platform.release(),
+            "dpdk": ver(["pkg-config", "--modversion", "libdpdk"], r"(\S+)"),
+            "ovs": ver([OVS_BIN, "--version"], r"\) (\S+)"),
+            "tsc_ghz": round(statistics.median(hz) / 1e9, 3) if hz else None,
+            "date": datetime.datetime.now().isoformat(timespec="seconds")}
+
+
+# ---------------------------------------------------------------- main
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--build", default="build", help="calyx build dir (default build)")
+    ap.add_argument("--gen", help="generator binary (default BUILD/perf/calyx-trafficgen)")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=5, help="measurement seconds per run")
+    ap.add_argument("--warmup", type=float, default=1)
+    ap.add_argument("--scenario", nargs="+", choices=[s.name for s in SCENARIOS])
+    ap.add_argument("--targets", default=",".join(ALL_TARGETS))
+    ap.add_argument("--quick", action="store_true",
+                    help="1 rep of 2 s, flow counts of sg-1m and the new-connection runs / 10")
+    ap.add_argument("--json-out", help="write every run's raw results here")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("compare.py needs root (hugepages, vhost-user, OVS)")
+    args.build = os.path.abspath(args.build)
+    args.gen = os.path.abspath(args.gen or f"{args.build}/perf/calyx-trafficgen")
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if bad := [t for t in targets if t not in TARGETS]:
+        sys.exit(f"unknown targets {bad}; known: {','.join(TARGETS)}")
+    scenarios = [s for s in SCENARIOS if not args.scenario or s.name in args.scenario]
+    if args.quick:
+        args.reps, args.duration, args.warmup = 1, 2, 0.5
+        for s in scenarios:
+            s.flows = s.flows // 10 if s.flows > 100_000 else s.flows
+    need = {"generator": args.gen, **({"calyx": f"{args.build}/calyx"} if "calyx" in targets else {})}
+    if missing := [f"{k} ({v})" for k, v in need.items() if not os.access(v, os.X_OK)]:
+        sys.exit("missing: " + ", ".join(missing) + f"; build: ninja -C {args.build} calyx perf/calyx-trafficgen")
+
+    # Everything not a forwarding core stays on CPU 0, this script included.
+    os.sched_setaffinity(0, {0})
+    # SIGINT too: a shell that starts us in the background ignores it, and we want cleanup.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    interrupted = False
+    setup_hugepages()
+    work = tempfile.mkdtemp(prefix="calyx-cmp-")
+    if "calyx" in targets:   # a snapshot: a rebuild during the run must not change or break it
+        shutil.copy2(f"{args.build}/calyx", f"{work}/calyx")
+    results = []
+    try:
+        for sc in scenarios:
+            for rep in range(args.reps):
+                for t in targets:
+                    r = measure(sc, t, args, work)
+                    r["rep"] = rep
+                    results.append(r)
+                    m = metrics_of(sc, r)
+                    print(f"{sc.name} rep {rep + 1}/{args.reps} {t}: " + (
+                        f"FAILED: {r['error']}" if "error" in r else
+                        ", ".join(f"{k} {fmt(k, v)}" for k, v in m.items())) + "".join(
+                        f"; drops {k.split('{')[1][:-1]} {v:.0f}" for k, v in r.get("drops", {}).items()),
+                        file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        print("interrupted: stopping everything", file=sys.stderr)
+        interrupted = True
+    finally:
+        stop_all()
+        shutil.rmtree(work, ignore_errors=True)
+    mach = machine(results)
+    print(f"\nMachine: {mach['cpu']}, {mach['cores']} cores, Linux {mach['kernel']}, DPDK {mach['dpdk']}, "
+          f"OVS {mach['ovs']}, TSC {mach['tsc_ghz']} GHz, {mach['date']}; medians of {args.reps} "
+          f"run(s) of {args.duration:g} s; forwarding core CPU 1, generator CPU 0\n")
+    print(table(results, scenarios, targets))
+    print("\nMedians over the repetitions. Mpps/Gbps: frames delivered to A and B per second; loss: "
+          "1 - received/sent; setup conn/s: TCP handshakes (or first UDP exchanges) completed; "
+          "cycles/pkt: TSC cycles of the forwarding core's busy iterations per received packet, "
+          "incl. vhost I/O (OVS: pmd-stats-show), excl. I/O (calyx only), steady phase; lower is better.")
+    for r in results:
+        if "error" in r:
+            print(f"failed: {r['scenario']} rep {r['rep'] + 1} {r['target']}: {r['error']}")
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump({"machine": mach, "args": vars(args), "results": results}, f, indent=1)
+    return 130 if interrupted else 0 if results and all("error" not in r for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
