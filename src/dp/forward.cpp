@@ -49,13 +49,15 @@ struct Egress {
     MacAddr dst_mac;
 };
 
-std::optional<Egress> egress_of(Batch& batch, uint16_t i, const Snapshot& snap, WorkerContext& ctx) {
+// Fills `out` field by field: a returned optional<Egress> was copied as one 16-byte load right
+// after its narrow stores, a store-forwarding stall of ~15 cycles per packet.
+bool egress_of(Batch& batch, uint16_t i, const Snapshot& snap, WorkerContext& ctx, Egress& out) {
     PacketMeta& m = batch.meta[i];
     if (NextHop::kind(m.next_hop) == NextHopKind::uplink) {
         const UplinkView& up = *snap.uplink;  // the route exists only with an uplink
         if (m.in_port == up.port) {
             batch.drop(i, DropReason::uplink_transit);
-            return std::nullopt;
+            return false;
         }
         const Frame& f = batch.frames[i];
         const Ipv4Addr next = NextHop::index(m.next_hop) == kUplinkOnLink
@@ -65,21 +67,29 @@ std::optional<Egress> egress_of(Batch& batch, uint16_t i, const Snapshot& snap, 
         if (!mac) {
             snap.neighbors->want(next, ctx.now_ns);
             batch.drop(i, DropReason::neighbor_unresolved);
-            return std::nullopt;
+            return false;
         }
-        return Egress{up.port, up.mtu, up.mac, *mac};
+        out.port = up.port;
+        out.mtu = up.mtu;
+        out.src_mac = up.mac;
+        out.dst_mac = *mac;
+        return true;
     }
     const uint16_t out_port = static_cast<uint16_t>(NextHop::index(m.next_hop));
     const InstanceView* to = snap.instance_on_port(out_port);
     if (!to) {  // the snapshot routes only to its own instances; defensive
         batch.drop(i, DropReason::no_route);
-        return std::nullopt;
+        return false;
     }
     if (out_port == m.in_port) {
         batch.drop(i, DropReason::hairpin);
-        return std::nullopt;
+        return false;
     }
-    return Egress{out_port, snap.networks[to->network].mtu, snap.gateway_mac, to->mac};
+    out.port = out_port;
+    out.mtu = snap.networks[to->network].mtu;
+    out.src_mac = snap.gateway_mac;
+    out.dst_mac = to->mac;
+    return true;
 }
 
 // Host unreachable for an unassigned address of a network; not towards the uplink for
@@ -112,18 +122,18 @@ void forward_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexc
                                  icmp::kNetUnreachable, 0, snap, ctx);
                 continue;
         }
-        const auto out = egress_of(batch, i, snap, ctx);
-        if (!out) continue;
+        Egress out;
+        if (!egress_of(batch, i, snap, ctx, out)) continue;
         auto* ip = header_at<Ipv4Hdr>(f.data(), f.len, m.l3_offset);
         if (ip->ttl <= 1) {
             reject_with_icmp(batch, i, DropReason::ttl_exceeded, icmp::kTimeExceeded, 0, 0, snap,
                              ctx);
             continue;
         }
-        if (ip->total_length.host() > out->mtu) {
+        if (ip->total_length.host() > out.mtu) {
             if (ip->frag.host() & Ipv4Hdr::kDontFragment)
                 reject_with_icmp(batch, i, DropReason::mtu_exceeded, icmp::kDestUnreachable,
-                                 icmp::kFragmentationNeeded, out->mtu, snap, ctx);
+                                 icmp::kFragmentationNeeded, out.mtu, snap, ctx);
             else
                 batch.drop(i, DropReason::mtu_exceeded);
             continue;
@@ -135,9 +145,9 @@ void forward_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexc
         ip->checksum = checksum_update16(ip->checksum, old_word, new_word);
 
         auto* eth = header_at<EtherHdr>(f.data(), f.len, 0);
-        eth->dst = out->dst_mac;
-        eth->src = out->src_mac;
-        m.out_port = out->port;
+        eth->dst = out.dst_mac;
+        eth->src = out.src_mac;
+        m.out_port = out.port;
         m.verdict = Verdict::forward;
     }
 }
