@@ -9,7 +9,7 @@ e.g. `sudo perf/compare.py --json-out compare.json` (about 20 minutes; --quick: 
 `ninja -C build calyx perf/calyx-trafficgen` and Debian's dpdk and openvswitch-switch-dpdk.
 
 Every target is the vhost-user server of two sockets (instance A, and instance B or the
-uplink); the generator is their client and plays both ends (/tmp/calyx-perf/CONTRACT.md).
+uplink); the generator is their client and plays both ends (see perf/trafficgen.cpp).
 Each (scenario, repetition, target) gets a freshly started target, so no conntrack state
 carries over; targets take turns within a repetition so that the machine's noise hits them
 alike. Pinning: the target's forwarding core is CPU 1; everything else (generator, main
@@ -579,6 +579,8 @@ def main():
     ap.add_argument("--quick", action="store_true",
                     help="1 rep of 2 s, flow counts of sg-1m and the new-connection runs / 10")
     ap.add_argument("--json-out", help="write every run's raw results here")
+    ap.add_argument("--max-loss", type=float,
+                    help="exit 1 if any run lost more than this fraction (the test suite's smoke run)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("compare.py needs root (hugepages, vhost-user, OVS)")
@@ -641,7 +643,13 @@ def main():
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump({"machine": mach, "args": vars(args), "results": results}, f, indent=1)
-    return 130 if interrupted else 0 if results and all("error" not in r for r in results) else 1
+    lossy = [r for r in results if args.max_loss is not None and "error" not in r
+             and r["gen"]["measure"]["loss"] > args.max_loss]
+    for r in lossy:
+        print(f"too lossy: {r['scenario']} rep {r['rep'] + 1} {r['target']}: "
+              f"{r['gen']['measure']['loss']:.2%} > {args.max_loss:.2%}")
+    ok = results and not lossy and all("error" not in r for r in results)
+    return 130 if interrupted else 0 if ok else 1
 
 
 if __name__ == "__main__":

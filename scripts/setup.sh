@@ -9,7 +9,7 @@ packages=(
   dpdk dpdk-dev libdpdk-dev
   libyaml-cpp-dev libfmt-dev prometheus-cpp-dev libboost-program-options-dev nlohmann-json3-dev
   libgtest-dev libbenchmark-dev
-  iproute2 iputils-ping python3 util-linux prometheus
+  iproute2 iputils-ping python3 util-linux prometheus openvswitch-switch-dpdk
   qemu-system-x86 linux-image-amd64 busybox-static cpio python3-yaml
 )
 missing=()

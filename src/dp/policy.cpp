@@ -1,5 +1,7 @@
 #include "dp/policy.hpp"
 
+#include <new>
+
 #include "calyx/headers.hpp"
 #include "dp/conntrack.hpp"
 #include "dp/nat.hpp"
@@ -365,10 +367,12 @@ void policy_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexce
             continue;
         }
         Flow& f = flows[n];
-        f.info = packet_info_from(*ip, l4, l4_len);
+        // Constructed in place (guaranteed elision): assigning the returned structs copied them
+        // with wide loads right after the callee's narrow stores, a store-forwarding stall each.
+        ::new (&f.info) PacketInfo(packet_info_from(*ip, l4, l4_len));
         uint16_t sport = 0, dport = 0;
         l4_ports(ip->protocol, l4, l4_len, sport, dport);
-        f.key = make_ct_key(ip->protocol, {s.src_zone, s.src_ip, sport}, {s.dst_zone, s.dst_ip, dport});
+        ::new (&f.key) CtPacketKey(make_ct_key(ip->protocol, {s.src_zone, s.src_ip, sport}, {s.dst_zone, s.dst_ip, dport}));
         f.rule_key = rule_key(ip->protocol, dport, f.info.icmp_type, f.info.icmp_code);
         // A reply's connection was opened the other way: to its source port, or by an echo
         // request for an echo reply.
