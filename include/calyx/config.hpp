@@ -144,7 +144,11 @@ struct UplinkConfig {
     std::string af_packet_iface;  // af_packet: an existing Linux interface
     std::string pci_address;      // pci: "DDDD:BB:DD.F", lowercase hex, domain always present
     std::string vhost_socket;     // vhost-user: calyx serves this socket (a router VM, a test peer)
-    uint16_t queues = 1;
+    // Receive/transmit queue pairs; 0: one per worker. More than the workers: a worker polls
+    // several receive queues (a NIC spreading flows over more RSS queues); never fewer, as
+    // every worker transmits on a queue of its own.
+    uint16_t queues = 0;
+    uint16_t queue_count(size_t workers) const { return queues ? queues : static_cast<uint16_t>(workers); }
     Ipv4Addr address;               // the host's address; host bits of the subnet set
     uint8_t prefix_length = 0;      // of the uplink subnet, 8..30
     Ipv4Addr gateway;               // inside the subnet, not `address`

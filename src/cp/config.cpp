@@ -1290,8 +1290,17 @@ void Parser::uplink_port(const Field& field, UplinkConfig& up) {
                 break;
         }
     }
-    if (const Field* f = m->get("queues"))
-        if (const auto v = integer(*f, "'queues'", 1, 8)) up.queues = static_cast<uint16_t>(*v);
+    if (const Field* f = m->get("queues")) {
+        const size_t workers = config_.dataplane.workers.size();
+        if (const auto v = integer(*f, "'queues'", 1, 8)) {
+            if (*v < workers)
+                error(*f, "'queues' is {} but dataplane.workers lists {} workers, each of which transmits on "
+                          "an uplink queue of its own: at least {}",
+                      *v, workers, workers);
+            else
+                up.queues = static_cast<uint16_t>(*v);
+        }
+    }
 }
 
 // "a.b.c.d/len": the host's address with the length of its subnet. True if the subnet is

@@ -101,7 +101,7 @@ std::expected<void, std::string> Router::open_uplink(const config::UplinkConfig&
                                          RING_F_SP_ENQ | RING_F_SC_DEQ);
     if (!uplink_control_tx_)
         return std::unexpected(fmt::format("uplink: cannot create its control ring: {}", rte_strerror(rte_errno)));
-    auto port = io::EthdevPort::open(kUplinkSlot, up, pool_, static_cast<uint16_t>(worker_lcores_.size()));
+    auto port = io::EthdevPort::open(kUplinkSlot, up, pool_, up.queue_count(worker_lcores_.size()));
     if (!port) return std::unexpected(fmt::format("{}:{}:{}: uplink: {}", up.where.file, up.where.line,
                                                   up.where.column, port.error()));
     uplink_ = std::move(*port);

@@ -136,6 +136,12 @@ std::expected<std::unique_ptr<dp::Snapshot>, std::string> build_snapshot(
         up.address = cfg.uplink->address;
         up.subnet = cfg.uplink->subnet();
         up.gateway = cfg.uplink->gateway;
+        // Uplink receive queue q is polled by worker q mod workers, the same in every snapshot:
+        // unlike a vhost-user ring, an ethdev queue must never be polled by two workers at
+        // once, as it could during a reload's grace period if the deal moved. (Worker w
+        // transmits on uplink queue w.)
+        for (uint16_t q = 0; q < cfg.uplink->queue_count(workers); ++q)
+            snap->queues_by_worker[q % workers].push_back({in.uplink_slot, q});
         snap->uplink = up;
         snap->nat = in.nat;
         snap->neighbors = in.neighbors;

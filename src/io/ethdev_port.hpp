@@ -11,9 +11,10 @@
 //   vhost-user calyx serves the vhost-user socket cfg.vhost_socket (net_vhost PMD): the far end
 //              is a router VM or a virtio-user peer, e.g. the benchmark's "Internet".
 //
-// Queues: one receive and one transmit queue per worker (`queues` of each, equal counts, as
-// net_tap and net_af_packet require): worker i polls rx queue i and sends on tx queue i, so
-// no two threads share a queue and no lock is needed. With several queues a NIC spreads flows
+// Queues: `queues` receive and transmit queues (equal counts, as net_tap and net_af_packet
+// require), at least one per worker: worker i sends on tx queue i, rx queue q is polled by
+// worker q mod workers (Snapshot::queues_by_worker), so no two threads share a queue and no
+// lock is needed. With several queues a NIC spreads flows
 // by RSS; the tap by the kernel's own per-flow queue selection; af_packet by fanout hash.
 // No queue affinity: a reply need not arrive on the rx queue of the tx queue its request left
 // from (seen with tap and af_packet; RSS with a non-symmetric key does the same), so any

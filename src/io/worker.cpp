@@ -137,12 +137,8 @@ int worker_main(void* raw) {
         };
         if (snap && args.index < snap->queues_by_worker.size()) {
             for (const dp::PolledQueue& q : snap->queues_by_worker[args.index]) poll(q.slot, q.queue);
-            // The uplink has a queue per worker: every worker polls its own.
-            if (snap->uplink) {
-                poll(snap->uplink->port, queue);
-                if (args.index == 0 && shared.uplink_control_tx)
-                    busy |= send_control_frames(shared, snap->uplink->port, queue, counters);
-            }
+            if (snap->uplink && args.index == 0 && shared.uplink_control_tx)
+                busy |= send_control_frames(shared, snap->uplink->port, queue, counters);
         }
         // Nothing from this iteration is held past here: old snapshots and ports may go.
         rte_rcu_qsbr_quiescent(shared.grace, args.index);

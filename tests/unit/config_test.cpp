@@ -293,7 +293,8 @@ uplink:
     EXPECT_EQ(up.type, UplinkPortType::af_packet);
     EXPECT_EQ(up.af_packet_iface, "eth1");
     EXPECT_EQ(up.tap_name, "");
-    EXPECT_EQ(up.queues, 1);
+    EXPECT_EQ(up.queues, 0);
+    EXPECT_EQ(up.queue_count(3), 3) << "unset: one queue pair per worker";
     EXPECT_EQ(up.address.to_string(), "192.0.2.77");
     EXPECT_EQ(up.prefix_length, 28);
     EXPECT_EQ(up.subnet().to_string(), "192.0.2.64/28");
@@ -1286,6 +1287,17 @@ uplink:
 )",
      {"bad.yaml:2:16: 'type' must be tap, af_packet, pci or vhost-user, got 'af-packet'; did you "
       "mean 'af_packet'?"}},
+
+    {"uplink_queues_are_at_least_one_per_worker",
+     R"(
+dataplane: {workers: [1, 2, 3]}
+uplink:
+  port: {type: tap, name: calyx-up, queues: 2}
+  address: 198.51.100.10/24
+  gateway: 198.51.100.1
+)",
+     {"bad.yaml:3:45: 'queues' is 2 but dataplane.workers lists 3 workers, each of which transmits on "
+      "an uplink queue of its own: at least 3"}},
 
     {"vhost_user_uplink_takes_a_socket_not_a_name",
      R"(

@@ -1,4 +1,6 @@
 // The routing table the snapshot builder makes, looked up with DPDK's rte_fib.
+#include <algorithm>
+
 #include <fmt/format.h>
 #include <rte_fib.h>
 
@@ -135,6 +137,53 @@ instances:
     ASSERT_EQ((*snap)->queues_by_worker.size(), 2u);
     EXPECT_EQ((*snap)->queues_by_worker[0], (std::vector<Q>{{7, 0}, {9, 0}, {11, 1}}));
     EXPECT_EQ((*snap)->queues_by_worker[1], (std::vector<Q>{{7, 1}, {11, 0}, {11, 2}}));
+}
+
+}  // namespace
+}  // namespace calyx::test
+
+namespace calyx::test {
+namespace {
+
+// The uplink's receive queues go to the workers by queue number, whatever the instances: an
+// ethdev queue must not move between workers across reloads (two pollers at once).
+TEST_F(RouteTable, UplinkQueuesArePolledByTheWorkerOfTheirNumber) {
+    for (const char* instances : {"", R"(
+instances:
+  - {name: a, network: n, mac: "52:54:00:00:00:01", ipv4: 10.0.0.2,
+     port: {type: vhost-user, socket: /run/a.sock}}
+)"}) {
+        auto cfg = config::parse_config(std::string(R"(
+dataplane: {workers: [1, 2]}
+networks:
+  - {name: n, kind: public, cidr: 10.0.0.0/24, gateway: 10.0.0.1}
+uplink:
+  port: {type: tap, name: calyx-up, queues: 3}
+  address: 198.51.100.10/24
+  gateway: 198.51.100.1
+)") + instances,
+                                        "uplink.yaml");
+        ASSERT_TRUE(cfg.has_value()) << cfg.error().front().to_string();
+        auto nat = dp::NatPortAllocator::create({20000, 20999}, dp::NatPortAllocator::kDefaultPartitions, 1);
+        ASSERT_TRUE(nat.has_value()) << nat.error();
+        dp::NeighborTable neighbors;
+        cp::SnapshotInputs in;
+        in.port_slot = [](const config::InstanceConfig&) { return uint16_t{5}; };
+        in.zone = [](const config::NetworkConfig&) { return uint16_t{1}; };
+        in.conntrack = conntrack_.get();
+        in.uplink_slot = 1023;
+        in.nat = &*nat;
+        in.neighbors = &neighbors;
+        auto snap = cp::build_snapshot(*cfg, in, 1);
+        ASSERT_TRUE(snap.has_value()) << snap.error();
+        using Q = dp::PolledQueue;
+        const auto& w = (*snap)->queues_by_worker;
+        ASSERT_EQ(w.size(), 2u);
+        EXPECT_TRUE(std::ranges::find(w[0], Q{1023, 0}) != w[0].end());
+        EXPECT_TRUE(std::ranges::find(w[1], Q{1023, 1}) != w[1].end());
+        EXPECT_TRUE(std::ranges::find(w[0], Q{1023, 2}) != w[0].end());
+        EXPECT_EQ(w[0].size() + w[1].size(), 3u + (*instances ? 1 : 0));
+    }
 }
 
 }  // namespace
