@@ -350,11 +350,7 @@ class Calyx(Target):
     def sample(self):
         m = self.scrape()
         get = lambda name: m.get(f'{name}{{lcore="1"}}')
-        # One worker receives everything: until calyx exports calyx_lcore_packets_total, the
-        # ports' rx counters are the same count.
-        rx = sum(v for k, v in m.items() if k.startswith("calyx_port_rx_packets_total"))
-        packets = get("calyx_lcore_packets_total")
-        s = {"packets": rx if packets is None else packets, "busy": get("calyx_lcore_busy_cycles_total"),
+        s = {"packets": get("calyx_lcore_packets_total"), "busy": get("calyx_lcore_busy_cycles_total"),
              "io": get("calyx_lcore_io_cycles_total"), "total": get("calyx_lcore_cycles_total")}
         s["drops"] = {k: v for k, v in m.items() if k.startswith("calyx_port_drops_total") and v}
         return s

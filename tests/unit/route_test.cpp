@@ -1,5 +1,6 @@
 // The routing table the snapshot builder makes, looked up with DPDK's rte_fib.
 #include <algorithm>
+#include <functional>
 
 #include <fmt/format.h>
 #include <rte_fib.h>
@@ -21,6 +22,15 @@ protected:
         uint64_t nh = 0;
         EXPECT_EQ(rte_fib_lookup_bulk(snap_->fib, &ip, &nh, 1), 0);
         return static_cast<uint32_t>(nh);
+    }
+    // Inputs for a snapshot of another configuration: instances on the slots `slot` gives,
+    // every network in zone 1, this fixture's connection table.
+    cp::SnapshotInputs inputs(std::function<uint16_t(const config::InstanceConfig&)> slot) {
+        cp::SnapshotInputs in;
+        in.port_slot = std::move(slot);
+        in.zone = [](const config::NetworkConfig&) { return uint16_t{1}; };
+        in.conntrack = conntrack_.get();
+        return in;
     }
 };
 
@@ -66,10 +76,7 @@ TEST_F(RouteTable, ManyInstancesInManyPrefixesAllResolve) {
     uint16_t slot = 0;
     std::map<std::string, uint16_t> slots;
     for (const auto& inst : cfg->instances) slots[inst.name] = slot++ % dp::kMaxPorts;
-    cp::SnapshotInputs in;
-    in.port_slot = [&](const config::InstanceConfig& i) { return slots.at(i.name); };
-    in.zone = [](const config::NetworkConfig&) { return uint16_t{1}; };
-    in.conntrack = conntrack_.get();
+    cp::SnapshotInputs in = inputs([&](const config::InstanceConfig& i) { return slots.at(i.name); });
     auto snap = cp::build_snapshot(*cfg, in, 1);
     ASSERT_TRUE(snap.has_value()) << snap.error();
     for (const auto& inst : cfg->instances) {
@@ -93,10 +100,7 @@ TEST_F(RouteTable, NetworkWhoseDhcpOptionsOverflowTheMinimumDatagramIsRefused) {
         fmt::format("networks:\n  - {{name: big, kind: public, cidr: 10.0.0.0/24, gateway: 10.0.0.1, routes: [{}]}}\n", routes),
         "big.yaml");
     ASSERT_TRUE(cfg.has_value()) << cfg.error().front().to_string();
-    cp::SnapshotInputs in;
-    in.port_slot = [](const config::InstanceConfig&) { return uint16_t{0}; };
-    in.zone = [](const config::NetworkConfig&) { return uint16_t{1}; };
-    in.conntrack = conntrack_.get();
+    cp::SnapshotInputs in = inputs([](const config::InstanceConfig&) { return uint16_t{0}; });
     auto snap = cp::build_snapshot(*cfg, in, 1);
     ASSERT_FALSE(snap.has_value());
     EXPECT_NE(snap.error().find("big.yaml:2:5: network 'big': its DHCP options take"), std::string::npos)
@@ -127,10 +131,7 @@ instances:
                                     "queues.yaml");
     ASSERT_TRUE(cfg.has_value()) << cfg.error().front().to_string();
     const std::map<std::string, uint16_t> slots{{"a", 7}, {"b", 9}, {"c", 11}};
-    cp::SnapshotInputs in;
-    in.port_slot = [&](const config::InstanceConfig& i) { return slots.at(i.name); };
-    in.zone = [](const config::NetworkConfig&) { return uint16_t{1}; };
-    in.conntrack = conntrack_.get();
+    cp::SnapshotInputs in = inputs([&](const config::InstanceConfig& i) { return slots.at(i.name); });
     auto snap = cp::build_snapshot(*cfg, in, 1);
     ASSERT_TRUE(snap.has_value()) << snap.error();
     using Q = dp::PolledQueue;
@@ -167,10 +168,7 @@ uplink:
         auto nat = dp::NatPortAllocator::create({20000, 20999}, dp::NatPortAllocator::kDefaultPartitions, 1);
         ASSERT_TRUE(nat.has_value()) << nat.error();
         dp::NeighborTable neighbors;
-        cp::SnapshotInputs in;
-        in.port_slot = [](const config::InstanceConfig&) { return uint16_t{5}; };
-        in.zone = [](const config::NetworkConfig&) { return uint16_t{1}; };
-        in.conntrack = conntrack_.get();
+        cp::SnapshotInputs in = inputs([](const config::InstanceConfig&) { return uint16_t{5}; });
         in.uplink_slot = 1023;
         in.nat = &*nat;
         in.neighbors = &neighbors;

@@ -12,52 +12,14 @@
 #include "dp/conntrack.hpp"
 #include "dp/nat.hpp"
 #include "dp/neighbor.hpp"
-#include "gateway_fixture.hpp"
+#include "uplink_fixture.hpp"
 
 namespace calyx::test {
 namespace {
 
 constexpr uint8_t kSyn = TcpHdr::kSyn, kAck = TcpHdr::kAck, kRst = TcpHdr::kRst, kFin = TcpHdr::kFin;
 
-const Ipv4Addr kHostAddr = Ipv4Addr::from_octets(198, 51, 100, 10);  // uplink.address
-const Ipv4Addr kUpstream = Ipv4Addr::from_octets(198, 51, 100, 1);   // uplink.gateway
-const Ipv4Addr kServer = Ipv4Addr::from_octets(192, 0, 2, 80);       // "the Internet"
-const MacAddr kUpstreamMac{{0x02, 0x00, 0x00, 0x00, 0x00, 0x01}};
 constexpr uint64_t kSecond = 1'000'000'000ull;
-
-// The site of uplink_test.cpp: web-1 public (443 in), app-1 nat, db-1 private.
-std::string review_site(const std::string& nat_ports = "20000-59999") {
-    return fmt::format(R"(
-dataplane:
-  conntrack: {{capacity: 4096, udp_unreplied: 30, udp_replied: 120}}
-uplink:
-  port: {{type: tap, name: calyx-up}}
-  address: 198.51.100.10/24
-  gateway: 198.51.100.1
-  nat_ports: "{}"
-security_groups:
-  - name: public-sg
-    rules:
-      - {{direction: egress, protocol: any, remote: 0.0.0.0/0}}
-      - {{direction: ingress, protocol: tcp, ports: 443, remote: 0.0.0.0/0}}
-  - name: everywhere
-    rules:
-      - {{direction: egress, protocol: any, remote: 0.0.0.0/0}}
-      - {{direction: ingress, protocol: any, remote: 0.0.0.0/0}}
-networks:
-  - {{name: public, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1}}
-  - {{name: nat, kind: nat, cidr: 10.10.0.0/24, gateway: 10.10.0.1}}
-  - {{name: private, kind: private, cidr: 10.20.0.0/24, gateway: 10.20.0.1}}
-instances:
-  - {{name: web-1, network: public, mac: "52:54:00:00:01:01", ipv4: 203.0.113.10, security_groups: [public-sg],
-     port: {{type: vhost-user, socket: /tmp/calyx-unit/web-1.sock}}}}
-  - {{name: app-1, network: nat, mac: "52:54:00:00:02:01", ipv4: 10.10.0.5, security_groups: [everywhere],
-     port: {{type: vhost-user, socket: /tmp/calyx-unit/app-1.sock}}}}
-  - {{name: db-1, network: private, mac: "52:54:00:00:03:01", ipv4: 10.20.0.7, security_groups: [everywhere],
-     port: {{type: vhost-user, socket: /tmp/calyx-unit/db-1.sock}}}}
-)",
-                       nat_ports);
-}
 
 std::string with_kind(std::string yaml, const std::string& net, const std::string& kind) {
     const std::string from = fmt::format("name: {}, kind: {}", net, net);
@@ -65,31 +27,7 @@ std::string with_kind(std::string yaml, const std::string& net, const std::strin
     return yaml.replace(at, from.size(), fmt::format("name: {}, kind: {}", net, kind));
 }
 
-struct Inside {
-    MacAddr mac;
-    Ipv4Addr ip;
-    uint16_t port;
-};
-const Inside kWeb{kWebMac, kWebIp, kWebPort};
-const Inside kApp{kAppMac, kAppIp, kAppPort};
-const Inside kDb{kDbMac, kDbIp, kDbPort};
-
-constexpr size_t kL3 = sizeof(EtherHdr);
 constexpr size_t kL4 = sizeof(EtherHdr) + sizeof(Ipv4Hdr);
-
-void expect_checksums_valid(TestFrame& f) {
-    auto* ip = f.at<Ipv4Hdr>(kL3);
-    ASSERT_NE(ip, nullptr);
-    EXPECT_EQ(internet_checksum(ip, ip->header_length()), 0) << "IPv4 header checksum";
-    if (!ip->is_first_fragment() || ip->is_fragment()) return;
-    const size_t l4_len = ip->total_length.host() - ip->header_length();
-    const uint8_t* l4 = f.frame.data() + kL3 + ip->header_length();
-    if (ip->protocol == ipproto::kIcmp) {
-        EXPECT_EQ(internet_checksum(l4, l4_len), 0) << "ICMP checksum";
-    } else if (ip->protocol == ipproto::kTcp || ip->protocol == ipproto::kUdp) {
-        EXPECT_EQ(l4_checksum_ipv4(*ip, l4, l4_len), 0) << "L4 checksum";
-    }
-}
 
 // An ICMP error from `from` to `to` quoting the IPv4 datagram of `quoted` (a frame).
 std::vector<uint8_t> icmp_error(MacAddr src_mac, MacAddr dst_mac, Ipv4Addr from, Ipv4Addr to, uint8_t type,
@@ -112,7 +50,7 @@ std::vector<uint8_t> icmp_error(MacAddr src_mac, MacAddr dst_mac, Ipv4Addr from,
 class UplinkReview : public GatewayTest {
 protected:
     void SetUp() override {
-        load(review_site());
+        load(uplink_site());
         ASSERT_TRUE(neighbors_.learn(kUpstream, kUpstreamMac, ctx_.now_ns, true));
     }
     void reset(const std::string& yaml) {
@@ -336,7 +274,7 @@ TEST_F(UplinkReview, LaterFragmentsOfAnInboundReplyReachTheNatInstance) {
 TEST_F(UplinkReview, IcmpErrorFromOutsideDoesNotReachAnInstanceWhoseNetworkBecameNat) {
     TestFrame* syn = nullptr;
     ASSERT_EQ(tcp_out(kWeb, kServer, 40000, 443, kSyn, 1000, 0, &syn).verdict, dp::Verdict::forward);
-    load(with_kind(review_site(), "public", "nat"));
+    load(with_kind(uplink_site(), "public", "nat"));
     TestFrame& err = keep(icmp_error(kUpstreamMac, kUplinkMac, kServer, kWebIp, icmp::kDestUnreachable,
                                      icmp::kPortUnreachable, *syn));
     const auto m = run(err, kUplinkPort);
@@ -354,7 +292,7 @@ TEST_F(UplinkReview, IcmpErrorFromAnInstanceWhoseNetworkBecameNatDoesNotLeaveUnt
     ASSERT_EQ(tcp_out(kWeb, kServer, 40000, 443, kSyn, 1000, 0).verdict, dp::Verdict::forward);
     TestFrame* synack = nullptr;
     ASSERT_EQ(tcp_in(kServer, kWebIp, 443, 40000, kSyn | kAck, 5000, 1001, &synack).verdict, dp::Verdict::forward);
-    load(with_kind(review_site(), "public", "nat"));
+    load(with_kind(uplink_site(), "public", "nat"));
     // web-1 answers the SYN-ACK (as it received it) with an ICMP error.
     TestFrame& err = keep(icmp_error(kWebMac, kGatewayMac, kWebIp, kServer, icmp::kDestUnreachable,
                                      icmp::kAdminProhibited, *synack, 28));
@@ -370,7 +308,7 @@ TEST_F(UplinkReview, IcmpErrorFromAnInstanceWhoseNetworkBecameNatDoesNotLeaveUnt
 TEST_F(UplinkReview, IcmpErrorsDoNotCrossTheUplinkForANetworkThatBecamePrivate) {
     TestFrame* syn = nullptr;
     ASSERT_EQ(tcp_out(kWeb, kServer, 40000, 443, kSyn, 1000, 0, &syn).verdict, dp::Verdict::forward);
-    load(with_kind(review_site(), "public", "private"));
+    load(with_kind(uplink_site(), "public", "private"));
     TestFrame& err = keep(icmp_error(kUpstreamMac, kUplinkMac, kServer, kWebIp, icmp::kDestUnreachable,
                                      icmp::kPortUnreachable, *syn));
     const auto m = run(err, kUplinkPort);
@@ -393,7 +331,7 @@ TEST_F(UplinkReview, LaterFragmentAfterAReloadToNatDoesNotLeaveUntranslated) {
                                  .raw(std::vector<uint8_t>(40, 2))
                                  .build());
     ASSERT_EQ(run(first, kWebPort).verdict, dp::Verdict::forward);
-    load(with_kind(review_site(), "public", "nat"));
+    load(with_kind(uplink_site(), "public", "nat"));
     const auto m = run(second, kWebPort);
     if (m.verdict == dp::Verdict::forward) {
         EXPECT_NE(src_ip(second), kWebIp) << "a later fragment leaves a nat network with the inside address";
@@ -405,7 +343,7 @@ TEST_F(UplinkReview, LaterFragmentAfterAReloadToNatDoesNotLeaveUntranslated) {
 // worker) created its connection. When that earlier packet took the last port, the later one
 // is dropped as nat_exhausted although its connection exists and needs no new port.
 TEST_F(UplinkReview, SecondPacketOfANewConnectionInOneBatchPassesWhenItTookTheLastPort) {
-    reset(review_site("30000-30063"));  // 64 ports (the minimum); 63 taken towards the server
+    reset(uplink_site("30000-30063"));  // 64 ports (the minimum); 63 taken towards the server
     for (int i = 0; i < 63; ++i) ASSERT_TRUE(nat_->allocate(ipproto::kUdp, kServer, 53, 0, static_cast<uint64_t>(i)));
     TestFrame& a = udp_frame_out(kApp, kServer, 30000, 53, {1});
     TestFrame& b = udp_frame_out(kApp, kServer, 30000, 53, {2});
@@ -640,7 +578,7 @@ TEST_F(UplinkReview, RevokedTranslatedConnectionGivesItsPortBackOnTheNextSweep) 
     TestFrame& q = udp_frame_out(kApp, kServer, 40053, 53);
     ASSERT_EQ(run(q, kAppPort).verdict, dp::Verdict::forward);
     const uint16_t ext = udp_sport(q);
-    std::string yaml = review_site();
+    std::string yaml = uplink_site();
     // app-1 loses its groups.
     yaml.replace(yaml.find("ipv4: 10.10.0.5, security_groups: [everywhere]"), 46, "ipv4: 10.10.0.5, security_groups: []");
     load(yaml);
@@ -662,7 +600,7 @@ TEST_F(UplinkReview, ReloadThatMakesANatNetworkPublicCutsTranslatedConnections) 
     TestFrame* syn = nullptr;
     ASSERT_EQ(tcp_out(kApp, kServer, 40000, 443, kSyn, 1000, 0, &syn).verdict, dp::Verdict::forward);
     const uint16_t ext = tcp_sport(*syn);
-    load(with_kind(review_site(), "nat", "public"));
+    load(with_kind(uplink_site(), "nat", "public"));
     const auto back = tcp_in(kServer, kHostAddr, 443, ext, kSyn | kAck, 5000, 1001);
     EXPECT_EQ(back.verdict, dp::Verdict::drop);
     EXPECT_EQ(back.reason, DropReason::sg_revoked) << why(back);
