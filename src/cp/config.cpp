@@ -31,18 +31,6 @@ std::string Error::to_string() const {
     return fmt::format("{}:{}:{}: {}", where.file, where.line, where.column, message);
 }
 
-std::string_view to_string(NetworkKind kind) {
-    switch (kind) {
-        case NetworkKind::public_:
-            return "public";
-        case NetworkKind::nat:
-            return "nat";
-        case NetworkKind::private_:
-            return "private";
-    }
-    return "?";
-}
-
 std::string_view to_string(VhostMode mode) {
     switch (mode) {
         case VhostMode::server:

@@ -11,6 +11,7 @@
 
 #include "calyx/drop_reason.hpp"
 #include "calyx/headers.hpp"
+#include "cp/policy_compiler.hpp"
 #include "dp/conntrack_state.hpp"
 #include "dp/nat.hpp"
 #include "dp/policy.hpp"
@@ -344,7 +345,7 @@ Json endpoint_summary(const Snapshot& snap, const Endpoint& e) {
     j["instance"] = e.inst ? Json(e.inst->name) : Json(nullptr);
     j["address"] = e.ip.to_string();
     j["network"] = net ? Json(net->name) : Json(nullptr);
-    j["kind"] = net ? Json(std::string(config::to_string(net->kind))) : Json(nullptr);
+    j["kind"] = net ? Json(std::string(to_string(net->kind))) : Json(nullptr);
     return j;
 }
 
@@ -352,7 +353,7 @@ std::string endpoint_text(const Snapshot& snap, const Endpoint& e) {
     if (!e.inst) return fmt::format("{} (outside)", e.ip.to_string());
     const NetworkView* net = network_of(snap, *e.inst);
     return fmt::format("{} ({} in {}, a {} network)", e.inst->name, e.ip.to_string(),
-                       net ? net->name : "?", net ? config::to_string(net->kind) : "?");
+                       net ? net->name : "?", net ? to_string(net->kind) : "?");
 }
 
 std::string instance_names(const Snapshot& snap) {
@@ -562,7 +563,7 @@ Json instances_result(const config::Config& cfg, const Snapshot& snap, const Rou
         Json j;
         j["name"] = inst.name;
         j["network"] = net ? Json(net->name) : Json(nullptr);
-        j["kind"] = net ? Json(std::string(config::to_string(net->kind))) : Json(nullptr);
+        j["kind"] = net ? Json(std::string(to_string(net->kind))) : Json(nullptr);
         j["address"] = inst.ipv4.to_string();
         j["mac"] = inst.mac.to_string();
         j["port_slot"] = inst.port;
@@ -636,7 +637,7 @@ Json nat_result(const Snapshot& snap, const dp::ConnTable& table, uint32_t limit
     j["uplink"] = uplink_json(snap);
     Json nets = Json::array();
     for (const auto& n : snap.networks)
-        if (n.kind == config::NetworkKind::nat)
+        if (n.kind == NetworkKind::nat)
             nets.push_back({{"name", n.name}, {"cidr", n.cidr.to_string()}});
     j["nat_networks"] = std::move(nets);
     j["ports"] = nat_ports_json(snap);
@@ -712,7 +713,7 @@ std::expected<Json, CommandError> explain_result(const config::Config& cfg, cons
         const dp::RuleOrigin& o = t.origin(idx);
         return Json{{"group", cfg.security_groups.at(o.group).name},
                     {"rule", o.rule + 1},
-                    {"text", dp::describe_rule(cfg, o)}};
+                    {"text", describe_rule(cfg, o)}};
     };
 
     // The route stage runs before the policy stage: without a route nothing is evaluated.

@@ -8,6 +8,7 @@
 #include <rte_fib.h>
 #include <rte_memory.h>
 
+#include "cp/policy_compiler.hpp"
 #include "dp/dhcp.hpp"
 #include "dp/local.hpp"
 #include "dp/route.hpp"
@@ -96,8 +97,15 @@ std::expected<std::unique_ptr<dp::Snapshot>, std::string> build_snapshot(
         v.cidr = net.cidr;
         v.gateway = net.gateway;
         v.mtu = net.mtu;
-        v.dhcp_lease_options = dp::encode_dhcp_network_options(net, true);
-        v.dhcp_inform_options = dp::encode_dhcp_network_options(net, false);
+        const dp::DhcpNetworkSettings dhcp{.cidr = net.cidr,
+                                           .gateway = net.gateway,
+                                           .dns = net.dns,
+                                           .domain = net.domain,
+                                           .mtu = net.mtu,
+                                           .lease_seconds = net.lease_seconds,
+                                           .routes = net.routes};
+        v.dhcp_lease_options = dp::encode_dhcp_network_options(dhcp, true);
+        v.dhcp_inform_options = dp::encode_dhcp_network_options(dhcp, false);
         // Every DHCP client accepts a 576-byte datagram; a longer reply may be dropped.
         if (v.dhcp_lease_options.size() > dp::kDhcpMaxOptionBlob)
             return std::unexpected(fmt::format(
@@ -146,7 +154,7 @@ std::expected<std::unique_ptr<dp::Snapshot>, std::string> build_snapshot(
         snap->nat = in.nat;
         snap->neighbors = in.neighbors;
     }
-    snap->policies = dp::compile_policies(cfg);
+    snap->policies = compile_policies(cfg);
     const uint32_t default_nh = snap->uplink ? NextHop::make(NextHopKind::uplink, dp::kUplinkViaGateway)
                                              : NextHop::make(NextHopKind::none);
     auto fib = build_fib(routes_of(*snap), default_nh);

@@ -50,7 +50,7 @@ bool answered_on_uplink(const Snapshot& snap, Ipv4Addr ip) {
     rte_fib_lookup_bulk(snap.fib, &dst, &nh, 1);
     if (NextHop::kind(static_cast<uint32_t>(nh)) != NextHopKind::instance) return false;
     const InstanceView* inst = snap.instance_on_port(static_cast<uint16_t>(NextHop::index(static_cast<uint32_t>(nh))));
-    return inst && snap.networks[inst->network].kind == config::NetworkKind::public_;
+    return inst && snap.networks[inst->network].kind == NetworkKind::public_;
 }
 
 // ARP from the uplink's segment: learn the sender (the gateway's MAC comes this way), answer

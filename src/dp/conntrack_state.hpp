@@ -19,7 +19,7 @@
 #include <cstdint>
 #include <string_view>
 
-#include "calyx/config.hpp"
+#include "calyx/conntrack_timeouts.hpp"
 #include "calyx/headers.hpp"
 
 namespace calyx::dp {
@@ -76,9 +76,9 @@ enum class TcpCtState : uint8_t {
 };
 inline constexpr size_t kTcpCtStateCount = 10;
 
-// Per-state lifetimes in seconds (Linux defaults): the configuration's own struct, so the
-// data plane reads exactly what dataplane.conntrack says.
-using CtTimeouts = config::ConntrackTimeouts;
+// Per-state lifetimes in seconds (Linux defaults): the struct dataplane.conntrack fills, so the
+// data plane reads exactly what the configuration says.
+using CtTimeouts = ConntrackTimeouts;
 
 // Lifetime in seconds of a TCP connection that enters `s`.
 uint32_t tcp_timeout_s(const CtTimeouts& t, TcpCtState s) noexcept;

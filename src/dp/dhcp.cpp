@@ -343,7 +343,7 @@ DhcpOutcome dhcp_respond(Frame& frame, const PacketMeta& meta, const InstanceVie
     return build_reply(frame, Reply{m, d, net, gateway_mac, eth->src});
 }
 
-std::vector<uint8_t> encode_dhcp_network_options(const config::NetworkConfig& net,
+std::vector<uint8_t> encode_dhcp_network_options(const DhcpNetworkSettings& net,
                                                  bool with_lease) {
     std::vector<uint8_t> out;
     std::vector<uint8_t> v;

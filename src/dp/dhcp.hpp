@@ -22,9 +22,9 @@
 #include <cstdint>
 #include <expected>
 #include <optional>
+#include <string>
 #include <vector>
 
-#include "calyx/config.hpp"
 #include "calyx/drop_reason.hpp"
 #include "calyx/headers.hpp"
 #include "calyx/net.hpp"
@@ -160,12 +160,24 @@ struct DhcpOutcome {
 DhcpOutcome dhcp_respond(Frame& frame, const PacketMeta& meta, const InstanceView& inst,
                          const NetworkView& net, MacAddr gateway_mac) noexcept;
 
+// What a network hands out by DHCP; the snapshot builder fills it from the network's
+// configuration.
+struct DhcpNetworkSettings {
+    Ipv4Prefix cidr;
+    Ipv4Addr gateway;  // also the server id
+    std::vector<Ipv4Addr> dns;
+    std::optional<std::string> domain;
+    uint16_t mtu = 0;
+    uint32_t lease_seconds = 0;  // 0xffffffff: infinite
+    std::vector<Ipv4Prefix> routes;  // besides the default route, each via the gateway
+};
+
 // Control plane: the options a network hands out, as they go on the wire, in this order:
 // 54 server id (= gateway); if with_lease 51 lease time, 58 T1 (50%), 59 T2 (87.5%); 1 subnet
 // mask; 3 router; 6 DNS (if any); 15 domain (if any); 26 interface MTU; 121 classless static
 // routes (RFC 3442: 0.0.0.0/0 via the gateway, since clients that take 121 ignore 3, then
 // each of net.routes via the gateway). Neither 53 nor END. Options longer than 255 bytes are
 // split into consecutive instances of the same code (RFC 3396).
-std::vector<uint8_t> encode_dhcp_network_options(const config::NetworkConfig& net, bool with_lease);
+std::vector<uint8_t> encode_dhcp_network_options(const DhcpNetworkSettings& net, bool with_lease);
 
 }  // namespace calyx::dp

@@ -97,7 +97,7 @@ bool egress_of(Batch& batch, uint16_t i, const Snapshot& snap, WorkerContext& ct
 bool reveals_network(const Snapshot& snap, const PacketMeta& m) {
     if (!snap.uplink || m.in_port != snap.uplink->port) return false;
     const uint32_t net = NextHop::index(m.next_hop);
-    return net >= snap.networks.size() || snap.networks[net].kind != config::NetworkKind::public_;
+    return net >= snap.networks.size() || snap.networks[net].kind != NetworkKind::public_;
 }
 
 }  // namespace

@@ -258,9 +258,9 @@ std::optional<DropReason> check_icmp_error(const Frame& f, PacketMeta& m, const 
     // not re-checked yet (its own next packet does): private never crosses the uplink, and
     // across it a nat network's connections are translated, a public one's are not.
     if (const InstanceView* inside = s.src ? s.src : s.dst; inside && (!s.src || !s.dst)) {
-        const config::NetworkKind kind = snap.networks[inside->network].kind;
-        if (kind == config::NetworkKind::private_) return DropReason::private_isolated;
-        if ((kind == config::NetworkKind::nat) != (binding.role == NatRole::primary)) return DropReason::sg_revoked;
+        const NetworkKind kind = snap.networks[inside->network].kind;
+        if (kind == NetworkKind::private_) return DropReason::private_isolated;
+        if ((kind == NetworkKind::nat) != (binding.role == NatRole::primary)) return DropReason::sg_revoked;
     }
     if (binding.role == NatRole::primary) {
         if (!s.src) {  // from outside
@@ -283,16 +283,16 @@ PolicyDecision evaluate_new_connection(const Snapshot& snap, const InstanceView*
     const auto kind = [&](const InstanceView* inst) { return snap.networks[inst->network].kind; };
     // The seed's network kinds, before any security group: private has no outside at all, and
     // nothing from outside opens a connection into nat.
-    if ((from && !to && kind(from) == config::NetworkKind::private_) ||
-        (!from && to && kind(to) == config::NetworkKind::private_)) {
+    if ((from && !to && kind(from) == NetworkKind::private_) ||
+        (!from && to && kind(to) == NetworkKind::private_)) {
         d.reason = DropReason::private_isolated;
         return d;
     }
-    if (!from && to && kind(to) == config::NetworkKind::nat) {
+    if (!from && to && kind(to) == NetworkKind::nat) {
         d.reason = DropReason::nat_unsolicited;
         return d;
     }
-    d.masquerade = from && !to && kind(from) == config::NetworkKind::nat;
+    d.masquerade = from && !to && kind(from) == NetworkKind::nat;
     if (d.masquerade && protocol != ipproto::kTcp && protocol != ipproto::kUdp &&
         !(protocol == ipproto::kIcmp && (rule_key >> 8) == icmp::kEchoRequest)) {
         d.reason = DropReason::nat_unsupported;

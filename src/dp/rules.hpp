@@ -13,18 +13,23 @@
 
 #include <array>
 #include <cstdint>
-#include <memory>
-#include <string>
+#include <optional>
 #include <vector>
 
-#include "calyx/config.hpp"
+#include "calyx/headers.hpp"
 #include "calyx/net.hpp"
 
 namespace calyx::dp {
 
 inline constexpr uint32_t kNoRule = UINT32_MAX;
 
-// Where a compiled rule came from: indexes into Config::security_groups and its rules.
+// Rules for TCP and UDP are keyed by destination port; ICMP rules by type and code.
+constexpr bool keyed_by_port(uint8_t protocol) {
+    return protocol == ipproto::kTcp || protocol == ipproto::kUdp;
+}
+
+// Where a compiled rule came from: indexes into Config::security_groups and its rules (the
+// control plane compiles them, cp/policy_compiler.hpp, and explains a match by them).
 struct RuleOrigin {
     uint32_t group = 0;
     uint32_t rule = 0;
@@ -76,13 +81,5 @@ struct InstancePolicy {
     RuleTable ingress;
     RuleTable egress;
 };
-
-// Compiles every instance's security groups, resolving remote groups to their current
-// members. The result is indexed like cfg.instances; instances with the same list of groups
-// share one policy.
-std::vector<std::shared_ptr<const InstancePolicy>> compile_policies(const config::Config& cfg);
-
-// "tcp/443 from 0.0.0.0/0 (group web, rule 1 at file:line:col)" for explanations.
-std::string describe_rule(const config::Config& cfg, const RuleOrigin& origin);
 
 }  // namespace calyx::dp

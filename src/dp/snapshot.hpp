@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "calyx/config.hpp"
 #include "calyx/net.hpp"
+#include "calyx/network_kind.hpp"
 #include "dp/conntrack_state.hpp"
 #include "dp/counters.hpp"
 #include "dp/rules.hpp"
@@ -38,7 +38,7 @@ struct UplinkView {
 struct NetworkView {
     std::string name;
     uint16_t zone = 0;  // connection-tracking zone: stable for the network's lifetime
-    config::NetworkKind kind = config::NetworkKind::public_;
+    NetworkKind kind = NetworkKind::public_;
     Ipv4Prefix cidr;
     Ipv4Addr gateway;
     uint16_t mtu = 1500;

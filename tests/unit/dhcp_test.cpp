@@ -52,9 +52,8 @@ Bytes via_gateway(const Bytes& destination) {
     return cat({destination, ip_bytes(kGateway)});
 }
 
-config::NetworkConfig public_network() {
-    config::NetworkConfig n;
-    n.name = "public";
+DhcpNetworkSettings public_network() {
+    DhcpNetworkSettings n;
     n.cidr = Ipv4Prefix{Ipv4Addr::from_octets(203, 0, 113, 0), 24};
     n.gateway = kGateway;
     n.dns = {Ipv4Addr::from_octets(203, 0, 113, 53), Ipv4Addr::from_octets(198, 51, 100, 53)};
@@ -262,8 +261,8 @@ DecodedReply decode_reply(const Bytes& f) {
 class DhcpServer : public ::testing::Test {
   protected:
     DhcpServer() {
-        const config::NetworkConfig cfg = public_network();
-        net.name = cfg.name;
+        const DhcpNetworkSettings cfg = public_network();
+        net.name = "public";
         net.cidr = cfg.cidr;
         net.gateway = cfg.gateway;
         net.mtu = cfg.mtu;
@@ -866,7 +865,7 @@ std::map<uint8_t, Bytes> decode_blob(const Bytes& blob) {
 }
 
 TEST(DhcpEncode, ClasslessRoutesFollowRfc3442) {
-    config::NetworkConfig n = public_network();
+    DhcpNetworkSettings n = public_network();
     n.routes = {Ipv4Prefix{Ipv4Addr::from_octets(10, 0, 0, 0), 8},
                 Ipv4Prefix{Ipv4Addr::from_octets(192, 168, 5, 0), 24},
                 Ipv4Prefix{Ipv4Addr::from_octets(198, 51, 100, 7), 32},
@@ -885,7 +884,7 @@ TEST(DhcpEncode, ClasslessRoutesFollowRfc3442) {
 }
 
 TEST(DhcpEncode, DefaultRouteIsAlwaysAnnouncedOnce) {
-    config::NetworkConfig n = public_network();
+    DhcpNetworkSettings n = public_network();
     n.routes = {};
     EXPECT_EQ(decode_blob(encode_dhcp_network_options(n, true)).at(dhcp_option::kClasslessRoutes),
               (Bytes{0, 203, 0, 113, 1}));
@@ -923,7 +922,7 @@ TEST(DhcpEncode, InformBlobHasNoLeaseTimes) {
 }
 
 TEST(DhcpEncode, DnsAndDomainAreLeftOutWhenNotConfigured) {
-    config::NetworkConfig n = public_network();
+    DhcpNetworkSettings n = public_network();
     n.dns.clear();
     n.domain.reset();
     const auto opts = decode_blob(encode_dhcp_network_options(n, true));
@@ -935,7 +934,7 @@ TEST(DhcpEncode, DnsAndDomainAreLeftOutWhenNotConfigured) {
 }
 
 TEST(DhcpEncode, MaskAndMtuFollowTheNetwork) {
-    config::NetworkConfig n = public_network();
+    DhcpNetworkSettings n = public_network();
     n.cidr = Ipv4Prefix{Ipv4Addr::from_octets(10, 128, 0, 0), 9};
     n.mtu = 9000;
     const auto opts = decode_blob(encode_dhcp_network_options(n, true));
@@ -944,7 +943,7 @@ TEST(DhcpEncode, MaskAndMtuFollowTheNetwork) {
 }
 
 TEST(DhcpEncode, InfiniteLeaseHasNoRenewalTimes) {
-    config::NetworkConfig n = public_network();
+    DhcpNetworkSettings n = public_network();
     n.lease_seconds = 0xffffffffu;
     const auto opts = decode_blob(encode_dhcp_network_options(n, true));
     EXPECT_EQ(opts.at(dhcp_option::kLeaseTime), be32_bytes(0xffffffffu));
@@ -953,7 +952,7 @@ TEST(DhcpEncode, InfiniteLeaseHasNoRenewalTimes) {
 }
 
 TEST(DhcpEncode, OptionsLongerThan255BytesAreSplitPerRfc3396) {
-    config::NetworkConfig n = public_network();
+    DhcpNetworkSettings n = public_network();
     n.routes.clear();
     Bytes expected{0, 203, 0, 113, 1};
     for (uint8_t i = 1; i <= 40; ++i) {
