@@ -106,7 +106,7 @@ struct CommandEnv {
     std::function<uint64_t()> now_ns;  // the data plane's clock
 };
 
-// The command table for the control socket. `Source` is cp::Router, or anything with the
+// The command table for the control socket. `Source` is daemon::Router, or anything with the
 // same inspect(f) and sample() (the unit tests' snapshot). A template so that this header,
 // which the unit tests use, needs no link dependency on the router.
 template <typename Source>

@@ -14,7 +14,7 @@
 #include "cp/control_commands.hpp"
 #include "cp/control_server.hpp"
 #include "cp/metrics.hpp"
-#include "cp/router.hpp"
+#include "daemon/router.hpp"
 #include "io/clock.hpp"
 #include "io/eal.hpp"
 
@@ -56,7 +56,7 @@ sigset_t tap_signal() {
 // verdict goes to the log and back to the caller. Either thread may call it: Router::apply,
 // count_reload and sample take the router's control lock, which also serialises them with the
 // main lcore's housekeeping, and the control server handles one request at a time.
-calyx::cp::ReloadResult reload_config(calyx::cp::Router& r, const std::string& config_path) {
+calyx::cp::ReloadResult reload_config(calyx::daemon::Router& r, const std::string& config_path) {
     calyx::cp::ReloadResult result;
     auto next = calyx::config::load_config_file(config_path);
     if (!next) {
@@ -104,13 +104,13 @@ int run(const std::string& config_path, const std::string& argv0) {
     pthread_sigmask(SIG_UNBLOCK, &tap, nullptr);
     int status = 0;
     {
-        auto router = calyx::cp::Router::start(std::move(*cfg));
+        auto router = calyx::daemon::Router::start(std::move(*cfg));
         if (!router) {
             fmt::print(stderr, "calyx: {}\n", router.error());
             rte_eal_cleanup();
             return 1;
         }
-        calyx::cp::Router& r = **router;
+        calyx::daemon::Router& r = **router;
         std::string listen = r.config().metrics.listen;
         if (listen.starts_with("localhost:")) listen = "127.0.0.1" + listen.substr(9);
         auto metrics = calyx::cp::MetricsServer::start(listen, [&r] { return r.sample(); });

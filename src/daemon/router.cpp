@@ -1,4 +1,4 @@
-#include "cp/router.hpp"
+#include "daemon/router.hpp"
 
 #include <sys/stat.h>
 
@@ -20,7 +20,7 @@
 #include "cp/snapshot_builder.hpp"
 #include "io/clock.hpp"
 
-namespace calyx::cp {
+namespace calyx::daemon {
 namespace {
 
 constexpr unsigned kMempoolCache = 256;
@@ -133,7 +133,7 @@ Router::~Router() {
 std::expected<void, std::string> Router::apply(config::Config cfg) {
     std::lock_guard lock(control_);
     if (generation_ > 0)
-        if (auto why = restart_required(cfg_, cfg)) return std::unexpected(*why);
+        if (auto why = cp::restart_required(cfg_, cfg)) return std::unexpected(*why);
     // Open ports for new instances (or instances whose port changed) first; on any failure
     // close just those again and leave everything as it was.
     std::map<std::string, std::unique_ptr<io::VhostPort>> opened;
@@ -176,7 +176,7 @@ std::expected<void, std::string> Router::apply(config::Config cfg) {
         inputs.nat = nat_.get();
         inputs.neighbors = neighbors_.get();
     }
-    auto next = build_snapshot(cfg, inputs, generation_ + 1);
+    auto next = cp::build_snapshot(cfg, inputs, generation_ + 1);
     if (!next) return std::unexpected(next.error());
 
     // Ports first, then the snapshot that names them.
@@ -294,9 +294,9 @@ void Router::count_reload(bool ok) {
     ++(ok ? reloads_ok_ : reloads_failed_);
 }
 
-RouterSample Router::sample() const {
+cp::RouterSample Router::sample() const {
     std::lock_guard lock(control_);
-    RouterSample s;
+    cp::RouterSample s;
     for (const auto& [name, port] : ports_)
         s.ports.push_back({name, port->connected(), port_counters(port->slot())});
     if (uplink_) s.ports.push_back({"uplink", uplink_->connected(), port_counters(kUplinkSlot)});
@@ -332,7 +332,7 @@ RouterSample Router::sample() const {
 }
 
 std::string Router::counters_report() const {
-    const RouterSample s = sample();
+    const cp::RouterSample s = sample();
     std::string out;
     for (const auto& p : s.ports) {
         const dp::PortCounters& c = p.counters;
@@ -350,4 +350,4 @@ std::string Router::counters_report() const {
     return out;
 }
 
-}  // namespace calyx::cp
+}  // namespace calyx::daemon

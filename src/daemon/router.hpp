@@ -23,7 +23,7 @@
 
 struct rte_mempool;
 
-namespace calyx::cp {
+namespace calyx::daemon {
 
 class Router {
 public:
@@ -61,7 +61,7 @@ public:
     // Counts a reload attempt (a rejected file never reaches apply()).
     void count_reload(bool ok);
     // Everything metrics report, summed over workers. Safe from any thread.
-    RouterSample sample() const;
+    cp::RouterSample sample() const;
     // Runs f(config, snapshot, connection table) under the control lock: one consistent view
     // for calyxctl's queries. Safe from any thread; f must not call back into the Router.
     template <typename F>
@@ -108,4 +108,4 @@ private:
     std::vector<dp::PortCounters> baseline_ = std::vector<dp::PortCounters>(dp::kMaxPorts);
 };
 
-}  // namespace calyx::cp
+}  // namespace calyx::daemon
