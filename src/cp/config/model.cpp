@@ -1,0 +1,63 @@
+// The configuration model's own functions (calyx/config.hpp): names of its enums, lookups.
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include "calyx/config.hpp"
+
+namespace calyx::config {
+
+std::string Error::to_string() const {
+    return fmt::format("{}:{}:{}: {}", where.file, where.line, where.column, message);
+}
+
+std::string_view to_string(VhostMode mode) {
+    switch (mode) {
+        case VhostMode::server:
+            return "server";
+        case VhostMode::client:
+            return "client";
+    }
+    return "?";
+}
+
+std::string_view to_string(UplinkPortType type) {
+    switch (type) {
+        case UplinkPortType::tap:
+            return "tap";
+        case UplinkPortType::af_packet:
+            return "af_packet";
+        case UplinkPortType::pci:
+            return "pci";
+        case UplinkPortType::vhost_user:
+            return "vhost-user";
+    }
+    return "?";
+}
+
+const NetworkConfig* Config::find_network(std::string_view name) const {
+    auto it = std::ranges::find(networks, name, &NetworkConfig::name);
+    return it == networks.end() ? nullptr : &*it;
+}
+
+std::string_view to_string(RuleDirection direction) {
+    switch (direction) {
+        case RuleDirection::ingress:
+            return "ingress";
+        case RuleDirection::egress:
+            return "egress";
+    }
+    return "?";
+}
+
+const InstanceConfig* Config::find_instance(std::string_view name) const {
+    auto it = std::ranges::find(instances, name, &InstanceConfig::name);
+    return it == instances.end() ? nullptr : &*it;
+}
+
+const SecurityGroupConfig* Config::find_security_group(std::string_view name) const {
+    auto it = std::ranges::find(security_groups, name, &SecurityGroupConfig::name);
+    return it == security_groups.end() ? nullptr : &*it;
+}
+
+}  // namespace calyx::config
