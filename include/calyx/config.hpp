@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
 #include "calyx/conntrack_timeouts.hpp"
@@ -112,18 +113,41 @@ struct DataplaneConfig {
     ConntrackConfig conntrack;
 };
 
-enum class UplinkPortType { tap, af_packet, pci, vhost_user };
-std::string_view to_string(UplinkPortType);
+// The uplink's port: one of four kinds, each with the one key that names its device
+// (io/ethdev_port.hpp says how each is opened). kType is the `type:` of the port in the
+// configuration, kDeviceKey the key of the device.
+struct TapPort {  // calyx creates the Linux tap interface `name`
+    static constexpr std::string_view kType = "tap", kDeviceKey = "name";
+    std::string name;
+    bool operator==(const TapPort&) const = default;
+};
+struct AfPacketPort {  // an existing Linux interface, through packet sockets
+    static constexpr std::string_view kType = "af_packet", kDeviceKey = "iface";
+    std::string iface;
+    bool operator==(const AfPacketPort&) const = default;
+};
+struct PciPort {  // a NIC given to DPDK: "DDDD:BB:DD.F", lowercase hex, domain always present
+    static constexpr std::string_view kType = "pci", kDeviceKey = "address";
+    std::string address;
+    bool operator==(const PciPort&) const = default;
+};
+struct VhostUserPort {  // calyx serves this socket (a router VM, a test peer)
+    static constexpr std::string_view kType = "vhost-user", kDeviceKey = "socket";
+    std::string socket;
+    bool operator==(const VhostUserPort&) const = default;
+};
+using UplinkPort = std::variant<TapPort, AfPacketPort, PciPort, VhostUserPort>;
+
+// "tap", "af_packet", "pci" or "vhost-user".
+std::string_view type_name(const UplinkPort& port);
+// What names the device: the interface (tap, af_packet), the PCI address or the socket.
+const std::string& device_name(const UplinkPort& port);
 
 // The way out to the provider network / Internet: one ethdev port and the compute host's
 // public address on it. `nat` networks are masqueraded to `address`; the uplink subnet is
 // on-link (reached by ARP), everything else goes to `gateway`.
 struct UplinkConfig {
-    UplinkPortType type = UplinkPortType::tap;
-    std::string tap_name;         // tap: the Linux interface calyx creates
-    std::string af_packet_iface;  // af_packet: an existing Linux interface
-    std::string pci_address;      // pci: "DDDD:BB:DD.F", lowercase hex, domain always present
-    std::string vhost_socket;     // vhost-user: calyx serves this socket (a router VM, a test peer)
+    UplinkPort port;
     // Receive/transmit queue pairs; 0: one per worker. More than the workers: a worker polls
     // several receive queues (a NIC spreading flows over more RSS queues); never fewer, as
     // every worker transmits on a queue of its own.

@@ -521,11 +521,7 @@ Json status_result(const config::Config& cfg, const Snapshot& snap, const Router
 
 // "tap calyx-up", "af_packet eth1", "pci 0000:01:00.0": the uplink's device.
 std::string uplink_device(const config::UplinkConfig& u) {
-    const std::string& name = u.type == config::UplinkPortType::tap          ? u.tap_name
-                              : u.type == config::UplinkPortType::af_packet  ? u.af_packet_iface
-                              : u.type == config::UplinkPortType::vhost_user ? u.vhost_socket
-                                                                             : u.pci_address;
-    return fmt::format("{} {}", config::to_string(u.type), name);
+    return fmt::format("{} {}", config::type_name(u.port), config::device_name(u.port));
 }
 
 Json ports_result(const config::Config& cfg, const RouterSample& s) {

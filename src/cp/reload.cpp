@@ -20,9 +20,7 @@ std::optional<std::string> restart_required(const config::Config& running, const
     if (a.has_value() != b.has_value()) {
         changed.push_back("uplink");
     } else if (a) {
-        if (a->type != b->type || a->tap_name != b->tap_name || a->af_packet_iface != b->af_packet_iface ||
-            a->pci_address != b->pci_address || a->vhost_socket != b->vhost_socket ||
-            a->queues != b->queues)
+        if (a->port != b->port || a->queues != b->queues)
             changed.push_back("uplink.port");
         if (a->address != b->address || a->prefix_length != b->prefix_length)
             changed.push_back("uplink.address");

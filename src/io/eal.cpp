@@ -29,9 +29,9 @@ std::vector<std::string> eal_arguments(const config::DataplaneConfig& dp,
     args.push_back("0");
     // An allowlist probes exactly the listed devices; without one EAL would probe every PCI
     // NIC it can bind, including the one that carries this machine's own network.
-    if (uplink && uplink->type == config::UplinkPortType::pci) {
+    if (const auto* pci = uplink ? std::get_if<config::PciPort>(&uplink->port) : nullptr) {
         args.push_back("-a");
-        args.push_back(uplink->pci_address);
+        args.push_back(pci->address);
     } else {
         args.push_back("--no-pci");
     }

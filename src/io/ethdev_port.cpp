@@ -21,6 +21,8 @@
 #include <rte_ethdev.h>
 #include <rte_mbuf.h>
 
+#include "calyx/overloaded.hpp"
+
 namespace calyx::io {
 namespace {
 
@@ -142,11 +144,11 @@ void ignore_default_sigio() {
 
 std::expected<std::unique_ptr<EthdevPort>, std::string> EthdevPort::open(
     uint16_t slot, const config::UplinkConfig& cfg, rte_mempool* pool, uint16_t queues) {
-    std::unique_ptr<EthdevPort> port(new EthdevPort(slot, cfg.type));
+    std::unique_ptr<EthdevPort> port(new EthdevPort(slot, cfg.port));
     // From here on the destructor undoes whatever was done, so every error path just returns.
     auto fail = [&](std::string what) -> std::unexpected<std::string> {
         const std::string& dev = port->device_name_;
-        std::string who = fmt::format("uplink {} {}", config::to_string(cfg.type),
+        std::string who = fmt::format("uplink {} {}", config::type_name(cfg.port),
                                       port->iface_.empty() ? dev : port->iface_);
         if (!port->iface_.empty() && !dev.empty()) who += fmt::format(" ({})", dev);
         return std::unexpected(fmt::format("{}: {}", who, what));
@@ -154,72 +156,80 @@ std::expected<std::unique_ptr<EthdevPort>, std::string> EthdevPort::open(
     if (queues == 0) return fail("at least one queue is needed");
     if (pool == nullptr) return fail("no mbuf pool");
 
-    std::string devargs;
-    switch (cfg.type) {
-    case config::UplinkPortType::tap: {
-        port->iface_ = cfg.tap_name;
-        if (!valid_interface_name(cfg.tap_name))
-            return fail("not a usable interface name (1 to 15 characters, no , = / : or spaces)");
-        // TUNSETIFF would attach to an existing tap of that name instead of creating one.
-        if (if_nametoindex(cfg.tap_name.c_str()) != 0)
-            return fail("an interface of that name already exists");
-        ignore_default_sigio();
-        const TapMacs macs = tap_macs(cfg.tap_name);
-        port->mac_ = macs.calyx;
-        port->device_name_ = fmt::format("net_tap_calyx{}", g_next_vdev++);
-        devargs = fmt::format("iface={},mac={}", cfg.tap_name, mac_text(macs.linux_end));
-        break;
-    }
-    case config::UplinkPortType::af_packet:
-        port->iface_ = cfg.af_packet_iface;
-        if (!valid_interface_name(cfg.af_packet_iface))
-            return fail("not a usable interface name (1 to 15 characters, no , = / : or spaces)");
-        port->if_index_ = if_nametoindex(cfg.af_packet_iface.c_str());
-        if (port->if_index_ == 0) return fail("no such interface in calyx's network namespace");
-        port->device_name_ = fmt::format("net_af_packet_calyx{}", g_next_vdev++);
-        // One packet socket per queue pair; the PMD joins them in a PACKET_FANOUT group.
-        devargs = fmt::format("iface={},qpairs={}", cfg.af_packet_iface, queues);
-        break;
-    case config::UplinkPortType::pci:
-        port->device_name_ = cfg.pci_address;
-        break;
-    case config::UplinkPortType::vhost_user: {
-        port->iface_ = cfg.vhost_socket;
-        // A socket left by an earlier calyx would make bind() fail; a non-socket is not ours.
-        struct stat st{};
-        if (lstat(cfg.vhost_socket.c_str(), &st) == 0) {
-            if (!S_ISSOCK(st.st_mode)) return fail("exists and is not a socket");
-            unlink(cfg.vhost_socket.c_str());
-        }
-        port->device_name_ = fmt::format("net_vhost_calyx{}", g_next_vdev++);
-        // Plain frames as on instance ports: no segmentation offload for calyx to undo.
-        devargs = fmt::format("iface={},queues={},tso=0", cfg.vhost_socket, queues);
-        break;
-    }
-    }
+    constexpr char kUnusableInterfaceName[] =
+        "not a usable interface name (1 to 15 characters, no , = / : or spaces)";
+    // Per kind: the Linux interface or socket, the ethdev's name and the vdev's arguments
+    // (none for pci: EAL probed the device at start).
+    using Devargs = std::expected<std::string, std::string>;
+    const Devargs devargs = std::visit(
+        Overloaded{
+            [&](const config::TapPort& tap) -> Devargs {
+                port->iface_ = tap.name;
+                if (!valid_interface_name(tap.name))
+                    return fail(kUnusableInterfaceName);
+                // TUNSETIFF would attach to an existing tap of that name instead of creating one.
+                if (if_nametoindex(tap.name.c_str()) != 0)
+                    return fail("an interface of that name already exists");
+                ignore_default_sigio();
+                const TapMacs macs = tap_macs(tap.name);
+                port->mac_ = macs.calyx;
+                port->device_name_ = fmt::format("net_tap_calyx{}", g_next_vdev++);
+                return fmt::format("iface={},mac={}", tap.name, mac_text(macs.linux_end));
+            },
+            [&](const config::AfPacketPort& afp) -> Devargs {
+                port->iface_ = afp.iface;
+                if (!valid_interface_name(afp.iface))
+                    return fail(kUnusableInterfaceName);
+                port->if_index_ = if_nametoindex(afp.iface.c_str());
+                if (port->if_index_ == 0)
+                    return fail("no such interface in calyx's network namespace");
+                port->device_name_ = fmt::format("net_af_packet_calyx{}", g_next_vdev++);
+                // One packet socket per queue pair; the PMD joins them in a PACKET_FANOUT group.
+                return fmt::format("iface={},qpairs={}", afp.iface, queues);
+            },
+            [&](const config::PciPort& pci) -> Devargs {
+                port->device_name_ = pci.address;
+                return std::string{};
+            },
+            [&](const config::VhostUserPort& vhost) -> Devargs {
+                port->iface_ = vhost.socket;
+                // A socket left by an earlier calyx would make bind() fail; a non-socket is not
+                // ours.
+                struct stat st{};
+                if (lstat(vhost.socket.c_str(), &st) == 0) {
+                    if (!S_ISSOCK(st.st_mode)) return fail("exists and is not a socket");
+                    unlink(vhost.socket.c_str());
+                }
+                port->device_name_ = fmt::format("net_vhost_calyx{}", g_next_vdev++);
+                // Plain frames as on instance ports: no segmentation offload for calyx to undo.
+                return fmt::format("iface={},queues={},tso=0", vhost.socket, queues);
+            }},
+        cfg.port);
+    if (!devargs) return std::unexpected(devargs.error());
 
-    if (cfg.type == config::UplinkPortType::pci) {
-        if (rte_eth_dev_get_port_by_name(cfg.pci_address.c_str(), &port->port_id_) != 0)
+    const bool nic = std::holds_alternative<config::PciPort>(cfg.port);
+    if (nic) {
+        if (rte_eth_dev_get_port_by_name(port->device_name_.c_str(), &port->port_id_) != 0)
             return fail(fmt::format(
                 "no ethdev port of that name: EAL must be started with -a {} (eal_arguments does "
                 "that for a pci uplink) and the device bound to a DPDK driver (vfio-pci); a "
                 "port closed earlier in this process cannot be opened again",
-                cfg.pci_address));
+                port->device_name_));
     } else {
         // rte_vdev_init through EAL's generic hotplug call: the vdev bus is a PMD directory
         // library that pkg-config's libdpdk does not link, so its own API is out of reach.
-        const int rc = rte_eal_hotplug_add("vdev", port->device_name_.c_str(), devargs.c_str());
+        const int rc = rte_eal_hotplug_add("vdev", port->device_name_.c_str(), devargs->c_str());
         if (rc != 0)
             return fail(fmt::format("creating vdev {} ({}) failed: {}", port->device_name_,
-                                    devargs,
+                                    *devargs,
                                     rc < -1 ? error_text(rc) : "the PMD refused (see its log)"));
         port->vdev_created_ = true;
         if (rte_eth_dev_get_port_by_name(port->device_name_.c_str(), &port->port_id_) != 0)
             return fail("the vdev was created but has no ethdev port");
     }
     port->port_valid_ = true;
-    if (cfg.type == config::UplinkPortType::tap)
-        port->if_index_ = if_nametoindex(cfg.tap_name.c_str());
+    const bool tap = std::holds_alternative<config::TapPort>(cfg.port);
+    if (tap) port->if_index_ = if_nametoindex(port->iface_.c_str());
     const uint16_t id = port->port_id_;
 
     rte_eth_dev_info info{};
@@ -234,18 +244,17 @@ std::expected<std::unique_ptr<EthdevPort>, std::string> EthdevPort::open(
     // tap and af_packet spread in the kernel instead and advertise no (usable) RSS here.
     const uint64_t rss = (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP) &
                          info.flow_type_rss_offloads;
-    if (queues > 1 && rss != 0 && cfg.type == config::UplinkPortType::pci) {
+    if (queues > 1 && rss != 0 && nic) {
         conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
         conf.rx_adv_conf.rss_conf.rss_hf = rss;
     }
     // Link state is polled by refresh_link(). net_vhost also reports its peer's arrival at
     // once (from the vhost thread), so the first packets after a connect are not refused.
-    const bool vhost = cfg.type == config::UplinkPortType::vhost_user;
+    const bool vhost = std::holds_alternative<config::VhostUserPort>(cfg.port);
     if (vhost) conf.intr_conf.lsc = 1;
     if (int rc = rte_eth_dev_configure(id, queues, queues, &conf); rc != 0)
         return fail(fmt::format("rte_eth_dev_configure({0} rx, {0} tx queues) failed: {1}", queues,
                                 error_text(rc)));
-    const bool nic = cfg.type == config::UplinkPortType::pci;
     uint16_t rx_desc = nic ? kNicRxDescriptors : kVdevRxDescriptors;
     uint16_t tx_desc = nic ? kNicTxDescriptors : kVdevTxDescriptors;
     if (int rc = rte_eth_dev_adjust_nb_rx_tx_desc(id, &rx_desc, &tx_desc); rc != 0)
@@ -273,14 +282,14 @@ std::expected<std::unique_ptr<EthdevPort>, std::string> EthdevPort::open(
         return fail(fmt::format("rte_eth_dev_start failed: {}", error_text(rc)));
     }
     port->queues_ = queues;
-    if (cfg.type != config::UplinkPortType::tap) {
+    if (!tap) {
         rte_ether_addr addr{};
         if (int rc = rte_eth_macaddr_get(id, &addr); rc != 0)
             return fail(fmt::format("rte_eth_macaddr_get failed: {}", error_text(rc)));
         std::copy(std::begin(addr.addr_bytes), std::end(addr.addr_bytes), port->mac_.bytes.begin());
     }
     const bool up = port->read_link();
-    if (up && cfg.type == config::UplinkPortType::af_packet)
+    if (up && std::holds_alternative<config::AfPacketPort>(cfg.port))
         clear_packet_socket_errors(port->if_index_);
     port->up_.store(up, std::memory_order_relaxed);
     return port;
@@ -316,33 +325,37 @@ void EthdevPort::refresh_link() {
     if (up_.load(std::memory_order_relaxed) == up) return;
     // Before workers see the link up (see clear_packet_socket_errors). A down and up between
     // two refreshes goes unseen: its first transmit per queue may wait for the next one.
-    if (up && type_ == config::UplinkPortType::af_packet) clear_packet_socket_errors(if_index_);
+    if (up && std::holds_alternative<config::AfPacketPort>(kind_))
+        clear_packet_socket_errors(if_index_);
     up_.store(up, std::memory_order_relaxed);
     link_changes_.fetch_add(1, std::memory_order_relaxed);
 }
 
 bool EthdevPort::read_link() const {
     if (!started_) return false;
-    switch (type_) {
-    case config::UplinkPortType::pci:
-    case config::UplinkPortType::vhost_user: {  // up while the peer has its queues running
+    const auto ethdev_link_up = [this] {
         rte_eth_link link{};
         return rte_eth_link_get_nowait(port_id_, &link) == 0 && link.link_status == RTE_ETH_LINK_UP;
-    }
-    case config::UplinkPortType::af_packet: {
-        // net_af_packet 22.11 reports its link up from start to stop whatever the interface
-        // does, so ask the kernel. A vanished or replaced interface leaves the sockets dead.
-        const auto flags = interface_flags(iface_, if_index_);
-        return flags && (*flags & IFF_UP) && (*flags & IFF_RUNNING);
-    }
-    case config::UplinkPortType::tap: {
-        // Not visible here: moved to another namespace (or renamed), where calyx cannot look;
-        // the tun queues still carry frames, so the uplink counts as connected.
-        const auto flags = interface_flags(iface_, if_index_);
-        return !flags || (*flags & IFF_UP);
-    }
-    }
-    return false;
+    };
+    return std::visit(
+        Overloaded{
+            [&](const config::AfPacketPort&) {
+                // net_af_packet 22.11 reports its link up from start to stop whatever the
+                // interface does, so ask the kernel. A vanished or replaced interface leaves the
+                // sockets dead.
+                const auto flags = interface_flags(iface_, if_index_);
+                return flags && (*flags & IFF_UP) && (*flags & IFF_RUNNING);
+            },
+            [&](const config::TapPort&) {
+                // Not visible here: moved to another namespace (or renamed), where calyx cannot
+                // look; the tun queues still carry frames, so the uplink counts as connected.
+                const auto flags = interface_flags(iface_, if_index_);
+                return !flags || (*flags & IFF_UP);
+            },
+            [&](const config::PciPort&) { return ethdev_link_up(); },  // the physical link
+            // Up while the peer has its queues running.
+            [&](const config::VhostUserPort&) { return ethdev_link_up(); }},
+        kind_);
 }
 
 }  // namespace calyx::io

@@ -1,15 +1,15 @@
 // The uplink port: one DPDK ethdev that leads to the provider network / Internet.
 //
-//   tap        calyx creates the Linux tap interface cfg.tap_name (net_tap PMD). The operator
+//   tap        calyx creates the Linux tap interface TapPort::name (net_tap PMD). The operator
 //              or a test may bridge it, route to it, or move it into another network namespace
 //              after calyx created it: the queues are file descriptors of the tun device and
 //              keep working wherever the interface lives.
-//   af_packet  an existing Linux interface, cfg.af_packet_iface, through packet sockets
+//   af_packet  an existing Linux interface, AfPacketPort::iface, through packet sockets
 //              (net_af_packet PMD, one socket per queue, spread by PACKET_FANOUT).
-//   pci        a NIC that EAL probed because eal_arguments() allowlisted cfg.pci_address (-a);
+//   pci        a NIC that EAL probed because eal_arguments() allowlisted PciPort::address (-a);
 //              no other PCI device is ever probed.
-//   vhost-user calyx serves the vhost-user socket cfg.vhost_socket (net_vhost PMD): the far end
-//              is a router VM or a virtio-user peer, e.g. the benchmark's "Internet".
+//   vhost-user calyx serves the vhost-user socket VhostUserPort::socket (net_vhost PMD): the far
+//              end is a router VM or a virtio-user peer, e.g. the benchmark's "Internet".
 //
 // Queues: `queues` receive and transmit queues (equal counts, as net_tap and net_af_packet
 // require), at least one per worker: worker i sends on tx queue i, rx queue q is polled by
@@ -101,20 +101,19 @@ public:
     MacAddr mac() const { return mac_; }
     uint16_t port_id() const { return port_id_; }
     uint16_t queues() const { return queues_; }
-    config::UplinkPortType type() const { return type_; }
     // The ethdev's name: the vdev name (net_tap_calyxN, net_af_packet_calyxN) or the PCI address.
     const std::string& device_name() const { return device_name_; }
     // The Linux interface (tap, af_packet); empty for pci.
     const std::string& interface_name() const { return iface_; }
 
 private:
-    EthdevPort(uint16_t slot, config::UplinkPortType type) : slot_(slot), type_(type) {}
+    EthdevPort(uint16_t slot, config::UplinkPort kind) : slot_(slot), kind_(std::move(kind)) {}
     bool read_link() const;
     // net_vhost's link-state event (vhost thread): the peer attached or left.
     static int on_link_event(uint16_t port_id, rte_eth_event_type type, void* self, void* param);
 
     uint16_t slot_;
-    config::UplinkPortType type_;
+    config::UplinkPort kind_;  // which kind of port, and its device
     std::string device_name_;
     std::string iface_;
     unsigned if_index_ = 0;  // tap, af_packet: the Linux interface's index when opened

@@ -246,18 +246,18 @@ TEST_P(UplinkPortTest, TapMovedIntoNamespaceCarriesArpAndIcmpBothWays) {
     TempDir dir("calyx-it-uplink");
     Namespace ns("calyx-uplink-" + unique_name("", queues));  // outlives the port
     ASSERT_TRUE(ns.created());
+    const std::string tap_name = unique_name("cxt", queues);
     config::UplinkConfig cfg;
-    cfg.type = config::UplinkPortType::tap;
-    cfg.tap_name = unique_name("cxt", queues);
+    cfg.port = config::TapPort{tap_name};
     auto opened = EthdevPort::open(0, cfg, g_pool, queues);
     ASSERT_TRUE(opened) << opened.error();
     std::unique_ptr<EthdevPort> port = std::move(*opened);
     EXPECT_EQ(port->queues(), queues);
-    EXPECT_EQ(port->interface_name(), cfg.tap_name);
+    EXPECT_EQ(port->interface_name(), tap_name);
 
     // Created in this namespace: up, MTU 1500, and a MAC other than calyx's own.
-    auto here = link_info("", cfg.tap_name);
-    ASSERT_TRUE(here) << cfg.tap_name << " was not created";
+    auto here = link_info("", tap_name);
+    ASSERT_TRUE(here) << tap_name << " was not created";
     EXPECT_TRUE(here->up);
     EXPECT_EQ(here->mtu, 1500u);
     EXPECT_NE(here->mac, port->mac());
@@ -272,22 +272,22 @@ TEST_P(UplinkPortTest, TapMovedIntoNamespaceCarriesArpAndIcmpBothWays) {
     EXPECT_EQ(sigio.sa_handler, SIG_IGN);
 
     // While the Linux end is visible here, its administrative state is the link state.
-    ASSERT_TRUE(ip("link set " + cfg.tap_name + " down"));
+    ASSERT_TRUE(ip("link set " + tap_name + " down"));
     port->refresh_link();
     EXPECT_FALSE(port->connected());
-    ASSERT_TRUE(ip("link set " + cfg.tap_name + " up"));
+    ASSERT_TRUE(ip("link set " + tap_name + " up"));
     port->refresh_link();
     EXPECT_TRUE(port->connected());
     EXPECT_EQ(port->link_changes(), 2u);
 
     // The operator moves it away and configures it there.
-    ASSERT_TRUE(ip(fmt::format("link set {} netns {}", cfg.tap_name, ns.name())));
+    ASSERT_TRUE(ip(fmt::format("link set {} netns {}", tap_name, ns.name())));
     ASSERT_TRUE(ip(fmt::format("-n {} addr add {}/24 dev {}", ns.name(),
-                               kNamespaceIp.to_string(), cfg.tap_name)));
-    ASSERT_TRUE(ip(fmt::format("-n {} link set {} up", ns.name(), cfg.tap_name)));
+                               kNamespaceIp.to_string(), tap_name)));
+    ASSERT_TRUE(ip(fmt::format("-n {} link set {} up", ns.name(), tap_name)));
     ASSERT_TRUE(ip(fmt::format("-n {} link set lo up", ns.name())));
-    EXPECT_FALSE(link_info("", cfg.tap_name)) << "still visible in the test's namespace";
-    auto there = link_info(ns.name(), cfg.tap_name);
+    EXPECT_FALSE(link_info("", tap_name)) << "still visible in the test's namespace";
+    auto there = link_info(ns.name(), tap_name);
     ASSERT_TRUE(there);
     EXPECT_EQ(there->mac, here->mac) << "the move kept the Linux end's MAC";
     EXPECT_EQ(there->mtu, 1500u);
@@ -305,24 +305,24 @@ TEST_P(UplinkPortTest, TapMovedIntoNamespaceCarriesArpAndIcmpBothWays) {
 
     // Down in the namespace, the tap refuses frames (the kernel fails the write with EIO):
     // tx() takes none and the caller keeps them. Up again, traffic resumes.
-    ASSERT_TRUE(ip(fmt::format("-n {} link set {} down", ns.name(), cfg.tap_name)));
+    ASSERT_TRUE(ip(fmt::format("-n {} link set {} down", ns.name(), tap_name)));
     const auto echo = FrameBuilder()
                           .eth(port->mac(), there->mac)
                           .ipv4(kPortIp, kNamespaceIp)
                           .icmp_echo(0x4400, 1)
                           .build();
     EXPECT_FALSE(send(*port, echo, 0));
-    ASSERT_TRUE(ip(fmt::format("-n {} link set {} up", ns.name(), cfg.tap_name)));
+    ASSERT_TRUE(ip(fmt::format("-n {} link set {} up", ns.name(), tap_name)));
     ping_namespace_from_every_queue(*port, there->mac, 0x4500);
 
     // Closing the port deletes the interface inside the namespace too.
     port.reset();
     bool gone = false;
     for (int i = 0; i < 200 && !gone; ++i) {
-        gone = !link_info(ns.name(), cfg.tap_name);
+        gone = !link_info(ns.name(), tap_name);
         if (!gone) std::this_thread::sleep_for(10ms);
     }
-    EXPECT_TRUE(gone) << cfg.tap_name << " survived closing the port";
+    EXPECT_TRUE(gone) << tap_name << " survived closing the port";
 }
 
 // af_packet on one end of a veth pair (in this namespace); the other end in the namespace.
@@ -342,8 +342,7 @@ TEST_P(UplinkPortTest, AfPacketOnVethCarriesArpAndIcmpBothWays) {
     ASSERT_TRUE(ip(fmt::format("-n {} link set lo up", ns.name())));
 
     config::UplinkConfig cfg;
-    cfg.type = config::UplinkPortType::af_packet;
-    cfg.af_packet_iface = here_end;
+    cfg.port = config::AfPacketPort{here_end};
     auto opened = EthdevPort::open(0, cfg, g_pool, queues);
     ASSERT_TRUE(opened) << opened.error();
     std::unique_ptr<EthdevPort> port = std::move(*opened);
@@ -405,36 +404,34 @@ INSTANTIATE_TEST_SUITE_P(Queues, UplinkPortTest, ::testing::Values(1, 2),
 TEST(UplinkPortErrors, ClearMessagesAndNothingLeftBehind) {
     if (::geteuid() != 0) FAIL() << "needs root (creates a tap): run scripts/test.sh as root";
     config::UplinkConfig tap;
-    tap.type = config::UplinkPortType::tap;
-    tap.tap_name = "lo";
+    tap.port = config::TapPort{"lo"};
     auto r = EthdevPort::open(0, tap, g_pool, 1);
     ASSERT_FALSE(r);
     EXPECT_NE(r.error().find("uplink tap lo"), std::string::npos) << r.error();
     EXPECT_NE(r.error().find("already exists"), std::string::npos) << r.error();
 
-    tap.tap_name = "bad,name";
+    tap.port = config::TapPort{"bad,name"};
     r = EthdevPort::open(0, tap, g_pool, 1);
     ASSERT_FALSE(r);
     EXPECT_NE(r.error().find("interface name"), std::string::npos) << r.error();
 
     // 17 queues: more than net_tap's 16. The tap it created is removed again.
-    tap.tap_name = unique_name("cxe", 17);
+    const std::string tap_name = unique_name("cxe", 17);
+    tap.port = config::TapPort{tap_name};
     r = EthdevPort::open(0, tap, g_pool, 17);
     ASSERT_FALSE(r);
     EXPECT_NE(r.error().find("17 queues"), std::string::npos) << r.error();
-    EXPECT_FALSE(link_info("", tap.tap_name)) << "a failed open left " << tap.tap_name;
+    EXPECT_FALSE(link_info("", tap_name)) << "a failed open left " << tap_name;
 
     config::UplinkConfig afp;
-    afp.type = config::UplinkPortType::af_packet;
-    afp.af_packet_iface = "cxnonexistent0";
+    afp.port = config::AfPacketPort{"cxnonexistent0"};
     r = EthdevPort::open(0, afp, g_pool, 1);
     ASSERT_FALSE(r);
     EXPECT_NE(r.error().find("no such interface"), std::string::npos) << r.error();
 
     // This process runs EAL with --no-pci: no PCI device is probed, none may be found.
     config::UplinkConfig pci;
-    pci.type = config::UplinkPortType::pci;
-    pci.pci_address = "0000:ff:1f.7";
+    pci.port = config::PciPort{"0000:ff:1f.7"};
     r = EthdevPort::open(0, pci, g_pool, 1);
     ASSERT_FALSE(r);
     EXPECT_NE(r.error().find("0000:ff:1f.7"), std::string::npos) << r.error();

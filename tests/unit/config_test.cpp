@@ -261,10 +261,7 @@ TEST(Config, TapUplinkParsesWithExactValues) {
     ASSERT_TRUE(result.has_value()) << result.error().front().to_string();
     ASSERT_TRUE(result->uplink.has_value());
     const UplinkConfig& up = *result->uplink;
-    EXPECT_EQ(up.type, UplinkPortType::tap);
-    EXPECT_EQ(up.tap_name, "calyx-up");
-    EXPECT_EQ(up.af_packet_iface, "");
-    EXPECT_EQ(up.pci_address, "");
+    EXPECT_EQ(up.port, UplinkPort{TapPort{"calyx-up"}});
     EXPECT_EQ(up.queues, 2);
     EXPECT_EQ(up.address.to_string(), "198.51.100.10");  // the host's address, host bits kept
     EXPECT_EQ(up.prefix_length, 24);
@@ -290,9 +287,7 @@ uplink:
     ASSERT_TRUE(result.has_value()) << result.error().front().to_string();
     ASSERT_TRUE(result->uplink.has_value());
     const UplinkConfig& up = *result->uplink;
-    EXPECT_EQ(up.type, UplinkPortType::af_packet);
-    EXPECT_EQ(up.af_packet_iface, "eth1");
-    EXPECT_EQ(up.tap_name, "");
+    EXPECT_EQ(up.port, UplinkPort{AfPacketPort{"eth1"}});
     EXPECT_EQ(up.queues, 0);
     EXPECT_EQ(up.queue_count(3), 3) << "unset: one queue pair per worker";
     EXPECT_EQ(up.address.to_string(), "192.0.2.77");
@@ -315,8 +310,7 @@ uplink:
     ASSERT_TRUE(result.has_value()) << result.error().front().to_string();
     ASSERT_TRUE(result->uplink.has_value());
     const UplinkConfig& up = *result->uplink;
-    EXPECT_EQ(up.type, UplinkPortType::pci);
-    EXPECT_EQ(up.pci_address, "0000:3b:1f.7");
+    EXPECT_EQ(up.port, UplinkPort{PciPort{"0000:3b:1f.7"}});
     EXPECT_EQ(up.queues, 8);
     EXPECT_EQ(up.address.to_string(), "203.0.113.2");
     EXPECT_EQ(up.prefix_length, 30);
@@ -335,10 +329,10 @@ uplink:
                                      "vhost.yaml");
     ASSERT_TRUE(result.has_value()) << result.error().front().to_string();
     const UplinkConfig& up = *result->uplink;
-    EXPECT_EQ(up.type, UplinkPortType::vhost_user);
-    EXPECT_EQ(up.vhost_socket, "/run/calyx/uplink.sock");
+    EXPECT_EQ(up.port, UplinkPort{VhostUserPort{"/run/calyx/uplink.sock"}});
     EXPECT_EQ(up.queues, 2);
-    EXPECT_EQ(to_string(up.type), "vhost-user");
+    EXPECT_EQ(type_name(up.port), "vhost-user");
+    EXPECT_EQ(device_name(up.port), "/run/calyx/uplink.sock");
 }
 
 TEST(Config, PciUplinkAddressInTheLongFormIsKept) {
@@ -350,7 +344,7 @@ uplink:
 )"),
                                      "pci.yaml");
     ASSERT_TRUE(result.has_value()) << result.error().front().to_string();
-    EXPECT_EQ(result->uplink->pci_address, "0001:01:00.0");
+    EXPECT_EQ(result->uplink->port, UplinkPort{PciPort{"0001:01:00.0"}});
 }
 
 TEST(Config, OmittedSectionsKeepTheirDefaults) {
@@ -433,9 +427,10 @@ TEST(Config, EnumsPrintAsTheirConfigSpelling) {
     EXPECT_EQ(to_string(VhostMode::client), "client");
     EXPECT_EQ(to_string(RuleDirection::ingress), "ingress");
     EXPECT_EQ(to_string(RuleDirection::egress), "egress");
-    EXPECT_EQ(to_string(UplinkPortType::tap), "tap");
-    EXPECT_EQ(to_string(UplinkPortType::af_packet), "af_packet");
-    EXPECT_EQ(to_string(UplinkPortType::pci), "pci");
+    EXPECT_EQ(type_name(TapPort{}), "tap");
+    EXPECT_EQ(type_name(AfPacketPort{}), "af_packet");
+    EXPECT_EQ(type_name(PciPort{}), "pci");
+    EXPECT_EQ(type_name(VhostUserPort{}), "vhost-user");
 }
 
 TEST(Config, ErrorPrintsAsFileLineColumnMessage) {

@@ -14,7 +14,6 @@ namespace calyx::io {
 namespace {
 
 using config::UplinkConfig;
-using config::UplinkPortType;
 using Args = std::vector<std::string>;
 
 bool has(const Args& args, const std::string& a) {
@@ -27,14 +26,13 @@ std::string value_of(const Args& args, const std::string& opt) {
     return it == args.end() || std::next(it) == args.end() ? "" : *std::next(it);
 }
 
-UplinkConfig uplink(UplinkPortType type) {
+UplinkConfig uplink(config::UplinkPort port) {
     UplinkConfig u;
-    u.type = type;
-    u.tap_name = "calyx0";
-    u.af_packet_iface = "eth1";
-    u.pci_address = "0000:3b:00.1";
+    u.port = std::move(port);
     return u;
 }
+
+const config::PciPort kPci{"0000:3b:00.1"};
 
 TEST(EalArguments, MainLcoreZeroThenTheWorkers) {
     config::DataplaneConfig dp;
@@ -63,18 +61,20 @@ TEST(EalArguments, WithoutUplinkNoPciDeviceIsProbed) {
     EXPECT_FALSE(has(args, "-a"));
 }
 
-TEST(EalArguments, TapAndAfPacketUplinksProbeNoPciDevice) {
-    for (UplinkPortType type : {UplinkPortType::tap, UplinkPortType::af_packet}) {
-        const Args args = eal_arguments({}, uplink(type), "calyx");
-        EXPECT_TRUE(has(args, "--no-pci")) << config::to_string(type);
-        EXPECT_FALSE(has(args, "-a")) << config::to_string(type);
+TEST(EalArguments, VdevUplinksProbeNoPciDevice) {
+    const config::UplinkPort vdevs[] = {config::TapPort{"calyx0"}, config::AfPacketPort{"eth1"},
+                                        config::VhostUserPort{"/run/calyx/uplink.sock"}};
+    for (const config::UplinkPort& port : vdevs) {
+        const Args args = eal_arguments({}, uplink(port), "calyx");
+        EXPECT_TRUE(has(args, "--no-pci")) << config::type_name(port);
+        EXPECT_FALSE(has(args, "-a")) << config::type_name(port);
         // The uplink is created later as a vdev, not on the command line.
-        EXPECT_FALSE(has(args, "--vdev")) << config::to_string(type);
+        EXPECT_FALSE(has(args, "--vdev")) << config::type_name(port);
     }
 }
 
 TEST(EalArguments, PciUplinkAllowlistsExactlyItsDevice) {
-    const Args args = eal_arguments({}, uplink(UplinkPortType::pci), "calyx");
+    const Args args = eal_arguments({}, uplink(kPci), "calyx");
     EXPECT_FALSE(has(args, "--no-pci"));
     EXPECT_EQ(value_of(args, "-a"), "0000:3b:00.1");
     EXPECT_EQ(std::count(args.begin(), args.end(), "-a"), 1);
@@ -92,7 +92,7 @@ TEST(EalArguments, NoSharedFilesUnlessAsked) {
 
     config::DataplaneConfig prefixed;
     prefixed.eal_args = {"--file-prefix=calyx-a"};
-    const Args own = eal_arguments(prefixed, uplink(UplinkPortType::pci), "calyx");
+    const Args own = eal_arguments(prefixed, uplink(kPci), "calyx");
     EXPECT_FALSE(has(own, "--in-memory"));
     EXPECT_FALSE(has(own, "--no-shconf"));
 }
@@ -100,7 +100,7 @@ TEST(EalArguments, NoSharedFilesUnlessAsked) {
 TEST(EalArguments, UserArgumentsComeLast) {
     config::DataplaneConfig dp;
     dp.eal_args = {"--log-level", "pmd.net.tap:debug"};
-    const Args args = eal_arguments(dp, uplink(UplinkPortType::pci), "calyx");
+    const Args args = eal_arguments(dp, uplink(kPci), "calyx");
     ASSERT_GE(args.size(), 2u);
     EXPECT_EQ(args[args.size() - 2], "--log-level");
     EXPECT_EQ(args.back(), "pmd.net.tap:debug");

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "calyx/config.hpp"
+#include "calyx/overloaded.hpp"
 
 namespace calyx::config {
 
@@ -21,18 +22,17 @@ std::string_view to_string(VhostMode mode) {
     return "?";
 }
 
-std::string_view to_string(UplinkPortType type) {
-    switch (type) {
-        case UplinkPortType::tap:
-            return "tap";
-        case UplinkPortType::af_packet:
-            return "af_packet";
-        case UplinkPortType::pci:
-            return "pci";
-        case UplinkPortType::vhost_user:
-            return "vhost-user";
-    }
-    return "?";
+std::string_view type_name(const UplinkPort& port) {
+    return std::visit([](const auto& p) { return std::decay_t<decltype(p)>::kType; }, port);
+}
+
+const std::string& device_name(const UplinkPort& port) {
+    return std::visit(
+        Overloaded{[](const TapPort& p) -> const std::string& { return p.name; },
+                   [](const AfPacketPort& p) -> const std::string& { return p.iface; },
+                   [](const PciPort& p) -> const std::string& { return p.address; },
+                   [](const VhostUserPort& p) -> const std::string& { return p.socket; }},
+        port);
 }
 
 const NetworkConfig* Config::find_network(std::string_view name) const {

@@ -9,22 +9,74 @@ namespace calyx::config {
 namespace {
 
 constexpr std::string_view kUplinkKeys[] = {"port", "address", "gateway", "nat_ports"};
-// Every key of every uplink port type; which ones a port may have depends on its type.
-constexpr std::string_view kUplinkPortKeys[] = {"type",    "name",   "iface",
-                                                "address", "socket", "queues"};
-
-// The uplink port types and the one key that names each one's device.
+// The uplink port types, in UplinkPort's order: the `type` that names each, the one key that
+// names its device, and how that key is read.
 struct UplinkPortKind {
-    std::string_view word;
-    UplinkPortType type;
+    std::string_view type;
     std::string_view device_key;
+    // Reads and checks the device key; if it is valid, `port` becomes this kind of port.
+    void (*read_device)(Parser& parser, const Field& field, std::string_view label,
+                        UplinkPort& port);
 };
+
+template <typename Port>
+constexpr UplinkPortKind kind_of(decltype(UplinkPortKind::read_device) read_device) {
+    return {Port::kType, Port::kDeviceKey, read_device};
+}
+
+void read_tap(Parser& parser, const Field& f, std::string_view label, UplinkPort& port) {
+    if (auto v = parser.interface_name(f, label)) port = TapPort{std::move(*v)};
+}
+
+void read_af_packet(Parser& parser, const Field& f, std::string_view label, UplinkPort& port) {
+    if (auto v = parser.interface_name(f, label)) port = AfPacketPort{std::move(*v)};
+}
+
+void read_pci(Parser& parser, const Field& f, std::string_view label, UplinkPort& port) {
+    if (auto v = parser.pci_address(f, label)) port = PciPort{std::move(*v)};
+}
+
+void read_vhost_user(Parser& parser, const Field& f, std::string_view label, UplinkPort& port) {
+    auto v = parser.socket_path(f, label);
+    if (!v) return;
+    if (*v == parser.config().control.socket)
+        parser.error(f, "socket {} is the control socket (control.socket)", *v);
+    else
+        parser.known().sockets.try_emplace(*v, FirstUse{"the uplink", f.key.Mark().line + 1});
+    port = VhostUserPort{std::move(*v)};
+}
+
 constexpr UplinkPortKind kUplinkPortKinds[] = {
-    {"tap", UplinkPortType::tap, "name"},
-    {"af_packet", UplinkPortType::af_packet, "iface"},
-    {"pci", UplinkPortType::pci, "address"},
-    {"vhost-user", UplinkPortType::vhost_user, "socket"}};
-constexpr std::string_view kUplinkPortWords[] = {"tap", "af_packet", "pci", "vhost-user"};
+    kind_of<TapPort>(read_tap), kind_of<AfPacketPort>(read_af_packet), kind_of<PciPort>(read_pci),
+    kind_of<VhostUserPort>(read_vhost_user)};
+static_assert(std::size(kUplinkPortKinds) == std::variant_size_v<UplinkPort>);
+
+constexpr auto kUplinkPortWords = [] {
+    std::array<std::string_view, std::size(kUplinkPortKinds)> words{};
+    for (size_t i = 0; i < words.size(); ++i) words[i] = kUplinkPortKinds[i].type;
+    return words;
+}();
+
+// Every key of every uplink port type; which ones a port may have depends on its type.
+constexpr auto kUplinkPortKeys = [] {
+    std::array<std::string_view, std::size(kUplinkPortKinds) + 2> keys{"type"};
+    for (size_t i = 0; i < std::size(kUplinkPortKinds); ++i)
+        keys[i + 1] = kUplinkPortKinds[i].device_key;
+    keys.back() = "queues";
+    return keys;
+}();
+
+// "tap, af_packet, pci or vhost-user"
+std::string one_of_port_types() {
+    std::string text;
+    for (size_t i = 0; i < kUplinkPortWords.size(); ++i)
+        text += fmt::format("{}{}",
+                            i == 0                             ? ""
+                            : i + 1 == kUplinkPortWords.size() ? " or "
+                                                               : ", ",
+                            kUplinkPortWords[i]);
+    return text;
+}
 
 // Masquerade source ports: never the well-known ports, and enough of them to be worth a range.
 constexpr uint64_t kMinNatPort = 1024;
@@ -43,24 +95,24 @@ void uplink_port(Parser& parser, const Field& field, UplinkConfig& up) {
         // A missing key is an invalid node, which throws on anything but IsDefined.
         if (const Node type = field.value["type"]; type.IsDefined() && type.IsScalar()) {
             const auto it =
-                std::ranges::find(kUplinkPortKinds, type.Scalar(), &UplinkPortKind::word);
+                std::ranges::find(kUplinkPortKinds, type.Scalar(), &UplinkPortKind::type);
             if (it != std::end(kUplinkPortKinds)) kind = &*it;
         }
     }
     const std::array<std::string_view, 3> own_keys{"type", kind ? kind->device_key : "", "queues"};
-    const std::string context = kind ? fmt::format("in {} port", kind->word) : "in uplink port";
+    const std::string context = kind ? fmt::format("in {} port", kind->type) : "in uplink port";
     const auto m =
         parser.mapping(field, "'port'", context, kUplinkPortKeys, kind ? Keys{own_keys} : Keys{});
     if (!m) return;
     parser.report_duplicates(*m, context);
     parser.require(*m, "uplink port", std::array<std::string_view, 1>{"type"});
     if (kind) {
-        up.type = kind->type;
-        parser.require(*m, fmt::format("{} port", kind->word),
+        parser.require(*m, fmt::format("{} port", kind->type),
                        std::array<std::string_view, 1>{kind->device_key});
     } else if (const Field* f = m->get("type")) {
-        if (const auto type = parser.scalar(*f, "'type'", "tap, af_packet, pci or vhost-user"))
-            parser.error(*f, "'type' must be tap, af_packet, pci or vhost-user, got '{}'{}", *type,
+        const std::string types = one_of_port_types();
+        if (const auto type = parser.scalar(*f, "'type'", types))
+            parser.error(*f, "'type' must be {}, got '{}'{}", types, *type,
                          suggestion(*type, kUplinkPortWords));
     }
 
@@ -75,29 +127,7 @@ void uplink_port(Parser& parser, const Field& field, UplinkConfig& up) {
             parser.error(f->key, "unknown key '{}' {}{}", owner.device_key, context, hint);
             continue;
         }
-        const std::string label = fmt::format("'{}'", owner.device_key);
-        switch (owner.type) {
-            case UplinkPortType::tap:
-                if (auto v = parser.interface_name(*f, label)) up.tap_name = std::move(*v);
-                break;
-            case UplinkPortType::af_packet:
-                if (auto v = parser.interface_name(*f, label)) up.af_packet_iface = std::move(*v);
-                break;
-            case UplinkPortType::pci:
-                if (auto v = parser.pci_address(*f, label)) up.pci_address = std::move(*v);
-                break;
-            case UplinkPortType::vhost_user:
-                if (auto v = parser.socket_path(*f, label)) {
-                    up.vhost_socket = std::move(*v);
-                    if (up.vhost_socket == parser.config().control.socket)
-                        parser.error(*f, "socket {} is the control socket (control.socket)",
-                                     up.vhost_socket);
-                    else
-                        parser.known().sockets.try_emplace(
-                            up.vhost_socket, FirstUse{"the uplink", f->key.Mark().line + 1});
-                }
-                break;
-        }
+        owner.read_device(parser, *f, fmt::format("'{}'", owner.device_key), up.port);
     }
     if (const Field* f = m->get("queues")) {
         const size_t workers = parser.config().dataplane.workers.size();
@@ -105,8 +135,7 @@ void uplink_port(Parser& parser, const Field& field, UplinkConfig& up) {
             if (*v < workers)
                 parser.error(*f,
                              "'queues' is {} but dataplane.workers lists {} workers, each of which "
-                             "transmits on "
-                             "an uplink queue of its own: at least {}",
+                             "transmits on an uplink queue of its own: at least {}",
                              *v, workers, workers);
             else
                 up.queues = static_cast<uint16_t>(*v);
