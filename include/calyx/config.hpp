@@ -38,11 +38,24 @@ enum class PortType { vhost_user };
 enum class VhostMode { server, client };
 std::string_view to_string(VhostMode);
 
+// A user or group a socket file is given to: as written (a name or a number) and its id.
+struct FileOwner {
+    std::string name;
+    uint32_t id = 0;
+    bool operator==(const FileOwner&) const = default;
+};
+
 struct PortConfig {
     PortType type = PortType::vhost_user;
     std::string socket;  // vhost-user socket path
     VhostMode mode = VhostMode::server;
     uint16_t queues = 1;
+    // Server mode: the socket file's owner, group and permission bits (`owner`, `group`, and
+    // `mode` given in octal), so that QEMU need not run as root (libvirt and Nova run it as
+    // libvirt-qemu). Unset: as created (calyx's user and group, its umask).
+    std::optional<FileOwner> owner;
+    std::optional<FileOwner> group;
+    std::optional<uint32_t> socket_mode;
     SourceLocation where;
 };
 

@@ -13,6 +13,7 @@ namespace calyx {
 #define CALYX_DROP_REASONS(X)                                                                  \
     X(runt_frame, "frame shorter than an Ethernet header")                                     \
     X(multi_segment, "frame spread over several buffers")                                      \
+    X(oversize_frame, "longer than a packet buffer (a guest's long descriptor chain): refused before it was copied") \
     X(ethertype_unsupported, "neither IPv4 nor ARP (VLAN tags and IPv6 are not served)")       \
     X(src_mac_spoofed, "source MAC is not the instance's own")                                 \
     X(dst_mac_not_gateway, "unicast frame not addressed to calyx (the gateway MAC; the uplink's own MAC on the uplink)") \
@@ -45,6 +46,8 @@ namespace calyx {
     X(martian_source, "from the uplink with a source of this site or one no router accepts (0/8, 127/8, multicast, 240/4)")          \
     X(uplink_transit, "from the uplink and routed back to it (calyx is no transit router)")    \
     X(arp_not_for_us, "ARP on the uplink for an address calyx does not answer for")            \
+    X(arp_sender_mismatch, "ARP on the uplink whose sender hardware address is not its Ethernet source") \
+    X(arp_change_unverified, "ARP on the uplink giving a known neighbour a new MAC: held until the known MAC fails to answer probes") \
     X(private_isolated, "a private network has no traffic to or from outside the site")       \
     X(nat_unsolicited, "new connection from outside to a nat network (only replies come in)")  \
     X(nat_exhausted, "no free masquerade port towards that destination")                      \

@@ -15,6 +15,7 @@
 #include <prometheus/metric_family.h>
 
 #include "calyx/drop_reason.hpp"
+#include "calyx/net.hpp"
 
 namespace calyx::cp {
 namespace {
@@ -125,6 +126,18 @@ private:
 };
 
 }  // namespace
+
+std::optional<std::string> exposure_warning(const std::string& listen) {
+    const std::string host = listen.substr(0, listen.rfind(':'));
+    const auto addr = Ipv4Addr::parse(host);
+    if (host == "localhost" || (addr && addr->value >> 24 == 127)) return std::nullopt;
+    return fmt::format(
+        "warning: metrics.listen {} is not a loopback address: anyone who can reach it reads, without "
+        "authentication, every instance's name and traffic and drop counters, the connection table's and "
+        "NAT ports' fill, the configuration generation and reload outcomes; keep it on 127.0.0.1 and let a "
+        "local Prometheus (or a TLS proxy) scrape it, or firewall the port",
+        listen);
+}
 
 std::expected<std::unique_ptr<MetricsServer>, std::string> MetricsServer::start(
     const std::string& listen, std::function<RouterSample()> sample) {

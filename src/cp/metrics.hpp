@@ -8,6 +8,7 @@
 #include <expected>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,10 @@ struct RouterSample {
     uint64_t nat_exhausted = 0;  // connections refused for want of a port (all ports' drops)
     uint64_t neighbor_unresolved = 0;
 };
+
+// The warning to log when `listen` ("host:port") is not a loopback address: what anyone who
+// reaches the endpoint learns. nullopt for 127.0.0.0/8 and localhost.
+std::optional<std::string> exposure_warning(const std::string& listen);
 
 // The Prometheus text a sample becomes is built by prometheus-cpp; this class only maps the
 // sample to metric families and serves them.

@@ -117,7 +117,6 @@ std::expected<std::unique_ptr<dp::Snapshot>, std::string> build_snapshot(
     }
     const size_t workers = std::max<size_t>(1, cfg.dataplane.workers.size());
     snap->queues_by_worker.resize(workers);
-    size_t next_worker = 0;
     for (const auto& inst : cfg.instances) {
         const auto net = std::find_if(cfg.networks.begin(), cfg.networks.end(),
                                       [&](const auto& n) { return n.name == inst.network; });
@@ -129,10 +128,13 @@ std::expected<std::unique_ptr<dp::Snapshot>, std::string> build_snapshot(
         v.port = in.port_slot(inst);
         if (v.port >= dp::kMaxPorts) return std::unexpected(fmt::format("instance '{}': no port slot", inst.name));
         snap->instance_by_port[v.port] = static_cast<int32_t>(snap->instances.size());
-        // Queue pairs are dealt to the workers in turn: a port's pairs land on different
-        // workers, and the load stays even whatever the slot numbers are.
+        // Pair q of the port in slot s is polled by worker (s + q) mod workers, in every
+        // snapshot for as long as the port lives: a reload that adds or removes other
+        // instances never moves a ring, so no ring ever has two pollers, not even during a
+        // grace period (calyx owns that, not rte_vhost's per-ring lock). A port's pairs land
+        // on different workers; slots are handed out lowest first, so ports spread evenly.
         for (uint16_t q = 0; q < inst.port.queues; ++q)
-            snap->queues_by_worker[next_worker++ % workers].push_back({v.port, q});
+            snap->queues_by_worker[(v.port + q) % workers].push_back({v.port, q});
         snap->instances.push_back(std::move(v));
     }
     if (cfg.uplink) {

@@ -113,6 +113,7 @@ int run(const std::string& config_path, const std::string& argv0) {
         calyx::daemon::Router& r = **router;
         std::string listen = r.config().metrics.listen;
         if (listen.starts_with("localhost:")) listen = "127.0.0.1" + listen.substr(9);
+        if (const auto warning = calyx::cp::exposure_warning(listen)) fmt::print(stderr, "calyx: {}\n", *warning);
         auto metrics = calyx::cp::MetricsServer::start(listen, [&r] { return r.sample(); });
         if (!metrics) {
             fmt::print(stderr, "calyx: {}\n", metrics.error());

@@ -73,9 +73,12 @@ std::expected<std::unique_ptr<Router>, std::string> Router::start(config::Config
 
 std::expected<void, std::string> Router::launch_workers() {
     worker_args_.resize(worker_lcores_.size());
+    std::random_device random;
     for (size_t i = 0; i < worker_lcores_.size(); ++i) {
         counters_.push_back(std::make_unique<dp::WorkerCounters>());
-        fragments_.push_back(std::make_unique<dp::FragmentVerdicts>());
+        // Keyed: which datagrams share a set, and which outside sources share a budget, is
+        // nothing a sender can work out.
+        fragments_.push_back(std::make_unique<dp::FragmentVerdicts>(uint64_t{random()} << 32 | random()));
         worker_args_[i] = io::WorkerArgs{&shared_, static_cast<unsigned>(i), counters_.back().get(),
                                          fragments_.back().get()};
     }
@@ -153,11 +156,27 @@ std::expected<void, std::string> Router::apply(config::Config cfg) {
         if (slot == dp::kMaxPorts) return std::unexpected("too many ports");
         taken[slot] = true;
         if (inst.port.mode == config::VhostMode::server) make_socket_dir(inst.port.socket);
-        auto port = io::VhostPort::open(slot, inst.port, pool_, shared_.grace);
+        auto port = io::VhostPort::open(slot, inst.port, pool_, shared_.grace,
+                                        static_cast<uint16_t>(worker_lcores_.size()));
         if (!port) return std::unexpected(fmt::format("instance '{}': {}", inst.name, port.error()));
         // Counters of a reused slot start from zero for the new port.
         baseline_[slot] = raw_port_counters(slot);
         opened[inst.name] = std::move(*port);
+    }
+    // Kept ports whose socket's owner, group or mode changed: changed in place (the guest stays
+    // connected), and back again if a later one fails.
+    std::vector<std::pair<io::VhostPort*, config::PortConfig>> permissions_before;
+    for (const auto& inst : cfg.instances) {
+        auto it = ports_.find(inst.name);
+        if (it == ports_.end() || opened.contains(inst.name)) continue;
+        const config::PortConfig old = it->second->config();
+        if (old.owner == inst.port.owner && old.group == inst.port.group && old.socket_mode == inst.port.socket_mode)
+            continue;
+        if (auto set = it->second->set_permissions(inst.port); !set) {
+            for (auto& [port, before] : permissions_before) (void)port->set_permissions(before);
+            return std::unexpected(fmt::format("instance '{}': {}", inst.name, set.error()));
+        }
+        permissions_before.emplace_back(it->second.get(), old);
     }
     cp::SnapshotInputs inputs;
     inputs.port_slot = [&](const config::InstanceConfig& inst) -> uint16_t {
@@ -177,7 +196,10 @@ std::expected<void, std::string> Router::apply(config::Config cfg) {
         inputs.neighbors = neighbors_.get();
     }
     auto next = cp::build_snapshot(cfg, inputs, generation_ + 1);
-    if (!next) return std::unexpected(next.error());
+    if (!next) {
+        for (auto& [port, before] : permissions_before) (void)port->set_permissions(before);
+        return std::unexpected(next.error());
+    }
 
     // Ports first, then the snapshot that names them.
     for (auto& [name, port] : opened) shared_.ports[port->slot()].store(port.get());

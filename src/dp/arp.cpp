@@ -54,20 +54,24 @@ bool answered_on_uplink(const Snapshot& snap, Ipv4Addr ip) {
 }
 
 // ARP from the uplink's segment: learn the sender (the gateway's MAC comes this way), answer
-// requests for what calyx answers for, with the uplink's own MAC.
+// requests for what calyx answers for, with the uplink's own MAC. An ARP whose sender hardware
+// address is not its Ethernet source is forged or relayed by something calyx cannot trust:
+// neither learnt from nor answered. A claim that a known neighbour moved is verified first
+// (dp/neighbor.hpp).
 std::optional<DropReason> uplink_arp(Frame& f, PacketMeta& m, const Snapshot& snap, uint64_t now_ns) {
     auto* eth = header_at<EtherHdr>(f.data(), f.len, 0);
     auto* arp = header_at<ArpHdr>(f.data(), f.len, m.l3_offset);
     if (!arp || arp->htype.host() != kHardwareEthernet ||
         arp->ptype.host() != ethertype::kIpv4 || arp->hlen != 6 || arp->plen != 4)
         return DropReason::arp_malformed;
+    if (arp->sha != eth->src) return DropReason::arp_sender_mismatch;
     const UplinkView& up = *snap.uplink;
     const Ipv4Addr spa = Ipv4Addr::from_be(arp->spa);
     const Ipv4Addr tpa = Ipv4Addr::from_be(arp->tpa);
     const uint16_t oper = arp->oper.host();
     const bool request = oper == kArpRequest;
     const bool for_us = request && spa != tpa && answered_on_uplink(snap, tpa);
-    bool learned = false;
+    Learned learned;
     if (up.subnet.contains(spa) && spa != up.address && !spa.is_zero())
         learned = snap.neighbors->learn(spa, arp->sha, now_ns, for_us);
     if (for_us) {
@@ -81,6 +85,7 @@ std::optional<DropReason> uplink_arp(Frame& f, PacketMeta& m, const Snapshot& sn
         m.verdict = Verdict::reply;
         return std::nullopt;
     }
+    if (learned.outcome == Learned::held) return DropReason::arp_change_unverified;
     // Requests for other hosts (and announcements) may refresh a known neighbour, but are
     // still not for calyx: counted as such. A reply it learnt from was for calyx.
     if (request) return DropReason::arp_not_for_us;

@@ -51,8 +51,8 @@ struct alignas(64) WorkerCounters {
     uint64_t io_cycles = 0;     // of busy_cycles: inside port rx/tx bursts (vhost copies, PMDs)
     uint64_t packets = 0;       // received by this worker, all ports
 
-    void count_drop(uint16_t port, DropReason r) {
-        bump(ports[port].drops[static_cast<size_t>(r)]);
+    void count_drop(uint16_t port, DropReason r, uint64_t n = 1) {
+        bump(ports[port].drops[static_cast<size_t>(r)], n);
     }
     void count_dhcp_reply(DhcpReplyType t) { bump(dhcp_replies[static_cast<size_t>(t)]); }
 };

@@ -8,8 +8,8 @@
 namespace calyx::dp {
 namespace {
 
-// Replaces packet i by an ICMP error back to its sender when RFC 1812 and the rate limit
-// allow; the original is counted as dropped under `reason` either way.
+// Replaces packet i by an ICMP error back to its sender when RFC 1812 and the rate limit of
+// the port it came from allow; the original is counted as dropped under `reason` either way.
 void reject_with_icmp(Batch& batch, uint16_t i, DropReason reason, uint8_t type, uint8_t code,
                       uint16_t mtu, const Snapshot& snap, WorkerContext& ctx) {
     PacketMeta& m = batch.meta[i];
@@ -22,7 +22,7 @@ void reject_with_icmp(Batch& batch, uint16_t i, DropReason reason, uint8_t type,
         batch.drop(i, reason);
         return;
     }
-    if (!ctx.icmp_budget.take(ctx.now_ns, snap.icmp_errors_per_second, snap.icmp_errors_burst)) {
+    if (!ctx.icmp_budget[m.in_port].take(ctx.now_ns, snap.icmp_errors_per_second, snap.icmp_errors_burst)) {
         bump(ctx.counters.icmp_errors_rate_limited);
         batch.drop(i, reason);
         return;

@@ -117,7 +117,8 @@ void nat_in_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexce
         }
         m.nat_translated_in = true;
         if (more_fragments && ctx.fragments)
-            ctx.fragments->remember(fragment, ctx.now_ns + uint64_t{snap.fragment_timeout_s} * 1'000'000'000,
+            ctx.fragments->remember(fragment, ctx.fragments->source_of(m.in_port, fragment.src, true), ctx.now_ns,
+                                    ctx.now_ns + uint64_t{snap.fragment_timeout_s} * 1'000'000'000,
                                     b.addr.value, static_cast<uint32_t>(snap.generation));
     }
 }

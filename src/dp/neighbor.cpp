@@ -1,5 +1,6 @@
 #include "dp/neighbor.hpp"
 
+#include <algorithm>
 #include <utility>
 
 namespace calyx::dp {
@@ -89,19 +90,32 @@ void NeighborTable::want(Ipv4Addr ip, uint64_t now_ns) noexcept {
     if (e) e->wanted_ns.store(now_ns, std::memory_order_relaxed);
 }
 
-bool NeighborTable::learn(Ipv4Addr ip, MacAddr mac, uint64_t now_ns, bool create) noexcept {
-    if (mac.is_broadcast() || mac.is_multicast() || mac == MacAddr{}) return false;
+Learned NeighborTable::learn(Ipv4Addr ip, MacAddr mac, uint64_t now_ns, bool create) noexcept {
+    if (mac.is_broadcast() || mac.is_multicast() || mac == MacAddr{}) return {};
     Entry* e = find(ip);
     if (!e && create) e = claim(ip, NeighborState::incomplete);
-    if (!e) return false;
+    if (!e) return {};
     uint64_t d = e->data.load(std::memory_order_relaxed);
+    bool confirms_known = false;
     // CAS so a concurrent pin or state change by the control plane is not lost.
-    while (!e->data.compare_exchange_weak(d, pack(mac, NeighborState::reachable, pinned_of(d)),
-                                          std::memory_order_release, std::memory_order_relaxed)) {
+    for (;;) {
+        const NeighborState s = state_of(d);
+        const bool resolved = s == NeighborState::reachable || s == NeighborState::stale;
+        if (resolved && mac_of(d) != mac) {
+            // Anyone on the segment can say so: believed only once the known MAC is silent.
+            e->claimed.store(pack(mac, NeighborState::reachable, false), std::memory_order_release);
+            return {Learned::held};
+        }
+        confirms_known = resolved;
+        if (e->data.compare_exchange_weak(d, pack(mac, NeighborState::reachable, pinned_of(d)),
+                                          std::memory_order_release, std::memory_order_relaxed))
+            break;
     }
     e->confirmed_ns.store(now_ns, std::memory_order_relaxed);
+    // The known MAC spoke: whatever another MAC claimed meanwhile is refuted.
+    if (confirms_known) e->claimed.store(0, std::memory_order_relaxed);
     if (create) e->wanted_ns.store(now_ns, std::memory_order_relaxed);
-    return true;
+    return {Learned::stored};
 }
 
 void NeighborTable::pin(Ipv4Addr ip, uint64_t now_ns) {
@@ -140,6 +154,7 @@ std::vector<NeighborTable::Request> NeighborTable::due_requests(uint64_t now_ns)
             retire();
             continue;
         }
+        if (verify_claim(e, ip, now_ns, out)) continue;
         const bool recently_wanted = pinned || now_ns - wanted < kUnusedNs;
         switch (state_of(d)) {
             case NeighborState::reachable:
@@ -195,6 +210,42 @@ std::vector<NeighborTable::Request> NeighborTable::due_requests(uint64_t now_ns)
     return out;
 }
 
+bool NeighborTable::verify_claim(Entry& e, Ipv4Addr ip, uint64_t now_ns, std::vector<Request>& out) {
+    const uint64_t claim = e.claimed.load(std::memory_order_acquire);
+    uint64_t d = e.data.load(std::memory_order_acquire);
+    const NeighborState s = state_of(d);
+    if (claim == 0 || (s != NeighborState::reachable && s != NeighborState::stale)) {
+        e.verifying = false;
+        return false;
+    }
+    const uint64_t confirmed = e.confirmed_ns.load(std::memory_order_relaxed);
+    // A new claim, or the known MAC answered since this one's probes began and the claim was
+    // raised again: every probe is owed anew, still at most one a kRetryNs (a poisoner that
+    // repeats itself sets the pace of nothing).
+    if (!e.verifying || confirmed != e.confirmed_at_verify) {
+        e.verifying = true;
+        e.verify_probes = 0;
+        e.next_verify_ns = std::max(e.next_verify_ns, now_ns);
+        e.confirmed_at_verify = confirmed;
+    }
+    if (now_ns < e.next_verify_ns) return true;
+    if (e.verify_probes < kMaxRequests) {
+        out.push_back({ip, mac_of(d)});
+        ++e.verify_probes;
+        e.next_verify_ns = now_ns + kRetryNs;
+        return true;
+    }
+    // The known MAC stayed silent through every probe: the claim was a real move.
+    if (!e.data.compare_exchange_strong(d, pack(mac_of(claim), NeighborState::reachable, pinned_of(d))))
+        return true;  // a worker's learn() raced us: look again at the next tick
+    uint64_t adopted = claim;
+    e.claimed.compare_exchange_strong(adopted, 0);  // a newer claim stays, against the adopted MAC
+    e.confirmed_ns.store(now_ns, std::memory_order_relaxed);
+    e.requests = 0;
+    e.verifying = false;
+    return true;
+}
+
 void NeighborTable::link_up(uint64_t now_ns) {
     for (Entry& e : entries_) {
         const uint32_t key = e.key.load(std::memory_order_acquire);
@@ -214,6 +265,8 @@ size_t NeighborTable::release_retired() {
     for (Entry& e : entries_) {
         if (e.key.load(std::memory_order_acquire) != kRetiring) continue;
         e.data.store(0, std::memory_order_relaxed);
+        e.claimed.store(0, std::memory_order_relaxed);
+        e.verifying = false;
         e.confirmed_ns.store(0, std::memory_order_relaxed);
         e.wanted_ns.store(0, std::memory_order_relaxed);
         e.requests = 0;
@@ -242,6 +295,7 @@ std::vector<NeighborEntryView> NeighborTable::entries() const {
         if (v.state == NeighborState::reachable || v.state == NeighborState::stale) v.mac = mac_of(d);
         v.pinned = pinned_of(d);
         v.confirmed_ns = e.confirmed_ns.load(std::memory_order_relaxed);
+        if (const uint64_t c = e.claimed.load(std::memory_order_relaxed); c != 0) v.claimed = mac_of(c);
         out.push_back(v);
     }
     return out;

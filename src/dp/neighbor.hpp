@@ -14,6 +14,13 @@
 // wanted again, at most one new attempt per 5 s). Unpinned entries nobody wanted for 60 s are
 // removed.
 //
+// Changes are verified (ARP poisoning): an ARP that gives a resolved entry (reachable or stale)
+// another MAC is not believed at once. The claimed MAC is held aside and the known MAC is
+// probed by unicast, kMaxRequests times kRetryNs apart; if it answers, it stays and the claim
+// is forgotten; if it stays silent, the claim was a real move (a VRRP/keepalived failover
+// announced by gratuitous ARP) and is adopted, about 3 s after the announcement. Packets keep
+// going to the known MAC meanwhile. The first answer for an unresolved entry is believed.
+//
 // Concurrency, without locks: an entry is a key word (the IPv4 address, claimed by CAS from
 // 0) and one 64-bit data word holding the MAC and the state, so a reader never sees a MAC of
 // another state; readers re-check the key after reading the data. Only the control plane
@@ -47,6 +54,18 @@ struct NeighborEntryView {
     std::optional<MacAddr> mac;
     bool pinned = false;
     uint64_t confirmed_ns = 0;  // last ARP from the host, 0: never
+    std::optional<MacAddr> claimed;  // another MAC claimed for it, being verified
+};
+
+// What learn() did with an ARP.
+struct Learned {
+    enum Outcome : uint8_t {
+        ignored,  // no entry for the address and none to create, or an unusable MAC
+        stored,   // the entry now holds the MAC (first answer, or the known MAC confirmed)
+        held,     // a different MAC for a resolved entry: held until verified
+    };
+    Outcome outcome = ignored;
+    explicit operator bool() const { return outcome == stored; }
 };
 
 class NeighborTable {
@@ -68,8 +87,9 @@ public:
     void want(Ipv4Addr ip, uint64_t now_ns) noexcept;
     // An ARP from `ip` said it is at `mac`. Updates an existing entry; creates one only if
     // `create` (the ARP asked for one of calyx's addresses: the host is about to talk to us,
-    // RFC 826's merge rule). Returns whether an entry now holds the MAC.
-    bool learn(Ipv4Addr ip, MacAddr mac, uint64_t now_ns, bool create) noexcept;
+    // RFC 826's merge rule). A different MAC for a resolved entry is only held for
+    // verification (see above).
+    Learned learn(Ipv4Addr ip, MacAddr mac, uint64_t now_ns, bool create) noexcept;
 
     // Control plane.
     // Keeps `ip` resolved for as long as calyx runs (the gateway); unpins the previous one.
@@ -78,7 +98,8 @@ public:
         Ipv4Addr ip;
         std::optional<MacAddr> unicast_to;  // refresh a known MAC by unicast, as Linux probes
     };
-    // Advances every entry's state machine to `now_ns` and returns the ARP requests to send.
+    // Advances every entry's state machine to `now_ns` and returns the ARP requests to send
+    // (refreshes, resolutions and the probes that verify a claimed change).
     // Not called while the link is down: requests could not leave.
     std::vector<Request> due_requests(uint64_t now_ns);
     // The link came (back) up: entries that are failed or still resolving start over at once
@@ -97,10 +118,22 @@ private:
         std::atomic<uint64_t> data{0};  // mac (48 bits) << 16 | state << 8 | pinned
         std::atomic<uint64_t> confirmed_ns{0};
         mutable std::atomic<uint64_t> wanted_ns{0};
+        // Another MAC an ARP claimed for a resolved entry: pack(mac, reachable, false); 0: none.
+        // Set by workers, cleared by the known MAC answering (workers) or on adoption.
+        std::atomic<uint64_t> claimed{0};
         // Control plane only.
         uint64_t next_request_ns = 0;
         uint32_t requests = 0;
+        // Verifying a claim: probes sent to the known MAC, and confirmed_ns when they started
+        // (a change of it means the known MAC answered).
+        bool verifying = false;
+        uint32_t verify_probes = 0;
+        uint64_t next_verify_ns = 0;
+        uint64_t confirmed_at_verify = 0;
     };
+    // The verification of `e`'s claimed MAC: probes to send, or the claim adopted or dropped.
+    // Returns whether the entry is being verified (its ordinary state machine waits).
+    bool verify_claim(Entry& e, Ipv4Addr ip, uint64_t now_ns, std::vector<Request>& out);
     static uint64_t pack(MacAddr mac, NeighborState s, bool pinned);
     static MacAddr mac_of(uint64_t data);
     static NeighborState state_of(uint64_t data) { return static_cast<NeighborState>(data >> 8 & 0xff); }

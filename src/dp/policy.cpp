@@ -400,7 +400,8 @@ void policy_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexce
         if (ctx.fragments && (ip->frag.host() & Ipv4Hdr::kMoreFragments))
             ctx.fragments->remember({sides[k].src_ip.value, sides[k].dst_ip.value, ip->id.host(),
                                      sides[k].src_zone, ip->protocol},
-                                    ctx.now_ns + uint64_t{snap.fragment_timeout_s} * 1'000'000'000,
+                                    ctx.fragments->source_of(m.in_port, sides[k].src_ip.value, m.in_port == uplink_port),
+                                    ctx.now_ns, ctx.now_ns + uint64_t{snap.fragment_timeout_s} * 1'000'000'000,
                                     m.nat == NatAction::snat ? m.nat_addr : 0, static_cast<uint32_t>(snap.generation));
     }
 }

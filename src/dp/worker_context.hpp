@@ -1,7 +1,8 @@
 // What a worker carries through the pipeline besides the batch: its counters, the current
-// time (injected, so tests are deterministic) and its ICMP error budget.
+// time (injected, so tests are deterministic) and its ICMP error budgets.
 #pragma once
 
+#include <array>
 #include <cstdint>
 
 #include "dp/counters.hpp"
@@ -39,7 +40,10 @@ struct IcmpErrorBudget {
 struct WorkerContext {
     WorkerCounters& counters;
     uint64_t now_ns = 0;
-    IcmpErrorBudget icmp_budget{};
+    // One bucket per port the offending packets arrive on: an instance that provokes errors
+    // by the thousand spends only its own budget, never the fragmentation-needed errors other
+    // instances need for path MTU discovery. (The uplink's bucket is the Internet's.)
+    std::array<IcmpErrorBudget, kMaxPorts> icmp_budget{};
     FragmentVerdicts* fragments = nullptr;  // this worker's; required by the policy stage
 };
 

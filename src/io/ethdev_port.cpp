@@ -312,7 +312,8 @@ EthdevPort::~EthdevPort() {
     if (vdev_created_) (void)rte_eal_hotplug_remove("vdev", device_name_.c_str());
 }
 
-uint16_t EthdevPort::rx(rte_mbuf** pkts, uint16_t n, uint16_t queue) noexcept {
+uint16_t EthdevPort::rx(rte_mbuf** pkts, uint16_t n, uint16_t queue, uint16_t& refused) noexcept {
+    refused = 0;
     return rte_eth_rx_burst(port_id_, queue, pkts, n);
 }
 

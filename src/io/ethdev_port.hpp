@@ -87,7 +87,7 @@ public:
 
     // Worker side: rte_eth_rx_burst / rte_eth_tx_burst on the worker's own queue. tx takes
     // ownership of the mbufs it reports as sent (the PMD frees them once transmitted).
-    uint16_t rx(rte_mbuf** pkts, uint16_t n, uint16_t queue) noexcept override;
+    uint16_t rx(rte_mbuf** pkts, uint16_t n, uint16_t queue, uint16_t& refused) noexcept override;
     uint16_t tx(rte_mbuf** pkts, uint16_t n, uint16_t queue) noexcept override;
     bool connected() const override { return up_.load(std::memory_order_relaxed); }
     uint16_t slot() const override { return slot_; }

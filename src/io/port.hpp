@@ -13,10 +13,11 @@ class Port {
 public:
     virtual ~Port() = default;
     // Receives up to n packets (new mbufs, owned by the caller) from receive queue `queue`.
-    // A port polled by one worker has one queue (0); the uplink has one per worker.
-    virtual uint16_t rx(rte_mbuf** pkts, uint16_t n, uint16_t queue) noexcept = 0;
-    // Sends pkts[0..n) on transmit queue `queue` (one per worker, so workers never share
-    // one). Takes ownership of the first `returned` mbufs; the caller frees the rest.
+    // `refused`: frames the port took in but dropped itself (vhost-user: longer than a
+    // buffer), for the caller to count.
+    virtual uint16_t rx(rte_mbuf** pkts, uint16_t n, uint16_t queue, uint16_t& refused) noexcept = 0;
+    // Sends pkts[0..n) for worker `queue` (the uplink: its own transmit queue; vhost-user: see
+    // io/vhost_tx.hpp). Takes ownership of the first `returned` mbufs; the caller frees the rest.
     virtual uint16_t tx(rte_mbuf** pkts, uint16_t n, uint16_t queue) noexcept = 0;
     // A peer is attached (VM connected, link up).
     virtual bool connected() const = 0;

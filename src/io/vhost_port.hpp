@@ -8,8 +8,19 @@
 // Threads: the vhost library's event thread calls new_device/destroy_device; workers call
 // rx/tx. destroy_device waits for an RCU grace period after marking the device gone, so no
 // worker is inside a burst on a device that is being torn down.
+//
+// What a guest cannot do to the others:
+//   - drain the shared mbuf pool or a worker's time with long descriptor chains: buffers are
+//     linear (RTE_VHOST_USER_LINEARBUF_SUPPORT): a frame that does not fit in one mbuf is
+//     refused by rte_vhost before anything is copied or allocated for it, and counted here as
+//     oversize_frame (from the split ring's avail index; packed rings are not offered, so the
+//     count is exact). External buffers (EXTBUF) are not enabled: they would let a guest make
+//     calyx rte_malloc() a buffer of the guest's choosing, up to 64 KB, per frame.
+//   - meet another worker inside a ring: each transmit ring of the guest has one poller (the
+//     snapshot's stable deal) and the receive rings are owned or locked by TxPairs.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <expected>
@@ -18,6 +29,7 @@
 
 #include "calyx/config.hpp"
 #include "io/port.hpp"
+#include "io/vhost_tx.hpp"
 
 struct rte_mbuf;
 struct rte_mempool;
@@ -27,19 +39,26 @@ namespace calyx::io {
 
 class VhostPort final : public Port {
 public:
-    // Registers the socket and starts serving it. `grace` is the workers' RCU variable.
+    // Registers the socket and starts serving it; in server mode sets the socket file's owner,
+    // group and mode as configured. `grace` is the workers' RCU variable, `workers` how many
+    // may send to the port. A failure leaves every existing socket file as it was: a server
+    // socket is replaced only when it is stale (no calyx port serves it, nobody listens).
     static std::expected<std::unique_ptr<VhostPort>, std::string> open(
-        uint16_t slot, const config::PortConfig& cfg, rte_mempool* pool, rte_rcu_qsbr* grace);
+        uint16_t slot, const config::PortConfig& cfg, rte_mempool* pool, rte_rcu_qsbr* grace,
+        uint16_t workers);
     ~VhostPort() override;  // unregisters the socket (removes it in server mode)
+
+    // Server mode: gives the socket file the owner, group and mode of `cfg` (a reload that
+    // changes only those keeps the connection). Control plane.
+    std::expected<void, std::string> set_permissions(const config::PortConfig& cfg);
     VhostPort(const VhostPort&) = delete;
     VhostPort& operator=(const VhostPort&) = delete;
 
-    // Worker side. rx(queue) receives from queue pair `queue` (< cfg.queues) and allocates
-    // mbufs from the pool. tx(queue) copies into the guest's receive ring of pair
-    // `queue` mod cfg.queues (or of the first ready pair if the guest left that one off) and
-    // frees the mbufs it copied; rte_vhost serialises each ring with its own lock, which
-    // workers contend for only when they outnumber the pairs.
-    uint16_t rx(rte_mbuf** pkts, uint16_t n, uint16_t queue) noexcept override;
+    // Worker side. rx(queue) receives from queue pair `queue` (< cfg.queues, polled by one
+    // worker only) and allocates mbufs from the pool; `refused` counts the frames rte_vhost
+    // took off the ring but refused (too long for one buffer). tx(queue) copies into a guest
+    // receive ring as TxPairs decides for worker `queue` and frees the mbufs it copied.
+    uint16_t rx(rte_mbuf** pkts, uint16_t n, uint16_t queue, uint16_t& refused) noexcept override;
     uint16_t tx(rte_mbuf** pkts, uint16_t n, uint16_t queue) noexcept override;
 
     bool connected() const override { return vid_.load(std::memory_order_acquire) >= 0; }
@@ -54,8 +73,8 @@ public:
     static int on_vring_state_changed(int vid, uint16_t queue, int enable);
 
 private:
-    VhostPort(uint16_t slot, config::PortConfig cfg, rte_mempool* pool, rte_rcu_qsbr* grace)
-        : slot_(slot), cfg_(std::move(cfg)), pool_(pool), grace_(grace) {}
+    VhostPort(uint16_t slot, config::PortConfig cfg, rte_mempool* pool, rte_rcu_qsbr* grace, uint16_t workers)
+        : slot_(slot), cfg_(std::move(cfg)), pool_(pool), grace_(grace), tx_pairs_(cfg_.queues, workers, grace) {}
     static VhostPort* find(int vid);
 
     uint16_t slot_;
@@ -63,10 +82,18 @@ private:
     rte_mempool* pool_;
     rte_rcu_qsbr* grace_;
     std::atomic<int> vid_{-1};
-    // Bit 2p: the guest's receive ring of queue pair p is ready (vring_state_changed).
-    std::atomic<uint64_t> ready_rx_vrings_{0};
+    // Bit p: the guest's receive ring of queue pair p is ready (vring_state_changed).
+    std::atomic<uint32_t> ready_rx_pairs_{0};
     std::atomic<uint64_t> connects_{0};
     bool registered_ = false;
+    TxPairs tx_pairs_;
+    // Per queue pair, touched only by the one worker that polls it: the guest transmit ring's
+    // avail index after the last burst, and the connection it belongs to.
+    struct RxRing {
+        uint16_t last_avail = 0;
+        uint64_t connection = 0;
+    };
+    std::array<RxRing, TxPairs::kMaxPairs> rx_rings_{};
 };
 
 }  // namespace calyx::io

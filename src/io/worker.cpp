@@ -68,8 +68,10 @@ uint16_t receive(dp::Batch& batch, Port& port, uint16_t slot, uint16_t queue, dp
                  uint64_t& io_cycles) {
     rte_mbuf* pkts[dp::kBurstSize];
     const uint64_t rx_start = rte_rdtsc();
-    const uint16_t n = port.rx(pkts, dp::kBurstSize, queue);
+    uint16_t refused = 0;
+    const uint16_t n = port.rx(pkts, dp::kBurstSize, queue, refused);
     io_cycles += rte_rdtsc() - rx_start;
+    if (refused) counters.count_drop(slot, DropReason::oversize_frame, refused);
     uint64_t bytes = 0;
     for (uint16_t i = 0; i < n; ++i) {
         rte_mbuf* m = pkts[i];
@@ -78,7 +80,8 @@ uint16_t receive(dp::Batch& batch, Port& port, uint16_t slot, uint16_t queue, dp
         batch.frames[i] = frame_of(m);
         batch.meta[i] = dp::PacketMeta{};
         batch.meta[i].in_port = slot;
-        // Frames never exceed one buffer without offloads; a chain means a misbehaving guest.
+        // vhost-user ports refuse frames longer than a buffer (oversize_frame); a chain that
+        // still arrives (from a PMD) is not looked into.
         if (m->nb_segs != 1) batch.drop(i, DropReason::multi_segment);
     }
     batch.count = n;

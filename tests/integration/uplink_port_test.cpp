@@ -130,7 +130,8 @@ std::optional<Received> receive_until(EthdevPort& port, Pred want, bool answer_a
     while (Clock::now() < deadline) {
         bool any = false;
         for (uint16_t q = 0; q < port.queues(); ++q) {
-            const uint16_t n = port.rx(burst, 32, q);
+            uint16_t refused = 0;
+            const uint16_t n = port.rx(burst, 32, q, refused);
             for (uint16_t i = 0; i < n; ++i) {
                 any = true;
                 Received f;

@@ -132,6 +132,33 @@ protected:
         return line;
     }
 
+    // Writes `frame` onto the provider segment from the namespace (an attacker there, or the
+    // new VRRP master announcing itself).
+    void send_from_internet(const Bytes& frame) {
+        std::string hex;
+        for (uint8_t b : frame) hex += fmt::format("{:02x}", b);
+        const auto r = ns_->exec(fmt::format(
+            "python3 -c \"import socket; s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); "
+            "s.bind(('{}', 0)); s.send(bytes.fromhex('{}'))\"",
+            tap_, hex));
+        ASSERT_EQ(r.status, 0) << r.output;
+    }
+    // An ARP for the gateway's address, sent with Ethernet source `eth_src` and sender hardware
+    // address `sha`: a reply to calyx, or (gratuitous) a broadcast request for itself.
+    static Bytes gateway_arp(MacAddr eth_src, MacAddr sha, bool gratuitous) {
+        return FrameBuilder()
+            .eth(eth_src, MacAddr::broadcast(), ethertype::kArp)
+            .arp(gratuitous ? 1 : 2, sha, kUpstream, MacAddr{}, gratuitous ? kUpstream : kHostAddress)
+            .build();
+    }
+    // web-1 pings the gateway's own address (on-link: the same ARP entry as everything routed
+    // through it); whether the answer came within `wait`.
+    bool gateway_answers(uint16_t seq, std::chrono::milliseconds wait = kReply) {
+        VmPeer& web = vm(kWeb);
+        if (!web.send(ping_frame(kWeb, kUpstream, 0x4a, seq))) return false;
+        return web.receive(wait, is_echo_reply(0x4a, seq)).has_value();
+    }
+
     std::string tap_;
     std::unique_ptr<Namespace> ns_;
     int server_pid_ = 0;
@@ -202,6 +229,57 @@ TEST_F(UplinkTest, PrivateInstanceHasNoInternetEvenWithAllowAllGroups) {
     EXPECT_GE(report->drops("uplink", "private_isolated"), 1u) << report->text;
     // Inside the site db-1 still reaches what its groups allow: the gateway at least.
     expect_gateway_answers_ping(kDb, 9, 1);
+}
+
+// ARP poisoning from the provider segment: forged replies claim the gateway's address for
+// another MAC, again and again, for longer than calyx's verification takes, while the real
+// gateway answers calyx's probes. Not one of web-1's pings to the gateway is lost; the forged
+// frames are counted.
+TEST_F(UplinkTest, PoisonedArpForTheGatewayChangesNothingWhileTheRealGatewayAnswers) {
+    ASSERT_TRUE(gateway_answers(1, kWarmUp)) << "the gateway does not answer before the attack";
+    const MacAddr attacker{{0x02, 0x00, 0x00, 0x00, 0x66, 0x66}};
+    // One whose Ethernet source is not its sender hardware address: dropped outright.
+    ASSERT_NO_FATAL_FAILURE(send_from_internet(gateway_arp(attacker, MacAddr{{0x02, 0, 0, 0, 0x66, 0x67}}, false)));
+    uint16_t seq = 2;
+    const auto until = std::chrono::steady_clock::now() + 6s;
+    int forged = 0;
+    while (std::chrono::steady_clock::now() < until) {
+        ASSERT_NO_FATAL_FAILURE(send_from_internet(gateway_arp(attacker, attacker, forged % 2 == 1)));
+        ++forged;
+        EXPECT_TRUE(gateway_answers(seq)) << "ping " << seq << " lost after " << forged << " forged ARPs";
+        ++seq;
+        std::this_thread::sleep_for(200ms);
+    }
+    const auto report = wait_for_drops("uplink", "arp_change_unverified", static_cast<uint64_t>(forged));
+    ASSERT_TRUE(report.has_value());
+    EXPECT_EQ(report->drops("uplink", "arp_change_unverified"), static_cast<uint64_t>(forged)) << report->text;
+    EXPECT_EQ(report->drops("uplink", "arp_sender_mismatch"), 1u) << report->text;
+    const auto seen = fetch_seen_address(kApp, 42100);
+    ASSERT_TRUE(seen.has_value()) << "masqueraded traffic no longer reaches the Internet";
+}
+
+// A failover as keepalived does it: the gateway's address moves to a router with another MAC
+// (here: the namespace's interface takes a new MAC, so the old one goes silent) and the new
+// master announces itself by gratuitous ARP. calyx follows within a few seconds.
+TEST_F(UplinkTest, GatewayFailoverAnnouncedByGratuitousArpIsFollowedWithinSeconds) {
+    ASSERT_TRUE(gateway_answers(1, kWarmUp)) << "the gateway does not answer before the failover";
+    const MacAddr new_master{{0x02, 0x00, 0x00, 0x00, 0x77, 0x77}};
+    ASSERT_TRUE(ns_->ip(fmt::format("link set dev {} address {}", tap_, text(new_master))));
+    const auto announced = std::chrono::steady_clock::now();
+    ASSERT_NO_FATAL_FAILURE(send_from_internet(gateway_arp(new_master, new_master, true)));
+    std::optional<std::chrono::milliseconds> followed;
+    for (uint16_t seq = 2; seq < 200 && !followed; ++seq) {
+        if (gateway_answers(seq, 200ms))
+            followed = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - announced);
+        else if (std::chrono::steady_clock::now() - announced > 15s)
+            break;
+    }
+    ASSERT_TRUE(followed.has_value()) << "calyx never followed the new gateway MAC";
+    EXPECT_LE(followed->count(), 5000) << "failover took " << followed->count() << " ms";
+    EXPECT_GE(followed->count(), 2000) << "the change was believed before the old MAC was probed";
+    std::printf("gateway failover followed after %lld ms\n", static_cast<long long>(followed->count()));
+    const auto seen = fetch_seen_address(kApp, 42200);
+    ASSERT_TRUE(seen.has_value()) << "masqueraded traffic does not reach the Internet after the failover";
 }
 
 }  // namespace

@@ -353,6 +353,10 @@ void VmPeer::detach() {
     rte_eal_hotplug_remove("vdev", name_.c_str());
     rte_mempool_free(pool_);
     pool_ = nullptr;
+    rte_pktmbuf_free(chain_segment_);  // the port is closed: no segment refers to it any more
+    chain_segment_ = nullptr;
+    rte_mempool_free(chain_pool_);
+    chain_pool_ = nullptr;
     pending_.clear();
     connection_.clear();
     if (opts_.server) ::unlink(opts_.socket.c_str());
@@ -375,6 +379,43 @@ bool VmPeer::send(const Bytes& frame, uint16_t queue) {
             return false;
         }
         std::this_thread::sleep_for(1ms);
+    }
+    ++sent_;
+    return true;
+}
+
+bool VmPeer::send_chain(const Bytes& frame, uint16_t extra_segments, uint16_t segment_len, uint16_t queue) {
+    if (!attached_ || segment_len > 65000) return false;
+    if (!chain_segment_) {
+        chain_pool_ = rte_pktmbuf_pool_create((name_ + "_big").c_str(), 1, 0, 0,
+                                              static_cast<uint16_t>(65000 + RTE_PKTMBUF_HEADROOM), SOCKET_ID_ANY);
+        if (!chain_pool_ || !(chain_segment_ = rte_pktmbuf_alloc(chain_pool_))) return false;
+        std::memset(rte_pktmbuf_append(chain_segment_, 65000), 0xab, 65000);
+    }
+    rte_mbuf* head = rte_pktmbuf_alloc(pool_);
+    if (!head) return false;
+    std::memcpy(rte_pktmbuf_append(head, static_cast<uint16_t>(frame.size())), frame.data(), frame.size());
+    for (uint16_t k = 0; k < extra_segments; ++k) {
+        rte_mbuf* segment = rte_pktmbuf_alloc(pool_);
+        if (!segment) {
+            rte_pktmbuf_free(head);
+            return false;
+        }
+        rte_pktmbuf_attach(segment, chain_segment_);
+        rte_pktmbuf_trim(segment, static_cast<uint16_t>(65000 - segment_len));
+        if (rte_pktmbuf_chain(head, segment) != 0) {
+            rte_pktmbuf_free(segment);
+            rte_pktmbuf_free(head);
+            return false;
+        }
+    }
+    const auto deadline = Clock::now() + 1000ms;
+    while (rte_eth_tx_burst(port_id_, queue, &head, 1) == 0) {
+        if (Clock::now() > deadline) {
+            rte_pktmbuf_free(head);
+            return false;
+        }
+        std::this_thread::yield();
     }
     ++sent_;
     return true;

@@ -31,6 +31,7 @@
 
 #include "calyx/net.hpp"
 
+struct rte_mbuf;
 struct rte_mempool;
 
 namespace calyx::test {
@@ -97,6 +98,11 @@ public:
     std::vector<Bytes> receive_all(std::chrono::milliseconds window,
                                    const FramePredicate& pred = nullptr);
 
+    // Queue `frame` followed by `extra_segments` segments of `segment_len` bytes each (up to
+    // 65000), as one chained mbuf: a guest's long descriptor chain. The segments all point into
+    // one buffer, so a megabyte frame costs the peer no memory. False if the ring stayed full.
+    bool send_chain(const Bytes& frame, uint16_t extra_segments, uint16_t segment_len, uint16_t queue = 0);
+
     // Throw away whatever has already arrived.
     void drain();
 
@@ -134,6 +140,8 @@ private:
     std::string name_;  // "net_virtio_user<N>"
     uint16_t port_id_ = 0;
     rte_mempool* pool_ = nullptr;
+    rte_mempool* chain_pool_ = nullptr;  // send_chain's one large buffer
+    rte_mbuf* chain_segment_ = nullptr;
     std::deque<Bytes> pending_;  // received, not yet examined
     std::vector<int> connection_;  // the PMD's vhost-user connection (descriptor), for link_up()
     bool attached_ = false;

@@ -335,6 +335,50 @@ uplink:
     EXPECT_EQ(device_name(up.port), "/run/calyx/uplink.sock");
 }
 
+// libvirt and Nova run QEMU as libvirt-qemu: the socket calyx creates can be given to it.
+TEST(Config, ServerSocketTakesOwnerGroupAndOctalMode) {
+    const auto result = parse_config(yaml(R"(
+networks:
+  - {name: pub, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1}
+instances:
+  - {name: a, network: pub, mac: "52:54:00:00:00:01", ipv4: 203.0.113.10,
+     port: {type: vhost-user, socket: /run/calyx/a.sock, owner: root, group: nogroup, mode: "0660"}}
+  - {name: b, network: pub, mac: "52:54:00:00:00:02", ipv4: 203.0.113.11,
+     port: {type: vhost-user, socket: /run/calyx/b.sock, owner: 64055, mode: 600}}
+)"),
+                                     "access.yaml");
+    ASSERT_TRUE(result.has_value()) << result.error().front().to_string();
+    const PortConfig& a = result->instances[0].port;
+    EXPECT_EQ(a.mode, VhostMode::server);
+    EXPECT_EQ(a.owner, (FileOwner{"root", 0}));
+    ASSERT_TRUE(a.group);
+    EXPECT_EQ(a.group->name, "nogroup");
+    EXPECT_EQ(a.group->id, 65534u);
+    EXPECT_EQ(a.socket_mode, 0660u);
+    const PortConfig& b = result->instances[1].port;
+    EXPECT_EQ(b.owner, (FileOwner{"64055", 64055}));
+    EXPECT_FALSE(b.group);
+    EXPECT_EQ(b.socket_mode, 0600u);
+}
+
+TEST(Config, SocketAccessErrorsNameTheirKey) {
+    EXPECT_EQ(error_lines(R"(
+networks:
+  - {name: pub, kind: public, cidr: 203.0.113.0/24, gateway: 203.0.113.1}
+instances:
+  - {name: a, network: pub, mac: "52:54:00:00:00:01", ipv4: 203.0.113.10,
+     port: {type: vhost-user, socket: /run/calyx/a.sock, owner: no-such-user, group: no-such-group, mode: "0999"}}
+  - {name: b, network: pub, mac: "52:54:00:00:00:02", ipv4: 203.0.113.11,
+     port: {type: vhost-user, socket: /run/calyx/b.sock, mode: client, owner: root}}
+)"),
+              (std::vector<std::string>{
+                  "bad.yaml:5:65: user 'no-such-user' does not exist on this host",
+                  "bad.yaml:5:86: group 'no-such-group' does not exist on this host",
+                  "bad.yaml:5:107: 'mode' must be server, client, or the socket file's mode in octal (e.g. \"0660\"), got '0999'",
+                  "bad.yaml:7:12: owner, group and a file mode apply to a socket calyx creates (server mode); in "
+                  "client mode QEMU creates the socket"}));
+}
+
 TEST(Config, PciUplinkAddressInTheLongFormIsKept) {
     const auto result = parse_config(yaml(R"(
 uplink:
@@ -898,7 +942,7 @@ instances:
     port: {type: vhost-user}
 )",
      {"bad.yaml:8:38: socket /run/calyx/calyx.sock is the control socket (control.socket)",
-      "bad.yaml:8:67: 'mode' must be server or client, got 'listen'",
+      "bad.yaml:8:67: 'mode' must be server, client, or the socket file's mode in octal (e.g. \"0660\"), got 'listen'",
       "bad.yaml:8:83: 'queues' must be between 1 and 8, got 9",
       "bad.yaml:13:38: 'socket' must be an absolute path, got 'b.sock'",
       "bad.yaml:18:11: port is missing required key 'socket'"}},

@@ -88,5 +88,18 @@ TEST(Metrics, AnAddressInUseIsAnErrorNotACrash) {
     EXPECT_NE(second.error().find("cannot listen"), std::string::npos) << second.error();
 }
 
+// Loopback stays quiet; any other address is warned about, saying what it gives away.
+TEST(MetricsExposure, NonLoopbackListenAddressIsWarnedAboutWithWhatItReveals) {
+    for (const char* quiet : {"127.0.0.1:9469", "127.0.0.53:9000", "localhost:9469"})
+        EXPECT_FALSE(exposure_warning(quiet)) << quiet;
+    for (const char* exposed : {"0.0.0.0:9469", "192.0.2.7:9469", "10.0.0.1:80"}) {
+        const auto w = exposure_warning(exposed);
+        ASSERT_TRUE(w) << exposed;
+        EXPECT_NE(w->find(exposed), std::string::npos) << *w;
+        for (const char* reveals : {"instance's name", "drop counters", "connection table", "NAT"})
+            EXPECT_NE(w->find(reveals), std::string::npos) << reveals << " missing from: " << *w;
+    }
+}
+
 }  // namespace
 }  // namespace calyx::cp

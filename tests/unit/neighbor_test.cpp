@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <functional>
 #include <thread>
 
 #include "dp/neighbor.hpp"
@@ -76,10 +77,97 @@ TEST(NeighborTable, AnswerMakesItReachableThenStaleAndRefreshedByUnicast) {
     EXPECT_EQ(due.front().unicast_to, kMac) << "a refresh asks the known MAC";
     EXPECT_EQ(state_of(t, kGateway), NeighborState::stale);
     EXPECT_EQ(t.lookup(kGateway), kMac) << "stale is still used";
-    // The host moved to another MAC and says so.
-    t.learn(kGateway, kOtherMac, now, false);
-    EXPECT_EQ(t.lookup(kGateway), kOtherMac);
+    // The known MAC answers the refresh.
+    EXPECT_TRUE(t.learn(kGateway, kMac, now, false));
     EXPECT_EQ(state_of(t, kGateway), NeighborState::reachable);
+}
+
+// ---- ARP poisoning: a claimed change is verified by probing the known MAC ----
+
+// Advances by control-plane ticks of 100 ms to `until`, answering each probe of the known MAC
+// when `known_answers`; returns the probes sent.
+std::vector<NeighborTable::Request> tick_until(NeighborTable& t, uint64_t& now, uint64_t until,
+                                               bool known_answers, const std::function<void()>& each_tick = {}) {
+    std::vector<NeighborTable::Request> probes;
+    for (; now < until; now += kSecond / 10) {
+        if (each_tick) each_tick();
+        for (const auto& r : t.due_requests(now)) {
+            probes.push_back(r);
+            if (known_answers && r.ip == kGateway && r.unicast_to == kMac) t.learn(kGateway, kMac, now + 1000, false);
+        }
+    }
+    return probes;
+}
+
+TEST(NeighborTable, PoisonedClaimIsHeldAndRefutedWhileTheKnownMacAnswers) {
+    NeighborTable t;
+    uint64_t now = 100 * kSecond;
+    t.pin(kGateway, now);
+    t.due_requests(now);
+    ASSERT_TRUE(t.learn(kGateway, kMac, now, false));
+    // Anyone on the segment says the gateway is at kOtherMac.
+    EXPECT_EQ(t.learn(kGateway, kOtherMac, now, false).outcome, Learned::held);
+    EXPECT_EQ(t.lookup(kGateway), kMac) << "not believed before it is verified";
+    ASSERT_EQ(t.entries().front().claimed, kOtherMac);
+    // The control plane probes the known MAC by unicast at once; it answers.
+    const auto probes = tick_until(t, now, now + 10 * kSecond, true);
+    ASSERT_EQ(probes.size(), 1u) << "one probe refutes the claim";
+    EXPECT_EQ(probes.front().unicast_to, kMac);
+    EXPECT_EQ(t.lookup(kGateway), kMac);
+    EXPECT_FALSE(t.entries().front().claimed);
+    EXPECT_EQ(state_of(t, kGateway), NeighborState::reachable);
+}
+
+TEST(NeighborTable, PersistentPoisonerNeverWinsWhileTheKnownMacAnswers) {
+    NeighborTable t;
+    uint64_t now = 100 * kSecond;
+    t.pin(kGateway, now);
+    ASSERT_TRUE(t.learn(kGateway, kMac, now, false));
+    // A claim every tick, for a minute (the entry also goes stale and is refreshed meanwhile).
+    const auto probes = tick_until(t, now, now + 60 * kSecond, true, [&] { t.learn(kGateway, kOtherMac, now, false); });
+    EXPECT_EQ(t.lookup(kGateway), kMac);
+    EXPECT_GE(probes.size(), 50u) << "every renewed claim is probed again";
+    EXPECT_LE(probes.size(), 61u) << "at most one probe a second";
+}
+
+TEST(NeighborTable, FailoverIsFollowedWhenTheKnownMacIsSilent) {
+    NeighborTable t;
+    uint64_t now = 100 * kSecond;
+    t.pin(kGateway, now);
+    ASSERT_TRUE(t.learn(kGateway, kMac, now, false));
+    now += 5 * kSecond;
+    // keepalived's new master announces itself; the old one is gone.
+    const uint64_t announced = now;
+    EXPECT_EQ(t.learn(kGateway, kOtherMac, now, false).outcome, Learned::held);
+    uint64_t adopted = 0;
+    for (; now < announced + 10 * kSecond && !adopted; now += kSecond / 10) {
+        const auto due = t.due_requests(now);
+        for (const auto& r : due) EXPECT_EQ(r.unicast_to, kMac) << "only the known MAC is probed";
+        if (t.lookup(kGateway) == kOtherMac) adopted = now;
+    }
+    ASSERT_NE(adopted, 0u) << "the new MAC was never believed";
+    EXPECT_GE(adopted - announced, NeighborTable::kMaxRequests * NeighborTable::kRetryNs)
+        << "every probe of the known MAC went unanswered first";
+    EXPECT_LE(adopted - announced, 4 * kSecond) << "failover within a few seconds";
+    EXPECT_EQ(state_of(t, kGateway), NeighborState::reachable);
+    EXPECT_FALSE(t.entries().front().claimed);
+    // The old MAC coming back is now the claim to verify.
+    EXPECT_EQ(t.learn(kGateway, kMac, now, false).outcome, Learned::held);
+    EXPECT_EQ(t.lookup(kGateway), kOtherMac);
+}
+
+TEST(NeighborTable, StaleEntryIsVerifiedTooAndUnresolvedOnesBelieveTheFirstAnswer) {
+    NeighborTable t;
+    uint64_t now = 100 * kSecond;
+    t.want(kHost, now);
+    t.due_requests(now);
+    EXPECT_TRUE(t.learn(kHost, kMac, now, false)) << "incomplete: the first answer is believed";
+    now += NeighborTable::kReachableNs;
+    t.lookup(kHost, now);  // in use
+    t.due_requests(now);
+    ASSERT_EQ(state_of(t, kHost), NeighborState::stale);
+    EXPECT_EQ(t.learn(kHost, kOtherMac, now, false).outcome, Learned::held);
+    EXPECT_EQ(t.lookup(kHost), kMac);
 }
 
 TEST(NeighborTable, StaleEntryThatStopsAnsweringFails) {

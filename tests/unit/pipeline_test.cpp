@@ -161,6 +161,58 @@ TEST_F(Routing, IcmpErrorsAreRateLimitedAndTheBudgetRefillsWithTime) {
     EXPECT_EQ(drops(kWebPort, DropReason::ttl_exceeded), 6u) << "every expired packet counted once";
 }
 
+// The attack: app-1 provokes errors by the thousand (TTL 1, unassigned addresses). web-1 still
+// gets the fragmentation-needed error its path MTU discovery needs, and its own budget is whole.
+TEST_F(Routing, OneInstanceExhaustingItsIcmpErrorBudgetLeavesOthersTheirs) {
+    for (int i = 0; i < 1000; ++i) {
+        TestFrame ttl(FrameBuilder().eth(kAppMac, kGatewayMac).ipv4(kAppIp, kWebIp, ipproto::kUdp, 1).udp(1, 2).build());
+        run(ttl, kAppPort);
+        TestFrame unassigned(FrameBuilder().eth(kAppMac, kGatewayMac).ipv4(kAppIp, Ipv4Addr::from_octets(10, 10, 0, 99), ipproto::kUdp).udp(1, 2).build());
+        run(unassigned, kAppPort);
+    }
+    EXPECT_EQ(counters_->icmp_errors_sent, 3u) << "app-1 had its burst";
+    EXPECT_EQ(counters_->icmp_errors_rate_limited, 1997u);
+    // web-1 sends 1450 bytes with DF towards app-1's network (MTU 1400), several times.
+    for (int i = 0; i < 3; ++i) {
+        TestFrame big(FrameBuilder().eth(kWebMac, kGatewayMac).ipv4(kWebIp, kAppIp, ipproto::kUdp).udp(1, 2, std::vector<uint8_t>(1422, 1)).build());
+        const auto m = run(big, kWebPort);
+        ASSERT_EQ(m.verdict, dp::Verdict::reply) << "fragmentation needed #" << i << " reached web-1";
+        EXPECT_EQ(big.at<IcmpHdr>(sizeof(EtherHdr) + sizeof(Ipv4Hdr))->code, icmp::kFragmentationNeeded);
+    }
+    EXPECT_EQ(counters_->icmp_errors_rate_limited, 1997u);
+}
+
+// A fragment of a UDP datagram with IP id `id` (first: with the UDP header, more to come).
+std::vector<uint8_t> udp_fragment(MacAddr mac, Ipv4Addr src, Ipv4Addr dst, uint16_t id, bool first) {
+    auto b = first ? FrameBuilder().eth(mac, kGatewayMac).ipv4(src, dst, ipproto::kUdp, 64, Ipv4Hdr::kMoreFragments)
+                         .udp(5000, 6000, std::vector<uint8_t>(64, 1)).build()
+                   : FrameBuilder().eth(mac, kGatewayMac).ipv4(src, dst, ipproto::kUdp, 64, 9)
+                         .raw(std::vector<uint8_t>(40, 2)).build();
+    auto* ip = reinterpret_cast<Ipv4Hdr*>(b.data() + sizeof(EtherHdr));
+    ip->id = Be16::from_host(id);
+    ip->checksum = 0;
+    ip->checksum = internet_checksum(ip, sizeof(Ipv4Hdr));
+    return b;
+}
+
+// The attack: app-1 sends first fragments by the thousand while web-1 is in the middle of a
+// fragmented datagram. app-1 only recycles its own slots; web-1's later fragment still passes.
+TEST_F(Routing, FragmentFloodFromOneInstanceDoesNotEvictAnotherInstancesDatagram) {
+    TestFrame first(udp_fragment(kWebMac, kWebIp, kDbIp, 7, true));
+    ASSERT_EQ(run(first, kWebPort).verdict, dp::Verdict::forward);
+    for (uint16_t id = 0; id < 20000; ++id) {
+        TestFrame flood(udp_fragment(kAppMac, kAppIp, kDbIp, id, true));
+        ASSERT_EQ(run(flood, kAppPort).verdict, dp::Verdict::forward);
+    }
+    EXPECT_LE(fragments_->held(kAppPort), dp::FragmentVerdicts::kSlots);
+    TestFrame later(udp_fragment(kWebMac, kWebIp, kDbIp, 7, false));
+    const auto m = run(later, kWebPort);
+    EXPECT_EQ(m.verdict, dp::Verdict::forward) << "web-1's datagram was evicted: " << drop_reason_info(m.reason).name;
+    // The flooder's own latest datagram is still followed.
+    TestFrame own(udp_fragment(kAppMac, kAppIp, kDbIp, 19999, false));
+    EXPECT_EQ(run(own, kAppPort).verdict, dp::Verdict::forward);
+}
+
 TEST_F(Routing, MulticastAndZeroDestinationsAreMartians) {
     for (Ipv4Addr dst : {Ipv4Addr::from_octets(224, 0, 0, 251), Ipv4Addr{}, Ipv4Addr::from_octets(127, 0, 0, 1)}) {
         TestFrame f(FrameBuilder().eth(kWebMac, kGatewayMac).ipv4(kWebIp, dst, ipproto::kUdp).udp(5353, 5353).build());

@@ -113,31 +113,43 @@ TEST_F(RouteTable, NetworkWhoseDhcpOptionsOverflowTheMinimumDatagramIsRefused) {
 namespace calyx::test {
 namespace {
 
-// Every queue pair of every instance is polled by exactly one worker, and the pairs are dealt
-// evenly: a multi-queue port's pairs land on different workers.
-TEST_F(RouteTable, QueuePairsAreDealtToTheWorkersInTurn) {
-    auto cfg = config::parse_config(R"(
-dataplane: {workers: [1, 2]}
+// Every queue pair of every instance is polled by exactly one worker, pair q of slot s by
+// worker (s + q) mod workers: a port's pairs land on different workers, and a reload that adds
+// or removes other instances never moves a ring to another worker (no ring ever has two
+// pollers, not even during the reload's grace period).
+TEST_F(RouteTable, QueuePairsAreDealtByPortAndStayWithTheirWorkerAcrossReloads) {
+    auto deal = [&](const std::string& instances) {
+        auto cfg = config::parse_config(R"(
+dataplane: {workers: [1, 2, 3]}
 networks:
   - {name: n, kind: public, cidr: 10.0.0.0/24, gateway: 10.0.0.1}
 instances:
-  - {name: a, network: n, mac: "52:54:00:00:00:01", ipv4: 10.0.0.2,
-     port: {type: vhost-user, socket: /run/a.sock, queues: 2}}
-  - {name: b, network: n, mac: "52:54:00:00:00:02", ipv4: 10.0.0.3,
-     port: {type: vhost-user, socket: /run/b.sock}}
-  - {name: c, network: n, mac: "52:54:00:00:00:03", ipv4: 10.0.0.4,
-     port: {type: vhost-user, socket: /run/c.sock, queues: 3}}
-)",
-                                    "queues.yaml");
-    ASSERT_TRUE(cfg.has_value()) << cfg.error().front().to_string();
-    const std::map<std::string, uint16_t> slots{{"a", 7}, {"b", 9}, {"c", 11}};
-    cp::SnapshotInputs in = inputs([&](const config::InstanceConfig& i) { return slots.at(i.name); });
-    auto snap = cp::build_snapshot(*cfg, in, 1);
-    ASSERT_TRUE(snap.has_value()) << snap.error();
-    using Q = dp::PolledQueue;
-    ASSERT_EQ((*snap)->queues_by_worker.size(), 2u);
-    EXPECT_EQ((*snap)->queues_by_worker[0], (std::vector<Q>{{7, 0}, {9, 0}, {11, 1}}));
-    EXPECT_EQ((*snap)->queues_by_worker[1], (std::vector<Q>{{7, 1}, {11, 0}, {11, 2}}));
+)" + instances, "queues.yaml");
+        EXPECT_TRUE(cfg.has_value()) << cfg.error().front().to_string();
+        const std::map<std::string, uint16_t> slots{{"a", 7}, {"b", 8}, {"c", 9}, {"d", 10}};
+        cp::SnapshotInputs in = inputs([&](const config::InstanceConfig& i) { return slots.at(i.name); });
+        auto snap = cp::build_snapshot(*cfg, in, 1);
+        EXPECT_TRUE(snap.has_value()) << snap.error();
+        std::map<std::pair<uint16_t, uint16_t>, size_t> worker_of;
+        const auto& w = (*snap)->queues_by_worker;
+        for (size_t i = 0; i < w.size(); ++i)
+            for (const auto& q : w[i]) EXPECT_TRUE(worker_of.emplace(std::pair{q.slot, q.queue}, i).second) << "polled twice";
+        return worker_of;
+    };
+    const std::string a = "  - {name: a, network: n, mac: \"52:54:00:00:00:01\", ipv4: 10.0.0.2, port: {type: vhost-user, socket: /run/a.sock, queues: 3}}\n";
+    const std::string b = "  - {name: b, network: n, mac: \"52:54:00:00:00:02\", ipv4: 10.0.0.3, port: {type: vhost-user, socket: /run/b.sock}}\n";
+    const std::string c = "  - {name: c, network: n, mac: \"52:54:00:00:00:03\", ipv4: 10.0.0.4, port: {type: vhost-user, socket: /run/c.sock, queues: 2}}\n";
+    const std::string d = "  - {name: d, network: n, mac: \"52:54:00:00:00:04\", ipv4: 10.0.0.5, port: {type: vhost-user, socket: /run/d.sock}}\n";
+    const auto before = deal(a + b + c);
+    using P = std::pair<uint16_t, uint16_t>;
+    EXPECT_EQ(before, (std::map<P, size_t>{{{7, 0}, 1}, {{7, 1}, 2}, {{7, 2}, 0}, {{8, 0}, 2}, {{9, 0}, 0}, {{9, 1}, 1}}));
+    // b goes, d comes (in front of the others in the file): a's and c's rings stay put.
+    auto after = deal(d + a + c);
+    EXPECT_EQ(after.at({10, 0}), 1u);
+    after.erase({10, 0});
+    auto kept = before;
+    kept.erase({8, 0});
+    EXPECT_EQ(after, kept);
 }
 
 }  // namespace

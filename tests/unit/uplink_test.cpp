@@ -117,6 +117,46 @@ TEST_F(Uplink, LearnsOnlyNeighboursItWantsOrThatAskForIt) {
     EXPECT_EQ(neighbors_.lookup(stranger), stranger_mac);
 }
 
+// An ARP for the gateway's address whose Ethernet source is `eth_src` and sender hardware
+// address `sha` (a forged reply, as an attacker on the provider segment sends it).
+TestFrame gateway_claim(MacAddr eth_src, MacAddr sha, uint16_t oper = 2) {
+    return TestFrame(FrameBuilder()
+                         .eth(eth_src, oper == 2 ? kUplinkMac : MacAddr::broadcast(), ethertype::kArp)
+                         .arp(oper, sha, kUpstream, oper == 2 ? kUplinkMac : MacAddr{}, oper == 2 ? kHostAddr : kUpstream)
+                         .build());
+}
+
+TEST_F(Uplink, ArpWhoseSenderIsNotItsEthernetSourceIsDroppedUnlearntAndUnanswered) {
+    const MacAddr attacker{{0x02, 0, 0, 0, 0, 0x66}};
+    TestFrame forged = gateway_claim(attacker, kNeighborMac);
+    expect_drop(run(forged, kUplinkPort), DropReason::arp_sender_mismatch, "reply for the gateway");
+    TestFrame ask(FrameBuilder()
+                      .eth(attacker, MacAddr::broadcast(), ethertype::kArp)
+                      .arp(1, kNeighborMac, kNeighbor, MacAddr{}, kHostAddr)
+                      .build());
+    expect_drop(run(ask, kUplinkPort), DropReason::arp_sender_mismatch, "request for the host address");
+    EXPECT_EQ(drops(kUplinkPort, DropReason::arp_sender_mismatch), 2u);
+    EXPECT_EQ(neighbors_.lookup(kUpstream), kUpstreamMac);
+    EXPECT_FALSE(neighbors_.lookup(kNeighbor)) << "nothing learnt from it";
+    for (const auto& e : neighbors_.entries()) EXPECT_FALSE(e.claimed) << "not even held";
+}
+
+TEST_F(Uplink, PoisonedReplyForTheGatewayIsHeldWhileTrafficKeepsGoingToTheKnownMac) {
+    const MacAddr attacker{{0x02, 0, 0, 0, 0, 0x66}};
+    for (uint16_t oper : {2, 1}) {  // a forged reply, and a forged gratuitous request
+        TestFrame poison = gateway_claim(attacker, attacker, oper);
+        expect_drop(run(poison, kUplinkPort), DropReason::arp_change_unverified, fmt::format("oper {}", oper));
+    }
+    EXPECT_EQ(neighbors_.lookup(kUpstream), kUpstreamMac);
+    TestFrame* out = nullptr;
+    ASSERT_EQ(tcp_out(kWeb, kServer, 40000, 443, kSyn, 1000, 0, &out).verdict, dp::Verdict::forward);
+    EXPECT_EQ(out->at<EtherHdr>(0)->dst, kUpstreamMac) << "still to the gateway's known MAC";
+    // Its known MAC answers the probe: the claim is gone and the reply is consumed as usual.
+    TestFrame answer = gateway_claim(kUpstreamMac, kUpstreamMac);
+    EXPECT_EQ(run(answer, kUplinkPort).verdict, dp::Verdict::consumed);
+    for (const auto& e : neighbors_.entries()) EXPECT_FALSE(e.claimed);
+}
+
 // ---- frame 2: public egress with its own address ----
 
 TEST_F(Uplink, Frame2PublicInstanceReachesTheInternetWithItsOwnAddress) {

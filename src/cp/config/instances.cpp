@@ -2,8 +2,13 @@
 // Read last: instances name their network and groups.
 #include "cp/config/sections.hpp"
 
+#include <grp.h>
+#include <pwd.h>
+
 #include <algorithm>
 #include <array>
+#include <charconv>
+#include <vector>
 
 namespace calyx::config {
 namespace {
@@ -12,7 +17,7 @@ namespace {
 // cannot have more than one.
 constexpr std::string_view kInstanceKeys[] = {"name", "network",         "mac",  "ipv4",
                                               "port", "security_groups", "ports"};
-constexpr std::string_view kPortKeys[] = {"type", "socket", "mode", "queues"};
+constexpr std::string_view kPortKeys[] = {"type", "socket", "mode", "queues", "owner", "group"};
 
 constexpr std::string_view kSecondPort =
     "has a second port: one instance, one interface — a second interface breaks communication "
@@ -119,6 +124,57 @@ void instance_addresses(Parser& parser, const Mapping& m, InstanceConfig& inst, 
     }
 }
 
+// The id of user (or group) `text`: a name this host knows, or a number.
+std::optional<uint32_t> file_owner_id(const std::string& text, bool group) {
+    uint32_t id = 0;
+    if (!text.empty() && std::from_chars(text.data(), text.data() + text.size(), id).ptr == text.data() + text.size())
+        return id;
+    std::vector<char> buf(16384);
+    if (group) {
+        struct group g{}, *found = nullptr;
+        if (getgrnam_r(text.c_str(), &g, buf.data(), buf.size(), &found) == 0 && found) return found->gr_gid;
+    } else {
+        struct passwd pw{}, *found = nullptr;
+        if (getpwnam_r(text.c_str(), &pw, buf.data(), buf.size(), &found) == 0 && found) return found->pw_uid;
+    }
+    return std::nullopt;
+}
+
+// `mode` is the vhost-user role (server, client) or, for a socket calyx creates, its file mode
+// in octal; `owner` and `group` give that file to a user and group (names or numeric ids).
+void port_socket_access(Parser& parser, const Mapping& m, PortConfig& port) {
+    if (const Field* f = m.get("mode")) {
+        if (const auto mode = parser.scalar(*f, "'mode'", "server, client or an octal file mode")) {
+            uint32_t bits = 0;
+            const bool octal = !mode->empty() && mode->size() <= 4 &&
+                               std::from_chars(mode->data(), mode->data() + mode->size(), bits, 8).ptr ==
+                                   mode->data() + mode->size();
+            if (*mode == "server")
+                port.mode = VhostMode::server;
+            else if (*mode == "client")
+                port.mode = VhostMode::client;
+            else if (octal && bits <= 0777)
+                port.socket_mode = bits;
+            else
+                parser.error(*f, "'mode' must be server, client, or the socket file's mode in octal (e.g. \"0660\"), got '{}'",
+                             *mode);
+        }
+    }
+    for (const bool group : {false, true}) {
+        const Field* f = m.get(group ? "group" : "owner");
+        if (!f) continue;
+        const auto text = parser.scalar(*f, group ? "'group'" : "'owner'", group ? "a group name or id" : "a user name or id");
+        if (!text) continue;
+        if (const auto id = file_owner_id(*text, group))
+            (group ? port.group : port.owner) = FileOwner{*text, *id};
+        else
+            parser.error(*f, "{} '{}' does not exist on this host", group ? "group" : "user", *text);
+    }
+    if (port.mode == VhostMode::client && (port.owner || port.group || port.socket_mode))
+        parser.error(m.node, "owner, group and a file mode apply to a socket calyx creates (server mode); in client "
+                             "mode QEMU creates the socket");
+}
+
 std::optional<PortConfig> instance_port(Parser& parser, const Field& field) {
     const auto m = parser.mapping(field, "'port'", "in port", kPortKeys);
     if (!m) return std::nullopt;
@@ -152,16 +208,7 @@ std::optional<PortConfig> instance_port(Parser& parser, const Field& field) {
         else
             ok = false;
     }
-    if (const Field* f = m->get("mode")) {
-        if (const auto mode = parser.scalar(*f, "'mode'", "server or client")) {
-            if (*mode == "server")
-                port.mode = VhostMode::server;
-            else if (*mode == "client")
-                port.mode = VhostMode::client;
-            else
-                parser.error(*f, "'mode' must be server or client, got '{}'", *mode);
-        }
-    }
+    port_socket_access(parser, *m, port);
     if (const Field* f = m->get("queues"))
         if (const auto v = parser.integer(*f, "'queues'", 1, 8))
             port.queues = static_cast<uint16_t>(*v);
