@@ -50,6 +50,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     dp::run_pipeline(batch, *site.snap, site.ctx);
     const dp::PacketMeta& m = batch.meta[0];
     const dp::Frame& f = batch.frames[0];
+    static const bool verbose = std::getenv("CALYX_FUZZ_VERBOSE") != nullptr;  // to see what a seed does
+    if (verbose)
+        std::fprintf(stderr, "verdict %d reason %s\n", static_cast<int>(m.verdict), drop_reason_info(m.reason).name.data());
     CALYX_FUZZ_CHECK(m.verdict != dp::Verdict::pending, "a verdict");
     CALYX_FUZZ_CHECK(uint64_t{f.off} + f.len <= f.buf_len, "inside its buffer");
     if (m.verdict != dp::Verdict::reply) return 0;

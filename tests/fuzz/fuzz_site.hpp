@@ -141,7 +141,7 @@ struct Site {
             if (batch.count == dp::kBurstSize) break;
             const uint32_t len = static_cast<uint32_t>(std::min<size_t>(bytes.size(), kDataRoom));
             buffers.push_back(std::make_unique<uint8_t[]>(kHeadroom + kDataRoom));
-            std::memcpy(buffers.back().get() + kHeadroom, bytes.data(), len);
+            if (len) std::memcpy(buffers.back().get() + kHeadroom, bytes.data(), len);
             const uint16_t i = batch.count++;
             batch.frames[i] = dp::Frame{buffers.back().get(), kHeadroom + kDataRoom, kHeadroom, len};
             batch.meta[i] = dp::PacketMeta{};
