@@ -1,6 +1,7 @@
 // The poll loop of one worker lcore: receive a burst from each of its ports, run the
 // pipeline, send what it decided, report an RCU quiescent state, repeat. It never blocks,
-// allocates (beyond rte_vhost's mbufs), locks or logs.
+// allocates (beyond rte_vhost's mbufs) or logs; the only locks it takes are calyx's own
+// per-pair transmit locks of vhost-user ports, and only while a pair is shared (io/vhost_tx.hpp).
 #pragma once
 
 #include <array>
