@@ -29,7 +29,11 @@ if [[ ! -f build-fuzz/build.ninja ]]; then
   CXX="$clang" CC=clang-16 meson setup build-fuzz -Dfuzzing=true --buildtype=debugoptimized >/dev/null
 fi
 start=$(date +%s)
-ninja -C build-fuzz -j2 $(printf 'tests/fuzz/calyx_fuzz_%s ' "${targets[@]}") >/dev/null
+if ! ninja -C build-fuzz -j2 $(printf 'tests/fuzz/calyx_fuzz_%s ' "${targets[@]}") >build-fuzz/build.log 2>&1; then
+  echo "fuzz: the build failed (build-fuzz/build.log):" >&2
+  grep -E 'error|FAILED' build-fuzz/build.log | head -20 >&2
+  exit 1
+fi
 echo "fuzz: built in $(($(date +%s) - start)) s"
 
 mkdir -p build-fuzz/artifacts

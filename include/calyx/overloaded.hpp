@@ -8,5 +8,8 @@ template <typename... Fs>
 struct Overloaded : Fs... {
     using Fs::operator()...;
 };
+// C++20 deduces this by itself; clang before 17 (the fuzzing build's clang 16) needs the guide.
+template <typename... Fs>
+Overloaded(Fs...) -> Overloaded<Fs...>;
 
 }  // namespace calyx
