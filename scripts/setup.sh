@@ -12,6 +12,7 @@ packages=(
   iproute2 iputils-ping python3 util-linux prometheus openvswitch-switch-dpdk
   qemu-system-x86 linux-image-amd64 busybox-static cpio python3-yaml
   clang-16 libclang-rt-16-dev
+  nftables conntrack ethtool
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -41,6 +41,7 @@ namespace calyx {
     X(ct_out_of_window, "TCP sequence or acknowledgment outside the tracked window")            \
     X(ct_table_full, "new connection refused: the connection table is full")                    \
     X(ct_icmp_error_unmatched, "ICMP error that quotes no tracked connection")                  \
+    X(icmp_redirect_or_quench, "ICMP redirect or source quench (never forwarded, not even about a tracked connection)") \
     X(fragment_unmatched, "fragment of a datagram whose first fragment was not allowed or not seen") \
     X(martian_destination, "destination is multicast, broadcast or 0.0.0.0")                  \
     X(martian_source, "from the uplink with a source of this site or one no router accepts (0/8, 127/8, multicast, 240/4)")          \

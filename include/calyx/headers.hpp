@@ -106,6 +106,8 @@ static_assert(sizeof(IcmpHdr) == 8);
 namespace icmp {
 constexpr uint8_t kEchoReply = 0;
 constexpr uint8_t kDestUnreachable = 3;
+constexpr uint8_t kSourceQuench = 4;  // deprecated (RFC 6633)
+constexpr uint8_t kRedirect = 5;
 constexpr uint8_t kEchoRequest = 8;
 constexpr uint8_t kTimeExceeded = 11;
 constexpr uint8_t kParameterProblem = 12;

@@ -204,13 +204,26 @@ private:
             e.policy_generation = generation;
         }
         const CtVerdict v = ct_update(e.state, dir, f.info, snap_.ct_timeouts, ctx_.now_ns);
-        if (!ct_passes(v)) {
+        if (v == CtVerdict::new_flow) {
+            // An echo request that Linux tracks as a connection of its own (the other host
+            // pings with the same identifier, or another code): the rules decide as for any
+            // first packet, then it shares the entry.
+            const PolicyDecision d =
+                evaluate_new_connection(snap_, s.src, s.dst, s.src_ip, s.dst_ip, f.key.key.proto, f.rule_key);
+            if (!d.allowed) return d.reason;
+            if (d.masquerade != binding.translated()) return DropReason::nat_unsolicited;
+            ct_add_flow(e.state, dir, f.info, snap_.ct_timeouts, ctx_.now_ns);
+        } else if (!ct_passes(v)) {
             if (v != CtVerdict::reopen && v != CtVerdict::expired) return reason_of(v);
             // No live connection: this packet may open a new one in its own direction, reusing
-            // the entry (the key is the same) and its binding.
+            // the entry (the key is the same) and its binding. A reopening SYN ends the old
+            // connection even when the rules refuse the new one, as in Linux.
             ConnState fresh{};
             PolicyDecision d;
-            if (auto reason = decide_new(f, s, fresh, d)) return reason;
+            if (auto reason = decide_new(f, s, fresh, d)) {
+                if (v == CtVerdict::reopen) e.state.expires_s = 1;  // long expired: the sweep removes it
+                return reason;
+            }
             if (d.masquerade != binding.translated()) return DropReason::nat_unsolicited;
             // A mapping whose outside key could not be added (table full) has no way back:
             // it stays expired until the sweep frees it.
@@ -234,12 +247,15 @@ private:
 // datagram travelled the other way: from the error's destination to the error's source.
 // An error about a masqueraded connection leaves with the connection's external endpoint
 // (nat_out rewrites it) and comes in only through it (nat_in translated it).
+// The quote must hold the datagram's IP header and at least 8 bytes after it (RFC 792): the
+// ports or echo identifier. Linux takes 4 bytes of TCP or UDP; calyx keeps RFC 792's minimum
+// (doc/architecture.md). A later fragment has no transport header to match.
 std::optional<DropReason> check_icmp_error(const Frame& f, PacketMeta& m, const Sides& s,
                                            const Snapshot& snap, uint64_t now_ns) {
     const size_t inner_at = m.l4_offset + sizeof(IcmpHdr);
     const auto* inner = header_at<Ipv4Hdr>(f.data(), f.len, inner_at);
     if (!inner || inner->version() != 4 || inner->header_length() < sizeof(Ipv4Hdr) ||
-        f.len - inner_at < inner->header_length() + 8)
+        f.len - inner_at < inner->header_length() + 8 || !inner->is_first_fragment())
         return DropReason::ct_icmp_error_unmatched;
     const uint8_t* inner_l4 = f.data() + inner_at + inner->header_length();
     uint16_t sport = 0, dport = 0;
@@ -253,6 +269,15 @@ std::optional<DropReason> check_icmp_error(const Frame& f, PacketMeta& m, const 
     if (e.dead() || ct_expired(e.state, now_ns)) return DropReason::ct_icmp_error_unmatched;
     // An error goes back to whoever sent the datagram it quotes, never to a third party.
     if (Ipv4Addr::from_be(inner->src) != s.dst_ip) return DropReason::ct_icmp_error_unmatched;
+    // A quoted echo message must be one of the entry's echo flows (type and code included).
+    if (inner->protocol == ipproto::kIcmp) {
+        PacketInfo quoted;
+        quoted.proto = ipproto::kIcmp;
+        quoted.icmp_type = inner_l4[0];
+        quoted.icmp_code = inner_l4[1];
+        quoted.icmp_id = static_cast<uint16_t>(inner_l4[4] << 8 | inner_l4[5]);
+        if (!ct_icmp_quote_matches(e.state, e.direction_of(k.src_side), quoted)) return DropReason::ct_icmp_error_unmatched;
+    }
     const NatBinding binding = load_nat_binding(e);
     // Errors are no way around the network kinds, even for a connection that a reload has
     // not re-checked yet (its own next packet does): private never crosses the uplink, and
@@ -362,6 +387,13 @@ void policy_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexce
         }
         const uint8_t* l4 = fr.data() + m.l4_offset;
         const size_t l4_len = fr.len - m.l4_offset;
+        if (ip->protocol == ipproto::kIcmp && (l4[0] == icmp::kRedirect || l4[0] == icmp::kSourceQuench)) {
+            // Linux passes them as related to the connection they quote. calyx does not: an
+            // instance's first hop is always calyx, so no instance has a better route to
+            // offer, and RFC 6633 retired source quench (doc/architecture.md).
+            batch.drop(i, DropReason::icmp_redirect_or_quench);
+            continue;
+        }
         if (ip->protocol == ipproto::kIcmp && is_icmp_error(l4[0])) {
             if (auto r = check_icmp_error(fr, m, s, snap, ctx.now_ns)) batch.drop(i, *r);
             continue;

@@ -25,9 +25,9 @@
 //         does); verdict drop.
 // Drops:  sg_no_egress_rule, sg_no_ingress_rule, sg_revoked, ct_invalid_new,
 //         ct_invalid_state, ct_invalid_tcp_flags, ct_out_of_window, ct_table_full,
-//         ct_icmp_error_unmatched, fragment_unmatched, l4_malformed, private_isolated,
-//         nat_unsolicited, nat_unsupported, nat_exhausted, no_route (a port the snapshot
-//         does not name).
+//         ct_icmp_error_unmatched, icmp_redirect_or_quench, fragment_unmatched, l4_malformed,
+//         private_isolated, nat_unsolicited, nat_unsupported, nat_exhausted, no_route (a port
+//         the snapshot does not name).
 #pragma once
 
 #include <cstdint>

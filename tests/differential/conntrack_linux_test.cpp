@@ -17,6 +17,8 @@
 //                        [--report=FILE] [--no-allowlist] [--show=N] [--list] [gtest flags] [calyx]
 // --report writes every scenario with both verdicts; --no-allowlist counts every difference
 // as unexplained (the raw agreement rate); --list prints the scenarios and runs nothing.
+#include <algorithm>
+#include <cctype>
 #include <fstream>
 #include <map>
 #include <thread>
@@ -195,24 +197,33 @@ protected:
                 ++tally_.agree;
                 continue;
             }
-            const auto known = g_options.allowlist ? explain(sc, p, v[p].linux_passed, v[p].calyx_passed) : std::nullopt;
+            const auto known = g_options.allowlist ? explain(difference(sc, p, v[p])) : std::nullopt;
             if (known) {
                 ++tally_.known[std::string(*known)];
                 continue;
             }
             unexplained = true;
-            ++tally_.unexplained[fmt::format("{:<11} {} {:<14} {}", sc.kind, v[p].linux_passed ? "Linux passes, calyx drops" : "calyx passes, Linux drops",
-                                             v[p].calyx_passed ? "" : drop_reason_info(v[p].model.reason).name, sc.packets[p].what)];
+            // Grouped by what the packet was meant to be, numbers left out.
+            std::string what = sc.packets[p].what;
+            std::replace_if(what.begin(), what.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); }, '#');
+            what.erase(std::unique(what.begin(), what.end(), [](char a, char b) { return a == '#' && b == '#'; }), what.end());
+            ++tally_.unexplained[fmt::format("{}: {}: {} ({})", sc.kind, what,
+                                             v[p].linux_passed ? "Linux passes, calyx drops" : "calyx passes, Linux drops",
+                                             v[p].calyx_passed ? "-" : drop_reason_info(v[p].model.reason).name)];
         }
         if (unexplained && tally_.shown.size() < g_options.show) tally_.shown.push_back(render(sc, v));
         if (report_) *report_ << render(sc, v);
+    }
+
+    static Difference difference(const Scenario& sc, size_t p, const Verdicts& v) {
+        return {sc, p, v.linux_passed, v.calyx_passed, v.model.reason};
     }
 
     static std::string render(const Scenario& sc, const std::vector<Verdicts>& v) {
         std::string s = fmt::format("scenario {} ({}), seed {}\n", sc.index, sc.kind, g_options.seed);
         for (size_t p = 0; p < v.size(); ++p) {
             const bool differs = v[p].linux_passed != v[p].calyx_passed;
-            const auto known = differs ? explain(sc, p, v[p].linux_passed, v[p].calyx_passed) : std::nullopt;
+            const auto known = differs ? explain(difference(sc, p, v[p])) : std::nullopt;
             s += fmt::format("  {:2} {} linux={} calyx={}{}{}  {}\n", p, differs ? (known ? "~" : "!") : " ",
                              v[p].linux_passed ? "pass" : "drop", v[p].calyx_passed ? "pass" : "drop",
                              v[p].calyx_passed ? "" : fmt::format(" ({})", drop_reason_info(v[p].model.reason).name),

@@ -24,6 +24,13 @@ bool same(const ConnState& a, const ConnState& b) {
     return std::memcmp(&a, &b, sizeof a) == 0;
 }
 
+// The connection did not advance: same state, timer and windows (Linux's bookkeeping of the
+// last packet may differ).
+bool same_tracking(const ConnState& a, const ConnState& b) {
+    return a.tcp_state == b.tcp_state && a.expires_s == b.expires_s &&
+           std::memcmp(a.tcp.peer, b.tcp.peer, sizeof a.tcp.peer) == 0 && a.tcp.scales == b.tcp.scales;
+}
+
 PacketInfo tcp_info(uint8_t flags, uint32_t seq, uint32_t ack, uint16_t len = 0,
                     uint16_t window = 65535, uint8_t wscale = PacketInfo::kNoWscale) {
     PacketInfo p;
@@ -34,6 +41,7 @@ PacketInfo tcp_info(uint8_t flags, uint32_t seq, uint32_t ack, uint16_t len = 0,
     p.payload_len = len;
     p.window = window;
     p.wscale = wscale;
+    if (wscale != PacketInfo::kNoWscale) p.tcp_options = PacketInfo::kOptions;
     return p;
 }
 
@@ -216,7 +224,19 @@ TEST(ConntrackTcp, PacketsOutOfTurnDuringTheHandshakeAreInvalid) {
     EXPECT_EQ(c.server(FIN | ACK), CtVerdict::invalid_state);
     EXPECT_TRUE(same(c.st, before));
     ASSERT_EQ(c.server(SYN | ACK), CtVerdict::accept);
-    EXPECT_EQ(c.client(SYN | ACK), CtVerdict::invalid_state) << "still the wrong side";
+    EXPECT_EQ(c.client(ACK | FIN), CtVerdict::accept) << "FIN in SYN_RECV closes";
+}
+
+// The issue's first class: the client answers the server's SYN-ACK with a SYN-ACK of its own
+// (simultaneous open as some stacks and hole punchers do it). Linux passes it.
+TEST(ConntrackTcp, ClientSynAckAnsweringASynAckPasses) {
+    TcpConn c;
+    ASSERT_EQ(c.client(SYN), CtVerdict::accept);
+    ASSERT_EQ(c.server(SYN | ACK), CtVerdict::accept);
+    EXPECT_EQ(c.client(SYN | ACK), CtVerdict::accept);
+    EXPECT_EQ(c.state(), TcpCtState::syn_recv);
+    EXPECT_EQ(c.client(ACK), CtVerdict::accept);
+    EXPECT_EQ(c.state(), TcpCtState::established);
 }
 
 TEST(ConntrackTcp, SynAckMustAcknowledgeTheSyn) {
@@ -278,8 +298,41 @@ TEST(ConntrackTcp, RstOutOfWindowIsDroppedAndChangesNothing) {
     EXPECT_EQ(c.deliver(kReply, rst), CtVerdict::out_of_window);
     rst.seq = c.server_next - 100;  // below what the client already acknowledged
     EXPECT_EQ(c.deliver(kReply, rst), CtVerdict::out_of_window);
-    EXPECT_TRUE(same(c.st, before));
+    EXPECT_TRUE(same_tracking(c.st, before));
     EXPECT_EQ(c.state(), TcpCtState::established);
+}
+
+// Linux does not check RSTs once a side has sent its FIN: the tuple may have been reused and
+// the windows be stale.
+TEST(ConntrackTcp, RstInAClosingStatePassesUnchecked) {
+    TcpConn c;
+    c.handshake();
+    ASSERT_EQ(c.client(FIN | ACK), CtVerdict::accept);
+    ASSERT_EQ(c.state(), TcpCtState::fin_wait);
+    const ConnState before = c.st;
+    PacketInfo rst = c.segment(kReply, RST);
+    rst.seq += 10'000'000;
+    EXPECT_EQ(c.deliver(kReply, rst), CtVerdict::accept);
+    EXPECT_EQ(c.state(), TcpCtState::close);
+    EXPECT_EQ(c.ttl_s(), 10u);
+    EXPECT_EQ(std::memcmp(c.st.tcp.peer, before.tcp.peer, sizeof before.tcp.peer), 0) << "no window update";
+}
+
+// The issue's "after a reset" class: an answer that conntrack only let through (here a
+// challenge ACK in SYN_SENT) still counts as a reply, so the connection the client then resets
+// stays in CLOSE for tcp_close, and what was in flight behind the RST is matched.
+TEST(ConntrackTcp, ResetConnectionStaysInCloseForTenSecondsOnceAnswered) {
+    TcpConn c;
+    ASSERT_EQ(c.client(SYN), CtVerdict::accept);
+    EXPECT_EQ(c.deliver(kReply, tcp_info(ACK, 5'000, 777)), CtVerdict::ignore) << "challenge ACK";
+    EXPECT_TRUE(c.st.replied());
+    PacketInfo rst = tcp_info(RST, c.client_next, 0);
+    EXPECT_EQ(c.deliver(kOrig, rst), CtVerdict::accept);
+    EXPECT_EQ(c.state(), TcpCtState::close);
+    EXPECT_EQ(c.ttl_s(), 10u);
+    EXPECT_EQ(c.deliver(kOrig, tcp_info(ACK, c.client_next, 0)), CtVerdict::accept) << "the ACK behind the RST";
+    c.now += 10 * kS;
+    EXPECT_EQ(c.client(ACK), CtVerdict::expired);
 }
 
 TEST(ConntrackTcp, RstInWindowButNotExactKeepsTheStateOnTheShortTimer) {
@@ -326,11 +379,74 @@ TEST(ConntrackTcp, DataBeyondTheReceiversWindowIsDroppedAndChangesNothing) {
     c.handshake();
     const ConnState before = c.st;
     PacketInfo data = c.segment(kOrig, PSH | ACK, 100);
-    data.seq += 70'000;  // the server announced 65535 bytes
+    data.seq += 140'000;  // the server announced 65535 bytes: more than a window beyond
     EXPECT_EQ(c.deliver(kOrig, data), CtVerdict::out_of_window);
-    EXPECT_TRUE(same(c.st, before));
+    EXPECT_TRUE(same_tracking(c.st, before));
     data.seq = c.client_next + 65'000;  // inside the window: fine even if out of order
     EXPECT_EQ(c.deliver(kOrig, data), CtVerdict::accept);
+}
+
+// Linux's workaround for stacks that send more than the window allows: a segment that starts
+// beyond the right edge by less than a window passes untracked, and its end is taken so that
+// the receiver's ACK of it is valid.
+TEST(ConntrackTcp, SegmentOvershootingTheWindowByLessThanAWindowPassesUntracked) {
+    TcpConn c;
+    c.handshake();
+    PacketInfo data = c.segment(kOrig, PSH | ACK, 100);
+    data.seq += 70'000;
+    EXPECT_EQ(c.deliver(kOrig, data), CtVerdict::ignore);
+    PacketInfo ack = c.segment(kReply, ACK);
+    ack.ack = data.seq + 100;
+    EXPECT_EQ(c.deliver(kReply, ack), CtVerdict::accept) << "its ACK is not beyond what was sent";
+}
+
+// Window edges the issue listed: data and FIN that end exactly at the right edge of the
+// window the SYN-ACK announced (SYN windows are never scaled), while still in SYN_RECV.
+TEST(ConntrackTcp, DataAndFinAtTheRightEdgeInSynRecvPass) {
+    for (const uint8_t fin : {uint8_t{0}, FIN}) {
+        TcpConn c;
+        c.client_wscale = 7;
+        c.server_wscale = 7;
+        ASSERT_EQ(c.client(SYN), CtVerdict::accept);
+        ASSERT_EQ(c.server(SYN | ACK, 0, 1000), CtVerdict::accept);  // 1000 bytes, unscaled
+        PacketInfo edge = c.segment(kOrig, ACK | fin, fin ? 0 : 100);
+        edge.seq = c.client_next + 1000 - (fin ? 0 : 100);  // ends at ack + 1000
+        EXPECT_EQ(c.deliver(kOrig, edge), CtVerdict::accept) << (fin ? "FIN" : "data");
+    }
+}
+
+// The server's in-order data after the client's FIN (a half-closed connection) and its
+// retransmission pass.
+TEST(ConntrackTcp, ServerDataAfterTheClientsFinAndRetransmissionsPass) {
+    TcpConn c;
+    c.handshake();
+    ASSERT_EQ(c.client(FIN | ACK), CtVerdict::accept);
+    ASSERT_EQ(c.server(ACK), CtVerdict::accept);
+    const PacketInfo data = c.segment(kReply, PSH | ACK, 1000);
+    EXPECT_EQ(c.deliver(kReply, data), CtVerdict::accept);
+    EXPECT_EQ(c.deliver(kReply, data), CtVerdict::accept) << "retransmitted";
+    EXPECT_EQ(c.client(ACK), CtVerdict::accept);
+    EXPECT_EQ(c.state(), TcpCtState::close_wait);
+}
+
+// SACK blocks are bounded like ACKs when the receiver's SYN permitted SACK (RFC 2018).
+TEST(ConntrackTcp, SackBlocksBeyondWhatWasSentAreDropped) {
+    for (const bool permitted : {true, false}) {
+        TcpConn c;
+        PacketInfo syn = c.segment(kOrig, SYN);
+        if (permitted) syn.tcp_options = PacketInfo::kOptions | PacketInfo::kSackPerm;
+        ASSERT_EQ(c.deliver(kOrig, syn), CtVerdict::accept);
+        ASSERT_EQ(c.server(SYN | ACK), CtVerdict::accept);
+        ASSERT_EQ(c.client(ACK), CtVerdict::accept);
+        ASSERT_EQ(c.client(PSH | ACK, 500), CtVerdict::accept);
+        PacketInfo sack = c.segment(kReply, ACK);
+        sack.tcp_options = PacketInfo::kOptions | PacketInfo::kSack;
+        sack.sack = c.client_next + 3'000'000;  // far beyond the client's data
+        EXPECT_EQ(c.deliver(kReply, sack), permitted ? CtVerdict::out_of_window : CtVerdict::accept)
+            << (permitted ? "SACK permitted" : "SACK not negotiated: blocks are not read");
+        sack.sack = c.client_next;  // the client's data, SACKed
+        EXPECT_EQ(c.deliver(kReply, sack), CtVerdict::accept);
+    }
 }
 
 TEST(ConntrackTcp, AckOfDataNeverSentIsDropped) {
@@ -364,18 +480,22 @@ TEST(ConntrackTcp, WindowScalingFromTheSynOptionsIsHonoured) {
     scaled.client_wscale = 7;
     scaled.server_wscale = 7;
     scaled.handshake();
-    EXPECT_EQ(scaled.st.tcp.scale[0], 7);
-    EXPECT_EQ(scaled.st.tcp.scale[1], 7);
+    EXPECT_EQ(scaled.st.tcp.scales & 0x0f, 7);
+    EXPECT_EQ(scaled.st.tcp.scales >> 4, 7);
     ASSERT_EQ(scaled.server(ACK, 0, 1024), CtVerdict::accept);
     PacketInfo far = scaled.segment(kOrig, PSH | ACK, 1000);
     far.seq += 100'000;
     EXPECT_EQ(scaled.deliver(kOrig, far), CtVerdict::accept);
 
-    // Without scaling the same window field is 1 KiB (64 KiB from the SYN-ACK at most).
+    // Without scaling the same window field is 1 KiB (64 KiB from the SYN-ACK at most): the
+    // segment is beyond the window, by less than a window (it passes untracked), and one
+    // twice as far is dropped.
     TcpConn unscaled;
     unscaled.handshake();
     ASSERT_EQ(unscaled.server(ACK, 0, 1024), CtVerdict::accept);
     far = unscaled.segment(kOrig, PSH | ACK, 1000);
+    far.seq += 100'000;
+    EXPECT_EQ(unscaled.deliver(kOrig, far), CtVerdict::ignore);
     far.seq += 100'000;
     EXPECT_EQ(unscaled.deliver(kOrig, far), CtVerdict::out_of_window);
 }
@@ -384,11 +504,11 @@ TEST(ConntrackTcp, WindowScalingNeedsTheOptionFromBothSides) {
     TcpConn c;
     c.client_wscale = 7;  // the server does not answer with the option
     c.handshake();
-    EXPECT_EQ(c.st.tcp.scale[0], 0);
-    EXPECT_EQ(c.st.tcp.scale[1], 0);
+    EXPECT_EQ(c.st.tcp.scales & 0x0f, 0);
+    EXPECT_EQ(c.st.tcp.scales >> 4, 0);
     ASSERT_EQ(c.server(ACK, 0, 1024), CtVerdict::accept);
     PacketInfo far = c.segment(kOrig, PSH | ACK, 1000);
-    far.seq += 100'000;
+    far.seq += 200'000;
     EXPECT_EQ(c.deliver(kOrig, far), CtVerdict::out_of_window);
 }
 
@@ -434,7 +554,48 @@ TEST(ConntrackTcp, SynOnAnEstablishedConnectionPassesUntracked) {
     const ConnState before = c.st;
     EXPECT_EQ(c.deliver(kOrig, tcp_info(SYN, 99, 0)), CtVerdict::ignore);
     EXPECT_EQ(c.server(SYN | ACK), CtVerdict::ignore) << "a late SYN-ACK retransmission";
-    EXPECT_TRUE(same(c.st, before));
+    EXPECT_TRUE(same_tracking(c.st, before));
+}
+
+// Both endpoints lost the connection we still hold: the client's new SYN is ignored, and the
+// server's SYN-ACK that acknowledges it makes conntrack adopt the new handshake.
+TEST(ConntrackTcp, SynAckAnsweringAnIgnoredSynResynchronises) {
+    TcpConn c;
+    c.handshake();
+    ASSERT_EQ(c.deliver(kOrig, tcp_info(SYN, 50'000'000, 0)), CtVerdict::ignore);
+    EXPECT_EQ(c.deliver(kReply, tcp_info(SYN | ACK, 90'000'000, 50'000'001)), CtVerdict::accept);
+    EXPECT_EQ(c.state(), TcpCtState::syn_recv);
+    EXPECT_EQ(c.deliver(kOrig, tcp_info(ACK, 50'000'001, 90'000'001)), CtVerdict::accept);
+    EXPECT_EQ(c.state(), TcpCtState::established);
+    EXPECT_EQ(c.deliver(kOrig, tcp_info(PSH | ACK, 50'000'001, 90'000'001, 100)), CtVerdict::accept);
+}
+
+// A SYN on a half-closed connection (one FIN seen) passes untracked; the RST the endpoint
+// answers it with (ack = the SYN's end) closes the entry without a window check.
+TEST(ConntrackTcp, SynOnAHalfClosedConnectionAndTheRstAnsweringIt) {
+    TcpConn c;
+    c.handshake();
+    ASSERT_EQ(c.server(FIN | ACK), CtVerdict::accept);
+    ASSERT_EQ(c.state(), TcpCtState::fin_wait);
+    EXPECT_EQ(c.deliver(kOrig, tcp_info(SYN, 60'000'000, 0)), CtVerdict::ignore);
+    EXPECT_EQ(c.state(), TcpCtState::fin_wait);
+    EXPECT_EQ(c.deliver(kReply, tcp_info(RST | ACK, 0, 60'000'001)), CtVerdict::accept);
+    EXPECT_EQ(c.state(), TcpCtState::close);
+    EXPECT_EQ(c.deliver(kOrig, tcp_info(SYN, 60'000'000, 0)), CtVerdict::reopen) << "a FIN was seen";
+}
+
+// A SYN in CLOSE after the *other* side's RST, with no FIN ever: Linux passes it untracked
+// rather than reopening.
+TEST(ConntrackTcp, SynAfterThePeersResetIsIgnoredNotReopened) {
+    TcpConn c;
+    c.handshake();
+    ASSERT_EQ(c.server(RST), CtVerdict::accept);
+    EXPECT_EQ(c.deliver(kOrig, tcp_info(SYN, 8'000'000, 0)), CtVerdict::ignore);
+    EXPECT_EQ(c.state(), TcpCtState::close);
+    TcpConn own;
+    own.handshake();
+    ASSERT_EQ(own.client(RST), CtVerdict::accept);
+    EXPECT_EQ(own.deliver(kOrig, tcp_info(SYN, 8'000'000, 0)), CtVerdict::reopen) << "after its own RST";
 }
 
 TEST(ConntrackTcp, InvalidFlagCombinationsAreDroppedInAnyState) {
@@ -576,9 +737,10 @@ TEST(ConntrackIcmp, EchoRequestAndReplyMatchByIdentifier) {
 
     now += 1 * kS;
     EXPECT_EQ(ct_update(st, kReply, echo(icmp::kEchoReply, 8), t, now), CtVerdict::invalid_state);
-    EXPECT_EQ(ct_update(st, kReply, echo(icmp::kEchoRequest, 7), t, now), CtVerdict::invalid_state);
     EXPECT_EQ(ct_update(st, kOrig, echo(icmp::kEchoReply, 7), t, now), CtVerdict::invalid_state);
     EXPECT_FALSE(st.replied());
+    EXPECT_EQ(ct_update(st, kReply, echo(icmp::kEchoRequest, 7), t, now), CtVerdict::new_flow)
+        << "the other host pings with the same identifier: a flow of its own";
     EXPECT_EQ(ct_update(st, kReply, echo(icmp::kEchoReply, 7), t, now), CtVerdict::accept);
     EXPECT_TRUE(st.replied());
     now += 1 * kS;
@@ -586,6 +748,43 @@ TEST(ConntrackIcmp, EchoRequestAndReplyMatchByIdentifier) {
         << "the next ping of the same session";
     EXPECT_FALSE(ct_expired(st, now + 30 * kS - 1));
     EXPECT_TRUE(ct_expired(st, now + 30 * kS));
+}
+
+// Linux's ICMP tuple holds the code: a reply must carry its request's code, a request with
+// another code is a flow of its own (the rules decide), and either host may ping with the
+// same identifier.
+TEST(ConntrackIcmp, EchoFlowsAreKeyedByCodeAndDirectionLikeLinuxTuples) {
+    const CtTimeouts t;
+    auto echo = [](uint8_t type, uint8_t code) {
+        PacketInfo p;
+        p.proto = ipproto::kIcmp;
+        p.icmp_type = type;
+        p.icmp_code = code;
+        p.icmp_id = 9;
+        return p;
+    };
+    ConnState st{};
+    ASSERT_EQ(ct_new(st, echo(icmp::kEchoRequest, 0), t, 0), CtVerdict::accept);
+    EXPECT_EQ(ct_update(st, kReply, echo(icmp::kEchoReply, 3), t, 0), CtVerdict::invalid_state)
+        << "a reply with another code answers no request";
+    EXPECT_EQ(ct_update(st, kOrig, echo(icmp::kEchoRequest, 3), t, 0), CtVerdict::new_flow);
+    ct_add_flow(st, kOrig, echo(icmp::kEchoRequest, 3), t, 0);
+    EXPECT_EQ(ct_update(st, kReply, echo(icmp::kEchoReply, 3), t, 0), CtVerdict::accept);
+    EXPECT_EQ(ct_update(st, kReply, echo(icmp::kEchoReply, 0), t, 0), CtVerdict::accept) << "the first flow lives on";
+
+    ASSERT_EQ(ct_update(st, kReply, echo(icmp::kEchoRequest, 0), t, 0), CtVerdict::new_flow);
+    EXPECT_EQ(ct_update(st, kOrig, echo(icmp::kEchoReply, 0), t, 0), CtVerdict::invalid_state) << "not added yet";
+    ct_add_flow(st, kReply, echo(icmp::kEchoRequest, 0), t, 0);
+    EXPECT_EQ(ct_update(st, kReply, echo(icmp::kEchoRequest, 0), t, 0), CtVerdict::accept);
+    EXPECT_EQ(ct_update(st, kOrig, echo(icmp::kEchoReply, 0), t, 0), CtVerdict::accept);
+    EXPECT_TRUE(ct_icmp_quote_matches(st, kOrig, echo(icmp::kEchoRequest, 3)));
+    EXPECT_FALSE(ct_icmp_quote_matches(st, kOrig, echo(icmp::kEchoRequest, 4)));
+    EXPECT_FALSE(ct_icmp_quote_matches(st, kOrig, echo(icmp::kTimeExceeded, 0)));
+
+    for (uint8_t code = 10; code < 10 + kEchoCodes; ++code) ct_add_flow(st, kOrig, echo(icmp::kEchoRequest, code), t, 0);
+    EXPECT_EQ(ct_update(st, kReply, echo(icmp::kEchoReply, 0), t, 0), CtVerdict::invalid_state)
+        << "beyond kEchoCodes codes the oldest is forgotten";
+    EXPECT_EQ(ct_update(st, kReply, echo(icmp::kEchoReply, 10 + kEchoCodes - 1), t, 0), CtVerdict::accept);
 }
 
 TEST(ConntrackGeneric, OtherProtocolsLiveTenMinutes) {
@@ -770,7 +969,7 @@ TEST(ConntrackPacketInfo, ScaledConnectionFromRealFrames) {
     const auto far = tcp_frame(kClientIp, kServerIp, PSH | ACK, c + 1 + 3'000'000, s + 1, {},
                                std::vector<uint8_t>(1000, 'a'));
     EXPECT_EQ(ct_update(st, kOrig, parse(far), t, now), CtVerdict::accept);
-    const auto too_far = tcp_frame(kClientIp, kServerIp, PSH | ACK, c + 1 + 5'000'000, s + 1, {},
+    const auto too_far = tcp_frame(kClientIp, kServerIp, PSH | ACK, c + 1 + 9'000'000, s + 1, {},
                                    std::vector<uint8_t>(1000, 'a'));
     EXPECT_EQ(ct_update(st, kOrig, parse(too_far), t, now), CtVerdict::out_of_window);
 }

@@ -90,6 +90,17 @@ protected:
                tcp(s, c, dport, sport, kSyn | kAck, 5000, 1001).verdict == dp::Verdict::forward &&
                tcp(c, s, sport, dport, kAck, 1001, 5001).verdict == dp::Verdict::forward;
     }
+    // An ICMP message of `type`/`code` from `from` to `to` carrying `quote` (an error's quoted
+    // datagram), checksum filled in.
+    dp::PacketMeta icmp_message(const Host& from, const Host& to, uint8_t type, uint8_t code,
+                                const std::vector<uint8_t>& quote) {
+        TestFrame f(FrameBuilder().eth(from.mac, kGatewayMac).ipv4(from.ip, to.ip).icmp_echo(0, 0, 0, type).raw(quote).build());
+        auto* h = f.at<IcmpHdr>(sizeof(EtherHdr) + sizeof(Ipv4Hdr));
+        h->code = code;
+        h->checksum = 0;
+        h->checksum = internet_checksum(h, f.frame.len - sizeof(EtherHdr) - sizeof(Ipv4Hdr));
+        return run(f, from.port);
+    }
     static void expect_drop(const dp::PacketMeta& m, DropReason r, const char* what) {
         EXPECT_EQ(m.verdict, dp::Verdict::drop) << what;
         EXPECT_EQ(m.reason, r) << what << ": got " << drop_reason_info(m.reason).name;
@@ -196,6 +207,78 @@ TEST_F(Policy, IcmpErrorsAboutTrackedConnectionsPassOthersDoNot) {
     EXPECT_EQ(error(quoted).verdict, dp::Verdict::forward);
     auto unknown = FrameBuilder().ipv4(kDbIp, kAppIp, ipproto::kUdp, 63).udp(6001, 53, {1, 2, 3}).build();
     expect_drop(error(unknown), DropReason::ct_icmp_error_unmatched, "quotes no connection");
+}
+
+// What Linux relates to a connection and what it does not (tests/differential compares them
+// packet for packet): errors quoting a later fragment or an echo message of no flow are not
+// related; calyx also wants RFC 792's 8 bytes after the quoted IP header where Linux takes the
+// 4 bytes of ports (doc/architecture.md).
+TEST_F(Policy, IcmpErrorQuotesMustHoldTheTransportHeaderOfATrackedFlow) {
+    ASSERT_TRUE(handshake(kWeb, kApp, 40000, 80));
+    const auto quoted = [](uint16_t frag, size_t keep) {
+        auto q = FrameBuilder().ipv4(kWebIp, kAppIp, ipproto::kTcp, 63, frag).tcp(40000, 80, kAck, 1001, 5001).build();
+        q.resize(sizeof(Ipv4Hdr) + keep);
+        return q;
+    };
+    EXPECT_EQ(icmp_message(kApp, kWeb, icmp::kTimeExceeded, 0, quoted(Ipv4Hdr::kDontFragment, 8)).verdict, dp::Verdict::forward);
+    expect_drop(icmp_message(kApp, kWeb, icmp::kTimeExceeded, 0, quoted(Ipv4Hdr::kMoreFragments | 16, 8)),
+                DropReason::ct_icmp_error_unmatched, "a later fragment has no ports");
+    expect_drop(icmp_message(kApp, kWeb, icmp::kDestUnreachable, 3, quoted(Ipv4Hdr::kDontFragment, 4)),
+                DropReason::ct_icmp_error_unmatched, "4 bytes: Linux relates it, calyx wants RFC 792's 8");
+
+    load(site(kFrame6Groups + "  - {name: pingable, rules: [{direction: ingress, protocol: icmp, icmp_type: 8}]}\n",
+              "public-sg", "default-sg, pingable", "private-sg"));
+    ASSERT_EQ(ping(kWeb, kApp, 5).verdict, dp::Verdict::forward);
+    const auto echo_quote = [](uint8_t type, uint8_t code) {
+        auto q = FrameBuilder().ipv4(kWebIp, kAppIp, ipproto::kIcmp, 63).icmp_echo(5, 1, 0, type).build();
+        q[sizeof(Ipv4Hdr) + 1] = code;
+        return q;
+    };
+    EXPECT_EQ(icmp_message(kApp, kWeb, icmp::kDestUnreachable, 1, echo_quote(icmp::kEchoRequest, 0)).verdict, dp::Verdict::forward);
+    expect_drop(icmp_message(kApp, kWeb, icmp::kDestUnreachable, 1, echo_quote(icmp::kEchoRequest, 7)),
+                DropReason::ct_icmp_error_unmatched, "an echo request with a code no flow used");
+    expect_drop(icmp_message(kApp, kWeb, icmp::kDestUnreachable, 1, echo_quote(icmp::kTimeExceeded, 0)),
+                DropReason::ct_icmp_error_unmatched, "an error about an error");
+}
+
+// Linux relates redirects and source quench to the connection they quote; calyx drops both:
+// calyx is every instance's first hop, and RFC 6633 retired source quench.
+TEST_F(Policy, RedirectsAndSourceQuenchNeverPass) {
+    ASSERT_TRUE(handshake(kWeb, kApp, 40000, 80));
+    const auto quote = FrameBuilder().ipv4(kWebIp, kAppIp, ipproto::kTcp, 63).tcp(40000, 80, kAck, 1001, 5001).build();
+    expect_drop(icmp_message(kApp, kWeb, icmp::kRedirect, 1, quote), DropReason::icmp_redirect_or_quench, "redirect");
+    expect_drop(icmp_message(kApp, kWeb, icmp::kSourceQuench, 0, quote), DropReason::icmp_redirect_or_quench, "source quench");
+    EXPECT_EQ(icmp_message(kApp, kWeb, icmp::kParameterProblem, 0, quote).verdict, dp::Verdict::forward) << "parameter problem";
+}
+
+// Linux tracks an echo request from the other host with the same identifier as a connection
+// of its own: the rules decide, and then both pings and their replies pass.
+TEST_F(Policy, PingingBackWithTheSameIdentifierIsANewConnectionForTheRules) {
+    load(site(kFrame6Groups + "  - {name: pingable, rules: [{direction: ingress, protocol: icmp, icmp_type: 8}]}\n",
+              "public-sg", "default-sg, pingable", "private-sg"));
+    ASSERT_EQ(ping(kWeb, kApp, 21).verdict, dp::Verdict::forward);
+    expect_drop(ping(kApp, kWeb, 21), DropReason::sg_no_egress_rule, "app-1 may not ping web-1");
+    EXPECT_EQ(ping(kApp, kWeb, 21, icmp::kEchoReply).verdict, dp::Verdict::forward) << "its reply to web-1's ping";
+    load(site(kFrame6Groups + "  - {name: pingable, rules: [{direction: ingress, protocol: icmp, icmp_type: 8}]}\n"
+                              "  - {name: pinger, rules: [{direction: egress, protocol: icmp}]}\n",
+              "public-sg, pingable", "default-sg, pingable, pinger", "private-sg"));
+    EXPECT_EQ(ping(kApp, kWeb, 21).verdict, dp::Verdict::forward);
+    EXPECT_EQ(ping(kWeb, kApp, 21, icmp::kEchoReply).verdict, dp::Verdict::forward);
+    EXPECT_EQ(ping(kWeb, kApp, 21).verdict, dp::Verdict::forward) << "web-1's own flow lives on";
+    EXPECT_EQ(ping(kApp, kWeb, 21, icmp::kEchoReply).verdict, dp::Verdict::forward);
+}
+
+// A SYN that reopens a closed connection ends it even when the rules refuse the new one, as
+// in Linux: what the old connection still had in flight no longer passes.
+TEST_F(Policy, ReopeningSynRefusedByTheRulesStillEndsTheOldConnection) {
+    ASSERT_TRUE(handshake(kWeb, kApp, 40000, 80));
+    ASSERT_EQ(tcp(kWeb, kApp, 40000, 80, kFin | kAck, 1001, 5001).verdict, dp::Verdict::forward);
+    ASSERT_EQ(tcp(kApp, kWeb, 80, 40000, kFin | kAck, 5001, 1002).verdict, dp::Verdict::forward);
+    ASSERT_EQ(tcp(kWeb, kApp, 40000, 80, kAck, 1002, 5002).verdict, dp::Verdict::forward);  // TIME_WAIT
+    EXPECT_EQ(tcp(kApp, kWeb, 80, 40000, kAck, 5002, 1002).verdict, dp::Verdict::forward) << "a late ACK";
+    expect_drop(tcp(kApp, kWeb, 80, 40000, kSyn, 9000, 0), DropReason::sg_no_egress_rule, "app-1 may not open to web-1");
+    expect_drop(tcp(kApp, kWeb, 80, 40000, kAck, 5002, 1002), DropReason::ct_invalid_new, "the old connection is gone");
+    EXPECT_EQ(tcp(kWeb, kApp, 40000, 80, kSyn, 2000, 0).verdict, dp::Verdict::forward) << "web-1 may open it again";
 }
 
 TEST_F(Policy, LaterFragmentsFollowTheirFirstFragment) {
