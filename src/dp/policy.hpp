@@ -10,7 +10,8 @@
 // - After a rule change (a new snapshot generation) each connection is re-checked once, at its
 //   next packet, against the new rules: still allowed, it continues; otherwise it is cut.
 // - ICMP errors (unreachable, time exceeded, parameter problem) pass when the datagram they
-//   quote belongs to a tracked connection.
+//   quote belongs to a tracked connection; redirects and source quench never pass.
+// - An ICMP echo request from the other host with a flow's identifier is a new connection.
 // - Fragments: the first decides; later fragments of its datagram follow that verdict.
 // - Infrastructure (ARP, DHCP, ping to the gateway) never reaches this stage.
 //
