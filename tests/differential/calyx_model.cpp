@@ -11,9 +11,7 @@
 namespace calyx::difftest {
 namespace {
 
-const MacAddr kGatewayMac{{0xee, 0xee, 0xee, 0xee, 0xee, 0xee}};
-const MacAddr kClientMac{{0x52, 0x54, 0x00, 0x00, 0x01, 0x01}};
-const MacAddr kServerMac{{0x52, 0x54, 0x00, 0x00, 0x03, 0x01}};
+const MacAddr kGatewayMac{{0xee, 0xee, 0xee, 0xee, 0xee, 0xee}};  // calyx's default
 
 }  // namespace
 
@@ -44,7 +42,7 @@ std::expected<std::unique_ptr<CalyxModel>, std::string> CalyxModel::create(const
 
 ModelVerdict CalyxModel::run(Side from, const Bytes& ip, uint64_t now_ns) {
     alignas(64) static uint8_t storage[2048 + 128];
-    const EtherHdr eth{kGatewayMac, from == Side::client ? kClientMac : kServerMac, Be16::from_host(ethertype::kIpv4)};
+    const EtherHdr eth{kGatewayMac, mac_of(from), Be16::from_host(ethertype::kIpv4)};
     std::memcpy(storage + 128, &eth, sizeof eth);
     std::memcpy(storage + 128 + sizeof eth, ip.data(), ip.size());
     dp::Batch batch;

@@ -24,9 +24,7 @@ namespace {
 
 using test::sh;
 
-// The hosts' MACs are the integration fixture's VMs'; the router's are its own.
-const MacAddr kClientMac{{0x52, 0x54, 0x00, 0x00, 0x01, 0x01}};
-const MacAddr kServerMac{{0x52, 0x54, 0x00, 0x00, 0x03, 0x01}};
+// The router's own MACs on its two links.
 const MacAddr kRouterClientMac{{0x02, 0xd1, 0xff, 0x00, 0x00, 0x01}};
 const MacAddr kRouterServerMac{{0x02, 0xd1, 0xff, 0x00, 0x00, 0x02}};
 
@@ -178,8 +176,8 @@ LinuxRouter::~LinuxRouter() {
 
 bool LinuxRouter::send(Side from, const Bytes& ip) {
     Bytes frame(sizeof(EtherHdr));
-    const EtherHdr eth{from == Side::client ? kRouterClientMac : kRouterServerMac,
-                       from == Side::client ? kClientMac : kServerMac, Be16::from_host(ethertype::kIpv4)};
+    const EtherHdr eth{from == Side::client ? kRouterClientMac : kRouterServerMac, mac_of(from),
+                       Be16::from_host(ethertype::kIpv4)};
     std::memcpy(frame.data(), &eth, sizeof eth);
     frame.insert(frame.end(), ip.begin(), ip.end());
     for (int attempt = 0; attempt < 100; ++attempt) {

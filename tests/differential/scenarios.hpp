@@ -36,6 +36,9 @@ inline Side other(Side s) { return s == Side::client ? Side::server : Side::clie
 inline const Ipv4Addr kClientIp = Ipv4Addr::from_octets(203, 0, 113, 10);
 inline const Ipv4Addr kServerIp = Ipv4Addr::from_octets(10, 20, 0, 7);
 inline Ipv4Addr address_of(Side s) { return s == Side::client ? kClientIp : kServerIp; }
+inline const MacAddr kClientMac{{0x52, 0x54, 0x00, 0x00, 0x01, 0x01}};
+inline const MacAddr kServerMac{{0x52, 0x54, 0x00, 0x00, 0x03, 0x01}};
+inline MacAddr mac_of(Side s) { return s == Side::client ? kClientMac : kServerMac; }
 
 // The policy both routers enforce on new connections (the security groups of calyx, the
 // nftables rules of Linux): the client may open TCP and UDP to the server's ports

@@ -45,6 +45,15 @@ PacketInfo tcp_info(uint8_t flags, uint32_t seq, uint32_t ack, uint16_t len = 0,
     return p;
 }
 
+PacketInfo echo_info(uint8_t type, uint16_t id, uint8_t code = 0) {
+    PacketInfo p;
+    p.proto = ipproto::kIcmp;
+    p.icmp_type = type;
+    p.icmp_code = code;
+    p.icmp_id = id;
+    return p;
+}
+
 // A TCP connection between a client (original direction) and a server (reply direction)
 // that remembers each side's next sequence number, so tests read as the segments they send.
 class TcpConn {
@@ -720,13 +729,7 @@ TEST(ConntrackUdp, UnrepliedLives30sThenARepliedFlowLives120s) {
 
 TEST(ConntrackIcmp, EchoRequestAndReplyMatchByIdentifier) {
     const CtTimeouts t;
-    auto echo = [](uint8_t type, uint16_t id) {
-        PacketInfo p;
-        p.proto = ipproto::kIcmp;
-        p.icmp_type = type;
-        p.icmp_id = id;
-        return p;
-    };
+    const auto echo = [](uint8_t type, uint16_t id) { return echo_info(type, id); };
     ConnState st{};
     uint64_t now = 7 * kS;
     EXPECT_EQ(ct_new(st, echo(icmp::kEchoReply, 7), t, now), CtVerdict::invalid_new);
@@ -755,14 +758,7 @@ TEST(ConntrackIcmp, EchoRequestAndReplyMatchByIdentifier) {
 // same identifier.
 TEST(ConntrackIcmp, EchoFlowsAreKeyedByCodeAndDirectionLikeLinuxTuples) {
     const CtTimeouts t;
-    auto echo = [](uint8_t type, uint8_t code) {
-        PacketInfo p;
-        p.proto = ipproto::kIcmp;
-        p.icmp_type = type;
-        p.icmp_code = code;
-        p.icmp_id = 9;
-        return p;
-    };
+    const auto echo = [](uint8_t type, uint8_t code) { return echo_info(type, 9, code); };
     ConnState st{};
     ASSERT_EQ(ct_new(st, echo(icmp::kEchoRequest, 0), t, 0), CtVerdict::accept);
     EXPECT_EQ(ct_update(st, kReply, echo(icmp::kEchoReply, 3), t, 0), CtVerdict::invalid_state)
