@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <cctype>
 #include <fstream>
+#include <sys/utsname.h>
 #include <map>
 #include <thread>
 
@@ -261,11 +262,13 @@ TEST_F(ConntrackAgainstLinux, EveryPacketGetsLinuxsVerdictOrADocumentedDifferenc
     uint64_t known = 0, unexplained = 0;
     for (const auto& [name, n] : t.known) known += n;
     for (const auto& [what, n] : t.unexplained) unexplained += n;
+    utsname kernel{};
+    ::uname(&kernel);
     std::string summary = fmt::format(
-        "seed {}, scenarios {}-{} ({}), packets {}, {:.1f} s\n"
+        "Linux {} against calyx; seed {}, scenarios {}-{} ({}), packets {}, {:.1f} s\n"
         "agreement: {} of {} packets ({:.2f} %); Linux passed {}, calyx passed {}\n"
         "differences: {} documented, {} unexplained{}\n",
-        o.seed, o.first, o.first + o.count - 1, t.scenarios, t.packets, seconds, t.agree, t.packets,
+        kernel.release, o.seed, o.first, o.first + o.count - 1, t.scenarios, t.packets, seconds, t.agree, t.packets,
         100.0 * static_cast<double>(t.agree) / static_cast<double>(std::max<uint64_t>(t.packets, 1)), t.linux_passed, t.calyx_passed,
         known, unexplained, o.allowlist ? "" : " (allowlist off)");
     for (const auto& [name, n] : t.known) summary += fmt::format("  documented {:5}  {}\n", n, name);
