@@ -72,7 +72,7 @@ bool tcp_flags_valid(uint8_t f) {
 // segment that no endpoint state explains, kIg lets one pass untracked because it may be
 // right while we are out of sync (the endpoint's answer, which we do track, settles it).
 // (No segment leads back to NONE, so sNO only names the first column.)
-constexpr uint8_t sNO = 0, sSS = 1, sSR = 2, sES = 3, sFW = 4, sCW = 5, sLA = 6, sTW = 7, sCL = 8,
+constexpr uint8_t sSS = 1, sSR = 2, sES = 3, sFW = 4, sCW = 5, sLA = 6, sTW = 7, sCL = 8,
                   sS2 = 9, kIv = 10, kIg = 11;
 static_assert(sSS == static_cast<uint8_t>(TcpCtState::syn_sent) &&
               sCL == static_cast<uint8_t>(TcpCtState::close) &&
