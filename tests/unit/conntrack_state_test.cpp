@@ -409,33 +409,44 @@ TEST(ConntrackTcp, SegmentOvershootingTheWindowByLessThanAWindowPassesUntracked)
     EXPECT_EQ(c.deliver(kReply, ack), CtVerdict::accept) << "its ACK is not beyond what was sent";
 }
 
-// Window edges the issue listed: data and FIN that end exactly at the right edge of the
-// window the SYN-ACK announced (SYN windows are never scaled), while still in SYN_RECV.
-TEST(ConntrackTcp, DataAndFinAtTheRightEdgeInSynRecvPass) {
+// Window edges in SYN_RECV: the SYN-ACK's window is never scaled (RFC 7323 2.2), even when
+// both sides announce scaling. Data and FIN ending at its right edge pass; data starting
+// three windows beyond it is dropped (a scaled SYN window, 1000 << 7, would take it).
+TEST(ConntrackTcp, SynAckWindowIsUnscaledAtTheRightEdgeInSynRecv) {
     for (const uint8_t fin : {uint8_t{0}, FIN}) {
         TcpConn c;
         c.client_wscale = 7;
         c.server_wscale = 7;
         ASSERT_EQ(c.client(SYN), CtVerdict::accept);
-        ASSERT_EQ(c.server(SYN | ACK, 0, 1000), CtVerdict::accept);  // 1000 bytes, unscaled
+        ASSERT_EQ(c.server(SYN | ACK, 0, 1000), CtVerdict::accept);
         PacketInfo edge = c.segment(kOrig, ACK | fin, fin ? 0 : 100);
         edge.seq = c.client_next + 1000 - (fin ? 0 : 100);  // ends at ack + 1000
         EXPECT_EQ(c.deliver(kOrig, edge), CtVerdict::accept) << (fin ? "FIN" : "data");
+        EXPECT_EQ(c.state(), fin ? TcpCtState::fin_wait : TcpCtState::established);
+        PacketInfo beyond = c.segment(kOrig, ACK, 100);
+        beyond.seq = c.client_next + 3000;
+        EXPECT_EQ(c.deliver(kOrig, beyond), CtVerdict::out_of_window);
     }
 }
 
-// The server's in-order data after the client's FIN (a half-closed connection) and its
-// retransmission pass.
-TEST(ConntrackTcp, ServerDataAfterTheClientsFinAndRetransmissionsPass) {
+// The server's in-order data after the client's FIN, more than the client's small window
+// (512 bytes, unscaled), then the server's FIN beyond that window and the client's last ACK.
+// Linux checks only where a segment starts against the window, so the data passes and widens
+// the receiver's window; the FIN then overshoots by less than a window, passes untracked, and
+// its end is taken so that the last ACK is valid (before, calyx dropped both).
+TEST(ConntrackTcp, ServerDataAfterTheClientsFinThenItsFinAndTheLastAckPass) {
     TcpConn c;
-    c.handshake();
-    ASSERT_EQ(c.client(FIN | ACK), CtVerdict::accept);
-    ASSERT_EQ(c.server(ACK), CtVerdict::accept);
-    const PacketInfo data = c.segment(kReply, PSH | ACK, 1000);
-    EXPECT_EQ(c.deliver(kReply, data), CtVerdict::accept);
-    EXPECT_EQ(c.deliver(kReply, data), CtVerdict::accept) << "retransmitted";
-    EXPECT_EQ(c.client(ACK), CtVerdict::accept);
-    EXPECT_EQ(c.state(), TcpCtState::close_wait);
+    ASSERT_EQ(c.client(SYN, 0, 512), CtVerdict::accept);
+    ASSERT_EQ(c.server(SYN | ACK, 0, 64240), CtVerdict::accept);
+    ASSERT_EQ(c.client(ACK, 0, 512), CtVerdict::accept);
+    ASSERT_EQ(c.client(FIN | ACK, 0, 512), CtVerdict::accept);
+    ASSERT_EQ(c.server(ACK, 0, 64240), CtVerdict::accept);
+    const PacketInfo data = c.segment(kReply, ACK, 984, 64240);
+    EXPECT_EQ(c.deliver(kReply, data), CtVerdict::accept) << "984 bytes into a 512-byte window";
+    EXPECT_EQ(c.deliver(kReply, data), CtVerdict::accept) << "its retransmission";
+    EXPECT_EQ(c.server(FIN | ACK, 0, 64240), CtVerdict::ignore);
+    EXPECT_EQ(c.deliver(kOrig, tcp_info(ACK, c.client_next, data.seq + 985, 0, 512)), CtVerdict::accept);
+    EXPECT_EQ(c.state(), TcpCtState::close_wait) << "the FIN passed untracked";
 }
 
 // SACK blocks are bounded like ACKs when the receiver's SYN permitted SACK (RFC 2018).
