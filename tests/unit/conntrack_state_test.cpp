@@ -900,6 +900,25 @@ TEST(ConntrackPacketInfo, WindowScaleIsCappedAndOptionsAreBoundsChecked) {
               2);
 }
 
+TEST(ConntrackPacketInfo, ReadsSackPermittedFromSynsAndTheHighestSackEdgeFromOthers) {
+    const PacketInfo syn = parse(tcp_frame(kClientIp, kServerIp, SYN, 1, 0, syn_options(7)));
+    EXPECT_EQ(syn.tcp_options, PacketInfo::kOptions | PacketInfo::kSackPerm);
+    EXPECT_EQ(parse(tcp_frame(kClientIp, kServerIp, SYN, 1, 0, {})).tcp_options, 0) << "no options at all";
+
+    // NOP, NOP, SACK with two blocks: 100-200 and 300-900.
+    const std::vector<uint8_t> two_blocks{1, 1, 5, 18, 0, 0, 0, 100, 0, 0, 0, 200, 0, 0, 1, 44, 0, 0, 3, 132};
+    const PacketInfo sack = parse(tcp_frame(kClientIp, kServerIp, ACK, 5, 9, two_blocks));
+    EXPECT_EQ(sack.tcp_options, PacketInfo::kOptions | PacketInfo::kSack);
+    EXPECT_EQ(sack.sack, 900u);
+    EXPECT_EQ(sack.wscale, PacketInfo::kNoWscale);
+
+    const PacketInfo ts = parse(tcp_frame(kClientIp, kServerIp, ACK, 5, 9, {1, 1, 8, 10, 0, 0, 0, 2, 0, 0, 0, 1}));
+    EXPECT_EQ(ts.tcp_options, PacketInfo::kOptions) << "timestamps only: no SACK";
+    // A SACK option whose length is not 2 + 8n is skipped.
+    const PacketInfo odd = parse(tcp_frame(kClientIp, kServerIp, ACK, 5, 9, {5, 6, 0, 0, 0, 100, 1, 1}));
+    EXPECT_EQ(odd.tcp_options, PacketInfo::kOptions);
+}
+
 TEST(ConntrackPacketInfo, PayloadLengthComesFromTheIpHeaderNotTheFramePadding) {
     auto bytes = tcp_frame(kClientIp, kServerIp, ACK, 100, 200, {});
     bytes.resize(bytes.size() + 6, 0);  // Ethernet padding to 60 bytes
