@@ -22,9 +22,12 @@
 #include <fstream>
 #include <sys/utsname.h>
 #include <map>
+#include <set>
+#include <tuple>
 #include <thread>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "calyx_model.hpp"
 #include "integration/calyx_fixture.hpp"
@@ -241,6 +244,41 @@ protected:
     std::unique_ptr<std::ofstream> report_;
     Tally tally_;
 };
+
+// The generator's promises, which the concurrent rounds rely on: the same seed builds the same
+// bytes, scenarios have 4 to 12 packets, every template occurs, and no two scenarios share a
+// flow (a TCP/UDP port pair, an echo identifier, or the flow an ICMP error quotes).
+TEST(Scenarios, AreDeterministicAndNeverShareAFlow) {
+    std::map<std::tuple<uint8_t, uint16_t, uint16_t>, uint32_t> owner;
+    std::set<std::string> kinds;
+    const auto flow_of = [](const Bytes& ip, size_t at, bool from_client) {
+        const uint8_t proto = ip[at + 9];
+        const size_t l4 = at + size_t{ip[at] & 0x0fu} * 4;
+        const auto u16 = [&](size_t o) { return static_cast<uint16_t>(ip[o] << 8 | ip[o + 1]); };
+        if (proto == 1) return std::tuple<uint8_t, uint16_t, uint16_t>{proto, u16(l4 + 4), 0};
+        return from_client ? std::tuple{proto, u16(l4), u16(l4 + 2)} : std::tuple{proto, u16(l4 + 2), u16(l4)};
+    };
+    for (uint32_t i = 0; i < 4000; ++i) {
+        const Scenario a = make_scenario(14, i), b = make_scenario(14, i);
+        ASSERT_EQ(a.packets.size(), b.packets.size());
+        ASSERT_GE(a.packets.size(), 4u);
+        ASSERT_LE(a.packets.size(), 12u);
+        kinds.insert(a.kind);
+        for (size_t p = 0; p < a.packets.size(); ++p) {
+            ASSERT_EQ(a.packets[p].ip, b.packets[p].ip) << "scenario " << i << " packet " << p;
+            const Bytes& ip = a.packets[p].ip;
+            const bool client = a.packets[p].from == Side::client;
+            const bool error = ip[9] == 1 && (ip[20] == 3 || ip[20] == 4 || ip[20] == 5 || ip[20] == 11 || ip[20] == 12);
+            if (error && (ip.size() < 48 || ip.size() < 28 + size_t{ip[28] & 0x0fu} * 4 + 8)) continue;  // quotes no ports
+            // An error quotes a datagram of the other direction (or, deliberately, its own).
+            const auto f = error ? flow_of(ip, 28, ip[40] == ip[12] ? client : !client) : flow_of(ip, 0, client);
+            if (std::get<1>(f) >= kStrayFirst || std::get<2>(f) >= kStrayFirst) continue;  // no flow's
+            const auto [it, fresh] = owner.emplace(f, i);
+            ASSERT_TRUE(fresh || it->second == i) << "scenarios " << it->second << " and " << i << " share a flow";
+        }
+    }
+    EXPECT_EQ(kinds.size(), 17u) << fmt::format("{}", fmt::join(kinds, " "));
+}
 
 TEST_F(ConntrackAgainstLinux, EveryPacketGetsLinuxsVerdictOrADocumentedDifference) {
     const Options& o = g_options;
