@@ -13,6 +13,7 @@ packages=(
   qemu-system-x86 linux-image-amd64 busybox-static cpio python3-yaml
   clang-16 libclang-rt-16-dev
   nftables conntrack ethtool
+  podman runc debootstrap
 )
 missing=()
 for p in "${packages[@]}"; do
