@@ -10,6 +10,9 @@
 // instance, 600k at N = 10000 (instances with the same groups share one compiled policy, as
 // a tenant's instances usually do; each remote group resolves to N/33 member addresses). One calyx attaches at most 1023 VMs (vhost-user ports); 10000
 // sizes the control-plane work of a configuration far larger than one host carries.
+// Both check what they built and fail the run otherwise (perf/bench_main.hpp): the parsed
+// model's counts, and the snapshot's rules, shared policies and verdicts of remote-group
+// rules (a member allowed, a stranger and another port refused).
 #include <benchmark/benchmark.h>
 #include <fmt/format.h>
 
@@ -21,14 +24,16 @@
 #include "calyx/config.hpp"
 #include "cp/snapshot_builder.hpp"
 #include "dp/conntrack.hpp"
+#include "dp/policy.hpp"
 
 namespace calyx {
 namespace {
 
 using perf::fail;
 
+constexpr int kGroups = 100, kRulesPerGroup = 20, kPerNetwork = 200;
+
 std::string big_config(int instances) {
-    constexpr int kGroups = 100, kRulesPerGroup = 20, kPerNetwork = 200;
     std::string y = "dataplane: {conntrack: {capacity: 4096}}\nsecurity_groups:\n";
     for (int g = 0; g < kGroups; ++g) {
         y += fmt::format("  - name: g{}\n    rules:\n", g);
@@ -67,6 +72,12 @@ void BM_ParseAndValidate(benchmark::State& state) {
             fail(state, cfg.error().front().to_string().c_str());
             break;
         }
+        if (cfg->instances.size() != static_cast<size_t>(state.range(0)) ||
+            cfg->security_groups.size() != kGroups ||
+            cfg->networks.size() != static_cast<size_t>((state.range(0) + kPerNetwork - 1) / kPerNetwork)) {
+            fail(state, "the parsed model lacks instances, groups or networks");
+            break;
+        }
         benchmark::DoNotOptimize(cfg);
     }
     state.counters["yaml_bytes"] = static_cast<double>(yaml.size());
@@ -89,6 +100,7 @@ void BM_BuildSnapshot(benchmark::State& state) {
     in.conntrack = table->get();
     size_t rules = 0, distinct = 0;
     uint64_t generation = 0;
+    std::unique_ptr<dp::Snapshot> last;
     for (auto _ : state) {
         auto snap = cp::build_snapshot(*cfg, in, ++generation);
         if (!snap) {
@@ -102,9 +114,24 @@ void BM_BuildSnapshot(benchmark::State& state) {
             policies.insert(p.get());
         }
         distinct = policies.size();
+        last = std::move(*snap);  // frees the previous one: one snapshot freed per iteration, as before
     }
     state.counters["instance_rules"] = static_cast<double>(rules);
     state.counters["distinct_policies"] = static_cast<double>(distinct);
+    if (!last) return;
+    // Each instance has 3 distinct groups of 10 ingress and 10 egress rules; 100 combinations.
+    const auto n = static_cast<size_t>(state.range(0));
+    if (last->instances.size() != n || rules != n * 3 * kRulesPerGroup || distinct != kGroups)
+        return fail(state, "the snapshot lacks instances, rules or shared policies");
+    // i1 is in g1, whose rule 1 admits tcp/1021 from g2's members (i2 is one); i0 is in none of
+    // g1, g8 and g32's remote groups for that port, and 1022 is an egress (udp) rule's port.
+    const dp::InstanceView* i1 = &last->instances[1];
+    const Ipv4Addr member = last->instances[2].ipv4, stranger = last->instances[0].ipv4;
+    const auto admits = [&](Ipv4Addr from, uint16_t port) {
+        return dp::evaluate_new_connection(*last, nullptr, i1, from, i1->ipv4, ipproto::kTcp, port).allowed;
+    };
+    if (!admits(member, 1021) || admits(stranger, 1021) || admits(member, 1022))
+        fail(state, "the snapshot's rules give wrong verdicts");
 }
 BENCHMARK(BM_BuildSnapshot)->Arg(1000)->Arg(10000)->Unit(benchmark::kMillisecond)->UseRealTime();
 

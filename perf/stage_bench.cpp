@@ -10,11 +10,17 @@
 //   BM_NewConnection          the whole pipeline for first packets: rule evaluation,
 //                             conntrack insert
 //   BM_RawHashLookup/N        rte_hash bulk lookup alone: the floor under conntrack lookups
+// Every benchmark checks what it measures and fails the run otherwise (perf/bench_main.hpp):
+// the verdict and egress port of every packet of every batch; on the first batch and every
+// 256th one every rewritten frame byte for byte (MACs, TTL, reference checksums:
+// support/frame_check.hpp), which costs well under a cycle per packet; the connection table
+// holding exactly the connections made; every raw lookup hitting its key's own slot.
 #include <benchmark/benchmark.h>
 #include <fmt/format.h>
 #include <rte_cycles.h>
 #include <rte_hash.h>
 
+#include <algorithm>
 #include <memory>
 
 #include "bench_main.hpp"
@@ -23,6 +29,7 @@
 #include "dp/conntrack.hpp"
 #include "dp/pipeline.hpp"
 #include "support/frame_builder.hpp"
+#include "support/frame_check.hpp"
 
 namespace calyx {
 namespace {
@@ -87,17 +94,30 @@ std::vector<uint8_t> connection_frame(uint32_t c, bool reply) {
     return udp_frame(static_cast<uint16_t>(1024 + c % 64000), reply, static_cast<uint16_t>(5000 + c / 64000));
 }
 
-// Runs one batch of 32 copies of `frames[first..]` (cycling) through the pipeline.
+// Runs batches of 32 packets from `frames` (cycling from `first`) through the pipeline, and
+// checks each: every packet forwarded out of `out_port`; on sampled batches every frame
+// routed to `out_mac` (one TTL less per time it was in the batch), byte for byte.
 struct BatchRunner {
+    static constexpr uint64_t kSampleEvery = 256;
     std::vector<std::unique_ptr<test::TestFrame>> frames;
     dp::Batch batch;
+    uint16_t port = 0;
+    uint16_t out_port = 0;
+    MacAddr out_mac;
+    uint64_t batches = 0, wrong_verdicts = 0;
+    std::string wrong_bytes;  // the first mismatch seen
+    std::vector<std::pair<size_t, std::vector<uint8_t>>> before;  // sampled: frame, its bytes
 
     void load(const std::vector<std::vector<uint8_t>>& bytes, uint16_t in_port) {
         frames.clear();
         for (const auto& b : bytes) frames.push_back(std::make_unique<test::TestFrame>(b));
         port = in_port;
+        out_port = in_port == 0 ? 1 : 0;
+        out_mac = in_port == 0 ? kAppMac : kWebMac;
     }
     void run(Bench& b, size_t first) {
+        const bool sample = batches++ % kSampleEvery == 0;
+        if (sample) remember(first);
         batch.count = dp::kBurstSize;
         for (uint16_t i = 0; i < dp::kBurstSize; ++i) {
             auto& f = *frames[(first + i) % frames.size()];
@@ -106,6 +126,9 @@ struct BatchRunner {
             batch.meta[i].in_port = port;
         }
         dp::run_pipeline(batch, *b.snap, b.ctx);
+        for (uint16_t i = 0; i < dp::kBurstSize; ++i)
+            wrong_verdicts += batch.meta[i].verdict != dp::Verdict::forward || batch.meta[i].out_port != out_port;
+        if (sample) compare();
         // The pipeline rewrote the MACs in place: put the VM's back so the next run sees
         // the same packets (TTLs start at 255; restore_ttl() resets them now and then).
         for (uint16_t i = 0; i < dp::kBurstSize; ++i) {
@@ -122,7 +145,33 @@ struct BatchRunner {
             ip->checksum = internet_checksum(ip, sizeof(Ipv4Hdr));
         }
     }
-    uint16_t port = 0;
+    // Fails the benchmark if any batch was wrong.
+    void check(benchmark::State& state) const {
+        if (wrong_verdicts != 0)
+            fail(state, fmt::format("{} packets not forwarded to their port", wrong_verdicts).c_str());
+        else if (!wrong_bytes.empty())
+            fail(state, ("rewritten frame: " + wrong_bytes).c_str());
+    }
+
+private:
+    void remember(size_t first) {
+        before.clear();
+        for (uint16_t i = 0; i < dp::kBurstSize; ++i) {
+            const size_t k = (first + i) % frames.size();
+            if (std::ranges::none_of(before, [&](const auto& p) { return p.first == k; }))
+                before.emplace_back(k, frames[k]->bytes());
+        }
+    }
+    void compare() {
+        for (const auto& [k, bytes] : before) {
+            const auto times = static_cast<unsigned>(std::ranges::count_if(
+                batch.frames, batch.frames + batch.count,
+                [&](const dp::Frame& f) { return f.buf == frames[k]->frame.buf; }));
+            const auto expected = test::FrameEdit{bytes}.macs(kGw, out_mac).hops(times).bytes;
+            const std::string wrong = test::frame_mismatch(frames[k]->frame.data(), frames[k]->frame.len, expected);
+            if (!wrong.empty() && wrong_bytes.empty()) wrong_bytes = wrong;
+        }
+    }
 };
 
 // Every connection of the table is used in turn (`range(1)` = 1), or only the first 4096
@@ -141,6 +190,7 @@ void BM_Established(benchmark::State& state) {
     for (uint32_t c = 0; c < connections; ++c) replies.push_back(connection_frame(c, true));
     setup.load(replies, 1);
     for (size_t i = 0; i < replies.size(); i += dp::kBurstSize) setup.run(b, i);
+    setup.check(state);
 
     replies.clear();
     if (!all && first.size() > 4096) first.resize(4096);
@@ -157,7 +207,7 @@ void BM_Established(benchmark::State& state) {
             state.ResumeTiming();
         }
     }
-    if (out.batch.meta[0].verdict != dp::Verdict::forward) fail(state, "packets were not forwarded");
+    out.check(state);
     state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * dp::kBurstSize);
     state.counters["connections"] = static_cast<double>(b.table->size());
     // TSC cycles per packet of the whole loop (the pipeline plus this benchmark's resets).
@@ -177,16 +227,21 @@ void BM_NewConnection(benchmark::State& state) {
     for (uint32_t c = 0; c < 60000; ++c) frames.push_back(udp_frame(static_cast<uint16_t>(1024 + c), false));
     runner.load(frames, 0);
     size_t next = 0;
+    uint64_t wrong_resets = 0;
     for (auto _ : state) {
         if (next + dp::kBurstSize > frames.size()) {
             state.PauseTiming();
-            b.table->remove_if([](int32_t, const dp::CtEntry&) { return true; }, nullptr);
+            // Every first packet made its connection, and only one.
+            wrong_resets += b.table->remove_if([](int32_t, const dp::CtEntry&) { return true; }, nullptr) != next;
+            runner.restore_ttl();
             next = 0;
             state.ResumeTiming();
         }
         runner.run(b, next);
         next += dp::kBurstSize;
     }
+    runner.check(state);
+    if (wrong_resets != 0 || b.table->size() != next) fail(state, "not one connection per first packet");
     state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * dp::kBurstSize);
 }
 BENCHMARK(BM_NewConnection);
@@ -206,7 +261,7 @@ void BM_OneHotFlow(benchmark::State& state) {
             state.ResumeTiming();
         }
     }
-    if (runner.batch.meta[0].verdict != dp::Verdict::forward) fail(state, "not forwarded");
+    runner.check(state);
     state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * dp::kBurstSize);
 }
 BENCHMARK(BM_OneHotFlow);
@@ -215,20 +270,29 @@ void BM_RawHashLookup(benchmark::State& state) {
     const auto n = static_cast<uint32_t>(state.range(0));
     auto table = std::move(*dp::ConnTable::create(std::max<uint32_t>(n * 2, 4096), -1));
     std::vector<dp::CtKey> keys;
+    std::vector<int32_t> slots;  // where each key went
     for (uint32_t i = 0; i < n; ++i) {
         keys.push_back(dp::make_ct_key(ipproto::kUdp, {1, kWebIp, static_cast<uint16_t>(i)},
                                        {2, Ipv4Addr{kAppIp.value + (i >> 16)}, 5000}).key);
-        table->insert(keys.back());
+        slots.push_back(table->insert(keys.back()));
+        if (slots.back() < 0) return fail(state, "insert failed");
     }
     const dp::CtKey* batch[dp::kBurstSize];
+    uint32_t index[dp::kBurstSize];
     int32_t pos[dp::kBurstSize];
     size_t next = 0;
+    uint64_t misses = 0;
     for (auto _ : state) {
-        for (uint32_t i = 0; i < dp::kBurstSize; ++i) batch[i] = &keys[(next + i * 7919) % n];
+        for (uint32_t i = 0; i < dp::kBurstSize; ++i) {
+            index[i] = static_cast<uint32_t>((next + i * 7919) % n);
+            batch[i] = &keys[index[i]];
+        }
         table->lookup_bulk(batch, dp::kBurstSize, pos);
-        benchmark::DoNotOptimize(pos);
+        // Each lookup must find its own key's slot.
+        for (uint32_t i = 0; i < dp::kBurstSize; ++i) misses += pos[i] != slots[index[i]];
         next += dp::kBurstSize;
     }
+    if (misses != 0) fail(state, fmt::format("{} lookups missed their key", misses).c_str());
     state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * dp::kBurstSize);
 }
 BENCHMARK(BM_RawHashLookup)->Arg(10000)->Arg(1000000);

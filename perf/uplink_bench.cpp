@@ -11,10 +11,15 @@
 //                         inserts, rewrite
 // Every run restores the frames the pipeline rewrote (a 60-byte copy per packet, included in
 // every figure alike), so the difference between two figures is the work that differs.
+// Every benchmark checks what it measures and fails the run otherwise (perf/bench_main.hpp):
+// the verdict and egress port of every packet of every batch, and on the first batch and
+// every 256th one every frame byte for byte against what it should have become (MACs, TTL,
+// the translated address and port, reference checksums: support/frame_check.hpp).
 #include <benchmark/benchmark.h>
 #include <fmt/format.h>
 
 #include <cstring>
+#include <functional>
 #include <memory>
 
 #include "bench_main.hpp"
@@ -25,6 +30,7 @@
 #include "dp/neighbor.hpp"
 #include "dp/pipeline.hpp"
 #include "support/frame_builder.hpp"
+#include "support/frame_check.hpp"
 
 namespace calyx {
 namespace {
@@ -99,18 +105,28 @@ std::vector<uint8_t> inbound(Ipv4Addr to, uint16_t dport) {
     return test::FrameBuilder().eth(kUpstreamMac, kUplinkMac).ipv4(kServer, to, ipproto::kUdp, 64).udp(53, dport, std::vector<uint8_t>(18)).build();
 }
 
-// Runs batches of 32 packets from a set of frames, restoring each frame after the run.
+// What a frame (given as it was sent) should be after the pipeline forwarded it.
+using Expect = std::function<std::vector<uint8_t>(size_t frame, const std::vector<uint8_t>& sent)>;
+
+// Runs batches of 32 packets from a set of frames, checks them (every packet forwarded out of
+// `out_port`; on sampled batches every frame equal to `expect`'s), and restores each frame.
 struct BatchRunner {
+    static constexpr uint64_t kSampleEvery = 256;
     std::vector<std::vector<uint8_t>> pristine;
     std::vector<std::unique_ptr<test::TestFrame>> frames;
     dp::Batch batch;
-    uint16_t port = 0;
+    uint16_t port = 0, out_port = 0;
+    Expect expect;
+    uint64_t batches = 0, wrong_verdicts = 0;
+    std::string wrong_bytes;  // the first mismatch seen
 
-    void load(std::vector<std::vector<uint8_t>> bytes, uint16_t in_port) {
+    void load(std::vector<std::vector<uint8_t>> bytes, uint16_t in_port, uint16_t egress, Expect e) {
         pristine = std::move(bytes);
         frames.clear();
         for (const auto& b : pristine) frames.push_back(std::make_unique<test::TestFrame>(b));
         port = in_port;
+        out_port = egress;
+        expect = std::move(e);
     }
     void run(Bench& b, size_t first) {
         batch.count = dp::kBurstSize;
@@ -121,23 +137,42 @@ struct BatchRunner {
             batch.meta[i].in_port = port;
         }
         dp::run_pipeline(batch, *b.snap, b.ctx);
+        for (uint16_t i = 0; i < dp::kBurstSize; ++i)
+            wrong_verdicts += batch.meta[i].verdict != dp::Verdict::forward || batch.meta[i].out_port != out_port;
+        if (batches++ % kSampleEvery == 0) compare(first);
         for (uint16_t i = 0; i < dp::kBurstSize; ++i) {
             const size_t k = (first + i) % frames.size();
             std::memcpy(frames[k]->frame.data(), pristine[k].data(), pristine[k].size());
         }
     }
-    bool all(dp::Verdict v) const {
-        for (uint16_t i = 0; i < batch.count; ++i)
-            if (batch.meta[i].verdict != v) return false;
-        return true;
+    // Fails the benchmark if any batch was wrong.
+    void check(benchmark::State& state) const {
+        if (wrong_verdicts != 0)
+            fail(state, fmt::format("{} packets not forwarded to their port", wrong_verdicts).c_str());
+        else if (!wrong_bytes.empty())
+            fail(state, ("rewritten frame: " + wrong_bytes).c_str());
+    }
+
+private:
+    void compare(size_t first) {
+        for (uint16_t i = 0; i < dp::kBurstSize && wrong_bytes.empty(); ++i) {
+            const size_t k = (first + i) % frames.size();
+            wrong_bytes = test::frame_mismatch(frames[k]->frame.data(), frames[k]->frame.len, expect(k, pristine[k]));
+        }
     }
 };
 
-// Opens `n` UDP connections from `mac`/`from` (source ports 1024 + i) to the server; returns
-// the inbound replies' frames (to the external ports the connections got).
-std::vector<std::vector<uint8_t>> open_connections(Bench& b, MacAddr mac, Ipv4Addr from, uint16_t port,
-                                                   uint32_t n, std::vector<std::vector<uint8_t>>& out) {
-    std::vector<std::vector<uint8_t>> replies;
+// Routed to the uplink's gateway: the uplink's MAC to the upstream router's, one hop.
+test::FrameEdit to_upstream(const std::vector<uint8_t>& sent) {
+    return std::move(test::FrameEdit{sent}.macs(kUplinkMac, kUpstreamMac).hops(1));
+}
+
+// Opens `n` UDP connections from `mac`/`from` (source ports 1024 + i) to the server, each
+// checked to leave; returns the external source port each one got (its own when not
+// masqueraded). `out` receives the outbound frames.
+std::vector<uint16_t> open_connections(benchmark::State& state, Bench& b, MacAddr mac, Ipv4Addr from, uint16_t port,
+                                       uint32_t n, std::vector<std::vector<uint8_t>>& out) {
+    std::vector<uint16_t> external;
     for (uint32_t c = 0; c < n; ++c) out.push_back(outbound(mac, from, static_cast<uint16_t>(1024 + c)));
     for (uint32_t c = 0; c < n; ++c) {
         test::TestFrame f(out[c]);
@@ -146,31 +181,48 @@ std::vector<std::vector<uint8_t>> open_connections(Bench& b, MacAddr mac, Ipv4Ad
         batch.frames[0] = f.frame;
         batch.meta[0].in_port = port;
         dp::run_pipeline(batch, *b.snap, b.ctx);
-        const auto* ip = f.at<Ipv4Hdr>(sizeof(EtherHdr));
-        const auto* udp = f.at<UdpHdr>(sizeof(EtherHdr) + sizeof(Ipv4Hdr));
-        replies.push_back(inbound(Ipv4Addr::from_be(ip->src), udp->src_port.host()));
+        if (batch.meta[0].verdict != dp::Verdict::forward || batch.meta[0].out_port != kUplinkPort) {
+            fail(state, "a first packet did not leave through the uplink");
+            return {};
+        }
+        external.push_back(f.at<UdpHdr>(sizeof(EtherHdr) + sizeof(Ipv4Hdr))->src_port.host());
     }
-    return replies;
+    return external;
 }
 
 void run_established(benchmark::State& state, bool masqueraded, bool replies) {
     const auto connections = static_cast<uint32_t>(state.range(0));
     Bench b(std::max<uint32_t>(connections * 4, 4096));
     std::vector<std::vector<uint8_t>> out;
-    auto back = masqueraded ? open_connections(b, kAppMac, kAppIp, kAppPort, connections, out)
-                            : open_connections(b, kWebMac, kWebIp, kWebPort, connections, out);
-    BatchRunner runner;
+    const auto external = masqueraded ? open_connections(state, b, kAppMac, kAppIp, kAppPort, connections, out)
+                                      : open_connections(state, b, kWebMac, kWebIp, kWebPort, connections, out);
+    if (external.size() != connections) return;
+    std::vector<std::vector<uint8_t>> back;
+    for (uint16_t p : external) back.push_back(inbound(masqueraded ? kHostAddr : kWebIp, p));
     auto& frames = replies ? back : out;
     if (frames.size() > 4096) frames.resize(4096);
-    runner.load(frames, replies ? kUplinkPort : (masqueraded ? kAppPort : kWebPort));
+    BatchRunner runner;
+    if (replies)  // translated back to the instance, routed to it
+        runner.load(std::move(frames), kUplinkPort, kAppPort, [](size_t c, const std::vector<uint8_t>& sent) {
+            return test::FrameEdit{sent}.macs(kGw, kAppMac).hops(1).destination(kAppIp).destination_port(
+                static_cast<uint16_t>(1024 + c)).bytes;
+        });
+    else if (masqueraded)  // the uplink address and the connection's external port
+        runner.load(std::move(frames), kAppPort, kUplinkPort, [&](size_t c, const std::vector<uint8_t>& sent) {
+            return to_upstream(sent).source(kHostAddr).source_port(external[c]).bytes;
+        });
+    else
+        runner.load(std::move(frames), kWebPort, kUplinkPort,
+                    [](size_t, const std::vector<uint8_t>& sent) { return to_upstream(sent).bytes; });
     size_t next = 0;
     for (auto _ : state) {
         runner.run(b, next);
         next += dp::kBurstSize;
     }
-    if (!runner.all(dp::Verdict::forward)) fail(state, "packets were not forwarded");
+    runner.check(state);
     state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * dp::kBurstSize);
     state.counters["table_keys"] = static_cast<double>(b.table->size());
+    if (b.table->size() != connections * (masqueraded ? 2 : 1)) fail(state, "connections gained or lost keys");
 }
 
 void BM_PublicOut(benchmark::State& state) { run_established(state, false, false); }
@@ -185,19 +237,27 @@ void BM_NewMasqueraded(benchmark::State& state) {
     BatchRunner runner;
     std::vector<std::vector<uint8_t>> frames;
     for (uint32_t c = 0; c < 60000; ++c) frames.push_back(outbound(kAppMac, kAppIp, static_cast<uint16_t>(1024 + c)));
-    runner.load(frames, kAppPort);
+    // The instance's own port is in the range and free: it is kept (port preservation).
+    runner.load(frames, kAppPort, kUplinkPort, [](size_t, const std::vector<uint8_t>& sent) {
+        return to_upstream(sent).source(kHostAddr).bytes;
+    });
     size_t next = 0;
+    uint64_t wrong_resets = 0;
     for (auto _ : state) {
         if (next + dp::kBurstSize > frames.size()) {
             state.PauseTiming();
-            b.table->remove_if([](int32_t, const dp::CtEntry&) { return true; }, nullptr);
+            // Two keys per connection, and every port given back with them.
+            wrong_resets += b.table->remove_if([](int32_t, const dp::CtEntry&) { return true; }, nullptr) != 2 * next;
+            wrong_resets += b.nat->in_use(ipproto::kUdp) != 0;
             next = 0;
             state.ResumeTiming();
         }
         runner.run(b, next);
         next += dp::kBurstSize;
     }
-    if (!runner.all(dp::Verdict::forward)) fail(state, "first packets were not forwarded");
+    runner.check(state);
+    if (wrong_resets != 0 || b.table->size() != 2 * next || b.nat->in_use(ipproto::kUdp) != next)
+        fail(state, "not one mapping (two keys, one port) per first packet");
     state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * dp::kBurstSize);
 }
 BENCHMARK(BM_NewMasqueraded);

@@ -11,6 +11,7 @@
 #include "calyx/headers.hpp"
 #include "calyx/net.hpp"
 #include "dp/frame.hpp"
+#include "support/reference_checksum.hpp"
 
 namespace calyx::test {
 
@@ -103,31 +104,20 @@ public:
         return *this;
     }
 
-    // Fills IPv4 total length and checksums (IPv4, ICMP, UDP, TCP) unless told not to.
+    // Fills IPv4 total length, UDP length and the checksums (IPv4, ICMP, UDP, TCP) unless
+    // told not to. The checksums come from the reference implementation
+    // (support/reference_checksum.hpp), never from the product's own.
     std::vector<uint8_t> build(bool fix_lengths_and_checksums = true) const {
         std::vector<uint8_t> out = bytes_;
         if (!fix_lengths_and_checksums || ip_offset_ == kUnset) return out;
-        auto* ip = reinterpret_cast<Ipv4Hdr*>(out.data() + ip_offset_);
-        ip->total_length = Be16::from_host(static_cast<uint16_t>(out.size() - ip_offset_));
-        ip->checksum = 0;
-        ip->checksum = internet_checksum(ip, sizeof(Ipv4Hdr));
+        uint8_t* ip = out.data() + ip_offset_;
+        ref::store_be16(ip + 2, static_cast<uint16_t>(out.size() - ip_offset_));
+        ref::fill_ipv4_checksum(ip, sizeof(Ipv4Hdr));
         if (l4_offset_ == kUnset) return out;
         uint8_t* l4 = out.data() + l4_offset_;
         const size_t l4_len = out.size() - l4_offset_;
-        if (l4_proto_ == ipproto::kIcmp) {
-            auto* h = reinterpret_cast<IcmpHdr*>(l4);
-            h->checksum = 0;
-            h->checksum = internet_checksum(l4, l4_len);
-        } else if (l4_proto_ == ipproto::kUdp) {
-            auto* h = reinterpret_cast<UdpHdr*>(l4);
-            h->length = Be16::from_host(static_cast<uint16_t>(l4_len));
-            h->checksum = 0;
-            h->checksum = l4_checksum_ipv4(*ip, l4, l4_len);
-        } else if (l4_proto_ == ipproto::kTcp) {
-            auto* h = reinterpret_cast<TcpHdr*>(l4);
-            h->checksum = 0;
-            h->checksum = l4_checksum_ipv4(*ip, l4, l4_len);
-        }
+        if (l4_proto_ == ipproto::kUdp) ref::store_be16(l4 + 4, static_cast<uint16_t>(l4_len));
+        ref::fill_l4_checksum(ip, l4, l4_len, l4_proto_);
         return out;
     }
 

@@ -2,9 +2,12 @@
 #include <gtest/gtest.h>
 
 #include <random>
+#include <string_view>
+#include <vector>
 
 #include "calyx/headers.hpp"
 #include "calyx/net.hpp"
+#include "support/reference_checksum.hpp"
 
 namespace calyx {
 namespace {
@@ -88,6 +91,74 @@ TEST(Checksums, OddLengthPadsWithZero) {
     const uint8_t odd[3] = {0x01, 0x02, 0x03};
     const uint8_t even[4] = {0x01, 0x02, 0x03, 0x00};
     EXPECT_EQ(internet_checksum(odd, 3), internet_checksum(even, 4));
+}
+
+// --- Known answers: the checksums must agree with RFC 1071's worked example and with what the
+// Linux kernel put on the wire, not only with themselves.
+
+// RFC 1071 section 3, "Numerical Examples": the bytes 00 01 f2 03 f4 f5 f6 f7 sum to ddf2
+// (with the end-around carries); the checksum is its complement, 220d.
+TEST(Checksums, Rfc1071NumericalExample) {
+    const uint8_t bytes[8] = {0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7};
+    EXPECT_EQ(Be16{internet_checksum(bytes, sizeof bytes)}.host(), 0x220d);
+    EXPECT_EQ(Be16{static_cast<uint16_t>(~checksum_fold(checksum_partial(bytes, sizeof bytes)))}.host(), 0xddf2);
+    EXPECT_EQ(test::ref::checksum(bytes, sizeof bytes), 0x220d);
+    EXPECT_EQ(test::ref::ones_complement_sum(bytes, sizeof bytes), 0xddf2);
+}
+
+std::vector<uint8_t> from_hex(std::string_view hex) {
+    std::vector<uint8_t> out;
+    for (size_t i = 0; i + 1 < hex.size(); i += 2)
+        out.push_back(static_cast<uint8_t>(std::stoi(std::string(hex.substr(i, 2)), nullptr, 16)));
+    return out;
+}
+
+// Frames the Linux kernel (6.x, software checksums: veth with tx offload off) sent from
+// 192.0.2.1 to 192.0.2.2, captured with an AF_PACKET socket on the receiving veth: a UDP
+// datagram with an odd payload ("calyx checksum vector"), a ping with an odd payload, a TCP
+// SYN with options and a data segment ("GET / HTTP/1.0").
+struct KernelFrame {
+    const char* what;
+    const char* hex;
+    uint16_t ip_checksum;  // as on the wire
+    uint16_t l4_checksum;
+};
+const KernelFrame kKernelFrames[] = {
+    {"udp", "02000000000b02000000000a080045000031580e400040115eaac0000201c00002029c400035001d814963616c797820636865636b73756d20766563746f72",
+     0x5eaa, 0x8149},
+    {"icmp echo", "02000000000b02000000000a08004500002f3464400040018266c0000201c00002020800d8a627230001c60d136b000000004d5a0b0000000000636163",
+     0x8266, 0xd8a6},
+    {"tcp syn", "02000000000b02000000000a08004500003c4caf400040066a09c0000201c0000202a0281f9048340f9200000000a002faf07f900000020405b40402080aeb2246d6000000000103030a",
+     0x6a09, 0x7f90},
+    {"tcp data", "02000000000b02000000000a0800450000464cb14000400669fdc0000201c0000202a0281f9048340f93e65a73aa8018003f92ad00000101080aeb2246e3750e6879474554202f20485454502f312e300d0a0d0a",
+     0x69fd, 0x92ad},
+};
+
+TEST(Checksums, AgreeWithFramesTheLinuxKernelSent) {
+    for (const auto& k : kKernelFrames) {
+        SCOPED_TRACE(k.what);
+        std::vector<uint8_t> f = from_hex(k.hex);
+        auto* ip = reinterpret_cast<Ipv4Hdr*>(f.data() + sizeof(EtherHdr));
+        const size_t l4_len = ip->total_length.host() - ip->header_length();
+        uint8_t* l4 = f.data() + sizeof(EtherHdr) + ip->header_length();
+        const size_t at = ip->protocol == ipproto::kTcp   ? test::ref::kTcpChecksumAt
+                          : ip->protocol == ipproto::kUdp ? test::ref::kUdpChecksumAt
+                                                          : test::ref::kIcmpChecksumAt;
+        ASSERT_EQ(test::ref::load_be16(l4 + at), k.l4_checksum) << "the vector itself";
+        // As received, everything verifies (sums to zero).
+        EXPECT_EQ(internet_checksum(ip, ip->header_length()), 0);
+        EXPECT_EQ(test::ref::ipv4_checksum_errors(f.data() + sizeof(EtherHdr), f.size() - sizeof(EtherHdr)), "");
+        // Recomputed with the checksum fields cleared, both implementations give the kernel's.
+        ip->checksum = 0;
+        EXPECT_EQ(Be16{internet_checksum(ip, ip->header_length())}.host(), k.ip_checksum);
+        EXPECT_EQ(test::ref::checksum(f.data() + sizeof(EtherHdr), ip->header_length()), k.ip_checksum);
+        test::ref::store_be16(l4 + at, 0);
+        const uint16_t product = ip->protocol == ipproto::kIcmp ? internet_checksum(l4, l4_len)
+                                                                : l4_checksum_ipv4(*ip, l4, l4_len);
+        EXPECT_EQ(Be16{product}.host(), k.l4_checksum);
+        test::ref::fill_l4_checksum(f.data() + sizeof(EtherHdr), l4, l4_len, ip->protocol);
+        EXPECT_EQ(test::ref::load_be16(l4 + at), k.l4_checksum);
+    }
 }
 
 }  // namespace
