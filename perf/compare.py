@@ -155,9 +155,15 @@ def setup_hugepages(pages=2048):
 # ---------------------------------------------------------------- targets
 class Target:
     """Started per run: start() returns the two server sockets, stop() ends it; sample()
-    returns cumulative forwarding-core counters (packets, busy/io/total cycles) or None."""
+    returns cumulative forwarding-core counters (packets, busy/io/total cycles) or None.
+    `routes`: it rewrites MACs (A addresses the gateway MAC) and masquerades the nat
+    scenario, which the generator then checks on every frame."""
     name = ""
-    gateway_mac = GW_MAC
+    routes = True
+
+    @property
+    def gateway_mac(self):
+        return GW_MAC
 
     def __init__(self, sc, work, build):
         self.sc, self.work, self.build, self.procs = sc, work, build, []
@@ -183,7 +189,11 @@ class Testpmd(Target):
     """io forwarding between two net_vhost ports: forwards without reading the packets, so
     every scenario runs unchanged. No routing, no conntrack: the baseline of the ratios."""
     name = "testpmd"
-    gateway_mac = B_MAC   # io mode rewrites nothing: A addresses B directly
+    routes = False   # io mode rewrites nothing: A addresses B directly, B sees A's own addresses
+
+    @property
+    def gateway_mac(self):
+        return INET_MAC if self.sc.policy == "nat" else B_MAC
 
     def start(self):
         a, b = f"{self.work}/tp-a.sock", f"{self.work}/tp-b.sock"
@@ -400,8 +410,9 @@ def steady_cycles(samples, since):
     return out
 
 
-def generator_args(sc, a, b, gateway_mac, args, prefix, prime=False):
+def generator_args(sc, t, a, b, args, prefix, prime=False):
     nat = sc.policy == "nat"
+    gateway_mac = t.gateway_mac
     g = [args.gen, "--a-socket", a, "--b-socket", b, "--b-role", "internet" if nat else "vm",
          "--a-mac", A_MAC, "--a-ip", (NAT_NET if nat else A_NET)[1],
          "--b-mac", INET_MAC if nat else B_MAC, "--b-ip", INET_IP if nat else B_NET[1],
@@ -414,7 +425,11 @@ def generator_args(sc, a, b, gateway_mac, args, prefix, prime=False):
             "established", "--flows", "1", "--dst-port-min", "7999", "--dst-port-max", "7999"]
         g[g.index("--proto") + 1] = "udp"
         g[g.index("--duration") + 1: g.index("--cpu")] = ["0.1", "--warmup", "0"]
-    return g + (["--remote-count", "64"] if nat else [])
+    if args.checksum_every:
+        g += ["--checksum-every", str(args.checksum_every)]
+    # B must see the translation (a masquerading target) or A's own address and ports.
+    translated = ["--translated-ip", UPLINK_ADDR, "--translated-ports", f"{NAT_PORTS[0]}-{NAT_PORTS[1]}"]
+    return g + (["--remote-count", "64"] + (translated if t.routes else []) if nat else [])
 
 
 def prime_uplink(sc, t, a, b, args, prefix, log):
@@ -423,7 +438,7 @@ def prime_uplink(sc, t, a, b, args, prefix, log):
     until one passes, so that the measured run, a new-connection burst above all, does not
     measure ARP resolution instead."""
     for _ in range(10):
-        p = start(generator_args(sc, a, b, t.gateway_mac, args, prefix, prime=True), log)
+        p = start(generator_args(sc, t, a, b, args, prefix, prime=True), log)
         try:
             ok = p.wait(40) == 0
         except subprocess.TimeoutExpired:
@@ -452,7 +467,7 @@ def measure(sc, target_name, args, work):
         out = f"{work}/gen.json"
         for f in (log, out):
             open(f, "w").close()
-        gen = start(generator_args(sc, a, b, t.gateway_mac, args, prefix), log, out=out)
+        gen = start(generator_args(sc, t, a, b, args, prefix), log, out=out)
         # link up (10 s) + TCP/UDP setup (the generator gives up after 120 s) + the runs
         timeout = 30 + args.warmup + args.duration + (130 if sc.mode == "established" else 0)
         try:
@@ -473,6 +488,14 @@ def measure(sc, target_name, args, work):
         if gen.returncode != 0 or not lines:
             raise Failed(f"generator exit {gen.returncode}: {tail(log, 3)}")
         result["gen"] = json.loads(lines[-1])
+        # A frame with a wrong checksum, address or port is no delivery: the target failed.
+        bad = result["gen"].get("bad_frames")
+        if bad is None:
+            raise Failed("the generator reported no bad_frames count")
+        if bad["checksum"] or bad["header"]:
+            first = [l.strip() for l in open(log, errors="replace") if "bad frames" in l]
+            raise Failed(f"{bad['checksum']} frames with bad checksums, {bad['header']} with wrong "
+                         f"addresses or ports: {first[-1] if first else ''}")
         for p in t.procs:
             if p.poll() is not None:
                 raise Failed(f"{target_name} exited during the run ({p.returncode}): {tail(t.log)}")
@@ -575,6 +598,8 @@ def main():
     ap.add_argument("--quick", action="store_true",
                     help="1 rep of 2 s, flow counts of sg-1m and the new-connection runs / 10")
     ap.add_argument("--json-out", help="write every run's raw results here")
+    ap.add_argument("--checksum-every", type=int,
+                    help="the generator verifies checksums of every Nth frame (default: its own)")
     ap.add_argument("--max-loss", type=float,
                     help="exit 1 if any run lost more than this fraction (the test suite's smoke run)")
     args = ap.parse_args()

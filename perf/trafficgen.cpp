@@ -26,6 +26,15 @@
 //       --b-ip 203.0.113.20 --gateway-mac ee:ee:ee:ee:ee:ee --proto tcp --mode established
 //       --flows 10000 --dst-port-min 5000 --dst-port-max 5000 --frame-size 64 --json
 //
+// Every frame either side receives is checked, and a wrong one is counted as bad, not as
+// received (nor reflected): addressed to the receiver's MAC; the flow it belongs to (from the
+// flow index after A's L4 header, or a TCP SYN's or handshake ACK's initial sequence number)
+// sent to that flow's destination address and port; from A's address and port, or with
+// --translated-ip (a masquerading target) from that address and a port of --translated-ports,
+// the same port for the whole life of an established flow; replies reaching A addressed to
+// A's own flow; IPv4 and TCP/UDP checksums valid (every 8th frame, every 64th above 256
+// bytes: a full checksum costs more than forwarding the frame).
+//
 // --frame-size counts the FCS (RFC 2544 sizes): an mbuf carries frame-size - 4 bytes; TCP SYNs
 // and handshake ACKs are header-only. Exit code 0: run completed (even with loss); 1: setup
 // failed (EAL, ports, links, fewer than 99% of flows established); 2: bad arguments.
@@ -50,6 +59,7 @@
 #include <array>
 #include <boost/program_options.hpp>
 #include <csignal>
+#include <cstdio>
 #include <cstring>
 #include <expected>
 #include <filesystem>
@@ -101,6 +111,10 @@ struct Options {
     unsigned cpu = 0;
     std::string file_prefix;
     bool no_huge = false, json = false;
+    // What B sees as the source of A's flows: A's own address and ports unless translated.
+    std::optional<uint32_t> translated_ip;  // host order
+    uint16_t translated_port_min = 1, translated_port_max = 65535;
+    uint32_t checksum_every = 0;  // 0: every 8th frame, every 64th above 256 bytes
 };
 
 // ---------------------------------------------------------------------------------------
@@ -110,7 +124,8 @@ struct Options {
 std::expected<std::optional<Options>, std::string> parse_options(int argc, char** argv) {
     namespace po = boost::program_options;
     po::options_description desc("calyx-trafficgen options");
-    std::string b_role, a_mac, b_mac, gateway_mac, a_ip, b_ip, proto, mode;
+    std::string b_role, a_mac, b_mac, gateway_mac, a_ip, b_ip, proto, mode, translated_ip,
+        translated_ports;
     int64_t remote_count, flows, port_min, port_max, frame_size, queues, cpu;
     Options o;
     // clang-format off
@@ -137,6 +152,12 @@ std::expected<std::optional<Options>, std::string> parse_options(int argc, char*
         ("queues", po::value(&queues)->default_value(1), "virtio queue pairs per port")
         ("cpu", po::value(&cpu)->default_value(0), "CPU of the generator's lcore")
         ("file-prefix", po::value(&o.file_prefix), "EAL file prefix (calyx-gen-<pid>)")
+        ("translated-ip", po::value(&translated_ip),
+         "B must see A's flows from this address (a masquerading target), not A's")
+        ("translated-ports", po::value(&translated_ports),
+         "with --translated-ip: MIN-MAX of the source ports B may see (default 1-65535)")
+        ("checksum-every", po::value(&o.checksum_every)->default_value(0),
+         "verify the checksums of every Nth frame received, a power of two (0: 8, above 256 bytes 64)")
         ("no-huge", po::bool_switch(&o.no_huge), "--no-huge -m 1024 instead of hugepages")
         ("json", po::bool_switch(&o.json), "one JSON object on stdout");
     // clang-format on
@@ -168,6 +189,23 @@ std::expected<std::optional<Options>, std::string> parse_options(int argc, char*
             return std::unexpected(fmt::format("bad IPv4 address '{}'", *text));
         *ip = ntohl(addr.s_addr);
     }
+    if (!translated_ip.empty()) {
+        in_addr addr;
+        if (inet_pton(AF_INET, translated_ip.c_str(), &addr) != 1)
+            return std::unexpected(fmt::format("bad IPv4 address '{}'", translated_ip));
+        o.translated_ip = ntohl(addr.s_addr);
+    }
+    if (!translated_ports.empty()) {
+        unsigned lo = 0, hi = 0;
+        char dash = 0, extra = 0;
+        if (!o.translated_ip || std::sscanf(translated_ports.c_str(), "%u%c%u%c", &lo, &dash, &hi, &extra) != 3 ||
+            dash != '-' || lo < 1 || hi > 65535 || lo > hi)
+            return std::unexpected("--translated-ports: MIN-MAX within 1-65535, with --translated-ip");
+        o.translated_port_min = uint16_t(lo);
+        o.translated_port_max = uint16_t(hi);
+    }
+    if (o.checksum_every & (o.checksum_every - 1))
+        return std::unexpected("--checksum-every: a power of two (or 0)");
     if (remote_count < 1 || o.b_ip + uint64_t(remote_count) - 1 > UINT32_MAX)
         return std::unexpected("--remote-count: at least 1, within the IPv4 space");
     if (o.b_role == Role::vm && remote_count != 1)
@@ -227,9 +265,19 @@ struct FlowSpace {
 };
 
 // Spread initial sequence numbers so that flows do not share sequence space.
+constexpr uint32_t kSeqFactor = 2654435761u;
 uint32_t initial_seq(uint32_t flow) {
-    return flow * 2654435761u;
+    return flow * kSeqFactor;
 }
+
+// The inverse of kSeqFactor modulo 2^32 (it is odd; Newton's iteration doubles the correct
+// bits each step), so that a SYN's sequence number names its flow.
+constexpr uint32_t kSeqInverse = [] {
+    uint32_t x = kSeqFactor;
+    for (int i = 0; i < 5; ++i) x *= 2 - kSeqFactor * x;
+    return x;
+}();
+static_assert(kSeqFactor * kSeqInverse == 1);
 
 uint16_t fold(uint32_t sum) {
     sum = (sum & 0xffff) + (sum >> 16);
@@ -364,11 +412,20 @@ enum class FlowPhase : uint8_t { idle, syn_sent, established };
 struct FlowState {
     uint32_t a_next_seq = 0;
     uint32_t b_next_seq = 0;
+    uint16_t b_sees_port = 0;  // the source port B saw first (0: none yet)
     FlowPhase phase = FlowPhase::idle;
 };
 
 struct Counters {
     uint64_t sent_a = 0, received_b = 0, sent_b = 0, received_a = 0;
+};
+
+// Frames that arrived wrong, over the whole run (setup included): not counted as received.
+struct BadFrames {
+    uint64_t checksum = 0;  // IPv4 or TCP/UDP checksum does not verify
+    uint64_t header = 0;    // MAC, address, port or length not what the flow's frame must carry
+    std::string first;      // what was wrong with the first one
+    uint64_t total() const { return checksum + header; }
 };
 
 struct SetupResult {
@@ -429,6 +486,7 @@ class Generator {
     }
 
     const Counters& counters() const { return counters_; }
+    const BadFrames& bad_frames() const { return bad_; }
 
   private:
     uint64_t seconds_to_tsc(double s) const { return uint64_t(s * double(hz_)); }
@@ -596,6 +654,10 @@ class Generator {
                 rte_mbuf* m = rx[i];
                 const Parsed p = parse_ours(m, proto);
                 if (p.l4 != nullptr) {
+                    if (!check_at_b(p, m)) {
+                        dropped[n_dropped++] = m;
+                        continue;
+                    }
                     ++counters_.received_b;
                     if (o_.mode == Mode::established && reflect(p)) {
                         reflected[n_reflected++] = m;
@@ -654,7 +716,7 @@ class Generator {
                 rte_mbuf* m = rx[i];
                 const Parsed p = parse_ours(m, proto);
                 if (p.l4 != nullptr) {
-                    learn(p);
+                    if (const uint32_t flow = check_at_a(p, m); flow != kNoFlow) learn(p, flow);
                 } else if (answer_arp(m, o_.a_mac, o_.a_ip, false)) {
                     send_one(port_a_, q, m);
                     continue;
@@ -665,12 +727,117 @@ class Generator {
         }
     }
 
-    void learn(const Parsed& p) noexcept {
+    // ---- Checks of what arrives (see the top of this file)
+
+    // The frame's IPv4 datagram fits the mbuf and holds its L4 header. False: counted bad.
+    bool lengths_ok(const Parsed& p, const rte_mbuf* m, const char* side) noexcept {
+        const uint32_t total = rte_be_to_cpu_16(p.ip->total_length);
+        const uint32_t ihl = rte_ipv4_hdr_len(p.ip);
+        const uint32_t header = tcp_ ? sizeof(rte_tcp_hdr) : sizeof(rte_udp_hdr);
+        if (kL3Offset + total > m->data_len || total < ihl + header ||
+            (tcp_ && total < ihl + (reinterpret_cast<const rte_tcp_hdr*>(p.l4)->data_off >> 4) * 4u))
+            return bad_header(p, side, "IPv4 total length does not match the frame");
+        return true;
+    }
+
+    // The flow index A wrote after the L4 header of a data frame, or kNoFlow without one.
+    uint32_t flow_index_in_payload(const Parsed& p) const noexcept {
+        const uint32_t l4_len = rte_be_to_cpu_16(p.ip->total_length) - rte_ipv4_hdr_len(p.ip);
+        const uint32_t header = tcp_ ? (reinterpret_cast<const rte_tcp_hdr*>(p.l4)->data_off >> 4) * 4u
+                                     : uint32_t(sizeof(rte_udp_hdr));
+        if (l4_len < header + sizeof(uint32_t)) return kNoFlow;
+        uint32_t index;
+        std::memcpy(&index, p.l4 + header, sizeof index);
+        return rte_be_to_cpu_32(index);
+    }
+
+    // Side B: a frame of A's, as the device under test delivered it.
+    bool check_at_b(const Parsed& p, const rte_mbuf* m) noexcept {
+        if (!lengths_ok(p, m, "B")) return false;
+        if (!rte_is_same_ether_addr(&p.eth->dst_addr, &o_.b_mac))
+            return bad_header(p, "B", "not addressed to B's MAC");
+        uint32_t flow = flow_index_in_payload(p);
+        if (flow == kNoFlow && tcp_) {  // a SYN or a handshake ACK: its sequence number
+            const auto* tcp = reinterpret_cast<const rte_tcp_hdr*>(p.l4);
+            const uint32_t isn = rte_be_to_cpu_32(tcp->sent_seq) - (tcp->tcp_flags & RTE_TCP_SYN_FLAG ? 0 : 1);
+            flow = isn * kSeqInverse;
+        }
+        if (flow >= o_.flows) return bad_header(p, "B", "belongs to no flow of A's");
+        const auto* udp = reinterpret_cast<const rte_udp_hdr*>(p.l4);  // TCP's ports are at the same place
+        if (rte_be_to_cpu_32(p.ip->dst_addr) != space_.remote_ip(flow) ||
+            rte_be_to_cpu_16(udp->dst_port) != space_.remote_port(flow))
+            return bad_header(p, "B", "not sent to its flow's destination");
+        const uint32_t src = rte_be_to_cpu_32(p.ip->src_addr);
+        const uint16_t src_port = rte_be_to_cpu_16(udp->src_port);
+        if (!o_.translated_ip) {
+            if (src != o_.a_ip || src_port != space_.local_port(flow))
+                return bad_header(p, "B", "source is not A's address and port");
+        } else {
+            if (src != *o_.translated_ip || src_port < o_.translated_port_min || src_port > o_.translated_port_max)
+                return bad_header(p, "B", "source is not the translated address and a port of its range");
+            if (flow < tracked_) {
+                uint16_t& seen = flows_[flow].b_sees_port;
+                if (seen == 0) seen = src_port;
+                if (seen != src_port) return bad_header(p, "B", "the flow's translated port changed");
+            }
+        }
+        return checksums_ok(p, "B");
+    }
+
+    // Side A: a reflection of B's, as the device under test delivered it (translated back).
+    // Returns the flow, or kNoFlow (counted bad).
+    uint32_t check_at_a(const Parsed& p, const rte_mbuf* m) noexcept {
+        if (!lengths_ok(p, m, "A")) return kNoFlow;
+        if (!rte_is_same_ether_addr(&p.eth->dst_addr, &o_.a_mac) || rte_be_to_cpu_32(p.ip->dst_addr) != o_.a_ip)
+            return bad_header(p, "A", "not addressed to A's MAC and address"), kNoFlow;
         const auto* udp = reinterpret_cast<const rte_udp_hdr*>(p.l4);
-        const uint32_t flow =
-            space_.flow_of(rte_be_to_cpu_32(p.ip->src_addr), rte_be_to_cpu_16(udp->src_port),
-                           rte_be_to_cpu_16(udp->dst_port));
-        if (flow == kNoFlow) return;
+        const uint32_t flow = space_.flow_of(rte_be_to_cpu_32(p.ip->src_addr), rte_be_to_cpu_16(udp->src_port),
+                                             rte_be_to_cpu_16(udp->dst_port));
+        if (flow == kNoFlow) return bad_header(p, "A", "a reply to no flow of A's"), kNoFlow;
+        if (const uint32_t index = flow_index_in_payload(p); index != kNoFlow && index != flow)
+            return bad_header(p, "A", "another flow's data delivered on this flow's addresses"), kNoFlow;
+        return checksums_ok(p, "A") ? flow : kNoFlow;
+    }
+
+    // IPv4 header and TCP/UDP checksums (with the pseudo-header), on a sample of frames. A UDP
+    // checksum of 0 ("none") is wrong too: A always sends one and a router must keep it. (A
+    // TCP checksum may be 0: ones' complement has two zeros.)
+    bool checksums_ok(const Parsed& p, const char* side) noexcept {
+        if ((++frames_checked_ & checksum_sample_mask_) != 0) return true;
+        const uint32_t ihl = rte_ipv4_hdr_len(p.ip);
+        if (rte_raw_cksum(p.ip, ihl) != 0xffff) return bad_checksum(p, side, "IPv4 header checksum");
+        const uint32_t l4_len = rte_be_to_cpu_16(p.ip->total_length) - ihl;
+        const uint16_t stored = tcp_ ? reinterpret_cast<const rte_tcp_hdr*>(p.l4)->cksum
+                                     : reinterpret_cast<const rte_udp_hdr*>(p.l4)->dgram_cksum;
+        const uint32_t sum = uint32_t(rte_ipv4_phdr_cksum(p.ip, 0)) + rte_raw_cksum(p.l4, l4_len);
+        if ((!tcp_ && stored == 0) || fold(sum) != 0xffff)
+            return bad_checksum(p, side, tcp_ ? "TCP checksum" : "UDP checksum");
+        return true;
+    }
+
+    bool bad_header(const Parsed& p, const char* side, const char* what) noexcept {
+        ++bad_.header;
+        note_bad(p, side, what);
+        return false;
+    }
+    bool bad_checksum(const Parsed& p, const char* side, const char* what) noexcept {
+        ++bad_.checksum;
+        note_bad(p, side, what);
+        return false;
+    }
+    void note_bad(const Parsed& p, const char* side, const char* what) noexcept {
+        if (!bad_.first.empty()) return;
+        const auto* udp = reinterpret_cast<const rte_udp_hdr*>(p.l4);
+        const auto ip = [](uint32_t be) {
+            const uint32_t a = rte_be_to_cpu_32(be);
+            return fmt::format("{}.{}.{}.{}", a >> 24, (a >> 16) & 0xff, (a >> 8) & 0xff, a & 0xff);
+        };
+        bad_.first = fmt::format("{} received {}:{} -> {}:{}: {}", side, ip(p.ip->src_addr),
+                                 rte_be_to_cpu_16(udp->src_port), ip(p.ip->dst_addr),
+                                 rte_be_to_cpu_16(udp->dst_port), what);
+    }
+
+    void learn(const Parsed& p, uint32_t flow) noexcept {
         ++counters_.received_a;
         FlowState& f = flows_[flow];
         if (!tcp_) {
@@ -714,6 +881,10 @@ class Generator {
                            tracked_};
     std::vector<FlowState> flows_ = std::vector<FlowState>(tracked_);
     Counters counters_;
+    BadFrames bad_;
+    uint64_t frames_checked_ = 0;
+    // Checksums of every 8th frame, every 64th of large frames (see the top of this file).
+    const uint64_t checksum_sample_mask_ = o_.checksum_every ? o_.checksum_every - 1 : o_.frame_size <= 256 ? 7 : 63;
     uint32_t cursor_ = 0;
     uint32_t established_ = 0;
     uint64_t last_established_tsc_ = 0;
@@ -800,11 +971,16 @@ bool wait_for_links(uint16_t port_a, uint16_t port_b) {
 }
 
 // The contract's JSON object: on stdout with --json, else on stderr for people to read.
-void report(const Options& o, std::optional<SetupResult> setup, const Counters& c, double seconds) {
+void report(const Options& o, std::optional<SetupResult> setup, const Counters& c, const BadFrames& bad,
+            double seconds) {
     std::string json =
-        fmt::format("{{\"mode\":\"{}\",\"proto\":\"{}\",\"flows\":{},\"frame_size\":{}",
+        fmt::format("{{\"mode\":\"{}\",\"proto\":\"{}\",\"flows\":{},\"frame_size\":{},"
+                    "\"bad_frames\":{{\"checksum\":{},\"header\":{}}}",
                     o.mode == Mode::new_flows ? "new" : "established",
-                    o.proto == Proto::tcp ? "tcp" : "udp", o.flows, o.frame_size);
+                    o.proto == Proto::tcp ? "tcp" : "udp", o.flows, o.frame_size, bad.checksum, bad.header);
+    if (bad.total() != 0)
+        fmt::print(stderr, "{} bad frames ({} checksums, {} headers); the first: {}\n", bad.total(), bad.checksum,
+                   bad.header, bad.first);
     if (!setup) {
         json += fmt::format(
             ",\"measure\":{{\"seconds\":{:.6f},\"sent_a\":{},\"received_b\":{},"
@@ -859,14 +1035,15 @@ int run(const Options& o) {
         Generator gen(o, *port_a, *port_b, tx_pool);
         if (o.mode == Mode::new_flows) {
             const double seconds = gen.measure_new();
-            report(o, std::nullopt, gen.counters(), seconds);
+            report(o, std::nullopt, gen.counters(), gen.bad_frames(), seconds);
         } else if (const SetupResult setup = gen.open_flows();
                    uint64_t(setup.established) * 100 < uint64_t(o.flows) * 99) {
-            fmt::print(stderr, "only {} of {} flows established\n", setup.established, o.flows);
+            fmt::print(stderr, "only {} of {} flows established{}\n", setup.established, o.flows,
+                       gen.bad_frames().total() ? "; bad frames: " + gen.bad_frames().first : std::string());
             rc = 1;
         } else {
             const double seconds = gen.measure_established();
-            report(o, setup, gen.counters(), seconds);
+            report(o, setup, gen.counters(), gen.bad_frames(), seconds);
         }
     }
     for (auto port : {port_a, port_b}) {
