@@ -37,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -306,7 +307,8 @@ class Calyx:
             args += ["--port", str(port)]
         r = self.calyxctl(*args)
         if r.returncode not in (0, 1):
-            return None
+            # 0 allowed, 1 denied; anything else is calyxctl failing, never a verdict to skip.
+            raise Failure(f"calyxctl {' '.join(args)}: exit {r.returncode}: {r.stdout}{r.stderr}")
         reason = ""
         m = re.search(r"^\s*dropped as (\S+?):", r.stdout, re.M)
         if m:
@@ -1224,6 +1226,7 @@ def main(argv: list[str]) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
     status = 0
+    completed = False  # every step ran to its end: the only way to the success line
     try:
         s.prepare()
         s.start()
@@ -1237,6 +1240,7 @@ def main(argv: list[str]) -> int:
         s.reboot_and_restart(checks)
         if args.stay and not s.failures:
             s.stay()
+        completed = True
     except KeyboardInterrupt:
         log("\ninterrupted: cleaning up")
         status = 130
@@ -1246,7 +1250,11 @@ def main(argv: list[str]) -> int:
             status = 130
         else:
             s.fail(str(e))
+    except Exception as e:  # noqa: BLE001 - a bug of this driver fails the run, with its trace
+        s.fail(f"unexpected {type(e).__name__}: {e}\n{traceback.format_exc()}")
     finally:
+        if status == 0 and not completed and not s.failures:
+            s.fail("the scenario stopped before its end")
         if s.failures and status == 0:
             status = 1
             log("\n== FAILED")

@@ -1,5 +1,6 @@
 // classify and anti-spoofing: only well-formed frames that really come from the instance
 // get past the first stage.
+#include "dp/classify.hpp"
 #include "gateway_fixture.hpp"
 
 namespace calyx::test {
@@ -23,6 +24,13 @@ TEST_F(Classify, EthernetPaddingIsTrimmedToTheDatagram) {
     TestFrame f(bytes);
     EXPECT_EQ(run(f, kWebPort).verdict, dp::Verdict::forward);
     EXPECT_EQ(f.frame.len, datagram_end);
+}
+
+// A SYN whose data offset (8 words: 12 bytes of options) reaches past the datagram.
+std::vector<uint8_t> tcp_claiming_options() {
+    auto bytes = FrameBuilder().eth(kWebMac, kGatewayMac).ipv4(kWebIp, kAppIp, ipproto::kTcp).tcp(40000, 80, TcpHdr::kSyn).build();
+    bytes[sizeof(EtherHdr) + sizeof(Ipv4Hdr) + 12] = 8 << 4;
+    return bytes;
 }
 
 struct Bad {
@@ -65,6 +73,27 @@ TEST_F(Classify, EachBadFrameIsDroppedWithExactlyOneReason) {
         {"0.0.0.0 source outside DHCP",
          FrameBuilder().eth(kWebMac, kGatewayMac).ipv4(Ipv4Addr{}, kAppIp, ipproto::kUdp).udp(68, 53).build(),
          DropReason::src_ipv4_spoofed},
+        // The exception for a DHCP client without an address is for whole datagrams only.
+        {"0.0.0.0 source in a DHCP-shaped fragment",
+         FrameBuilder()
+             .eth(kWebMac, MacAddr::broadcast())
+             .ipv4(Ipv4Addr{}, Ipv4Addr{0xffffffff}, ipproto::kUdp, 64, Ipv4Hdr::kMoreFragments)
+             .udp(68, 67, std::vector<uint8_t>(16))
+             .build(),
+         DropReason::src_ipv4_spoofed},
+        {"UDP header cut short", FrameBuilder().eth(kWebMac, kGatewayMac).ipv4(kWebIp, kAppIp, ipproto::kUdp).raw({0x13, 0x88, 0, 53}).build(),
+         DropReason::l4_malformed},
+        {"ICMP header cut short", FrameBuilder().eth(kWebMac, kGatewayMac).ipv4(kWebIp, kAppIp).raw({8, 0, 0, 0}).build(),
+         DropReason::l4_malformed},
+        // RFC 1858's tiny fragment: a first fragment that does not hold the whole L4 header.
+        {"first fragment with a cut UDP header",
+         FrameBuilder()
+             .eth(kWebMac, kGatewayMac)
+             .ipv4(kWebIp, kAppIp, ipproto::kUdp, 64, Ipv4Hdr::kMoreFragments)
+             .raw({0x13, 0x88, 0, 53})
+             .build(),
+         DropReason::l4_malformed},
+        {"TCP options beyond the datagram", tcp_claiming_options(), DropReason::l4_malformed},
     };
     for (const auto& c : cases) {
         TestFrame f(c.bytes);
@@ -87,6 +116,55 @@ TEST_F(Classify, DhcpClientWithoutAddressPassesAntiSpoofing) {
                     .build());
     const auto m = run(f, kWebPort);
     EXPECT_EQ(m.reason, DropReason::dhcp_malformed);
+}
+
+// The stage itself, not only the pipeline (later stages refuse some of these too, so the
+// pipeline alone would not notice classify letting them through): the L4 header of a first
+// fragment or a whole datagram must be there in full; a later fragment has none to check.
+TEST_F(Classify, TheStageRefusesCutL4HeadersItself) {
+    const auto verdict = [&](const std::vector<uint8_t>& bytes) {
+        TestFrame f(bytes);
+        dp::Batch batch;
+        batch.count = 1;
+        batch.frames[0] = f.frame;
+        batch.meta[0].in_port = kWebPort;
+        dp::classify_stage(batch, *snap_, ctx_);
+        return batch.meta[0];
+    };
+    const auto cut_first = FrameBuilder()
+                               .eth(kWebMac, kGatewayMac)
+                               .ipv4(kWebIp, kAppIp, ipproto::kUdp, 64, Ipv4Hdr::kMoreFragments)
+                               .raw({0x13, 0x88, 0, 53})
+                               .build();
+    const auto cut_icmp = FrameBuilder().eth(kWebMac, kGatewayMac).ipv4(kWebIp, kAppIp).raw({8, 0, 0, 0}).build();
+    for (const auto& bytes : {cut_first, cut_icmp, tcp_claiming_options()}) {
+        const auto m = verdict(bytes);
+        EXPECT_EQ(m.verdict, dp::Verdict::drop);
+        EXPECT_EQ(m.reason, DropReason::l4_malformed) << drop_reason_info(m.reason).name;
+    }
+    const auto later = FrameBuilder()
+                           .eth(kWebMac, kGatewayMac)
+                           .ipv4(kWebIp, kAppIp, ipproto::kUdp, 64, 16 / 8)
+                           .raw({1, 2, 3, 4})
+                           .build();
+    EXPECT_EQ(verdict(later).verdict, dp::Verdict::pending) << "a later fragment's bytes are no L4 header";
+    const auto whole = FrameBuilder().eth(kWebMac, kGatewayMac).ipv4(kWebIp, kAppIp).icmp_echo(1, 1, 0).build();
+    const auto ok = verdict(whole);
+    EXPECT_EQ(ok.verdict, dp::Verdict::pending);
+    EXPECT_EQ(ok.l4_offset, sizeof(EtherHdr) + sizeof(Ipv4Hdr));
+}
+
+// A later fragment carries no L4 header: its few bytes are not a cut header. It passes
+// classify (and, with no first fragment seen, is dropped as unmatched).
+TEST_F(Classify, LaterFragmentWithFewBytesIsNoCutHeader) {
+    TestFrame f(FrameBuilder()
+                    .eth(kWebMac, kGatewayMac)
+                    .ipv4(kWebIp, kAppIp, ipproto::kUdp, 64, 16 / 8)
+                    .raw({1, 2, 3, 4})
+                    .build());
+    const auto m = run(f, kWebPort);
+    EXPECT_EQ(m.verdict, dp::Verdict::drop);
+    EXPECT_EQ(m.reason, DropReason::fragment_unmatched) << drop_reason_info(m.reason).name;
 }
 
 }  // namespace

@@ -279,9 +279,11 @@ TEST_F(UplinkReview, IcmpErrorFromOutsideDoesNotReachAnInstanceWhoseNetworkBecam
                                      icmp::kPortUnreachable, *syn));
     const auto m = run(err, kUplinkPort);
     EXPECT_EQ(m.verdict, dp::Verdict::drop) << "error straight to the inside address of a nat instance";
+    EXPECT_EQ(m.reason, DropReason::sg_revoked) << why(m);
     // The connection's own packets are cut, as designed.
     const auto synack = tcp_in(kServer, kWebIp, 443, 40000, kSyn | kAck, 5000, 1001);
     EXPECT_EQ(synack.verdict, dp::Verdict::drop);
+    EXPECT_EQ(synack.reason, DropReason::sg_revoked) << why(synack);
 }
 
 // Same root cause, other direction: the instance (now in a `nat` network) sends an ICMP error
@@ -297,11 +299,10 @@ TEST_F(UplinkReview, IcmpErrorFromAnInstanceWhoseNetworkBecameNatDoesNotLeaveUnt
     TestFrame& err = keep(icmp_error(kWebMac, kGatewayMac, kWebIp, kServer, icmp::kDestUnreachable,
                                      icmp::kAdminProhibited, *synack, 28));
     const auto m = run(err, kWebPort);
-    if (m.verdict == dp::Verdict::forward) {
-        EXPECT_NE(src_ip(err), kWebIp) << "a nat instance's inside address leaves through the uplink";
-    } else {
-        EXPECT_EQ(m.verdict, dp::Verdict::drop);
-    }
+    // Refused: the connection is not translated, and its network is nat now.
+    EXPECT_EQ(m.verdict, dp::Verdict::drop) << "a nat instance's inside address leaves through the uplink";
+    EXPECT_EQ(m.reason, DropReason::sg_revoked) << why(m);
+    EXPECT_EQ(src_ip(err), kWebIp) << "nothing was rewritten";
 }
 
 // The same for a network that became `private`: ICMP errors keep crossing the uplink.
@@ -313,6 +314,7 @@ TEST_F(UplinkReview, IcmpErrorsDoNotCrossTheUplinkForANetworkThatBecamePrivate) 
                                      icmp::kPortUnreachable, *syn));
     const auto m = run(err, kUplinkPort);
     EXPECT_EQ(m.verdict, dp::Verdict::drop) << "from the Internet into a private network";
+    EXPECT_EQ(m.reason, DropReason::private_isolated) << why(m);
 }
 
 // The same gap for fragments: FragmentVerdicts remembers a first fragment's verdict (and
@@ -333,9 +335,9 @@ TEST_F(UplinkReview, LaterFragmentAfterAReloadToNatDoesNotLeaveUntranslated) {
     ASSERT_EQ(run(first, kWebPort).verdict, dp::Verdict::forward);
     load(with_kind(uplink_site(), "public", "nat"));
     const auto m = run(second, kWebPort);
-    if (m.verdict == dp::Verdict::forward) {
-        EXPECT_NE(src_ip(second), kWebIp) << "a later fragment leaves a nat network with the inside address";
-    }
+    // The first fragment's verdict belongs to the old generation: the later one matches none.
+    EXPECT_EQ(m.verdict, dp::Verdict::drop) << "a later fragment leaves a nat network with the inside address";
+    EXPECT_EQ(m.reason, DropReason::fragment_unmatched) << why(m);
 }
 
 // policy.cpp create(): a packet whose bulk lookup missed allocates a port *before* it finds
@@ -549,26 +551,38 @@ TEST_F(UplinkReview, UndeliverableTranslatedReplyGetsNoIcmpErrorThatRevealsTheIn
 // inside address.
 TEST_F(UplinkReview, NothingUnsolicitedReachesNatOrPrivateInstances) {
     for (const Inside* target : {&kApp, &kDb}) {
+        // nat: nothing from outside opens a connection to it; private: no outside at all.
+        const DropReason refused = target == &kApp ? DropReason::nat_unsolicited : DropReason::private_isolated;
         TestFrame& udp = udp_frame_in(kServer, target->ip, 53, 5353);
-        EXPECT_EQ(run(udp, kUplinkPort).verdict, dp::Verdict::drop) << target->ip.to_string();
+        const auto mu = run(udp, kUplinkPort);
+        EXPECT_EQ(mu.verdict, dp::Verdict::drop) << target->ip.to_string();
+        EXPECT_EQ(mu.reason, refused) << target->ip.to_string() << ": " << why(mu);
         TestFrame& frag = keep(FrameBuilder()
                                    .eth(kUpstreamMac, kUplinkMac)
                                    .ipv4(kServer, target->ip, ipproto::kUdp, 64, 16)
                                    .raw(std::vector<uint8_t>(40, 1))
                                    .build());
-        EXPECT_EQ(run(frag, kUplinkPort).verdict, dp::Verdict::drop) << "fragment to " << target->ip.to_string();
+        const auto mf = run(frag, kUplinkPort);
+        EXPECT_EQ(mf.verdict, dp::Verdict::drop) << "fragment to " << target->ip.to_string();
+        EXPECT_EQ(mf.reason, DropReason::fragment_unmatched) << target->ip.to_string() << ": " << why(mf);
         TestFrame& made_up = udp_frame_out(*target, kServer, 5353, 53);
         TestFrame& err = keep(icmp_error(kUpstreamMac, kUplinkMac, kServer, target->ip, icmp::kDestUnreachable,
                                          icmp::kPortUnreachable, made_up));
-        EXPECT_EQ(run(err, kUplinkPort).verdict, dp::Verdict::drop) << "error to " << target->ip.to_string();
+        const auto me = run(err, kUplinkPort);
+        EXPECT_EQ(me.verdict, dp::Verdict::drop) << "error to " << target->ip.to_string();
+        EXPECT_EQ(me.reason, DropReason::ct_icmp_error_unmatched) << target->ip.to_string() << ": " << why(me);
         TestFrame& ping = keep(FrameBuilder().eth(kUpstreamMac, kUplinkMac).ipv4(kServer, target->ip).icmp_echo(1, 1).build());
-        EXPECT_EQ(run(ping, kUplinkPort).verdict, dp::Verdict::drop) << "ping to " << target->ip.to_string();
+        const auto mp = run(ping, kUplinkPort);
+        EXPECT_EQ(mp.verdict, dp::Verdict::drop) << "ping to " << target->ip.to_string();
+        EXPECT_EQ(mp.reason, refused) << target->ip.to_string() << ": " << why(mp);
     }
     // An ICMP error to the host address quoting a datagram that never left: no mapping.
     TestFrame& made_up = keep(FrameBuilder().eth(kUpstreamMac, kUplinkMac).ipv4(kHostAddr, kServer, ipproto::kUdp).udp(40000, 53, {1}).build());
     TestFrame& err = keep(icmp_error(kUpstreamMac, kUplinkMac, kServer, kHostAddr, icmp::kDestUnreachable,
                                      icmp::kPortUnreachable, made_up));
-    EXPECT_EQ(run(err, kUplinkPort).verdict, dp::Verdict::drop);
+    const auto m = run(err, kUplinkPort);
+    EXPECT_EQ(m.verdict, dp::Verdict::drop);
+    EXPECT_EQ(m.reason, DropReason::nat_no_mapping) << why(m);
     EXPECT_EQ(total_drops(kAppPort) + total_drops(kDbPort), 0u);
 }
 
