@@ -6,7 +6,9 @@
 //   - the namespace pings .10: the kernel's ARP request must arrive on the port;
 //   - the port answers it and sends an ICMP echo request from .10: the kernel's echo reply
 //     must arrive on the port.
-// Once with one queue, once with two (both rx queues polled, both tx queues used). The same
+//   - the namespace opens many TCP connections to .10: their SYNs, spread by the kernel over
+//     the receive queues by flow hash, must arrive on every queue.
+// Once with one queue, once with two (each tx queue sends, each rx queue receives). The same
 // for an af_packet uplink on one end of a veth pair whose other end is in the namespace.
 //
 // Only the namespaces and interfaces the test creates are touched, never the machine's NIC.
@@ -191,6 +193,43 @@ void ping_namespace_from_every_queue(EthdevPort& port, const MacAddr& ns_mac, ui
     }
 }
 
+// The namespace's kernel opens 64 TCP connections to the port (distinct destination ports:
+// distinct flow hashes); their SYNs must arrive on every rx queue, each of which the kernel
+// (tap: by flow hash; af_packet: the PMD's fanout by hash) picks for some of them.
+void expect_syns_on_every_queue(EthdevPort& port, const Namespace& ns, const TempDir& dir) {
+    auto client = ChildProcess::spawn(
+        {kIp, "netns", "exec", ns.name(), "python3", "-c",
+         fmt::format("import socket, time\n"
+                     "held = []\n"
+                     "for i in range(64):\n"
+                     "    s = socket.socket(); s.setblocking(False); held.append(s)\n"
+                     "    try: s.connect(('{}', 5000 + i))\n"
+                     "    except BlockingIOError: pass\n"
+                     "time.sleep(10)\n",
+                     kPortIp.to_string())},
+        dir / "syns.log");
+    ASSERT_TRUE(client) << client.error();
+    std::vector<unsigned> syns(port.queues(), 0);
+    std::string seen;
+    receive_until(
+        port,
+        [&](Received& f) {
+            const auto* e = f.at<EtherHdr>(0);
+            const auto* ip = f.at<Ipv4Hdr>(sizeof(EtherHdr));
+            const auto* tcp = f.at<TcpHdr>(sizeof(EtherHdr) + sizeof(Ipv4Hdr));
+            if (e && ip && tcp && e->type.host() == ethertype::kIpv4 && ip->protocol == ipproto::kTcp &&
+                Ipv4Addr::from_be(ip->dst) == kPortIp && (tcp->flags & TcpHdr::kSyn))
+                ++syns[f.queue];
+            return std::ranges::all_of(syns, [](unsigned n) { return n > 0; });
+        },
+        true, seen, 8s);
+    (*client)->stop(1s);
+    for (uint16_t q = 0; q < port.queues(); ++q) {
+        EXPECT_GT(syns[q], 0u) << "no SYN arrived on rx queue " << q;
+        std::printf("[          ] rx queue %u: %u SYNs\n", q, syns[q]);
+    }
+}
+
 // The namespace's kernel and the port exchange ARP and ICMP both ways (see the file comment).
 // `ns_mac` is the namespace end's MAC.
 void exchange_frames(EthdevPort& port, const Namespace& ns, const MacAddr& ns_mac,
@@ -221,6 +260,9 @@ void exchange_frames(EthdevPort& port, const Namespace& ns, const MacAddr& ns_ma
     ASSERT_TRUE(send(port, arp_reply(port.mac(), ns_mac), 0));
     ping_namespace_from_every_queue(port, ns_mac, 0x4300);
     (*ping)->stop(1s);
+
+    // 3. The kernel opens connections: every rx queue receives some of them.
+    expect_syns_on_every_queue(port, ns, dir);
 
     // Every frame the port took was written (a PMD may take a frame and fail it later).
     rte_eth_stats stats{};
