@@ -139,9 +139,11 @@ networks:
                     fmt::arg("lcores", opts.workers > 1 ? fmt::format(", \"--lcores\", \"{}\"", lcore_map(opts)) : ""),
                     fmt::arg("metrics_port", id.metrics_port), fmt::arg("dns", text(kPublicDns)),
                     fmt::arg("mtu", kPublicMtu));
-    if (!opts.uplink_tap.empty())
-        y += fmt::format("uplink:\n  port: {{type: tap, name: {}}}\n  address: {}/24\n  gateway: {}\n",
-                         opts.uplink_tap, text(kHostAddress), text(kUpstream));
+    if (!opts.uplink_tap.empty() || !opts.uplink_port.empty())
+        y += fmt::format("uplink:\n  port: {}\n  address: {}/24\n  gateway: {}\n",
+                         opts.uplink_port.empty() ? fmt::format("{{type: tap, name: {}}}", opts.uplink_tap)
+                                                  : opts.uplink_port,
+                         text(kHostAddress), text(kUpstream));
     if (!opts.security.groups.empty()) {
         y += "security_groups:\n";
         for (const auto& g : opts.security.groups) {

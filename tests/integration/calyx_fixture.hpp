@@ -120,6 +120,9 @@ struct ConfigOptions {
     std::set<std::string> client_mode{};  // instances whose calyx port connects (QEMU is server)
     SecurityPolicy security = SecurityPolicy::open_to_all();
     std::string uplink_tap{};  // non-empty: an uplink of type tap with this interface name
+    // non-empty: the uplink's `port:` as a YAML flow mapping (any type, e.g. with queues),
+    // instead of uplink_tap's
+    std::string uplink_port{};
     // Worker lcores 1..workers. Two CPUs here: lcores beyond 1 share CPU 1 (EAL --lcores).
     unsigned workers = 1;
     std::map<std::string, uint16_t> queues{};        // instance -> calyx's queue pairs (1)

@@ -1,18 +1,28 @@
-// The uplink end to end: the real calyx with a tap uplink whose Linux end the test moves into
-// a network namespace that plays the Internet (its router 198.51.100.1, a TCP server on
-// 192.0.2.80:443 that answers every connection with the address and port it sees), and
-// virtio-user "VMs" that speak TCP by hand. The seed's frames 2, 3 and 7, and the private
-// network, with every refusal checked under its reason in calyx's counters.
+// The uplink end to end: the real calyx with an uplink whose far end is in a network namespace
+// that plays the Internet (its router 198.51.100.1, a TCP server on 192.0.2.80:443 that
+// answers every connection with the address and port it sees), and virtio-user "VMs" that
+// speak TCP by hand. The seed's frames 2, 3 and 7, and the private network, with every refusal
+// checked under its reason in calyx's counters; many connections from the Internet and to it;
+// ARP poisoning from the provider segment and a gateway failover.
+// Each test runs with three uplinks:
+//   tap                        a tap whose Linux end the test moves into the namespace, one worker;
+//   tap_2workers_4queues       the same with two workers polling four queues (q mod 2);
+//   afpacket_2workers_2queues  af_packet on one end of a veth pair whose other end is in the
+//                              namespace, two workers, two queues (the PMD's hash fanout).
+// The vhost-user uplink, whose far end is a virtio-user peer the test plays, is VhostUplinkTest.
 #include <unistd.h>
 
 #include <fstream>
 #include <future>
+#include <map>
+#include <regex>
 #include <thread>
 
 #include <fmt/format.h>
 
 #include "calyx_fixture.hpp"
 #include "netns.hpp"
+#include "support/reference_checksum.hpp"
 
 namespace calyx::test {
 namespace {
@@ -51,31 +61,60 @@ SecurityPolicy frame7_policy() {
     return p;
 }
 
-class UplinkTest : public CalyxFixture {
+struct UplinkKind {
+    const char* label;
+    bool af_packet;
+    unsigned workers;
+    uint16_t queues;  // 0: calyx's default, one per worker
+};
+void PrintTo(const UplinkKind& k, std::ostream* os) { *os << k.label; }
+
+class UplinkTest : public CalyxFixture, public ::testing::WithParamInterface<UplinkKind> {
 protected:
     void SetUp() override {
-        tap_ = fmt::format("cxi{}", ::getpid() % 1000000);
+        const UplinkKind& kind = GetParam();
+        const unsigned id = static_cast<unsigned>(::getpid()) % 1000000;
         ns_ = std::make_unique<Namespace>(fmt::format("calyx-it-{}", ::getpid()));
         ASSERT_TRUE(ns_->created());
-        ASSERT_NO_FATAL_FAILURE(start_all({.security = frame7_policy(), .uplink_tap = tap_}));
+        const std::string queues = kind.queues ? fmt::format(", queues: {}", kind.queues) : "";
+        std::string port;
+        if (kind.af_packet) {
+            // calyx's end here, the Internet's end in the namespace; deleting the namespace
+            // deletes the pair whatever happens.
+            host_end_ = fmt::format("cxu{}", id);
+            internet_end_ = fmt::format("cxv{}", id);
+            ASSERT_TRUE(ip(fmt::format("link add {} type veth peer name {} netns {}", host_end_, internet_end_,
+                                       ns_->name())));
+            ASSERT_TRUE(ip(fmt::format("link set {} up", host_end_)));
+            // The kernel hands af_packet partial checksums unless the veth computes them.
+            ASSERT_EQ(ns_->exec(fmt::format("ethtool -K {} tx off", internet_end_)).status, 0);
+            port = fmt::format("{{type: af_packet, iface: {}{}}}", host_end_, queues);
+        } else {
+            internet_end_ = fmt::format("cxi{}", id);
+            port = fmt::format("{{type: tap, name: {}{}}}", internet_end_, queues);
+        }
+        ASSERT_NO_FATAL_FAILURE(
+            start_all({.security = frame7_policy(), .uplink_port = port, .workers = kind.workers}));
         ASSERT_NO_FATAL_FAILURE(build_internet());
     }
     void TearDown() override {
         if (server_pid_ > 0) sh(fmt::format("kill {}", server_pid_));
-        CalyxFixture::TearDown();  // calyx removes the tap (inside the namespace by now)
+        CalyxFixture::TearDown();  // calyx removes a tap (inside the namespace by now)
         ns_.reset();
+        if (!host_end_.empty()) sh(fmt::format("{} link del {} 2>/dev/null", kIpTool, host_end_));
     }
 
-    // The tap calyx created goes into the namespace: the Internet side of the uplink.
+    // The uplink's far end in the namespace: the Internet side. A tap calyx created moves there.
     void build_internet() {
-        ASSERT_TRUE(ip(fmt::format("link set {} netns {}", tap_, ns_->name())));
+        const std::string& dev = internet_end_;
+        if (!GetParam().af_packet) ASSERT_TRUE(ip(fmt::format("link set {} netns {}", dev, ns_->name())));
         ASSERT_TRUE(ns_->ip("link set lo up"));
-        ASSERT_TRUE(ns_->ip(fmt::format("addr add {}/24 dev {}", text(kUpstream), tap_)));
+        ASSERT_TRUE(ns_->ip(fmt::format("addr add {}/24 dev {}", text(kUpstream), dev)));
         ASSERT_TRUE(ns_->ip(fmt::format("addr add {}/32 dev lo", text(kInternetServer))));
-        ASSERT_TRUE(ns_->ip(fmt::format("link set {} up", tap_)));
+        ASSERT_TRUE(ns_->ip(fmt::format("link set {} up", dev)));
         // web-1's address on-link, so the router ARPs for it and calyx answers; the nat and
         // private networks routed to the host address, as a confused upstream might.
-        ASSERT_TRUE(ns_->ip(fmt::format("route add {}/32 dev {}", text(kWeb.ip), tap_)));
+        ASSERT_TRUE(ns_->ip(fmt::format("route add {}/32 dev {}", text(kWeb.ip), dev)));
         ASSERT_TRUE(ns_->ip(fmt::format("route add 10.10.0.0/24 via {}", text(kHostAddress))));
         ASSERT_TRUE(ns_->ip(fmt::format("route add 10.20.0.0/24 via {}", text(kHostAddress))));
         const auto script = dir_ / "server.py";
@@ -140,7 +179,7 @@ protected:
         const auto r = ns_->exec(fmt::format(
             "python3 -c \"import socket; s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); "
             "s.bind(('{}', 0)); s.send(bytes.fromhex('{}'))\"",
-            tap_, hex));
+            internet_end_, hex));
         ASSERT_EQ(r.status, 0) << r.output;
     }
     // An ARP for the gateway's address, sent with Ethernet source `eth_src` and sender hardware
@@ -159,18 +198,32 @@ protected:
         return web.receive(wait, is_echo_reply(0x4a, seq)).has_value();
     }
 
-    std::string tap_;
+    // Packets each worker lcore received so far (calyx_lcore_packets_total), from a scrape.
+    std::map<std::string, double> lcore_packets() {
+        const auto r = sh(fmt::format(
+            "python3 -c \"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:{}/metrics', "
+            "timeout=5).read().decode())\"",
+            identity_.metrics_port));
+        std::map<std::string, double> out;
+        const std::regex series(R"re(calyx_lcore_packets_total\{lcore="(\d+)"\} ([0-9.e+]+))re");
+        for (auto it = std::sregex_iterator(r.output.begin(), r.output.end(), series); it != std::sregex_iterator(); ++it)
+            out[(*it)[1].str()] = std::stod((*it)[2].str());
+        return out;
+    }
+
+    std::string internet_end_;  // the tap, or the veth end in the namespace
+    std::string host_end_;      // af_packet: the veth end calyx uses
     std::unique_ptr<Namespace> ns_;
     int server_pid_ = 0;
 };
 
-TEST_F(UplinkTest, Frame2PublicInstanceReachesTheInternetWithItsOwnAddress) {
+TEST_P(UplinkTest, Frame2PublicInstanceReachesTheInternetWithItsOwnAddress) {
     const auto seen = fetch_seen_address(kWeb, 41000);
     ASSERT_TRUE(seen.has_value()) << "no answer from the Internet server";
     EXPECT_EQ(*seen, fmt::format("{}:41000\n", text(kWeb.ip)));
 }
 
-TEST_F(UplinkTest, Frame3InternetReachesPublicInstanceOn443Only) {
+TEST_P(UplinkTest, Frame3InternetReachesPublicInstanceOn443Only) {
     // The namespace's client connects; web-1's "stack" (this test) answers the SYN.
     auto client = std::async(std::launch::async, [&] { return ns_->exec(connect_command(kWeb.ip, 443)); });
     VmPeer& web = vm(kWeb);
@@ -195,7 +248,7 @@ TEST_F(UplinkTest, Frame3InternetReachesPublicInstanceOn443Only) {
     EXPECT_GE(report->drops("uplink", "sg_no_ingress_rule"), 1u) << report->text;
 }
 
-TEST_F(UplinkTest, Frame7NatInstanceIsSeenAsTheHostAddress) {
+TEST_P(UplinkTest, Frame7NatInstanceIsSeenAsTheHostAddress) {
     const auto seen = fetch_seen_address(kApp, 42000);
     ASSERT_TRUE(seen.has_value()) << "no answer from the Internet server";
     EXPECT_EQ(*seen, fmt::format("{}:42000\n", text(kHostAddress))) << "masqueraded, source port preserved";
@@ -206,7 +259,7 @@ TEST_F(UplinkTest, Frame7NatInstanceIsSeenAsTheHostAddress) {
     EXPECT_TRUE(again->starts_with(text(kHostAddress) + ":")) << *again;
 }
 
-TEST_F(UplinkTest, NothingFromTheInternetOpensAConnectionToTheNatNetwork) {
+TEST_P(UplinkTest, NothingFromTheInternetOpensAConnectionToTheNatNetwork) {
     // Straight to the instance's address (routed to the host by the namespace)...
     EXPECT_NE(ns_->exec(connect_command(kApp.ip, 22)).status, 0);
     // ...and to the host address, where no masquerade mapping exists.
@@ -218,7 +271,7 @@ TEST_F(UplinkTest, NothingFromTheInternetOpensAConnectionToTheNatNetwork) {
     expect_nothing(kApp, tcp_to(kApp, 22, TcpHdr::kSyn), "an unsolicited SYN at app-1");
 }
 
-TEST_F(UplinkTest, PrivateInstanceHasNoInternetEvenWithAllowAllGroups) {
+TEST_P(UplinkTest, PrivateInstanceHasNoInternetEvenWithAllowAllGroups) {
     VmPeer& db = vm(kDb);
     db.send(tcp_frame(kDb, kInternetServer, 43000, 443, TcpHdr::kSyn, 1000, 0));
     expect_nothing(kDb, tcp_to(kDb, 43000, TcpHdr::kSyn | TcpHdr::kAck), "a SYN-ACK from the Internet");
@@ -235,7 +288,7 @@ TEST_F(UplinkTest, PrivateInstanceHasNoInternetEvenWithAllowAllGroups) {
 // another MAC, again and again, for longer than calyx's verification takes, while the real
 // gateway answers calyx's probes. Not one of web-1's pings to the gateway is lost; the forged
 // frames are counted.
-TEST_F(UplinkTest, PoisonedArpForTheGatewayChangesNothingWhileTheRealGatewayAnswers) {
+TEST_P(UplinkTest, PoisonedArpForTheGatewayChangesNothingWhileTheRealGatewayAnswers) {
     ASSERT_TRUE(gateway_answers(1, kWarmUp)) << "the gateway does not answer before the attack";
     const MacAddr attacker{{0x02, 0x00, 0x00, 0x00, 0x66, 0x66}};
     // One whose Ethernet source is not its sender hardware address: dropped outright.
@@ -261,10 +314,10 @@ TEST_F(UplinkTest, PoisonedArpForTheGatewayChangesNothingWhileTheRealGatewayAnsw
 // A failover as keepalived does it: the gateway's address moves to a router with another MAC
 // (here: the namespace's interface takes a new MAC, so the old one goes silent) and the new
 // master announces itself by gratuitous ARP. calyx follows within a few seconds.
-TEST_F(UplinkTest, GatewayFailoverAnnouncedByGratuitousArpIsFollowedWithinSeconds) {
+TEST_P(UplinkTest, GatewayFailoverAnnouncedByGratuitousArpIsFollowedWithinSeconds) {
     ASSERT_TRUE(gateway_answers(1, kWarmUp)) << "the gateway does not answer before the failover";
     const MacAddr new_master{{0x02, 0x00, 0x00, 0x00, 0x77, 0x77}};
-    ASSERT_TRUE(ns_->ip(fmt::format("link set dev {} address {}", tap_, text(new_master))));
+    ASSERT_TRUE(ns_->ip(fmt::format("link set dev {} address {}", internet_end_, text(new_master))));
     const auto announced = std::chrono::steady_clock::now();
     ASSERT_NO_FATAL_FAILURE(send_from_internet(gateway_arp(new_master, new_master, true)));
     std::optional<std::chrono::milliseconds> followed;
@@ -281,6 +334,162 @@ TEST_F(UplinkTest, GatewayFailoverAnnouncedByGratuitousArpIsFollowedWithinSecond
     const auto seen = fetch_seen_address(kApp, 42200);
     ASSERT_TRUE(seen.has_value()) << "masqueraded traffic does not reach the Internet after the failover";
 }
+
+// Many connections from the Internet to web-1, each from its own source port: the kernel (or
+// the PMD's fanout) spreads them over every uplink queue, and with two workers the replies
+// leave on the other worker's queue; every one must complete, and every worker must have
+// received some of them.
+TEST_P(UplinkTest, ManyConnectionsFromTheInternetAllReachThePublicInstance) {
+    constexpr int kConnections = 32;
+    const auto before = lcore_packets();
+    auto client = std::async(std::launch::async, [&] {
+        return ns_->exec(fmt::format(
+            "timeout 60 python3 -c \"import socket\n"
+            "ok = 0\n"
+            "for i in range({}):\n"
+            "    try:\n"
+            "        socket.create_connection(('{}', 443), timeout=5).close(); ok += 1\n"
+            "    except OSError: pass\n"
+            "print(ok)\"",
+            kConnections, text(kWeb.ip)));
+    });
+    // web-1's "stack": every SYN to 443 gets its SYN-ACK, until the client is done.
+    VmPeer& web = vm(kWeb);
+    int answered = 0;
+    while (client.wait_for(0ms) != std::future_status::ready) {
+        const auto syn = web.receive(200ms, tcp_to(kWeb, 443, TcpHdr::kSyn));
+        if (!syn || (tcp_of(*syn).flags & TcpHdr::kAck)) continue;
+        const TcpHdr h = tcp_of(*syn);
+        web.send(FrameBuilder()
+                     .eth(kWeb.mac, kGatewayMac)
+                     .ipv4(kWeb.ip, Ipv4Addr::from_be(ipv4_of(*syn).src), ipproto::kTcp)
+                     .tcp(443, h.src_port.host(), TcpHdr::kSyn | TcpHdr::kAck, 7000, h.seq.host() + 1)
+                     .build());
+        ++answered;
+    }
+    const auto done = client.get();
+    EXPECT_EQ(done.status, 0) << done.output;
+    EXPECT_EQ(std::atoi(done.output.c_str()), kConnections) << "connections completed; SYNs answered: " << answered;
+    const auto after = lcore_packets();
+    for (unsigned w = 1; w <= GetParam().workers; ++w) {
+        const std::string lcore = std::to_string(w);
+        ASSERT_TRUE(after.contains(lcore)) << "no calyx_lcore_packets_total for lcore " << lcore;
+        EXPECT_GT(after.at(lcore), before.contains(lcore) ? before.at(lcore) : 0.0)
+            << "worker lcore " << lcore << " received none of the connections' packets";
+    }
+}
+
+// Masqueraded connections from app-1, each from its own port: all seen from the host address,
+// their replies translated back whichever worker receives them.
+TEST_P(UplinkTest, ManyMasqueradedConnectionsComeBack) {
+    for (uint16_t sport = 44000; sport < 44008; ++sport) {
+        const auto seen = fetch_seen_address(kApp, sport);
+        ASSERT_TRUE(seen.has_value()) << "no answer to the connection from port " << sport;
+        EXPECT_EQ(*seen, fmt::format("{}:{}\n", text(kHostAddress), sport)) << "masqueraded, port preserved";
+    }
+}
+
+// A vhost-user uplink (a router VM's NIC) in the real binary: the far end is a virtio-user
+// peer in this process that plays the upstream router and everything behind it, by hand.
+class VhostUplinkTest : public CalyxFixture {
+protected:
+    static constexpr MacAddr kRouterMac{{0x02, 0x00, 0x00, 0x00, 0x00, 0x01}};
+
+    void SetUp() override {
+        socket_ = dir_ / "uplink.sock";
+        ASSERT_NO_FATAL_FAILURE(start_all(
+            {.security = frame7_policy(), .uplink_port = fmt::format("{{type: vhost-user, socket: {}}}", socket_.string()),
+             .workers = 2}));
+        for (int i = 0; i < 100 && !fs::exists(socket_); ++i) std::this_thread::sleep_for(50ms);
+        ASSERT_TRUE(fs::exists(socket_)) << "calyx created no uplink socket";
+        // As many queue pairs as the uplink has (one per worker). With fewer, what the workers
+        // without an enabled pair send is lost as tx_full: net_vhost has no fallback to
+        // another pair, unlike calyx's instance ports.
+        auto peer = VmPeer::attach({.socket = socket_.string(), .mac = kRouterMac, .queues = 2});
+        ASSERT_TRUE(peer) << peer.error();
+        router_ = std::move(*peer);
+        // calyx asks for its gateway once the link is up: the router answers and learns the
+        // uplink's MAC from the question.
+        const auto who_has = router_->receive(kWarmUp, [](const Bytes& f) {
+            return is_arp(f) && arp_of(f).oper.host() == 1 && Ipv4Addr::from_be(arp_of(f).tpa) == kUpstream;
+        });
+        ASSERT_TRUE(who_has) << "calyx never asked for its gateway " << text(kUpstream);
+        uplink_mac_ = eth_src(*who_has);
+        EXPECT_EQ(Ipv4Addr::from_be(arp_of(*who_has).spa), kHostAddress);
+        ASSERT_TRUE(router_->send(FrameBuilder()
+                                      .eth(kRouterMac, uplink_mac_, ethertype::kArp)
+                                      .arp(2, kRouterMac, kUpstream, uplink_mac_, kHostAddress)
+                                      .build()));
+    }
+    void TearDown() override {
+        router_.reset();
+        CalyxFixture::TearDown();
+    }
+
+    static Bytes tcp(MacAddr src_mac, MacAddr dst_mac, Ipv4Addr src, Ipv4Addr dst, uint16_t sport, uint16_t dport,
+                     uint8_t flags, uint32_t seq, uint32_t ack) {
+        return FrameBuilder().eth(src_mac, dst_mac).ipv4(src, dst, ipproto::kTcp).tcp(sport, dport, flags, seq, ack).build();
+    }
+    static FramePredicate tcp_from_to(Ipv4Addr src, Ipv4Addr dst, uint8_t flags) {
+        return [=](const Bytes& f) {
+            return is_tcp(f) && Ipv4Addr::from_be(ipv4_of(f).src) == src && Ipv4Addr::from_be(ipv4_of(f).dst) == dst &&
+                   (tcp_of(f).flags & flags) == flags;
+        };
+    }
+    static std::string checksum_errors(const Bytes& f) {
+        return ref::ipv4_checksum_errors(f.data() + kEthLen, f.size() - kEthLen);
+    }
+
+    fs::path socket_;
+    std::unique_ptr<VmPeer> router_;
+    MacAddr uplink_mac_;
+};
+
+// app-1's connection leaves masqueraded (host address, its port kept), the router's answer
+// comes back translated to app-1.
+TEST_F(VhostUplinkTest, NatInstanceReachesTheInternetMasqueraded) {
+    VmPeer& app = vm(kApp);
+    const Bytes syn = tcp(kApp.mac, kGatewayMac, kApp.ip, kInternetServer, 45000, 443, TcpHdr::kSyn, 1000, 0);
+    ASSERT_TRUE(app.send(syn));
+    const auto out = router_->receive(kReply, tcp_from_to(kHostAddress, kInternetServer, TcpHdr::kSyn));
+    ASSERT_TRUE(out) << "the SYN never left through the vhost-user uplink";
+    EXPECT_EQ(eth_dst(*out), kRouterMac);
+    EXPECT_EQ(eth_src(*out), uplink_mac_);
+    EXPECT_EQ(tcp_of(*out).src_port.host(), 45000) << "port preserved";
+    EXPECT_EQ(checksum_errors(*out), "");
+    ASSERT_TRUE(router_->send(tcp(kRouterMac, uplink_mac_, kInternetServer, kHostAddress, 443, 45000,
+                                  TcpHdr::kSyn | TcpHdr::kAck, 9000, 1001)));
+    const auto back = app.receive(kReply, tcp_from_to(kInternetServer, kApp.ip, TcpHdr::kSyn | TcpHdr::kAck));
+    ASSERT_TRUE(back) << "the SYN-ACK never reached app-1";
+    EXPECT_EQ(tcp_of(*back).dst_port.host(), 45000);
+    EXPECT_EQ(checksum_errors(*back), "");
+}
+
+// The Internet reaches web-1 on 443 (untranslated, both ways); nothing unsolicited reaches
+// the nat network through the host address.
+TEST_F(VhostUplinkTest, InternetReachesThePublicInstanceAndNothingElse) {
+    const Ipv4Addr client = Ipv4Addr::from_octets(192, 0, 2, 99);
+    ASSERT_TRUE(router_->send(tcp(kRouterMac, uplink_mac_, client, kWeb.ip, 50000, 443, TcpHdr::kSyn, 5000, 0)));
+    VmPeer& web = vm(kWeb);
+    const auto in = web.receive(kReply, tcp_from_to(client, kWeb.ip, TcpHdr::kSyn));
+    ASSERT_TRUE(in) << "the SYN from the Internet never reached web-1";
+    EXPECT_EQ(checksum_errors(*in), "");
+    ASSERT_TRUE(web.send(tcp(kWeb.mac, kGatewayMac, kWeb.ip, client, 443, 50000, TcpHdr::kSyn | TcpHdr::kAck, 7000, 5001)));
+    const auto out = router_->receive(kReply, tcp_from_to(kWeb.ip, client, TcpHdr::kSyn | TcpHdr::kAck));
+    ASSERT_TRUE(out) << "web-1's SYN-ACK never left";
+    EXPECT_EQ(eth_dst(*out), kRouterMac);
+
+    ASSERT_TRUE(router_->send(tcp(kRouterMac, uplink_mac_, client, kHostAddress, 50001, 45001, TcpHdr::kSyn, 1, 0)));
+    const auto report = wait_for_drops("uplink", "nat_no_mapping", 1);
+    ASSERT_TRUE(report.has_value());
+    EXPECT_EQ(report->drops("uplink", "nat_no_mapping"), 1u) << report->text;
+    expect_nothing(kApp, [](const Bytes& f) { return is_tcp(f); }, "a SYN at app-1");
+}
+
+INSTANTIATE_TEST_SUITE_P(Uplinks, UplinkTest,
+                         ::testing::Values(UplinkKind{"tap", false, 1, 0}, UplinkKind{"tap_2workers_4queues", false, 2, 4},
+                                           UplinkKind{"afpacket_2workers_2queues", true, 2, 2}),
+                         [](const auto& info) { return std::string(info.param.label); });
 
 }  // namespace
 }  // namespace calyx::test
