@@ -154,6 +154,21 @@ TEST_F(Classify, TheStageRefusesCutL4HeadersItself) {
     EXPECT_EQ(ok.l4_offset, sizeof(EtherHdr) + sizeof(Ipv4Hdr));
 }
 
+// A datagram may be nothing but its header (a protocol with no ports, no payload): that is
+// well formed.
+TEST_F(Classify, ADatagramOfOnlyItsHeaderIsWellFormed) {
+    TestFrame f(FrameBuilder().eth(kWebMac, kGatewayMac).ipv4(kWebIp, kAppIp, 47).build());
+    ASSERT_EQ(f.frame.len, sizeof(EtherHdr) + sizeof(Ipv4Hdr));
+    dp::Batch batch;
+    batch.count = 1;
+    batch.frames[0] = f.frame;
+    batch.meta[0].in_port = kWebPort;
+    dp::classify_stage(batch, *snap_, ctx_);
+    EXPECT_EQ(batch.meta[0].verdict, dp::Verdict::pending) << drop_reason_info(batch.meta[0].reason).name;
+    EXPECT_TRUE(batch.meta[0].is_ipv4);
+    EXPECT_EQ(batch.meta[0].ip_proto, 47);
+}
+
 // A later fragment carries no L4 header: its few bytes are not a cut header. It passes
 // classify (and, with no first fragment seen, is dropped as unmatched).
 TEST_F(Classify, LaterFragmentWithFewBytesIsNoCutHeader) {

@@ -522,6 +522,25 @@ TEST_F(DhcpServer, ReleaseIsConsumedWithoutReply) {
     EXPECT_EQ(r.after, r.before);
 }
 
+// RFC 768: a UDP checksum that computes to zero is sent as all ones (zero means "none"). The
+// transaction id goes into the reply, so some id makes its checksum compute to zero: search.
+TEST_F(DhcpServer, AReplyWhoseChecksumComputesToZeroCarriesAllOnes) {
+    const Bytes base = client_frame(ClientMessage(DhcpMessageType::discover).bootp());
+    const size_t xid_at = sizeof(EtherHdr) + sizeof(Ipv4Hdr) + sizeof(UdpHdr) + 4;
+    const size_t checksum_at = sizeof(EtherHdr) + sizeof(Ipv4Hdr) + 6;
+    bool all_ones = false;
+    for (uint32_t xid = 0; xid < (1u << 20) && !all_ones; ++xid) {
+        Bytes f = base;
+        ClientMessage::put(f, xid_at, be32_bytes(xid));
+        const Result r = respond(f);
+        ASSERT_EQ(r.outcome.verdict, Verdict::reply) << xid;
+        const uint16_t sum = be16_at(r.after, checksum_at);
+        ASSERT_NE(sum, 0) << "xid " << xid << ": a reply without a checksum";
+        all_ones = sum == 0xffff;
+    }
+    EXPECT_TRUE(all_ones) << "no transaction id made the checksum compute to zero";
+}
+
 TEST_F(DhcpServer, DeclineIsConsumedWithoutReply) {
     const Result r =
         respond_to(ClientMessage(DhcpMessageType::decline).requested_ip(kVmIp).server_id(kGateway));

@@ -297,6 +297,11 @@ TEST(NatTranslate, RefusesWhatItCannotTranslateAndLeavesItUntouched) {
     Bytes bad_ihl = udp_frame(kApp, 1, kServer, 2);
     bad_ihl[kL3] = 0x44;
     cases.emplace_back(bad_ihl, NatResult::malformed);
+    // ICMP with no message at all (total length 20); the byte after the datagram (a type
+    // that has no layout) must not be read as its type.
+    Bytes empty_icmp = FrameBuilder().eth(kAppMac, kGwMac).ipv4(kApp, kServer).build();
+    empty_icmp.push_back(icmp::kDestUnreachable);
+    cases.emplace_back(empty_icmp, NatResult::malformed);
     for (auto& [frame, expected] : cases) {
         Bytes f = frame;
         EXPECT_EQ(snat(f, {kUplink, 20000}), expected);

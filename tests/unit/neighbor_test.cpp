@@ -235,5 +235,26 @@ TEST(NeighborTable, ConcurrentLearnersAndReadersNeverSeeAForeignMac) {
     EXPECT_EQ(wrong.load(), 0u);
 }
 
+// One gateway is pinned at a time: pinning a new one (a reload changed uplink.gateway) unpins
+// the old, which is then forgotten like any host nobody wants.
+TEST(NeighborTable, PinningAnotherGatewayUnpinsTheOld) {
+    NeighborTable t;
+    const Ipv4Addr old_gw = Ipv4Addr::from_octets(198, 51, 100, 1), new_gw = Ipv4Addr::from_octets(198, 51, 100, 2);
+    t.pin(old_gw, 0);
+    t.pin(new_gw, 0);
+    bool saw_old = false, saw_new = false;
+    for (const auto& e : t.entries()) {
+        if (e.ip == old_gw) {
+            saw_old = true;
+            EXPECT_FALSE(e.pinned) << "the old gateway is still pinned";
+        }
+        if (e.ip == new_gw) {
+            saw_new = true;
+            EXPECT_TRUE(e.pinned);
+        }
+    }
+    EXPECT_TRUE(saw_old && saw_new);
+}
+
 }  // namespace
 }  // namespace calyx::dp

@@ -53,6 +53,49 @@ TEST_F(Routing, PingToOwnGatewayIsAnswered) {
     EXPECT_EQ(counters_->icmp_echo_replies, 1u);
 }
 
+// The gateway answers whole datagrams only: a fragment of a ping to it is not answered.
+TEST_F(Routing, FragmentToTheGatewayIsNotAnswered) {
+    TestFrame f(FrameBuilder()
+                    .eth(kWebMac, kGatewayMac)
+                    .ipv4(kWebIp, kWebGateway, ipproto::kIcmp, 64, Ipv4Hdr::kMoreFragments)
+                    .icmp_echo(1, 1, 24)
+                    .build());
+    const auto m = run(f, kWebPort);
+    EXPECT_EQ(m.verdict, dp::Verdict::drop);
+    EXPECT_EQ(m.reason, DropReason::to_gateway_unhandled) << drop_reason_info(m.reason).name;
+}
+
+// A BOOTP request from web-1 (RFC 2131): its MAC, the magic cookie, the message type and
+// `more` options, END.
+std::vector<uint8_t> dhcp_from_web(uint8_t type, std::vector<uint8_t> more = {}) {
+    std::vector<uint8_t> b(236, 0);
+    b[0] = 1, b[1] = 1, b[2] = 6;
+    b[4] = 0x12, b[5] = 0x34, b[6] = 0x56, b[7] = 0x78;
+    std::copy(kWebMac.bytes.begin(), kWebMac.bytes.end(), b.begin() + 28);
+    b.insert(b.end(), {99, 130, 83, 99, 53, 1, type});
+    b.insert(b.end(), more.begin(), more.end());
+    b.push_back(255);
+    return FrameBuilder()
+        .eth(kWebMac, MacAddr::broadcast())
+        .ipv4(Ipv4Addr{}, Ipv4Addr{0xffffffff}, ipproto::kUdp)
+        .udp(68, 67, b)
+        .build();
+}
+
+// What the DHCP responder did is counted: replies by type, releases and declines.
+TEST_F(Routing, DhcpRepliesReleasesAndDeclinesAreCounted) {
+    TestFrame discover(dhcp_from_web(1));
+    EXPECT_EQ(run(discover, kWebPort).verdict, dp::Verdict::reply);
+    EXPECT_EQ(counters_->dhcp_replies[static_cast<size_t>(dp::DhcpReplyType::offer)], 1u);
+    EXPECT_EQ(counters_->dhcp_declines, 0u);
+    const std::vector<uint8_t> requested_and_server{50, 4, 203, 0, 113, 10, 54, 4, 203, 0, 113, 1};
+    TestFrame decline(dhcp_from_web(4, requested_and_server));
+    EXPECT_EQ(run(decline, kWebPort).verdict, dp::Verdict::consumed);
+    EXPECT_EQ(counters_->dhcp_declines, 1u);
+    EXPECT_EQ(counters_->dhcp_releases, 0u);
+    EXPECT_EQ(counters_->dhcp_replies[static_cast<size_t>(dp::DhcpReplyType::offer)], 1u) << "a decline gets no reply";
+}
+
 TEST_F(Routing, OtherTrafficToTheGatewayIsDropped) {
     TestFrame f(FrameBuilder().eth(kWebMac, kGatewayMac).ipv4(kWebIp, kWebGateway, ipproto::kTcp).tcp(40000, 22, TcpHdr::kSyn).build());
     const auto m = run(f, kWebPort);

@@ -335,5 +335,20 @@ TEST_F(Policy, ConnectionsAreCountedAndExpire) {
     EXPECT_EQ(conntrack_->size(), 0u);
 }
 
+// A protocol without ports (GRE) is tracked by its addresses alone: ports 0 in the key, so a
+// reply and any other packet between the two addresses belong to the same connection.
+TEST_F(Policy, AProtocolWithoutPortsIsTrackedByAddressesAlone) {
+    load(site(R"(
+  - name: gre-out
+    rules: [{direction: egress, protocol: any}]
+  - name: gre-in
+    rules: [{direction: ingress, protocol: any}])", "gre-out", "gre-in", ""));
+    TestFrame f(FrameBuilder().eth(kWebMac, kGatewayMac).ipv4(kWebIp, kAppIp, 47).raw(std::vector<uint8_t>(8, 0xab)).build());
+    ASSERT_EQ(run(f, kWebPort).verdict, dp::Verdict::forward);
+    const dp::CtKey key = dp::make_ct_key(47, {zones_.at("public"), kWebIp, 0}, {zones_.at("nat"), kAppIp, 0}).key;
+    EXPECT_GE(conntrack_->lookup(key), 0) << "no connection keyed by the addresses with ports 0";
+    EXPECT_EQ(conntrack_->size(), 1u);
+}
+
 }  // namespace
 }  // namespace calyx::test

@@ -627,5 +627,52 @@ TEST_F(UplinkReview, ReloadThatMakesANatNetworkPublicCutsTranslatedConnections) 
     EXPECT_EQ(conntrack_->size(), 0u);
 }
 
+// A masqueraded packet whose TTL runs out at calyx gets its ICMP time exceeded, addressed to
+// the instance: the error is calyx's own reply, never itself translated outwards.
+TEST_F(UplinkReview, MasqueradedPacketWhoseTtlRunsOutGetsTimeExceeded) {
+    TestFrame& f = keep(FrameBuilder()
+                            .eth(kAppMac, kGatewayMac)
+                            .ipv4(kAppIp, kServer, ipproto::kUdp, 1)
+                            .udp(5353, 53, {1, 2, 3})
+                            .build());
+    const auto m = run(f, kAppPort);
+    ASSERT_EQ(m.verdict, dp::Verdict::reply) << why(m);
+    EXPECT_EQ(dst_ip(f), kAppIp);
+    EXPECT_EQ(f.at<IcmpHdr>(kL4)->type, icmp::kTimeExceeded);
+    expect_checksums_valid(f);
+}
+
+// calyx answers ARP on the uplink for the host address and counts the answer; it learns only
+// senders on the uplink's subnet, never its own address or 0.0.0.0 (an ARP probe).
+TEST_F(UplinkReview, UplinkArpIsAnsweredCountedAndLearnsOnlyOnLinkSenders) {
+    const MacAddr stranger_mac{{0x02, 0x00, 0x00, 0x00, 0x00, 0x99}};
+    const auto ask = [&](Ipv4Addr sender) {
+        TestFrame& f = keep(FrameBuilder()
+                                .eth(stranger_mac, MacAddr::broadcast(), ethertype::kArp)
+                                .arp(1, stranger_mac, sender, MacAddr{}, kHostAddr)
+                                .build());
+        return run(f, kUplinkPort);
+    };
+    const uint64_t replies = counters_->arp_replies;
+    const Ipv4Addr off_link = Ipv4Addr::from_octets(192, 0, 2, 9), on_link = Ipv4Addr::from_octets(198, 51, 100, 9);
+    EXPECT_EQ(ask(off_link).verdict, dp::Verdict::reply);
+    EXPECT_EQ(counters_->arp_replies, replies + 1);
+    EXPECT_FALSE(neighbors_.lookup(off_link, 0)) << "learnt a sender outside the uplink's subnet";
+    EXPECT_EQ(ask(Ipv4Addr{}).verdict, dp::Verdict::reply);
+    EXPECT_FALSE(neighbors_.lookup(Ipv4Addr{}, 0)) << "learnt 0.0.0.0";
+    ask(kHostAddr);
+    EXPECT_FALSE(neighbors_.lookup(kHostAddr, 0)) << "learnt a host claiming calyx's own address";
+    EXPECT_EQ(ask(on_link).verdict, dp::Verdict::reply);
+    EXPECT_EQ(neighbors_.lookup(on_link, 0), stranger_mac) << "an on-link sender is learnt";
+    // An ARP reply calyx learns from is consumed, not answered: no reply counted.
+    const uint64_t before_reply = counters_->arp_replies;
+    TestFrame& answer = keep(FrameBuilder()
+                                 .eth(kUpstreamMac, kUplinkMac, ethertype::kArp)
+                                 .arp(2, kUpstreamMac, kUpstream, kUplinkMac, kHostAddr)
+                                 .build());
+    EXPECT_EQ(run(answer, kUplinkPort).verdict, dp::Verdict::consumed);
+    EXPECT_EQ(counters_->arp_replies, before_reply);
+}
+
 }  // namespace
 }  // namespace calyx::test
