@@ -256,5 +256,27 @@ TEST(NeighborTable, PinningAnotherGatewayUnpinsTheOld) {
     EXPECT_TRUE(saw_old && saw_new);
 }
 
+// A hit marks the entry in use at most once per kRetryNs (the cache line stays shared): a
+// lookup exactly kRetryNs after the last mark does not mark it again, so at kUnusedNs after
+// that mark nobody wanted the host and it is forgotten, not asked for.
+TEST(NeighborTable, AHitMarksUseAtMostOncePerRetryInterval) {
+    NeighborTable t;
+    const Ipv4Addr host = Ipv4Addr::from_octets(198, 51, 100, 20);
+    const MacAddr mac{{0x02, 0, 0, 0, 0, 0x20}};
+    const uint64_t t0 = 1'000'000'000;
+    ASSERT_TRUE(t.learn(host, mac, t0, true));  // marks it wanted at t0
+    ASSERT_EQ(t.lookup(host, t0 + NeighborTable::kRetryNs), mac);
+    const auto requests = t.due_requests(t0 + NeighborTable::kUnusedNs);
+    EXPECT_TRUE(std::ranges::none_of(requests, [&](const auto& r) { return r.ip == host; }))
+        << "the lookup at exactly kRetryNs counted as a new use";
+    EXPECT_EQ(t.retiring(), 1u);
+    // One nanosecond later a lookup does mark it.
+    NeighborTable u;
+    ASSERT_TRUE(u.learn(host, mac, t0, true));
+    ASSERT_EQ(u.lookup(host, t0 + NeighborTable::kRetryNs + 1), mac);
+    const auto asked = u.due_requests(t0 + NeighborTable::kUnusedNs);
+    EXPECT_TRUE(std::ranges::any_of(asked, [&](const auto& r) { return r.ip == host; }));
+}
+
 }  // namespace
 }  // namespace calyx::dp
