@@ -5,9 +5,13 @@
 #pragma once
 
 #include <benchmark/benchmark.h>
+#include <fmt/format.h>
 #include <rte_eal.h>
 
 #include <iterator>
+#include <string>
+
+#include "dp/batch.hpp"
 
 namespace calyx::perf {
 
@@ -17,6 +21,29 @@ inline void fail(benchmark::State& state, const char* why) {
     g_failed = true;
     state.SkipWithError(why);
 }
+
+// What a pipeline benchmark saw go wrong in the batches it ran: packets not forwarded out of
+// the port they must leave by, and the first rewritten frame that is not what it must be.
+struct BatchChecks {
+    uint64_t wrong_verdicts = 0;
+    std::string wrong_bytes;
+
+    // Every packet of `b`; cheap enough for the timed loop (a compare per packet).
+    void verdicts(const dp::Batch& b, uint16_t out_port) {
+        for (uint16_t i = 0; i < b.count; ++i)
+            wrong_verdicts += b.meta[i].verdict != dp::Verdict::forward || b.meta[i].out_port != out_port;
+    }
+    void frame(std::string mismatch) {
+        if (wrong_bytes.empty()) wrong_bytes = std::move(mismatch);
+    }
+    // Fails the benchmark if anything was wrong.
+    void report(benchmark::State& state) const {
+        if (wrong_verdicts != 0)
+            fail(state, fmt::format("{} packets not forwarded to their port", wrong_verdicts).c_str());
+        else if (!wrong_bytes.empty())
+            fail(state, ("rewritten frame: " + wrong_bytes).c_str());
+    }
+};
 
 inline int run_benchmarks(const char* name, int argc, char** argv) {
     const char* eal_argv[] = {name, "--no-huge", "-m", "1024", "--no-pci", "--no-shconf",

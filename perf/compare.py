@@ -17,7 +17,10 @@ lcores, OVS's non-PMD threads, this script) CPU 0. DPDK never probes PCI (--no-p
 Sockets, configurations, logs and the OVS database live in a temp dir; every process and
 hugepage file is removed at the end, also on Ctrl-C or SIGTERM. A failed run becomes a
 "failed: reason" cell and the others go on. Prints a markdown table of medians.
-"""
+
+The generator checks every frame it receives (addresses, ports, the translation where the
+target masquerades, sampled checksums: see perf/trafficgen.cpp); a run in which any frame
+arrived wrong fails, whatever its rate."""
 import argparse, contextlib, datetime, glob, json, os, platform, re, shutil, signal, socket, statistics
 import subprocess, sys, tempfile, threading, time, urllib.request
 from dataclasses import dataclass

@@ -104,8 +104,8 @@ struct BatchRunner {
     uint16_t port = 0;
     uint16_t out_port = 0;
     MacAddr out_mac;
-    uint64_t batches = 0, wrong_verdicts = 0;
-    std::string wrong_bytes;  // the first mismatch seen
+    uint64_t batches = 0;
+    perf::BatchChecks checks;
     std::vector<std::pair<size_t, std::vector<uint8_t>>> before;  // sampled: frame, its bytes
 
     void load(const std::vector<std::vector<uint8_t>>& bytes, uint16_t in_port) {
@@ -126,8 +126,7 @@ struct BatchRunner {
             batch.meta[i].in_port = port;
         }
         dp::run_pipeline(batch, *b.snap, b.ctx);
-        for (uint16_t i = 0; i < dp::kBurstSize; ++i)
-            wrong_verdicts += batch.meta[i].verdict != dp::Verdict::forward || batch.meta[i].out_port != out_port;
+        checks.verdicts(batch, out_port);
         if (sample) compare();
         // The pipeline rewrote the MACs in place: put the VM's back so the next run sees
         // the same packets (TTLs start at 255; restore_ttl() resets them now and then).
@@ -146,12 +145,7 @@ struct BatchRunner {
         }
     }
     // Fails the benchmark if any batch was wrong.
-    void check(benchmark::State& state) const {
-        if (wrong_verdicts != 0)
-            fail(state, fmt::format("{} packets not forwarded to their port", wrong_verdicts).c_str());
-        else if (!wrong_bytes.empty())
-            fail(state, ("rewritten frame: " + wrong_bytes).c_str());
-    }
+    void check(benchmark::State& state) const { checks.report(state); }
 
 private:
     void remember(size_t first) {
@@ -169,7 +163,7 @@ private:
                 [&](const dp::Frame& f) { return f.buf == frames[k]->frame.buf; }));
             const auto expected = test::FrameEdit{bytes}.macs(kGw, out_mac).hops(times).bytes;
             const std::string wrong = test::frame_mismatch(frames[k]->frame.data(), frames[k]->frame.len, expected);
-            if (!wrong.empty() && wrong_bytes.empty()) wrong_bytes = wrong;
+            if (!wrong.empty()) checks.frame(wrong);
         }
     }
 };

@@ -117,8 +117,8 @@ struct BatchRunner {
     dp::Batch batch;
     uint16_t port = 0, out_port = 0;
     Expect expect;
-    uint64_t batches = 0, wrong_verdicts = 0;
-    std::string wrong_bytes;  // the first mismatch seen
+    uint64_t batches = 0;
+    perf::BatchChecks checks;
 
     void load(std::vector<std::vector<uint8_t>> bytes, uint16_t in_port, uint16_t egress, Expect e) {
         pristine = std::move(bytes);
@@ -137,8 +137,7 @@ struct BatchRunner {
             batch.meta[i].in_port = port;
         }
         dp::run_pipeline(batch, *b.snap, b.ctx);
-        for (uint16_t i = 0; i < dp::kBurstSize; ++i)
-            wrong_verdicts += batch.meta[i].verdict != dp::Verdict::forward || batch.meta[i].out_port != out_port;
+        checks.verdicts(batch, out_port);
         if (batches++ % kSampleEvery == 0) compare(first);
         for (uint16_t i = 0; i < dp::kBurstSize; ++i) {
             const size_t k = (first + i) % frames.size();
@@ -146,18 +145,13 @@ struct BatchRunner {
         }
     }
     // Fails the benchmark if any batch was wrong.
-    void check(benchmark::State& state) const {
-        if (wrong_verdicts != 0)
-            fail(state, fmt::format("{} packets not forwarded to their port", wrong_verdicts).c_str());
-        else if (!wrong_bytes.empty())
-            fail(state, ("rewritten frame: " + wrong_bytes).c_str());
-    }
+    void check(benchmark::State& state) const { checks.report(state); }
 
 private:
     void compare(size_t first) {
-        for (uint16_t i = 0; i < dp::kBurstSize && wrong_bytes.empty(); ++i) {
+        for (uint16_t i = 0; i < dp::kBurstSize && checks.wrong_bytes.empty(); ++i) {
             const size_t k = (first + i) % frames.size();
-            wrong_bytes = test::frame_mismatch(frames[k]->frame.data(), frames[k]->frame.len, expect(k, pristine[k]));
+            checks.frame(test::frame_mismatch(frames[k]->frame.data(), frames[k]->frame.len, expect(k, pristine[k])));
         }
     }
 };
