@@ -674,5 +674,22 @@ TEST_F(UplinkReview, UplinkArpIsAnsweredCountedAndLearnsOnlyOnLinkSenders) {
     EXPECT_EQ(counters_->arp_replies, before_reply);
 }
 
+// Only a first fragment opens the way for later ones: a translated whole datagram leaves no
+// fragment state, so a later fragment that happens to carry its IP id is not delivered.
+TEST_F(UplinkReview, AWholeDatagramLeavesNoFragmentState) {
+    TestFrame& q = udp_frame_out(kApp, kServer, 5353, 53);
+    ASSERT_EQ(run(q, kAppPort).verdict, dp::Verdict::forward);
+    TestFrame& answer = udp_frame_in(kServer, kHostAddr, 53, udp_sport(q));  // IP id 0x1234
+    ASSERT_EQ(run(answer, kUplinkPort).verdict, dp::Verdict::forward);
+    TestFrame& later = keep(FrameBuilder()
+                                .eth(kUpstreamMac, kUplinkMac)
+                                .ipv4(kServer, kHostAddr, ipproto::kUdp, 64, 128 / 8)  // same id
+                                .raw(std::vector<uint8_t>(40, 7))
+                                .build());
+    const auto m = run(later, kUplinkPort);
+    EXPECT_EQ(m.verdict, dp::Verdict::drop) << "a later fragment without its first reached app-1";
+    EXPECT_EQ(m.reason, DropReason::nat_no_mapping) << why(m);
+}
+
 }  // namespace
 }  // namespace calyx::test
