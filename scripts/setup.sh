@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(
-  build-essential pkg-config meson ninja-build
+  build-essential pkg-config meson ninja-build ccache
   dpdk dpdk-dev libdpdk-dev
   libyaml-cpp-dev libfmt-dev prometheus-cpp-dev libboost-program-options-dev nlohmann-json3-dev
   libgtest-dev libbenchmark-dev

@@ -2,7 +2,7 @@
 """Mutation testing of calyx's data plane: do the unit tests notice when the code is wrong?
 
     tests/mutation.py [--seed N] [--sample K] [--work DIR] [--timeout S] [--fail-under PCT]
-                      [--json FILE] [--list]
+                      [--json FILE] [--list] [--tree DIR] [--before DIR]
 
 Every mutation site in src/dp/*.cpp and src/cp/reload.cpp is listed in a fixed order:
   condition     an `if`/`while` condition negated, `&&` <-> `||`, a `!` removed
@@ -13,10 +13,16 @@ A sample of K of them, chosen by `--seed` (the same seed and sources give the sa
 is applied one at a time to a copy of the tree (never to the checkout: the copy is `--work`,
 by default a sibling directory of the repository, or one git ignores such as BUILD/mutation;
 kept for the next run); only the
-`unit_tests` binary is rebuilt, then run with a timeout. A mutant is killed when the tests
-fail (or time out), survives when they pass; one that does not compile is stillborn and not
+`unit_tests` binary is rebuilt, then run with a timeout and --gtest_fail_fast (a killed mutant
+stops at its first failure). A mutant is killed when the tests fail (or time out), survives when
+they pass; one that does not compile is stillborn and not
 counted. The score is killed / (killed + survived). Prints the survivors with file:line and
 the mutated line; exit 1 when the score is below --fail-under.
+
+`--before DIR` scores a second checkout's tests (e.g. main before tests were added) on the same
+mutants in the same run: its sources under test must be the same; each mutant is applied to
+both copies, and the second build of the mutated file is a ccache hit, so a before/after
+comparison costs little more than one run.
 
 Operators are found on the text (comments, strings and preprocessor lines are skipped, and a
 comparison needs spaces around it, as the house style writes them, so `<` of a template is
@@ -177,15 +183,15 @@ def apply(text: str, m: Mutant) -> str:
 
 
 # ------------------------------------------------------------------------------ the copy
-def prepare_copy(work: Path, jobs: int) -> None:
+def prepare_copy(repo: Path, work: Path, jobs: int) -> None:
     """`work` becomes a copy of the repository's tracked and untracked (not ignored) files, with
     a build directory of its own; files that did not change keep their time stamps, so the
     rebuild compiles only what differs from the last run."""
-    listed = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+    listed = subprocess.run(["git", "-C", str(repo), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
                             capture_output=True, text=True, check=True).stdout.split("\0")
     work.mkdir(parents=True, exist_ok=True)
     for rel in filter(None, listed):
-        src, dst = REPO / rel, work / rel
+        src, dst = repo / rel, work / rel
         if not src.is_file():
             continue
         if dst.is_file() and dst.read_bytes() == src.read_bytes():
@@ -209,6 +215,8 @@ def build_env(work: Path) -> dict:
     # first build reuses the checkout's objects where ccache is used.
     env = dict(os.environ)
     env.setdefault("CCACHE_BASEDIR", os.path.commonpath([str(REPO), str(work)]))
+    # Debug info names the build directory; without this, ccache hashes it and never hits.
+    env.setdefault("CCACHE_NOHASHDIR", "true")
     return env
 
 
@@ -220,14 +228,15 @@ def build(work: Path, jobs: int, timeout: float | None, check: bool = False) -> 
     return r.returncode == 0
 
 
-def run_tests(work: Path, timeout: float) -> tuple[str, float]:
+def run_tests(work: Path, timeout: float, fail_fast: bool = True) -> tuple[str, float]:
     """'passed', 'failed' or 'timeout', and the seconds it took."""
     start = time.monotonic()
     env = dict(os.environ)
     env.pop("GTEST_FILTER", None)
     env.pop("GTEST_OUTPUT", None)
     try:
-        r = subprocess.run([str(work / "build" / "tests" / "unit_tests"), "--gtest_brief=1"], cwd=work,
+        r = subprocess.run([str(work / "build" / "tests" / "unit_tests"), "--gtest_brief=1"]
+                           + (["--gtest_fail_fast"] if fail_fast else []), cwd=work,
                            capture_output=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return "timeout", time.monotonic() - start
@@ -246,12 +255,17 @@ def main() -> int:
     ap.add_argument("--sample", type=int, default=150, help="mutants to try (0: all)")
     ap.add_argument("--work", type=Path, help=f"the copy (default {REPO.parent / (REPO.name + '-mutation')})")
     ap.add_argument("--jobs", type=int, default=2, help="ninja -j")
-    ap.add_argument("--timeout", type=float, help="seconds per unit-test run (default 5x the unmutated run, >= 60)")
+    ap.add_argument("--timeout", type=float, help="seconds per unit-test run (default 5x the unmutated run, >= 30)")
     ap.add_argument("--fail-under", type=float, help="exit 1 when the score (percent) is below this")
     ap.add_argument("--json", type=Path, help="write every mutant's outcome here")
     ap.add_argument("--list", action="store_true", help="print the sample and stop")
     ap.add_argument("--tree", type=Path, help="measure this checkout's tests instead (a git work tree), "
                                              "e.g. the main branch before tests were added")
+    ap.add_argument("--before", type=Path, help="also score this checkout's tests on the same mutants (same sources "
+                                               "under test), e.g. main before tests were added")
+    ap.add_argument("--survivors-of", type=Path, metavar="JSON",
+                    help="try again only the mutants that survived in this earlier --json report (after adding tests)")
+    ap.add_argument("--before-work", type=Path, help="the copy for --before (default DIR-mutation)")
     args = ap.parse_args()
     if args.tree:
         REPO = args.tree.resolve()
@@ -259,6 +273,13 @@ def main() -> int:
     everything = all_sites(REPO)
     rng = random.Random(args.seed)
     sample = everything if args.sample == 0 or args.sample >= len(everything) else rng.sample(everything, args.sample)
+    if args.survivors_of:
+        earlier = json.loads(args.survivors_of.read_text())
+        wanted = {Mutant(**{k: v for k, v in m.items() if k != "outcome"})
+                  for m in earlier["mutants"] if m["outcome"] == "survived"}
+        sample = [m for m in everything if m in wanted]
+        if len(sample) != len(wanted):
+            sys.exit("mutation: the sources changed since that report: its survivors are not all found")
     # In file order: consecutive mutants of one file recompile only that file.
     sample.sort(key=lambda m: (m.file, m.line, m.column, m.replacement))
     print(f"mutation: {len(sample)} of {len(everything)} sites (seed {args.seed})", flush=True)
@@ -267,60 +288,87 @@ def main() -> int:
             print("  " + m.describe())
         return 0
 
-    work = (args.work or REPO.parent / (REPO.name + "-mutation")).resolve()
-    # Never the checkout's own sources: outside it, or in a directory git ignores (BUILD/...).
-    ignored = REPO in work.parents and subprocess.run(
-        ["git", "-C", str(REPO), "check-ignore", "-q", str(work)]).returncode == 0
-    if work == REPO or work in REPO.parents or (REPO in work.parents and not ignored):
-        sys.exit("mutation: --work must be outside the checkout's sources (elsewhere, or in an ignored directory)")
+    copies = [("", REPO, (args.work or REPO.parent / (REPO.name + "-mutation")).resolve())]
+    if args.before:
+        before = args.before.resolve()
+        if all_sites(before) != everything:
+            sys.exit(f"mutation: {before} has other sources under test than {REPO}: not the same mutants")
+        copies.append(("before", before, (args.before_work or before.parent / (before.name + "-mutation")).resolve()))
+    for _, repo, work in copies:
+        # Never the checkout's own sources: outside it, or in a directory git ignores (BUILD/...).
+        ignored = repo in work.parents and subprocess.run(
+            ["git", "-C", str(repo), "check-ignore", "-q", str(work)]).returncode == 0
+        if work == repo or work in repo.parents or (repo in work.parents and not ignored):
+            sys.exit("mutation: --work must be outside the checkout's sources (elsewhere, or in an ignored directory)")
     started = time.monotonic()
-    prepare_copy(work, args.jobs)
-    status, seconds = run_tests(work, timeout=600)
-    if status != "passed":
-        sys.exit(f"mutation: the unit tests fail without any mutant ({status}): fix that first")
-    timeout = args.timeout or max(60.0, 5 * seconds)
-    print(f"mutation: copy ready in {time.monotonic() - started:.0f} s, unit tests take {seconds:.1f} s "
-          f"(timeout {timeout:.0f} s)", flush=True)
+    timeouts = []
+    for name, repo, work in copies:
+        prepare_copy(repo, work, args.jobs)
+        status, seconds = run_tests(work, timeout=600, fail_fast=False)
+        if status != "passed":
+            sys.exit(f"mutation: the unit tests of {repo} fail without any mutant ({status}): fix that first")
+        timeouts.append(args.timeout or max(30.0, 5 * seconds))
+        print(f"mutation: copy {work} ready at {time.monotonic() - started:.0f} s, unit tests take {seconds:.1f} s "
+              f"(timeout {timeouts[-1]:.0f} s)", flush=True)
 
-    results = []
+    outcomes: list[list[tuple[Mutant, str]]] = [[] for _ in copies]
     originals: dict[str, str] = {}
     try:
         for k, m in enumerate(sample, 1):
-            path = work / m.file
-            original = originals.setdefault(m.file, path.read_text())
-            (work / ".mutant-in-progress").write_text(m.file)
-            path.write_text(apply(original, m))
+            original = originals.setdefault(m.file, (REPO / m.file).read_text())
             t0 = time.monotonic()
-            if not build(work, args.jobs, timeout=900):
-                outcome = "stillborn"
-            else:
-                status, _ = run_tests(work, timeout)
-                outcome = {"passed": "survived", "failed": "killed", "timeout": "killed (timeout)"}[status]
-            path.write_text(original)
-            results.append((m, outcome))
-            print(f"  [{k}/{len(sample)}] {outcome:<16} {time.monotonic() - t0:5.1f} s  {m.describe()}", flush=True)
+            line = []
+            for c, (name, _, work) in enumerate(copies):
+                path = work / m.file
+                (work / ".mutant-in-progress").write_text(m.file)
+                path.write_text(apply(original, m))
+                if not build(work, args.jobs, timeout=900):
+                    outcome = "stillborn"
+                else:
+                    status, _ = run_tests(work, timeouts[c])
+                    outcome = {"passed": "survived", "failed": "killed", "timeout": "killed (timeout)"}[status]
+                path.write_text(original)
+                outcomes[c].append((m, outcome))
+                line.append(f"{name + ': ' if name else ''}{outcome:<16}")
+            print(f"  [{k}/{len(sample)}] {' '.join(line)} {time.monotonic() - t0:5.1f} s  {m.describe()}", flush=True)
     finally:
-        for rel, text in originals.items():
-            (work / rel).write_text(text)
-        (work / ".mutant-in-progress").unlink(missing_ok=True)
+        for _, _, work in copies:
+            for rel, text in originals.items():
+                (work / rel).write_text(text)
+            (work / ".mutant-in-progress").unlink(missing_ok=True)
 
+    report = {"seed": args.seed, "sites": len(everything)}
+    score = 0.0
+    for c in reversed(range(len(copies))):  # the measured tree's score last: it decides --fail-under
+        score = summarize(copies[c], outcomes[c], args, len(everything), time.monotonic() - started, report)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+    if args.fail_under is not None and score < args.fail_under:
+        print(f"mutation: score {score:.1f} % is below {args.fail_under} %")
+        return 1
+    return 0
+
+
+def summarize(copy, results, args, sites_count: int, seconds: float, report: dict) -> float:
+    name, repo, _ = copy
+    results = list(results)
     killed = sum(1 for _, o in results if o.startswith("killed"))
     survived = [m for m, o in results if o == "survived"]
     stillborn = sum(1 for _, o in results if o == "stillborn")
     scored = killed + len(survived)
     score = 100.0 * killed / scored if scored else 0.0
-    print(f"\nmutation score: {score:.1f} % ({killed} killed, {len(survived)} survived, {stillborn} stillborn; "
-          f"seed {args.seed}, {len(sample)} of {len(everything)} sites, {time.monotonic() - started:.0f} s)")
+    print(f"\nmutation score{' (' + name + ', ' + str(repo) + ')' if name else ''}: {score:.1f} % "
+          f"({killed} killed, {len(survived)} survived, {stillborn} stillborn; "
+          f"seed {args.seed}, {len(results)} of {sites_count} sites, {seconds:.0f} s)")
     for m in survived:
-        line = (REPO / m.file).read_text().split("\n")[m.line - 1].strip()
+        line = (repo / m.file).read_text().split("\n")[m.line - 1].strip()
         print(f"  survived: {m.describe()}\n            {line}")
-    if args.json:
-        args.json.write_text(json.dumps({"seed": args.seed, "sites": len(everything), "score": score,
-                                         "mutants": [{**m.__dict__, "outcome": o} for m, o in results]}, indent=1))
-    if args.fail_under is not None and score < args.fail_under:
-        print(f"mutation: score {score:.1f} % is below {args.fail_under} %")
-        return 1
-    return 0
+    report[name or "score"] = score if not name else {"score": score}
+    if name:
+        report[name]["mutants"] = [{**m.__dict__, "outcome": o} for m, o in results]
+    else:
+        report["mutants"] = [{**m.__dict__, "outcome": o} for m, o in results]
+    return score
 
 
 if __name__ == "__main__":
