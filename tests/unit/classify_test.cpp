@@ -169,6 +169,25 @@ TEST_F(Classify, ADatagramOfOnlyItsHeaderIsWellFormed) {
     EXPECT_EQ(batch.meta[0].ip_proto, 47);
 }
 
+// The stage reads only the batch's `count` frames: a slot beyond it (a frame left over from a
+// previous burst) is neither judged nor counted.
+TEST_F(Classify, TheStageLeavesSlotsBeyondTheCountAlone) {
+    TestFrame valid(FrameBuilder().eth(kWebMac, kGatewayMac).ipv4(kWebIp, kAppIp).icmp_echo(1, 1, 0).build());
+    TestFrame stale(FrameBuilder().eth(kWebMac, kGatewayMac).ipv4(kAppIp, kWebIp).icmp_echo(1, 1, 0).build());
+    dp::Batch batch;
+    batch.count = 1;
+    batch.frames[0] = valid.frame;
+    batch.meta[0].in_port = kWebPort;
+    batch.frames[1] = stale.frame;  // spoofed: classify would drop it
+    batch.meta[1].in_port = kWebPort;
+    const uint64_t before = total_drops(kWebPort);
+    dp::classify_stage(batch, *snap_, ctx_);
+    EXPECT_EQ(batch.meta[0].verdict, dp::Verdict::pending);
+    EXPECT_EQ(batch.meta[1].verdict, dp::Verdict::pending);
+    EXPECT_FALSE(batch.meta[1].is_ipv4);
+    EXPECT_EQ(total_drops(kWebPort), before);
+}
+
 // A later fragment carries no L4 header: its few bytes are not a cut header. It passes
 // classify (and, with no first fragment seen, is dropped as unmatched).
 TEST_F(Classify, LaterFragmentWithFewBytesIsNoCutHeader) {

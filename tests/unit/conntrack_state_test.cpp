@@ -480,6 +480,34 @@ TEST(ConntrackTcp, AckOfDataNeverSentIsDropped) {
     EXPECT_TRUE(same(c.st, before));
 }
 
+// A FIN occupies one sequence number: the ACK of the FIN is the FIN's seq + 1, and one
+// beyond it acknowledges something never sent.
+TEST(ConntrackTcp, AFinOccupiesOneSequenceNumber) {
+    TcpConn c;
+    c.handshake();
+    ASSERT_EQ(c.client(FIN | ACK), CtVerdict::accept);
+    const ConnState before = c.st;
+    PacketInfo beyond = c.segment(kReply, ACK);
+    beyond.ack += 1;
+    EXPECT_EQ(c.deliver(kReply, beyond), CtVerdict::out_of_window);
+    EXPECT_TRUE(same(c.st, before));
+    EXPECT_EQ(c.server(ACK), CtVerdict::accept) << "the FIN's own ACK";
+}
+
+// The sender's bound (what the receiver ever allowed) only grows: a window announced later
+// smaller, by one byte (the edge of the comparison) or by much, does not pull it back.
+TEST(ConntrackTcp, AShrinkingWindowDoesNotLowerTheSendersBound) {
+    for (const uint16_t smaller : {uint16_t{65534}, uint16_t{1000}}) {
+        TcpConn c;
+        c.handshake();  // the server allowed the client up to client_next + 65535
+        const uint32_t bound = c.client_next + 65535;
+        ASSERT_EQ(c.server(ACK, 0, smaller), CtVerdict::accept);
+        PacketInfo at_bound = c.segment(kOrig, PSH | ACK, 1);
+        at_bound.seq = bound;
+        EXPECT_EQ(c.deliver(kOrig, at_bound), CtVerdict::accept) << "window " << smaller;
+    }
+}
+
 TEST(ConntrackTcp, OldRetransmissionBelowTheWindowPassesUntracked) {
     TcpConn c;
     c.handshake();
@@ -589,6 +617,40 @@ TEST(ConntrackTcp, SynAckAnsweringAnIgnoredSynResynchronises) {
     EXPECT_EQ(c.deliver(kOrig, tcp_info(ACK, 50'000'001, 90'000'001)), CtVerdict::accept);
     EXPECT_EQ(c.state(), TcpCtState::established);
     EXPECT_EQ(c.deliver(kOrig, tcp_info(PSH | ACK, 50'000'001, 90'000'001, 100)), CtVerdict::accept);
+}
+
+// The adopted handshake keeps the ignored SYN's window scale: with both SYNs carrying it,
+// the new connection's windows are scaled.
+TEST(ConntrackTcp, AResynchronisedHandshakeKeepsTheSynsWindowScale) {
+    for (const bool scaled : {true, false}) {
+        TcpConn c;
+        c.handshake();
+        const uint8_t ws = scaled ? 7 : PacketInfo::kNoWscale;
+        ASSERT_EQ(c.deliver(kOrig, tcp_info(SYN, 50'000'000, 0, 0, 65535, ws)), CtVerdict::ignore);
+        ASSERT_EQ(c.deliver(kReply, tcp_info(SYN | ACK, 90'000'000, 50'000'001, 0, 65535, 7)), CtVerdict::accept);
+        ASSERT_EQ(c.deliver(kOrig, tcp_info(ACK, 50'000'001, 90'000'001, 0, 1024)), CtVerdict::accept);
+        ASSERT_EQ(c.deliver(kReply, tcp_info(ACK, 90'000'001, 50'000'001, 0, 1024)), CtVerdict::accept);
+        EXPECT_EQ(c.st.tcp.scales & 0x0f, scaled ? 7 : 0);
+        EXPECT_EQ(c.st.tcp.scales >> 4, scaled ? 7 : 0);
+        // 1024 << 7 = 128 KiB: 100 KB ahead is inside it; unscaled, it is beyond the window.
+        const PacketInfo far = tcp_info(PSH | ACK, 50'000'001 + 100'000, 90'000'001, 1000, 1024);
+        EXPECT_EQ(c.deliver(kOrig, far), scaled ? CtVerdict::accept : CtVerdict::ignore);
+    }
+}
+
+// RFC 5961 4.2: a SYN in LAST_ACK is answered with a challenge ACK, which is not the last ACK
+// (Linux keeps LAST_ACK); the last ACK itself, from the side the SYN came from, is.
+TEST(ConntrackTcp, TheChallengeAckAnsweringASynInLastAckIsNotTheLastAck) {
+    TcpConn c;
+    c.handshake();
+    ASSERT_EQ(c.client(FIN | ACK), CtVerdict::accept);
+    ASSERT_EQ(c.server(FIN | ACK), CtVerdict::accept);
+    ASSERT_EQ(c.state(), TcpCtState::last_ack);
+    ASSERT_EQ(c.deliver(kOrig, tcp_info(SYN, c.client_next + 100'000, 0)), CtVerdict::ignore);
+    EXPECT_EQ(c.server(ACK), CtVerdict::ignore) << "the challenge ACK";
+    EXPECT_EQ(c.state(), TcpCtState::last_ack);
+    EXPECT_EQ(c.client(ACK), CtVerdict::accept);
+    EXPECT_EQ(c.state(), TcpCtState::time_wait);
 }
 
 // A SYN on a half-closed connection (one FIN seen) passes untracked; the RST the endpoint

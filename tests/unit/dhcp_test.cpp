@@ -536,6 +536,7 @@ TEST_F(DhcpServer, AReplyWhoseChecksumComputesToZeroCarriesAllOnes) {
         ASSERT_EQ(r.outcome.verdict, Verdict::reply) << xid;
         const uint16_t sum = be16_at(r.after, checksum_at);
         ASSERT_NE(sum, 0) << "xid " << xid << ": a reply without a checksum";
+        ASSERT_TRUE(decode_reply(r.after).udp_checksum_ok) << "xid " << xid;  // every one, not only this
         all_ones = sum == 0xffff;
     }
     EXPECT_TRUE(all_ones) << "no transaction id made the checksum compute to zero";
@@ -679,6 +680,19 @@ TEST(DhcpParse, PadsBeforeOptionsAndAfterEndAreFine) {
     const Bytes b = cat({ClientMessage(DhcpMessageType::discover).fixed(),
                          {0, 0, 53, 1, 1, 0, 255, 0, 0, 0, 7, 7}});
     EXPECT_TRUE(parse_dhcp(b.data(), b.size()).has_value());
+}
+
+// Shorter than the fixed part and its magic cookie (240 bytes), or no buffer at all: malformed,
+// without reading the cookie or options beyond what was given.
+TEST(DhcpParse, AMessageShorterThanItsFixedPartIsMalformed) {
+    const Bytes b = ClientMessage(DhcpMessageType::discover).bootp();
+    ASSERT_TRUE(parse_dhcp(b.data(), b.size()).has_value());
+    for (const size_t len : {size_t{0}, size_t{239}}) {
+        const auto msg = parse_dhcp(b.data(), len);
+        ASSERT_FALSE(msg.has_value()) << len;
+        EXPECT_EQ(msg.error(), DropReason::dhcp_malformed) << len;
+    }
+    EXPECT_FALSE(parse_dhcp(nullptr, b.size()).has_value());
 }
 
 // ---- malformed input -------------------------------------------------------------------------

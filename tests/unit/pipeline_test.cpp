@@ -166,6 +166,16 @@ TEST_F(Routing, PacketLargerThanEgressMtuWithDfAnswersFragmentationNeeded) {
     EXPECT_EQ(drops(kWebPort, DropReason::mtu_exceeded), 1u);
 }
 
+// The MTU is the largest datagram that fits: one of exactly 1400 bytes goes through.
+TEST_F(Routing, PacketOfExactlyTheEgressMtuIsForwarded) {
+    const auto bytes = FrameBuilder().eth(kWebMac, kGatewayMac).ipv4(kWebIp, kAppIp, ipproto::kUdp).udp(1, 2, std::vector<uint8_t>(1400 - 28, 1)).build();
+    ASSERT_EQ(bytes.size(), sizeof(EtherHdr) + 1400);
+    TestFrame f(bytes);
+    const auto m = run(f, kWebPort);
+    EXPECT_EQ(m.verdict, dp::Verdict::forward) << drop_reason_info(m.reason).name;
+    EXPECT_EQ(drops(kWebPort, DropReason::mtu_exceeded), 0u);
+}
+
 TEST_F(Routing, PacketLargerThanEgressMtuWithoutDfIsDropped) {
     TestFrame f(FrameBuilder().eth(kWebMac, kGatewayMac).ipv4(kWebIp, kAppIp, ipproto::kUdp, 64, 0).udp(1, 2, std::vector<uint8_t>(1450, 1)).build());
     const auto m = run(f, kWebPort);
