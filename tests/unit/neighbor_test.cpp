@@ -41,8 +41,17 @@ TEST(NeighborTable, PinnedGatewayIsRequestedRetriedThenFailedAndTriedAgain) {
     EXPECT_TRUE(t.due_requests(now).empty());
     EXPECT_EQ(state_of(t, kGateway), NeighborState::failed);
     // Pinned: after the hold time it starts over on its own.
-    EXPECT_TRUE(asks_for(t.due_requests(now + NeighborTable::kFailedHoldNs), kGateway));
+    now += NeighborTable::kFailedHoldNs;
+    EXPECT_TRUE(asks_for(t.due_requests(now), kGateway));
     EXPECT_EQ(state_of(t, kGateway), NeighborState::incomplete);
+    // With the same three tries: that was the first, two more, then failed again.
+    for (int i = 1; i < 3; ++i) {
+        now += kSecond;
+        EXPECT_TRUE(asks_for(t.due_requests(now), kGateway)) << i;
+    }
+    now += kSecond;
+    EXPECT_TRUE(t.due_requests(now).empty());
+    EXPECT_EQ(state_of(t, kGateway), NeighborState::failed);
 }
 
 // Requests sent while the link was down were lost: once it is up the gateway is asked for at
@@ -254,6 +263,20 @@ TEST(NeighborTable, PinningAnotherGatewayUnpinsTheOld) {
         }
     }
     EXPECT_TRUE(saw_old && saw_new);
+}
+// A lookup without a time (the control plane's, calyxctl's) is no use and changes no mark: a
+// host the data path wanted 30 s ago is still verified, not forgotten.
+TEST(NeighborTable, ALookupWithoutATimeLeavesTheUseMarkAlone) {
+    NeighborTable t;
+    uint64_t now = 100 * kSecond;
+    t.want(kHost, now);
+    t.due_requests(now);
+    ASSERT_TRUE(t.learn(kHost, kMac, now, false));
+    now += NeighborTable::kReachableNs + 1;  // no longer reachable, wanted less than kUnusedNs ago
+    ASSERT_EQ(t.lookup(kHost), kMac);
+    EXPECT_TRUE(asks_for(t.due_requests(now), kHost));
+    EXPECT_EQ(t.retiring(), 0u);
+    EXPECT_EQ(state_of(t, kHost), NeighborState::stale);
 }
 
 // A hit marks the entry in use at most once per kRetryNs (the cache line stays shared): a

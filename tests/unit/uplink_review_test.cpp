@@ -584,6 +584,15 @@ TEST_F(UplinkReview, NothingUnsolicitedReachesNatOrPrivateInstances) {
     EXPECT_EQ(m.verdict, dp::Verdict::drop);
     EXPECT_EQ(m.reason, DropReason::nat_no_mapping) << why(m);
     EXPECT_EQ(total_drops(kAppPort) + total_drops(kDbPort), 0u);
+    // One whose quote is cut inside the quoted IPv4 header names no flow at all.
+    for (const size_t cut : {size_t{4}, size_t{19}}) {
+        TestFrame& cut_err = keep(icmp_error(kUpstreamMac, kUplinkMac, kServer, kHostAddr, icmp::kDestUnreachable,
+                                             icmp::kPortUnreachable, made_up, cut));
+        const auto mc = run(cut_err, kUplinkPort);
+        EXPECT_EQ(mc.verdict, dp::Verdict::drop) << cut;
+        EXPECT_EQ(mc.reason, DropReason::nat_no_mapping) << cut << ": " << why(mc);
+    }
+    EXPECT_EQ(total_drops(kAppPort) + total_drops(kDbPort), 0u);
 }
 
 // A reload that takes the nat network's rules away cuts its translated connections; the
