@@ -26,6 +26,12 @@ NeighborState state_of(const NeighborTable& t, Ipv4Addr ip) {
     return NeighborState::empty;
 }
 
+bool shows_a_mac(const NeighborTable& t, Ipv4Addr ip) {
+    for (const auto& e : t.entries())
+        if (e.ip == ip) return e.mac.has_value();
+    return false;
+}
+
 TEST(NeighborTable, PinnedGatewayIsRequestedRetriedThenFailedAndTriedAgain) {
     NeighborTable t;
     uint64_t now = 100 * kSecond;
@@ -40,6 +46,7 @@ TEST(NeighborTable, PinnedGatewayIsRequestedRetriedThenFailedAndTriedAgain) {
     }
     EXPECT_TRUE(t.due_requests(now).empty());
     EXPECT_EQ(state_of(t, kGateway), NeighborState::failed);
+    EXPECT_FALSE(shows_a_mac(t, kGateway)) << "calyxctl shows no MAC for a failed entry";
     // Pinned: after the hold time it starts over on its own.
     now += NeighborTable::kFailedHoldNs;
     EXPECT_TRUE(asks_for(t.due_requests(now), kGateway));

@@ -229,8 +229,8 @@ TEST_F(Policy, IcmpErrorQuotesMustHoldTheTransportHeaderOfATrackedFlow) {
     load(site(kFrame6Groups + "  - {name: pingable, rules: [{direction: ingress, protocol: icmp, icmp_type: 8}]}\n",
               "public-sg", "default-sg, pingable", "private-sg"));
     ASSERT_EQ(ping(kWeb, kApp, 5).verdict, dp::Verdict::forward);
-    const auto echo_quote = [](uint8_t type, uint8_t code) {
-        auto q = FrameBuilder().ipv4(kWebIp, kAppIp, ipproto::kIcmp, 63).icmp_echo(5, 1, 0, type).build();
+    const auto echo_quote = [](uint8_t type, uint8_t code, uint16_t id = 5) {
+        auto q = FrameBuilder().ipv4(kWebIp, kAppIp, ipproto::kIcmp, 63).icmp_echo(id, 1, 0, type).build();
         q[sizeof(Ipv4Hdr) + 1] = code;
         return q;
     };
@@ -239,6 +239,12 @@ TEST_F(Policy, IcmpErrorQuotesMustHoldTheTransportHeaderOfATrackedFlow) {
                 DropReason::ct_icmp_error_unmatched, "an echo request with a code no flow used");
     expect_drop(icmp_message(kApp, kWeb, icmp::kDestUnreachable, 1, echo_quote(icmp::kTimeExceeded, 0)),
                 DropReason::ct_icmp_error_unmatched, "an error about an error");
+    // The quoted identifier is read as the big-endian 16-bit number it is (both bytes count).
+    ASSERT_EQ(ping(kWeb, kApp, 0x1234).verdict, dp::Verdict::forward);
+    EXPECT_EQ(icmp_message(kApp, kWeb, icmp::kDestUnreachable, 1, echo_quote(icmp::kEchoRequest, 0, 0x1234)).verdict,
+              dp::Verdict::forward);
+    expect_drop(icmp_message(kApp, kWeb, icmp::kDestUnreachable, 1, echo_quote(icmp::kEchoRequest, 0, 0x1334)),
+                DropReason::ct_icmp_error_unmatched, "an identifier no flow used");
 }
 
 // Linux relates redirects and source quench to the connection they quote; calyx drops both:
