@@ -1,6 +1,7 @@
 // classify and anti-spoofing: only well-formed frames that really come from the instance
 // get past the first stage.
 #include "dp/classify.hpp"
+#include "dp/route.hpp"
 #include "gateway_fixture.hpp"
 
 namespace calyx::test {
@@ -185,6 +186,14 @@ TEST_F(Classify, TheStageLeavesSlotsBeyondTheCountAlone) {
     EXPECT_EQ(batch.meta[0].verdict, dp::Verdict::pending);
     EXPECT_EQ(batch.meta[1].verdict, dp::Verdict::pending);
     EXPECT_FALSE(batch.meta[1].is_ipv4);
+    EXPECT_EQ(total_drops(kWebPort), before);
+    // Routing too: slot 1, were it looked at, has a martian destination.
+    TestFrame martian(FrameBuilder().eth(kWebMac, kGatewayMac).ipv4(kWebIp, Ipv4Addr::from_octets(127, 0, 0, 1)).icmp_echo(1, 1, 0).build());
+    batch.frames[1] = martian.frame;
+    batch.meta[1].is_ipv4 = true;
+    batch.meta[1].l3_offset = sizeof(EtherHdr);
+    dp::route_stage(batch, *snap_, ctx_);
+    EXPECT_EQ(batch.meta[1].verdict, dp::Verdict::pending);
     EXPECT_EQ(total_drops(kWebPort), before);
 }
 

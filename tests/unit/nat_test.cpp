@@ -278,6 +278,13 @@ TEST(NatTranslate, FirstFragmentGetsTheDatagramChecksumAndLaterFragmentsTheAddre
     EXPECT_TRUE(std::equal(later.begin() + kL3 + 20, later.end(), later_before.begin() + kL3 + 20))
         << "the payload of a later fragment is not touched";
     expect_checksums_valid(later);
+
+    // A later fragment may be nothing but its header: still a datagram, translated.
+    Bytes bare = FrameBuilder().eth(kAppMac, kGwMac).ipv4(kApp, kServer, ipproto::kUdp, 64, 3).build();
+    ASSERT_EQ(bare.size(), kL3 + 20);
+    ASSERT_EQ(snat(bare, {kUplink, 20500}), NatResult::ok);
+    EXPECT_EQ(Ipv4Addr::from_be(reinterpret_cast<Ipv4Hdr*>(bare.data() + kL3)->src), kUplink);
+    expect_checksums_valid(bare);
 }
 
 TEST(NatTranslate, RefusesWhatItCannotTranslateAndLeavesItUntouched) {
