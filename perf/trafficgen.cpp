@@ -3,7 +3,9 @@
 // JSON output, below.
 //
 // One lcore plays two endpoints over virtio-user ports that connect to the device under
-// test's vhost-user sockets (the device is the server):
+// test's vhost-user sockets (the device is the server), or, for a device under test that has
+// no vhost-user (the Linux kernel), over net_af_packet or net_af_xdp ports on the generator's
+// ends of veth pairs (--a-iface, --b-iface, --iface-pmd):
 //   side A   a "client VM" (--a-mac, --a-ip) that opens flows and sends data;
 //   side B   a "server VM" (--b-role vm) or the Internet behind calyx's uplink (--b-role
 //            internet: answers ARP for any address, owns --remote-count addresses from
@@ -94,9 +96,12 @@ volatile std::sig_atomic_t g_stop = 0;
 enum class Role { vm, internet };
 enum class Proto { udp, tcp };
 enum class Mode { established, new_flows };
+enum class PortKind { virtio_user, af_packet, af_xdp };
 
 struct Options {
-    std::string a_socket, b_socket;
+    std::string a_socket, b_socket;  // virtio-user: the device's vhost-user sockets
+    std::string a_iface, b_iface;    // af_packet / af_xdp: the generator's veth ends
+    PortKind port_kind = PortKind::virtio_user;
     Role b_role = Role::vm;
     rte_ether_addr a_mac{}, b_mac{}, gateway_mac{};
     uint32_t a_ip = 0, b_ip = 0;  // host order
@@ -124,15 +129,19 @@ struct Options {
 std::expected<std::optional<Options>, std::string> parse_options(int argc, char** argv) {
     namespace po = boost::program_options;
     po::options_description desc("calyx-trafficgen options");
-    std::string b_role, a_mac, b_mac, gateway_mac, a_ip, b_ip, proto, mode, translated_ip,
+    std::string iface_pmd, b_role, a_mac, b_mac, gateway_mac, a_ip, b_ip, proto, mode, translated_ip,
         translated_ports;
     int64_t remote_count, flows, port_min, port_max, frame_size, queues, cpu;
     Options o;
     // clang-format off
     desc.add_options()
         ("help", "this text")
-        ("a-socket", po::value(&o.a_socket)->required(), "vhost-user socket of side A")
-        ("b-socket", po::value(&o.b_socket)->required(), "vhost-user socket of side B")
+        ("a-socket", po::value(&o.a_socket), "vhost-user socket of side A")
+        ("b-socket", po::value(&o.b_socket), "vhost-user socket of side B")
+        ("a-iface", po::value(&o.a_iface), "instead of a socket: side A's network interface")
+        ("b-iface", po::value(&o.b_iface), "instead of a socket: side B's network interface")
+        ("iface-pmd", po::value(&iface_pmd)->default_value("af_packet"),
+         "the PMD of --a-iface/--b-iface: af_packet | af_xdp")
         ("b-role", po::value(&b_role)->required(), "vm | internet")
         ("a-mac", po::value(&a_mac)->required(), "side A's MAC")
         ("a-ip", po::value(&a_ip)->required(), "side A's IPv4 address")
@@ -149,7 +158,7 @@ std::expected<std::optional<Options>, std::string> parse_options(int argc, char*
         ("frame-size", po::value(&frame_size)->required(), "64..1518, including the FCS")
         ("duration", po::value(&o.duration)->default_value(5.0), "measurement seconds")
         ("warmup", po::value(&o.warmup)->default_value(1.0), "warmup seconds (established)")
-        ("queues", po::value(&queues)->default_value(1), "virtio queue pairs per port")
+        ("queues", po::value(&queues)->default_value(1), "queue pairs per port")
         ("cpu", po::value(&cpu)->default_value(0), "CPU of the generator's lcore")
         ("file-prefix", po::value(&o.file_prefix), "EAL file prefix (calyx-gen-<pid>)")
         ("translated-ip", po::value(&translated_ip),
@@ -173,6 +182,14 @@ std::expected<std::optional<Options>, std::string> parse_options(int argc, char*
         return std::unexpected(e.what());
     }
 
+    if (o.a_socket.empty() == o.a_iface.empty() || o.b_socket.empty() == o.b_iface.empty() ||
+        o.a_socket.empty() != o.b_socket.empty())
+        return std::unexpected("either --a-socket and --b-socket, or --a-iface and --b-iface");
+    if (iface_pmd != "af_packet" && iface_pmd != "af_xdp")
+        return std::unexpected("--iface-pmd: af_packet or af_xdp");
+    o.port_kind = !o.a_socket.empty() ? PortKind::virtio_user
+                  : iface_pmd == "af_xdp" ? PortKind::af_xdp
+                                          : PortKind::af_packet;
     if (b_role != "vm" && b_role != "internet") return std::unexpected("--b-role: vm or internet");
     if (proto != "udp" && proto != "tcp") return std::unexpected("--proto: udp or tcp");
     if (mode != "established" && mode != "new") return std::unexpected("--mode: established|new");
@@ -418,6 +435,9 @@ struct FlowState {
 
 struct Counters {
     uint64_t sent_a = 0, received_b = 0, sent_b = 0, received_a = 0;
+    // A's transmit bursts, and those the ring took only in part: a device under test that
+    // keeps up with the generator never refuses (the generator is then the limit of the run).
+    uint64_t bursts_a = 0, bursts_a_refused = 0;
 };
 
 // Frames that arrived wrong, over the whole run (setup included): not counted as received.
@@ -530,6 +550,8 @@ class Generator {
         const uint16_t sent =
             rte_eth_tx_burst(port_a_, next_tx_queue(), tx_pending_frames_.data(), tx_pending_);
         counters_.sent_a += sent;
+        ++counters_.bursts_a;
+        counters_.bursts_a_refused += sent < tx_pending_;
         tx_pending_ -= sent;
         std::memmove(tx_pending_frames_.data(), tx_pending_frames_.data() + sent,
                      tx_pending_ * sizeof(rte_mbuf*));
@@ -900,22 +922,46 @@ class Generator {
 // ---------------------------------------------------------------------------------------
 // EAL, ports and the run
 
+// The ethdev name of side A (0) or B (1).
+std::string port_name(const Options& o, size_t side) {
+    switch (o.port_kind) {
+    case PortKind::af_packet: return fmt::format("net_af_packet{}", side);
+    case PortKind::af_xdp: return fmt::format("net_af_xdp{}", side);
+    case PortKind::virtio_user: break;
+    }
+    return fmt::format("net_virtio_user{}", side);
+}
+
 std::vector<std::string> eal_arguments(const Options& o) {
     std::vector<std::string> args{"calyx-trafficgen", "--lcores",      fmt::format("0@{}", o.cpu),
                                   "--no-pci",         "--file-prefix", o.file_prefix,
                                   "--log-level",      "notice"};
     const std::pair<const std::string*, const rte_ether_addr*> sides[] = {{&o.a_socket, &o.a_mac},
                                                                           {&o.b_socket, &o.b_mac}};
+    const std::string* ifaces[] = {&o.a_iface, &o.b_iface};
     for (size_t i = 0; i < 2; ++i) {
         char mac[RTE_ETHER_ADDR_FMT_SIZE];
         rte_ether_format_addr(mac, sizeof mac, sides[i].second);
         args.push_back("--vdev");
-        args.push_back(fmt::format("net_virtio_user{},path={},queues={},queue_size={},mac={}", i,
-                                   *sides[i].first, o.queues, kRingSize, mac));
+        switch (o.port_kind) {
+        case PortKind::virtio_user:
+            args.push_back(fmt::format("{},path={},queues={},queue_size={},mac={}", port_name(o, i),
+                                       *sides[i].first, o.queues, kRingSize, mac));
+            break;
+        case PortKind::af_packet:  // the interface's own MAC: the caller sets it to the side's
+            // rings of kRingSize frames like the virtio queues (the PMD's default is 512)
+            args.push_back(fmt::format("{},iface={},qpairs={},framecnt={}", port_name(o, i), *ifaces[i],
+                                       o.queues, kRingSize));
+            break;
+        case PortKind::af_xdp:
+            args.push_back(fmt::format("{},iface={},start_queue=0,queue_count={}", port_name(o, i),
+                                       *ifaces[i], o.queues));
+            break;
+        }
     }
     if (o.no_huge) {
         args.insert(args.end(), {"--no-huge", "-m", "1024"});
-    } else {
+    } else if (o.port_kind == PortKind::virtio_user) {
         // virtio-user shares memory with the vhost server by file descriptor: one per list
         args.push_back("--single-file-segments");
     }
@@ -941,7 +987,7 @@ std::expected<uint16_t, std::string> start_port(const std::string& name, const s
     uint16_t port;
     if (rte_eth_dev_get_port_by_name(name.c_str(), &port) != 0)
         return std::unexpected(
-            fmt::format("no port for {} (is a vhost-user server on it?)", socket));
+            fmt::format("no port for {} (is a vhost-user server or the interface there?)", socket));
     rte_eth_conf conf{};
     const int socket_id = rte_eth_dev_socket_id(port);
     int rc = rte_eth_dev_configure(port, queues, queues, &conf);
@@ -984,8 +1030,10 @@ void report(const Options& o, std::optional<SetupResult> setup, const Counters& 
     if (!setup) {
         json += fmt::format(
             ",\"measure\":{{\"seconds\":{:.6f},\"sent_a\":{},\"received_b\":{},"
-            "\"new_per_second\":{:.0f}}}}}",
-            seconds, c.sent_a, c.received_b, c.received_b / seconds);
+            "\"new_per_second\":{:.0f},\"offered_per_second\":{:.0f},\"bursts_a\":{},"
+            "\"bursts_a_refused\":{}}}}}",
+            seconds, c.sent_a, c.received_b, c.received_b / seconds, c.sent_a / seconds, c.bursts_a,
+            c.bursts_a_refused);
     } else {
         const double delivered = double(c.received_b + c.received_a);
         const double offered = double(c.sent_a + c.sent_b);
@@ -994,11 +1042,13 @@ void report(const Options& o, std::optional<SetupResult> setup, const Counters& 
             ",\"setup\":{{\"attempted\":{},\"established\":{},\"seconds\":{:.6f},"
             "\"per_second\":{:.0f}}},\"measure\":{{\"seconds\":{:.6f},\"sent_a\":{},"
             "\"received_b\":{},\"sent_b\":{},\"received_a\":{},\"delivered_mpps\":{:.6f},"
-            "\"gbps\":{:.6f},\"loss\":{:.6f}}}}}",
+            "\"gbps\":{:.6f},\"loss\":{:.6f},\"offered_mpps\":{:.6f},\"bursts_a\":{},"
+            "\"bursts_a_refused\":{}}}}}",
             o.flows, setup->established, setup->seconds,
             setup->seconds > 0 ? setup->established / setup->seconds : 0, seconds, c.sent_a,
             c.received_b, c.sent_b, c.received_a, mpps, mpps * o.frame_size * 8 / 1000,
-            offered > 0 ? 1 - delivered / offered : 0);
+            offered > 0 ? 1 - delivered / offered : 0, offered / seconds / 1e6, c.bursts_a,
+            c.bursts_a_refused);
     }
     fmt::print(o.json ? stdout : stderr, "{}\n", json);
 }
@@ -1020,16 +1070,18 @@ int run(const Options& o) {
     FrameTemplate data = make_template(o, FrameKind::data);
     rte_mempool_obj_iter(tx_pool, preload_frame, &data);
 
-    auto port_a = start_port("net_virtio_user0", o.a_socket, o.queues, rx_pool);
+    const std::string& where_a = o.a_socket.empty() ? o.a_iface : o.a_socket;
+    const std::string& where_b = o.b_socket.empty() ? o.b_iface : o.b_socket;
+    auto port_a = start_port(port_name(o, 0), where_a, o.queues, rx_pool);
     std::expected<uint16_t, std::string> port_b = std::unexpected(std::string());
-    if (port_a) port_b = start_port("net_virtio_user1", o.b_socket, o.queues, rx_pool);
+    if (port_a) port_b = start_port(port_name(o, 1), where_b, o.queues, rx_pool);
     int rc = 0;
     if (!port_a || !port_b) {
         fmt::print(stderr, "{}\n", port_a ? port_b.error() : port_a.error());
         rc = 1;
     } else if (!wait_for_links(*port_a, *port_b)) {
-        fmt::print(stderr, "the links to {} and {} did not come up within {} s\n", o.a_socket,
-                   o.b_socket, kLinkTimeoutSeconds);
+        fmt::print(stderr, "the links to {} and {} did not come up within {} s\n", where_a, where_b,
+                   kLinkTimeoutSeconds);
         rc = 1;
     } else {
         Generator gen(o, *port_a, *port_b, tx_pool);
