@@ -31,6 +31,7 @@ GW_MAC = "ee:ee:ee:ee:ee:ee"       # calyx's gateway MAC: what A sends to, what 
 A_MAC, B_MAC = "52:54:00:00:0a:01", "52:54:00:00:0b:01"
 INET_MAC = "02:00:00:00:01:01"     # the generator's "Internet" router behind the uplink
 OVS_UPLINK_MAC = "02:00:00:00:00:fe"   # OVS has no uplink port MAC of its own: we pick one
+IDLE_NET = "10.3.0.0/24"
 A_NET, B_NET, NAT_NET = ("10.1.0.0/24", "10.1.0.5"), ("10.2.0.0/24", "10.2.0.5"), ("10.10.0.0/24", "10.10.0.5")
 UPLINK_ADDR, UPLINK_GW, INET_IP, NAT_PORTS = "198.51.100.10", "198.51.100.1", "192.0.2.1", (1024, 65535)
 # Destination ports of the flows: 64 ports aligned on 64, so OVS matches them with one masked
@@ -38,7 +39,7 @@ UPLINK_ADDR, UPLINK_GW, INET_IP, NAT_PORTS = "198.51.100.10", "198.51.100.1", "1
 PORT_MIN, PORT_MAX = 8000, 8063
 OVS_BIN = "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk"
 OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
-ALL_TARGETS = ("testpmd", "ovs", "calyx")
+ALL_TARGETS = ("testpmd", "ovs", "kernel", "calyx")
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Scenario:
     frame: int
     policy: str          # route (allow-all groups) | sg (A egress, B ingress from A's group) | nat
     capacity: int = 1 << 20   # calyx conntrack capacity (OVS: ct-set-maxconns)
+    idle_ports: int = 0       # more VMs, connected and silent (targets with idle_ports only)
 
 
 SCENARIOS = [
@@ -58,6 +60,9 @@ SCENARIOS = [
     Scenario("sg-1m", "tcp", "established", 1_000_000, 64, "sg", capacity=1 << 21),
     Scenario("sg-10k-1500", "tcp", "established", 10_000, 1500, "sg"),
     Scenario("nat-udp", "udp", "established", 10_000, 64, "nat"),
+    # route-udp's flows with 100 more VMs on the host, connected and silent: what polling
+    # their empty rings costs (compare with route-udp of the same run).
+    Scenario("route-udp-idle100", "udp", "established", 10_000, 64, "route", idle_ports=100),
     # new-connection rates: the table must hold every connection of the run (a masqueraded
     # one takes two calyx entries), so --flows stays below the capacity.
     Scenario("new-udp", "udp", "new", 3_500_000, 64, "sg", capacity=1 << 22),
@@ -167,6 +172,7 @@ class Target:
     @property
     def gateway_mac(self):
         return GW_MAC
+    idle_ports = False   # can serve a scenario's idle VMs (see IdlePeers)
 
     def __init__(self, sc, work, build):
         self.sc, self.work, self.build, self.procs = sc, work, build, []
@@ -186,6 +192,14 @@ class Target:
     def sample(self): return None
 
     def extra(self): return {}
+
+    def configure(self, args): pass
+
+    def port_args(self, a, b):   # how the generator reaches the two ends start() returned
+        return ["--a-socket", a, "--b-socket", b]
+
+    def generator_prefix(self):  # what the generator's command line runs under
+        return []
 
 
 class Testpmd(Target):
@@ -306,10 +320,44 @@ def ovs_flows(sc):
     return "\n".join(f + ["table=2,priority=0,actions=drop", ""])
 
 
+class IdlePeers:
+    """VMs that are connected and send nothing: dpdk-testpmd processes on CPU 0, each the
+    virtio-user client of up to 25 of the target's vhost-user sockets, without hugepages.
+    Interactive, waiting on a silent stdin: its ports are started, its forwarding never is
+    (without -i testpmd starts forwarding and busy-polls CPU 0, the generator's)."""
+    PER_PROCESS = 25   # a DPDK process has at most RTE_MAX_ETHPORTS (32) ports
+
+    def __init__(self, sockets, work):
+        self.sockets, self.work, self.procs = sockets, work, []
+
+    def start(self):
+        log = f"{self.work}/idle-peers.log"
+        for first in range(0, len(self.sockets), self.PER_PROCESS):
+            chunk = self.sockets[first:first + self.PER_PROCESS]
+            argv = ["dpdk-testpmd", "--lcores", "0@0,1@0", "--main-lcore", "0", "--no-pci", "--no-huge",
+                    "-m", "512", "--file-prefix", f"cmp-idle-{os.getpid()}-{first}", "--log-level", "notice"]
+            for i, path in enumerate(chunk):
+                argv += ["--vdev", f"net_virtio_user{i},path={path},queues=1,queue_size=256"]
+            argv += ["--", "-i", "--total-num-mbufs=16384", "--nb-cores=1"]
+            with open(log, "ab") as out:
+                p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out, stderr=out, start_new_session=True)
+            CHILDREN.append(p)
+            self.procs.append(p)
+        # Each process prompts once all its ports are started (every guest connected).
+        wait_for("idle VMs connected", lambda: open(log, errors="replace").read().count("testpmd>")
+                 >= len(self.procs), 60, self.procs[-1], log)
+        return self
+
+    def stop(self):
+        for p in reversed(self.procs):
+            stop(p)
+
+
 class Calyx(Target):
     """build/calyx on a generated configuration: instance A (and B) as vhost-user servers, or
     for nat the uplink over vhost-user; one worker on lcore 1."""
     name = "calyx"
+    idle_ports = True
 
     def config(self, a, b):
         sc, port = self.sc, {"type": "vhost-user", "mode": "server"}
@@ -341,7 +389,15 @@ class Calyx(Target):
             cfg["networks"] = [net("net-a", "public", A_NET[0]), net("net-b", "public", B_NET[0])]
             cfg["instances"] = [inst("a", "net-a", A_MAC, A_NET[1], a, "sg-a"),
                                 inst("b", "net-b", B_MAC, B_NET[1], b, "sg-b")]
+        if sc.idle_ports:   # a network of their own, in A's group (their rules are compiled)
+            cfg["networks"].append(net("net-idle", "public", IDLE_NET))
+            cfg["instances"] += [inst(f"idle-{i}", "net-idle", f"52:54:00:00:0c:{i:02x}",
+                                      IDLE_NET.replace(".0/24", f".{10 + i}"), self.idle_socket(i), "sg-a")
+                                 for i in range(sc.idle_ports)]
         return cfg
+
+    def idle_socket(self, i):
+        return f"{self.work}/calyx-idle-{i}.sock"
 
     def start(self):
         a, b = f"{self.work}/calyx-a.sock", f"{self.work}/calyx-b.sock"
@@ -353,6 +409,14 @@ class Calyx(Target):
         p = self.spawn([f"{self.work}/calyx", "--config", path])
         wait_for("calyx sockets and /metrics", lambda: os.path.exists(a) and os.path.exists(b)
                  and self.scrape() is not None, 60, p, self.log)
+        if self.sc.idle_ports:
+            sockets = [self.idle_socket(i) for i in range(self.sc.idle_ports)]
+            wait_for("calyx's idle sockets", lambda: all(map(os.path.exists, sockets)), 30, p, self.log)
+            self.idle = IdlePeers(sockets, self.work).start()
+            self.procs += self.idle.procs
+            connected = lambda: sum(v for k, v in self.scrape().items()
+                                    if k.startswith("calyx_port_up") and "idle-" in k)
+            wait_for("calyx sees the idle VMs connected", lambda: connected() >= self.sc.idle_ports, 30, p, self.log)
         return a, b
 
     def scrape(self):
@@ -369,7 +433,178 @@ class Calyx(Target):
         return s
 
 
-TARGETS = {"testpmd": Testpmd, "ovs": Ovs, "calyx": Calyx}
+KERNEL_NS, KERNEL_GEN_NS = "calyx-cmp-router", "calyx-cmp-gen"
+KERNEL_A, KERNEL_B = "cmp-a", "cmp-b"          # the router's ends; the generator's: <name>-gen
+SG_MEMBERS = 10_000                            # members of A's group in the kernel's set
+
+
+class Kernel(Target):
+    """The Linux kernel routing between two veth pairs in a namespace of its own, set up as
+    Calico's Felix sets up a compute host: each VM's host-side veth with MAC ee:ee:ee:ee:ee:ee,
+    proxy ARP and strict reverse-path filtering, a /32 route and a permanent neighbour per VM,
+    forwarding on, and the security groups as nftables chains (conntrack established/related
+    accepted first, a new connection only through the sender's egress chain and the receiver's
+    ingress chain, a remote group as a set of its members, as Felix's ipsets; MASQUERADE for
+    the nat network). RPS puts the receive processing of the router's veths on CPU 1, the
+    other targets' forwarding core. The generator runs in a namespace of its own on the veths'
+    other ends (net_af_packet or net_af_xdp ports, --kernel-pmd): there is no vhost-net here.
+    Cycles: the kernel's time on CPU 1 (/proc/stat system + irq + softirq: the router's
+    work, user processes excluded) in TSC cycles, per packet the router transmitted."""
+    name = "kernel"
+
+    def __init__(self, sc, work, build):
+        super().__init__(sc, work, build)
+        self.pmd, self.queues, self.conntrack_max = "af_packet", 1, None
+
+    def configure(self, args):
+        self.pmd, self.queues = args.kernel_pmd, args.kernel_queues
+
+    def port_args(self, a, b):
+        return ["--a-iface", a, "--b-iface", b, "--iface-pmd", self.pmd, "--queues", str(self.queues)]
+
+    def generator_prefix(self):
+        return ["ip", "netns", "exec", KERNEL_GEN_NS]
+
+    def start(self):
+        sc, nat = self.sc, self.sc.policy == "nat"
+        self.stop_namespaces()
+        ns = lambda *cmd: run(["ip", "netns", "exec", KERNEL_NS, *cmd])
+        gen = lambda *cmd: run(["ip", "netns", "exec", KERNEL_GEN_NS, *cmd])
+        for n in (KERNEL_NS, KERNEL_GEN_NS):
+            run(["ip", "netns", "add", n])
+            # No IPv6 (router solicitations, MLD): only the measured traffic crosses the veths.
+            run(["ip", "netns", "exec", n, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
+                 "net.ipv6.conf.default.disable_ipv6=1"])
+        # The connection table is global: it must hold every connection of the run.
+        self.conntrack_max = int(open("/proc/sys/net/netfilter/nf_conntrack_max").read())
+        if self.conntrack_max < sc.capacity:
+            open("/proc/sys/net/netfilter/nf_conntrack_max", "w").write(str(sc.capacity))
+        b_mac = INET_MAC if nat else B_MAC
+        for dev, peer_mac, router_mac in ((KERNEL_A, A_MAC, GW_MAC),
+                                          (KERNEL_B, b_mac, OVS_UPLINK_MAC if nat else GW_MAC)):
+            q = str(self.queues)
+            run(["ip", "-n", KERNEL_NS, "link", "add", dev, "numtxqueues", q, "numrxqueues", q,
+                 "address", router_mac, "type", "veth", "peer", "name", f"{dev}-gen", "netns",
+                 KERNEL_GEN_NS, "numtxqueues", q, "numrxqueues", q, "address", peer_mac])
+            # Every checksum complete: veth would hand af_packet partial ones.
+            ns("ethtool", "-K", dev, "tx", "off")
+            gen("ethtool", "-K", f"{dev}-gen", "tx", "off")
+            rps = "; ".join(f"echo 2 > /sys/class/net/{dev}/queues/rx-{i}/rps_cpus" for i in range(self.queues))
+            ns("sh", "-c", rps)
+            if dev == KERNEL_A or not nat:   # a VM's veth: proxy ARP, strict RPF (Felix)
+                ns("sysctl", "-qw", f"net.ipv4.conf.{dev}.proxy_arp=1", f"net.ipv4.conf.{dev}.rp_filter=1")
+            ns("ip", "link", "set", dev, "up")
+            gen("ip", "link", "set", f"{dev}-gen", "up")
+        ns("sysctl", "-qw", "net.ipv4.ip_forward=1")
+        a_ip = (NAT_NET if nat else A_NET)[1]
+        vms = [(a_ip, A_MAC, KERNEL_A)] + ([] if nat else [(B_NET[1], B_MAC, KERNEL_B)])
+        for ip, mac, dev in vms:
+            ns("ip", "route", "add", f"{ip}/32", "dev", dev, "scope", "link")
+            ns("ip", "neigh", "replace", ip, "lladdr", mac, "dev", dev, "nud", "permanent")
+        if nat:   # the uplink: the host's address, a default route, the gateway's MAC known
+            ns("ip", "addr", "add", f"{UPLINK_ADDR}/24", "dev", KERNEL_B)
+            ns("ip", "route", "add", "default", "via", UPLINK_GW, "dev", KERNEL_B)
+            ns("ip", "neigh", "replace", UPLINK_GW, "lladdr", INET_MAC, "dev", KERNEL_B, "nud", "permanent")
+        path = f"{self.work}/kernel-{sc.name}.nft"
+        open(path, "w").write(kernel_ruleset(sc))
+        ns("nft", "-f", path)
+        # The generator's ends: the "VM" consumes a frame once its socket has it (packet
+        # sockets see it before ingress), so the generator namespace's own stack does no work.
+        open(f"{self.work}/kernel-gen.nft", "w").write(
+            "table netdev calyx_cmp_vm {\n" + "".join(
+                f"  chain {d} {{ type filter hook ingress device \"{d}-gen\" priority 0; policy drop; }}\n"
+                for d in (KERNEL_A, KERNEL_B)) + "}\n")
+        gen("nft", "-f", f"{self.work}/kernel-gen.nft")
+        if self.pmd == "af_xdp":
+            os.makedirs("/sys/fs/bpf", exist_ok=True)
+            if subprocess.run(["mountpoint", "-q", "/sys/fs/bpf"]).returncode != 0:
+                run(["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"])
+        self.hz = tsc_hz()
+        return f"{KERNEL_A}-gen", f"{KERNEL_B}-gen"
+
+    def stop_namespaces(self):
+        for n in (KERNEL_GEN_NS, KERNEL_NS):   # deleting a namespace deletes its veths
+            subprocess.run(["ip", "netns", "del", n], capture_output=True)
+
+    def stop(self):
+        super().stop()
+        self.stop_namespaces()
+        if self.conntrack_max is not None:
+            with contextlib.suppress(OSError):
+                open("/proc/sys/net/netfilter/nf_conntrack_max", "w").write(str(self.conntrack_max))
+
+    def link_stats(self):
+        out = json.loads(run(["ip", "-n", KERNEL_NS, "-j", "-s", "link", "show"]))
+        return {l["ifname"]: l["stats64"] for l in out if l["ifname"] in (KERNEL_A, KERNEL_B)}
+
+    def sample(self):
+        cpu1 = next(l.split() for l in open("/proc/stat") if l.startswith("cpu1 "))
+        user, nice, system, idle, iowait, irq, softirq, steal = map(int, cpu1[1:9])
+        per_tick = self.hz / os.sysconf("SC_CLK_TCK")
+        stats = self.link_stats()
+        return {"packets": sum(s["tx"]["packets"] for s in stats.values()),
+                "busy": (system + irq + softirq) * per_tick,
+                "total": (user + nice + system + idle + iowait + irq + softirq + steal) * per_tick,
+                "user": (user + nice) * per_tick, "steal": steal * per_tick,
+                "drops": {f"veth_dropped{{{d} {k}}}": s[k]["dropped"] for d, s in stats.items() for k in ("rx", "tx")}}
+
+    def extra(self):   # what the kernel tracked and dropped (softnet: backlog overflows)
+        softnet = [int(l.split()[1], 16) for l in open("/proc/net/softnet_stat")]
+        return {"conntrack": run(["ip", "netns", "exec", KERNEL_NS, "sh", "-c",
+                                  "cat /proc/sys/net/netfilter/nf_conntrack_count"]).strip(),
+                "softnet_dropped": softnet}
+
+
+def tsc_hz():
+    """The TSC's frequency (what the DPDK targets count cycles in): the kernel's calibration."""
+    out = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
+    if m := re.search(r"tsc: Refined TSC clocksource calibration: ([\d.]+) MHz", out) or \
+            re.search(r"tsc: Detected ([\d.]+) MHz", out):
+        return float(m[1]) * 1e6
+    return float(re.search(r"cpu MHz\s*:\s*([\d.]+)", open("/proc/cpuinfo").read())[1]) * 1e6
+
+
+def kernel_ruleset(sc):
+    """nftables doing what calyx's security groups do, in Felix's shape: the forward chain
+    accepts established and related traffic first, drops invalid, and sends a new connection
+    through the egress chain of the interface it came from and the ingress chain of the one it
+    goes to (Felix: cali-fw-<iface>, cali-tw-<iface>); an allowed one returns, else drop."""
+    nat = sc.policy == "nat"
+    a_ip = (NAT_NET if nat else A_NET)[1]
+    if sc.policy == "route":     # allow-all groups, still stateful
+        chains = {"egress_a": ["return"], "ingress_a": ["return"],
+                  "egress_b": ["return"], "ingress_b": ["return"]}
+    elif sc.policy == "sg":      # A egress proto; B ingress proto to the ports from A's group
+        chains = {"egress_a": [f"meta l4proto {sc.proto} return"], "ingress_a": [],
+                  "egress_b": [], "ingress_b": [f"ip saddr @sg_a {sc.proto} dport {PORT_MIN}-{PORT_MAX} return"]}
+    else:                        # nat: A egress udp; nothing unsolicited from the uplink
+        chains = {"egress_a": [f"meta l4proto {sc.proto} return"], "ingress_a": []}
+    # A's group with as many members as a large group has (A first): Felix's ipset.
+    members = [a_ip] + [f"10.{64 + i // 65536}.{i // 256 % 256}.{i % 256}" for i in range(SG_MEMBERS - 1)]
+    lines = ["table inet calyx_cmp {",
+             f"  set sg_a {{ type ipv4_addr; elements = {{ {', '.join(members)} }} }}",
+             "  chain forward {",
+             "    type filter hook forward priority filter; policy drop;",
+             "    ct state established,related accept",
+             "    ct state invalid drop",
+             f'    iifname "{KERNEL_A}" jump egress_a',
+             f'    iifname "{KERNEL_B}" ' + ("drop" if nat else "jump egress_b"),
+             f'    oifname "{KERNEL_A}" jump ingress_a']
+    if not nat:
+        lines.append(f'    oifname "{KERNEL_B}" jump ingress_b')
+    lines += ["    accept", "  }"]
+    for name, rules in chains.items():
+        lines += [f"  chain {name} {{"] + [f"    {r}" for r in rules] + ["    drop", "  }"]
+    lines.append("}")
+    if nat:   # masquerade to the uplink's address (Felix: MASQUERADE for natOutgoing pools)
+        lines += ["table ip calyx_cmp_nat {", "  chain postrouting {",
+                  "    type nat hook postrouting priority srcnat;",
+                  f'    oifname "{KERNEL_B}" ip saddr {NAT_NET[0]} masquerade to :{NAT_PORTS[0]}-{NAT_PORTS[1]}',
+                  "  }", "}"]
+    return "\n".join(lines) + "\n"
+
+
+TARGETS = {"testpmd": Testpmd, "ovs": Ovs, "kernel": Kernel, "calyx": Calyx}
 
 
 # ---------------------------------------------------------------- one measurement
@@ -416,7 +651,7 @@ def steady_cycles(samples, since):
 def generator_args(sc, t, a, b, args, prefix, prime=False):
     nat = sc.policy == "nat"
     gateway_mac = t.gateway_mac
-    g = [args.gen, "--a-socket", a, "--b-socket", b, "--b-role", "internet" if nat else "vm",
+    g = [*t.generator_prefix(), args.gen, *t.port_args(a, b), "--b-role", "internet" if nat else "vm",
          "--a-mac", A_MAC, "--a-ip", (NAT_NET if nat else A_NET)[1],
          "--b-mac", INET_MAC if nat else B_MAC, "--b-ip", INET_IP if nat else B_NET[1],
          "--gateway-mac", gateway_mac, "--proto", sc.proto, "--mode", sc.mode,
@@ -456,6 +691,7 @@ def prime_uplink(sc, t, a, b, args, prefix, log):
 def measure(sc, target_name, args, work):
     """One run: start the target, run the generator against it, stop the target."""
     t = TARGETS[target_name](sc, work, args.build)
+    t.configure(args)
     result = {"scenario": sc.name, "target": target_name}
     sampler = None
     try:
@@ -540,41 +776,121 @@ def metrics_of(sc, r):
     return {k: v for k, v in m.items() if v is not None}
 
 
+THROUGHPUT_ROWS = ("Mpps delivered", "Gbps delivered", "new conn/s (M)")
+
+
+def generator_bound(sc, r):
+    """True when the target kept up with everything the generator offered in this run, so its
+    rate is the generator's, a lower bound of the target's. A vhost-user target that is the
+    limit fills its rings and refuses part of the generator's bursts; the kernel refuses
+    nothing (veth and AF_XDP drop instead), so there: no loss and the forwarding CPU not busy."""
+    m = r.get("gen", {}).get("measure", {})
+    if r["target"] == "kernel":
+        loss = m.get("loss", 1 - m.get("received_b", 0) / m["sent_a"] if m.get("sent_a") else 0)
+        return loss < 0.01 and r.get("cycles", {}).get("busy_ratio", 1) < 0.9
+    return bool(m.get("bursts_a")) and m.get("bursts_a_refused", 0) < 0.05 * m["bursts_a"]
+
+
 def fmt(row, v):
     if row == "loss":
         return f"{100 * v:.2f}%"
     return f"{v:.0f}" if "cycles" in row else f"{v:.3f}" if v < 10 else f"{v:.1f}"
 
 
+@dataclass
+class Cell:
+    """One target's figure for a row: the median of the runs that count, how it bounds the
+    truth ('' exact, '>=' a lower bound: the generator was the limit in every run), the
+    spread of those runs, how many of the repetitions it rests on."""
+    value: float
+    bound: str = ""
+    low: float = None
+    high: float = None
+    used: int = 1
+    reps: int = 1
+
+    def text(self, row):
+        t = ("≥ " if self.bound else "") + fmt(row, self.value)
+        if self.used > 1 and self.low is not None and self.high > self.low:
+            t += f" ({fmt(row, self.low)}-{fmt(row, self.high)})"
+        if self.used < self.reps:
+            t += f" [{self.used}/{self.reps} runs]"
+        return t
+
+
+def cell_of(sc, row, runs):
+    """Median of a row over a target's good runs. Throughput: runs where the generator was
+    the limit are left out when others show the target's own limit; if every run was
+    generator-bound, the figure is the highest of them, marked as a lower bound."""
+    good = [(r, metrics_of(sc, r).get(row)) for r in runs if "error" not in r]
+    good = [(r, v) for r, v in good if v is not None]
+    if not good:
+        return None
+    if row in THROUGHPUT_ROWS:
+        own = [v for r, v in good if not generator_bound(sc, r)]
+        if not own:
+            vs = [v for _, v in good]
+            return Cell(max(vs), ">=", min(vs), max(vs), len(vs), len(runs))
+        vs = own
+    else:
+        vs = [v for _, v in good]
+    return Cell(statistics.median(vs), "", min(vs), max(vs), len(vs), len(runs))
+
+
+def ratio(row, calyx, other):
+    """calyx / other, with what a bound on either side makes of it."""
+    if not calyx or not other or row == "loss" or not other.value:
+        return ""
+    q = calyx.value / other.value
+    if calyx.bound and other.bound:
+        return "?"
+    return ("≥ " if calyx.bound else "≤ " if other.bound else "") + f"{q:.2f}"
+
+
 def table(results, scenarios, targets):
-    lines = ["| scenario | metric | " + " | ".join(ALL_TARGETS) + " | calyx/testpmd | calyx/ovs |",
-             "|---|---|" + "---|" * (len(ALL_TARGETS) + 2)]
+    others = [t for t in ALL_TARGETS if t != "calyx"]
+    lines = ["| scenario | metric | " + " | ".join(ALL_TARGETS) + " | " +
+             " | ".join(f"calyx/{o}" for o in others) + " |",
+             "|---|---|" + "---|" * (len(ALL_TARGETS) + len(others))]
     for sc in scenarios:
         runs = {t: [r for r in results if r["scenario"] == sc.name and r["target"] == t] for t in targets}
-        values = {t: {} for t in targets}   # target -> metric row -> values of its good runs
-        for t, rs in runs.items():
-            for r in rs:
-                if "error" not in r:
-                    for row, v in metrics_of(sc, r).items():
-                        values[t].setdefault(row, []).append(v)
-        rows = list(dict.fromkeys(row for t in targets for row in values[t]))
+        rows = list(dict.fromkeys(row for t in targets for r in runs[t] if "error" not in r
+                                  for row in metrics_of(sc, r)))
         for i, row in enumerate(rows or ["(no result)"]):
-            med = {t: statistics.median(values[t][row]) for t in targets if values[t].get(row)}
-            cells = []
+            cells = {t: cell_of(sc, row, runs[t]) for t in targets if runs[t]}
+            texts = []
             for t in ALL_TARGETS:
                 errors = [r["error"] for r in runs.get(t, []) if "error" in r]
-                if t not in targets:
-                    cells.append("-")
-                elif t in med:   # a median over fewer runs than asked says so
-                    n, reps = len(values[t][row]), len(runs[t])
-                    cells.append(fmt(row, med[t]) + (f" ({n}/{reps} runs)" if n < reps else ""))
+                if t not in targets or not runs.get(t):
+                    texts.append("-")
+                elif cells.get(t):
+                    texts.append(cells[t].text(row))
                 elif errors and i == 0:
-                    cells.append("failed: " + errors[0][:70].replace("|", "/"))
+                    texts.append("failed: " + errors[0][:70].replace("|", "/"))
                 else:
-                    cells.append("")
-            ratio = lambda o: f"{med['calyx'] / med[o]:.2f}" if row != "loss" and med.get(o) and "calyx" in med else ""
-            lines.append(f"| {sc.name} | {row} | " + " | ".join(cells) + f" | {ratio('testpmd')} | {ratio('ovs')} |")
+                    texts.append("")
+            lines.append(f"| {sc.name} | {row} | " + " | ".join(texts) + " | " +
+                         " | ".join(ratio(row, cells.get("calyx"), cells.get(o)) for o in others) + " |")
     return "\n".join(lines)
+
+
+def idle_ports_summary(results, scenarios):
+    """calyx with idle VMs against calyx without them, same flows, same run."""
+    out = []
+    for sc in scenarios:
+        if not sc.idle_ports:
+            continue
+        base = next((b for b in SCENARIOS if b.name == sc.name.rsplit("-idle", 1)[0]), None)
+        get = lambda name, row: cell_of(base if name == base.name else sc, row,
+                                        [r for r in results if r["scenario"] == name and r["target"] == "calyx"])
+        busy, quiet = get(sc.name, "Mpps delivered"), get(base.name, "Mpps delivered") if base else None
+        if busy and quiet and quiet.value:
+            own = [get(n, "cycles/pkt excl. I/O") for n in (base.name, sc.name)]
+            out.append(f"{sc.name}: calyx delivers {busy.value / quiet.value:.0%} of {base.name}'s rate "
+                       f"({fmt('Mpps delivered', busy.value)} vs {fmt('Mpps delivered', quiet.value)} Mpps) with "
+                       f"{sc.idle_ports} idle VMs connected" + (
+                           f"; own cycles/pkt {own[1].value:.0f} vs {own[0].value:.0f}" if all(own) else ""))
+    return out
 
 
 def machine(results):
@@ -593,11 +909,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--build", default="build", help="calyx build dir (default build)")
     ap.add_argument("--gen", help="generator binary (default BUILD/perf/calyx-trafficgen)")
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, help="repetitions (default 3, --quick 1)")
     ap.add_argument("--duration", type=float, default=5, help="measurement seconds per run")
     ap.add_argument("--warmup", type=float, default=1)
     ap.add_argument("--scenario", nargs="+", choices=[s.name for s in SCENARIOS])
     ap.add_argument("--targets", default=",".join(ALL_TARGETS))
+    ap.add_argument("--kernel-pmd", choices=("af_packet", "af_xdp"), default="af_packet",
+                    help="the generator's ports on the kernel target's veths")
+    ap.add_argument("--kernel-queues", type=int, default=1,
+                    help="queues per veth and generator port on the kernel target (RPS: all to CPU 1)")
     ap.add_argument("--quick", action="store_true",
                     help="1 rep of 2 s, flow counts of sg-1m and the new-connection runs / 10")
     ap.add_argument("--json-out", help="write every run's raw results here")
@@ -614,8 +934,9 @@ def main():
     if bad := [t for t in targets if t not in TARGETS]:
         sys.exit(f"unknown targets {bad}; known: {','.join(TARGETS)}")
     scenarios = [s for s in SCENARIOS if not args.scenario or s.name in args.scenario]
+    args.reps = args.reps or (1 if args.quick else 3)
     if args.quick:
-        args.reps, args.duration, args.warmup = 1, 2, 0.5
+        args.reps, args.duration, args.warmup = args.reps or 1, 2, 0.5
         for s in scenarios:
             s.flows = s.flows // 10 if s.flows > 100_000 else s.flows
     need = {"generator": args.gen, **({"calyx": f"{args.build}/calyx"} if "calyx" in targets else {})}
@@ -633,10 +954,13 @@ def main():
     if "calyx" in targets:   # a snapshot: a rebuild during the run must not change or break it
         shutil.copy2(f"{args.build}/calyx", f"{work}/calyx")
     results = []
+    load_before = os.getloadavg()
     try:
         for sc in scenarios:
             for rep in range(args.reps):
                 for t in targets:
+                    if sc.idle_ports and not TARGETS[t].idle_ports:
+                        continue
                     r = measure(sc, t, args, work)
                     r["rep"] = rep
                     results.append(r)
@@ -653,14 +977,26 @@ def main():
         stop_all()
         shutil.rmtree(work, ignore_errors=True)
     mach = machine(results)
+    mach["load_before"], mach["load_after"] = load_before, os.getloadavg()
     print(f"\nMachine: {mach['cpu']}, {mach['cores']} cores, Linux {mach['kernel']}, DPDK {mach['dpdk']}, "
           f"OVS {mach['ovs']}, TSC {mach['tsc_ghz']} GHz, {mach['date']}; medians of {args.reps} "
-          f"run(s) of {args.duration:g} s; forwarding core CPU 1, generator CPU 0\n")
+          f"run(s) of {args.duration:g} s; forwarding core CPU 1, generator CPU 0; load average "
+          f"{load_before[0]:.2f} before the first run (1 min; {load_before[1]:.2f} over 5), "
+          f"kernel target: {args.kernel_pmd} generator ports\n")
     print(table(results, scenarios, targets))
-    print("\nMedians over the repetitions. Mpps/Gbps: frames delivered to A and B per second; loss: "
+    for line in idle_ports_summary(results, scenarios):
+        print("\n" + line)
+    print("\nMedians over the repetitions, (lowest-highest) of the runs when they differ. ≥: the target "
+          "kept up with all the generator offered in every run (a vhost-user target refused none of its "
+          "bursts; the kernel lost nothing and its CPU had time left), so the figure is the generator's "
+          "limit, the highest run, a lower bound of the target's; runs like that are left out of a "
+          "target's median when others show its own limit ([n/reps runs]). Ratios with a bound are "
+          "bounds too. Mpps/Gbps: frames delivered to A and B per second; loss: "
           "1 - received/sent; setup conn/s: TCP handshakes (or first UDP exchanges) completed; "
           "cycles/pkt: TSC cycles of the forwarding core's busy iterations per received packet, "
-          "incl. vhost I/O (OVS: pmd-stats-show), excl. I/O (calyx only), steady phase; lower is better.")
+          "incl. vhost I/O (OVS: pmd-stats-show), excl. I/O (calyx only), steady phase; kernel: its "
+          "system, irq and softirq time on CPU 1 (/proc/stat) per packet it forwarded, at the offered "
+          "load; lower is better.")
     for r in results:
         if "error" in r:
             print(f"failed: {r['scenario']} rep {r['rep'] + 1} {r['target']}: {r['error']}")
@@ -668,10 +1004,10 @@ def main():
         with open(args.json_out, "w") as f:
             json.dump({"machine": mach, "args": vars(args), "results": results}, f, indent=1)
     lossy = [r for r in results if args.max_loss is not None and "error" not in r
-             and r["gen"]["measure"]["loss"] > args.max_loss]
+             and r["gen"]["measure"].get("loss", 0) > args.max_loss]
     for r in lossy:
         print(f"too lossy: {r['scenario']} rep {r['rep'] + 1} {r['target']}: "
-              f"{r['gen']['measure']['loss']:.2%} > {args.max_loss:.2%}")
+              f"{r['gen']['measure'].get('loss', 0):.2%} > {args.max_loss:.2%}")
     ok = results and not lossy and all("error" not in r for r in results)
     return 130 if interrupted else 0 if ok else 1
 
