@@ -454,7 +454,7 @@ class Kernel(Target):
 
     def __init__(self, sc, work, build):
         super().__init__(sc, work, build)
-        self.pmd, self.queues, self.conntrack_max = "af_packet", 1, None
+        self.pmd, self.queues, self.conntrack_max = "af_xdp", 1, None
 
     def configure(self, args):
         self.pmd, self.queues = args.kernel_pmd, args.kernel_queues
@@ -519,7 +519,7 @@ class Kernel(Target):
             os.makedirs("/sys/fs/bpf", exist_ok=True)
             if subprocess.run(["mountpoint", "-q", "/sys/fs/bpf"]).returncode != 0:
                 run(["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"])
-        self.hz = tsc_hz()
+        self.hz, self.softnet_start = tsc_hz(), self.softnet_dropped()
         return f"{KERNEL_A}-gen", f"{KERNEL_B}-gen"
 
     def stop_namespaces(self):
@@ -548,11 +548,14 @@ class Kernel(Target):
                 "user": (user + nice) * per_tick, "steal": steal * per_tick,
                 "drops": {f"veth_dropped{{{d} {k}}}": s[k]["dropped"] for d, s in stats.items() for k in ("rx", "tx")}}
 
-    def extra(self):   # what the kernel tracked and dropped (softnet: backlog overflows)
-        softnet = [int(l.split()[1], 16) for l in open("/proc/net/softnet_stat")]
+    @staticmethod
+    def softnet_dropped():   # per CPU: frames dropped because its backlog was full
+        return [int(l.split()[1], 16) for l in open("/proc/net/softnet_stat")]
+
+    def extra(self):   # what the kernel tracked and dropped during the run
         return {"conntrack": run(["ip", "netns", "exec", KERNEL_NS, "sh", "-c",
                                   "cat /proc/sys/net/netfilter/nf_conntrack_count"]).strip(),
-                "softnet_dropped": softnet}
+                "softnet_dropped": [n - n0 for n, n0 in zip(self.softnet_dropped(), self.softnet_start)]}
 
 
 def tsc_hz():
@@ -599,7 +602,9 @@ def kernel_ruleset(sc):
     if nat:   # masquerade to the uplink's address (Felix: MASQUERADE for natOutgoing pools)
         lines += ["table ip calyx_cmp_nat {", "  chain postrouting {",
                   "    type nat hook postrouting priority srcnat;",
-                  f'    oifname "{KERNEL_B}" ip saddr {NAT_NET[0]} masquerade to :{NAT_PORTS[0]}-{NAT_PORTS[1]}',
+                  f'    oifname "{KERNEL_B}" ip saddr {NAT_NET[0]} meta l4proto {{ tcp, udp }} '
+                  f'masquerade to :{NAT_PORTS[0]}-{NAT_PORTS[1]}',
+                  f'    oifname "{KERNEL_B}" ip saddr {NAT_NET[0]} masquerade',
                   "  }", "}"]
     return "\n".join(lines) + "\n"
 
@@ -693,6 +698,7 @@ def measure(sc, target_name, args, work):
     t = TARGETS[target_name](sc, work, args.build)
     t.configure(args)
     result = {"scenario": sc.name, "target": target_name}
+    began = time.monotonic()
     sampler = None
     try:
         a, b = t.start()
@@ -751,6 +757,7 @@ def measure(sc, target_name, args, work):
         if sampler:
             sampler.done.set()
         t.stop()
+        result["elapsed"] = time.monotonic() - began   # what the run cost, start to stop
     return result
 
 
@@ -914,7 +921,7 @@ def main():
     ap.add_argument("--warmup", type=float, default=1)
     ap.add_argument("--scenario", nargs="+", choices=[s.name for s in SCENARIOS])
     ap.add_argument("--targets", default=",".join(ALL_TARGETS))
-    ap.add_argument("--kernel-pmd", choices=("af_packet", "af_xdp"), default="af_packet",
+    ap.add_argument("--kernel-pmd", choices=("af_packet", "af_xdp"), default="af_xdp",
                     help="the generator's ports on the kernel target's veths")
     ap.add_argument("--kernel-queues", type=int, default=1,
                     help="queues per veth and generator port on the kernel target (RPS: all to CPU 1)")

@@ -9,6 +9,7 @@
 #include "io/clock.hpp"
 #include "io/mbuf_frame.hpp"
 #include "io/port.hpp"
+#include "io/idle_queue_skip.hpp"
 
 namespace calyx::io {
 namespace {
@@ -117,6 +118,8 @@ int worker_main(void* raw) {
     dp::WorkerContext ctx{counters};
     ctx.fragments = args.fragments;
     dp::Batch batch;
+    IdleQueueSkip idle_queues;
+    bool previous_busy = false;
 
     rte_rcu_qsbr_thread_register(shared.grace, args.index);
     rte_rcu_qsbr_thread_online(shared.grace, args.index);
@@ -132,14 +135,18 @@ int worker_main(void* raw) {
         const auto queue = static_cast<uint16_t>(args.index);
         auto poll = [&](uint16_t slot, uint16_t rx_queue) {
             Port* port = shared.ports[slot].load(std::memory_order_acquire);
-            if (!port) return;
-            if (receive(batch, *port, slot, rx_queue, counters, io_cycles) == 0) return;
+            if (!port) return false;
+            if (receive(batch, *port, slot, rx_queue, counters, io_cycles) == 0) return false;
             busy = true;
             dp::run_pipeline(batch, *snap, ctx);
             io_cycles += transmit(batch, queue, shared, counters);
+            return true;
         };
         if (snap && args.index < snap->queues_by_worker.size()) {
-            for (const dp::PolledQueue& q : snap->queues_by_worker[args.index]) poll(q.slot, q.queue);
+            const std::vector<dp::PolledQueue>& polled = snap->queues_by_worker[args.index];
+            idle_queues.begin(previous_busy, &polled);
+            for (size_t i = 0; i < polled.size(); ++i)
+                if (idle_queues.due(i)) idle_queues.polled(i, poll(polled[i].slot, polled[i].queue));
             if (snap->uplink && args.index == 0 && shared.uplink_control_tx)
                 busy |= send_control_frames(shared, snap->uplink->port, queue, counters);
         }
@@ -152,6 +159,7 @@ int worker_main(void* raw) {
             dp::bump(counters.io_cycles, io_cycles);
         }
         last = end;
+        previous_busy = busy;
     }
     rte_rcu_qsbr_thread_offline(shared.grace, args.index);
     rte_rcu_qsbr_thread_unregister(shared.grace, args.index);
