@@ -119,7 +119,6 @@ int worker_main(void* raw) {
     ctx.fragments = args.fragments;
     dp::Batch batch;
     IdleQueueSkip idle_queues;
-    bool previous_busy = false;
 
     rte_rcu_qsbr_thread_register(shared.grace, args.index);
     rte_rcu_qsbr_thread_online(shared.grace, args.index);
@@ -144,7 +143,7 @@ int worker_main(void* raw) {
         };
         if (snap && args.index < snap->queues_by_worker.size()) {
             const std::vector<dp::PolledQueue>& polled = snap->queues_by_worker[args.index];
-            idle_queues.begin(previous_busy, &polled);
+            idle_queues.begin(ctx.now_ns, &polled);
             for (size_t i = 0; i < polled.size(); ++i)
                 if (idle_queues.due(i)) idle_queues.polled(i, poll(polled[i].slot, polled[i].queue));
             if (snap->uplink && args.index == 0 && shared.uplink_control_tx)
@@ -159,7 +158,7 @@ int worker_main(void* raw) {
             dp::bump(counters.io_cycles, io_cycles);
         }
         last = end;
-        previous_busy = busy;
+        if (busy) idle_queues.busy(ctx.now_ns);
     }
     rte_rcu_qsbr_thread_offline(shared.grace, args.index);
     rte_rcu_qsbr_thread_unregister(shared.grace, args.index);
