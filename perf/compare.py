@@ -1,22 +1,29 @@
 #!/usr/bin/env python3
-"""Benchmark calyx against dpdk-testpmd io forwarding (the limit of the vhost-user path) and
-OVS-DPDK, with the same traffic generator (perf/trafficgen.cpp) in the same run.
+"""Benchmark calyx against dpdk-testpmd io forwarding (the limit of the vhost-user path),
+OVS-DPDK and the Linux kernel (Calico's Felix dataplane), with the same traffic generator
+(perf/trafficgen.cpp) in the same run.
 
     perf/compare.py [--build DIR] [--gen FILE] [--reps N] [--duration S] [--scenario NAME ...]
-                    [--targets testpmd,ovs,calyx] [--quick] [--json-out FILE]
+                    [--targets testpmd,ovs,kernel,calyx] [--kernel-pmd af_xdp|af_packet]
+                    [--quick] [--json-out FILE]
 
-e.g. `sudo perf/compare.py --json-out compare.json` (about 20 minutes; --quick: 2). Needs
-`ninja -C build calyx perf/calyx-trafficgen` and Debian's dpdk and openvswitch-switch-dpdk.
+e.g. `sudo perf/compare.py --json-out compare.json` (about 25 minutes; --quick: 3). Needs
+`ninja -C build calyx perf/calyx-trafficgen`, Debian's dpdk and openvswitch-switch-dpdk,
+nftables, ethtool and iproute2.
 
-Every target is the vhost-user server of two sockets (instance A, and instance B or the
-uplink); the generator is their client and plays both ends (see perf/trafficgen.cpp).
+Every DPDK target is the vhost-user server of two sockets (instance A, and instance B or the
+uplink); the generator is their client and plays both ends (see perf/trafficgen.cpp). The
+kernel has no vhost-user (and this kernel no vhost-net): it routes between veth pairs in a
+namespace of its own, and the generator sends and receives on the veths' other ends through
+AF_XDP (or AF_PACKET) sockets (see Kernel).
 Each (scenario, repetition, target) gets a freshly started target, so no conntrack state
 carries over; targets take turns within a repetition so that the machine's noise hits them
 alike. Pinning: the target's forwarding core is CPU 1; everything else (generator, main
 lcores, OVS's non-PMD threads, this script) CPU 0. DPDK never probes PCI (--no-pci).
-Sockets, configurations, logs and the OVS database live in a temp dir; every process and
-hugepage file is removed at the end, also on Ctrl-C or SIGTERM. A failed run becomes a
-"failed: reason" cell and the others go on. Prints a markdown table of medians.
+Sockets, configurations, logs and the OVS database live in a temp dir; every process,
+namespace and hugepage file is removed at the end, also on Ctrl-C or SIGTERM. A failed run
+becomes a "failed: reason" cell and the others go on. Prints a markdown table of medians, with
+the spread of the repetitions and runs the generator limited marked as lower bounds.
 
 The generator checks every frame it receives (addresses, ports, the translation where the
 target masquerades, sampled checksums: see perf/trafficgen.cpp); a run in which any frame
