@@ -22,7 +22,7 @@ class IdleQueueSkip {
   public:
     static constexpr size_t kTracked = 4096;  // queues at later positions are always polled
     static constexpr uint8_t kEmptyPolls = 64;
-    static constexpr uint32_t kEvery = 16;
+    static constexpr uint32_t kEvery = 32;
     static constexpr uint64_t kBusyWindowNs = 20'000;
 
     // At the top of an iteration; `list` identifies the polled-queue list (positions mean

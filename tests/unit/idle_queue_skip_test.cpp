@@ -34,13 +34,13 @@ struct Worker {
     }
 };
 
-TEST(IdleQueueSkip, BusyWorkerPollsSilentRingsOnlyEverySixteenthIteration) {
+TEST(IdleQueueSkip, BusyWorkerPollsSilentRingsOnlyEveryKEveryIterations) {
     Worker w;
     const int list = 0;
     std::vector<bool> sending(kQueues);
     sending[0] = sending[1] = true;
     w.polls(&list, IdleQueueSkip::kEmptyPolls, sending);  // every ring learnt silent
-    const int n = 1600;
+    const int n = 100 * int(IdleQueueSkip::kEvery);
     const std::vector<int> count = w.polls(&list, n, sending);
     EXPECT_EQ(count[0], n);
     EXPECT_EQ(count[1], n);
@@ -49,7 +49,7 @@ TEST(IdleQueueSkip, BusyWorkerPollsSilentRingsOnlyEverySixteenthIteration) {
         EXPECT_EQ(count[q], n / int(IdleQueueSkip::kEvery)) << "queue " << q;
         silent += count[q];
     }
-    // Staggered: an iteration polls about 98 / 16 silent rings, never all of them at once.
+    // Staggered: an iteration polls about 98 / kEvery silent rings, never all of them at once.
     EXPECT_EQ(silent, 98 * n / int(IdleQueueSkip::kEvery));
 }
 
@@ -68,7 +68,7 @@ TEST(IdleQueueSkip, RingThatStartsSendingIsPolledEveryIterationFromItsFirstPacke
     // Silent again: back to every kEvery-th iteration after kEmptyPolls empty polls.
     sending[42] = false;
     w.polls(&list, IdleQueueSkip::kEmptyPolls, sending);
-    EXPECT_EQ(w.polls(&list, 160, sending)[42], 10);
+    EXPECT_EQ(w.polls(&list, 10 * int(IdleQueueSkip::kEvery), sending)[42], 10);
 }
 
 TEST(IdleQueueSkip, WorkerWithNothingToDoPollsEveryRing) {
