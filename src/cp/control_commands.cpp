@@ -494,6 +494,9 @@ Json status_result(const config::Config& cfg, const Snapshot& snap, const Router
         const double busy = l.total_cycles ? 100.0 * static_cast<double>(l.busy_cycles) /
                                                  static_cast<double>(l.total_cycles)
                                            : 0.0;
+        const double asleep = l.total_cycles ? 100.0 * static_cast<double>(l.sleep_cycles) /
+                                                   static_cast<double>(l.total_cycles)
+                                             : 0.0;
         // The router's own work per packet: busy cycles outside the ports' I/O calls.
         const double own = l.packets ? static_cast<double>(l.busy_cycles - l.io_cycles) /
                                            static_cast<double>(l.packets)
@@ -502,6 +505,8 @@ Json status_result(const config::Config& cfg, const Snapshot& snap, const Router
                            {"busy_cycles", l.busy_cycles},
                            {"total_cycles", l.total_cycles},
                            {"io_cycles", l.io_cycles},
+                           {"sleep_cycles", l.sleep_cycles},
+                           {"asleep_percent", std::round(asleep * 10) / 10},
                            {"packets", l.packets},
                            {"cycles_per_packet", std::round(own * 10) / 10},
                            {"busy_percent", std::round(busy * 10) / 10}});

@@ -73,12 +73,15 @@ public:
                          "Of the busy cycles, those inside port receive and transmit calls (vhost-user copies, PMDs).",
                          C::Counter);
         auto packets = family("calyx_lcore_packets_total", "Packets the worker received, all ports.", C::Counter);
+        auto sleep = family("calyx_lcore_sleep_cycles_total",
+                            "Of all cycles, those the worker slept while idle (dataplane.idle_sleep_us).", C::Counter);
         for (const auto& l : s.lcores) {
             const std::vector<ClientMetric::Label> lcore{{"lcore", std::to_string(l.lcore)}};
             add(busy, static_cast<double>(l.busy_cycles), lcore);
             add(cycles, static_cast<double>(l.total_cycles), lcore);
             add(io, static_cast<double>(l.io_cycles), lcore);
             add(packets, static_cast<double>(l.packets), lcore);
+            add(sleep, static_cast<double>(l.sleep_cycles), lcore);
         }
         auto ct_entries = family("calyx_conntrack_entries", "Tracked connections.", C::Gauge);
         add(ct_entries, static_cast<double>(s.conntrack_entries));
@@ -116,7 +119,7 @@ public:
         auto unresolved = family("calyx_uplink_neighbor_unresolved_total",
                                  "Packets dropped because the uplink next hop had no ARP answer yet.", C::Counter);
         add(unresolved, static_cast<double>(s.neighbor_unresolved));
-        return {rx_p, tx_p, rx_b, tx_b, drops, up, busy, cycles, io, packets, ct_entries, ct_capacity, ct_created,
+        return {rx_p, tx_p, rx_b, tx_b, drops, up, busy, cycles, io, packets, sleep, ct_entries, ct_capacity, ct_created,
                 ct_expired, dhcp, arp, echo, errors, generation, reloads, nat_ports, nat_range,
                 nat_exhausted, unresolved};
     }

@@ -33,6 +33,7 @@ struct RouterSample {
         uint64_t total_cycles = 0;
         uint64_t io_cycles = 0;  // of busy_cycles: inside port rx/tx calls
         uint64_t packets = 0;    // received
+        uint64_t sleep_cycles = 0;  // of total_cycles: asleep while idle
     };
     std::vector<Port> ports;
     std::vector<Lcore> lcores;

@@ -87,6 +87,7 @@ std::expected<std::unique_ptr<dp::Snapshot>, std::string> build_snapshot(
     snap->icmp_errors_burst = cfg.dataplane.icmp_errors_burst;
     snap->ct_timeouts = cfg.dataplane.conntrack;  // its timeouts part
     snap->fragment_timeout_s = cfg.dataplane.conntrack.fragment;
+    snap->idle_sleep_us = cfg.dataplane.idle_sleep_us;
     snap->conntrack = in.conntrack;
 
     for (const auto& net : cfg.networks) {

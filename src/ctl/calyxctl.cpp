@@ -208,8 +208,9 @@ void print_status(const Json& r) {
                                             str(r["ports"], "up"), str(r["ports"], "total")));
     std::string workers;
     for (const auto& w : r["workers"])
-        workers += fmt::format("{}lcore {} ({}% busy, {} cycles/packet)", workers.empty() ? "" : ", ",
-                               str(w, "lcore"), str(w, "busy_percent"), str(w, "cycles_per_packet"));
+        workers += fmt::format("{}lcore {} ({}% busy, {} cycles/packet, {}% asleep)",
+                               workers.empty() ? "" : ", ", str(w, "lcore"), str(w, "busy_percent"),
+                               str(w, "cycles_per_packet"), str(w, "asleep_percent"));
     p.emplace_back("workers", workers.empty() ? "-" : workers);
     const Json& ct = r["conntrack"];
     p.emplace_back("connections",

@@ -336,7 +336,8 @@ cp::RouterSample Router::sample() const {
     for (size_t i = 0; i < counters_.size(); ++i) {
         const dp::WorkerCounters& w = *counters_[i];
         s.lcores.push_back({worker_lcores_[i], dp::read_counter(w.busy_cycles), dp::read_counter(w.total_cycles),
-                            dp::read_counter(w.io_cycles), dp::read_counter(w.packets)});
+                            dp::read_counter(w.io_cycles), dp::read_counter(w.packets),
+                            dp::read_counter(w.sleep_cycles)});
         s.conntrack_created += dp::read_counter(w.ct_created);
         s.arp_replies += dp::read_counter(w.arp_replies);
         s.icmp_echo_replies += dp::read_counter(w.icmp_echo_replies);

@@ -74,6 +74,7 @@ struct Snapshot {
     std::vector<std::shared_ptr<const InstancePolicy>> policies;  // shared by equal group lists
     CtTimeouts ct_timeouts;
     uint32_t fragment_timeout_s = 30;
+    uint32_t idle_sleep_us = 0;  // a worker's longest sleep when idle; 0: pure polling
     ConnTable* conntrack = nullptr;  // not owned: outlives every snapshot
     std::optional<UplinkView> uplink;  // none: only the site's networks
     NatPortAllocator* nat = nullptr;  // not owned, outlives snapshots; set with `uplink`
