@@ -118,7 +118,8 @@ std::expected<std::unique_ptr<dp::Snapshot>, std::string> build_snapshot(
     }
     const size_t workers = std::max<size_t>(1, cfg.dataplane.workers.size());
     snap->queues_by_worker.resize(workers);
-    for (const auto& inst : cfg.instances) {
+    for (const config::InstanceConfig* local : cfg.local_instances()) {
+        const config::InstanceConfig& inst = *local;
         const auto net = std::find_if(cfg.networks.begin(), cfg.networks.end(),
                                       [&](const auto& n) { return n.name == inst.network; });
         dp::InstanceView v;

@@ -149,7 +149,8 @@ std::expected<void, std::string> Router::apply(config::Config cfg) {
     std::vector<bool> taken(dp::kMaxPorts, false);
     taken[kUplinkSlot] = true;
     for (const auto& [name, port] : ports_) taken[port->slot()] = true;
-    for (const auto& inst : cfg.instances) {
+    for (const config::InstanceConfig* local : cfg.local_instances()) {
+        const config::InstanceConfig& inst = *local;
         if (!port_changed(inst)) continue;
         uint16_t slot = 0;
         while (slot < dp::kMaxPorts && taken[slot]) ++slot;
@@ -211,7 +212,7 @@ std::expected<void, std::string> Router::apply(config::Config cfg) {
     std::vector<std::unique_ptr<io::VhostPort>> retired;
     for (auto it = ports_.begin(); it != ports_.end();) {
         const config::InstanceConfig* inst = cfg.find_instance(it->first);
-        if (!inst || opened.contains(it->first)) {
+        if (!inst || !cfg.is_local(*inst) || opened.contains(it->first)) {
             shared_.ports[it->second->slot()].store(nullptr);
             retired.push_back(std::move(it->second));
             it = ports_.erase(it);
