@@ -223,6 +223,21 @@ Json next_hop_json(const Snapshot& snap, uint32_t nh, Ipv4Addr dst) {
             else
                 j["text"] = fmt::format("uplink via {}", snap.uplink->gateway.to_string());
             break;
+        case NextHopKind::site: {
+            j["kind"] = "site";
+            Json hops = Json::array();
+            std::string text;
+            if (index < snap.site_next_hops.size()) {
+                const dp::SiteNextHops& h = snap.site_next_hops[index];
+                for (uint8_t k = 0; k < h.count; ++k) {
+                    hops.push_back(h.hops[k].to_string());
+                    text += fmt::format("{}{}", k ? ", " : "", h.hops[k].to_string());
+                }
+            }
+            j["next_hops"] = std::move(hops);
+            j["text"] = fmt::format("another host of the site via {}", text);
+            break;
+        }
         default:
             j["kind"] = "other";
             j["text"] = fmt::format("next hop kind {} index {}",
@@ -595,6 +610,10 @@ Json routes_result(const Snapshot& snap) {
         rows.push_back({snap.uplink->subnet, "uplink"});
         rows.push_back({{snap.uplink->address, 32}, "uplink"});
     }
+    for (const auto& r : snap.site_routes) {
+        const auto net = std::ranges::find_if(snap.networks, [&](const auto& n) { return n.cidr.contains(r.prefix); });
+        rows.push_back({r.prefix, net == snap.networks.end() ? "" : net->name});
+    }
     std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) {
         return std::pair(a.prefix.addr.value, a.prefix.length) <
                std::pair(b.prefix.addr.value, b.prefix.length);
@@ -734,17 +753,28 @@ std::expected<Json, CommandError> explain_result(const config::Config& cfg, cons
                         from->ip.to_string(), to->inst->name));
     } else {
         const uint16_t key = dp::rule_key(q.protocol, q.port, q.icmp_type, q.icmp_code);
+        // An address the imported routes lead to another host of the site is inside the site.
+        const auto on_other_host = [&](const auto& end) {
+            return !end.inst && dp::NextHop::kind(fib_next_hop(snap, end.ip)) == dp::NextHopKind::site;
+        };
+        const dp::SiteEnds site{on_other_host(*from), on_other_host(*to)};
         const dp::PolicyDecision d = dp::evaluate_new_connection(snap, from->inst, to->inst,
-                                                                 from->ip, to->ip, q.protocol, key);
+                                                                 from->ip, to->ip, q.protocol, key, site);
         const auto policy_of = [&](const InstanceView* i) -> const dp::InstancePolicy& {
             return *snap.policies.at(static_cast<size_t>(i - snap.instances.data()));
         };
         if (!from->inst)
-            why.push_back(fmt::format("{} is outside the site: only {}'s rules apply",
-                                      from->ip.to_string(), to->inst->name));
+            why.push_back(site.from ? fmt::format("{} is on another host of the site: its egress rules are "
+                                                  "checked there, {}'s ingress rules here",
+                                                  from->ip.to_string(), to->inst->name)
+                                    : fmt::format("{} is outside the site: only {}'s rules apply",
+                                                  from->ip.to_string(), to->inst->name));
         if (!to->inst)
-            why.push_back(fmt::format("{} is outside the site: only {}'s rules apply",
-                                      to->ip.to_string(), from->inst->name));
+            why.push_back(site.to ? fmt::format("{} is on another host of the site: its ingress rules are "
+                                                "checked there, {}'s egress rules here",
+                                                to->ip.to_string(), from->inst->name)
+                                  : fmt::format("{} is outside the site: only {}'s rules apply",
+                                                to->ip.to_string(), from->inst->name));
         if (d.egress_rule != dp::kNoRule && from->inst) {
             egress = rule_json(policy_of(from->inst).egress, d.egress_rule);
             why.push_back(fmt::format("{} may send it: {}", from->inst->name,

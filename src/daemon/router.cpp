@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <random>
 
@@ -18,6 +19,7 @@
 
 #include "cp/reload.hpp"
 #include "cp/snapshot_builder.hpp"
+#include "daemon/host_interface.hpp"
 #include "io/clock.hpp"
 
 namespace calyx::daemon {
@@ -65,6 +67,20 @@ std::expected<std::unique_ptr<Router>, std::string> Router::start(config::Config
             return std::unexpected(fmt::format("worker lcore {} is not enabled in EAL", lcore));
     if (cfg.uplink)
         if (auto up = r->open_uplink(*cfg.uplink); !up) return std::unexpected(up.error());
+    if (cfg.host_interface) {
+        auto host = open_host_interface(kHostSlot, cfg, r->uplink_->mac(), r->pool_,
+                                        static_cast<uint16_t>(r->worker_lcores_.size()));
+        if (!host) return std::unexpected(host.error());
+        r->host_ = std::move(*host);
+        r->host_->refresh_link();
+        r->baseline_[kHostSlot] = r->raw_port_counters(kHostSlot);
+        r->shared_.ports[kHostSlot].store(r->host_.get());
+    }
+    if (cfg.routing) {
+        auto site = SiteRouting::start(*cfg.routing, io::now_ns());
+        if (!site) return std::unexpected(site.error());
+        r->site_ = std::move(*site);
+    }
 
     if (auto applied = r->apply(std::move(cfg)); !applied) return std::unexpected(applied.error());
     if (auto launched = r->launch_workers(); !launched) return std::unexpected(launched.error());
@@ -117,12 +133,15 @@ std::expected<void, std::string> Router::open_uplink(const config::UplinkConfig&
 }
 
 Router::~Router() {
+    // First, so BIRD withdraws this host's instances while calyx goes.
+    if (site_) site_->withdraw();
     shared_.stop.store(true);
     for (unsigned lcore : worker_lcores_) rte_eal_wait_lcore(lcore);
     // Workers are gone: nothing reads the snapshot or the ports any more.
     shared_.snapshot.store(nullptr);
     for (auto& slot : shared_.ports) slot.store(nullptr);
     uplink_.reset();
+    host_.reset();
     if (uplink_control_tx_) {
         void* m = nullptr;
         while (rte_ring_dequeue(uplink_control_tx_, &m) == 0) rte_pktmbuf_free(static_cast<rte_mbuf*>(m));
@@ -148,6 +167,7 @@ std::expected<void, std::string> Router::apply(config::Config cfg) {
     };
     std::vector<bool> taken(dp::kMaxPorts, false);
     taken[kUplinkSlot] = true;
+    taken[kHostSlot] = true;
     for (const auto& [name, port] : ports_) taken[port->slot()] = true;
     for (const config::InstanceConfig* local : cfg.local_instances()) {
         const config::InstanceConfig& inst = *local;
@@ -167,7 +187,8 @@ std::expected<void, std::string> Router::apply(config::Config cfg) {
     // Kept ports whose socket's owner, group or mode changed: changed in place (the guest stays
     // connected), and back again if a later one fails.
     std::vector<std::pair<io::VhostPort*, config::PortConfig>> permissions_before;
-    for (const auto& inst : cfg.instances) {
+    for (const config::InstanceConfig* local : cfg.local_instances()) {
+        const config::InstanceConfig& inst = *local;
         auto it = ports_.find(inst.name);
         if (it == ports_.end() || opened.contains(inst.name)) continue;
         const config::PortConfig old = it->second->config();
@@ -179,28 +200,15 @@ std::expected<void, std::string> Router::apply(config::Config cfg) {
         }
         permissions_before.emplace_back(it->second.get(), old);
     }
-    cp::SnapshotInputs inputs;
-    inputs.port_slot = [&](const config::InstanceConfig& inst) -> uint16_t {
-        if (auto it = opened.find(inst.name); it != opened.end()) return it->second->slot();
-        return ports_.at(inst.name)->slot();
-    };
-    inputs.zone = [&](const config::NetworkConfig& net) -> uint16_t {
-        // Zone 0 is the outside world; every network gets its own for as long as calyx runs.
-        auto [it, added] = zones_.try_emplace(net.name, static_cast<uint16_t>(zones_.size() + 1));
-        return it->second;
-    };
-    inputs.conntrack = conntrack_.get();
-    if (uplink_) {
-        inputs.uplink_slot = kUplinkSlot;
-        inputs.uplink_mac = uplink_->mac();
-        inputs.nat = nat_.get();
-        inputs.neighbors = neighbors_.get();
-    }
-    auto next = cp::build_snapshot(cfg, inputs, generation_ + 1);
+    const std::vector<cp::SiteRoute> routes_before = site_routes_;
+    check_imported(cfg);
+    auto next = cp::build_snapshot(cfg, snapshot_inputs(opened), snapshot_serial_ + 1);
     if (!next) {
         for (auto& [port, before] : permissions_before) (void)port->set_permissions(before);
+        site_routes_ = routes_before;
         return std::unexpected(next.error());
     }
+    ++snapshot_serial_;
 
     // Ports first, then the snapshot that names them.
     for (auto& [name, port] : opened) shared_.ports[port->slot()].store(port.get());
@@ -226,7 +234,65 @@ std::expected<void, std::string> Router::apply(config::Config cfg) {
     if (cfg.uplink && cfg_.uplink && cfg.uplink->gateway != cfg_.uplink->gateway)
         neighbors_->pin(cfg.uplink->gateway, io::now_ns());
     cfg_ = std::move(cfg);
+    // The snapshot routes to the new instances already; BIRD announces them from here. A
+    // failure is logged and retried by the periodic reconcile: the data plane is right either way.
+    if (site_)
+        if (auto done = site_->sync_export(cfg_, io::now_ns()); !done) fmt::print(stderr, "calyx: {}\n", done.error());
     return {};
+}
+
+cp::SnapshotInputs Router::snapshot_inputs(const std::map<std::string, std::unique_ptr<io::VhostPort>>& opened) {
+    cp::SnapshotInputs inputs;
+    inputs.port_slot = [this, &opened](const config::InstanceConfig& inst) -> uint16_t {
+        if (auto it = opened.find(inst.name); it != opened.end()) return it->second->slot();
+        return ports_.at(inst.name)->slot();
+    };
+    inputs.zone = [this](const config::NetworkConfig& net) -> uint16_t {
+        // Zone 0 is the outside world; every network gets its own for as long as calyx runs.
+        auto [it, added] = zones_.try_emplace(net.name, static_cast<uint16_t>(zones_.size() + 1));
+        return it->second;
+    };
+    inputs.conntrack = conntrack_.get();
+    if (uplink_) {
+        inputs.uplink_slot = kUplinkSlot;
+        inputs.uplink_mac = uplink_->mac();
+        inputs.nat = nat_.get();
+        inputs.neighbors = neighbors_.get();
+    }
+    if (host_) inputs.host_slot = kHostSlot;
+    inputs.site_routes = &site_routes_;
+    return inputs;
+}
+
+void Router::check_imported(const config::Config& cfg) {
+    if (!site_) return;
+    cp::ImportedRoutes checked = cp::check_imported(cfg, site_->imported());
+    if (checked.rejected != refused_routes_) {
+        for (const std::string& line : checked.rejected)
+            if (std::ranges::find(refused_routes_, line) == refused_routes_.end())
+                fmt::print(stderr, "calyx: routing: import table {}: refused {}\n", cfg.routing->import_table, line);
+        refused_routes_ = std::move(checked.rejected);
+    }
+    // The next hops calyx will need: resolved before the first packet asks.
+    for (const cp::SiteRoute& r : checked.accepted)
+        for (const Ipv4Addr& hop : r.next_hops) neighbors_->want(hop, io::now_ns());
+    site_routes_ = std::move(checked.accepted);
+}
+
+void Router::rebuild() {
+    const std::vector<cp::SiteRoute> routes_before = site_routes_;
+    check_imported(cfg_);
+    if (site_routes_ == routes_before) return;  // only refused routes changed
+    auto next = cp::build_snapshot(cfg_, snapshot_inputs({}), snapshot_serial_ + 1);
+    if (!next) {
+        // All or nothing: the running snapshot keeps the routes it had.
+        fmt::print(stderr, "calyx: routing: the imported routes cannot be applied, the previous ones stay: {}\n",
+                   next.error());
+        site_routes_ = routes_before;
+        return;
+    }
+    ++snapshot_serial_;
+    publish(std::move(*next));
 }
 
 void Router::publish(std::unique_ptr<dp::Snapshot> next) {
@@ -272,6 +338,11 @@ void Router::housekeeping() {
     // A full pass over the table about every 2 s at a 100 ms tick.
     const uint32_t budget = std::max<uint32_t>(4096, conntrack_->slots() / 20);
     ct_expired_ += conntrack_->sweep(now, budget, shared_.grace);
+    if (site_) {
+        if (site_->follow_import(now)) rebuild();
+        site_->reconcile_export(cfg_, now);
+    }
+    if (host_) host_->refresh_link();
     if (!uplink_) return;
     uplink_->refresh_link();
     const bool up = uplink_->connected();
@@ -323,6 +394,7 @@ cp::RouterSample Router::sample() const {
     for (const auto& [name, port] : ports_)
         s.ports.push_back({name, port->connected(), port_counters(port->slot())});
     if (uplink_) s.ports.push_back({"uplink", uplink_->connected(), port_counters(kUplinkSlot)});
+    if (host_) s.ports.push_back({"host_interface", host_->connected(), port_counters(kHostSlot)});
     if (nat_) {
         s.nat = true;
         s.nat_ports_tcp = nat_->in_use(ipproto::kTcp);

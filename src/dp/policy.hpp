@@ -15,10 +15,14 @@
 // - Fragments: the first decides; later fragments of its datagram follow that verdict.
 // - Infrastructure (ARP, DHCP, ping to the gateway) never reaches this stage.
 //
-// - Network kinds (the seed): a `private` network has no traffic to or from the uplink; a
-//   `nat` network's connections to the uplink side are masqueraded, and nothing from outside
+// - Network kinds (the seed): a `private` network has no traffic to or from outside the site;
+//   a `nat` network's connections to the outside are masqueraded, and nothing from outside
 //   opens a connection to it. A masqueraded connection gets its external port here, on its
 //   first packet (dp/nat.hpp: two keys, the binding in the entry); nat_out rewrites.
+// - A site of several hosts (as Calico splits them): a connection between an instance here and
+//   one on another host (routed by an imported site route; from it: meta.from_site) is inside
+//   the site, so never masqueraded and open to private networks; here only this side's rules
+//   are checked (egress of the source on its host, ingress of the destination on its own).
 //
 // Reads:  meta (IPv4, next hop, nat_translated_in), headers, the snapshot's compiled rules,
 //         connection table and NAT port allocator.
@@ -42,10 +46,18 @@ namespace calyx::dp {
 
 void policy_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexcept;
 
-// Whether a new connection from `from` (null: outside the site) to `to` (null: outside)
-// would be allowed, and by which rules. The data plane and `calyxctl explain` both use this.
-// Network kinds come first (a `private` network never talks to the outside, nothing from
-// outside opens a connection to a `nat` network), then the security groups.
+// Which ends of a connection that are no instance of this host are another host's of the
+// site (not the outside world): their rules are checked on their own host.
+struct SiteEnds {
+    bool from = false;
+    bool to = false;
+};
+
+// Whether a new connection from `from` (null: not an instance of this host; outside the site
+// unless site.from) to `to` (likewise) would be allowed, and by which rules. The data plane
+// and `calyxctl explain` both use this. Network kinds come first (a `private` network never
+// talks to the outside, nothing from outside opens a connection to a `nat` network), then the
+// security groups of this host's ends.
 struct PolicyDecision {
     bool allowed = false;
     DropReason reason{};              // when not allowed
@@ -56,6 +68,6 @@ struct PolicyDecision {
 };
 PolicyDecision evaluate_new_connection(const Snapshot& snap, const InstanceView* from,
                                        const InstanceView* to, Ipv4Addr from_ip, Ipv4Addr to_ip,
-                                       uint8_t protocol, uint16_t rule_key) noexcept;
+                                       uint8_t protocol, uint16_t rule_key, SiteEnds site = {}) noexcept;
 
 }  // namespace calyx::dp
