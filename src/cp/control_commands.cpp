@@ -550,16 +550,21 @@ Json ports_result(const config::Config& cfg, const RouterSample& s) {
         const config::InstanceConfig* inst = instance_config(cfg, p.name);
         // The sample names the uplink's port "uplink" (no instance may be called that).
         const bool uplink = !inst && p.name == "uplink" && cfg.uplink;
+        // And the host interface's tap "host_interface".
+        const bool host = !inst && p.name == "host_interface" && cfg.host_interface;
         const dp::PortCounters& c = p.counters;
         ports.push_back(
             {{"name", p.name},
              {"up", p.up},
              {"type", inst     ? "vhost-user"
                       : uplink ? "uplink"
+                      : host   ? "host_interface"
                                : "other"},
              {"socket", inst ? Json(inst->port.socket) : Json(nullptr)},
              {"mode", inst ? Json(std::string(config::to_string(inst->port.mode))) : Json(nullptr)},
-             {"device", uplink ? Json(uplink_device(*cfg.uplink)) : Json(nullptr)},
+             {"device", uplink ? Json(uplink_device(*cfg.uplink))
+                        : host ? Json("tap " + cfg.host_interface->name)
+                               : Json(nullptr)},
              {"rx_packets", c.rx_packets},
              {"rx_bytes", c.rx_bytes},
              {"tx_packets", c.tx_packets},

@@ -180,8 +180,9 @@ Netlink::~Netlink() {
 std::expected<void, std::string> Netlink::transact(std::vector<uint8_t>& request,
                                                    const std::function<void(const void*)>& on_message) {
     auto* nlh = reinterpret_cast<nlmsghdr*>(request.data());
-    // A dump ends with NLMSG_DONE; anything else is answered by an ACK (or an error).
-    if (!(nlh->nlmsg_flags & NLM_F_DUMP)) nlh->nlmsg_flags |= NLM_F_ACK;
+    // A dump ends with NLMSG_DONE; anything else is answered by an ACK (or an error). (The
+    // flag bits do not tell: NLM_F_REPLACE of a new route is NLM_F_ROOT of a dump.)
+    if (!on_message) nlh->nlmsg_flags |= NLM_F_ACK;
     nlh->nlmsg_seq = ++seq_;
     if (mnl_socket_sendto(socket_, request.data(), nlh->nlmsg_len) < 0)
         return std::unexpected(errno_text(errno));

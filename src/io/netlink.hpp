@@ -62,8 +62,8 @@ public:
 
 private:
     Netlink() = default;
-    // Sends one request with NLM_F_ACK (and `flags`) and waits for the kernel's answer; each
-    // message of a dump goes to `on_message`.
+    // Sends one request and waits for the kernel's answer: with `on_message`, a dump whose
+    // every message goes there; without, a change the kernel acknowledges (NLM_F_ACK).
     std::expected<void, std::string> transact(std::vector<uint8_t>& request,
                                               const std::function<void(const void* nlh)>& on_message = {});
 
