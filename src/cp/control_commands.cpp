@@ -350,14 +350,21 @@ Json list_connections(const Snapshot& snap, const dp::ConnTable& table, const In
 // --- Explain ------------------------------------------------------------------------------
 
 struct Endpoint {
-    const InstanceView* inst = nullptr;  // null: outside the site
+    const InstanceView* inst = nullptr;  // an instance of this host
     Ipv4Addr ip;
+    const config::InstanceConfig* remote = nullptr;  // an instance of another host of the site
 };
+
+const NetworkView* network_of(const Snapshot& snap, const Endpoint& e) {
+    if (e.inst) return network_of(snap, *e.inst);
+    return e.remote ? network_containing(snap, e.ip) : nullptr;
+}
 
 Json endpoint_summary(const Snapshot& snap, const Endpoint& e) {
     Json j;
-    const NetworkView* net = e.inst ? network_of(snap, *e.inst) : nullptr;
-    j["instance"] = e.inst ? Json(e.inst->name) : Json(nullptr);
+    const NetworkView* net = network_of(snap, e);
+    j["instance"] = e.inst ? Json(e.inst->name) : e.remote ? Json(e.remote->name) : Json(nullptr);
+    j["host"] = e.remote ? Json(e.remote->host) : Json(nullptr);  // null: this host, or outside
     j["address"] = e.ip.to_string();
     j["network"] = net ? Json(net->name) : Json(nullptr);
     j["kind"] = net ? Json(std::string(to_string(net->kind))) : Json(nullptr);
@@ -365,10 +372,11 @@ Json endpoint_summary(const Snapshot& snap, const Endpoint& e) {
 }
 
 std::string endpoint_text(const Snapshot& snap, const Endpoint& e) {
-    if (!e.inst) return fmt::format("{} (outside)", e.ip.to_string());
-    const NetworkView* net = network_of(snap, *e.inst);
-    return fmt::format("{} ({} in {}, a {} network)", e.inst->name, e.ip.to_string(),
-                       net ? net->name : "?", net ? to_string(net->kind) : "?");
+    if (!e.inst && !e.remote) return fmt::format("{} (outside)", e.ip.to_string());
+    const NetworkView* net = network_of(snap, e);
+    return fmt::format("{} ({} in {}, a {} network{})", e.inst ? e.inst->name : e.remote->name, e.ip.to_string(),
+                       net ? net->name : "?", net ? to_string(net->kind) : "?",
+                       e.remote ? fmt::format(", on {}", e.remote->host) : "");
 }
 
 std::string instance_names(const Snapshot& snap) {
@@ -378,18 +386,22 @@ std::string instance_names(const Snapshot& snap) {
     return names.empty() ? std::string("none") : names;
 }
 
-// An instance name, an instance's address, or an address outside the site. Addresses inside
-// the site that belong to no instance, and calyx's own addresses, are not endpoints of a
-// connection through calyx.
-std::expected<Endpoint, CommandError> resolve(const Snapshot& snap, const std::string& text,
-                                              std::string_view option) {
+// An instance name (of this host or another), an instance's address, or an address outside
+// the site. Addresses inside the site that belong to no instance, and calyx's own addresses,
+// are not endpoints of a connection through calyx.
+std::expected<Endpoint, CommandError> resolve(const config::Config& cfg, const Snapshot& snap,
+                                              const std::string& text, std::string_view option) {
     if (const InstanceView* i = instance_by_name(snap, text)) return Endpoint{i, i->ipv4};
+    if (const config::InstanceConfig* i = cfg.find_instance(text); i && !cfg.is_local(*i))
+        return Endpoint{nullptr, i->ipv4, i};
     const auto a = Ipv4Addr::parse(text);
     if (!a)
         return std::unexpected(
             usage(fmt::format("--{} {}: neither an instance nor an IPv4 address (instances: {})",
                               option, text, instance_names(snap))));
     if (const InstanceView* i = instance_by_address(snap, *a)) return Endpoint{i, *a};
+    for (const config::InstanceConfig& i : cfg.instances)
+        if (i.ipv4 == *a && !cfg.is_local(i)) return Endpoint{nullptr, *a, &i};
     if (a->is_zero() || a->is_multicast() || a->is_limited_broadcast())
         return std::unexpected(usage(fmt::format("--{} {}: not a unicast address", option, text)));
     if (snap.uplink && snap.uplink->address == *a)
@@ -719,9 +731,9 @@ Json drops_result(const RouterSample& s, bool all) {
 
 std::expected<Json, CommandError> explain_result(const config::Config& cfg, const Snapshot& snap,
                                                  const ExplainQuery& q) {
-    const auto from = resolve(snap, q.from, "from");
+    const auto from = resolve(cfg, snap, q.from, "from");
     if (!from) return std::unexpected(from.error());
-    const auto to = resolve(snap, q.to, "to");
+    const auto to = resolve(cfg, snap, q.to, "to");
     if (!to) return std::unexpected(to.error());
     if (!from->inst && !to->inst)
         return std::unexpected(usage(fmt::format(
@@ -743,7 +755,20 @@ std::expected<Json, CommandError> explain_result(const config::Config& cfg, cons
 
     // The route stage runs before the policy stage: without a route nothing is evaluated.
     const uint32_t nh = fib_next_hop(snap, to->ip);
-    if (!to->inst && dp::NextHop::kind(nh) == dp::NextHopKind::none) {
+    // Another host's instance is reached (and heard from, by the reverse-path check) only by
+    // the route its host announced.
+    const auto unrouted_remote = [&](const Endpoint& e) {
+        return e.remote && dp::NextHop::kind(fib_next_hop(snap, e.ip)) != dp::NextHopKind::site;
+    };
+    if (unrouted_remote(*to) || unrouted_remote(*from)) {
+        const Endpoint& e = unrouted_remote(*to) ? *to : *from;
+        reason = unrouted_remote(*to) ? DropReason::no_route : DropReason::martian_source;
+        why.push_back(fmt::format("{} runs on {}, but calyx has imported no route to {} from it{}", e.remote->name,
+                                  e.remote->host, e.ip.to_string(),
+                                  cfg.routing ? fmt::format(" (import table {}: is BIRD up there and here?)",
+                                                            cfg.routing->import_table)
+                                              : " (no routing: section)"));
+    } else if (!to->inst && dp::NextHop::kind(nh) == dp::NextHopKind::none) {
         reason = DropReason::no_route;
         why.push_back(snap.uplink
                           ? fmt::format("calyx has no route to {}", to->ip.to_string())
@@ -768,16 +793,19 @@ std::expected<Json, CommandError> explain_result(const config::Config& cfg, cons
         const auto policy_of = [&](const InstanceView* i) -> const dp::InstancePolicy& {
             return *snap.policies.at(static_cast<size_t>(i - snap.instances.data()));
         };
+        // Who is at the far end, when it is no instance of this host.
+        const auto far = [](const Endpoint& e) {
+            return e.remote ? fmt::format("{} on {}", e.remote->name, e.remote->host)
+                            : fmt::format("{} (another host of the site)", e.ip.to_string());
+        };
         if (!from->inst)
-            why.push_back(site.from ? fmt::format("{} is on another host of the site: its egress rules are "
-                                                  "checked there, {}'s ingress rules here",
-                                                  from->ip.to_string(), to->inst->name)
+            why.push_back(site.from ? fmt::format("{}: its egress rules are checked there, {}'s ingress rules here",
+                                                  far(*from), to->inst->name)
                                     : fmt::format("{} is outside the site: only {}'s rules apply",
                                                   from->ip.to_string(), to->inst->name));
         if (!to->inst)
-            why.push_back(site.to ? fmt::format("{} is on another host of the site: its ingress rules are "
-                                                "checked there, {}'s egress rules here",
-                                                to->ip.to_string(), from->inst->name)
+            why.push_back(site.to ? fmt::format("{}: its ingress rules are checked there, {}'s egress rules here",
+                                                far(*to), from->inst->name)
                                   : fmt::format("{} is outside the site: only {}'s rules apply",
                                                 to->ip.to_string(), from->inst->name));
         if (d.egress_rule != dp::kNoRule && from->inst) {

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "calyx/headers.hpp"
+#include "cp/control_commands.hpp"
 #include "cp/site_routes.hpp"
 #include "dp/neighbor.hpp"
 #include "uplink_fixture.hpp"
@@ -341,6 +342,35 @@ TEST_F(Site, WhatComesForTheHostAddressReachesTheHostUnlessItIsAMasqueradeReply)
     m = tcp_in(kUpstreamMac, kServer, kHostAddr, 443, external, kSyn | kAck);
     EXPECT_EQ(m.verdict, dp::Verdict::forward);
     EXPECT_EQ(m.out_port, kAppPort);
+}
+
+// ---- explain across hosts ----
+
+TEST_F(Site, ExplainNamesAnotherHostsInstanceAndSaysWhichSideItChecked) {
+    const auto explain = [&](std::string from, std::string to, uint16_t port) {
+        cp::ExplainQuery q{from, to, ipproto::kTcp, port};
+        return cp::explain_result(config_, *snap_, q);
+    };
+    auto r = explain("db-1", "db-2", 5432);
+    ASSERT_TRUE(r.has_value()) << r.error().message;
+    EXPECT_TRUE((*r)["allowed"].get<bool>()) << r->dump(2);
+    EXPECT_EQ((*r)["to"]["host"], "compute-2");
+    EXPECT_EQ((*r)["explanation"][0], "allowed: db-1 (10.20.0.7 in private, a private network) -> db-2 (10.20.0.11 "
+                                      "in private, a private network, on compute-2) tcp/5432");
+    EXPECT_EQ((*r)["explanation"][1],
+              "db-2 on compute-2: its ingress rules are checked there, db-1's egress rules here");
+    // From db-2, by its address: only db-1's ingress rules count here.
+    r = explain("10.20.0.11", "db-1", 22);
+    ASSERT_TRUE(r.has_value()) << r.error().message;
+    EXPECT_FALSE((*r)["allowed"].get<bool>());
+    EXPECT_EQ((*r)["reason"], "sg_no_ingress_rule");
+    // Without a route from compute-2, nothing passes: calyx says why.
+    import({});
+    r = explain("db-1", "db-2", 5432);
+    ASSERT_TRUE(r.has_value()) << r.error().message;
+    EXPECT_EQ((*r)["reason"], "no_route");
+    EXPECT_EQ((*r)["explanation"][1], "db-2 runs on compute-2, but calyx has imported no route to 10.20.0.11 from "
+                                      "it (import table 101: is BIRD up there and here?)");
 }
 
 // ---- what the import table may hold ----
