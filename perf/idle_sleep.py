@@ -49,7 +49,7 @@ def target_for(sleep_us):
     return name
 
 
-def idle_and_latency(sleep_us, args, work):
+def idle_and_latency(sleep_us, rep, args, work):
     """Idle CPU and ping round-trip times of one calyx with a tap uplink moved into a netns."""
     tag = f"{os.getpid() % 100000}"
     ns, tap = f"calyx-idle-{tag}", f"cxidle{tag}"
@@ -71,7 +71,7 @@ def idle_and_latency(sleep_us, args, work):
     path = f"{work}/idle-{sleep_us}.yaml"
     with open(path, "w") as f:
         yaml.safe_dump(cfg, f, sort_keys=False)
-    log = f"{work}/idle-{sleep_us}.log"
+    log = f"{work}/idle-{sleep_us}-{rep}.log"  # a fresh one: its ready line is this run's
     compare.PREFIXES.add(prefix)
     p = compare.start([f"{work}/calyx", "--config", path], log)
     try:
@@ -139,7 +139,7 @@ def main():
             for s in settings:
                 r = {"rep": rep}
                 try:
-                    r.update(idle_and_latency(s, args, work))
+                    r.update(idle_and_latency(s, rep, args, work))
                 except (compare.Failed, OSError, subprocess.SubprocessError) as e:
                     r["error"] = str(e)
                 t = compare.measure(scenario, target_for(s), args, work)
