@@ -14,6 +14,7 @@ packages=(
   clang-16 libclang-rt-16-dev
   nftables conntrack ethtool
   podman runc debootstrap
+  bird2
 )
 missing=()
 for p in "${packages[@]}"; do
