@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <random>
+#include <thread>
 
 #include <fmt/format.h>
 #include <rte_errno.h>
@@ -25,6 +26,9 @@
 namespace calyx::daemon {
 namespace {
 
+// How long calyx keeps forwarding after withdrawing its routes at stop: BIRD learns of it by a
+// netlink event and sends its BGP withdrawal at once (a few ms measured); the rest is margin.
+constexpr auto kWithdrawalDrain = std::chrono::milliseconds(500);
 constexpr unsigned kMempoolCache = 256;
 constexpr uint32_t kVlanAndFcs = 8;
 
@@ -133,8 +137,11 @@ std::expected<void, std::string> Router::open_uplink(const config::UplinkConfig&
 }
 
 Router::~Router() {
-    // First, so BIRD withdraws this host's instances while calyx goes.
-    if (site_) site_->withdraw();
+    // First, so BIRD withdraws this host's instances while calyx goes. BIRD's BGP sessions run
+    // through the host interface, that is through this calyx: keep forwarding a moment so
+    // the withdrawal reaches its peers, or they keep the routes until their hold timer and
+    // then, with graceful restart, for its restart time.
+    if (site_ && site_->withdraw() > 0 && host_) std::this_thread::sleep_for(kWithdrawalDrain);
     shared_.stop.store(true);
     for (unsigned lcore : worker_lcores_) rte_eal_wait_lcore(lcore);
     // Workers are gone: nothing reads the snapshot or the ports any more.

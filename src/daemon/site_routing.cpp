@@ -58,16 +58,17 @@ void SiteRouting::reconcile_export(const config::Config& cfg, uint64_t now_ns) {
     if (auto done = sync_export(cfg, now_ns); !done) fmt::print(stderr, "calyx: {}\n", done.error());
 }
 
-void SiteRouting::withdraw() {
+size_t SiteRouting::withdraw() {
     const auto current = requests_->dump_routes(tables_.export_table);
     if (!current) {
         fmt::print(stderr, "calyx: routing: cannot withdraw the exported routes: {}\n", current.error());
-        return;
+        return 0;
     }
     const cp::ExportPlan plan = cp::plan_export({}, *current);
     for (const KernelRoute& r : plan.remove)
         if (auto done = requests_->delete_route(r); !done) fmt::print(stderr, "calyx: routing: {}\n", done.error());
     stats_.exported = 0;
+    return plan.remove.size();
 }
 
 bool SiteRouting::dump_import(uint64_t now_ns, bool periodic) {

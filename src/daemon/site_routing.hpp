@@ -38,7 +38,8 @@ public:
     // Every kReconcileNs: export_table again, if anyone changed it.
     void reconcile_export(const config::Config& cfg, uint64_t now_ns);
     // Removes every route calyx exported (calyx stops).
-    void withdraw();
+    // Returns how many routes it removed.
+    size_t withdraw();
 
     // Reads the route events since the last call (or dumps import_table: after an overflow,
     // every kReconcileNs). True when import_table's routes changed.

@@ -8,9 +8,13 @@
 //           (private 10.20.0.10), app-1 (nat 10.10.0.5)
 //   host 2  likewise 198.51.100.12: db-2 (private 10.20.0.11), web-2 (public 203.0.113.20)
 //
-// The routes BIRD would write are written by hand (`ip route add ... table 101`): each host
-// imports the other's instances via its address, and the fabric routes web-2 to host 2. Both
-// hosts read one site file through an include. Checked: the exported tables, the data path
+// Two modes, one binary. integration-site writes the routes BIRD would write by hand (`ip route
+// add ... table 101`): each host imports the other's instances via its address, and the fabric
+// routes web-2 to host 2. integration-site-bgp (CALYX_SITE_BGP=1) runs real bird2 instead: a
+// route reflector in the fabric that is also the Internet's router (it installs the public
+// network's routes it learns), and in each host namespace a BIRD on conf/bird/bird.conf whose
+// BGP session runs through calyx's host interface. Both hosts read one site file through an
+// include. Checked: the exported tables, the data path
 // between the hosts (source unchanged, rules split between them, refusals counted on the
 // destination host), the Internet to a public instance on host 2, masquerade of a nat
 // instance to its host's address, the host's own stack behind its tap, the reverse-path check,
@@ -54,6 +58,9 @@ const Vm kDb2{"db-2", "private", {{0x52, 0x54, 0x00, 0x00, 0x03, 0x02}}, Ipv4Add
               Ipv4Addr::from_octets(10, 20, 0, 1)};
 const Vm kWeb2{"web-2", "public", {{0x52, 0x54, 0x00, 0x00, 0x01, 0x02}}, Ipv4Addr::from_octets(203, 0, 113, 20),
                Ipv4Addr::from_octets(203, 0, 113, 1)};
+// Added on host 2 by reload, then moved to host 1 (integration-site-bgp).
+const Vm kDb3{"db-3", "private", {{0x52, 0x54, 0x00, 0x00, 0x03, 0x03}}, Ipv4Addr::from_octets(10, 20, 0, 12),
+              Ipv4Addr::from_octets(10, 20, 0, 1)};
 struct Placement {
     const Vm* vm;
     const Host* host;
@@ -72,9 +79,65 @@ while True:
     s.sendto(f"{peer[0]}:{peer[1]}\n".encode(), peer)
 )";
 
+// The route reflector, also the Internet's router: it puts into its kernel's main table only
+// the public network's instances. Its static routes are what a careless reflector could send
+// the hosts: a default route, a network of the site cut in two, a /32 outside the site; the
+// hosts' BIRD must keep every one of them out of import_table.
+constexpr const char* kReflectorConf = R"(router id 198.51.100.1;
+log stderr all;
+protocol device { scan time 10; }
+protocol direct { ipv4; interface "br0"; }
+protocol kernel {
+  ipv4 {
+    import none;
+    export filter { if source = RTS_BGP && net ~ [203.0.113.0/24{32,32}] then accept; reject; };
+  };
+}
+protocol static noise {
+  ipv4;
+  route 0.0.0.0/0 blackhole;
+  route 10.20.0.128/25 blackhole;
+  route 192.0.2.99/32 blackhole;
+}
+template bgp compute_host {
+  local as 64512;
+  rr client;
+  graceful restart on;
+  graceful restart time 120;
+  connect retry time 2;
+  ipv4 { import all; export all; };
+}
+protocol bgp h1 from compute_host { neighbor 198.51.100.11 as 64512; }
+protocol bgp h2 from compute_host { neighbor 198.51.100.12 as 64512; }
+)";
+
+std::string bird_conf_source() {
+    const char* conf = std::getenv("CALYX_BIRD_CONF");
+    return conf ? conf : "conf/bird/bird.conf";
+}
+
 std::string calyxctl_binary() {
     const char* bin = std::getenv("CALYXCTL_BIN");
     return bin ? bin : "build/calyxctl";
+}
+
+// Whether `ip route show [TABLE] ADDRESS/32` in `ns` names `via` as a next hop.
+bool has_route(const Namespace& ns, std::string_view table, Ipv4Addr to, Ipv4Addr via) {
+    const auto r = ns.exec(fmt::format("ip route show {} {}/32", table, text(to)));
+    return r.status == 0 && r.output.find(fmt::format("via {} ", text(via))) != std::string::npos;
+}
+// Polls has_route() until it is `present` (or absent), up to `timeout`.
+bool wait_for_route(const Namespace& ns, std::string_view table, Ipv4Addr to, Ipv4Addr via,
+                    std::chrono::milliseconds timeout, bool present = true) {
+    const auto deadline = Clock::now() + timeout;
+    while (has_route(ns, table, to, via) != present) {
+        if (Clock::now() > deadline) return false;
+        std::this_thread::sleep_for(20ms);
+    }
+    return true;
+}
+int ms_since(Clock::time_point t) {
+    return static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count());
 }
 
 // One site, set up once for all the tests of the suite (two calyx processes take seconds).
@@ -99,6 +162,12 @@ protected:
         Namespace h1{"calyx-st-h1-" + tag};
         Namespace h2{"calyx-st-h2-" + tag};
         std::unique_ptr<ChildProcess> calyx[3];
+        // integration-site-bgp: BIRD of the fabric (the route reflector) [0] and of each host.
+        const bool bgp = std::getenv("CALYX_SITE_BGP") != nullptr;
+        std::unique_ptr<ChildProcess> bird[3];
+        std::vector<Placement> placements{std::begin(kPlacements), std::end(kPlacements)};
+        fs::path config_file[3];
+        int starts[3] = {};  // a fresh log per start: its ready line is that start's
         std::map<std::string, std::unique_ptr<VmPeer>> vms;
         int server_pid = 0;
         bool ready = false;
@@ -107,6 +176,8 @@ protected:
         ~Shared() {
             if (server_pid > 0) sh(fmt::format("kill {}", server_pid));
             vms.clear();
+            for (auto& b : bird)
+                if (b) b->stop();
             for (auto& c : calyx)
                 if (c) c->stop();
             for (const ConfigIdentity& id : identities) sh("rm -rf /var/run/dpdk/" + id.eal_prefix);
@@ -115,6 +186,11 @@ protected:
         const Namespace& ns(const Host& h) const { return h.number == 1 ? h1 : h2; }
         std::string uplink_tap(const Host& h) const { return fmt::format("stup{}-{}", h.number, tag); }
         fs::path control(const Host& h) const { return dir / fmt::format("h{}.ctl", h.number); }
+        fs::path bird_control(int n) const { return dir / fmt::format("bird-{}.ctl", n); }
+        const Namespace& ns_of(int n) const { return n == 0 ? fabric : n == 1 ? h1 : h2; }
+        fs::path socket_of(const Vm& v, const Host& h) const {
+            return dir / fmt::format("{}-h{}.sock", v.name, h.number);
+        }
 
         std::string site_yaml() const {
             std::string y = R"(security_groups:
@@ -135,15 +211,16 @@ networks:
   - {name: private, kind: private, cidr: 10.20.0.0/24, gateway: 10.20.0.1}
 instances:
 )";
-            for (const Placement& p : kPlacements)
+            for (const Placement& p : placements)
                 y += fmt::format(
                     "  - {{name: {}, host: compute-{}, network: {}, mac: \"{}\", ipv4: {}, security_groups: [{}],\n"
                     "     port: {{type: vhost-user, socket: {}}}}}\n",
                     p.vm->name, p.host->number, p.vm->network, text(p.vm->mac), text(p.vm->ip), p.groups,
-                    (dir / (p.vm->name + ".sock")).string());
+                    socket_of(*p.vm, *p.host).string());
             return y;
         }
 
+        int bgp_converged_ms = 0;
         std::vector<ConfigIdentity> identities;
         std::string host_yaml(const Host& h) {
             identities.push_back(next_config_identity());
@@ -173,41 +250,116 @@ include: site.yaml
             failure = std::move(why);
             for (int n : {1, 2})
                 if (calyx[n]) failure += fmt::format("\n--- calyx of host {} ---\n{}", n, calyx[n]->log());
+            for (int n : {0, 1, 2})
+                if (bird[n]) failure += fmt::format("\n--- BIRD {} ---\n{}", n, bird[n]->log());
+        }
+
+        // BIRD in namespace n (0: the fabric's reflector), on `conf`, in the foreground.
+        std::expected<void, std::string> start_bird(int n) {
+            const fs::path conf = n == 0 ? dir / "bird-0" / "bird.conf" : dir / fmt::format("bird-{}", n) / "bird.conf";
+            auto p = ChildProcess::spawn({kIpTool, "netns", "exec", ns_of(n).name(), "/usr/sbin/bird", "-f", "-c",
+                                          conf.string(), "-s", bird_control(n).string()},
+                                         dir / fmt::format("bird-{}.log", n));
+            if (!p) return std::unexpected(p.error());
+            bird[n] = std::move(*p);
+            return {};
+        }
+        // The host's BIRD directory: the shipped bird.conf, its host and peer files.
+        std::expected<void, std::string> write_bird_files() {
+            fs::create_directories(dir / "bird-0");
+            dir.write("bird-0/bird.conf", kReflectorConf);
+            for (const Host* h : {&kHost1, &kHost2}) {
+                const std::string sub = fmt::format("bird-{}", h->number);
+                fs::create_directories(dir / sub);
+                std::error_code ec;
+                fs::copy_file(bird_conf_source(), dir / sub / "bird.conf", fs::copy_options::overwrite_existing, ec);
+                if (ec) return std::unexpected(fmt::format("cannot copy {}: {}", bird_conf_source(), ec.message()));
+                dir.write(sub + "/calyx-host.conf",
+                          fmt::format("router id {};\n"
+                                      "define CALYX_AS = 64512;\n"
+                                      "define CALYX_EXPORT_TABLE = 100;\n"
+                                      "define CALYX_IMPORT_TABLE = 101;\n"
+                                      "define CALYX_SITE_NETWORKS = [10.10.0.0/24, 10.20.0.0/24, 203.0.113.0/24];\n"
+                                      "define CALYX_SITE_HOSTS = [10.10.0.0/24{{32,32}}, 10.20.0.0/24{{32,32}}, "
+                                      "203.0.113.0/24{{32,32}}];\n",
+                                      text(h->address)));
+                dir.write(sub + "/calyx-peers.conf",
+                          fmt::format("protocol bgp rr1 from calyx_peer {{ neighbor {} as 64512; }}\n", text(kFabric)));
+            }
+            return {};
+        }
+        // Starts (or restarts) host h's calyx on its file and puts its uplink into the fabric.
+        std::expected<void, std::string> start_calyx(const Host& h) {
+            auto p = ChildProcess::spawn({kIpTool, "netns", "exec", ns(h).name(), calyx_binary(), "--config",
+                                          config_file[h.number].string()},
+                                         dir / fmt::format("calyx-{}.{}.log", h.number, starts[h.number]++));
+            if (!p) return std::unexpected(p.error());
+            calyx[h.number] = std::move(*p);
+            if (!calyx[h.number]->wait_for_log("calyx: ready", 30s))
+                return std::unexpected(fmt::format("calyx {} is not ready", h.number));
+            if (auto r = ns(h).ip(fmt::format("link set {} netns {}", uplink_tap(h), fabric.name())); !r)
+                return std::unexpected(r.message());
+            if (auto r = fabric.ip(fmt::format("link set {} master br0 up", uplink_tap(h))); !r)
+                return std::unexpected(r.message());
+            return {};
+        }
+        // A VM attached to its instance's port (again, after its calyx restarted or it moved).
+        std::expected<void, std::string> attach(const Placement& p) {
+            vms.erase(p.vm->name);
+            auto vm = VmPeer::attach({.socket = socket_of(*p.vm, *p.host).string(), .mac = p.vm->mac});
+            if (!vm) return std::unexpected(fmt::format("{}: {}", p.vm->name, vm.error()));
+            // Its gateway answers: calyx serves it.
+            if (!(*vm)->request(arp_request(p.vm->mac, p.vm->ip, p.vm->gateway), kWarmUp,
+                                is_arp_reply_for(p.vm->gateway)))
+                return std::unexpected(fmt::format("{}: no ARP reply from its gateway", p.vm->name));
+            vms[p.vm->name] = std::move(*vm);
+            return {};
         }
 
         void setup() {
             if (!fabric.created() || !h1.created() || !h2.created()) return fail("cannot create the namespaces");
             for (const std::string& cmd : std::vector<std::string>{
-                     "link set lo up", "link add br0 type bridge", "link set br0 up",
-                  fmt::format("addr add {}/24 dev br0", text(kFabric)), fmt::format("addr add {}/32 dev lo", text(kServer)),
-                  fmt::format("route add {}/32 via {}", text(kWeb2.ip), text(kHost2.address))})
+                     // A bridge takes the lowest MAC of its ports unless given one: with ports
+                     // coming and going (calyx restarted), the fabric's MAC would change under
+                     // the hosts' pinned gateway entry.
+                     "link set lo up", "link add br0 address 02:00:5e:00:00:01 type bridge", "link set br0 up",
+                     fmt::format("addr add {}/24 dev br0", text(kFabric)), fmt::format("addr add {}/32 dev lo", text(kServer))})
                 if (auto r = fabric.ip(cmd); !r) return fail(r.message());
+            // Without BIRD, the fabric routes web-2 by hand.
+            if (!bgp)
+                if (auto r = fabric.ip(fmt::format("route add {}/32 via {}", text(kWeb2.ip), text(kHost2.address))); !r)
+                    return fail(r.message());
             for (const Namespace* n : {&h1, &h2})
                 if (auto r = n->ip("link set lo up"); !r) return fail(r.message());
             dir.write("site.yaml", site_yaml());
             for (const Host* h : {&kHost1, &kHost2}) {
-                const auto cfg = dir.write(fmt::format("compute-{}.yaml", h->number), host_yaml(*h));
-                auto p = ChildProcess::spawn({kIpTool, "netns", "exec", ns(*h).name(), calyx_binary(), "--config", cfg},
-                                             dir / fmt::format("calyx-{}.log", h->number));
-                if (!p) return fail(p.error());
-                calyx[h->number] = std::move(*p);
+                config_file[h->number] = dir.write(fmt::format("compute-{}.yaml", h->number), host_yaml(*h));
+                if (auto started = start_calyx(*h); !started) return fail(started.error());
             }
-            for (int n : {1, 2})
-                if (!calyx[n]->wait_for_log("calyx: ready", 30s)) return fail(fmt::format("calyx {} is not ready", n));
-            // The uplinks into the fabric's bridge: the hosts' shared segment.
-            for (const Host* h : {&kHost1, &kHost2}) {
-                if (auto r = ns(*h).ip(fmt::format("link set {} netns {}", uplink_tap(*h), fabric.name())); !r)
-                    return fail(r.message());
-                if (auto r = fabric.ip(fmt::format("link set {} master br0 up", uplink_tap(*h))); !r)
-                    return fail(r.message());
-            }
-            // What BIRD would write: the other host's instances via its address.
-            for (const Placement& p : kPlacements) {
-                const Host& other = p.host->number == 1 ? kHost2 : kHost1;
-                if (auto r = ns(other).ip(fmt::format("route add {}/32 via {} proto bird table 101", text(p.vm->ip),
-                                                      text(p.host->address)));
-                    !r)
-                    return fail(r.message());
+            if (bgp) {
+                if (auto written = write_bird_files(); !written) return fail(written.error());
+                const auto started = Clock::now();
+                for (int n : {0, 1, 2})
+                    if (auto b = start_bird(n); !b) return fail(b.error());
+                // Each host learns the other's two instances, the fabric web-2.
+                for (const Placement& p : placements) {
+                    const Host& other = p.host->number == 1 ? kHost2 : kHost1;
+                    if (!wait_for_route(ns(other), "table 101", p.vm->ip, p.host->address, 60s))
+                        return fail(fmt::format("host {} did not learn {} by BGP", other.number, p.vm->name));
+                }
+                if (!wait_for_route(fabric, "", kWeb2.ip, kHost2.address, 10s))
+                    return fail("the reflector did not route web-2");
+                bgp_converged_ms = static_cast<int>(
+                    std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count());
+            } else {
+                // What BIRD would write: the other host's instances via its address.
+                for (const Placement& p : placements) {
+                    const Host& other = p.host->number == 1 ? kHost2 : kHost1;
+                    if (auto r = ns(other).ip(fmt::format("route add {}/32 via {} proto bird table 101",
+                                                          text(p.vm->ip), text(p.host->address)));
+                        !r)
+                        return fail(r.message());
+                }
             }
             const auto script = dir / "server.py";
             std::ofstream(script) << kServerScript;
@@ -216,15 +368,8 @@ include: site.yaml
             server_pid = std::atoi(started.output.c_str());
             for (int i = 0; i < 100 && !fs::exists(dir / "server.ready"); ++i) std::this_thread::sleep_for(50ms);
             if (!fs::exists(dir / "server.ready")) return fail("the UDP server did not start");
-            for (const Placement& p : kPlacements) {
-                auto vm = VmPeer::attach({.socket = (dir / (p.vm->name + ".sock")).string(), .mac = p.vm->mac});
-                if (!vm) return fail(fmt::format("{}: {}", p.vm->name, vm.error()));
-                // Its gateway answers: calyx serves it.
-                if (!(*vm)->request(arp_request(p.vm->mac, p.vm->ip, p.vm->gateway), kWarmUp,
-                                    is_arp_reply_for(p.vm->gateway)))
-                    return fail(fmt::format("{}: no ARP reply from its gateway", p.vm->name));
-                vms[p.vm->name] = std::move(*vm);
-            }
+            for (const Placement& p : placements)
+                if (auto a = attach(p); !a) return fail(a.error());
             // The fabric reaches both hosts (calyx answers ARP for their addresses).
             for (const Host* h : {&kHost1, &kHost2})
                 if (fabric.exec(fmt::format("ping -c 1 -W 3 {}", text(h->address))).status != 0)
@@ -241,6 +386,33 @@ include: site.yaml
         const auto r = sh(fmt::format("{} --socket {} --json {}", calyxctl_binary(), s_->control(h).string(), command));
         EXPECT_EQ(r.status, 0) << r.output;
         return Json::parse(r.output, nullptr, false);
+    }
+    // `birdc COMMAND` against BIRD n (0: the reflector).
+    static std::string birdc(int n, const std::string& command) {
+        return sh(fmt::format("birdc -s {} {}", s_->bird_control(n).string(), command)).output;
+    }
+    static bool established(int n, const std::string& protocol) {
+        return birdc(n, "show protocols " + protocol).find("Established") != std::string::npos;
+    }
+    static bool wait_established(int n, const std::string& protocol, std::chrono::milliseconds timeout) {
+        const auto deadline = Clock::now() + timeout;
+        while (!established(n, protocol)) {
+            if (Clock::now() > deadline) return false;
+            std::this_thread::sleep_for(100ms);
+        }
+        return true;
+    }
+    // Every calyx rereads the site file (both hosts share it).
+    static void reload_site() {
+        s_->dir.write("site.yaml", s_->site_yaml());
+        for (const Host* h : {&kHost1, &kHost2}) {
+            const Json r = ctl(*h, "reload");
+            EXPECT_FALSE(r.contains("error")) << r.dump();
+        }
+    }
+    static void report(const char* what, int ms) {
+        RecordProperty(what, ms);
+        std::cerr << "[calyx-it] " << what << " = " << ms << " ms\n";
     }
     static uint64_t drops(const Host& h, std::string_view port, std::string_view reason) {
         const Json j = ctl(h, "drops --all");
@@ -416,7 +588,147 @@ TEST_F(Site, AWithdrawnRouteStopsTheTrafficAndItsReturnRestoresIt) {
     std::cerr << "[calyx-it] a returned route carried traffic after " << ms << " ms\n";
 }
 
-// Last (gtest runs a suite's tests in order): stops host 2's calyx.
+// integration-site-bgp only (CALYX_SITE_BGP=1): routes exchanged by real bird2.
+
+TEST_F(Site, BgpSessionsAreEstablishedThroughTheHostInterfaces) {
+    for (const char* host : {"h1", "h2"}) EXPECT_TRUE(established(0, host)) << birdc(0, "show protocols");
+    for (int n : {1, 2}) EXPECT_TRUE(established(n, "rr1")) << birdc(n, "show protocols all rr1");
+    report("bgp_start_until_both_hosts_route_ms", s_->bgp_converged_ms);
+    // The sessions run through calyx: the host interface carried them both ways.
+    for (const Host* h : {&kHost1, &kHost2})
+        for (const auto& p : ctl(*h, "ports")["result"]["ports"])
+            if (p["name"] == "host_interface") {
+                EXPECT_GT(p["rx_packets"].get<uint64_t>(), 0u) << p.dump();
+                EXPECT_GT(p["tx_packets"].get<uint64_t>(), 0u) << p.dump();
+            }
+}
+
+TEST_F(Site, BgpEachHostLearnsTheOthersInstancesAndNothingElse) {
+    // The reflector has all four, and the noise it would send on.
+    const std::string reflected = birdc(0, "show route");
+    for (const Placement& p : kPlacements) EXPECT_NE(reflected.find(text(p.vm->ip) + "/32"), std::string::npos) << reflected;
+    EXPECT_NE(reflected.find("192.0.2.99/32"), std::string::npos) << reflected;
+    // Each host's import table: exactly the other host's two instances, via that host.
+    for (const Host* h : {&kHost1, &kHost2}) {
+        const Host& other = h->number == 1 ? kHost2 : kHost1;
+        const std::string table = s_->ns(*h).exec("ip route show table 101").output;
+        EXPECT_EQ(std::ranges::count(table, '\n'), 2) << "host " << h->number << ":\n" << table;
+        for (const Placement& p : kPlacements)
+            if (p.host == &other) {
+                EXPECT_TRUE(has_route(s_->ns(*h), "table 101", p.vm->ip, other.address)) << table;
+            }
+        for (const char* noise : {"default", "10.20.0.128", "192.0.2.99"})
+            EXPECT_EQ(table.find(noise), std::string::npos) << noise << " got in:\n" << table;
+        // And the main table is BIRD-free.
+        EXPECT_EQ(s_->ns(*h).exec("ip route show proto bird").output, "");
+    }
+}
+
+TEST_F(Site, BgpOnlyCalyxsSiteRoutesLeaveAHost) {
+    // What calyx writes (proto 67, a /32 of the site) leaves; nothing else in its table does.
+    const std::vector<std::string> refused = {"blackhole 10.20.0.77/32 proto static", "blackhole 192.0.2.98/32 proto 67",
+                                              "blackhole 10.20.0.0/25 proto 67"};
+    const std::string control = "blackhole 10.20.0.78/32 proto 67";
+    for (const auto& r : refused) ASSERT_TRUE(s_->h1.ip("route add table 100 " + r));
+    ASSERT_TRUE(s_->h1.ip("route add table 100 " + control));
+    EXPECT_TRUE(wait_for_route(s_->h2, "table 101", Ipv4Addr::from_octets(10, 20, 0, 78), kHost1.address, 10s))
+        << "the control route did not reach host 2";
+    std::this_thread::sleep_for(500ms);
+    const std::string reflected = birdc(0, "show route");
+    for (const char* prefix : {"10.20.0.77/32", "192.0.2.98/32", "10.20.0.0/25"})
+        EXPECT_EQ(reflected.find(prefix), std::string::npos) << prefix << " left host 1:\n" << reflected;
+    for (const auto& r : refused) s_->h1.exec("ip route del table 100 " + r);
+    s_->h1.exec("ip route del table 100 " + control);  // calyx may have removed it already
+    EXPECT_TRUE(wait_for_route(s_->h2, "table 101", Ipv4Addr::from_octets(10, 20, 0, 78), kHost1.address, 10s, false));
+}
+
+TEST_F(Site, BgpAnInstanceAddedOnHost2IsReachableFromHost1AndMovedToHost1) {
+    ASSERT_TRUE(ping_across(kDb1, kDb2, 601));
+    s_->placements.push_back({&kDb3, &kHost2, "db"});
+    const auto added = Clock::now();
+    reload_site();
+    ASSERT_TRUE(s_->attach(s_->placements.back())) << "db-3 on host 2";
+    ASSERT_TRUE(wait_for_route(s_->h1, "table 101", kDb3.ip, kHost2.address, 10s)) << "host 1 never learnt db-3";
+    report("instance_added_until_other_host_routes_ms", ms_since(added));
+    EXPECT_TRUE(ping_across(kDb1, kDb3, 602, 10s));
+    report("instance_added_until_traffic_ms", ms_since(added));
+
+    // Moved: removed on host 2, added on host 1, by one change of the site file.
+    s_->vms.erase(kDb3.name);
+    s_->placements.back().host = &kHost1;
+    const auto moved = Clock::now();
+    reload_site();
+    ASSERT_TRUE(s_->attach(s_->placements.back())) << "db-3 on host 1";
+    EXPECT_TRUE(wait_for_route(s_->h1, "table 101", kDb3.ip, kHost2.address, 10s, false)) << "host 1 kept its route";
+    report("instance_removed_until_other_host_withdraws_ms", ms_since(moved));
+    EXPECT_TRUE(wait_for_route(s_->h2, "table 101", kDb3.ip, kHost1.address, 10s)) << "host 2 never learnt db-3";
+    EXPECT_TRUE(ping_across(kDb2, kDb3, 603, 10s));
+    report("instance_moved_until_traffic_ms", ms_since(moved));
+}
+
+TEST_F(Site, BgpABirdRestartKeepsForwarding) {
+    ASSERT_TRUE(ping_across(kDb1, kDb2, 701));
+    // BIRD on host 2 goes down announcing a graceful restart, and stays away a while.
+    birdc(2, "graceful restart");
+    ASSERT_TRUE(s_->bird[2]->wait(10s).has_value()) << "BIRD 2 did not stop";
+    std::this_thread::sleep_for(2s);
+    // The reflector keeps host 2's routes (stale), host 2 keeps its import table (persist).
+    EXPECT_TRUE(has_route(s_->h1, "table 101", kDb2.ip, kHost2.address));
+    EXPECT_TRUE(has_route(s_->h2, "table 101", kDb1.ip, kHost1.address));
+    EXPECT_TRUE(ping_across(kDb1, kDb2, 702, 2s));
+    EXPECT_TRUE(ping_across(kDb2, kDb1, 703, 2s));
+    const auto back = Clock::now();
+    ASSERT_TRUE(s_->start_bird(2));
+    EXPECT_TRUE(wait_established(0, "h2", 60s)) << birdc(0, "show protocols all h2");
+    report("bird_restart_until_established_ms", ms_since(back));
+    EXPECT_TRUE(ping_across(kDb1, kDb2, 704, 5s));
+    EXPECT_TRUE(ping_across(kDb2, kDb1, 705, 5s));
+}
+
+TEST_F(Site, BgpStoppingCalyxWithdrawsItsRoutesAndARestartBringsThemBack) {
+    ASSERT_TRUE(ping_across(kDb1, kDb2, 801));
+    const auto stopped = Clock::now();
+    EXPECT_EQ(s_->calyx[2]->stop(), 0) << s_->calyx[2]->log();
+    EXPECT_TRUE(wait_for_route(s_->h1, "table 101", kDb2.ip, kHost2.address, 10s, false))
+        << "host 1 kept db-2's route";
+    report("host_calyx_stopped_until_routes_withdrawn_ms", ms_since(stopped));
+    EXPECT_TRUE(wait_for_route(s_->fabric, "", kWeb2.ip, kHost2.address, 10s, false)) << "the Internet kept web-2's route";
+    // Host 1 goes on: its nat instance still reaches the Internet.
+    std::optional<Bytes> answer;
+    for (int i = 0; i < 5 && !answer; ++i) {
+        vm(kApp1).send(udp_frame(kApp1, kServer, 33100, kServerPort, "still here"));
+        answer = vm(kApp1).receive(1s, udp_to(kApp1, 33100));
+    }
+    EXPECT_TRUE(answer.has_value()) << "host 1 stopped working with host 2";
+
+    for (const Vm* v : {&kDb2, &kWeb2}) s_->vms.erase(v->name);
+    const auto restarted = Clock::now();
+    if (auto started = s_->start_calyx(kHost2); !started) FAIL() << started.error();
+    for (const Placement& p : s_->placements)
+        if (p.host == &kHost2) {
+            const auto attached = s_->attach(p);
+            ASSERT_TRUE(attached) << attached.error();
+        }
+    EXPECT_TRUE(wait_for_route(s_->h1, "table 101", kDb2.ip, kHost2.address, 60s)) << birdc(2, "show protocols all");
+    report("host_calyx_restarted_until_other_host_routes_ms", ms_since(restarted));
+    EXPECT_TRUE(ping_across(kDb1, kDb2, 802, 10s));
+    EXPECT_TRUE(ping_across(kDb2, kDb1, 803, 10s));
+    report("host_calyx_restarted_until_traffic_ms", ms_since(restarted));
+}
+
+// Last: stops host 1's BIRD for good.
+TEST_F(Site, BgpZzStoppingBirdWithdrawsItsHostsRoutes) {
+    ASSERT_TRUE(has_route(s_->h2, "table 101", kDb1.ip, kHost1.address));
+    const auto stopped = Clock::now();
+    s_->bird[1]->stop();
+    EXPECT_TRUE(wait_for_route(s_->h2, "table 101", kDb1.ip, kHost1.address, 10s, false)) << birdc(0, "show route");
+    report("host_bird_stopped_until_routes_withdrawn_ms", ms_since(stopped));
+    // Within a housekeeping tick calyx on host 2 has no route to db-1 any more.
+    std::this_thread::sleep_for(500ms);
+    EXPECT_FALSE(ping_across(kDb2, kDb1, 901, 1s));
+}
+
+// integration-site only (routes by hand). Last: stops host 2's calyx.
 TEST_F(Site, ZzStoppingCalyxWithdrawsItsRoutes) {
     ASSERT_FALSE(s_->h2.exec("ip route show table 100 proto 67").output.empty());
     EXPECT_EQ(s_->calyx[2]->stop(), 0) << s_->calyx[2]->log();
