@@ -610,10 +610,25 @@ Json instances_result(const config::Config& cfg, const Snapshot& snap, const Rou
     return {{"instances", std::move(list)}};
 }
 
+// The name iproute2 gives a route protocol number (rt_protos), for the usual writers of an
+// import table; others by number.
+std::string route_protocol_name(uint8_t protocol) {
+    switch (protocol) {
+        case 2: return "kernel";
+        case 3: return "boot";
+        case 4: return "static";
+        case 12: return "bird";
+        case 186: return "bgp";
+        case 196: return "zebra";
+        default: return std::to_string(protocol);
+    }
+}
+
 Json routes_result(const Snapshot& snap) {
     struct Row {
         Ipv4Prefix prefix;
         std::string network;
+        const Snapshot::SiteRouteView* imported = nullptr;  // learnt from the site
     };
     std::vector<Row> rows;
     for (const auto& n : snap.networks) {
@@ -629,12 +644,14 @@ Json routes_result(const Snapshot& snap) {
     }
     for (const auto& r : snap.site_routes) {
         const auto net = std::ranges::find_if(snap.networks, [&](const auto& n) { return n.cidr.contains(r.prefix); });
-        rows.push_back({r.prefix, net == snap.networks.end() ? "" : net->name});
+        rows.push_back({r.prefix, net == snap.networks.end() ? "" : net->name, &r});
     }
     std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) {
         return std::pair(a.prefix.addr.value, a.prefix.length) <
                std::pair(b.prefix.addr.value, b.prefix.length);
     });
+    // An imported route for one of this host's own addresses loses (the FIB says so): the row
+    // keeps no origin then.
     rows.erase(std::unique(rows.begin(), rows.end(),
                            [](const Row& a, const Row& b) { return a.prefix == b.prefix; }),
                rows.end());
@@ -644,6 +661,10 @@ Json routes_result(const Snapshot& snap) {
         j["prefix"] = r.prefix.to_string();
         j["network"] = r.network.empty() ? Json(nullptr) : Json(r.network);
         j["next_hop"] = next_hop_json(snap, fib_next_hop(snap, r.prefix.addr), r.prefix.addr);
+        if (r.imported && j["next_hop"]["kind"] == "site")
+            j["origin"] = {{"table", snap.import_table}, {"protocol", route_protocol_name(r.imported->protocol)}};
+        else
+            j["origin"] = {{"table", nullptr}, {"protocol", "calyx"}};
         list.push_back(std::move(j));
     }
     // 0.0.0.0 is in no network, so the FIB answers it with the default route.
@@ -651,6 +672,7 @@ Json routes_result(const Snapshot& snap) {
     def["prefix"] = "0.0.0.0/0";
     def["network"] = nullptr;
     def["next_hop"] = next_hop_json(snap, fib_next_hop(snap, Ipv4Addr{}), Ipv4Addr{});
+    def["origin"] = {{"table", nullptr}, {"protocol", "calyx"}};
     list.push_back(std::move(def));
     return {{"routes", std::move(list)}};
 }

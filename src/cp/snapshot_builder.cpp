@@ -185,6 +185,7 @@ std::expected<std::unique_ptr<dp::Snapshot>, std::string> build_snapshot(
     snap->policies = compile_policies(cfg);
     const uint32_t default_nh = snap->uplink ? NextHop::make(NextHopKind::uplink, dp::kUplinkViaGateway)
                                              : NextHop::make(NextHopKind::none);
+    if (cfg.routing) snap->import_table = cfg.routing->import_table;
     auto fib = build_fib(routes_of(*snap, in.site_routes), default_nh);
     if (!fib) return std::unexpected(fib.error());
     snap->fib = *fib;

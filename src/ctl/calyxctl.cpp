@@ -256,9 +256,15 @@ void print_instances(const Json& r) {
 }
 
 void print_routes(const Json& r) {
-    Table t({"PREFIX", "NETWORK", "NEXT HOP"});
-    for (const auto& route : r["routes"])
-        t.add({str(route, "prefix"), str(route, "network"), str(route["next_hop"], "text")});
+    Table t({"PREFIX", "NETWORK", "NEXT HOP", "ORIGIN"});
+    for (const auto& route : r["routes"]) {
+        const Json& o = route.value("origin", Json::object());
+        // "table 101 (bird)" for a route learnt from the site, "calyx" for its own.
+        const std::string origin = o.contains("table") && !o["table"].is_null()
+                                       ? fmt::format("table {} ({})", str(o, "table"), str(o, "protocol"))
+                                       : str(o, "protocol");
+        t.add({str(route, "prefix"), str(route, "network"), str(route["next_hop"], "text"), origin});
+    }
     t.print();
 }
 

@@ -431,6 +431,15 @@ cp::RouterSample Router::sample() const {
     s.config_generation = generation_;
     s.reloads_ok = reloads_ok_;
     s.reloads_failed = reloads_failed_;
+    if (site_) {
+        const SiteRouting::Stats& st = site_->stats();
+        s.site_exported_routes = st.exported;
+        s.site_imported_routes = site_routes_.size();
+        s.site_refused_routes = refused_routes_.size();
+        s.site_route_events = st.events;
+        s.site_route_dumps = st.dumps;
+        s.site_route_overflows = st.overflows;
+    }
     return s;
 }
 

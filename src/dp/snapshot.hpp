@@ -102,6 +102,7 @@ struct Snapshot {
         uint8_t protocol = 0;    // who wrote it into the import table (bird: 12)
     };
     std::vector<SiteRouteView> site_routes;
+    uint32_t import_table = 0;  // routing.import_table they came from (calyxctl routes says so)
     // port slot -> index into `instances`, or -1 when the slot holds no instance.
     std::vector<int32_t> instance_by_port = std::vector<int32_t>(kMaxPorts, -1);
     rte_fib* fib = nullptr;  // owned; see dp/route.hpp for the next-hop encoding

@@ -595,12 +595,17 @@ TEST_F(Site, BgpSessionsAreEstablishedThroughTheHostInterfaces) {
     for (int n : {1, 2}) EXPECT_TRUE(established(n, "rr1")) << birdc(n, "show protocols all rr1");
     report("bgp_start_until_both_hosts_route_ms", s_->bgp_converged_ms);
     // The sessions run through calyx: the host interface carried them both ways.
-    for (const Host* h : {&kHost1, &kHost2})
-        for (const auto& p : ctl(*h, "ports")["result"]["ports"])
+    for (const Host* h : {&kHost1, &kHost2}) {
+        const Json ports = ctl(*h, "ports");
+        bool found = false;
+        for (const auto& p : ports["result"]["ports"])
             if (p["name"] == "host_interface") {
+                found = true;
                 EXPECT_GT(p["rx_packets"].get<uint64_t>(), 0u) << p.dump();
                 EXPECT_GT(p["tx_packets"].get<uint64_t>(), 0u) << p.dump();
             }
+        EXPECT_TRUE(found) << ports.dump();
+    }
 }
 
 TEST_F(Site, BgpEachHostLearnsTheOthersInstancesAndNothingElse) {
@@ -622,6 +627,16 @@ TEST_F(Site, BgpEachHostLearnsTheOthersInstancesAndNothingElse) {
         // And the main table is BIRD-free.
         EXPECT_EQ(s_->ns(*h).exec("ip route show proto bird").output, "");
     }
+    // calyxctl routes: db-2 on host 1, learnt by BIRD, via host 2.
+    bool shown = false;
+    const Json routes = ctl(kHost1, "routes");
+    for (const auto& r : routes["result"]["routes"])
+        if (r["prefix"] == text(kDb2.ip) + "/32") {
+            shown = true;
+            EXPECT_EQ(r["next_hop"]["next_hops"], Json::array({text(kHost2.address)})) << r.dump();
+            EXPECT_EQ(r["origin"], Json({{"table", 101}, {"protocol", "bird"}})) << r.dump();
+        }
+    EXPECT_TRUE(shown) << "calyxctl routes does not show db-2: " << routes.dump();
 }
 
 TEST_F(Site, BgpOnlyCalyxsSiteRoutesLeaveAHost) {

@@ -4,6 +4,7 @@
 // own stack behind its tap.
 #include <fmt/format.h>
 
+#include <map>
 #include <set>
 
 #include "calyx/headers.hpp"
@@ -371,6 +372,26 @@ TEST_F(Site, ExplainNamesAnotherHostsInstanceAndSaysWhichSideItChecked) {
     EXPECT_EQ((*r)["reason"], "no_route");
     EXPECT_EQ((*r)["explanation"][1], "db-2 runs on compute-2, but calyx has imported no route to 10.20.0.11 from "
                                       "it (import table 101: is BIRD up there and here?)");
+}
+
+TEST_F(Site, RoutesShowTheImportedRoutesWithTheirNextHopsAndOrigin) {
+    using cp::Json;
+    import({bird_route({kDb2, 32}, {kHost2}), bird_route({kWeb2, 32}, {kHost2, kHost3})});
+    const Json routes = cp::routes_result(*snap_);
+    std::map<std::string, Json> by_prefix;
+    for (const auto& r : routes["routes"]) by_prefix[r["prefix"]] = r;
+    const Json& db2 = by_prefix.at("10.20.0.11/32");
+    EXPECT_EQ(db2["network"], "private");
+    EXPECT_EQ(db2["next_hop"]["kind"], "site");
+    EXPECT_EQ(db2["next_hop"]["next_hops"], Json::array({"198.51.100.12"}));
+    EXPECT_EQ(db2["origin"], Json({{"table", 101}, {"protocol", "bird"}}));
+    const Json& web2 = by_prefix.at("203.0.113.20/32");
+    EXPECT_EQ(web2["next_hop"]["next_hops"], Json::array({"198.51.100.12", "198.51.100.13"})) << web2.dump();
+    EXPECT_EQ(web2["origin"]["table"], 101);
+    // This host's own routes and the default are calyx's; app-2 is no longer imported.
+    EXPECT_EQ(by_prefix.at("10.20.0.7/32")["origin"], Json({{"table", nullptr}, {"protocol", "calyx"}}));
+    EXPECT_EQ(by_prefix.at("0.0.0.0/0")["origin"]["protocol"], "calyx");
+    EXPECT_FALSE(by_prefix.contains("10.10.0.6/32"));
 }
 
 // ---- what the import table may hold ----
