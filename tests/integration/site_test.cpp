@@ -529,6 +529,12 @@ TEST_F(Site, ANatInstanceOnHost1IsMasqueradedToHost1sAddress) {
     EXPECT_TRUE(seen.starts_with(text(kHost1.address) + ":")) << seen;
 }
 
+TEST_F(Site, ANatInstanceReachesAnotherHostUnmasqueraded) {
+    // app-1 (nat, host 1) pings web-2 (host 2, icmp from anywhere): inside the site the source
+    // stays app-1's own; masquerade is only for what leaves the site.
+    EXPECT_TRUE(ping_across(kApp1, kWeb2, 111));
+}
+
 TEST_F(Site, TheHostsOwnServiceIsReachableFromTheFabric) {
     const auto ready = s_->dir / "listener.ready";
     auto listener = std::async(std::launch::async, [&] {
