@@ -74,6 +74,16 @@ struct NetworkConfig {
     SourceLocation where;
 };
 
+// What one instance may take of what all share (`limits:`; doc/architecture.md "Limits and
+// isolation"). The top-level section gives every instance's defaults; an instance's own
+// `limits:` overrides any of them.
+struct LimitsConfig {
+    uint32_t connections = 65536;                // tracked connections charged to it
+    uint32_t new_connections_per_second = 50000;  // token bucket, one second deep
+    uint32_t nat_ports = 4096;                   // masquerade ports towards one remote endpoint
+    friend bool operator==(const LimitsConfig&, const LimitsConfig&) = default;
+};
+
 struct InstanceConfig {
     std::string name;
     std::string network;
@@ -81,6 +91,7 @@ struct InstanceConfig {
     Ipv4Addr ipv4;
     PortConfig port;
     std::vector<std::string> security_groups;
+    LimitsConfig limits;  // the top-level defaults with the instance's own overrides
     SourceLocation where;
 };
 
@@ -196,6 +207,7 @@ struct Config {
     std::vector<InstanceConfig> instances;
     std::vector<SecurityGroupConfig> security_groups;
     std::optional<UplinkConfig> uplink;  // none: no way out, only the site's networks
+    LimitsConfig limits;                 // every instance's defaults
 
     const NetworkConfig* find_network(std::string_view name) const;
     const InstanceConfig* find_instance(std::string_view name) const;

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <random>
+#include <set>
 
 #include <fmt/format.h>
 #include <rte_errno.h>
@@ -60,6 +61,7 @@ std::expected<std::unique_ptr<Router>, std::string> Router::start(config::Config
     auto table = dp::ConnTable::create(cfg.dataplane.conntrack.capacity, static_cast<int>(rte_socket_id()));
     if (!table) return std::unexpected(table.error());
     r->conntrack_ = std::move(*table);
+    r->conntrack_->set_grace(r->shared_.grace);
     for (unsigned lcore : r->worker_lcores_)
         if (!rte_lcore_is_enabled(lcore))
             return std::unexpected(fmt::format("worker lcore {} is not enabled in EAL", lcore));
@@ -92,10 +94,8 @@ std::expected<void, std::string> Router::launch_workers() {
 
 std::expected<void, std::string> Router::open_uplink(const config::UplinkConfig& up) {
     // The secret keys the port partitions and probe starts (RFC 6056): not guessable outside.
-    std::random_device random;
-    const uint64_t secret = uint64_t{random()} << 32 | random();
     auto nat = dp::NatPortAllocator::create({up.nat_port_min, up.nat_port_max},
-                                            dp::NatPortAllocator::kDefaultPartitions, secret);
+                                            dp::NatPortAllocator::kDefaultPartitions, dp::random_secret());
     if (!nat) return std::unexpected(fmt::format("uplink: {}", nat.error()));
     nat_ = std::make_unique<dp::NatPortAllocator>(std::move(*nat));
     conntrack_->set_nat(nat_.get());
@@ -188,6 +188,9 @@ std::expected<void, std::string> Router::apply(config::Config cfg) {
         auto [it, added] = zones_.try_emplace(net.name, static_cast<uint16_t>(zones_.size() + 1));
         return it->second;
     };
+    auto accounts = assign_accounts(cfg);
+    if (!accounts) return std::unexpected(accounts.error());
+    inputs.account = [&](const config::InstanceConfig& inst) { return accounts->at(inst.name); };
     inputs.conntrack = conntrack_.get();
     if (uplink_) {
         inputs.uplink_slot = kUplinkSlot;
@@ -222,10 +225,43 @@ std::expected<void, std::string> Router::apply(config::Config cfg) {
     if (!retired.empty()) rte_rcu_qsbr_synchronize(shared_.grace, RTE_QSBR_THRID_INVALID);
     retired.clear();
     for (auto& [name, port] : opened) ports_[name] = std::move(port);
+    // A removed instance's connections go with it (no snapshot charges its account any more):
+    // its table room and NAT ports are free at once, and its account may serve another.
+    std::set<uint16_t> gone;
+    for (const auto& [name, account] : accounts_)
+        if (!accounts->contains(name)) gone.insert(account);
+    if (!gone.empty())
+        conntrack_->remove_if([&](int32_t, const dp::CtEntry& e) { return gone.contains(e.account); },
+                              shared_.grace);
+    for (const uint16_t account : gone) conntrack_->accounts().reset_bucket(account);
+    accounts_ = std::move(*accounts);
     if (cfg.uplink && cfg_.uplink && cfg.uplink->gateway != cfg_.uplink->gateway)
         neighbors_->pin(cfg.uplink->gateway, io::now_ns());
     cfg_ = std::move(cfg);
     return {};
+}
+
+std::expected<std::map<std::string, uint16_t>, std::string> Router::assign_accounts(
+    const config::Config& cfg) const {
+    std::map<std::string, uint16_t> out;
+    std::vector<bool> taken(dp::kMaxAccounts, false);
+    for (const auto& [name, account] : accounts_) taken[account] = true;
+    uint16_t next = 0;
+    for (const auto& inst : cfg.instances) {
+        if (auto it = accounts_.find(inst.name); it != accounts_.end()) {
+            out[inst.name] = it->second;
+            continue;
+        }
+        // Free, and nothing left charged to it from an instance removed before.
+        const auto holds = [&](uint16_t a) {
+            return conntrack_->accounts().connections(a) != 0 || (nat_ && nat_->held(a) != 0);
+        };
+        while (next < dp::kMaxAccounts && (taken[next] || holds(next))) ++next;
+        if (next == dp::kMaxAccounts) return std::unexpected("too many instances: no account left for their limits");
+        taken[next] = true;
+        out[inst.name] = next;
+    }
+    return out;
 }
 
 void Router::publish(std::unique_ptr<dp::Snapshot> next) {
@@ -347,6 +383,11 @@ cp::RouterSample Router::sample() const {
     s.conntrack_entries = conntrack_->size();
     s.conntrack_capacity = conntrack_->capacity();
     s.conntrack_expired = ct_expired_;
+    s.conntrack_evicted = conntrack_->evicted();
+    if (current_)
+        for (const auto& inst : current_->instances)
+            s.instances.push_back({inst.name, conntrack_->accounts().connections(inst.account),
+                                   nat_ ? nat_->held(inst.account) : 0});
     s.config_generation = generation_;
     s.reloads_ok = reloads_ok_;
     s.reloads_failed = reloads_failed_;
@@ -367,8 +408,10 @@ std::string Router::counters_report() const {
         "replies: arp {}, icmp echo {}, icmp errors {} ({} rate-limited), dhcp offer {} ack {} nak {}\n",
         s.arp_replies, s.icmp_echo_replies, s.icmp_errors_sent, s.icmp_errors_rate_limited,
         s.dhcp_replies[0], s.dhcp_replies[1], s.dhcp_replies[2]);
-    out += fmt::format("conntrack: {} entries of {}, {} created, {} expired\n", s.conntrack_entries,
-                       s.conntrack_capacity, s.conntrack_created, s.conntrack_expired);
+    for (const auto& i : s.instances)
+        out += fmt::format("instance {}: {} connections, {} nat ports\n", i.name, i.connections, i.nat_ports);
+    out += fmt::format("conntrack: {} entries of {}, {} created, {} expired, {} evicted\n", s.conntrack_entries,
+                       s.conntrack_capacity, s.conntrack_created, s.conntrack_expired, s.conntrack_evicted);
     return out;
 }
 

@@ -14,6 +14,7 @@
 #include "calyx/network_kind.hpp"
 #include "dp/conntrack_state.hpp"
 #include "dp/counters.hpp"
+#include "dp/limits.hpp"
 #include "dp/rules.hpp"
 
 struct rte_fib;
@@ -54,6 +55,8 @@ struct InstanceView {
     Ipv4Addr ipv4;
     uint16_t network = 0;  // index into Snapshot::networks
     uint16_t port = 0;     // port slot
+    uint16_t account = 0;  // what its connections are charged to (dp/limits.hpp)
+    InstanceLimits limits;
 };
 
 // One receive queue a worker polls: a vhost-user port's queue pair.

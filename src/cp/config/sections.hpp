@@ -17,7 +17,8 @@ namespace calyx::config {
 // In reading order, whatever the order in the file: a section may check against what the
 // sections before it have read (Parser::known, Parser::config).
 //   networks before uplink: the uplink subnet must not overlap any network;
-//   security_groups before instances: instances name their groups.
+//   security_groups before instances: instances name their groups;
+//   limits before instances: an instance's limits start from its defaults.
 #define CALYX_CONFIG_SECTIONS(X) \
     X(dataplane)                 \
     X(control)                   \
@@ -25,6 +26,7 @@ namespace calyx::config {
     X(networks)                  \
     X(uplink)                    \
     X(security_groups)           \
+    X(limits)                    \
     X(instances)
 
 #define CALYX_DECLARE_SECTION(key) void read_##key(Parser& parser, const Field& field);
@@ -51,5 +53,7 @@ inline constexpr auto kTopKeys = [] {
 // Shared by sections: an error unless `group` names a security group read so far
 // (security_groups.cpp).
 void check_group_reference(Parser& parser, const Field& field, const std::string& group);
+// A `limits:` mapping over `limits` (limits.cpp; instances use it for their own).
+void read_limits_into(Parser& parser, const Field& field, LimitsConfig& limits, std::string_view context);
 
 }  // namespace calyx::config
