@@ -224,6 +224,16 @@ TEST_F(Limits, AConnectionFromOutsideIsChargedToTheInstanceItReachesAndCountedOn
     EXPECT_EQ(syn_out(kApp, 30000).verdict, dp::Verdict::forward);
 }
 
+TEST_F(Limits, AConnectionBetweenInstancesIsChargedToTheOneThatOpenedIt) {
+    start(limits_site("", "", "{connections: 1}"));
+    // app-1 opens three connections to web-1:443 (inside the site, no NAT): its own.
+    for (uint16_t i = 0; i < 3; ++i)
+        EXPECT_EQ(syn_out(kApp, 30000 + i, kWebIp, 443).verdict, dp::Verdict::forward) << i;
+    EXPECT_EQ(connections_of("app-1"), 3u);
+    EXPECT_EQ(connections_of("web-1"), 0u) << "web-1 only answers them";
+    EXPECT_EQ(nat_ports_of("app-1"), 0u);
+}
+
 TEST_F(Limits, EstablishedConnectionsGoOnWhenTheInstanceIsAtItsLimits) {
     start(limits_site("", "", "{connections: 1, new_connections_per_second: 1}"));
     establish_from_web(41000);
