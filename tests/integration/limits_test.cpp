@@ -201,6 +201,21 @@ TEST_F(Limits, EachLimitRefusesWithItsOwnReasonOnTheInstancesPortAndShowsInTheMe
               static_cast<double>(refused));
     // The others' new connections go on: web-1 still reaches the server.
     EXPECT_TRUE(fetch_seen_address(kWeb, 41000).has_value());
+
+    // app-2 removed: its connections go with it (room in the table, its NAT ports back)...
+    const uint64_t entries = c->conntrack_entries;
+    const uint64_t app2_keys = 2 * c->instance("app-2").connections;
+    ASSERT_TRUE(reload({.security = tenants_policy(), .uplink_port = uplink_port_}).accepted);
+    c = counters();
+    ASSERT_TRUE(c);
+    EXPECT_FALSE(c->instances.contains("app-2")) << c->text;
+    EXPECT_LE(c->conntrack_entries + app2_keys, entries + 2) << "web-1's fetch made one connection\n" << c->text;
+    // ...and back, it starts with nothing charged to it.
+    ASSERT_TRUE(reload({.security = tenants_policy(), .uplink_port = uplink_port_, .more_vms = {kApp2}}).accepted);
+    c = counters();
+    ASSERT_TRUE(c);
+    EXPECT_EQ(c->instance("app-2").connections, 0u) << c->text;
+    EXPECT_EQ(c->instance("app-2").nat_ports, 0u) << c->text;
 }
 
 }  // namespace
