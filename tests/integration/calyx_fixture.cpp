@@ -146,11 +146,13 @@ networks:
                     fmt::arg("metrics_port", id.metrics_port), fmt::arg("dns", text(kPublicDns)),
                     fmt::arg("mtu", kPublicMtu), fmt::arg("capacity", opts.conntrack_capacity));
     if (!opts.limits.empty()) y += fmt::format("limits: {}\n", opts.limits);
-    if (!opts.uplink_tap.empty() || !opts.uplink_port.empty())
+    if (!opts.uplink_tap.empty() || !opts.uplink_port.empty()) {
         y += fmt::format("uplink:\n  port: {}\n  address: {}/24\n  gateway: {}\n",
                          opts.uplink_port.empty() ? fmt::format("{{type: tap, name: {}}}", opts.uplink_tap)
                                                   : opts.uplink_port,
                          text(kHostAddress), text(kUpstream));
+        if (!opts.uplink_nat_ports.empty()) y += fmt::format("  nat_ports: \"{}\"\n", opts.uplink_nat_ports);
+    }
     if (!opts.security.groups.empty()) {
         y += "security_groups:\n";
         for (const auto& g : opts.security.groups) {

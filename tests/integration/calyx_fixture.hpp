@@ -123,6 +123,7 @@ struct ConfigOptions {
     // non-empty: the uplink's `port:` as a YAML flow mapping (any type, e.g. with queues),
     // instead of uplink_tap's
     std::string uplink_port{};
+    std::string uplink_nat_ports{};  // non-empty: the uplink's `nat_ports` range, e.g. "20000-20999"
     // Worker lcores 1..workers. Two CPUs here: lcores beyond 1 share CPU 1 (EAL --lcores).
     unsigned workers = 1;
     std::map<std::string, uint16_t> queues{};        // instance -> calyx's queue pairs (1)

@@ -153,6 +153,22 @@ TEST_F(Limits, InboundSynFloodAtAPublicInstanceLeavesAnotherInstanceItsNewConnec
     EXPECT_EQ(c->drops("app-1", "ct_table_full"), 0u) << c->text;
 }
 
+TEST_F(Limits, NatInstanceGrabbingPortsTowardsOneRemoteLeavesAnotherNatInstanceItsPorts) {
+    // A range of 1000 masquerade ports; app-1 may hold 500 of them towards one remote endpoint.
+    // It tries to take all 1000 towards the server (answered SYNs: nothing to evict).
+    ASSERT_NO_FATAL_FAILURE(start({.uplink_nat_ports = "20000-20999", .limits = "{nat_ports: 500}"}));
+    ASSERT_NO_FATAL_FAILURE(flood_out(kApp, 20000, 1000));
+    const int ok = victim_connections(kApp2, 10, [&](int i) { flood_out(kApp, static_cast<uint16_t>(21000 + 50 * i), 50); },
+                                      "app-1 grabbing masquerade ports towards the server (1000, then 50 before each)");
+    EXPECT_EQ(ok, 10);
+    auto c = wait_for_drops("app-1", "limit_nat_ports", 1000);
+    ASSERT_TRUE(c);
+    EXPECT_EQ(c->instance("app-1").nat_ports, 500u) << c->text;
+    EXPECT_EQ(c->drops("app-1", "limit_nat_ports"), 1000u) << c->text;
+    EXPECT_EQ(c->drops("app-2", "nat_exhausted"), 0u) << c->text;
+    EXPECT_EQ(c->drops("app-2", "limit_nat_ports"), 0u) << c->text;
+}
+
 // ---- each limit: its own reason, on the charged instance's port, and the metrics ----
 
 TEST_F(Limits, EachLimitRefusesWithItsOwnReasonOnTheInstancesPortAndShowsInTheMetrics) {
