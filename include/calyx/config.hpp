@@ -83,6 +83,16 @@ struct NetworkConfig {
     SourceLocation where;
 };
 
+// What one instance may take of what all share (`limits:`; doc/architecture.md "Limits and
+// isolation"). The top-level section gives every instance's defaults; an instance's own
+// `limits:` overrides any of them.
+struct LimitsConfig {
+    uint32_t connections = 65536;                // tracked connections charged to it
+    uint32_t new_connections_per_second = 50000;  // token bucket, one second deep
+    uint32_t nat_ports = 4096;                   // masquerade ports towards one remote endpoint
+    friend bool operator==(const LimitsConfig&, const LimitsConfig&) = default;
+};
+
 struct InstanceConfig {
     std::string name;
     // The compute host that runs it (`host:`, default: this calyx's Config::host). An
@@ -93,6 +103,7 @@ struct InstanceConfig {
     Ipv4Addr ipv4;
     PortConfig port;  // its socket is empty for a remote instance written without a port
     std::vector<std::string> security_groups;
+    LimitsConfig limits;  // the top-level defaults with the instance's own overrides
     SourceLocation where;
 };
 
@@ -230,6 +241,7 @@ struct Config {
     std::vector<InstanceConfig> instances;
     std::vector<SecurityGroupConfig> security_groups;
     std::optional<UplinkConfig> uplink;  // none: no way out, only the site's networks
+    LimitsConfig limits;                 // every instance's defaults
     std::optional<HostInterfaceConfig> host_interface;  // needs the uplink
     std::optional<RoutingConfig> routing;               // needs the uplink
 

@@ -138,6 +138,12 @@ const RouterSample::Port* sample_port(const RouterSample& s, std::string_view na
     return nullptr;
 }
 
+const RouterSample::Instance* sample_instance(const RouterSample& s, std::string_view name) {
+    for (const auto& i : s.instances)
+        if (i.name == name) return &i;
+    return nullptr;
+}
+
 uint64_t drop_total(const dp::PortCounters& c) {
     uint64_t n = 0;
     for (uint64_t d : c.drops) n += d;
@@ -605,6 +611,12 @@ Json instances_result(const config::Config& cfg, const Snapshot& snap, const Rou
         if (i < snap.policies.size())
             j["rules"] = {{"ingress", snap.policies[i]->ingress.size()},
                           {"egress", snap.policies[i]->egress.size()}};
+        const RouterSample::Instance* held = sample_instance(s, inst.name);
+        j["connections"] = held ? held->connections : 0;
+        j["nat_ports"] = held ? held->nat_ports : 0;
+        j["limits"] = {{"connections", inst.limits.connections},
+                       {"new_connections_per_second", inst.limits.new_connections_per_second},
+                       {"nat_ports", inst.limits.nat_ports}};
         list.push_back(std::move(j));
     }
     return {{"instances", std::move(list)}};

@@ -54,7 +54,7 @@ public:
         auto rx_b = family("calyx_port_rx_bytes_total", "Bytes received from the port (Ethernet frames without FCS).", C::Counter);
         auto tx_b = family("calyx_port_tx_bytes_total", "Bytes sent to the port (Ethernet frames without FCS).", C::Counter);
         auto drops = family("calyx_port_drops_total",
-                            "Packets dropped, by reason: at the port they arrived on, or for tx_full and port_down at the port they were to leave by.", C::Counter);
+                            "Packets dropped, by reason: at the port they arrived on; tx_full and port_down at the port they were to leave by; limit_* at the port of the instance whose limit refused them.", C::Counter);
         auto up = family("calyx_port_up", "1 when the port is connected (a VM attached; the uplink's link up).", C::Gauge);
         for (const auto& p : s.ports) {
             const std::vector<ClientMetric::Label> port{{"port", p.name}};
@@ -91,6 +91,17 @@ public:
         add(ct_created, static_cast<double>(s.conntrack_created));
         auto ct_expired = family("calyx_conntrack_expired_total", "Connections removed after their timeout.", C::Counter);
         add(ct_expired, static_cast<double>(s.conntrack_expired));
+        auto ct_evicted = family("calyx_conntrack_evicted_total",
+                                 "Unanswered connections evicted to make room in a full table.", C::Counter);
+        add(ct_evicted, static_cast<double>(s.conntrack_evicted));
+        auto inst_conns = family("calyx_instance_connections",
+                                 "Tracked connections charged to the instance (opened by it, or from outside to it).", C::Gauge);
+        auto inst_nat = family("calyx_instance_nat_ports", "Masquerade ports the instance holds, all protocols and destinations.",
+                               C::Gauge);
+        for (const auto& i : s.instances) {
+            add(inst_conns, static_cast<double>(i.connections), {{"instance", i.name}});
+            add(inst_nat, static_cast<double>(i.nat_ports), {{"instance", i.name}});
+        }
         auto dhcp = family("calyx_dhcp_replies_total", "DHCP replies sent, by message type.", C::Counter);
         for (size_t t = 0; t < s.dhcp_replies.size(); ++t)
             add(dhcp, static_cast<double>(s.dhcp_replies[t]), {{"type", dp::kDhcpReplyTypeNames[t]}});
@@ -120,7 +131,8 @@ public:
                                  "Packets dropped because the uplink next hop had no ARP answer yet.", C::Counter);
         add(unresolved, static_cast<double>(s.neighbor_unresolved));
         std::vector<MetricFamily> all{rx_p, tx_p, rx_b, tx_b, drops, up, busy, cycles, io, packets, sleep,
-                                      ct_entries, ct_capacity, ct_created, ct_expired, dhcp, arp, echo, errors,
+                                      ct_entries, ct_capacity, ct_created, ct_expired, ct_evicted, inst_conns,
+                                      inst_nat, dhcp, arp, echo, errors,
                                       generation, reloads, nat_ports, nat_range, nat_exhausted, unresolved};
         // A site (`routing:`): zero without one, so dashboards need no special case. The host
         // interface's packets are the port "host_interface".

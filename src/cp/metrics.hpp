@@ -35,10 +35,17 @@ struct RouterSample {
         uint64_t packets = 0;    // received
         uint64_t sleep_cycles = 0;  // of total_cycles: asleep while idle
     };
+    // What each instance holds of what all share (dp/limits.hpp): who fills the table.
+    struct Instance {
+        std::string name;
+        uint64_t connections = 0;  // tracked connections charged to it
+        uint64_t nat_ports = 0;    // masquerade ports it holds, all protocols and remotes
+    };
     std::vector<Port> ports;
     std::vector<Lcore> lcores;
+    std::vector<Instance> instances;
     uint64_t conntrack_entries = 0, conntrack_capacity = 0, conntrack_created = 0,
-             conntrack_expired = 0;
+             conntrack_expired = 0, conntrack_evicted = 0;
     uint64_t arp_replies = 0, icmp_echo_replies = 0, icmp_errors_sent = 0,
              icmp_errors_rate_limited = 0;
     std::array<uint64_t, 3> dhcp_replies{};  // offer, ack, nak

@@ -147,6 +147,9 @@ std::expected<std::unique_ptr<dp::Snapshot>, std::string> build_snapshot(
         v.network = static_cast<uint16_t>(net - cfg.networks.begin());
         v.port = in.port_slot(inst);
         if (v.port >= dp::kMaxPorts) return std::unexpected(fmt::format("instance '{}': no port slot", inst.name));
+        v.account = in.account ? in.account(inst) : v.port;
+        if (v.account >= dp::kMaxAccounts) return std::unexpected(fmt::format("instance '{}': no account", inst.name));
+        v.limits = {inst.limits.connections, inst.limits.new_connections_per_second, inst.limits.nat_ports};
         snap->instance_by_port[v.port] = static_cast<int32_t>(snap->instances.size());
         // Pair q of the port in slot s is polled by worker (s + q) mod workers, in every
         // snapshot for as long as the port lives: a reload that adds or removes other

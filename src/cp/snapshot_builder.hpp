@@ -20,6 +20,10 @@ struct SnapshotInputs {
     std::function<uint16_t(const config::InstanceConfig&)> port_slot;
     // Connection-tracking zone of a network; must stay the same across snapshots.
     std::function<uint16_t(const config::NetworkConfig&)> zone;
+    // An instance's account (dp/limits.hpp): the same for as long as connections are charged
+    // to it, and no other instance's. Unset: the port slot (enough where slots are never
+    // reused for another instance, as in tests and benchmarks).
+    std::function<uint16_t(const config::InstanceConfig&)> account;
     dp::ConnTable* conntrack = nullptr;
     // With an uplink in the config: its port slot and MAC, the masquerade port allocator and
     // the ARP cache (all owned by the caller, living as long as the uplink).

@@ -40,7 +40,7 @@ constexpr Command kCommands[] = {
     {"status", "version, uptime, configuration generation, ports, workers, connections, uplink"},
     {"reload", "re-read the configuration file (as SIGHUP); print every error if it is refused"},
     {"ports", "per port: state, socket, packets and bytes each way, drops"},
-    {"instances", "per instance: network, address, MAC, port state, security groups"},
+    {"instances", "per instance: network, address, MAC, port state, security groups, connections and NAT ports held (of its limits)"},
     {"routes", "the routing table, with each route's next hop"},
     {"conntrack", "tracked connections [--instance NAME] [--limit N]"},
     {"nat", "uplink, masquerade ports in use, translated connections [--limit N]"},
@@ -238,7 +238,8 @@ void print_ports(const Json& r) {
 }
 
 void print_instances(const Json& r) {
-    Table t({"INSTANCE", "NETWORK", "KIND", "ADDRESS", "MAC", "PORT", "RULES IN/OUT", "GROUPS"});
+    Table t({"INSTANCE", "NETWORK", "KIND", "ADDRESS", "MAC", "PORT", "RULES IN/OUT", "GROUPS",
+             "CONNECTIONS", "NAT PORTS"});
     for (const auto& i : r["instances"]) {
         std::string groups;
         for (const auto& g : i["security_groups"]) groups += (groups.empty() ? "" : ",") + cell(g);
@@ -246,8 +247,13 @@ void print_instances(const Json& r) {
             i.contains("rules")
                 ? fmt::format("{}/{}", str(i["rules"], "ingress"), str(i["rules"], "egress"))
                 : "-";
+        // Held of the limit: who fills the table shows at once.
+        const auto held = [&](const char* key) {
+            return i.contains("limits") ? fmt::format("{}/{}", str(i, key), str(i["limits"], key)) : str(i, key);
+        };
         t.add({str(i, "name"), str(i, "network"), str(i, "kind"), str(i, "address"), str(i, "mac"),
-               i.value("up", false) ? "up" : "down", rules, groups.empty() ? "-" : groups});
+               i.value("up", false) ? "up" : "down", rules, groups.empty() ? "-" : groups,
+               held("connections"), held("nat_ports")});
     }
     if (t.empty())
         fmt::print("no instances\n");

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <random>
+#include <set>
 #include <thread>
 
 #include <fmt/format.h>
@@ -66,6 +67,7 @@ std::expected<std::unique_ptr<Router>, std::string> Router::start(config::Config
     auto table = dp::ConnTable::create(cfg.dataplane.conntrack.capacity, static_cast<int>(rte_socket_id()));
     if (!table) return std::unexpected(table.error());
     r->conntrack_ = std::move(*table);
+    r->conntrack_->set_grace(r->shared_.grace);
     for (unsigned lcore : r->worker_lcores_)
         if (!rte_lcore_is_enabled(lcore))
             return std::unexpected(fmt::format("worker lcore {} is not enabled in EAL", lcore));
@@ -112,10 +114,8 @@ std::expected<void, std::string> Router::launch_workers() {
 
 std::expected<void, std::string> Router::open_uplink(const config::UplinkConfig& up) {
     // The secret keys the port partitions and probe starts (RFC 6056): not guessable outside.
-    std::random_device random;
-    const uint64_t secret = uint64_t{random()} << 32 | random();
     auto nat = dp::NatPortAllocator::create({up.nat_port_min, up.nat_port_max},
-                                            dp::NatPortAllocator::kDefaultPartitions, secret);
+                                            dp::NatPortAllocator::kDefaultPartitions, dp::random_secret());
     if (!nat) return std::unexpected(fmt::format("uplink: {}", nat.error()));
     nat_ = std::make_unique<dp::NatPortAllocator>(std::move(*nat));
     conntrack_->set_nat(nat_.get());
@@ -207,9 +207,11 @@ std::expected<void, std::string> Router::apply(config::Config cfg) {
         }
         permissions_before.emplace_back(it->second.get(), old);
     }
+    auto accounts = assign_accounts(cfg);
+    if (!accounts) return std::unexpected(accounts.error());
     const std::vector<cp::SiteRoute> routes_before = site_routes_;
     check_imported(cfg);
-    auto next = cp::build_snapshot(cfg, snapshot_inputs(opened), snapshot_serial_ + 1);
+    auto next = cp::build_snapshot(cfg, snapshot_inputs(opened, *accounts), snapshot_serial_ + 1);
     if (!next) {
         for (auto& [port, before] : permissions_before) (void)port->set_permissions(before);
         site_routes_ = routes_before;
@@ -238,6 +240,16 @@ std::expected<void, std::string> Router::apply(config::Config cfg) {
     if (!retired.empty()) rte_rcu_qsbr_synchronize(shared_.grace, RTE_QSBR_THRID_INVALID);
     retired.clear();
     for (auto& [name, port] : opened) ports_[name] = std::move(port);
+    // A removed instance's connections go with it (no snapshot charges its account any more):
+    // its table room and NAT ports are free at once, and its account may serve another.
+    std::set<uint16_t> gone;
+    for (const auto& [name, account] : accounts_)
+        if (!accounts->contains(name)) gone.insert(account);
+    if (!gone.empty())
+        conntrack_->remove_if([&](int32_t, const dp::CtEntry& e) { return gone.contains(e.account); },
+                              shared_.grace);
+    for (const uint16_t account : gone) conntrack_->accounts().reset_bucket(account);
+    accounts_ = std::move(*accounts);
     if (cfg.uplink && cfg_.uplink && cfg.uplink->gateway != cfg_.uplink->gateway)
         neighbors_->pin(cfg.uplink->gateway, io::now_ns());
     cfg_ = std::move(cfg);
@@ -248,7 +260,8 @@ std::expected<void, std::string> Router::apply(config::Config cfg) {
     return {};
 }
 
-cp::SnapshotInputs Router::snapshot_inputs(const std::map<std::string, std::unique_ptr<io::VhostPort>>& opened) {
+cp::SnapshotInputs Router::snapshot_inputs(const std::map<std::string, std::unique_ptr<io::VhostPort>>& opened,
+                                           const std::map<std::string, uint16_t>& accounts) {
     cp::SnapshotInputs inputs;
     inputs.port_slot = [this, &opened](const config::InstanceConfig& inst) -> uint16_t {
         if (auto it = opened.find(inst.name); it != opened.end()) return it->second->slot();
@@ -259,6 +272,7 @@ cp::SnapshotInputs Router::snapshot_inputs(const std::map<std::string, std::uniq
         auto [it, added] = zones_.try_emplace(net.name, static_cast<uint16_t>(zones_.size() + 1));
         return it->second;
     };
+    inputs.account = [&accounts](const config::InstanceConfig& inst) { return accounts.at(inst.name); };
     inputs.conntrack = conntrack_.get();
     if (uplink_) {
         inputs.uplink_slot = kUplinkSlot;
@@ -290,7 +304,7 @@ void Router::rebuild() {
     const std::vector<cp::SiteRoute> routes_before = site_routes_;
     check_imported(cfg_);
     if (site_routes_ == routes_before) return;  // only refused routes changed
-    auto next = cp::build_snapshot(cfg_, snapshot_inputs({}), snapshot_serial_ + 1);
+    auto next = cp::build_snapshot(cfg_, snapshot_inputs({}, accounts_), snapshot_serial_ + 1);
     if (!next) {
         // All or nothing: the running snapshot keeps the routes it had.
         fmt::print(stderr, "calyx: routing: the imported routes cannot be applied, the previous ones stay: {}\n",
@@ -300,6 +314,30 @@ void Router::rebuild() {
     }
     ++snapshot_serial_;
     publish(std::move(*next));
+}
+
+std::expected<std::map<std::string, uint16_t>, std::string> Router::assign_accounts(
+    const config::Config& cfg) const {
+    std::map<std::string, uint16_t> out;
+    std::vector<bool> taken(dp::kMaxAccounts, false);
+    for (const auto& [name, account] : accounts_) taken[account] = true;
+    uint16_t next = 0;
+    for (const config::InstanceConfig* local : cfg.local_instances()) {
+        const config::InstanceConfig& inst = *local;
+        if (auto it = accounts_.find(inst.name); it != accounts_.end()) {
+            out[inst.name] = it->second;
+            continue;
+        }
+        // Free, and nothing left charged to it from an instance removed before.
+        const auto holds = [&](uint16_t a) {
+            return conntrack_->accounts().connections(a) != 0 || (nat_ && nat_->held(a) != 0);
+        };
+        while (next < dp::kMaxAccounts && (taken[next] || holds(next))) ++next;
+        if (next == dp::kMaxAccounts) return std::unexpected("too many instances: no account left for their limits");
+        taken[next] = true;
+        out[inst.name] = next;
+    }
+    return out;
 }
 
 void Router::publish(std::unique_ptr<dp::Snapshot> next) {
@@ -428,6 +466,11 @@ cp::RouterSample Router::sample() const {
     s.conntrack_entries = conntrack_->size();
     s.conntrack_capacity = conntrack_->capacity();
     s.conntrack_expired = ct_expired_;
+    s.conntrack_evicted = conntrack_->evicted();
+    if (current_)
+        for (const auto& inst : current_->instances)
+            s.instances.push_back({inst.name, conntrack_->accounts().connections(inst.account),
+                                   nat_ ? nat_->held(inst.account) : 0});
     s.config_generation = generation_;
     s.reloads_ok = reloads_ok_;
     s.reloads_failed = reloads_failed_;
@@ -457,8 +500,10 @@ std::string Router::counters_report() const {
         "replies: arp {}, icmp echo {}, icmp errors {} ({} rate-limited), dhcp offer {} ack {} nak {}\n",
         s.arp_replies, s.icmp_echo_replies, s.icmp_errors_sent, s.icmp_errors_rate_limited,
         s.dhcp_replies[0], s.dhcp_replies[1], s.dhcp_replies[2]);
-    out += fmt::format("conntrack: {} entries of {}, {} created, {} expired\n", s.conntrack_entries,
-                       s.conntrack_capacity, s.conntrack_created, s.conntrack_expired);
+    for (const auto& i : s.instances)
+        out += fmt::format("instance {}: {} connections, {} nat ports\n", i.name, i.connections, i.nat_ports);
+    out += fmt::format("conntrack: {} entries of {}, {} created, {} expired, {} evicted\n", s.conntrack_entries,
+                       s.conntrack_capacity, s.conntrack_created, s.conntrack_expired, s.conntrack_evicted);
     return out;
 }
 

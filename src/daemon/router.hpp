@@ -84,7 +84,8 @@ private:
     std::expected<void, std::string> launch_workers();
     std::expected<void, std::string> open_uplink(const config::UplinkConfig& up);
     // What build_snapshot needs, with `opened` the ports apply() opened for it.
-    cp::SnapshotInputs snapshot_inputs(const std::map<std::string, std::unique_ptr<io::VhostPort>>& opened);
+    cp::SnapshotInputs snapshot_inputs(const std::map<std::string, std::unique_ptr<io::VhostPort>>& opened,
+                                       const std::map<std::string, uint16_t>& accounts);
     // The imported routes `cfg` accepts; logs the refused ones when they changed.
     void check_imported(const config::Config& cfg);
     // A new snapshot of the running configuration (the imported routes changed).
@@ -93,6 +94,8 @@ private:
     void send_arp_request(const dp::NeighborTable::Request& req);
     dp::PortCounters raw_port_counters(uint16_t slot) const;
     void publish(std::unique_ptr<dp::Snapshot> next);
+    // Accounts for `cfg`'s instances: the running ones keep theirs, new ones get a free one.
+    std::expected<std::map<std::string, uint16_t>, std::string> assign_accounts(const config::Config& cfg) const;
 
     // Serialises the control plane's own threads (main lcore, metrics scrapes); workers
     // never take it.
@@ -119,6 +122,8 @@ private:
     bool uplink_was_up_ = false;  // at the last housekeeping tick
     uint64_t arp_requests_sent_ = 0;
     std::map<std::string, uint16_t> zones_;  // network name -> conntrack zone, never reused
+    // Instance name -> account (dp/limits.hpp); reused only once nothing is charged to it.
+    std::map<std::string, uint16_t> accounts_;
     std::vector<io::WorkerArgs> worker_args_;
     std::vector<unsigned> worker_lcores_;
     std::map<std::string, std::unique_ptr<io::VhostPort>> ports_;  // by instance name

@@ -15,6 +15,7 @@
 #include "calyx/network_kind.hpp"
 #include "dp/conntrack_state.hpp"
 #include "dp/counters.hpp"
+#include "dp/limits.hpp"
 #include "dp/rules.hpp"
 
 struct rte_fib;
@@ -55,6 +56,8 @@ struct InstanceView {
     Ipv4Addr ipv4;
     uint16_t network = 0;  // index into Snapshot::networks
     uint16_t port = 0;     // port slot
+    uint16_t account = 0;  // what its connections are charged to (dp/limits.hpp)
+    InstanceLimits limits;
 };
 
 // The next hops of one route imported from the site (routing.import_table): hosts of the site

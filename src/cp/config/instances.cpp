@@ -17,8 +17,8 @@ namespace {
 
 // `ports` is not a key of the contract; it is accepted here only to explain why an instance
 // cannot have more than one.
-constexpr std::string_view kInstanceKeys[] = {"name", "host",            "network", "mac",
-                                              "ipv4", "security_groups", "port",    "ports"};
+constexpr std::string_view kInstanceKeys[] = {"name", "host",            "network", "mac",   "ipv4",
+                                              "security_groups", "port", "ports", "limits"};
 constexpr std::string_view kPortKeys[] = {"type", "socket", "mode", "queues", "owner", "group"};
 
 constexpr std::string_view kSecondPort =
@@ -299,6 +299,9 @@ void instance(Parser& parser, const Field& field,
     instance_addresses(parser, *m, inst, /*check_unique=*/!repeated);
 
     if (const Field* f = m->get("security_groups")) instance_groups(parser, *f, inst);
+    inst.limits = parser.config().limits;
+    if (const Field* f = m->get("limits"))
+        read_limits_into(parser, *f, inst.limits, fmt::format("in the limits of {}", owner));
     parser.config().instances.push_back(std::move(inst));
 }
 

@@ -19,7 +19,8 @@ namespace calyx::config {
 //   host first: instances of this host need a port, the others need none;
 //   networks before uplink: the uplink subnet must not overlap any network;
 //   uplink before host_interface and routing: both build on it;
-//   security_groups before instances: instances name their groups.
+//   security_groups before instances: instances name their groups;
+//   limits before instances: an instance's limits start from its defaults.
 #define CALYX_CONFIG_SECTIONS(X) \
     X(host)                      \
     X(dataplane)                 \
@@ -30,6 +31,7 @@ namespace calyx::config {
     X(host_interface)            \
     X(routing)                   \
     X(security_groups)           \
+    X(limits)                    \
     X(instances)
 
 #define CALYX_DECLARE_SECTION(key) void read_##key(Parser& parser, const Field& field);
@@ -56,5 +58,7 @@ inline constexpr auto kTopKeys = [] {
 // Shared by sections: an error unless `group` names a security group read so far
 // (security_groups.cpp).
 void check_group_reference(Parser& parser, const Field& field, const std::string& group);
+// A `limits:` mapping over `limits` (limits.cpp; instances use it for their own).
+void read_limits_into(Parser& parser, const Field& field, LimitsConfig& limits, std::string_view context);
 
 }  // namespace calyx::config
