@@ -231,12 +231,45 @@ struct MetricsConfig {
     std::string listen = "127.0.0.1:9469";
 };
 
+// Where the site's networks, security groups and instances come from: this file alone (none),
+// or etcd, in the shapes networking-calico writes for Felix (cp/datastore/, doc/datastore.md).
+enum class DatastoreType { none, etcd };
+std::string_view to_string(DatastoreType);
+
+// What networking-calico does not carry: the seed's kind of a Neutron network, and its MTU.
+struct DatastoreNetwork {
+    std::string id;  // the Neutron network's id, as in the endpoints' network-id annotation
+    NetworkKind kind = NetworkKind::private_;
+    uint16_t mtu = 1500;
+    SourceLocation where;
+};
+
+struct DatastoreConfig {
+    DatastoreType type = DatastoreType::none;
+    std::vector<std::string> endpoints{"http://127.0.0.1:2379"};  // etcd's client URLs
+    std::string prefix = "/calico";  // the root of every key read and written
+    // The vhost-user socket of a local endpoint: "{interface}" becomes its interfaceName.
+    std::string port_socket = "/run/calyx/{interface}.sock";
+    // networking-calico's [calico] openstack_region; none: the keys of a single-region cloud.
+    std::optional<std::string> region;
+    // A network not listed is private (the site only): a missing entry never exposes a VM.
+    std::vector<DatastoreNetwork> networks;
+    SourceLocation where;
+
+    const DatastoreNetwork* find_network(std::string_view id) const;
+    // "no-region" or "region-<region>": the region part of the dhcp/v2 and felix/v2 keys.
+    std::string region_string() const;
+    // "openstack" or "openstack-region-<region>": the namespace of endpoints and policies.
+    std::string namespace_name() const;
+};
+
 struct Config {
     std::string source_file;
     std::string host;  // this compute host's name (`host:`, default: the machine's host name)
     DataplaneConfig dataplane;
     ControlConfig control;
     MetricsConfig metrics;
+    DatastoreConfig datastore;
     std::vector<NetworkConfig> networks;
     std::vector<InstanceConfig> instances;
     std::vector<SecurityGroupConfig> security_groups;

@@ -35,6 +35,12 @@ std::optional<std::string> restart_required(const config::Config& running, const
         return r ? std::pair{r->export_table, r->import_table} : std::pair<uint32_t, uint32_t>{};
     };
     if (tables_of(running.routing) != tables_of(next.routing)) changed.push_back("routing");
+    // The datastore's connection and the keys it watches are set up once (the syncer's list and
+    // watch); what the translation reads (port_socket, networks) may change.
+    const auto& da = running.datastore;
+    const auto& db = next.datastore;
+    if (da.type != db.type || da.endpoints != db.endpoints || da.prefix != db.prefix || da.region != db.region)
+        changed.push_back("datastore");
     if (changed.empty()) return std::nullopt;
     std::string list;
     for (const auto& c : changed) list += (list.empty() ? "" : ", ") + c;

@@ -35,6 +35,29 @@ const std::string& device_name(const UplinkPort& port) {
         port);
 }
 
+std::string_view to_string(DatastoreType type) {
+    switch (type) {
+        case DatastoreType::none:
+            return "none";
+        case DatastoreType::etcd:
+            return "etcd";
+    }
+    return "?";
+}
+
+const DatastoreNetwork* DatastoreConfig::find_network(std::string_view id) const {
+    auto it = std::ranges::find(networks, id, &DatastoreNetwork::id);
+    return it == networks.end() ? nullptr : &*it;
+}
+
+std::string DatastoreConfig::region_string() const {
+    return region ? "region-" + *region : std::string{"no-region"};
+}
+
+std::string DatastoreConfig::namespace_name() const {
+    return region ? "openstack-region-" + *region : std::string{"openstack"};
+}
+
 const NetworkConfig* Config::find_network(std::string_view name) const {
     auto it = std::ranges::find(networks, name, &NetworkConfig::name);
     return it == networks.end() ? nullptr : &*it;

@@ -20,7 +20,8 @@ namespace calyx::config {
 //   networks before uplink: the uplink subnet must not overlap any network;
 //   uplink before host_interface and routing: both build on it;
 //   security_groups before instances: instances name their groups;
-//   limits before instances: an instance's limits start from its defaults.
+//   limits before instances: an instance's limits start from its defaults;
+//   datastore last: with one, the file must not declare the site's sections.
 #define CALYX_CONFIG_SECTIONS(X) \
     X(host)                      \
     X(dataplane)                 \
@@ -32,7 +33,8 @@ namespace calyx::config {
     X(routing)                   \
     X(security_groups)           \
     X(limits)                    \
-    X(instances)
+    X(instances)                 \
+    X(datastore)
 
 #define CALYX_DECLARE_SECTION(key) void read_##key(Parser& parser, const Field& field);
 CALYX_CONFIG_SECTIONS(CALYX_DECLARE_SECTION)
