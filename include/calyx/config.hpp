@@ -29,9 +29,11 @@
 namespace calyx::config {
 
 struct SourceLocation {
-    std::string file;
-    int line = 0;    // 1-based
-    int column = 0;  // 1-based
+    std::string file;  // or, for what a datastore holds, its key (line 0)
+    int line = 0;      // 1-based; 0: no line (a datastore key)
+    int column = 0;    // 1-based
+    // "file:line:col", or the key alone when there is no line.
+    std::string to_string() const;
 };
 
 struct Error {

@@ -79,9 +79,8 @@ std::string describe_rule(const config::Config& cfg, const dp::RuleOrigin& origi
                                : r.remote_group ? fmt::format("members of group {}", *r.remote_group)
                                                 : std::string("anywhere");
     const bool in = r.direction == config::RuleDirection::ingress;
-    return fmt::format("{} {} {} {} (group {}, rule {} at {}:{}:{})", in ? "ingress" : "egress", what,
-                       in ? "from" : "to", remote, g.name, origin.rule + 1, r.where.file,
-                       r.where.line, r.where.column);
+    return fmt::format("{} {} {} {} (group {}, rule {} at {})", in ? "ingress" : "egress", what,
+                       in ? "from" : "to", remote, g.name, origin.rule + 1, r.where.to_string());
 }
 
 }  // namespace calyx::cp

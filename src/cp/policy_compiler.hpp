@@ -22,7 +22,8 @@ namespace calyx::cp {
 // on the destination's.
 std::vector<std::shared_ptr<const dp::InstancePolicy>> compile_policies(const config::Config& cfg);
 
-// "tcp/443 from 0.0.0.0/0 (group web, rule 1 at file:line:col)" for explanations.
+// "tcp/443 from 0.0.0.0/0 (group web, rule 1 at file:line:col)" for explanations; a rule from a
+// datastore is "at" its key and place ("/calico/.../ossg.default.<id> spec.ingress[0]").
 std::string describe_rule(const config::Config& cfg, const dp::RuleOrigin& origin);
 
 }  // namespace calyx::cp

@@ -8,6 +8,10 @@
 
 namespace calyx::config {
 
+std::string SourceLocation::to_string() const {
+    return line == 0 ? file : fmt::format("{}:{}:{}", file, line, column);
+}
+
 std::string Error::to_string() const {
     return fmt::format("{}:{}:{}: {}", where.file, where.line, where.column, message);
 }
