@@ -554,6 +554,26 @@ Json status_result(const config::Config& cfg, const Snapshot& snap, const Router
     if (s.nat && j["nat"].is_object()) j["nat"]["exhausted"] = s.nat_exhausted;
     j["control_socket"] = cfg.control.socket;
     j["metrics_listen"] = cfg.metrics.listen;
+    j["datastore"] = nullptr;
+    if (const auto& d = s.datastore) {
+        j["datastore"] = {{"type", d->type},
+                          {"endpoint", d->endpoint},
+                          {"up", d->up},
+                          {"revision", d->revision},
+                          {"sync_lag_s", d->last_sync_age_s < 0 ? Json(nullptr)
+                                                                 : Json(std::round(d->last_sync_age_s * 10) / 10)},
+                          {"keys", d->keys},
+                          {"endpoints", d->endpoints},
+                          {"local_endpoints", d->local_endpoints},
+                          {"policies", d->policies},
+                          {"subnets", d->subnets},
+                          {"problems", d->problems},
+                          {"first_problems", d->first_problems},
+                          {"lists", d->lists_total},
+                          {"applies", d->applies_total},
+                          {"apply_failures", d->apply_failures_total},
+                          {"last_error", d->last_error.empty() ? Json(nullptr) : Json(d->last_error)}};
+    }
     return j;
 }
 

@@ -148,6 +148,39 @@ public:
         add(reads, static_cast<double>(s.site_route_dumps), {{"kind", "dump"}});
         add(reads, static_cast<double>(s.site_route_overflows), {{"kind", "overflow"}});
         all.insert(all.end(), {exported, imported, reads});
+        // The site's source. Without a datastore it is the file: up, in step, type "none".
+        DatastoreSample none;
+        none.type = "none";
+        none.up = true;
+        none.last_sync_age_s = 0;
+        const DatastoreSample& d = s.datastore ? *s.datastore : none;
+        const std::vector<ClientMetric::Label> type{{"type", d.type}};
+        auto ds_up = family("calyx_datastore_up",
+                            "1 when the site's datastore answers and calyx follows it (always 1 for type none, the file).",
+                            C::Gauge);
+        add(ds_up, d.up ? 1 : 0, type);
+        auto ds_age = family("calyx_datastore_sync_age_seconds",
+                             "Seconds since calyx was last known in step with the datastore (its last list, or a liveness "
+                             "check with every watch running).",
+                             C::Gauge);
+        add(ds_age, std::max(0.0, d.last_sync_age_s), type);
+        auto ds_revision = family("calyx_datastore_revision", "etcd revision of the site applied last.", C::Gauge);
+        add(ds_revision, static_cast<double>(d.revision), type);
+        auto ds_keys = family("calyx_datastore_keys", "Keys of the site's trees that calyx holds.", C::Gauge);
+        add(ds_keys, static_cast<double>(d.keys), type);
+        auto ds_refused = family("calyx_datastore_refused_keys",
+                                 "Keys, or parts of keys, that the last translation refused (calyxctl status lists them).",
+                                 C::Gauge);
+        add(ds_refused, static_cast<double>(d.problems), type);
+        auto ds_lists = family("calyx_datastore_lists_total",
+                               "Full lists of the site: at start, and after a compaction, error or reconnection.", C::Counter);
+        add(ds_lists, static_cast<double>(d.lists_total), type);
+        auto ds_applies = family("calyx_datastore_applies_total",
+                                 "Sites from the datastore handed to the reload path, by result (each success is a reload).",
+                                 C::Counter);
+        add(ds_applies, static_cast<double>(d.applies_total), {{"type", d.type}, {"result", "success"}});
+        add(ds_applies, static_cast<double>(d.apply_failures_total), {{"type", d.type}, {"result", "failure"}});
+        all.insert(all.end(), {ds_up, ds_age, ds_revision, ds_keys, ds_refused, ds_lists, ds_applies});
         return all;
     }
 

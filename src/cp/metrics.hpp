@@ -21,6 +21,24 @@ class Exposer;
 
 namespace calyx::cp {
 
+// The datastore (cp/datastore/syncer.hpp), when the site comes from etcd.
+struct DatastoreSample {
+    std::string type;      // "etcd"
+    std::string endpoint;  // the etcd client URL in use
+    bool up = false;       // etcd answers and every watch runs
+    int64_t revision = 0;  // etcd's revision of the site applied last
+    double last_sync_age_s = -1;  // seconds since calyx was last known in step with etcd; -1: never
+    uint64_t keys = 0;            // keys of the site's trees held
+    uint64_t problems = 0;        // keys, or parts of keys, the last translation refused
+    uint64_t endpoints = 0, local_endpoints = 0, policies = 0, subnets = 0;
+    uint64_t lists_total = 0;    // full lists: at start, after a compaction, error or reconnect
+    uint64_t applies_total = 0;  // sites applied (each one reload)
+    uint64_t apply_failures_total = 0;
+    std::string last_error;  // the last etcd error, empty when none since the last list
+    std::vector<std::string> first_problems;  // the first kMaxListedProblems, "key: message; ..."
+    static constexpr size_t kMaxListedProblems = 20;
+};
+
 struct RouterSample {
     struct Port {
         std::string name;  // the instance's name, or "uplink"
@@ -60,6 +78,7 @@ struct RouterSample {
     uint64_t site_imported_routes = 0;  // routes of import_table calyx routes by
     uint64_t site_refused_routes = 0;   // routes of import_table it refused (logged)
     uint64_t site_route_events = 0, site_route_dumps = 0, site_route_overflows = 0;
+    std::optional<DatastoreSample> datastore;  // with a datastore (the daemon fills it in)
 };
 
 // The warning to log when `listen` ("host:port") is not a loopback address: what anyone who

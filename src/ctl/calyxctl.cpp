@@ -37,7 +37,7 @@ struct Command {
 
 // In the order `calyxctl --help` lists them.
 constexpr Command kCommands[] = {
-    {"status", "version, uptime, configuration generation, ports, workers, connections, uplink"},
+    {"status", "version, uptime, configuration generation, ports, workers, connections, uplink, datastore"},
     {"reload", "re-read the configuration file (as SIGHUP); print every error if it is refused"},
     {"ports", "per port: state, socket, packets and bytes each way, drops"},
     {"instances", "per instance: network, address, MAC, port state, security groups, connections and NAT ports held (of its limits)"},
@@ -220,7 +220,23 @@ void print_status(const Json& r) {
     p.emplace_back("masquerade", nat_ports_text(r["nat"]));
     p.emplace_back("control", str(r, "control_socket"));
     p.emplace_back("metrics", str(r, "metrics_listen"));
+    const Json& d = r.contains("datastore") ? r["datastore"] : Json(nullptr);
+    if (d.is_null()) {
+        p.emplace_back("datastore", "none: the site comes from the configuration file");
+    } else {
+        p.emplace_back("datastore", fmt::format("{} at {}, {}; revision {}, last in sync {}", str(d, "type"),
+                                                str(d, "endpoint"), d.value("up", false) ? "up" : "DOWN",
+                                                str(d, "revision"),
+                                                d["sync_lag_s"].is_null() ? std::string("never")
+                                                                          : str(d, "sync_lag_s") + " s ago"));
+        p.emplace_back("site", fmt::format("{} endpoints ({} here), {} policies, {} subnets; {} refused",
+                                           str(d, "endpoints"), str(d, "local_endpoints"), str(d, "policies"),
+                                           str(d, "subnets"), str(d, "problems")));
+        if (!d["last_error"].is_null()) p.emplace_back("etcd error", str(d, "last_error"));
+    }
     print_pairs(p);
+    if (!d.is_null())
+        for (const auto& problem : d["first_problems"]) fmt::print("  refused: {}\n", cell(problem));
 }
 
 void print_ports(const Json& r) {

@@ -13,6 +13,7 @@
 #include "calyx/config.hpp"
 #include "cp/control_commands.hpp"
 #include "cp/control_server.hpp"
+#include "cp/datastore/syncer.hpp"
 #include "cp/metrics.hpp"
 #include "daemon/router.hpp"
 #include "io/clock.hpp"
@@ -56,7 +57,14 @@ sigset_t tap_signal() {
 // verdict goes to the log and back to the caller. Either thread may call it: Router::apply,
 // count_reload and sample take the router's control lock, which also serialises them with the
 // main lcore's housekeeping, and the control server handles one request at a time.
-calyx::cp::ReloadResult reload_config(calyx::daemon::Router& r, const std::string& config_path) {
+// How long calyx waits at start for the datastore's first list before it serves without the site
+// (it applies the site as soon as etcd answers).
+constexpr std::chrono::seconds kFirstSyncWait{15};
+
+// With a datastore the site is etcd's: the syncer applies the file with the current site, in
+// turn with its own applies, so that an older site never follows a newer one.
+calyx::cp::ReloadResult reload_config(calyx::daemon::Router& r, const std::string& config_path,
+                                      calyx::cp::datastore::Syncer* syncer) {
     calyx::cp::ReloadResult result;
     auto next = calyx::config::load_config_file(config_path);
     if (!next) {
@@ -69,14 +77,21 @@ calyx::cp::ReloadResult reload_config(calyx::daemon::Router& r, const std::strin
         result.generation = r.sample().config_generation;
         return result;
     }
-    if (auto applied = r.apply(std::move(*next)); !applied) {
+    std::expected<void, std::string> applied;
+    if (syncer) {
+        // The syncer's apply counts the reload itself.
+        if (auto generation = syncer->reload(std::move(*next)); !generation) applied = std::unexpected(generation.error());
+    } else {
+        applied = r.apply(std::move(*next));
+        if (applied) r.count_reload(true);
+    }
+    if (!applied) {
         fmt::print(stderr, "calyx: reload failed, running configuration kept: {}\n", applied.error());
-        r.count_reload(false);
+        if (!syncer) r.count_reload(false);
         result.message = fmt::format("reload failed, running configuration kept: {}", applied.error());
         result.generation = r.sample().config_generation;
         return result;
     }
-    r.count_reload(true);
     result.ok = true;
     result.generation = r.sample().config_generation;
     result.message = fmt::format("reloaded: generation {}", result.generation);
@@ -111,12 +126,38 @@ int run(const std::string& config_path, const std::string& argv0) {
             return 1;
         }
         calyx::daemon::Router& r = **router;
+        // With a datastore: the site from etcd, applied through the same reload path as the file.
+        std::unique_ptr<calyx::cp::datastore::Syncer> syncer;
+        if (r.config().datastore.type == calyx::config::DatastoreType::etcd) {
+            calyx::cp::datastore::Syncer::Callbacks callbacks;
+            callbacks.apply = [&r](calyx::config::Config next) -> std::expected<uint64_t, std::string> {
+                auto applied = r.apply(std::move(next));
+                r.count_reload(applied.has_value());
+                if (!applied) return std::unexpected(applied.error());
+                const uint64_t generation = r.sample().config_generation;
+                fmt::print(stderr, "calyx: datastore: applied: generation {}\n", generation);
+                return generation;
+            };
+            callbacks.ports_connected = [&r] { return r.ports_connected(); };
+            callbacks.log = [](const std::string& line) { fmt::print(stderr, "calyx: {}\n", line); };
+            syncer = std::make_unique<calyx::cp::datastore::Syncer>(r.config(), std::move(callbacks));
+            if (!syncer->wait_first_sync(kFirstSyncWait))
+                fmt::print(stderr, "calyx: datastore: no site from {} within {} s; serving without it until etcd "
+                                   "answers\n",
+                           fmt::join(r.config().datastore.endpoints, ", "), kFirstSyncWait.count());
+        }
+        const auto sample = [&r, &syncer] {
+            calyx::cp::RouterSample s = r.sample();
+            if (syncer) s.datastore = syncer->sample();
+            return s;
+        };
         std::string listen = r.config().metrics.listen;
         if (listen.starts_with("localhost:")) listen = "127.0.0.1" + listen.substr(9);
         if (const auto warning = calyx::cp::exposure_warning(listen)) fmt::print(stderr, "calyx: {}\n", *warning);
-        auto metrics = calyx::cp::MetricsServer::start(listen, [&r] { return r.sample(); });
+        auto metrics = calyx::cp::MetricsServer::start(listen, sample);
         if (!metrics) {
             fmt::print(stderr, "calyx: {}\n", metrics.error());
+            syncer.reset();
             router->reset();
             rte_eal_cleanup();
             return 1;
@@ -127,16 +168,18 @@ int run(const std::string& config_path, const std::string& argv0) {
         const uint64_t generation = r.generation();
         calyx::cp::CommandEnv env;
         env.info = {CALYX_VERSION, static_cast<int64_t>(::getpid()), started};
-        env.reload = [&r, &config_path] {
+        env.reload = [&r, &config_path, &syncer] {
             fmt::print(stderr, "calyx: reload requested by calyxctl\n");
-            return reload_config(r, config_path);
+            return reload_config(r, config_path, syncer.get());
         };
+        if (syncer) env.datastore = [&syncer] { return syncer->sample(); };
         env.now_ns = [] { return calyx::io::now_ns(); };
         auto control = calyx::cp::ControlServer::start(r.config().control.socket,
                                                        calyx::cp::make_command_table(r, env));
         if (!control) {
             fmt::print(stderr, "calyx: {}\n", control.error());
             metrics->reset();
+            syncer.reset();
             router->reset();
             rte_eal_cleanup();
             return 1;
@@ -156,11 +199,12 @@ int run(const std::string& config_path, const std::string& argv0) {
             }
             if (sig == SIGINT || sig == SIGTERM) break;
             if (sig == SIGUSR1) fmt::print(stderr, "calyx: counters\n{}", (*router)->counters_report());
-            if (sig == SIGHUP) reload_config(r, config_path);
+            if (sig == SIGHUP) reload_config(r, config_path, syncer.get());
         }
         control->reset();  // no calyxctl request (a reload) may run while calyx stops
         fmt::print(stderr, "calyx: stopping; counters\n{}", r.counters_report());
         metrics->reset();  // no scrape may reach the router once it is gone
+        syncer.reset();    // nor an apply from etcd
     }
     rte_eal_cleanup();
     return status;

@@ -428,6 +428,13 @@ void Router::send_arp_request(const dp::NeighborTable::Request& req) {
     ++arp_requests_sent_;
 }
 
+std::map<std::string, bool> Router::ports_connected() const {
+    std::lock_guard lock(control_);
+    std::map<std::string, bool> out;
+    for (const auto& [name, port] : ports_) out[name] = port->socket_connected() || port->connected();
+    return out;
+}
+
 void Router::count_reload(bool ok) {
     std::lock_guard lock(control_);
     ++(ok ? reloads_ok_ : reloads_failed_);

@@ -66,6 +66,10 @@ public:
     // snapshot) and keeps the exported ones.
     void housekeeping();
 
+    // Whether each instance port's socket has a peer (QEMU connected), by instance name: the
+    // datastore reports these as the endpoints' status. Safe from any thread.
+    std::map<std::string, bool> ports_connected() const;
+
     // Counts a reload attempt (a rejected file never reaches apply()).
     void count_reload(bool ok);
     // Everything metrics report, summed over workers. Safe from any thread.

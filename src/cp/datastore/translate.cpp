@@ -533,12 +533,17 @@ class Translator {
     void read_endpoints() {
         for (const auto& [key, kv] : in_creation_order(store_, trees_.endpoints)) {
             ++site_.counts.endpoints;
-            if (auto ok = endpoint(key, key.substr(trees_.endpoints.size()), kv->value); !ok)
+            std::optional<LocalEndpoint> local;
+            if (auto ok = endpoint(key, key.substr(trees_.endpoints.size()), kv->value, local); !ok) {
                 problem(key, ok.error());
+                if (local) site_.refused_local_endpoints.push_back(std::move(*local));
+            }
         }
     }
 
-    Result<void> endpoint(std::string_view key, std::string_view name, const std::string& value) {
+    // `local_status`: set as soon as the endpoint is known to be this host's, refused or not.
+    Result<void> endpoint(std::string_view key, std::string_view name, const std::string& value,
+                          std::optional<LocalEndpoint>& local_status) {
         const auto parts = split_endpoint_name(name);
         if (!parts)
             return std::unexpected(fmt::format("'{}' is not an endpoint name <host>-<orchestrator>-<workload>-<port>",
@@ -566,6 +571,7 @@ class Translator {
         inst.host = *node;
         inst.where = at_key(key);
         const bool local = inst.host == local_.host;
+        if (local) local_status = LocalEndpoint{inst.name, endpoint_status_key(ds_, local_.host, *parts)};
 
         // The port's own addresses: ipNetworks without the allowed address pairs (which
         // networking-calico lists in both).
@@ -663,7 +669,7 @@ class Translator {
         addresses_.emplace(inst.ipv4, std::string{key});
         if (local) {
             sockets_.emplace(inst.port.socket, std::string{key});
-            site_.local_endpoints.push_back({inst.name, endpoint_status_key(ds_, local_.host, *parts)});
+            site_.local_endpoints.push_back(*local_status);
         }
         referenced_groups_.insert(inst.security_groups.begin(), inst.security_groups.end());
 

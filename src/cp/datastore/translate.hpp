@@ -49,6 +49,8 @@ struct Site {
     std::vector<config::SecurityGroupConfig> security_groups;
     std::vector<config::InstanceConfig> instances;
     std::vector<LocalEndpoint> local_endpoints;
+    // This host's endpoints that were left out: Felix reports them as "error".
+    std::vector<LocalEndpoint> refused_local_endpoints;
     std::vector<Problem> problems;
     // What was read, for status and logs: keys of each kind found (valid or not), and what was
     // skipped because calyx forwards IPv4 only (IPv6 subnets, IPv6-only rules and ports).
