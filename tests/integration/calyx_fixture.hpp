@@ -217,7 +217,10 @@ struct ReloadOutcome {
 
 class CalyxFixture : public testing::Test {
   protected:
-    fs::path socket_of(const Vm& vm) const { return dir_ / (vm.name + ".sock"); }
+    fs::path socket_of(const Vm& vm) const {
+        const auto it = socket_paths_.find(vm.name);
+        return it != socket_paths_.end() ? it->second : dir_ / (vm.name + ".sock");
+    }
     bool is_client_mode(const Vm& vm) const { return options_.client_mode.contains(vm.name); }
     // calyx's control socket (the config's control.socket), for calyxctl.
     fs::path control_socket() const { return dir_ / "calyx.sock"; }
@@ -286,6 +289,8 @@ class CalyxFixture : public testing::Test {
     ConfigOptions options_;
     std::unique_ptr<CalyxProcess> calyx_;
     std::map<std::string, std::unique_ptr<VmPeer>> peers_;
+    // Sockets that are not <dir>/<instance>.sock (a datastore names them after the interface).
+    std::map<std::string, fs::path> socket_paths_;
 
   private:
     bool calyx_ready();
