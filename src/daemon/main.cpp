@@ -134,9 +134,7 @@ int run(const std::string& config_path, const std::string& argv0) {
                 auto applied = r.apply(std::move(next));
                 r.count_reload(applied.has_value());
                 if (!applied) return std::unexpected(applied.error());
-                const uint64_t generation = r.sample().config_generation;
-                fmt::print(stderr, "calyx: datastore: applied: generation {}\n", generation);
-                return generation;
+                return r.sample().config_generation;
             };
             callbacks.ports_connected = [&r] { return r.ports_connected(); };
             callbacks.log = [](const std::string& line) { fmt::print(stderr, "calyx: {}\n", line); };

@@ -85,13 +85,13 @@ class DatastoreTest : public CalyxFixture {
         etcd_ = std::move(*etcd);
         // The networks' subnets (the private one in the older v1 tree), the three ports in no
         // group: the seed's frame 1.
-        etcd_->put(calico::subnet({"9d8c7b6a-5f4e-4d3c-8b2a-0f1e2d3c4b01", kNetPublic, "203.0.113.0/24",
+        put(calico::subnet({"9d8c7b6a-5f4e-4d3c-8b2a-0f1e2d3c4b01", kNetPublic, "203.0.113.0/24",
                                    "203.0.113.1", {text(kPublicDns)}}));
-        etcd_->put(calico::subnet({"9d8c7b6a-5f4e-4d3c-8b2a-0f1e2d3c4b02", kNetNat, "10.10.0.0/24", "10.10.0.1"}));
-        etcd_->put(calico::subnet({"9d8c7b6a-5f4e-4d3c-8b2a-0f1e2d3c4b03", kNetPrivate, "10.20.0.0/24", "10.20.0.1"},
+        put(calico::subnet({"9d8c7b6a-5f4e-4d3c-8b2a-0f1e2d3c4b02", kNetNat, "10.10.0.0/24", "10.10.0.1"}));
+        put(calico::subnet({"9d8c7b6a-5f4e-4d3c-8b2a-0f1e2d3c4b03", kNetPrivate, "10.20.0.0/24", "10.20.0.1"},
                                   /*v1=*/true));
         for (const Vm* vm : kVms) {
-            etcd_->put(calico::workload_endpoint(endpoint_of(*vm)));
+            put(calico::workload_endpoint(endpoint_of(*vm)));
             socket_paths_[vm->name] = dir_ / fmt::format("tap{}.sock", vm->name.substr(0, 11));
         }
         identity_ = next_config_identity();
@@ -133,6 +133,18 @@ datastore:
         etcd_.reset();
     }
 
+    // A put or delete that must succeed; etcd's revision after it.
+    int64_t put(const std::pair<std::string, std::string>& kv) {
+        const auto r = etcd_->put(kv);
+        EXPECT_TRUE(r) << r.error();
+        return r.value_or(0);
+    }
+    int64_t remove(const std::string& key) {
+        const auto r = etcd_->remove(key);
+        EXPECT_TRUE(r) << r.error();
+        return r.value_or(0);
+    }
+
     std::optional<Json> call(std::string_view command, const Json& args = Json::object()) {
         auto reply = cp::control_call(control_socket().string(), command, args, 3s);
         if (!reply || !reply->ok) return std::nullopt;
@@ -166,8 +178,8 @@ datastore:
         SCOPED_TRACE(what);
         const auto start = Clock::now();
         int64_t revision = 0;
-        for (const auto& [k, v] : puts) revision = etcd_->put(k, v);
-        for (const auto& k : deletes) revision = etcd_->remove(k);
+        for (const auto& kv : puts) revision = put(kv);
+        for (const auto& k : deletes) revision = remove(k);
         const auto took = wait_applied(revision, start);
         EXPECT_LE(took, kApplyWithin) << what << " took " << took.count() << " ms";
         latencies_.push_back(took);
@@ -307,7 +319,7 @@ TEST_F(DatastoreTest, EtcdKilledChangedCompactedAndRestartedWhileTrafficFlows) {
     // Back, and behind calyx's back: db-1 deleted and the history compacted, so no watch can
     // replay it. calyx lists again and follows.
     ASSERT_TRUE(etcd_->start_again());
-    const int64_t deleted = etcd_->remove(calico::workload_endpoint(endpoint_of(kDb)).first);
+    const int64_t deleted = remove(calico::workload_endpoint(endpoint_of(kDb)).first);
     ASSERT_TRUE(etcd_->compact(deleted));
     wait_applied(deleted);
     const Json up = datastore_status();
@@ -386,9 +398,9 @@ TEST(EtcdAgainstDebiansEtcd, AWatchFromACompactedRevisionIsCanceledAsCompacted) 
     TempDir dir("calyx-etcd");
     auto etcd = EtcdServer::start(dir.path());
     ASSERT_TRUE(etcd) << etcd.error();
-    const int64_t first = (*etcd)->put("/calico/x/a", "1");
-    (*etcd)->put("/calico/x/a", "2");
-    const int64_t last = (*etcd)->put("/calico/x/b", "3");
+    const int64_t first = (*etcd)->put("/calico/x/a", "1").value();
+    ASSERT_TRUE((*etcd)->put("/calico/x/a", "2"));
+    const int64_t last = (*etcd)->put("/calico/x/b", "3").value();
     ASSERT_TRUE((*etcd)->compact(last));
     std::vector<cp::datastore::WatchMessage> messages;
     cp::datastore::WatchSet watches((*etcd)->client(),
@@ -407,8 +419,8 @@ TEST(EtcdAgainstDebiansEtcd, AWatchFromACompactedRevisionIsCanceledAsCompacted) 
     messages.clear();
     live.add("/calico/x/", "/calico/x0", last + 1);
     live.poll(100ms);
-    (*etcd)->put("/calico/x/c", "4");
-    (*etcd)->remove("/calico/x/a");
+    ASSERT_TRUE((*etcd)->put("/calico/x/c", "4"));
+    ASSERT_TRUE((*etcd)->remove("/calico/x/a"));
     std::vector<cp::datastore::WatchMessage::Event> events;
     for (int i = 0; i < 100 && events.size() < 2; ++i) {
         live.poll(50ms);

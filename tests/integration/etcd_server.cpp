@@ -8,7 +8,7 @@
 #include <thread>
 
 #include <fmt/format.h>
-#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 namespace calyx::test {
 
@@ -61,16 +61,33 @@ std::expected<void, std::string> EtcdServer::launch() {
     return std::unexpected("etcd did not answer:\n" + log());
 }
 
-int64_t EtcdServer::put(const std::string& key, const std::string& value) {
+std::expected<int64_t, std::string> EtcdServer::put(const std::string& key, const std::string& value) {
     const auto r = client_->put(key, value);
-    EXPECT_TRUE(r) << "put " << key << ": " << (r ? "" : r.error().message);
-    return r.value_or(0);
+    if (!r) return std::unexpected(fmt::format("put {}: {}", key, r.error().message));
+    return *r;
 }
 
-int64_t EtcdServer::remove(const std::string& key) {
+std::expected<int64_t, std::string> EtcdServer::remove(const std::string& key) {
     const auto r = client_->remove(key);
-    EXPECT_TRUE(r) << "delete " << key << ": " << (r ? "" : r.error().message);
-    return r.value_or(0);
+    if (!r) return std::unexpected(fmt::format("delete {}: {}", key, r.error().message));
+    return *r;
+}
+
+std::expected<int64_t, std::string> EtcdServer::put_all(const std::vector<std::pair<std::string, std::string>>& kvs) {
+    int64_t revision = 0;
+    for (size_t at = 0; at < kvs.size(); at += 128) {
+        nlohmann::json txn{{"success", nlohmann::json::array()}};
+        for (size_t i = at; i < std::min(kvs.size(), at + 128); ++i)
+            txn["success"].push_back({{"request_put",
+                                       {{"key", cp::datastore::base64_encode(kvs[i].first)},
+                                        {"value", cp::datastore::base64_encode(kvs[i].second)}}}});
+        const auto body = client_->post("/v3/kv/txn", txn.dump());
+        if (!body) return std::unexpected(body.error().message);
+        const auto r = cp::datastore::parse_header_revision(*body);
+        if (!r) return std::unexpected(r.error().message);
+        revision = *r;
+    }
+    return revision;
 }
 
 std::expected<void, std::string> EtcdServer::compact(int64_t revision) {

@@ -24,10 +24,14 @@ class EtcdServer {
     const std::string& url() const { return url_; }
     cp::datastore::EtcdClient& client() { return *client_; }
 
-    // Writes and deletes, returning etcd's revision after them; a test failure if etcd refuses.
-    int64_t put(const std::string& key, const std::string& value);
-    int64_t put(const std::pair<std::string, std::string>& kv) { return put(kv.first, kv.second); }
-    int64_t remove(const std::string& key);
+    // Writes and deletes, returning etcd's revision after them.
+    std::expected<int64_t, std::string> put(const std::string& key, const std::string& value);
+    std::expected<int64_t, std::string> put(const std::pair<std::string, std::string>& kv) {
+        return put(kv.first, kv.second);
+    }
+    std::expected<int64_t, std::string> remove(const std::string& key);
+    // Many puts in transactions of at most 128 (etcd's --max-txn-ops), for large sites.
+    std::expected<int64_t, std::string> put_all(const std::vector<std::pair<std::string, std::string>>& kvs);
     // Compacts the history up to `revision` (physically: the revisions are gone).
     std::expected<void, std::string> compact(int64_t revision);
     int64_t revision();

@@ -563,3 +563,42 @@ TEST(DatastoreTranslate, ExplainNamesTheEtcdKeyAndRuleThatAllowed) {
 
 }  // namespace
 }  // namespace calyx::cp::datastore
+
+namespace calyx::cp::datastore {
+namespace {
+
+// The cache re-reads a key only when its value changed, whatever its revisions say (a new or
+// restored etcd cluster starts them again), and forgets deleted keys.
+TEST(DatastoreTranslate, TheCacheRereadsOnlyChangedKeysAndGivesTheSameSite) {
+    Store store = load_site();
+    TranslateCache cache;
+    const Site cold = translate(store, compute1(), &cache);
+    EXPECT_EQ(cache.size(), store.size());
+    const Site warm = translate(store, compute1(), &cache);
+    EXPECT_EQ(problem_lines(warm), problem_lines(cold));
+    ASSERT_EQ(warm.instances.size(), cold.instances.size());
+    EXPECT_EQ(warm.security_groups.size(), cold.security_groups.size());
+    EXPECT_EQ(warm.counts, cold.counts);
+
+    // web's policy rewritten with one rule: the new value is read.
+    const std::string web = kPolicies + "ossg.default." + kSgWeb;
+    store[web] = {calico::network_policy(kSgWeb, {calico::Rule{"egress"}}).second, store[web].create_revision, 500};
+    const Site changed = translate(store, compute1(), &cache);
+    ASSERT_EQ(group(changed, kSgWeb)->rules.size(), 1u);
+    EXPECT_EQ(group(changed, kSgWeb)->rules[0].direction, config::RuleDirection::egress);
+    // A refused rewrite (at the same revision: a new cluster) is refused from the cache too, and
+    // a deleted key leaves it.
+    store[web].value = "{broken";
+    EXPECT_EQ(translate(store, compute1(), &cache).problems.size(), 1u);
+    EXPECT_EQ(translate(store, compute1(), &cache).problems.size(), 1u);
+    store.erase(web);
+    translate(store, compute1(), &cache);
+    EXPECT_EQ(cache.size(), store.size());
+    // Local checks are not cached: the same keys on another host give that host's ports.
+    config::Config other = compute1();
+    other.host = "compute-2";
+    EXPECT_EQ(translate(store, other, &cache).local_endpoints.size(), 1u);
+}
+
+}  // namespace
+}  // namespace calyx::cp::datastore

@@ -112,6 +112,7 @@ class Syncer {
     std::mutex apply_mu_;
     std::condition_variable synced_;
     Store store_;
+    TranslateCache cache_;
     config::Config local_;
     bool dirty_ = false;        // the store changed since the site applied last
     bool retry_apply_ = false;  // ... or its apply failed and waits for a retry

@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <expected>
 #include <optional>
+#include <memory>
 #include <set>
 #include <string_view>
+#include <variant>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -302,24 +304,313 @@ Result<RuleOutcome> rule_of(const Json& r, config::RuleDirection direction, std:
     return out;
 }
 
-// --- The translation ------------------------------------------------------------------------
+// --- Each key on its own ----------------------------------------------------------------------
+// What a key says, read from its value alone: the part of a translation that a change re-does
+// only for the keys it touched (TranslateCache). Checks against other keys and against the
+// host's configuration come after, in Translator.
+
+struct ParsedSubnet {
+    bool ipv6 = false;  // skipped: calyx forwards IPv4
+    std::string network_id;
+    Ipv4Prefix cidr;
+    Ipv4Addr gateway;
+    std::vector<Ipv4Addr> dns;
+    std::vector<Ipv4Prefix> routes;
+    std::vector<std::string> route_problems;  // routes left out, and why
+};
+
+struct ParsedPolicy {
+    config::SecurityGroupConfig group;
+    std::set<std::string> referenced;  // remote groups
+    size_t ipv6_rules = 0;
+};
+
+struct ParsedEndpoint {
+    std::optional<EndpointName> name;
+    std::string node;      // known before any error after it: a refused local port is reported
+    std::string instance;  // the Neutron port id
+    bool without_addresses = false;  // passed over, as Felix and the DHCP agent do
+    bool ipv6 = false;               // had IPv6 addresses (skipped)
+    std::string interface, mac_text, network_id;
+    MacAddr mac;
+    Ipv4Addr ipv4;
+    std::vector<std::string> groups;
+    std::string allowed, nats;  // the parts not applied, as written; empty when none
+};
+
+}  // namespace
+
+struct TranslateCache::Entry {
+    // The value it was read from. Compared whole rather than by mod revision: a value is the
+    // same whatever etcd did (a rewrite with the same bytes, a restored or a new cluster whose
+    // revisions start again), and a comparison of equal sizes costs a memcmp.
+    std::string value;
+    std::string error;  // the key is refused for this
+    std::variant<ParsedSubnet, ParsedPolicy, ParsedEndpoint> parsed;
+};
+
+namespace {
+
+using Entry = TranslateCache::Entry;
+
+Entry parse_subnet(std::string_view id, const std::string& value) {
+    Entry e;
+    ParsedSubnet& s = e.parsed.emplace<ParsedSubnet>();
+    const auto refuse = [&](std::string why) {
+        e.error = std::move(why);
+        return std::move(e);
+    };
+    const Json j = Json::parse(value, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) return refuse("the value is not a JSON object");
+    auto cidr_text = string_at(j, "cidr", "");
+    if (!cidr_text) return refuse(cidr_text.error());
+    if (is_ipv6_text(*cidr_text)) {
+        s.ipv6 = true;
+        return e;
+    }
+    if (!is_name(id)) return refuse(fmt::format("subnet id '{}' is not a valid name", id));
+    auto network_id = string_at(j, "network_id", "");
+    if (!network_id) return refuse(network_id.error());
+    s.network_id = std::move(*network_id);
+    const auto cidr = Ipv4Prefix::parse(*cidr_text, /*allow_host_bits=*/true);
+    if (!cidr) return refuse(fmt::format("cidr {} is not an IPv4 prefix", *cidr_text));
+    if (cidr->length < 8 || cidr->length > 30)
+        return refuse(fmt::format("cidr {} is not between /8 and /30", cidr->to_string()));
+    for (const auto& reserved : config::kReserved)
+        if (reserved.prefix.contains(*cidr) || cidr->contains(reserved.prefix))
+            return refuse(fmt::format("cidr {} is inside {} ({})", cidr->to_string(), reserved.prefix.to_string(),
+                                      reserved.what));
+    s.cidr = *cidr;
+    const Json* gateway_json = member(j, "gateway_ip");
+    if (!gateway_json)
+        return refuse("it has no gateway_ip: calyx answers as the gateway of every network, so the subnet needs one");
+    const auto gateway = gateway_json->is_string() ? Ipv4Addr::parse(gateway_json->get<std::string>()) : std::nullopt;
+    if (!gateway) return refuse(fmt::format("gateway_ip {} is not an IPv4 address", gateway_json->dump()));
+    if (!cidr->contains(*gateway) || *gateway == cidr->addr || *gateway == cidr->broadcast())
+        return refuse(fmt::format("gateway_ip {} is not a host address of {}", gateway->to_string(), cidr->to_string()));
+    s.gateway = *gateway;
+    if (const Json* dns = member(j, "dns_servers")) {
+        if (!dns->is_array()) return refuse("dns_servers is not a list");
+        for (const Json& d : *dns) {
+            const std::string text = d.is_string() ? d.get<std::string>() : d.dump();
+            if (is_ipv6_text(text)) continue;  // IPv4 DHCP carries IPv4 servers only
+            const auto addr = Ipv4Addr::parse(text);
+            if (!addr) return refuse(fmt::format("dns_servers entry {} is not an address", text));
+            s.dns.push_back(*addr);
+        }
+    }
+    if (const Json* routes = member(j, "host_routes")) {
+        if (!routes->is_array()) return refuse("host_routes is not a list");
+        // Every instance has its own link to the gateway, so a route via anything else could
+        // never be followed: such a route is left out (and said so), the subnet still serves.
+        for (size_t i = 0; i < routes->size(); ++i) {
+            const Json& route = (*routes)[i];
+            const auto destination = string_at(route, "destination", "");
+            const auto nexthop = string_at(route, "nexthop", "");
+            if (!destination || !nexthop) {
+                s.route_problems.push_back(fmt::format("host_routes[{}] is not a destination and a nexthop", i));
+                continue;
+            }
+            if (is_ipv6_text(*destination)) continue;
+            const auto prefix = Ipv4Prefix::parse(*destination);
+            const auto via = Ipv4Addr::parse(*nexthop);
+            if (!prefix || !via)
+                s.route_problems.push_back(
+                    fmt::format("host_routes[{}] ({} via {}) is not an IPv4 route", i, *destination, *nexthop));
+            else if (*via != s.gateway)
+                s.route_problems.push_back(fmt::format(
+                    "host_routes[{}] ({} via {}) is left out: every instance reaches only its gateway {}, so calyx "
+                    "announces routes via the gateway only",
+                    i, *destination, *nexthop, s.gateway.to_string()));
+            else if (prefix->length > 0)  // the default route is always announced
+                s.routes.push_back(*prefix);
+        }
+    }
+    return e;
+}
+
+Entry parse_policy(std::string_view key, std::string_view name, const std::string& value) {
+    Entry e;
+    ParsedPolicy& p = e.parsed.emplace<ParsedPolicy>();
+    const auto refuse = [&](std::string why) {
+        e.error = std::move(why);
+        return std::move(e);
+    };
+    if (!name.starts_with(kPolicyPrefix))
+        return refuse(fmt::format("policy '{}' is not a security group of networking-calico ({}<id>); calyx applies "
+                                  "only those",
+                                  name, kPolicyPrefix));
+    const std::string_view id = name.substr(kPolicyPrefix.size());
+    p.group.name = std::string{id};
+    p.group.where = at_key(key);
+    // A refused policy still leaves its group, without rules (its members count, it allows nothing).
+    const auto refuse_group = [&](std::string why) {
+        return refuse(fmt::format("{}; its group allows nothing until it is fixed", why));
+    };
+    if (!is_name(id)) return refuse_group(fmt::format("security group id '{}' is not a valid name", id));
+    const Json j = Json::parse(value, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) return refuse_group("the value is not a JSON object");
+    const Json* spec = member(j, "spec");
+    if (!spec || !spec->is_object()) return refuse_group("it has no spec");
+    for (const auto& [k, v] : spec->items()) {
+        // `order` ranks policies whose rules could disagree; with allow rules only it changes nothing.
+        static constexpr std::string_view kKnown[] = {"ingress", "egress", "selector", "order"};
+        if (!v.is_null() && std::ranges::find(kKnown, k) == std::end(kKnown))
+            return refuse_group(fmt::format(
+                "spec.{} is not one calyx applies (networking-calico writes ingress, egress and selector)", k));
+    }
+    auto selector = string_at(*spec, "selector", "spec.");
+    if (!selector) return refuse_group(selector.error());
+    auto selected = security_group_of_selector(*selector);
+    if (!selected) return refuse_group(fmt::format("spec.{}", selected.error()));
+    if (*selected != id)
+        return refuse_group(fmt::format("spec.selector selects security group {}, not {} whose policy this is",
+                                        *selected, id));
+    for (const auto direction : {config::RuleDirection::ingress, config::RuleDirection::egress}) {
+        const std::string_view field = config::to_string(direction);
+        const Json* rules = member(*spec, field);
+        if (!rules) continue;
+        if (!rules->is_array()) return refuse_group(fmt::format("spec.{} must be a list", field));
+        for (size_t i = 0; i < rules->size(); ++i) {
+            const std::string path = fmt::format("spec.{}[{}]", field, i);
+            auto outcome = rule_of((*rules)[i], direction, path, at_key(key, path), p.referenced);
+            if (!outcome) {
+                p.group.rules.clear();
+                p.referenced.clear();
+                return refuse_group(outcome.error());
+            }
+            if (outcome->ipv6_only) ++p.ipv6_rules;
+            for (auto& r : outcome->rules) p.group.rules.push_back(std::move(r));
+        }
+    }
+    return e;
+}
+
+Entry parse_endpoint(std::string_view name, const std::string& value) {
+    Entry e;
+    ParsedEndpoint& p = e.parsed.emplace<ParsedEndpoint>();
+    const auto refuse = [&](std::string why) {
+        e.error = std::move(why);
+        return std::move(e);
+    };
+    p.name = split_endpoint_name(name);
+    if (!p.name)
+        return refuse(fmt::format("'{}' is not an endpoint name <host>-<orchestrator>-<workload>-<port>", name));
+    const Json j = Json::parse(value, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) return refuse("the value is not a JSON object");
+    const Json* spec = member(j, "spec");
+    if (!spec || !spec->is_object()) return refuse("it has no spec");
+    auto node = string_at(*spec, "node", "spec.");
+    if (!node) return refuse(node.error());
+    p.instance = p.name->endpoint;
+    if (const Json* id = member(*spec, "endpoint"); id && id->is_string()) p.instance = id->get<std::string>();
+    if (!is_name(p.instance)) return refuse(fmt::format("port id '{}' is not a valid name", p.instance));
+    p.node = std::move(*node);
+    auto mac_text = string_at(*spec, "mac", "spec.");
+    if (!mac_text) return refuse(mac_text.error());
+    p.mac_text = std::move(*mac_text);
+    auto interface = string_at(*spec, "interfaceName", "spec.");
+    if (!interface) return refuse(interface.error());
+    p.interface = std::move(*interface);
+    const Json* networks = member(*spec, "ipNetworks");
+    if (!networks || !networks->is_array()) return refuse("spec.ipNetworks is missing or not a list");
+    // networking-calico's DHCP agent and Felix both pass over an endpoint without addresses: a
+    // resync meeting a port being deleted writes one.
+    if (networks->empty()) {
+        p.without_addresses = true;
+        return e;
+    }
+    // The port's own addresses: ipNetworks without the allowed address pairs (which
+    // networking-calico lists in both).
+    std::set<std::string> allowed;
+    const Json* allowed_json = member(*spec, "allowedIps");
+    if (allowed_json && allowed_json->is_array()) {
+        for (const Json& a : *allowed_json)
+            if (a.is_string()) allowed.insert(a.get<std::string>());
+        if (!allowed_json->empty()) p.allowed = allowed_json->dump();
+    }
+    if (const Json* n = member(*spec, "ipNATs"); n && n->is_array() && !n->empty()) p.nats = n->dump();
+    std::vector<Ipv4Addr> own;
+    for (const Json& n : *networks) {
+        const std::string text = n.is_string() ? n.get<std::string>() : n.dump();
+        if (allowed.contains(text)) continue;
+        if (is_ipv6_text(text)) {
+            p.ipv6 = true;
+            continue;
+        }
+        const auto prefix = Ipv4Prefix::parse(text);
+        if (!prefix || prefix->length != 32)
+            return refuse(fmt::format("spec.ipNetworks entry {} is not an IPv4 address/32", text));
+        own.push_back(prefix->addr);
+    }
+    if (own.empty())
+        return refuse(p.ipv6 ? "the port has only IPv6 addresses; calyx forwards IPv4"
+                             : "spec.ipNetworks has no address of the port's own");
+    if (own.size() > 1) {
+        std::string list;
+        for (const auto& a : own) list += (list.empty() ? "" : ", ") + a.to_string();
+        return refuse(fmt::format("the port has {} IPv4 addresses ({}); calyx gives a port one, as every instance has "
+                                  "one interface and one address",
+                                  own.size(), list));
+    }
+    p.ipv4 = own.front();
+    const Json* metadata = member(j, "metadata");
+    const Json* annotations = metadata ? member(*metadata, "annotations") : nullptr;
+    const Json* network_id = annotations ? member(*annotations, kNetworkIdAnnotation) : nullptr;
+    if (!network_id || !network_id->is_string())
+        return refuse(fmt::format("metadata.annotations has no {}", kNetworkIdAnnotation));
+    p.network_id = network_id->get<std::string>();
+    const auto mac = MacAddr::parse(p.mac_text);
+    if (!mac || mac->is_zero() || mac->is_multicast())
+        return refuse(fmt::format("spec.mac {} is not a unicast MAC address", p.mac_text));
+    p.mac = *mac;
+    if (const Json* labels = metadata ? member(*metadata, "labels") : nullptr; labels && labels->is_object()) {
+        for (const auto& [label, v] : labels->items()) {
+            const std::string_view group = security_group_of_label(label);
+            if (group.empty()) continue;
+            if (!is_name(group)) return refuse(fmt::format("label {} names no valid security group id", label));
+            p.groups.emplace_back(group);
+        }
+    }
+    std::ranges::sort(p.groups);
+    return e;
+}
+
+// --- The site -------------------------------------------------------------------------------
 
 class Translator {
   public:
-    Translator(const Store& store, const config::Config& local)
-        : store_(store), local_(local), ds_(local.datastore), trees_(site_trees(local.datastore)) {}
+    Translator(const Store& store, const config::Config& local, TranslateCache& cache)
+        : store_(store), local_(local), ds_(local.datastore), trees_(site_trees(local.datastore)), cache_(cache) {}
 
     Site run() {
         read_subnets();
         read_policies();
         read_endpoints();
         add_groups_without_policy();
+        // What the store no longer holds is no longer needed.
+        for (auto it = cache_.entries.begin(); it != cache_.entries.end();)
+            it = store_.contains(it->first) ? std::next(it) : cache_.entries.erase(it);
         return std::move(site_);
     }
 
   private:
     void problem(std::string_view key, std::string message, bool left_out = true) {
         site_.problems.push_back(Problem{std::string{key}, std::move(message), left_out});
+    }
+
+    // The key's parsed form, from the cache while the key is unchanged.
+    template <typename Parse>
+    const Entry& parsed(std::string_view key, const KeyValue& kv, Parse parse) {
+        auto it = cache_.entries.find(key);
+        if (it != cache_.entries.end() && it->second->value == kv.value) return *it->second;
+        auto entry = std::make_shared<Entry>(parse());
+        entry->value = kv.value;
+        if (it == cache_.entries.end())
+            it = cache_.entries.emplace(std::string{key}, std::move(entry)).first;
+        else
+            it->second = std::move(entry);
+        return *it->second;
     }
 
     // --- Subnets ---
@@ -340,71 +631,38 @@ class Translator {
             return a.second->create_revision < b.second->create_revision;
         });
         for (const auto& [key, kv] : keys) {
-            const std::string_view tree = key.starts_with(trees_.subnets_v2) ? trees_.subnets_v2 : trees_.subnets_v1;
-            if (auto net = subnet(key, key.substr(tree.size()), kv->value); !net)
-                problem(key, net.error());
+            const std::string_view id =
+                key.substr((key.starts_with(trees_.subnets_v2) ? trees_.subnets_v2 : trees_.subnets_v1).size());
+            const Entry& e = parsed(key, *kv, [&] { return parse_subnet(id, kv->value); });
+            if (auto ok = subnet(key, id, e); !ok) problem(key, ok.error());
         }
     }
 
-    Result<void> subnet(std::string_view key, std::string_view id, const std::string& value) {
-        const Json j = Json::parse(value, nullptr, false);
-        if (j.is_discarded() || !j.is_object()) return std::unexpected("the value is not a JSON object");
-        auto cidr_text = string_at(j, "cidr", "");
-        if (!cidr_text) return std::unexpected(cidr_text.error());
-        if (is_ipv6_text(*cidr_text)) {
+    Result<void> subnet(std::string_view key, std::string_view id, const Entry& e) {
+        if (!e.error.empty()) return std::unexpected(e.error);
+        const ParsedSubnet& s = std::get<ParsedSubnet>(e.parsed);
+        if (s.ipv6) {
             ++site_.counts.ipv6_skipped;
             return {};
         }
-        if (!is_name(id)) return std::unexpected(fmt::format("subnet id '{}' is not a valid name", id));
-        auto network_id = string_at(j, "network_id", "");
-        if (!network_id) return std::unexpected(network_id.error());
-        const auto cidr = Ipv4Prefix::parse(*cidr_text, /*allow_host_bits=*/true);
-        if (!cidr) return std::unexpected(fmt::format("cidr {} is not an IPv4 prefix", *cidr_text));
-        if (cidr->length < 8 || cidr->length > 30)
-            return std::unexpected(fmt::format("cidr {} is not between /8 and /30", cidr->to_string()));
-        for (const auto& reserved : config::kReserved)
-            if (reserved.prefix.contains(*cidr) || cidr->contains(reserved.prefix))
-                return std::unexpected(fmt::format("cidr {} is inside {} ({})", cidr->to_string(),
-                                                   reserved.prefix.to_string(), reserved.what));
-        const Json* gateway_json = member(j, "gateway_ip");
-        if (!gateway_json)
-            return std::unexpected("it has no gateway_ip: calyx answers as the gateway of every network, so the subnet "
-                                   "needs one");
-        const auto gateway = gateway_json->is_string() ? Ipv4Addr::parse(gateway_json->get<std::string>()) : std::nullopt;
-        if (!gateway) return std::unexpected(fmt::format("gateway_ip {} is not an IPv4 address", gateway_json->dump()));
-        if (!cidr->contains(*gateway) || *gateway == cidr->addr || *gateway == cidr->broadcast())
-            return std::unexpected(fmt::format("gateway_ip {} is not a host address of {}", gateway->to_string(),
-                                               cidr->to_string()));
-        if (local_.uplink && (local_.uplink->subnet().contains(*cidr) || cidr->contains(local_.uplink->subnet())))
-            return std::unexpected(fmt::format("cidr {} overlaps the uplink subnet {}", cidr->to_string(),
+        const Ipv4Prefix& cidr = s.cidr;
+        if (local_.uplink && (local_.uplink->subnet().contains(cidr) || cidr.contains(local_.uplink->subnet())))
+            return std::unexpected(fmt::format("cidr {} overlaps the uplink subnet {}", cidr.to_string(),
                                                local_.uplink->subnet().to_string()));
         for (const config::NetworkConfig& other : site_.networks)
-            if (other.cidr.contains(*cidr) || cidr->contains(other.cidr))
-                return std::unexpected(fmt::format("cidr {} overlaps {} of subnet {} ({})", cidr->to_string(),
+            if (other.cidr.contains(cidr) || cidr.contains(other.cidr))
+                return std::unexpected(fmt::format("cidr {} overlaps {} of subnet {} ({})", cidr.to_string(),
                                                    other.cidr.to_string(), other.name, other.where.file));
-
         config::NetworkConfig net;
         net.name = std::string{id};
-        net.cidr = *cidr;
-        net.gateway = *gateway;
+        net.cidr = cidr;
+        net.gateway = s.gateway;
+        net.dns = s.dns;
+        net.routes = s.routes;
         net.where = at_key(key);
-        const config::DatastoreNetwork* kind = ds_.find_network(*network_id);
+        const config::DatastoreNetwork* kind = ds_.find_network(s.network_id);
         net.kind = kind ? kind->kind : NetworkKind::private_;
         if (kind) net.mtu = kind->mtu;
-        if (const Json* dns = member(j, "dns_servers")) {
-            if (!dns->is_array()) return std::unexpected("dns_servers is not a list");
-            for (const Json& d : *dns) {
-                const std::string text = d.is_string() ? d.get<std::string>() : d.dump();
-                if (is_ipv6_text(text)) continue;  // IPv4 DHCP carries IPv4 servers only
-                const auto addr = Ipv4Addr::parse(text);
-                if (!addr) return std::unexpected(fmt::format("dns_servers entry {} is not an address", text));
-                net.dns.push_back(*addr);
-            }
-        }
-        if (const Json* routes = member(j, "host_routes")) {
-            if (!routes->is_array()) return std::unexpected("host_routes is not a list");
-            for (size_t i = 0; i < routes->size(); ++i) host_route(key, (*routes)[i], i, net);
-        }
         const dp::DhcpNetworkSettings dhcp{.cidr = net.cidr,
                                            .gateway = net.gateway,
                                            .dns = net.dns,
@@ -416,35 +674,10 @@ class Translator {
             return std::unexpected(fmt::format("its DHCP options take {} bytes, more than the {} every client accepts "
                                                "(fewer dns_servers or host_routes)",
                                                size, dp::kDhcpMaxOptionBlob));
-        subnets_of_network_[*network_id].push_back(site_.networks.size());
+        for (const std::string& why : s.route_problems) problem(key, why, false);
+        subnets_of_network_[s.network_id].push_back(site_.networks.size());
         site_.networks.push_back(std::move(net));
         return {};
-    }
-
-    // Every instance has its own link to the gateway, so a route via anything else could never
-    // be followed: such a route is left out (and said so), the subnet still serves.
-    void host_route(std::string_view key, const Json& route, size_t i, config::NetworkConfig& net) {
-        const auto destination = string_at(route, "destination", "");
-        const auto nexthop = string_at(route, "nexthop", "");
-        if (!destination || !nexthop) {
-            problem(key, fmt::format("host_routes[{}] is not a destination and a nexthop", i), false);
-            return;
-        }
-        if (is_ipv6_text(*destination)) return;
-        const auto prefix = Ipv4Prefix::parse(*destination);
-        const auto via = Ipv4Addr::parse(*nexthop);
-        if (!prefix || !via) {
-            problem(key, fmt::format("host_routes[{}] ({} via {}) is not an IPv4 route", i, *destination, *nexthop),
-                    false);
-        } else if (*via != net.gateway) {
-            problem(key,
-                    fmt::format("host_routes[{}] ({} via {}) is left out: every instance reaches only its gateway "
-                                "{}, so calyx announces routes via the gateway only",
-                                i, *destination, *nexthop, net.gateway.to_string()),
-                    false);
-        } else if (prefix->length > 0) {  // the default route is always announced
-            net.routes.push_back(*prefix);
-        }
     }
 
     // --- Policies ---
@@ -453,61 +686,17 @@ class Translator {
         for (const auto& [key, kv] : in_creation_order(store_, trees_.policies)) {
             ++site_.counts.policies;
             const std::string_view name = key.substr(trees_.policies.size());
-            if (!name.starts_with(kPolicyPrefix)) {
-                problem(key, fmt::format("policy '{}' is not a security group of networking-calico ({}<id>); calyx "
-                                         "applies only those",
-                                         name, kPolicyPrefix));
+            const Entry& e = parsed(key, *kv, [&] { return parse_policy(key, name, kv->value); });
+            const ParsedPolicy& p = std::get<ParsedPolicy>(e.parsed);
+            if (!e.error.empty()) {
+                problem(key, e.error);
+                if (name.starts_with(kPolicyPrefix) && is_name(p.group.name)) refused_groups_.emplace(p.group.name, key);
                 continue;
             }
-            if (auto group = policy(key, name.substr(kPolicyPrefix.size()), kv->value); !group) {
-                problem(key, fmt::format("{}; its group allows nothing until it is fixed", group.error()));
-                if (is_name(name.substr(kPolicyPrefix.size())))
-                    refused_groups_.emplace(name.substr(kPolicyPrefix.size()), key);
-            }
+            site_.counts.ipv6_skipped += p.ipv6_rules;
+            referenced_groups_.insert(p.referenced.begin(), p.referenced.end());
+            site_.security_groups.push_back(p.group);
         }
-    }
-
-    Result<void> policy(std::string_view key, std::string_view id, const std::string& value) {
-        if (!is_name(id)) return std::unexpected(fmt::format("security group id '{}' is not a valid name", id));
-        const Json j = Json::parse(value, nullptr, false);
-        if (j.is_discarded() || !j.is_object()) return std::unexpected("the value is not a JSON object");
-        const Json* spec = member(j, "spec");
-        if (!spec || !spec->is_object()) return std::unexpected("it has no spec");
-        for (const auto& [k, v] : spec->items()) {
-            // `order` ranks policies whose rules could disagree; with allow rules only it changes nothing.
-            static constexpr std::string_view kKnown[] = {"ingress", "egress", "selector", "order"};
-            if (!v.is_null() && std::ranges::find(kKnown, k) == std::end(kKnown))
-                return std::unexpected(fmt::format("spec.{} is not one calyx applies (networking-calico writes "
-                                                   "ingress, egress and selector)",
-                                                   k));
-        }
-        auto selector = string_at(*spec, "selector", "spec.");
-        if (!selector) return std::unexpected(selector.error());
-        auto selected = security_group_of_selector(*selector);
-        if (!selected) return std::unexpected(fmt::format("spec.{}", selected.error()));
-        if (*selected != id)
-            return std::unexpected(fmt::format("spec.selector selects security group {}, not {} whose policy this is",
-                                               *selected, id));
-        config::SecurityGroupConfig group;
-        group.name = std::string{id};
-        group.where = at_key(key);
-        std::set<std::string> referenced;
-        for (const auto direction : {config::RuleDirection::ingress, config::RuleDirection::egress}) {
-            const std::string_view field = config::to_string(direction);
-            const Json* rules = member(*spec, field);
-            if (!rules) continue;
-            if (!rules->is_array()) return std::unexpected(fmt::format("spec.{} must be a list", field));
-            for (size_t i = 0; i < rules->size(); ++i) {
-                const std::string path = fmt::format("spec.{}[{}]", field, i);
-                auto outcome = rule_of((*rules)[i], direction, path, at_key(key, path), referenced);
-                if (!outcome) return std::unexpected(outcome.error());
-                if (outcome->ipv6_only) ++site_.counts.ipv6_skipped;
-                for (auto& r : outcome->rules) group.rules.push_back(std::move(r));
-            }
-        }
-        referenced_groups_.insert(referenced.begin(), referenced.end());
-        site_.security_groups.push_back(std::move(group));
-        return {};
     }
 
     // A group that endpoints or rules name without a policy calyx applies (none written yet,
@@ -533,133 +722,62 @@ class Translator {
     void read_endpoints() {
         for (const auto& [key, kv] : in_creation_order(store_, trees_.endpoints)) {
             ++site_.counts.endpoints;
-            std::optional<LocalEndpoint> local;
-            if (auto ok = endpoint(key, key.substr(trees_.endpoints.size()), kv->value, local); !ok) {
-                problem(key, ok.error());
-                if (local) site_.refused_local_endpoints.push_back(std::move(*local));
-            }
+            const std::string_view name = key.substr(trees_.endpoints.size());
+            const Entry& e = parsed(key, *kv, [&] { return parse_endpoint(name, kv->value); });
+            const ParsedEndpoint& p = std::get<ParsedEndpoint>(e.parsed);
+            if (p.ipv6) ++site_.counts.ipv6_skipped;
+            auto ok = e.error.empty() ? endpoint(key, p) : std::unexpected(e.error);
+            if (ok) continue;
+            problem(key, ok.error());
+            // Felix reports a port it cannot serve as "error": networking-calico marks it so.
+            if (p.name && !p.node.empty() && p.node == local_.host)
+                site_.refused_local_endpoints.push_back({p.instance, endpoint_status_key(ds_, local_.host, *p.name)});
         }
     }
 
-    // `local_status`: set as soon as the endpoint is known to be this host's, refused or not.
-    Result<void> endpoint(std::string_view key, std::string_view name, const std::string& value,
-                          std::optional<LocalEndpoint>& local_status) {
-        const auto parts = split_endpoint_name(name);
-        if (!parts)
-            return std::unexpected(fmt::format("'{}' is not an endpoint name <host>-<orchestrator>-<workload>-<port>",
-                                               name));
-        const Json j = Json::parse(value, nullptr, false);
-        if (j.is_discarded() || !j.is_object()) return std::unexpected("the value is not a JSON object");
-        const Json* spec = member(j, "spec");
-        if (!spec || !spec->is_object()) return std::unexpected("it has no spec");
-        auto node = string_at(*spec, "node", "spec.");
-        if (!node) return std::unexpected(node.error());
-        auto mac_text = string_at(*spec, "mac", "spec.");
-        if (!mac_text) return std::unexpected(mac_text.error());
-        auto interface = string_at(*spec, "interfaceName", "spec.");
-        if (!interface) return std::unexpected(interface.error());
-        const Json* networks = member(*spec, "ipNetworks");
-        if (!networks || !networks->is_array()) return std::unexpected("spec.ipNetworks is missing or not a list");
-        // networking-calico's DHCP agent and Felix both pass over an endpoint without addresses:
-        // a resync meeting a port being deleted writes one.
-        if (networks->empty()) return {};
-
+    Result<void> endpoint(std::string_view key, const ParsedEndpoint& p) {
+        if (p.without_addresses) return {};
         config::InstanceConfig inst;
-        inst.name = parts->endpoint;
-        if (const Json* id = member(*spec, "endpoint"); id && id->is_string()) inst.name = id->get<std::string>();
-        if (!is_name(inst.name)) return std::unexpected(fmt::format("port id '{}' is not a valid name", inst.name));
-        inst.host = *node;
+        inst.name = p.instance;
+        inst.host = p.node;
         inst.where = at_key(key);
+        inst.ipv4 = p.ipv4;
+        inst.mac = p.mac;
+        inst.security_groups = p.groups;
         const bool local = inst.host == local_.host;
-        if (local) local_status = LocalEndpoint{inst.name, endpoint_status_key(ds_, local_.host, *parts)};
-
-        // The port's own addresses: ipNetworks without the allowed address pairs (which
-        // networking-calico lists in both).
-        std::set<std::string> allowed;
-        if (const Json* a = member(*spec, "allowedIps"); a && a->is_array())
-            for (const Json& e : *a)
-                if (e.is_string()) allowed.insert(e.get<std::string>());
-        std::vector<Ipv4Addr> own;
-        bool ipv6 = false;
-        for (const Json& n : *networks) {
-            const std::string text = n.is_string() ? n.get<std::string>() : n.dump();
-            if (allowed.contains(text)) continue;
-            if (is_ipv6_text(text)) {
-                ipv6 = true;
-                continue;
-            }
-            const auto prefix = Ipv4Prefix::parse(text);
-            if (!prefix || prefix->length != 32)
-                return std::unexpected(fmt::format("spec.ipNetworks entry {} is not an IPv4 address/32", text));
-            own.push_back(prefix->addr);
-        }
-        if (own.empty()) {
-            if (ipv6) ++site_.counts.ipv6_skipped;
-            return std::unexpected(ipv6 ? "the port has only IPv6 addresses; calyx forwards IPv4"
-                                        : "spec.ipNetworks has no address of the port's own");
-        }
-        if (own.size() > 1) {
-            std::string list;
-            for (const auto& a : own) list += (list.empty() ? "" : ", ") + a.to_string();
-            return std::unexpected(fmt::format("the port has {} IPv4 addresses ({}); calyx gives a port one, as every "
-                                               "instance has one interface and one address",
-                                               own.size(), list));
-        }
-        inst.ipv4 = own.front();
 
         // Its network: the subnet of its network that holds the address (as the DHCP agent finds it).
-        const Json* annotations = member(j, "metadata") ? member(*member(j, "metadata"), "annotations") : nullptr;
-        const Json* network_id = annotations ? member(*annotations, kNetworkIdAnnotation) : nullptr;
-        if (!network_id || !network_id->is_string())
-            return std::unexpected(fmt::format("metadata.annotations has no {}", kNetworkIdAnnotation));
         const config::NetworkConfig* net = nullptr;
-        if (const auto it = subnets_of_network_.find(network_id->get<std::string>()); it != subnets_of_network_.end())
+        if (const auto it = subnets_of_network_.find(p.network_id); it != subnets_of_network_.end())
             for (const size_t i : it->second)
                 if (site_.networks[i].cidr.contains(inst.ipv4)) net = &site_.networks[i];
         if (!net)
             return std::unexpected(fmt::format("no subnet of network {} that calyx serves holds {} (networking-calico "
                                                "writes a subnet only when DHCP is enabled on it)",
-                                               network_id->get<std::string>(), inst.ipv4.to_string()));
+                                               p.network_id, inst.ipv4.to_string()));
         if (inst.ipv4 == net->gateway || inst.ipv4 == net->cidr.addr || inst.ipv4 == net->cidr.broadcast())
             return std::unexpected(fmt::format("{} is the gateway, network or broadcast address of subnet {}",
                                                inst.ipv4.to_string(), net->name));
         inst.network = net->name;
-
-        const auto mac = MacAddr::parse(*mac_text);
-        if (!mac || mac->is_zero() || mac->is_multicast())
-            return std::unexpected(fmt::format("spec.mac {} is not a unicast MAC address", *mac_text));
-        if (*mac == local_.dataplane.gateway_mac)
-            return std::unexpected(fmt::format("spec.mac {} is the gateway MAC (dataplane.gateway_mac)", *mac_text));
-        inst.mac = *mac;
-
+        if (inst.mac == local_.dataplane.gateway_mac)
+            return std::unexpected(fmt::format("spec.mac {} is the gateway MAC (dataplane.gateway_mac)", p.mac_text));
         if (local) {
-            if (auto port = port_of(*interface); !port)
-                return std::unexpected(port.error());
-            else
-                inst.port = std::move(*port);
+            auto port = port_of(p.interface);
+            if (!port) return std::unexpected(port.error());
+            inst.port = std::move(*port);
         }
-        if (const Json* labels = member(j, "metadata") ? member(*member(j, "metadata"), "labels") : nullptr) {
-            for (const auto& [label, v] : labels->items()) {
-                const std::string_view group = security_group_of_label(label);
-                if (group.empty()) continue;
-                if (!is_name(group))
-                    return std::unexpected(fmt::format("label {} names no valid security group id", label));
-                inst.security_groups.emplace_back(group);
-            }
-        }
-        std::ranges::sort(inst.security_groups);
 
         // What the older keys hold stays theirs.
         if (const auto it = names_.find(inst.name); it != names_.end())
             return std::unexpected(fmt::format("port {} is already described by {}", inst.name, it->second));
         if (const auto it = macs_.find(inst.mac); it != macs_.end())
-            return std::unexpected(fmt::format("spec.mac {} is already used by {}", *mac_text, it->second));
+            return std::unexpected(fmt::format("spec.mac {} is already used by {}", p.mac_text, it->second));
         if (const auto it = addresses_.find(inst.ipv4); it != addresses_.end())
             return std::unexpected(fmt::format("{} is already used by {}", inst.ipv4.to_string(), it->second));
         if (local) {
             if (const auto it = sockets_.find(inst.port.socket); it != sockets_.end())
                 return std::unexpected(fmt::format("socket {} (interfaceName {}) is already used by {}",
-                                                   inst.port.socket, *interface, it->second));
+                                                   inst.port.socket, p.interface, it->second));
             if (site_.local_endpoints.size() >= dp::kMaxPorts - 1u)
                 return std::unexpected(fmt::format("this host already serves {} ports, as many as calyx can",
                                                    dp::kMaxPorts - 1));
@@ -669,20 +787,19 @@ class Translator {
         addresses_.emplace(inst.ipv4, std::string{key});
         if (local) {
             sockets_.emplace(inst.port.socket, std::string{key});
-            site_.local_endpoints.push_back(*local_status);
+            site_.local_endpoints.push_back({inst.name, endpoint_status_key(ds_, local_.host, *p.name)});
         }
         referenced_groups_.insert(inst.security_groups.begin(), inst.security_groups.end());
-
-        if (ipv6) ++site_.counts.ipv6_skipped;
-        if (const Json* a = member(*spec, "allowedIps"); a && a->is_array() && !a->empty())
-            problem(key, fmt::format("spec.allowedIps {} are not forwarded: calyx lets a port send from its own "
-                                     "address only",
-                                     a->dump()),
+        if (!p.allowed.empty())
+            problem(key,
+                    fmt::format("spec.allowedIps {} are not forwarded: calyx lets a port send from its own address only",
+                                p.allowed),
                     false);
-        if (const Json* n = member(*spec, "ipNATs"); n && n->is_array() && !n->empty())
-            problem(key, fmt::format("spec.ipNATs {} are not applied: calyx has no floating IPs (the seed's networks "
-                                     "are public, nat or private)",
-                                     n->dump()),
+        if (!p.nats.empty())
+            problem(key,
+                    fmt::format("spec.ipNATs {} are not applied: calyx has no floating IPs (the seed's networks are "
+                                "public, nat or private)",
+                                p.nats),
                     false);
         site_.instances.push_back(std::move(inst));
         return {};
@@ -710,6 +827,7 @@ class Translator {
     const config::Config& local_;
     const config::DatastoreConfig& ds_;
     const SiteTrees trees_;
+    TranslateCache& cache_;
     Site site_;
     std::map<std::string, std::vector<size_t>, std::less<>> subnets_of_network_;  // -> site_.networks
     std::set<std::string> referenced_groups_;
@@ -725,7 +843,13 @@ std::string Problem::to_string() const {
     return fmt::format("{}: {}; {}", key, message, left_out ? "the key is left out" : "the rest of the key applies");
 }
 
-Site translate(const Store& store, const config::Config& local) { return Translator{store, local}.run(); }
+TranslateCache::TranslateCache() = default;
+TranslateCache::~TranslateCache() = default;
+
+Site translate(const Store& store, const config::Config& local, TranslateCache* cache) {
+    TranslateCache once;
+    return Translator{store, local, cache ? *cache : once}.run();
+}
 
 config::Config with_site(config::Config local, const Site& site) {
     local.networks = site.networks;

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -60,9 +61,24 @@ struct Site {
     } counts;
 };
 
+// What translate() keeps of each key between calls: its value read on its own (JSON parsed,
+// rules translated), reused while the key holds the same value. A change re-reads only
+// the keys it touched; the checks between keys and against the host's configuration run every
+// time. One cache per store (the syncer's).
+class TranslateCache {
+  public:
+    TranslateCache();
+    ~TranslateCache();
+    size_t size() const { return entries.size(); }
+
+    struct Entry;  // translate.cpp's business
+    std::map<std::string, std::shared_ptr<const Entry>, std::less<>> entries;  // by key
+};
+
 // `local`: the host's own configuration (its host name, datastore section, gateway MAC, uplink
-// and control socket), which the site must fit.
-Site translate(const Store& store, const config::Config& local);
+// and control socket), which the site must fit. `cache`: see TranslateCache; none: every key is
+// read anew.
+Site translate(const Store& store, const config::Config& local, TranslateCache* cache = nullptr);
 
 // `local` with the site's networks, security groups and instances.
 config::Config with_site(config::Config local, const Site& site);
