@@ -106,10 +106,16 @@ bool Syncer::list_all() {
                 return false;
             }
             if (revision == 0) revision = page->revision;
+            if (!page->more || page->kvs.empty()) {
+                for (EtcdKv& kv : page->kvs)
+                    fresh[std::move(kv.key)] = KeyValue{std::move(kv.value), kv.create_revision, kv.mod_revision};
+                break;
+            }
+            // Pages come in key order: the next starts after this page's last key (not after the
+            // last key listed so far, which may be another tree's, sorting after this one).
+            from = page->kvs.back().key + '\0';
             for (EtcdKv& kv : page->kvs)
-                fresh[kv.key] = KeyValue{std::move(kv.value), kv.create_revision, kv.mod_revision};
-            if (!page->more || page->kvs.empty()) break;
-            from = fresh.rbegin()->first + '\0';  // pages come in key order; the next starts after the last
+                fresh[std::move(kv.key)] = KeyValue{std::move(kv.value), kv.create_revision, kv.mod_revision};
         }
     }
     {
