@@ -561,12 +561,6 @@ TEST(DatastoreTranslate, ExplainNamesTheEtcdKeyAndRuleThatAllowed) {
                   " spec.ingress[0])");
 }
 
-}  // namespace
-}  // namespace calyx::cp::datastore
-
-namespace calyx::cp::datastore {
-namespace {
-
 // The cache re-reads a key only when its value changed, whatever its revisions say (a new or
 // restored etcd cluster starts them again), and forgets deleted keys.
 TEST(DatastoreTranslate, TheCacheRereadsOnlyChangedKeysAndGivesTheSameSite) {
