@@ -446,6 +446,30 @@ TEST(EtcdAgainstDebiansEtcd, TheSyncerListsEveryTreeWholeInSmallPages) {
     EXPECT_TRUE(syncer.problems().empty()) << syncer.problems().front();
 }
 
+// etcd's behaviour that the syncer's history check (Syncer::check) answers: a compaction at
+// exactly the revision of a delete drops its tombstone, and a watch from that revision is not
+// canceled and never sees the delete. Only reading at the listed revision shows that the
+// history is gone.
+TEST(EtcdAgainstDebiansEtcd, ACompactionAtAWatchsFirstRevisionHidesADeleteButNotFromARangeAtTheList) {
+    TempDir dir("calyx-etcd");
+    auto etcd = EtcdServer::start(dir.path());
+    ASSERT_TRUE(etcd) << etcd.error();
+    const int64_t listed = (*etcd)->put("/calico/x/a", "1").value();
+    const int64_t deleted = (*etcd)->remove("/calico/x/a").value();
+    ASSERT_EQ(deleted, listed + 1);
+    ASSERT_TRUE((*etcd)->compact(deleted));
+    std::vector<cp::datastore::WatchMessage::Event> events;
+    cp::datastore::WatchSet watches((*etcd)->client(), [&](size_t, cp::datastore::WatchMessage m) {
+        events.insert(events.end(), m.events.begin(), m.events.end());
+    });
+    watches.add("/calico/x/", "/calico/x0", listed + 1);
+    for (int i = 0; i < 20; ++i) EXPECT_TRUE(watches.poll(50ms).empty()) << "the watch is not canceled";
+    EXPECT_TRUE(events.empty()) << "etcd no longer has the delete";
+    const auto at_list = (*etcd)->client().range("/calico/x/", "/calico/x0", 1, listed);
+    ASSERT_FALSE(at_list);
+    EXPECT_EQ(at_list.error().kind, cp::datastore::EtcdError::Kind::compacted) << at_list.error().message;
+}
+
 // The client against etcd itself: a watch from a compacted revision is canceled with the
 // compaction named, which the syncer answers by listing again.
 TEST(EtcdAgainstDebiansEtcd, AWatchFromACompactedRevisionIsCanceledAsCompacted) {

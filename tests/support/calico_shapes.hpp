@@ -52,6 +52,9 @@ inline std::string python_json(const Ordered& j) {
     return out;
 }
 
+// Python's text[-12:]: the last 12 characters, or all of a shorter text.
+inline std::string last12(const std::string& text) { return text.substr(text.size() > 12 ? text.size() - 12 : 0); }
+
 inline std::string escape_dashes(std::string s) {
     std::string out;
     for (char c : s) out += c == '-' ? std::string("--") : std::string(1, c);
@@ -124,7 +127,7 @@ inline std::pair<std::string, std::string> workload_endpoint(const Endpoint& e, 
     labels["projectcalico.org/openstack-project-parent-id"] = "default";
     Ordered annotations;
     annotations["openstack.projectcalico.org/network-id"] = e.network;
-    const std::string uid = fmt::format("0000{}-0000-4000-8000-{}", e.port.substr(0, 4), e.port.substr(e.port.size() - 12));
+    const std::string uid = fmt::format("0000{}-0000-4000-8000-{}", e.port.substr(0, 4), last12(e.port));
     return {resource_key(prefix, "workloadendpoints", name),
             python_json(resource("WorkloadEndpoint", name, uid, std::move(spec), std::move(annotations),
                                  std::move(labels)))};
@@ -170,7 +173,7 @@ inline std::pair<std::string, std::string> network_policy(const std::string& id,
     spec["egress"] = Ordered::array();
     for (const Rule& r : rules) spec[r.direction == "ingress" ? "ingress" : "egress"].push_back(rule_json(r));
     spec["selector"] = fmt::format("has({}{})", kSgLabel, id);
-    const std::string uid = fmt::format("0000{}-0000-4000-8000-{}", id.substr(0, 4), id.substr(id.size() - 12));
+    const std::string uid = fmt::format("0000{}-0000-4000-8000-{}", id.substr(0, 4), last12(id));
     return {resource_key(prefix, "networkpolicies", name), python_json(resource("NetworkPolicy", name, uid, std::move(spec)))};
 }
 

@@ -136,6 +136,8 @@ bool Syncer::list_all() {
                                client_.endpoint(), ms_since(started)));
     last_error_logged_.clear();
     listed_ = true;
+    listed_revision_ = revision;
+    history_checked_ = false;
     backoff_ = options_.backoff_min;
     next_check_ = Clock::now() + options_.check_interval;
     return true;
@@ -197,7 +199,10 @@ void Syncer::apply_site() {
         dirty_ = false;
         retry_apply_ = false;
         print = fingerprint(store_);
-        if (print == applied_fingerprint_ && sample_.applies_total > 0) return;
+        if (print == applied_fingerprint_ && sample_.applies_total > 0) {
+            sample_.revision = store_revision_;  // the site applied is also this revision's
+            return;
+        }
         translating = Clock::now();
         site = translate(store_, local_, &cache_);
         next = with_site(local_, site);
@@ -273,6 +278,23 @@ void Syncer::check() {
     if (!revision) {
         fail(revision.error());
         return;
+    }
+    // A compaction at exactly the revision the watches start from drops the tombstones of that
+    // revision (etcd keeps no deleted key at or below a compaction), and a watch from there is
+    // not canceled: a key deleted then would never be seen. Once the watches run, the list's own
+    // revision must still be readable; if it is not, the history was compacted past it and the
+    // site is listed again.
+    if (!history_checked_) {
+        auto probe = client_.range(trees_.endpoints, prefix_end(trees_.endpoints), 1, listed_revision_);
+        if (!probe) {
+            if (probe.error().kind == EtcdError::Kind::compacted)
+                return fail(EtcdError{EtcdError::Kind::compacted,
+                                      fmt::format("etcd compacted its history past revision {}, the one listed, while "
+                                                  "the watches started: a key deleted then may be unseen",
+                                                  listed_revision_)});
+            return fail(probe.error());
+        }
+        history_checked_ = true;
     }
     std::lock_guard lock(mu_);
     const bool watching = watches_ && watches_->active() == trees_.all().size();

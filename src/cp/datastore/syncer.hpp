@@ -98,6 +98,10 @@ class Syncer {
     std::unique_ptr<WatchSet> watches_;
     SiteTrees trees_;
     bool listed_ = false;
+    // The revision of the last list, and whether etcd still had its history when the watches
+    // from the next one were running (check()).
+    int64_t listed_revision_ = 0;
+    bool history_checked_ = true;
     Clock::time_point retry_at_{}, next_check_{}, next_host_status_{}, next_port_status_{};
     std::chrono::milliseconds backoff_;
     bool first_host_status_ = true;
