@@ -561,6 +561,16 @@ TEST(DatastoreTranslate, ExplainNamesTheEtcdKeyAndRuleThatAllowed) {
                   " spec.ingress[0])");
 }
 
+// The file's `limits:` are every instance's defaults, those from etcd included.
+TEST(DatastoreTranslate, InstancesTakeTheFilesLimits) {
+    config::Config local = compute1();
+    local.limits.connections = 1234;
+    local.limits.nat_ports = 77;
+    const Site site = translate(load_site(), local);
+    ASSERT_FALSE(site.instances.empty());
+    for (const auto& inst : site.instances) EXPECT_EQ(inst.limits, local.limits) << inst.name;
+}
+
 // The cache re-reads a key only when its value changed, whatever its revisions say (a new or
 // restored etcd cluster starts them again), and forgets deleted keys.
 TEST(DatastoreTranslate, TheCacheRereadsOnlyChangedKeysAndGivesTheSameSite) {

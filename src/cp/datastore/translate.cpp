@@ -744,6 +744,7 @@ class Translator {
         inst.ipv4 = p.ipv4;
         inst.mac = p.mac;
         inst.security_groups = p.groups;
+        inst.limits = local_.limits;  // the file's `limits:`, as for an instance of the file
         const bool local = inst.host == local_.host;
 
         // Its network: the subnet of its network that holds the address (as the DHCP agent finds it).
