@@ -1,9 +1,14 @@
 // calyx: the router daemon. `calyx --config FILE` runs it; `--check` only validates.
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <iostream>
 
 #include <boost/program_options.hpp>
@@ -84,12 +89,47 @@ calyx::cp::ReloadResult reload_config(calyx::daemon::Router& r, const std::strin
     return result;
 }
 
+// Single ownership: an exclusive lock on `path` (created if missing) held for the whole life of
+// the process (the kernel drops it when the process dies, however it dies), with our pid in the
+// file for the message of whoever finds it taken.
+std::expected<int, std::string> take_lock(const std::string& path, std::string_view what) {
+    std::error_code ec;
+    std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) return std::unexpected(fmt::format("cannot open the lock file {}: {}", path, std::strerror(errno)));
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char pid[32] = {};
+        (void)::pread(fd, pid, sizeof(pid) - 1, 0);
+        ::close(fd);
+        std::string owner(pid);
+        while (!owner.empty() && (owner.back() == '\n' || owner.back() == ' ')) owner.pop_back();
+        return std::unexpected(fmt::format(
+            "another calyx (pid {}) owns {} (lock {}): two processes never own the same ports and tables; "
+            "stop it first",
+            owner.empty() ? "?" : owner, what, path));
+    }
+    const std::string pid = fmt::format("{}\n", ::getpid());
+    if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) < 0) {
+        // The lock is what matters; the pid is only for messages.
+    }
+    return fd;
+}
+
 int run(const std::string& config_path, const std::string& argv0) {
     const auto started = std::chrono::steady_clock::now();
     auto cfg = calyx::config::load_config_file(config_path);
     if (!cfg) {
         print_errors(cfg.error());
         return 1;
+    }
+    // Before anything is opened: a second calyx on the same control socket or state file stops
+    // here, touching nothing of the running one's.
+    for (const auto& [path, what] : {std::pair{cfg->control.socket + ".lock", "control socket " + cfg->control.socket},
+                                     std::pair{cfg->state_path() + ".lock", "state file " + cfg->state_path()}}) {
+        if (auto lock = take_lock(path, what); !lock) {
+            fmt::print(stderr, "calyx: {}\n", lock.error());
+            return 1;
+        }
     }
     const sigset_t signals = control_signals();
     const sigset_t tap = tap_signal();
@@ -111,6 +151,7 @@ int run(const std::string& config_path, const std::string& argv0) {
             return 1;
         }
         calyx::daemon::Router& r = **router;
+        if (!r.restore_report().empty()) fmt::print(stderr, "calyx: {}\n", r.restore_report());
         std::string listen = r.config().metrics.listen;
         if (listen.starts_with("localhost:")) listen = "127.0.0.1" + listen.substr(9);
         if (const auto warning = calyx::cp::exposure_warning(listen)) fmt::print(stderr, "calyx: {}\n", *warning);

@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <chrono>
 #include <filesystem>
 #include <random>
 #include <set>
@@ -58,17 +59,44 @@ std::expected<std::unique_ptr<Router>, std::string> Router::start(config::Config
     r->shared_.grace = reinterpret_cast<rte_rcu_qsbr*>(r->grace_mem_.get());
     rte_rcu_qsbr_init(r->shared_.grace, workers);
     r->worker_lcores_ = cfg.dataplane.workers;
-    auto table = dp::ConnTable::create(cfg.dataplane.conntrack.capacity, static_cast<int>(rte_socket_id()));
-    if (!table) return std::unexpected(table.error());
-    r->conntrack_ = std::move(*table);
-    r->conntrack_->set_grace(r->shared_.grace);
     for (unsigned lcore : r->worker_lcores_)
         if (!rte_lcore_is_enabled(lcore))
             return std::unexpected(fmt::format("worker lcore {} is not enabled in EAL", lcore));
+
+    // The previous process's state, if it left one: its connections continue here. A file this
+    // calyx cannot read stops the start (never misread, never silently dropped).
+    const std::string state_path = cfg.state_path();
+    auto previous = dp::StateFile::open(state_path);
+    if (!previous) return std::unexpected(previous.error());
+    dp::StateParams params{dp::random_secret(), dp::random_secret(), dp::NatPortAllocator::kDefaultPartitions,
+                           rte_get_tsc_hz()};
+    if (*previous) {
+        // The same NAT pools (partition hash and count), so restored ports never collide.
+        const dp::StateParams before = (*previous)->params();
+        params.ct_secret = before.ct_secret;
+        params.nat_secret = before.nat_secret;
+        if (before.nat_partitions != 0) params.nat_partitions = before.nat_partitions;
+    }
+    auto table = dp::ConnTable::create(
+        cfg.dataplane.conntrack.capacity, static_cast<int>(rte_socket_id()), params.ct_secret,
+        [&](size_t slots) -> std::expected<dp::CtStorage, std::string> {
+            auto file = dp::StateFile::create(state_path + ".new", slots, params);
+            if (!file) return std::unexpected(file.error());
+            r->state_ = std::move(*file);
+            return dp::CtStorage{r->state_->entries(), r->state_->keys()};
+        });
+    if (!table) return std::unexpected(table.error());
+    r->conntrack_ = std::move(*table);
+    r->conntrack_->set_grace(r->shared_.grace);
     if (cfg.uplink)
-        if (auto up = r->open_uplink(*cfg.uplink); !up) return std::unexpected(up.error());
+        if (auto up = r->open_uplink(*cfg.uplink, params); !up) return std::unexpected(up.error());
+    if (*previous) r->restore_from(**previous, cfg);
 
     if (auto applied = r->apply(std::move(cfg)); !applied) return std::unexpected(applied.error());
+    // Complete: the new file replaces the previous one (until here a crash leaves that as it was).
+    if (*previous) r->state_->set_generation((*previous)->generation() + 1);
+    previous->reset();
+    if (auto renamed = r->state_->rename_to(state_path); !renamed) return std::unexpected(renamed.error());
     if (auto launched = r->launch_workers(); !launched) return std::unexpected(launched.error());
     return r;
 }
@@ -92,10 +120,32 @@ std::expected<void, std::string> Router::launch_workers() {
     return {};
 }
 
-std::expected<void, std::string> Router::open_uplink(const config::UplinkConfig& up) {
+void Router::restore_from(const dp::StateFile& previous, const config::Config& cfg) {
+    const auto started = std::chrono::steady_clock::now();
+    // The previous process's numbers for networks and instances, as its entries carry them:
+    // every zone (zones are never reused), the accounts of the instances still configured.
+    const dp::StateNames names = previous.names();
+    zones_ = names.zones;
+    for (const auto& [instance, account] : names.accounts)
+        if (cfg.find_instance(instance) && account < dp::kMaxAccounts) accounts_[instance] = account;
+    std::set<uint16_t> kept;
+    for (const auto& [instance, account] : accounts_) kept.insert(account);
+    const dp::CtRestoreSource from{previous.entries(), previous.keys(), previous.slots(), previous.params().tsc_hz,
+                                   rte_get_tsc_hz()};
+    restored_ = conntrack_->restore(from, io::now_ns(), [&](uint16_t account) { return kept.contains(account); });
+    const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
+    restore_report_ = fmt::format(
+        "restored {} connections ({} masqueraded) from {} (generation {}) in {} ms; not restored: {} being "
+        "written when it stopped, {} expired, {} of removed instances, {} without room, {} whose NAT port "
+        "this uplink cannot give",
+        restored_.connections, restored_.masqueraded, previous.path(), previous.generation(), took.count(),
+        restored_.torn, restored_.expired, restored_.unowned, restored_.full, restored_.nat_refused);
+}
+
+std::expected<void, std::string> Router::open_uplink(const config::UplinkConfig& up, const dp::StateParams& params) {
     // The secret keys the port partitions and probe starts (RFC 6056): not guessable outside.
-    auto nat = dp::NatPortAllocator::create({up.nat_port_min, up.nat_port_max},
-                                            dp::NatPortAllocator::kDefaultPartitions, dp::random_secret());
+    auto nat = dp::NatPortAllocator::create({up.nat_port_min, up.nat_port_max}, params.nat_partitions,
+                                            params.nat_secret);
     if (!nat) return std::unexpected(fmt::format("uplink: {}", nat.error()));
     nat_ = std::make_unique<dp::NatPortAllocator>(std::move(*nat));
     conntrack_->set_nat(nat_.get());
@@ -184,9 +234,13 @@ std::expected<void, std::string> Router::apply(config::Config cfg) {
         return ports_.at(inst.name)->slot();
     };
     inputs.zone = [&](const config::NetworkConfig& net) -> uint16_t {
-        // Zone 0 is the outside world; every network gets its own for as long as calyx runs.
-        auto [it, added] = zones_.try_emplace(net.name, static_cast<uint16_t>(zones_.size() + 1));
-        return it->second;
+        // Zone 0 is the outside world; every network gets its own for as long as calyx runs
+        // (and its successors: the state file keeps them).
+        if (auto it = zones_.find(net.name); it != zones_.end()) return it->second;
+        uint16_t next = 1;
+        for (const auto& [name, zone] : zones_) next = std::max<uint16_t>(next, zone + 1);
+        zones_[net.name] = next;
+        return next;
     };
     auto accounts = assign_accounts(cfg);
     if (!accounts) return std::unexpected(accounts.error());
@@ -238,6 +292,12 @@ std::expected<void, std::string> Router::apply(config::Config cfg) {
     if (cfg.uplink && cfg_.uplink && cfg.uplink->gateway != cfg_.uplink->gateway)
         neighbors_->pin(cfg.uplink->gateway, io::now_ns());
     cfg_ = std::move(cfg);
+    // What the next process needs to read the entries: which zone and account is whose.
+    if (state_) {
+        dp::StateNames names{zones_, accounts_};
+        if (auto written = state_->write_names(names); !written)
+            fmt::print(stderr, "calyx: {} (a restart would not restore connections)\n", written.error());
+    }
     return {};
 }
 

@@ -16,6 +16,7 @@
 #include "dp/nat.hpp"
 #include "dp/neighbor.hpp"
 #include "dp/snapshot.hpp"
+#include "dp/state_file.hpp"
 #include "cp/metrics.hpp"
 #include "io/ethdev_port.hpp"
 #include "io/vhost_port.hpp"
@@ -52,6 +53,9 @@ public:
     // The uplink always has this port slot (counters, metrics); instances never get it.
     static constexpr uint16_t kUplinkSlot = dp::kMaxPorts - 1;
     uint64_t conntrack_expired() const { return ct_expired_; }
+    // What the start restored from the previous process's state file (empty: there was none).
+    const std::string& restore_report() const { return restore_report_; }
+    const dp::CtRestoreStats& restored() const { return restored_; }
 
     // Periodic control-plane work (main lcore), every ~100 ms: expires a slice of the
     // connection table; resolves and refreshes the uplink's neighbours by ARP; reads the
@@ -74,7 +78,9 @@ public:
 private:
     Router() = default;
     std::expected<void, std::string> launch_workers();
-    std::expected<void, std::string> open_uplink(const config::UplinkConfig& up);
+    std::expected<void, std::string> open_uplink(const config::UplinkConfig& up, const dp::StateParams& params);
+    // Takes the previous process's numbering and connections (before the first apply).
+    void restore_from(const dp::StateFile& previous, const config::Config& cfg);
     void resolve_neighbors(uint64_t now_ns);
     void send_arp_request(const dp::NeighborTable::Request& req);
     dp::PortCounters raw_port_counters(uint16_t slot) const;
@@ -94,7 +100,10 @@ private:
     std::vector<std::unique_ptr<dp::WorkerCounters>> counters_;
     std::vector<std::unique_ptr<dp::FragmentVerdicts>> fragments_;
     std::unique_ptr<dp::NatPortAllocator> nat_;  // with an uplink; outlives conntrack_'s use of it
+    std::unique_ptr<dp::StateFile> state_;  // holds conntrack_'s entries: declared before it
     std::unique_ptr<dp::ConnTable> conntrack_;
+    dp::CtRestoreStats restored_;
+    std::string restore_report_;
     uint64_t ct_expired_ = 0;
     std::unique_ptr<dp::NeighborTable> neighbors_;
     std::unique_ptr<io::EthdevPort> uplink_;
