@@ -1,0 +1,219 @@
+// Restart without cutting connections (issue 17) against the real calyx: established TCP
+// connections, one between instances (web-1 -> db-1, both ends played by the test) and one
+// masqueraded to the Internet (app-1 -> a kernel TCP echo server in the namespace), continue
+// after calyx is killed with SIGKILL and started again; the masqueraded one keeps its external
+// port (the kernel's socket is bound to it: nothing else would be answered), and out-of-window
+// segments are still dropped. A second calyx on the same control socket refuses to start.
+#include <fmt/format.h>
+
+#include <chrono>
+#include <fstream>
+#include <thread>
+
+#include "internet_fixture.hpp"
+
+namespace calyx::test {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+constexpr uint16_t kEchoPort = 7000;
+constexpr uint8_t kSyn = TcpHdr::kSyn, kAck = TcpHdr::kAck, kPsh = TcpHdr::kPsh;
+
+// Keeps every connection open and answers each line with "IP:PORT line" of its peer.
+constexpr const char* kEchoServer = R"(import socket, sys, threading
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("192.0.2.80", 7000))
+s.listen(16)
+open(sys.argv[1], "w").close()
+def serve(c, peer):
+    for line in c.makefile("rb"):
+        c.sendall(f"{peer[0]}:{peer[1]} {line.decode().strip()}\n".encode())
+while True:
+    c, peer = s.accept()
+    threading.Thread(target=serve, args=(c, peer), daemon=True).start()
+)";
+
+// One side of a TCP connection played by hand: what it sends next and what it acknowledges.
+struct Side {
+    const Vm* vm;
+    Ipv4Addr peer;
+    uint16_t port, peer_port;
+    uint32_t seq, ack;
+};
+
+Bytes segment(const Side& s, uint8_t flags, std::string_view payload = {}, uint32_t seq_offset = 0) {
+    return FrameBuilder()
+        .eth(s.vm->mac, kGatewayMac)
+        .ipv4(s.vm->ip, s.peer, ipproto::kTcp)
+        .tcp(s.port, s.peer_port, flags, s.seq + seq_offset, s.ack, std::vector<uint8_t>(payload.begin(), payload.end()))
+        .build();
+}
+
+class RestartTest : public InternetFixture {
+protected:
+    void SetUp() override {
+        ASSERT_NO_FATAL_FAILURE(start_with_internet({}));
+        std::ofstream(dir_ / "echo.py") << kEchoServer;
+        const auto ready = dir_ / "echo.ready";
+        const auto started = ns_->exec(fmt::format("python3 {} {} >/dev/null 2>&1 & echo $!",
+                                                   (dir_ / "echo.py").string(), ready.string()));
+        echo_pid_ = std::atoi(started.output.c_str());
+        ASSERT_GT(echo_pid_, 0) << started.output;
+        for (int i = 0; i < 100 && !fs::exists(ready); ++i) std::this_thread::sleep_for(50ms);
+        ASSERT_TRUE(fs::exists(ready)) << "the echo server did not start";
+    }
+    void TearDown() override {
+        if (echo_pid_ > 0) sh(fmt::format("kill {}", echo_pid_));
+        InternetFixture::TearDown();
+    }
+
+    // web-1 -> db-1:5432, both ends by hand.
+    void open_between_instances() {
+        web_ = {&kWeb, kDb.ip, 50000, 5432, 100, 0};
+        db_ = {&kDb, kWeb.ip, 5432, 50000, 900, 0};
+        ASSERT_TRUE(vm(kWeb).send(segment(web_, kSyn)));
+        ASSERT_TRUE(vm(kDb).receive(kReply, tcp_to(kDb, 5432, kSyn))) << "SYN did not reach db-1";
+        db_.ack = ++web_.seq;
+        ASSERT_TRUE(vm(kDb).send(segment(db_, kSyn | kAck)));
+        ASSERT_TRUE(vm(kWeb).receive(kReply, tcp_to(kWeb, 50000, kSyn | kAck))) << "SYN-ACK did not reach web-1";
+        web_.ack = ++db_.seq;
+        ASSERT_TRUE(vm(kWeb).send(segment(web_, kAck)));
+        ASSERT_TRUE(vm(kDb).receive(kReply, tcp_to(kDb, 5432, kAck)));
+    }
+    // web-1 sends `data` to db-1, which acknowledges it.
+    void exchange_between_instances(std::string_view data) {
+        ASSERT_TRUE(vm(kWeb).send(segment(web_, kAck | kPsh, data)));
+        ASSERT_TRUE(vm(kDb).receive(kReply, [&](const Bytes& f) {
+            return tcp_to(kDb, 5432, kAck)(f) && tcp_payload(f) == data;
+        })) << "web-1's data did not reach db-1";
+        web_.seq += static_cast<uint32_t>(data.size());
+        db_.ack = web_.seq;
+        ASSERT_TRUE(vm(kDb).send(segment(db_, kAck)));
+        ASSERT_TRUE(vm(kWeb).receive(kReply, tcp_to(kWeb, 50000, kAck))) << "db-1's ACK did not reach web-1";
+    }
+    // The same, retransmitted (as TCP would) while calyx comes up.
+    void send_until_db_receives(std::string_view data, std::chrono::milliseconds wait) {
+        const Bytes out = segment(web_, kAck | kPsh, data);
+        const auto deadline = Clock::now() + wait;
+        while (Clock::now() < deadline) {
+            ASSERT_TRUE(vm(kWeb).send(out));
+            if (vm(kDb).receive(300ms, [&](const Bytes& f) { return tcp_to(kDb, 5432, kAck)(f) && tcp_payload(f) == data; })) {
+                web_.seq += static_cast<uint32_t>(data.size());
+                db_.ack = web_.seq;
+                ASSERT_TRUE(vm(kDb).send(segment(db_, kAck)));
+                ASSERT_TRUE(vm(kWeb).receive(kReply, tcp_to(kWeb, 50000, kAck))) << "db-1's ACK did not reach web-1";
+                return;
+            }
+        }
+        FAIL() << "web-1's data did not reach db-1 within " << wait.count() << " ms";
+    }
+
+    // app-1 -> the echo server, masqueraded.
+    void open_to_internet() {
+        app_ = {&kApp, kInternetServer, 41000, kEchoPort, 1000, 0};
+        ASSERT_TRUE(vm(kApp).send(segment(app_, kSyn)));
+        const auto syn_ack = vm(kApp).receive(kReply, tcp_to(kApp, 41000, kSyn | kAck));
+        ASSERT_TRUE(syn_ack) << "no SYN-ACK from the echo server";
+        ++app_.seq;
+        app_.ack = tcp_of(*syn_ack).seq.host() + 1;
+        ASSERT_TRUE(vm(kApp).send(segment(app_, kAck)));
+    }
+    // app-1 sends a line, retransmitting until the echo server's answer arrives; returns it.
+    std::string echo(std::string_view word, std::chrono::milliseconds wait = kReply) {
+        const std::string line = std::string(word) + "\n";
+        const auto answer = vm(kApp).request(segment(app_, kAck | kPsh, line), wait, [&](const Bytes& f) {
+            return tcp_to(kApp, 41000, kAck)(f) && tcp_payload(f).find(word) != std::string::npos;
+        }, 300ms);
+        if (!answer) return "";
+        app_.seq += static_cast<uint32_t>(line.size());
+        const std::string got = tcp_payload(*answer);
+        app_.ack = tcp_of(*answer).seq.host() + static_cast<uint32_t>(got.size());
+        vm(kApp).send(segment(app_, kAck));
+        return got;
+    }
+
+    // SIGKILL, then a new calyx on the same config; the VMs re-attach (their sockets are new)
+    // and the Internet gets the new tap.
+    void crash_and_start() {
+        for (auto& [name, p] : peers_) p->detach();
+        calyx_->kill();
+        ASSERT_NO_FATAL_FAILURE(start_calyx(options_));
+        ASSERT_TRUE(calyx_->process().wait_for_log("calyx: ready", 15s)) << calyx_->log();
+        ASSERT_NO_FATAL_FAILURE(connect_uplink());
+        for (const Vm* v : kVms) ASSERT_NO_FATAL_FAILURE(attach(*v));
+    }
+
+    int echo_pid_ = 0;
+    Side web_{}, db_{}, app_{};
+};
+
+TEST_F(RestartTest, ConnectionsContinueThroughKillAndStartMasqueradedOnesOnTheirPort) {
+    ASSERT_NO_FATAL_FAILURE(open_between_instances());
+    ASSERT_NO_FATAL_FAILURE(exchange_between_instances("before"));
+    ASSERT_NO_FATAL_FAILURE(open_to_internet());
+    const std::string first = echo("before");
+    ASSERT_FALSE(first.empty()) << "no echo before the restart";
+    const std::string seen_as = first.substr(0, first.find(' '));
+    EXPECT_TRUE(seen_as.starts_with(text(kHostAddress) + ":")) << first;
+
+    const auto killed = Clock::now();
+    ASSERT_NO_FATAL_FAILURE(crash_and_start());
+    EXPECT_NE(calyx_->log().find("restored 2 connections (1 masqueraded)"), std::string::npos) << calyx_->log();
+
+    // No SYN: a calyx that forgot them drops these as ct_invalid_new.
+    ASSERT_NO_FATAL_FAILURE(send_until_db_receives("after", 10s));
+    const std::string again = echo("after", 10s);
+    const auto continued = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - killed);
+    ASSERT_FALSE(again.empty()) << "the masqueraded connection did not continue\n" << calyx_->log();
+    EXPECT_EQ(again.substr(0, again.find(' ')), seen_as) << "the same external address and port";
+    fmt::print("kill -9 to both connections flowing again (start, VMs re-attached, uplink moved): {} ms\n",
+               continued.count());
+
+    // Still tracked: a segment far beyond db-1's window is dropped, the next in-window one passes.
+    ASSERT_TRUE(vm(kWeb).send(segment(web_, kAck | kPsh, "stray", 0x40000000)));
+    expect_nothing(kDb, [](const Bytes& f) { return is_tcp(f) && tcp_payload(f) == "stray"; }, "out-of-window segment");
+    const auto c = wait_for_drops("web-1", "ct_out_of_window", 1);
+    ASSERT_TRUE(c);
+    EXPECT_EQ(c->drops("web-1", "ct_out_of_window"), 1u);
+    ASSERT_NO_FATAL_FAILURE(exchange_between_instances("in-window"));
+}
+
+TEST_F(RestartTest, WithoutTheStateFileTheConnectionsAreCut) {
+    // The control: the same restart with the state file removed, as every restart was before.
+    ASSERT_NO_FATAL_FAILURE(open_between_instances());
+    ASSERT_NO_FATAL_FAILURE(exchange_between_instances("before"));
+    for (auto& [name, p] : peers_) p->detach();
+    calyx_->kill();
+    fs::remove(dir_ / "calyx.state");
+    ASSERT_NO_FATAL_FAILURE(start_calyx(options_));
+    ASSERT_TRUE(calyx_->process().wait_for_log("calyx: ready", 15s)) << calyx_->log();
+    for (const Vm* v : kVms) ASSERT_NO_FATAL_FAILURE(attach(*v));
+    ASSERT_NO_FATAL_FAILURE(warm_up(kWeb));
+    ASSERT_TRUE(vm(kWeb).send(segment(web_, kAck | kPsh, "after")));
+    expect_nothing(kDb, [](const Bytes& f) { return is_tcp(f) && tcp_payload(f) == "after"; }, "a forgotten connection");
+    const auto c = wait_for_drops("web-1", "ct_invalid_new", 1);
+    ASSERT_TRUE(c);
+    EXPECT_GE(c->drops("web-1", "ct_invalid_new"), 1u);
+}
+
+TEST_F(RestartTest, ASecondCalyxOnTheSameControlSocketRefusesToStart) {
+    CalyxStartOptions o;
+    o.timeout = 10s;
+    auto second = CalyxProcess::start(config_, o);
+    ASSERT_FALSE(second.has_value()) << "a second calyx started beside the first";
+    EXPECT_NE(second.error().find("another calyx (pid"), std::string::npos) << second.error();
+    EXPECT_NE(second.error().find("owns control socket"), std::string::npos) << second.error();
+    // The first one is untouched.
+    EXPECT_TRUE(calyx_->running());
+    expect_ping_between(kWeb, kDb, 0x1700, 1);
+}
+
+}  // namespace
+}  // namespace calyx::test
+
+int main(int argc, char** argv) {
+    return calyx::test::run_integration_tests(argc, argv);
+}
