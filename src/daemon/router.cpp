@@ -45,6 +45,10 @@ void make_socket_dir(const std::string& socket) {
 }  // namespace
 
 std::expected<std::unique_ptr<Router>, std::string> Router::start(config::Config cfg) {
+    return start(std::move(cfg), StartHooks{});
+}
+
+std::expected<std::unique_ptr<Router>, std::string> Router::start(config::Config cfg, StartHooks hooks) {
     std::unique_ptr<Router> r(new Router());
     r->pool_ = rte_pktmbuf_pool_create("calyx_mbufs", cfg.dataplane.mbufs, kMempoolCache, 0,
                                        data_room_for(cfg), static_cast<int>(rte_socket_id()));
@@ -66,6 +70,7 @@ std::expected<std::unique_ptr<Router>, std::string> Router::start(config::Config
     // The previous process's state, if it left one: its connections continue here. A file this
     // calyx cannot read stops the start (never misread, never silently dropped).
     const std::string state_path = cfg.state_path();
+    r->state_path_ = state_path;
     auto previous = dp::StateFile::open(state_path);
     if (!previous) return std::unexpected(previous.error());
     dp::StateParams params{dp::random_secret(), dp::random_secret(), dp::NatPortAllocator::kDefaultPartitions,
@@ -88,6 +93,10 @@ std::expected<std::unique_ptr<Router>, std::string> Router::start(config::Config
     if (!table) return std::unexpected(table.error());
     r->conntrack_ = std::move(*table);
     r->conntrack_->set_grace(r->shared_.grace);
+    // A running predecessor stops here (its header, read above, does not change): from now on
+    // its entries hold still and its ports are free.
+    if (hooks.before_ports)
+        if (auto ready = hooks.before_ports(); !ready) return std::unexpected(ready.error());
     if (cfg.uplink)
         if (auto up = r->open_uplink(*cfg.uplink, params); !up) return std::unexpected(up.error());
     if (*previous) r->restore_from(**previous, cfg);
@@ -96,9 +105,45 @@ std::expected<std::unique_ptr<Router>, std::string> Router::start(config::Config
     // Complete: the new file replaces the previous one (until here a crash leaves that as it was).
     if (*previous) r->state_->set_generation((*previous)->generation() + 1);
     previous->reset();
-    if (auto renamed = r->state_->rename_to(state_path); !renamed) return std::unexpected(renamed.error());
+    if (!hooks.defer_state_commit)
+        if (auto renamed = r->commit_state_file(); !renamed) return std::unexpected(renamed.error());
     if (auto launched = r->launch_workers(); !launched) return std::unexpected(launched.error());
     return r;
+}
+
+std::expected<void, std::string> Router::commit_state_file() {
+    if (state_->path() == state_path_) return {};
+    return state_->rename_to(state_path_);
+}
+
+void Router::release_for_hand_over() {
+    std::lock_guard lock(control_);
+    shared_.stop.store(true);
+    for (unsigned lcore : worker_lcores_) rte_eal_wait_lcore(lcore);
+    // No worker runs: ports close at once, no grace period needed. Server-mode sockets are
+    // removed, so that the successor creates its own.
+    for (auto& slot : shared_.ports) slot.store(nullptr);
+    ports_.clear();
+    uplink_.reset();
+}
+
+std::expected<void, std::string> Router::resume_after_hand_over() {
+    if (cfg_.uplink)
+        if (auto up = open_uplink_port(*cfg_.uplink); !up) return std::unexpected(up.error());
+    // Every instance's port again (none is open), through the ordinary reload path.
+    config::Config cfg = cfg_;
+    if (auto applied = apply(std::move(cfg)); !applied) return std::unexpected(applied.error());
+    return relaunch_workers();
+}
+
+std::expected<void, std::string> Router::relaunch_workers() {
+    shared_.stop.store(false);
+    for (size_t i = 0; i < worker_lcores_.size(); ++i)
+        if (int rc = rte_eal_remote_launch(io::worker_main, &worker_args_[i], worker_lcores_[i]); rc != 0)
+            return std::unexpected(fmt::format("cannot launch worker on lcore {}: {}", worker_lcores_[i],
+                                               rte_strerror(-rc)));
+    workers_started_ns_ = io::monotonic_ns();
+    return {};
 }
 
 std::expected<void, std::string> Router::launch_workers() {
@@ -117,6 +162,7 @@ std::expected<void, std::string> Router::launch_workers() {
             return std::unexpected(fmt::format("cannot launch worker on lcore {}: {}",
                                                worker_lcores_[i], rte_strerror(-rc)));
     }
+    workers_started_ns_ = io::monotonic_ns();
     return {};
 }
 
@@ -154,15 +200,21 @@ std::expected<void, std::string> Router::open_uplink(const config::UplinkConfig&
                                          RING_F_SP_ENQ | RING_F_SC_DEQ);
     if (!uplink_control_tx_)
         return std::unexpected(fmt::format("uplink: cannot create its control ring: {}", rte_strerror(rte_errno)));
+    shared_.uplink_control_tx = uplink_control_tx_;
+    if (auto opened = open_uplink_port(up); !opened) return opened;
+    neighbors_->pin(up.gateway, io::now_ns());
+    return {};
+}
+
+std::expected<void, std::string> Router::open_uplink_port(const config::UplinkConfig& up) {
     auto port = io::EthdevPort::open(kUplinkSlot, up, pool_, up.queue_count(worker_lcores_.size()));
     if (!port) return std::unexpected(fmt::format("{}:{}:{}: uplink: {}", up.where.file, up.where.line,
                                                   up.where.column, port.error()));
     uplink_ = std::move(*port);
     uplink_->refresh_link();
+    uplink_was_up_ = false;
     baseline_[kUplinkSlot] = raw_port_counters(kUplinkSlot);
-    shared_.uplink_control_tx = uplink_control_tx_;
     shared_.ports[kUplinkSlot].store(uplink_.get());
-    neighbors_->pin(up.gateway, io::now_ns());
     return {};
 }
 

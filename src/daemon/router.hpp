@@ -4,6 +4,7 @@
 #pragma once
 
 #include <expected>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <memory>
@@ -29,7 +30,29 @@ namespace calyx::daemon {
 class Router {
 public:
     // Requires an initialised EAL whose lcores include cfg.dataplane.workers.
+    // What a start does differently when it takes over from a running calyx (--take-over).
+    struct StartHooks {
+        // Called once everything that needs no port is ready, before the previous state file is
+        // read and any port opened: the running calyx is asked to stop and release its ports
+        // here. An error stops the start (the running calyx, not stopped or resuming, serves on).
+        std::function<std::expected<void, std::string>()> before_ports;
+        // Keep the restored state file under its temporary name until commit_state_file() (the
+        // previous process may still resume with its own).
+        bool defer_state_commit = false;
+    };
+    static std::expected<std::unique_ptr<Router>, std::string> start(config::Config cfg, StartHooks hooks);
     static std::expected<std::unique_ptr<Router>, std::string> start(config::Config cfg);
+    // The restored state file takes the configured name (after a deferred start).
+    std::expected<void, std::string> commit_state_file();
+
+    // Hand-over (doc/operations.md "Upgrading and restarting"). release_for_hand_over() stops
+    // the workers and closes every port (vhost-user sockets removed, the uplink closed), keeping
+    // the tables, the state file and the configuration; resume_after_hand_over() opens the ports
+    // again and restarts the workers, for a successor that failed.
+    void release_for_hand_over();
+    std::expected<void, std::string> resume_after_hand_over();
+    // When the workers were last launched (CLOCK_MONOTONIC ns): the end of a hand-over's gap.
+    uint64_t workers_started_ns() const { return workers_started_ns_; }
     ~Router();  // stops workers, closes ports
 
     // Applies a new validated configuration: opens ports of new instances, publishes the
@@ -78,6 +101,8 @@ public:
 private:
     Router() = default;
     std::expected<void, std::string> launch_workers();
+    std::expected<void, std::string> relaunch_workers();
+    std::expected<void, std::string> open_uplink_port(const config::UplinkConfig& up);
     std::expected<void, std::string> open_uplink(const config::UplinkConfig& up, const dp::StateParams& params);
     // Takes the previous process's numbering and connections (before the first apply).
     void restore_from(const dp::StateFile& previous, const config::Config& cfg);
@@ -114,6 +139,8 @@ private:
     // Instance name -> account (dp/limits.hpp); reused only once nothing is charged to it.
     std::map<std::string, uint16_t> accounts_;
     std::vector<io::WorkerArgs> worker_args_;
+    uint64_t workers_started_ns_ = 0;
+    std::string state_path_;  // the configured name of the state file
     std::vector<unsigned> worker_lcores_;
     std::map<std::string, std::unique_ptr<io::VhostPort>> ports_;  // by instance name
     std::unique_ptr<dp::Snapshot> current_;

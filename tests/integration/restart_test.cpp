@@ -146,9 +146,102 @@ protected:
         for (const Vm* v : kVms) ASSERT_NO_FATAL_FAILURE(attach(*v));
     }
 
+    // The same configuration for a second calyx beside the first: only its EAL file prefix
+    // differs (two DPDK primaries cannot share one; calyx's default, --in-memory, needs none).
+    fs::path successor_config() {
+        std::string text = read_file(config_);
+        const std::string prefix = identity_.eal_prefix;
+        const size_t at = text.find(prefix);
+        EXPECT_NE(at, std::string::npos);
+        text.replace(at, prefix.size(), prefix + "-next");
+        return dir_.write("calyx-next.yaml", text);
+    }
+    // After the VMs' backend changed: re-attach them and give the Internet the new tap.
+    void reattach_everything() {
+        ASSERT_NO_FATAL_FAILURE(connect_uplink());
+        for (const Vm* v : kVms) {
+            vm(*v).detach();
+            ASSERT_NO_FATAL_FAILURE(attach(*v));
+        }
+    }
+    // Both connections carry data again; the masqueraded one from the same external endpoint.
+    void expect_connections_continue(const std::string& seen_as) {
+        ASSERT_NO_FATAL_FAILURE(send_until_db_receives("after", 10s));
+        const std::string again = echo("after", 10s);
+        ASSERT_FALSE(again.empty()) << "the masqueraded connection did not continue\n" << calyx_->log();
+        EXPECT_EQ(again.substr(0, again.find(' ')), seen_as) << "the same external address and port";
+        ASSERT_TRUE(vm(kWeb).send(segment(web_, kAck | kPsh, "stray", 0x40000000)));
+        expect_nothing(kDb, [](const Bytes& f) { return is_tcp(f) && tcp_payload(f) == "stray"; },
+                       "out-of-window segment");
+        const auto c = wait_for_drops("web-1", "ct_out_of_window", 1);
+        ASSERT_TRUE(c);
+        EXPECT_EQ(c->drops("web-1", "ct_out_of_window"), 1u);
+        ASSERT_NO_FATAL_FAILURE(exchange_between_instances("in-window"));
+    }
+    // Both connections open and carrying data; returns how the echo server sees app-1.
+    std::string open_both() {
+        open_between_instances();
+        exchange_between_instances("before");
+        open_to_internet();
+        const std::string first = echo("before");
+        EXPECT_FALSE(first.empty()) << "no echo before the restart";
+        return first.substr(0, first.find(' '));
+    }
+
     int echo_pid_ = 0;
     Side web_{}, db_{}, app_{};
 };
+
+TEST_F(RestartTest, HandOverToANewCalyxKeepsConnectionsAndTheirNatPort) {
+    const std::string seen_as = open_both();
+    ASSERT_FALSE(HasFatalFailure());
+    const pid_t old_pid = calyx_->process().pid();
+    CalyxStartOptions o;
+    o.extra_args = {"--take-over"};
+    o.timeout = 30s;
+    auto next = CalyxProcess::start(successor_config(), o);
+    ASSERT_TRUE(next.has_value()) << next.error() << "\nthe running calyx:\n" << calyx_->log();
+    // The old one exits by itself, successfully, once the new one runs.
+    const auto old_status = calyx_->process().wait(10s);
+    ASSERT_TRUE(old_status.has_value()) << "the old calyx still runs\n" << calyx_->log();
+    EXPECT_TRUE(WIFEXITED(*old_status) && WEXITSTATUS(*old_status) == 0) << describe_status(*old_status);
+    EXPECT_NE(calyx_->log().find(fmt::format("handed over to pid {}", (*next)->process().pid())), std::string::npos)
+        << calyx_->log();
+    auto previous = std::move(calyx_);
+    calyx_ = std::move(*next);
+    const std::string log = calyx_->log();
+    EXPECT_NE(log.find(fmt::format("took over from pid {}", old_pid)), std::string::npos) << log;
+    EXPECT_NE(log.find("restored 2 connections (1 masqueraded)"), std::string::npos) << log;
+    const size_t gap = log.find("the data plane stood still for ");
+    if (gap != std::string::npos) fmt::print("{}\n", log.substr(gap, log.find('\n', gap) - gap));
+    ASSERT_NO_FATAL_FAILURE(reattach_everything());
+    ASSERT_NO_FATAL_FAILURE(expect_connections_continue(seen_as));
+    // Single ownership passed on: a third calyx without --take-over is refused by the new one.
+    auto third = CalyxProcess::start(successor_config(), {.timeout = 10s});
+    ASSERT_FALSE(third.has_value());
+    EXPECT_NE(third.error().find(fmt::format("another calyx (pid {})", calyx_->process().pid())), std::string::npos)
+        << third.error();
+}
+
+TEST_F(RestartTest, AHandOverWhoseSuccessorDiesMidwayLeavesTheOldOneServing) {
+    const std::string seen_as = open_both();
+    ASSERT_FALSE(HasFatalFailure());
+    // The successor stops the old one, then holds for 5 s before it takes the ports: killed
+    // then, it never took anything.
+    auto next = ChildProcess::spawn({calyx_binary(), "--config", successor_config().string(), "--take-over",
+                                     "--take-over-hold-ms", "5000"},
+                                    dir_ / "successor.log");
+    ASSERT_TRUE(next.has_value()) << next.error();
+    ASSERT_TRUE(calyx_->process().wait_for_log("calyx: handing over to pid", 20s)) << calyx_->log();
+    ASSERT_TRUE((*next)->wait_for_log("it stopped its workers and released its ports", 10s)) << (*next)->log();
+    (*next)->kill();
+    ASSERT_TRUE(calyx_->process().wait_for_log("calyx: resumed serving", 10s)) << calyx_->log();
+    EXPECT_TRUE(calyx_->running());
+    ASSERT_NO_FATAL_FAILURE(reattach_everything());
+    ASSERT_NO_FATAL_FAILURE(expect_connections_continue(seen_as));
+    // Its control socket answers again: another hand-over could be tried.
+    EXPECT_TRUE(fs::exists(control_socket()));
+}
 
 TEST_F(RestartTest, ConnectionsContinueThroughKillAndStartMasqueradedOnesOnTheirPort) {
     ASSERT_NO_FATAL_FAILURE(open_between_instances());
