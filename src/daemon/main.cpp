@@ -160,18 +160,27 @@ struct TakeOver {
     uint64_t stopped_ns = 0;
 };
 
-std::expected<void, std::string> ask_to_hand_over(const std::string& socket, TakeOver& t,
-                                                  std::chrono::milliseconds hold) {
+std::expected<std::vector<calyx::daemon::Router::Neighbor>, std::string> ask_to_hand_over(
+    const std::string& socket, TakeOver& t, std::chrono::milliseconds hold) {
     auto reply = calyx::cp::control_call(socket, "take-over", {{"pid", ::getpid()}}, std::chrono::seconds(30));
     if (!reply) return std::unexpected(fmt::format("take-over: {}", reply.error().message));
     if (!reply->ok) return std::unexpected(fmt::format("take-over refused by the running calyx: {}", reply->error));
     t.predecessor = reply->result.value("pid", 0);
     t.stopped_ns = reply->result.value("stopped_ns", uint64_t{0});
-    fmt::print(stderr, "calyx: taking over from pid {}: it stopped its workers and released its ports\n",
-               t.predecessor);
+    std::vector<calyx::daemon::Router::Neighbor> neighbors;
+    if (const auto list = reply->result.find("neighbors"); list != reply->result.end() && list->is_array())
+        for (const auto& n : *list) {
+            const auto ip = calyx::Ipv4Addr::parse(n.value("ip", ""));
+            const auto mac = calyx::MacAddr::parse(n.value("mac", ""));
+            if (ip && mac) neighbors.push_back({*ip, *mac});
+        }
+    fmt::print(stderr,
+               "calyx: taking over from pid {}: it stopped its workers and released its ports ({} neighbours "
+               "handed over)\n",
+               t.predecessor, neighbors.size());
     // Testing a hand-over whose successor dies midway (--take-over-hold-ms).
     if (hold.count() > 0) std::this_thread::sleep_for(hold);
-    return {};
+    return neighbors;
 }
 
 struct RunOptions {
@@ -327,7 +336,13 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
             const uint64_t stopped = calyx::io::monotonic_ns();
             {
                 std::lock_guard lock(hand_over.mutex);
-                hand_over.result = {{"pid", ::getpid()}, {"stopped_ns", stopped}, {"state_file", r.config().state_path()}};
+                calyx::cp::Json neighbors = calyx::cp::Json::array();
+                for (const auto& n : r.resolved_neighbors())
+                    neighbors.push_back({{"ip", n.ip.to_string()}, {"mac", n.mac.to_string()}});
+                hand_over.result = {{"pid", ::getpid()},
+                                    {"stopped_ns", stopped},
+                                    {"state_file", r.config().state_path()},
+                                    {"neighbors", std::move(neighbors)}};
                 hand_over.done = true;
             }
             hand_over.answered.notify_all();

@@ -95,10 +95,16 @@ std::expected<std::unique_ptr<Router>, std::string> Router::start(config::Config
     r->conntrack_->set_grace(r->shared_.grace);
     // A running predecessor stops here (its header, read above, does not change): from now on
     // its entries hold still and its ports are free.
-    if (hooks.before_ports)
-        if (auto ready = hooks.before_ports(); !ready) return std::unexpected(ready.error());
-    if (cfg.uplink)
+    std::vector<Neighbor> neighbors;
+    if (hooks.before_ports) {
+        auto ready = hooks.before_ports();
+        if (!ready) return std::unexpected(ready.error());
+        neighbors = std::move(*ready);
+    }
+    if (cfg.uplink) {
         if (auto up = r->open_uplink(*cfg.uplink, params); !up) return std::unexpected(up.error());
+        for (const Neighbor& n : neighbors) r->neighbors_->learn(n.ip, n.mac, io::now_ns(), true);
+    }
     if (*previous) r->restore_from(**previous, cfg);
 
     if (auto applied = r->apply(std::move(cfg)); !applied) return std::unexpected(applied.error());
@@ -125,6 +131,15 @@ void Router::release_for_hand_over() {
     for (auto& slot : shared_.ports) slot.store(nullptr);
     ports_.clear();
     uplink_.reset();
+}
+
+std::vector<Router::Neighbor> Router::resolved_neighbors() const {
+    std::vector<Neighbor> out;
+    if (!neighbors_) return out;
+    for (const dp::NeighborEntryView& e : neighbors_->entries())
+        if (e.mac && (e.state == dp::NeighborState::reachable || e.state == dp::NeighborState::stale))
+            out.push_back({e.ip, *e.mac});
+    return out;
 }
 
 std::expected<void, std::string> Router::resume_after_hand_over() {

@@ -31,11 +31,17 @@ class Router {
 public:
     // Requires an initialised EAL whose lcores include cfg.dataplane.workers.
     // What a start does differently when it takes over from a running calyx (--take-over).
+    struct Neighbor {
+        Ipv4Addr ip;
+        MacAddr mac;
+    };
     struct StartHooks {
         // Called once everything that needs no port is ready, before the previous state file is
         // read and any port opened: the running calyx is asked to stop and release its ports
-        // here. An error stops the start (the running calyx, not stopped or resuming, serves on).
-        std::function<std::expected<void, std::string>()> before_ports;
+        // here, and answers with its uplink's resolved neighbours (learnt before our workers
+        // start, so no packet waits for ARP). An error stops the start (the running calyx, not
+        // stopped or resuming, serves on).
+        std::function<std::expected<std::vector<Neighbor>, std::string>()> before_ports;
         // Keep the restored state file under its temporary name until commit_state_file() (the
         // previous process may still resume with its own).
         bool defer_state_commit = false;
@@ -50,6 +56,8 @@ public:
     // the tables, the state file and the configuration; resume_after_hand_over() opens the ports
     // again and restarts the workers, for a successor that failed.
     void release_for_hand_over();
+    // The uplink's resolved neighbours, for a successor (none without an uplink).
+    std::vector<Neighbor> resolved_neighbors() const;
     std::expected<void, std::string> resume_after_hand_over();
     // When the workers were last launched (CLOCK_MONOTONIC ns): the end of a hand-over's gap.
     uint64_t workers_started_ns() const { return workers_started_ns_; }

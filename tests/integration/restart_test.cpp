@@ -215,6 +215,16 @@ TEST_F(RestartTest, HandOverToANewCalyxKeepsConnectionsAndTheirNatPort) {
     EXPECT_NE(log.find("restored 2 connections (1 masqueraded)"), std::string::npos) << log;
     const size_t gap = log.find("the data plane stood still for ");
     if (gap != std::string::npos) fmt::print("{}\n", log.substr(gap, log.find('\n', gap) - gap));
+    EXPECT_NE(log.find("(1 neighbours handed over)"), std::string::npos) << "the uplink's gateway\n" << log;
+    // The gateway's MAC came with the hand-over: app-1's next segment leaves at once, before
+    // the new tap is even in the namespace where the gateway could answer an ARP request.
+    vm(kApp).detach();
+    ASSERT_NO_FATAL_FAILURE(attach(kApp));
+    ASSERT_TRUE(vm(kApp).send(segment(app_, kAck | kPsh, "early\n")));
+    std::this_thread::sleep_for(300ms);
+    const auto early = counters();
+    ASSERT_TRUE(early);
+    EXPECT_EQ(early->drops("app-1", "neighbor_unresolved"), 0u) << early->text;
     ASSERT_NO_FATAL_FAILURE(reattach_everything());
     ASSERT_NO_FATAL_FAILURE(expect_connections_continue(seen_as));
     // Single ownership passed on: a third calyx without --take-over is refused by the new one.
