@@ -23,6 +23,7 @@
 #include "cp/snapshot_builder.hpp"
 #include "daemon/host_interface.hpp"
 #include "io/clock.hpp"
+#include "io/eal.hpp"
 
 namespace calyx::daemon {
 namespace {
@@ -161,6 +162,8 @@ Router::~Router() {
 
 std::expected<void, std::string> Router::apply(config::Config cfg) {
     std::lock_guard lock(control_);
+    // A reload may come from calyxctl's thread; removing connections frees rte_hash slots.
+    if (auto registered = io::ensure_lcore_id(); !registered) return std::unexpected(registered.error());
     if (generation_ > 0)
         if (auto why = cp::restart_required(cfg_, cfg)) return std::unexpected(*why);
     // Open ports for new instances (or instances whose port changed) first; on any failure
