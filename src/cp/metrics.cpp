@@ -73,12 +73,15 @@ public:
                          "Of the busy cycles, those inside port receive and transmit calls (vhost-user copies, PMDs).",
                          C::Counter);
         auto packets = family("calyx_lcore_packets_total", "Packets the worker received, all ports.", C::Counter);
+        auto sleep = family("calyx_lcore_sleep_cycles_total",
+                            "Of all cycles, those the worker slept while idle (dataplane.idle_sleep_us).", C::Counter);
         for (const auto& l : s.lcores) {
             const std::vector<ClientMetric::Label> lcore{{"lcore", std::to_string(l.lcore)}};
             add(busy, static_cast<double>(l.busy_cycles), lcore);
             add(cycles, static_cast<double>(l.total_cycles), lcore);
             add(io, static_cast<double>(l.io_cycles), lcore);
             add(packets, static_cast<double>(l.packets), lcore);
+            add(sleep, static_cast<double>(l.sleep_cycles), lcore);
         }
         auto ct_entries = family("calyx_conntrack_entries", "Tracked connections.", C::Gauge);
         add(ct_entries, static_cast<double>(s.conntrack_entries));
@@ -127,9 +130,25 @@ public:
         auto unresolved = family("calyx_uplink_neighbor_unresolved_total",
                                  "Packets dropped because the uplink next hop had no ARP answer yet.", C::Counter);
         add(unresolved, static_cast<double>(s.neighbor_unresolved));
-        return {rx_p, tx_p, rx_b, tx_b, drops, up, busy, cycles, io, packets, ct_entries, ct_capacity, ct_created,
-                ct_expired, ct_evicted, inst_conns, inst_nat, dhcp, arp, echo, errors, generation, reloads,
-                nat_ports, nat_range, nat_exhausted, unresolved};
+        std::vector<MetricFamily> all{rx_p, tx_p, rx_b, tx_b, drops, up, busy, cycles, io, packets, sleep,
+                                      ct_entries, ct_capacity, ct_created, ct_expired, ct_evicted, inst_conns,
+                                      inst_nat, dhcp, arp, echo, errors,
+                                      generation, reloads, nat_ports, nat_range, nat_exhausted, unresolved};
+        // A site (`routing:`): zero without one, so dashboards need no special case. The host
+        // interface's packets are the port "host_interface".
+        auto exported = family("calyx_site_exported_routes", "Routes (a /32 per local instance) calyx keeps in routing.export_table.", C::Gauge);
+        add(exported, static_cast<double>(s.site_exported_routes));
+        auto imported = family("calyx_site_imported_routes", "Routes of routing.import_table, by whether calyx routes by them or refused them.", C::Gauge);
+        add(imported, static_cast<double>(s.site_imported_routes), {{"result", "accepted"}});
+        add(imported, static_cast<double>(s.site_refused_routes), {{"result", "refused"}});
+        auto reads = family("calyx_site_route_reads_total",
+                            "Reads of routing.import_table: route events, full dumps (start, overflow, periodic reconcile), socket overflows.",
+                            C::Counter);
+        add(reads, static_cast<double>(s.site_route_events), {{"kind", "event"}});
+        add(reads, static_cast<double>(s.site_route_dumps), {{"kind", "dump"}});
+        add(reads, static_cast<double>(s.site_route_overflows), {{"kind", "overflow"}});
+        all.insert(all.end(), {exported, imported, reads});
+        return all;
     }
 
 private:

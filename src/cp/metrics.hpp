@@ -33,6 +33,7 @@ struct RouterSample {
         uint64_t total_cycles = 0;
         uint64_t io_cycles = 0;  // of busy_cycles: inside port rx/tx calls
         uint64_t packets = 0;    // received
+        uint64_t sleep_cycles = 0;  // of total_cycles: asleep while idle
     };
     // What each instance holds of what all share (dp/limits.hpp): who fills the table.
     struct Instance {
@@ -54,6 +55,11 @@ struct RouterSample {
     uint64_t nat_ports_tcp = 0, nat_ports_udp = 0, nat_ports_icmp = 0, nat_ports_capacity = 0;
     uint64_t nat_exhausted = 0;  // connections refused for want of a port (all ports' drops)
     uint64_t neighbor_unresolved = 0;
+    // A site (`routing:`): the kernel tables calyx meets BIRD in. Zero without one.
+    uint64_t site_exported_routes = 0;  // /32s calyx keeps in export_table
+    uint64_t site_imported_routes = 0;  // routes of import_table calyx routes by
+    uint64_t site_refused_routes = 0;   // routes of import_table it refused (logged)
+    uint64_t site_route_events = 0, site_route_dumps = 0, site_route_overflows = 0;
 };
 
 // The warning to log when `listen` ("host:port") is not a loopback address: what anyone who

@@ -29,6 +29,14 @@ std::optional<std::string> restart_required(const config::Config& running, const
         if (a->nat_port_min != b->nat_port_min || a->nat_port_max != b->nat_port_max)
             changed.push_back("uplink.nat_ports");
     }
+    // The host's tap and the tables calyx owns are set up once; moving them would leave the old
+    // ones behind (the routes BIRD learnt from, a configured interface).
+    const auto name_of = [](const auto& h) { return h ? h->name : std::string{}; };
+    if (name_of(running.host_interface) != name_of(next.host_interface)) changed.push_back("host_interface");
+    const auto tables_of = [](const auto& r) {
+        return r ? std::pair{r->export_table, r->import_table} : std::pair<uint32_t, uint32_t>{};
+    };
+    if (tables_of(running.routing) != tables_of(next.routing)) changed.push_back("routing");
     if (changed.empty()) return std::nullopt;
     std::string list;
     for (const auto& c : changed) list += (list.empty() ? "" : ", ") + c;

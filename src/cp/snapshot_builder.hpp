@@ -9,6 +9,7 @@
 #include <string>
 
 #include "calyx/config.hpp"
+#include "cp/site_routes.hpp"
 #include "dp/snapshot.hpp"
 
 namespace calyx::cp {
@@ -30,6 +31,11 @@ struct SnapshotInputs {
     MacAddr uplink_mac;
     dp::NatPortAllocator* nat = nullptr;
     dp::NeighborTable* neighbors = nullptr;
+    // With a host interface in the config: its tap's port slot (polled like the uplink).
+    uint16_t host_slot = dp::kMaxPorts;
+    // Routes imported from the site, already checked (check_imported): routed by, below the
+    // site's own addresses (this host's instances, gateways and broadcasts win).
+    const std::vector<SiteRoute>* site_routes = nullptr;
 };
 
 std::expected<std::unique_ptr<dp::Snapshot>, std::string> build_snapshot(

@@ -208,8 +208,9 @@ void print_status(const Json& r) {
                                             str(r["ports"], "up"), str(r["ports"], "total")));
     std::string workers;
     for (const auto& w : r["workers"])
-        workers += fmt::format("{}lcore {} ({}% busy, {} cycles/packet)", workers.empty() ? "" : ", ",
-                               str(w, "lcore"), str(w, "busy_percent"), str(w, "cycles_per_packet"));
+        workers += fmt::format("{}lcore {} ({}% busy, {} cycles/packet, {}% asleep)",
+                               workers.empty() ? "" : ", ", str(w, "lcore"), str(w, "busy_percent"),
+                               str(w, "cycles_per_packet"), str(w, "asleep_percent"));
     p.emplace_back("workers", workers.empty() ? "-" : workers);
     const Json& ct = r["conntrack"];
     p.emplace_back("connections",
@@ -261,9 +262,15 @@ void print_instances(const Json& r) {
 }
 
 void print_routes(const Json& r) {
-    Table t({"PREFIX", "NETWORK", "NEXT HOP"});
-    for (const auto& route : r["routes"])
-        t.add({str(route, "prefix"), str(route, "network"), str(route["next_hop"], "text")});
+    Table t({"PREFIX", "NETWORK", "NEXT HOP", "ORIGIN"});
+    for (const auto& route : r["routes"]) {
+        const Json& o = route.value("origin", Json::object());
+        // "table 101 (bird)" for a route learnt from the site, "calyx" for its own.
+        const std::string origin = o.contains("table") && !o["table"].is_null()
+                                       ? fmt::format("table {} ({})", str(o, "table"), str(o, "protocol"))
+                                       : str(o, "protocol");
+        t.add({str(route, "prefix"), str(route, "network"), str(route["next_hop"], "text"), origin});
+    }
     t.print();
 }
 

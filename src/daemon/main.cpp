@@ -249,7 +249,7 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
             return 1;
         }
         // Read before the control server starts: from then on a reload may replace the config.
-        const size_t instances = r.config().instances.size();
+        const size_t instances = r.config().local_instances().size();
         const size_t workers = r.config().dataplane.workers.size();
         const uint64_t generation = r.generation();
         calyx::cp::CommandEnv env;
@@ -428,8 +428,8 @@ int main(int argc, char** argv) {
             print_errors(cfg.error());
             return 1;
         }
-            fmt::print("{}: valid ({} networks, {} instances)\n", config_path, cfg->networks.size(),
-                   cfg->instances.size());
+        fmt::print("{}: valid ({} networks, {} instances, {} of them on this host '{}')\n", config_path,
+                   cfg->networks.size(), cfg->instances.size(), cfg->local_instances().size(), cfg->host);
         return 0;
     }
     RunOptions run_options;

@@ -2,10 +2,12 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <random>
 #include <set>
+#include <thread>
 
 #include <fmt/format.h>
 #include <rte_errno.h>
@@ -20,11 +22,16 @@
 
 #include "cp/reload.hpp"
 #include "cp/snapshot_builder.hpp"
+#include "daemon/host_interface.hpp"
 #include "io/clock.hpp"
+#include "io/eal.hpp"
 
 namespace calyx::daemon {
 namespace {
 
+// How long calyx keeps forwarding after withdrawing its routes at stop: BIRD learns of it by a
+// netlink event and sends its BGP withdrawal at once (a few ms measured); the rest is margin.
+constexpr auto kWithdrawalDrain = std::chrono::milliseconds(500);
 constexpr unsigned kMempoolCache = 256;
 constexpr uint32_t kVlanAndFcs = 8;
 
@@ -106,6 +113,20 @@ std::expected<std::unique_ptr<Router>, std::string> Router::start(config::Config
         for (const Neighbor& n : neighbors) r->neighbors_->learn(n.ip, n.mac, io::now_ns(), true);
     }
     if (*previous) r->restore_from(**previous, cfg);
+    if (cfg.host_interface) {
+        auto host = open_host_interface(kHostSlot, cfg, r->uplink_->mac(), r->pool_,
+                                        static_cast<uint16_t>(r->worker_lcores_.size()));
+        if (!host) return std::unexpected(host.error());
+        r->host_ = std::move(*host);
+        r->host_->refresh_link();
+        r->baseline_[kHostSlot] = r->raw_port_counters(kHostSlot);
+        r->shared_.ports[kHostSlot].store(r->host_.get());
+    }
+    if (cfg.routing) {
+        auto site = SiteRouting::start(*cfg.routing, io::now_ns());
+        if (!site) return std::unexpected(site.error());
+        r->site_ = std::move(*site);
+    }
 
     if (auto applied = r->apply(std::move(cfg)); !applied) return std::unexpected(applied.error());
     // Complete: the new file replaces the previous one (until here a crash leaves that as it was).
@@ -234,12 +255,18 @@ std::expected<void, std::string> Router::open_uplink_port(const config::UplinkCo
 }
 
 Router::~Router() {
+    // First, so BIRD withdraws this host's instances while calyx goes. BIRD's BGP sessions run
+    // through the host interface, that is through this calyx: keep forwarding a moment so
+    // the withdrawal reaches its peers, or they keep the routes until their hold timer and
+    // then, with graceful restart, for its restart time.
+    if (site_ && site_->withdraw() > 0 && host_) std::this_thread::sleep_for(kWithdrawalDrain);
     shared_.stop.store(true);
     for (unsigned lcore : worker_lcores_) rte_eal_wait_lcore(lcore);
     // Workers are gone: nothing reads the snapshot or the ports any more.
     shared_.snapshot.store(nullptr);
     for (auto& slot : shared_.ports) slot.store(nullptr);
     uplink_.reset();
+    host_.reset();
     if (uplink_control_tx_) {
         void* m = nullptr;
         while (rte_ring_dequeue(uplink_control_tx_, &m) == 0) rte_pktmbuf_free(static_cast<rte_mbuf*>(m));
@@ -252,6 +279,8 @@ Router::~Router() {
 
 std::expected<void, std::string> Router::apply(config::Config cfg) {
     std::lock_guard lock(control_);
+    // A reload may come from calyxctl's thread; removing connections frees rte_hash slots.
+    if (auto registered = io::ensure_lcore_id(); !registered) return std::unexpected(registered.error());
     if (generation_ > 0)
         if (auto why = cp::restart_required(cfg_, cfg)) return std::unexpected(*why);
     // Open ports for new instances (or instances whose port changed) first; on any failure
@@ -265,8 +294,10 @@ std::expected<void, std::string> Router::apply(config::Config cfg) {
     };
     std::vector<bool> taken(dp::kMaxPorts, false);
     taken[kUplinkSlot] = true;
+    taken[kHostSlot] = true;
     for (const auto& [name, port] : ports_) taken[port->slot()] = true;
-    for (const auto& inst : cfg.instances) {
+    for (const config::InstanceConfig* local : cfg.local_instances()) {
+        const config::InstanceConfig& inst = *local;
         if (!port_changed(inst)) continue;
         uint16_t slot = 0;
         while (slot < dp::kMaxPorts && taken[slot]) ++slot;
@@ -283,7 +314,8 @@ std::expected<void, std::string> Router::apply(config::Config cfg) {
     // Kept ports whose socket's owner, group or mode changed: changed in place (the guest stays
     // connected), and back again if a later one fails.
     std::vector<std::pair<io::VhostPort*, config::PortConfig>> permissions_before;
-    for (const auto& inst : cfg.instances) {
+    for (const config::InstanceConfig* local : cfg.local_instances()) {
+        const config::InstanceConfig& inst = *local;
         auto it = ports_.find(inst.name);
         if (it == ports_.end() || opened.contains(inst.name)) continue;
         const config::PortConfig old = it->second->config();
@@ -295,35 +327,17 @@ std::expected<void, std::string> Router::apply(config::Config cfg) {
         }
         permissions_before.emplace_back(it->second.get(), old);
     }
-    cp::SnapshotInputs inputs;
-    inputs.port_slot = [&](const config::InstanceConfig& inst) -> uint16_t {
-        if (auto it = opened.find(inst.name); it != opened.end()) return it->second->slot();
-        return ports_.at(inst.name)->slot();
-    };
-    inputs.zone = [&](const config::NetworkConfig& net) -> uint16_t {
-        // Zone 0 is the outside world; every network gets its own for as long as calyx runs
-        // (and its successors: the state file keeps them).
-        if (auto it = zones_.find(net.name); it != zones_.end()) return it->second;
-        uint16_t next = 1;
-        for (const auto& [name, zone] : zones_) next = std::max<uint16_t>(next, zone + 1);
-        zones_[net.name] = next;
-        return next;
-    };
     auto accounts = assign_accounts(cfg);
     if (!accounts) return std::unexpected(accounts.error());
-    inputs.account = [&](const config::InstanceConfig& inst) { return accounts->at(inst.name); };
-    inputs.conntrack = conntrack_.get();
-    if (uplink_) {
-        inputs.uplink_slot = kUplinkSlot;
-        inputs.uplink_mac = uplink_->mac();
-        inputs.nat = nat_.get();
-        inputs.neighbors = neighbors_.get();
-    }
-    auto next = cp::build_snapshot(cfg, inputs, generation_ + 1);
+    const std::vector<cp::SiteRoute> routes_before = site_routes_;
+    check_imported(cfg);
+    auto next = cp::build_snapshot(cfg, snapshot_inputs(opened, *accounts), snapshot_serial_ + 1);
     if (!next) {
         for (auto& [port, before] : permissions_before) (void)port->set_permissions(before);
+        site_routes_ = routes_before;
         return std::unexpected(next.error());
     }
+    ++snapshot_serial_;
 
     // Ports first, then the snapshot that names them.
     for (auto& [name, port] : opened) shared_.ports[port->slot()].store(port.get());
@@ -335,7 +349,7 @@ std::expected<void, std::string> Router::apply(config::Config cfg) {
     std::vector<std::unique_ptr<io::VhostPort>> retired;
     for (auto it = ports_.begin(); it != ports_.end();) {
         const config::InstanceConfig* inst = cfg.find_instance(it->first);
-        if (!inst || opened.contains(it->first)) {
+        if (!inst || !cfg.is_local(*inst) || opened.contains(it->first)) {
             shared_.ports[it->second->slot()].store(nullptr);
             retired.push_back(std::move(it->second));
             it = ports_.erase(it);
@@ -365,7 +379,71 @@ std::expected<void, std::string> Router::apply(config::Config cfg) {
         if (auto written = state_->write_names(names); !written)
             fmt::print(stderr, "calyx: {} (a restart would not restore connections)\n", written.error());
     }
+    // The snapshot routes to the new instances already; BIRD announces them from here. A
+    // failure is logged and retried by the periodic reconcile: the data plane is right either way.
+    if (site_)
+        if (auto done = site_->sync_export(cfg_, io::now_ns()); !done) fmt::print(stderr, "calyx: {}\n", done.error());
     return {};
+}
+
+cp::SnapshotInputs Router::snapshot_inputs(const std::map<std::string, std::unique_ptr<io::VhostPort>>& opened,
+                                           const std::map<std::string, uint16_t>& accounts) {
+    cp::SnapshotInputs inputs;
+    inputs.port_slot = [this, &opened](const config::InstanceConfig& inst) -> uint16_t {
+        if (auto it = opened.find(inst.name); it != opened.end()) return it->second->slot();
+        return ports_.at(inst.name)->slot();
+    };
+    inputs.zone = [this](const config::NetworkConfig& net) -> uint16_t {
+        // Zone 0 is the outside world; every network gets its own for as long as calyx runs
+        // (and its successors: the state file keeps them).
+        if (auto it = zones_.find(net.name); it != zones_.end()) return it->second;
+        uint16_t next = 1;
+        for (const auto& [name, zone] : zones_) next = std::max<uint16_t>(next, zone + 1);
+        zones_[net.name] = next;
+        return next;
+    };
+    inputs.account = [&accounts](const config::InstanceConfig& inst) { return accounts.at(inst.name); };
+    inputs.conntrack = conntrack_.get();
+    if (uplink_) {
+        inputs.uplink_slot = kUplinkSlot;
+        inputs.uplink_mac = uplink_->mac();
+        inputs.nat = nat_.get();
+        inputs.neighbors = neighbors_.get();
+    }
+    if (host_) inputs.host_slot = kHostSlot;
+    inputs.site_routes = &site_routes_;
+    return inputs;
+}
+
+void Router::check_imported(const config::Config& cfg) {
+    if (!site_) return;
+    cp::ImportedRoutes checked = cp::check_imported(cfg, site_->imported());
+    if (checked.rejected != refused_routes_) {
+        for (const std::string& line : checked.rejected)
+            if (std::ranges::find(refused_routes_, line) == refused_routes_.end())
+                fmt::print(stderr, "calyx: routing: import table {}: refused {}\n", cfg.routing->import_table, line);
+        refused_routes_ = std::move(checked.rejected);
+    }
+    // The next hops calyx will need: resolved before the first packet asks.
+    for (const cp::SiteRoute& r : checked.accepted)
+        for (const Ipv4Addr& hop : r.next_hops) neighbors_->want(hop, io::now_ns());
+    site_routes_ = std::move(checked.accepted);
+}
+
+void Router::rebuild() {
+    const std::vector<cp::SiteRoute> routes_before = site_routes_;
+    check_imported(cfg_);
+    if (site_routes_ == routes_before) return;  // only refused routes changed
+    auto next = cp::build_snapshot(cfg_, snapshot_inputs({}, accounts_), snapshot_serial_ + 1);
+    if (!next) {
+        // All or nothing: the running snapshot keeps the routes it had.
+        fmt::print(stderr, "calyx: routing: the imported routes cannot be applied, the previous ones stay: {}\n",
+                   next.error());
+        site_routes_ = routes_before;
+        return;
+    }
+    ++snapshot_serial_;
+    publish(std::move(*next));
 }
 
 std::expected<std::map<std::string, uint16_t>, std::string> Router::assign_accounts(
@@ -374,7 +452,8 @@ std::expected<std::map<std::string, uint16_t>, std::string> Router::assign_accou
     std::vector<bool> taken(dp::kMaxAccounts, false);
     for (const auto& [name, account] : accounts_) taken[account] = true;
     uint16_t next = 0;
-    for (const auto& inst : cfg.instances) {
+    for (const config::InstanceConfig* local : cfg.local_instances()) {
+        const config::InstanceConfig& inst = *local;
         if (auto it = accounts_.find(inst.name); it != accounts_.end()) {
             out[inst.name] = it->second;
             continue;
@@ -434,6 +513,11 @@ void Router::housekeeping() {
     // A full pass over the table about every 2 s at a 100 ms tick.
     const uint32_t budget = std::max<uint32_t>(4096, conntrack_->slots() / 20);
     ct_expired_ += conntrack_->sweep(now, budget, shared_.grace);
+    if (site_) {
+        if (site_->follow_import(now)) rebuild();
+        site_->reconcile_export(cfg_, now);
+    }
+    if (host_) host_->refresh_link();
     if (!uplink_) return;
     uplink_->refresh_link();
     const bool up = uplink_->connected();
@@ -485,6 +569,7 @@ cp::RouterSample Router::sample() const {
     for (const auto& [name, port] : ports_)
         s.ports.push_back({name, port->connected(), port_counters(port->slot())});
     if (uplink_) s.ports.push_back({"uplink", uplink_->connected(), port_counters(kUplinkSlot)});
+    if (host_) s.ports.push_back({"host_interface", host_->connected(), port_counters(kHostSlot)});
     if (nat_) {
         s.nat = true;
         s.nat_ports_tcp = nat_->in_use(ipproto::kTcp);
@@ -499,7 +584,8 @@ cp::RouterSample Router::sample() const {
     for (size_t i = 0; i < counters_.size(); ++i) {
         const dp::WorkerCounters& w = *counters_[i];
         s.lcores.push_back({worker_lcores_[i], dp::read_counter(w.busy_cycles), dp::read_counter(w.total_cycles),
-                            dp::read_counter(w.io_cycles), dp::read_counter(w.packets)});
+                            dp::read_counter(w.io_cycles), dp::read_counter(w.packets),
+                            dp::read_counter(w.sleep_cycles)});
         s.conntrack_created += dp::read_counter(w.ct_created);
         s.arp_replies += dp::read_counter(w.arp_replies);
         s.icmp_echo_replies += dp::read_counter(w.icmp_echo_replies);
@@ -518,6 +604,15 @@ cp::RouterSample Router::sample() const {
     s.config_generation = generation_;
     s.reloads_ok = reloads_ok_;
     s.reloads_failed = reloads_failed_;
+    if (site_) {
+        const SiteRouting::Stats& st = site_->stats();
+        s.site_exported_routes = st.exported;
+        s.site_imported_routes = site_routes_.size();
+        s.site_refused_routes = refused_routes_.size();
+        s.site_route_events = st.events;
+        s.site_route_dumps = st.dumps;
+        s.site_route_overflows = st.overflows;
+    }
     return s;
 }
 

@@ -19,6 +19,9 @@
 #include "dp/snapshot.hpp"
 #include "dp/state_file.hpp"
 #include "cp/metrics.hpp"
+#include "cp/site_routes.hpp"
+#include "cp/snapshot_builder.hpp"
+#include "daemon/site_routing.hpp"
 #include "io/ethdev_port.hpp"
 #include "io/vhost_port.hpp"
 #include "io/worker.hpp"
@@ -80,9 +83,13 @@ public:
     // The uplink's port and ARP cache; null without an uplink.
     const io::EthdevPort* uplink() const { return uplink_.get(); }
     const dp::NeighborTable* neighbors() const { return neighbors_.get(); }
+    // The host interface's tap; null without one.
+    const io::EthdevPort* host_interface() const { return host_.get(); }
 
     // The uplink always has this port slot (counters, metrics); instances never get it.
     static constexpr uint16_t kUplinkSlot = dp::kMaxPorts - 1;
+    // Likewise the host interface.
+    static constexpr uint16_t kHostSlot = dp::kMaxPorts - 2;
     uint64_t conntrack_expired() const { return ct_expired_; }
     // What the start restored from the previous process's state file (empty: there was none).
     const std::string& restore_report() const { return restore_report_; }
@@ -90,7 +97,8 @@ public:
 
     // Periodic control-plane work (main lcore), every ~100 ms: expires a slice of the
     // connection table; resolves and refreshes the uplink's neighbours by ARP; reads the
-    // uplink's link state.
+    // uplink's link state; follows the site's imported routes (a change publishes a new
+    // snapshot) and keeps the exported ones.
     void housekeeping();
 
     // Counts a reload attempt (a rejected file never reaches apply()).
@@ -114,6 +122,13 @@ private:
     std::expected<void, std::string> open_uplink(const config::UplinkConfig& up, const dp::StateParams& params);
     // Takes the previous process's numbering and connections (before the first apply).
     void restore_from(const dp::StateFile& previous, const config::Config& cfg);
+    // What build_snapshot needs, with `opened` the ports apply() opened for it.
+    cp::SnapshotInputs snapshot_inputs(const std::map<std::string, std::unique_ptr<io::VhostPort>>& opened,
+                                       const std::map<std::string, uint16_t>& accounts);
+    // The imported routes `cfg` accepts; logs the refused ones when they changed.
+    void check_imported(const config::Config& cfg);
+    // A new snapshot of the running configuration (the imported routes changed).
+    void rebuild();
     void resolve_neighbors(uint64_t now_ns);
     void send_arp_request(const dp::NeighborTable::Request& req);
     dp::PortCounters raw_port_counters(uint16_t slot) const;
@@ -140,6 +155,11 @@ private:
     uint64_t ct_expired_ = 0;
     std::unique_ptr<dp::NeighborTable> neighbors_;
     std::unique_ptr<io::EthdevPort> uplink_;
+    std::unique_ptr<io::EthdevPort> host_;  // the host interface's tap
+    std::unique_ptr<SiteRouting> site_;     // with `routing:`
+    std::vector<cp::SiteRoute> site_routes_;  // the imported routes the snapshot routes by
+    std::vector<std::string> refused_routes_;  // as last logged
+    uint64_t snapshot_serial_ = 0;  // Snapshot::generation: every publish, reloads or routes
     rte_ring* uplink_control_tx_ = nullptr;
     bool uplink_was_up_ = false;  // at the last housekeeping tick
     uint64_t arp_requests_sent_ = 0;

@@ -3,6 +3,7 @@
 #include "dp/arp.hpp"
 #include "dp/classify.hpp"
 #include "dp/forward.hpp"
+#include "dp/host.hpp"
 #include "dp/local.hpp"
 #include "dp/nat_stages.hpp"
 #include "dp/policy.hpp"
@@ -11,6 +12,7 @@
 namespace calyx::dp {
 
 void run_pipeline(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexcept {
+    host_stage(batch, snap, ctx);
     classify_stage(batch, snap, ctx);
     arp_stage(batch, snap, ctx);
     nat_in_stage(batch, snap, ctx);

@@ -148,7 +148,7 @@ private:
                                          PolicyDecision& d) {
         const CtVerdict v = ct_new(fresh, f.info, snap_.ct_timeouts, ctx_.now_ns);
         if (v != CtVerdict::accept) return reason_of(v);
-        d = evaluate_new_connection(snap_, s.src, s.dst, s.src_ip, s.dst_ip, f.key.key.proto, f.rule_key);
+        d = evaluate_new_connection(snap_, s.src, s.dst, s.src_ip, s.dst_ip, f.key.key.proto, f.rule_key, s.site);
         if (!d.allowed) return d.reason;
         return std::nullopt;
     }
@@ -251,8 +251,10 @@ private:
             // The rules changed since this connection was allowed: check its opening again.
             const bool orig = dir == Direction::original;
             const PolicyDecision d =
-                orig ? evaluate_new_connection(snap_, s.src, s.dst, s.src_ip, s.dst_ip, f.key.key.proto, f.rule_key)
-                     : evaluate_new_connection(snap_, s.dst, s.src, s.dst_ip, s.src_ip, f.key.key.proto, f.orig_rule_key);
+                orig ? evaluate_new_connection(snap_, s.src, s.dst, s.src_ip, s.dst_ip, f.key.key.proto, f.rule_key,
+                                               s.site)
+                     : evaluate_new_connection(snap_, s.dst, s.src, s.dst_ip, s.src_ip, f.key.key.proto,
+                                               f.orig_rule_key, s.reversed());
             // A connection whose translation the new configuration would change (its network
             // became, or stopped being, `nat`) cannot continue either.
             if (!d.allowed || d.masquerade != binding.translated()) {
@@ -342,15 +344,15 @@ std::optional<DropReason> check_icmp_error(const Frame& f, PacketMeta& m, const 
     // Errors are no way around the network kinds, even for a connection that a reload has
     // not re-checked yet (its own next packet does): private never crosses the uplink, and
     // across it a nat network's connections are translated, a public one's are not.
-    if (const InstanceView* inside = s.src ? s.src : s.dst; inside && (!s.src || !s.dst)) {
+    if (const InstanceView* inside = s.src ? s.src : s.dst; inside && (s.src_outside() || s.dst_outside())) {
         const NetworkKind kind = snap.networks[inside->network].kind;
         if (kind == NetworkKind::private_) return DropReason::private_isolated;
         if ((kind == NetworkKind::nat) != (binding.role == NatRole::primary)) return DropReason::sg_revoked;
     }
     if (binding.role == NatRole::primary) {
-        if (!s.src) {  // from outside
+        if (s.src_outside()) {
             if (!m.nat_translated_in) return DropReason::nat_unsolicited;
-        } else if (!s.dst) {  // the instance's error about a datagram that came in through the NAT
+        } else if (s.dst_outside()) {  // the instance's error about a datagram that came in through the NAT
             m.nat = NatAction::icmp_error_out;
             m.nat_addr = binding.addr.value;
             m.nat_port = binding.port;
@@ -375,21 +377,23 @@ void remember_fragment(const Frame& fr, const PacketMeta& m, const Sides& s, con
 
 PolicyDecision evaluate_new_connection(const Snapshot& snap, const InstanceView* from,
                                        const InstanceView* to, Ipv4Addr from_ip, Ipv4Addr to_ip,
-                                       uint8_t protocol, uint16_t rule_key) noexcept {
+                                       uint8_t protocol, uint16_t rule_key, SiteEnds site) noexcept {
     PolicyDecision d;
     const auto kind = [&](const InstanceView* inst) { return snap.networks[inst->network].kind; };
+    const bool from_outside = !from && !site.from;
+    const bool to_outside = !to && !site.to;
     // The seed's network kinds, before any security group: private has no outside at all, and
-    // nothing from outside opens a connection into nat.
-    if ((from && !to && kind(from) == NetworkKind::private_) ||
-        (!from && to && kind(to) == NetworkKind::private_)) {
+    // nothing from outside opens a connection into nat. Another host's instance is inside.
+    if ((from && to_outside && kind(from) == NetworkKind::private_) ||
+        (from_outside && to && kind(to) == NetworkKind::private_)) {
         d.reason = DropReason::private_isolated;
         return d;
     }
-    if (!from && to && kind(to) == NetworkKind::nat) {
+    if (from_outside && to && kind(to) == NetworkKind::nat) {
         d.reason = DropReason::nat_unsolicited;
         return d;
     }
-    d.masquerade = from && !to && kind(from) == NetworkKind::nat;
+    d.masquerade = from && to_outside && kind(from) == NetworkKind::nat;
     if (d.masquerade && protocol != ipproto::kTcp && protocol != ipproto::kUdp &&
         !(protocol == ipproto::kIcmp && (rule_key >> 8) == icmp::kEchoRequest)) {
         d.reason = DropReason::nat_unsupported;
@@ -426,9 +430,9 @@ void policy_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx, Pendin
         PacketMeta& m = batch.meta[i];
         if (m.verdict != Verdict::pending || !m.is_ipv4) continue;
         const NextHopKind kind = NextHop::kind(m.next_hop);
-        if (kind != NextHopKind::instance && kind != NextHopKind::uplink) continue;
+        if (kind != NextHopKind::instance && kind != NextHopKind::uplink && kind != NextHopKind::site) continue;
         const bool from_uplink = m.in_port == uplink_port;
-        if (kind == NextHopKind::uplink && from_uplink) continue;  // forward drops transit
+        if (kind != NextHopKind::instance && from_uplink) continue;  // forward drops transit
         const Frame& fr = batch.frames[i];
         const auto* ip = header_at<Ipv4Hdr>(fr.data(), fr.len, m.l3_offset);
         const InstanceView* src = snap.instance_on_port(m.in_port);
@@ -439,9 +443,13 @@ void policy_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx, Pendin
         const InstanceView* dst =
             kind == NextHopKind::instance ? snap.instance_on_port(static_cast<uint16_t>(NextHop::index(m.next_hop))) : nullptr;
         if (kind == NextHopKind::instance && (!dst || dst == src)) continue;  // forward drops these (no_route, hairpin)
-        Sides s{src, dst, src ? snap.networks[src->network].zone : uint16_t{0},
-                dst ? snap.networks[dst->network].zone : uint16_t{0}, Ipv4Addr::from_be(ip->src),
-                Ipv4Addr::from_be(ip->dst)};
+        Sides s{src,
+                dst,
+                src ? snap.networks[src->network].zone : uint16_t{0},
+                dst ? snap.networks[dst->network].zone : uint16_t{0},
+                Ipv4Addr::from_be(ip->src),
+                Ipv4Addr::from_be(ip->dst),
+                {from_uplink && m.from_site, kind == NextHopKind::site}};
 
         if (!ip->is_first_fragment()) {
             const FragmentKey fk{s.src_ip.value, s.dst_ip.value, ip->id.host(), s.src_zone, ip->protocol};

@@ -15,9 +15,14 @@
 // - Fragments: the first decides; later fragments of its datagram follow that verdict.
 // - Infrastructure (ARP, DHCP, ping to the gateway) never reaches this stage.
 //
-// - Network kinds (the seed): a `private` network has no traffic to or from the uplink; a
-//   `nat` network's connections to the uplink side are masqueraded, and nothing from outside
-//   opens a connection to it.
+// - Network kinds (the seed): a `private` network has no traffic to or from outside the site;
+//   a `nat` network's connections to the outside are masqueraded, and nothing from outside
+//   opens a connection to it. A masqueraded connection gets its external port here, on its
+//   first packet (dp/nat.hpp: two keys, the binding in the entry); nat_out rewrites.
+// - A site of several hosts (as Calico splits them): a connection between an instance here and
+//   one on another host (routed by an imported site route; from it: meta.from_site) is inside
+//   the site, so never masqueraded and open to private networks; here only this side's rules
+//   are checked (egress of the source on its host, ingress of the destination on its own).
 // - A first packet the rules allow does not create its connection here: it waits in
 //   PendingOpens until forward has decided, and commit_stage creates the connection only
 //   for a packet that really leaves (Linux conntrack confirms at POSTROUTING for the same
@@ -61,14 +66,25 @@
 
 namespace calyx::dp {
 
+// Which ends of a connection that are no instance of this host are another host's of the
+// site (not the outside world): their rules are checked on their own host.
+struct SiteEnds {
+    bool from = false;
+    bool to = false;
+};
+
 // The two sides of a routed packet as connection tracking sees them.
 struct Sides {
-    const InstanceView* src;  // null: outside the site
+    const InstanceView* src;  // null: not an instance of this host
     const InstanceView* dst;
-    uint16_t src_zone;
-    uint16_t dst_zone;
+    uint16_t src_zone;  // another host's end shares the outside's zone 0: the site's addresses
+    uint16_t dst_zone;  //   never overlap
     Ipv4Addr src_ip;
     Ipv4Addr dst_ip;
+    SiteEnds site;  // which null ends are another host's of the site
+    SiteEnds reversed() const { return {site.to, site.from}; }
+    bool src_outside() const { return !src && !site.from; }
+    bool dst_outside() const { return !dst && !site.to; }
 };
 
 // What the policy stage needs of one packet.
@@ -102,10 +118,11 @@ struct PendingOpens {
 void policy_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx, PendingOpens& opens) noexcept;
 void commit_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx, PendingOpens& opens) noexcept;
 
-// Whether a new connection from `from` (null: outside the site) to `to` (null: outside)
-// would be allowed, and by which rules. The data plane and `calyxctl explain` both use this.
-// Network kinds come first (a `private` network never talks to the outside, nothing from
-// outside opens a connection to a `nat` network), then the security groups.
+// Whether a new connection from `from` (null: not an instance of this host; outside the site
+// unless site.from) to `to` (likewise) would be allowed, and by which rules. The data plane
+// and `calyxctl explain` both use this. Network kinds come first (a `private` network never
+// talks to the outside, nothing from outside opens a connection to a `nat` network), then the
+// security groups of this host's ends.
 struct PolicyDecision {
     bool allowed = false;
     DropReason reason{};              // when not allowed
@@ -116,6 +133,6 @@ struct PolicyDecision {
 };
 PolicyDecision evaluate_new_connection(const Snapshot& snap, const InstanceView* from,
                                        const InstanceView* to, Ipv4Addr from_ip, Ipv4Addr to_ip,
-                                       uint8_t protocol, uint16_t rule_key) noexcept;
+                                       uint8_t protocol, uint16_t rule_key, SiteEnds site = {}) noexcept;
 
 }  // namespace calyx::dp

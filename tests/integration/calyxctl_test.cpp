@@ -264,7 +264,8 @@ TEST_F(CalyxctlTest, EveryCommandAnswersInTablesAndJson) {
         if (r["prefix"] == "10.10.0.5/32") app_route = r["next_hop"]["instance"] == "app-1";
     EXPECT_TRUE(app_route) << routes.dump(2);
     EXPECT_TRUE(
-        has_line(ctl({"routes"}).out, "0.0.0.0/0         -        no route: ICMP net unreachable"))
+        has_line(ctl({"routes"}).out, fmt::format("0.0.0.0/0         -        {:<{}}  calyx", "no route: ICMP net unreachable",
+                                                  std::string_view("no instance has the address: ICMP host unreachable").size())))
         << ctl({"routes"});
 
     // conntrack: the ping is one connection, replied; db-1 has none.

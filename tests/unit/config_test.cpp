@@ -7,6 +7,7 @@
 #include <string_view>
 #include <vector>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "calyx/config.hpp"
@@ -391,6 +392,14 @@ uplink:
     EXPECT_EQ(result->uplink->port, UplinkPort{PciPort{"0001:01:00.0"}});
 }
 
+TEST(Config, IdleSleepIsReadAndZeroMeansPurePolling) {
+    for (const uint32_t us : {0u, 250u, 10000u}) {
+        const auto result = parse_config(fmt::format("dataplane: {{idle_sleep_us: {}}}\n", us), "sleep.yaml");
+        ASSERT_TRUE(result.has_value()) << result.error().front().to_string();
+        EXPECT_EQ(result->dataplane.idle_sleep_us, us);
+    }
+}
+
 TEST(Config, OmittedSectionsKeepTheirDefaults) {
     const auto result = parse_config("networks: []\ninstances: []\n", "min.yaml");
     ASSERT_TRUE(result.has_value());
@@ -399,6 +408,7 @@ TEST(Config, OmittedSectionsKeepTheirDefaults) {
     EXPECT_EQ(result->dataplane.icmp_errors_per_second, 1000u);
     EXPECT_EQ(result->dataplane.icmp_errors_burst, 50u);
     EXPECT_EQ(result->dataplane.mbufs, 16383u);
+    EXPECT_EQ(result->dataplane.idle_sleep_us, 100u);
     EXPECT_EQ(result->dataplane.conntrack.capacity, 1048576u);
     EXPECT_EQ(result->dataplane.conntrack.tcp_established, 432000u);
     EXPECT_EQ(result->dataplane.conntrack.udp_unreplied, 30u);
@@ -679,11 +689,13 @@ dataplane:
   icmp_errors_per_second: 5000000000
   icmp_errors_burst: 0
   mbufs: 512
+  idle_sleep_us: 10001
 )",
      {"bad.yaml:2:16: 'gateway_mac' must not be the zero MAC address",
       "bad.yaml:3:27: 'icmp_errors_per_second' must be between 0 and 4294967295, got 5000000000",
       "bad.yaml:4:22: 'icmp_errors_burst' must be between 1 and 4294967295, got 0",
-      "bad.yaml:5:10: 'mbufs' must be between 1023 and 4294967295, got 512"}},
+      "bad.yaml:5:10: 'mbufs' must be between 1023 and 4294967295, got 512",
+      "bad.yaml:6:18: 'idle_sleep_us' must be between 0 and 10000, got 10001"}},
 
     {"state_file_must_be_an_absolute_file_path",
      R"(

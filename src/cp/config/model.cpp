@@ -51,6 +51,13 @@ std::string_view to_string(RuleDirection direction) {
     return "?";
 }
 
+std::vector<const InstanceConfig*> Config::local_instances() const {
+    std::vector<const InstanceConfig*> out;
+    for (const InstanceConfig& inst : instances)
+        if (is_local(inst)) out.push_back(&inst);
+    return out;
+}
+
 const InstanceConfig* Config::find_instance(std::string_view name) const {
     auto it = std::ranges::find(instances, name, &InstanceConfig::name);
     return it == instances.end() ? nullptr : &*it;

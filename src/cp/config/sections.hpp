@@ -16,15 +16,20 @@ namespace calyx::config {
 
 // In reading order, whatever the order in the file: a section may check against what the
 // sections before it have read (Parser::known, Parser::config).
+//   host first: instances of this host need a port, the others need none;
 //   networks before uplink: the uplink subnet must not overlap any network;
+//   uplink before host_interface and routing: both build on it;
 //   security_groups before instances: instances name their groups;
 //   limits before instances: an instance's limits start from its defaults.
 #define CALYX_CONFIG_SECTIONS(X) \
+    X(host)                      \
     X(dataplane)                 \
     X(control)                   \
     X(metrics)                   \
     X(networks)                  \
     X(uplink)                    \
+    X(host_interface)            \
+    X(routing)                   \
     X(security_groups)           \
     X(limits)                    \
     X(instances)
