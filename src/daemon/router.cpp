@@ -113,15 +113,8 @@ std::expected<std::unique_ptr<Router>, std::string> Router::start(config::Config
         for (const Neighbor& n : neighbors) r->neighbors_->learn(n.ip, n.mac, io::now_ns(), true);
     }
     if (*previous) r->restore_from(**previous, cfg);
-    if (cfg.host_interface) {
-        auto host = open_host_interface(kHostSlot, cfg, r->uplink_->mac(), r->pool_,
-                                        static_cast<uint16_t>(r->worker_lcores_.size()));
-        if (!host) return std::unexpected(host.error());
-        r->host_ = std::move(*host);
-        r->host_->refresh_link();
-        r->baseline_[kHostSlot] = r->raw_port_counters(kHostSlot);
-        r->shared_.ports[kHostSlot].store(r->host_.get());
-    }
+    if (cfg.host_interface)
+        if (auto host = r->open_host(cfg); !host) return std::unexpected(host.error());
     if (cfg.routing) {
         auto site = SiteRouting::start(*cfg.routing, io::now_ns());
         if (!site) return std::unexpected(site.error());
@@ -143,6 +136,16 @@ std::expected<void, std::string> Router::commit_state_file() {
     return state_->rename_to(state_path_);
 }
 
+std::expected<void, std::string> Router::open_host(const config::Config& cfg) {
+    auto host = open_host_interface(kHostSlot, cfg, uplink_->mac(), pool_, static_cast<uint16_t>(worker_lcores_.size()));
+    if (!host) return std::unexpected(host.error());
+    host_ = std::move(*host);
+    host_->refresh_link();
+    baseline_[kHostSlot] = raw_port_counters(kHostSlot);
+    shared_.ports[kHostSlot].store(host_.get());
+    return {};
+}
+
 void Router::release_for_hand_over() {
     std::lock_guard lock(control_);
     shared_.stop.store(true);
@@ -151,7 +154,10 @@ void Router::release_for_hand_over() {
     // removed, so that the successor creates its own.
     for (auto& slot : shared_.ports) slot.store(nullptr);
     ports_.clear();
+    host_.reset();  // the successor creates the host interface again
     uplink_.reset();
+    // The exported routes are the successor's now: this process must not withdraw them.
+    handed_over_ = true;
 }
 
 std::vector<Router::Neighbor> Router::resolved_neighbors() const {
@@ -166,6 +172,9 @@ std::vector<Router::Neighbor> Router::resolved_neighbors() const {
 std::expected<void, std::string> Router::resume_after_hand_over() {
     if (cfg_.uplink)
         if (auto up = open_uplink_port(*cfg_.uplink); !up) return std::unexpected(up.error());
+    if (cfg_.host_interface)
+        if (auto host = open_host(cfg_); !host) return std::unexpected(host.error());
+    handed_over_ = false;
     // Every instance's port again (none is open), through the ordinary reload path.
     config::Config cfg = cfg_;
     if (auto applied = apply(std::move(cfg)); !applied) return std::unexpected(applied.error());
@@ -259,7 +268,8 @@ Router::~Router() {
     // through the host interface, that is through this calyx: keep forwarding a moment so
     // the withdrawal reaches its peers, or they keep the routes until their hold timer and
     // then, with graceful restart, for its restart time.
-    if (site_ && site_->withdraw() > 0 && host_) std::this_thread::sleep_for(kWithdrawalDrain);
+    // After a hand-over the routes belong to the successor and stay.
+    if (!handed_over_ && site_ && site_->withdraw() > 0 && host_) std::this_thread::sleep_for(kWithdrawalDrain);
     shared_.stop.store(true);
     for (unsigned lcore : worker_lcores_) rte_eal_wait_lcore(lcore);
     // Workers are gone: nothing reads the snapshot or the ports any more.

@@ -118,6 +118,8 @@ private:
     Router() = default;
     std::expected<void, std::string> launch_workers();
     std::expected<void, std::string> relaunch_workers();
+    // The host interface's tap (`host_interface:`), at start and after a failed hand-over.
+    std::expected<void, std::string> open_host(const config::Config& cfg);
     std::expected<void, std::string> open_uplink_port(const config::UplinkConfig& up);
     std::expected<void, std::string> open_uplink(const config::UplinkConfig& up, const dp::StateParams& params);
     // Takes the previous process's numbering and connections (before the first apply).
@@ -157,6 +159,7 @@ private:
     std::unique_ptr<io::EthdevPort> uplink_;
     std::unique_ptr<io::EthdevPort> host_;  // the host interface's tap
     std::unique_ptr<SiteRouting> site_;     // with `routing:`
+    bool handed_over_ = false;              // a successor took the ports and the exported routes
     std::vector<cp::SiteRoute> site_routes_;  // the imported routes the snapshot routes by
     std::vector<std::string> refused_routes_;  // as last logged
     uint64_t snapshot_serial_ = 0;  // Snapshot::generation: every publish, reloads or routes
