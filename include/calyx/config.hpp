@@ -149,6 +149,9 @@ struct DataplaneConfig {
     uint32_t icmp_errors_burst = 50;
     uint32_t mbufs = 16383;  // packet buffers in the pool
     ConntrackConfig conntrack;
+    // Where the connection table lives so that the next calyx continues its connections
+    // (dp/state_file.hpp); empty: next to the control socket (state_path()).
+    std::string state_file;
     // A worker that finds no packets sleeps, adaptively, at most this long (io/idle_backoff.hpp);
     // 0: pure polling. The default keeps an idle host's cores nearly free and adds at most
     // ~0.1 ms to the first packet after a quiet spell (doc/performance.md has the figures).
@@ -287,6 +290,8 @@ struct Config {
 
     const NetworkConfig* find_network(std::string_view name) const;
     const InstanceConfig* find_instance(std::string_view name) const;
+    // dataplane.state_file, or the control socket's path with ".state" for its extension.
+    std::string state_path() const;
     const SecurityGroupConfig* find_security_group(std::string_view name) const;
 };
 

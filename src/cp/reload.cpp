@@ -12,6 +12,8 @@ std::optional<std::string> restart_required(const config::Config& running, const
     if (running.dataplane.conntrack.capacity != next.dataplane.conntrack.capacity)
         changed.push_back("dataplane.conntrack.capacity");
     if (running.control.socket != next.control.socket) changed.push_back("control.socket");
+    // (A default state file moves with the control socket, which is reported already.)
+    if (running.dataplane.state_file != next.dataplane.state_file) changed.push_back("dataplane.state_file");
     if (running.metrics.listen != next.metrics.listen) changed.push_back("metrics.listen");
     // The uplink's port, address and port range are fixed while calyx runs: masqueraded
     // connections hold bindings to them. Its gateway may change (the ARP cache follows).

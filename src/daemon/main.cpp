@@ -1,9 +1,20 @@
 // calyx: the router daemon. `calyx --config FILE` runs it; `--check` only validates.
+#include <fcntl.h>
 #include <signal.h>
+#include <poll.h>
+#include <sys/file.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <iostream>
 
 #include <boost/program_options.hpp>
@@ -38,6 +49,7 @@ sigset_t control_signals() {
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2);  // a hand-over was requested (the control server's thread)
     return set;
 }
 
@@ -99,13 +111,120 @@ calyx::cp::ReloadResult reload_config(calyx::daemon::Router& r, const std::strin
     return result;
 }
 
-int run(const std::string& config_path, const std::string& argv0) {
+// Single ownership: an exclusive lock on `path` (created if missing) held for the whole life of
+// the process (the kernel drops it when the process dies, however it dies), with our pid in the
+// file for the message of whoever finds it taken. `owner`: the pid found there when it is taken.
+std::expected<int, std::string> take_lock(const std::string& path, std::string_view what, pid_t* owner = nullptr) {
+    std::error_code ec;
+    std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) return std::unexpected(fmt::format("cannot open the lock file {}: {}", path, std::strerror(errno)));
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char pid[32] = {};
+        (void)::pread(fd, pid, sizeof(pid) - 1, 0);
+        ::close(fd);
+        if (owner) *owner = static_cast<pid_t>(std::atoi(pid));
+        std::string text(pid);
+        while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+        return std::unexpected(fmt::format(
+            "another calyx (pid {}) owns {} (lock {}): two processes never own the same ports and tables; "
+            "stop it first, or start this one with --take-over to replace it without cutting connections",
+            text.empty() ? "?" : text, what, path));
+    }
+    const std::string pid = fmt::format("{}\n", ::getpid());
+    if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) < 0) {
+        // The lock is what matters; the pid is only for messages.
+    }
+    return fd;
+}
+
+// The locks of one configuration: its control socket's and its state file's.
+std::vector<std::pair<std::string, std::string>> lock_files(const calyx::config::Config& cfg) {
+    return {{cfg.control.socket + ".lock", "control socket " + cfg.control.socket},
+            {cfg.state_path() + ".lock", "state file " + cfg.state_path()}};
+}
+
+std::expected<void, std::string> take_locks(const calyx::config::Config& cfg, pid_t* owner = nullptr) {
+    std::vector<int> taken;
+    for (const auto& [path, what] : lock_files(cfg)) {
+        auto lock = take_lock(path, what, owner);
+        if (!lock) {
+            for (int fd : taken) ::close(fd);
+            return std::unexpected(lock.error());
+        }
+        taken.push_back(*lock);
+    }
+    return {};  // held until exit
+}
+
+// The running side of a hand-over: the control server's `take-over` handler (its thread) asks,
+// the main lcore stops the data plane and answers.
+struct HandOverRequest {
+    std::mutex mutex;
+    std::condition_variable answered;
+    bool requested = false;
+    bool done = false;
+    pid_t successor = 0;
+    calyx::cp::Json result;
+};
+
+// The successor side: asks the running calyx to stop and release its ports. Its answer carries
+// when its workers stopped (CLOCK_MONOTONIC), the start of the gap.
+struct TakeOver {
+    pid_t predecessor = 0;
+    uint64_t stopped_ns = 0;
+};
+
+std::expected<std::vector<calyx::daemon::Router::Neighbor>, std::string> ask_to_hand_over(
+    const std::string& socket, TakeOver& t, std::chrono::milliseconds hold) {
+    auto reply = calyx::cp::control_call(socket, "take-over", {{"pid", ::getpid()}}, std::chrono::seconds(30));
+    if (!reply) return std::unexpected(fmt::format("take-over: {}", reply.error().message));
+    if (!reply->ok) return std::unexpected(fmt::format("take-over refused by the running calyx: {}", reply->error));
+    t.predecessor = reply->result.value("pid", 0);
+    t.stopped_ns = reply->result.value("stopped_ns", uint64_t{0});
+    std::vector<calyx::daemon::Router::Neighbor> neighbors;
+    if (const auto list = reply->result.find("neighbors"); list != reply->result.end() && list->is_array())
+        for (const auto& n : *list) {
+            const auto ip = calyx::Ipv4Addr::parse(n.value("ip", ""));
+            const auto mac = calyx::MacAddr::parse(n.value("mac", ""));
+            if (ip && mac) neighbors.push_back({*ip, *mac});
+        }
+    fmt::print(stderr,
+               "calyx: taking over from pid {}: it stopped its workers and released its ports ({} neighbours "
+               "handed over)\n",
+               t.predecessor, neighbors.size());
+    // Testing a hand-over whose successor dies midway (--take-over-hold-ms).
+    if (hold.count() > 0) std::this_thread::sleep_for(hold);
+    return neighbors;
+}
+
+struct RunOptions {
+    bool take_over = false;
+    std::chrono::milliseconds take_over_hold{0};
+};
+
+int run(const std::string& config_path, const std::string& argv0, const RunOptions& opts) {
     const auto started = std::chrono::steady_clock::now();
     auto cfg = calyx::config::load_config_file(config_path);
     if (!cfg) {
         print_errors(cfg.error());
         return 1;
     }
+    // Before anything is opened: a second calyx on the same control socket or state file stops
+    // here, touching nothing of the running one's, unless it is to take over from it.
+    bool taking_over = false;
+    pid_t predecessor = 0;
+    if (auto locked = take_locks(*cfg, &predecessor); !locked) {
+        if (!opts.take_over) {
+            fmt::print(stderr, "calyx: {}\n", locked.error());
+            return 1;
+        }
+        taking_over = true;
+        fmt::print(stderr, "calyx: taking over from the running calyx (pid {})\n", predecessor);
+    } else if (opts.take_over) {
+        fmt::print(stderr, "calyx: --take-over: no calyx runs on {}; starting normally\n", cfg->control.socket);
+    }
+    const std::string control_socket = cfg->control.socket;
     const sigset_t signals = control_signals();
     const sigset_t tap = tap_signal();
     pthread_sigmask(SIG_BLOCK, &signals, nullptr);
@@ -119,7 +238,13 @@ int run(const std::string& config_path, const std::string& argv0) {
     pthread_sigmask(SIG_UNBLOCK, &tap, nullptr);
     int status = 0;
     {
-        auto router = calyx::daemon::Router::start(std::move(*cfg));
+        TakeOver take_over;
+        calyx::daemon::Router::StartHooks hooks;
+        if (taking_over) {
+            hooks.before_ports = [&] { return ask_to_hand_over(control_socket, take_over, opts.take_over_hold); };
+            hooks.defer_state_commit = true;
+        }
+        auto router = calyx::daemon::Router::start(std::move(*cfg), hooks);
         if (!router) {
             fmt::print(stderr, "calyx: {}\n", router.error());
             rte_eal_cleanup();
@@ -127,8 +252,9 @@ int run(const std::string& config_path, const std::string& argv0) {
         }
         calyx::daemon::Router& r = **router;
         // With a datastore: the site from etcd, applied through the same reload path as the file.
-        std::unique_ptr<calyx::cp::datastore::Syncer> syncer;
-        if (r.config().datastore.type == calyx::config::DatastoreType::etcd) {
+        if (!r.restore_report().empty()) fmt::print(stderr, "calyx: {}\n", r.restore_report());
+        const bool from_datastore = r.config().datastore.type == calyx::config::DatastoreType::etcd;
+        const auto start_syncer = [&r] {
             calyx::cp::datastore::Syncer::Callbacks callbacks;
             callbacks.apply = [&r](calyx::config::Config next) -> std::expected<uint64_t, std::string> {
                 auto applied = r.apply(std::move(next));
@@ -138,7 +264,11 @@ int run(const std::string& config_path, const std::string& argv0) {
             };
             callbacks.ports_connected = [&r] { return r.ports_connected(); };
             callbacks.log = [](const std::string& line) { fmt::print(stderr, "calyx: {}\n", line); };
-            syncer = std::make_unique<calyx::cp::datastore::Syncer>(r.config(), std::move(callbacks));
+            return std::make_unique<calyx::cp::datastore::Syncer>(r.config(), std::move(callbacks));
+        };
+        std::unique_ptr<calyx::cp::datastore::Syncer> syncer;
+        if (from_datastore) {
+            syncer = start_syncer();
             if (!syncer->wait_first_sync(kFirstSyncWait))
                 fmt::print(stderr, "calyx: datastore: no site from {} within {} s; serving without it until etcd "
                                    "answers\n",
@@ -152,7 +282,8 @@ int run(const std::string& config_path, const std::string& argv0) {
         std::string listen = r.config().metrics.listen;
         if (listen.starts_with("localhost:")) listen = "127.0.0.1" + listen.substr(9);
         if (const auto warning = calyx::cp::exposure_warning(listen)) fmt::print(stderr, "calyx: {}\n", *warning);
-        auto metrics = calyx::cp::MetricsServer::start(listen, sample);
+        const auto start_metrics = [&] { return calyx::cp::MetricsServer::start(listen, sample); };
+        auto metrics = start_metrics();
         if (!metrics) {
             fmt::print(stderr, "calyx: {}\n", metrics.error());
             syncer.reset();
@@ -172,8 +303,29 @@ int run(const std::string& config_path, const std::string& argv0) {
         };
         if (syncer) env.datastore = [&syncer] { return syncer->sample(); };
         env.now_ns = [] { return calyx::io::now_ns(); };
-        auto control = calyx::cp::ControlServer::start(r.config().control.socket,
-                                                       calyx::cp::make_command_table(r, env));
+        HandOverRequest hand_over;
+        std::atomic<bool> owner{!taking_over};  // holds the locks: may hand over in turn
+        const auto start_control = [&] {
+            calyx::cp::CommandTable table = calyx::cp::make_command_table(r, env);
+            table["take-over"] = [&](const calyx::cp::Json& args) -> calyx::cp::CommandResult {
+                if (!args.is_object() || !args.contains("pid") || !args["pid"].is_number_integer() ||
+                    args["pid"].get<int64_t>() <= 0)
+                    return std::unexpected(calyx::cp::CommandError{"take-over needs {\"pid\": <the successor's pid>}", true, {}});
+                if (!owner.load())
+                    return std::unexpected(calyx::cp::CommandError{"this calyx is itself still taking over", false, {}});
+                std::unique_lock lock(hand_over.mutex);
+                if (hand_over.requested) return std::unexpected(calyx::cp::CommandError{"a hand-over is in progress", false, {}});
+                hand_over.requested = true;
+                hand_over.done = false;
+                hand_over.successor = static_cast<pid_t>(args["pid"].get<int64_t>());
+                ::kill(::getpid(), SIGUSR2);  // wakes the main lcore
+                if (!hand_over.answered.wait_for(lock, std::chrono::seconds(20), [&] { return hand_over.done; }))
+                    return std::unexpected(calyx::cp::CommandError{"the main lcore did not stop the data plane in time", false, {}});
+                return hand_over.result;
+            };
+            return calyx::cp::ControlServer::start(control_socket, std::move(table));
+        };
+        auto control = start_control();
         if (!control) {
             fmt::print(stderr, "calyx: {}\n", control.error());
             metrics->reset();
@@ -181,6 +333,21 @@ int run(const std::string& config_path, const std::string& argv0) {
             router->reset();
             rte_eal_cleanup();
             return 1;
+        }
+        if (taking_over) {
+            // Ready: the predecessor may go. Its locks are ours once it has exited.
+            ::kill(take_over.predecessor, SIGTERM);
+            auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+            std::expected<void, std::string> locked = std::unexpected("");
+            while (!(locked = take_locks(r.config())) && std::chrono::steady_clock::now() < deadline)
+                std::this_thread::sleep_for(std::chrono::milliseconds(5));
+            if (!locked) fmt::print(stderr, "calyx: the predecessor (pid {}) did not exit: {}\n", take_over.predecessor, locked.error());
+            owner.store(true);
+            if (auto committed = r.commit_state_file(); !committed) fmt::print(stderr, "calyx: {}\n", committed.error());
+            fmt::print(stderr,
+                       "calyx: took over from pid {}: the data plane stood still for {:.1f} ms (its workers "
+                       "stopping to ours polling)\n",
+                       take_over.predecessor, static_cast<double>(r.workers_started_ns() - take_over.stopped_ns) / 1e6);
         }
         fmt::print(stderr, "calyx: ready: {} instances, {} workers, generation {}\n", instances,
                    workers, generation);
@@ -198,11 +365,77 @@ int run(const std::string& config_path, const std::string& argv0) {
             if (sig == SIGINT || sig == SIGTERM) break;
             if (sig == SIGUSR1) fmt::print(stderr, "calyx: counters\n{}", (*router)->counters_report());
             if (sig == SIGHUP) reload_config(r, config_path, syncer.get());
+            pid_t successor = 0;
+            {
+                std::lock_guard lock(hand_over.mutex);
+                if (hand_over.requested && !hand_over.done) successor = hand_over.successor;
+            }
+            if (successor == 0) continue;
+            // Hand over: stop polling, release every port and the metrics listener, answer, and
+            // leave the control socket to the successor. Then either it signals that it runs
+            // (SIGTERM: exit) or it dies first (resume).
+            fmt::print(stderr, "calyx: handing over to pid {}\n", successor);
+            const int successor_fd = static_cast<int>(::syscall(SYS_pidfd_open, successor, 0));
+            metrics->reset();
+            syncer.reset();  // no apply from etcd while the ports change hands
+            r.release_for_hand_over();
+            const uint64_t stopped = calyx::io::monotonic_ns();
+            {
+                std::lock_guard lock(hand_over.mutex);
+                calyx::cp::Json neighbors = calyx::cp::Json::array();
+                for (const auto& n : r.resolved_neighbors())
+                    neighbors.push_back({{"ip", n.ip.to_string()}, {"mac", n.mac.to_string()}});
+                hand_over.result = {{"pid", ::getpid()},
+                                    {"stopped_ns", stopped},
+                                    {"state_file", r.config().state_path()},
+                                    {"neighbors", std::move(neighbors)}};
+                hand_over.done = true;
+            }
+            hand_over.answered.notify_all();
+            control->reset();  // after the answer went out (the server finishes its request)
+            bool handed_over = false;
+            const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+            for (;;) {
+                const timespec wait{0, 20'000'000};
+                const int s2 = sigtimedwait(&signals, nullptr, &wait);
+                if (s2 == SIGTERM || s2 == SIGINT) {
+                    handed_over = true;
+                    break;
+                }
+                pollfd p{successor_fd, POLLIN, 0};
+                if (successor_fd < 0 || ::poll(&p, 1, 0) > 0) break;  // the successor is gone
+                if (std::chrono::steady_clock::now() > give_up) {
+                    fmt::print(stderr, "calyx: pid {} did not complete the hand-over in 60 s: killing it\n", successor);
+                    ::kill(successor, SIGKILL);
+                }
+            }
+            if (successor_fd >= 0) ::close(successor_fd);
+            if (handed_over) {
+                fmt::print(stderr, "calyx: handed over to pid {}; exiting\n", successor);
+                status = 0;
+                break;
+            }
+            fmt::print(stderr, "calyx: pid {} exited before it completed the hand-over: resuming\n", successor);
+            if (auto resumed = r.resume_after_hand_over(); !resumed) {
+                fmt::print(stderr, "calyx: cannot resume: {}\n", resumed.error());
+                status = 1;
+                break;
+            }
+            if (from_datastore) syncer = start_syncer();
+            metrics = start_metrics();
+            if (!metrics) fmt::print(stderr, "calyx: metrics after resuming: {}\n", metrics.error());
+            control = start_control();
+            if (!control) fmt::print(stderr, "calyx: control socket after resuming: {}\n", control.error());
+            {
+                std::lock_guard lock(hand_over.mutex);
+                hand_over.requested = false;
+            }
+            fmt::print(stderr, "calyx: resumed serving\n");
         }
-        control->reset();  // no calyxctl request (a reload) may run while calyx stops
+        if (control && *control) control->reset();  // no calyxctl request (a reload) may run while calyx stops
         fmt::print(stderr, "calyx: stopping; counters\n{}", r.counters_report());
-        metrics->reset();  // no scrape may reach the router once it is gone
-        syncer.reset();    // nor an apply from etcd
+        if (metrics && *metrics) metrics->reset();  // no scrape may reach the router once it is gone
+        syncer.reset();                             // nor an apply from etcd
     }
     rte_eal_cleanup();
     return status;
@@ -215,7 +448,11 @@ int main(int argc, char** argv) {
         "calyx: a userspace virtual router for VM clouds\n\nUsage: calyx --config FILE [--check]\n\nOptions");
     desc.add_options()("help,h", "show this help and exit")("version", "show the version and exit")(
         "config,c", po::value<std::string>()->default_value(kDefaultConfig), "configuration file (YAML)")(
-        "check", "validate the configuration, print every error, and exit (0 when valid)");
+        "check", "validate the configuration, print every error, and exit (0 when valid)")(
+        "take-over", "replace the calyx running on this configuration's control socket without cutting "
+                     "connections: it stops and releases its ports once this one is ready, then exits")(
+        "take-over-hold-ms", po::value<unsigned>()->default_value(0),
+        "testing: wait this long after the running calyx released its ports (a successor dying midway)");
     po::variables_map vm;
     try {
         po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -243,5 +480,8 @@ int main(int argc, char** argv) {
                    cfg->networks.size(), cfg->instances.size(), cfg->local_instances().size(), cfg->host);
         return 0;
     }
-    return run(config_path, argv[0]);
+    RunOptions run_options;
+    run_options.take_over = vm.count("take-over") > 0;
+    run_options.take_over_hold = std::chrono::milliseconds(vm["take-over-hold-ms"].as<unsigned>());
+    return run(config_path, argv[0], run_options);
 }

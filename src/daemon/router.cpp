@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <random>
 #include <set>
@@ -23,6 +24,7 @@
 #include "cp/snapshot_builder.hpp"
 #include "daemon/host_interface.hpp"
 #include "io/clock.hpp"
+#include "io/eal.hpp"
 
 namespace calyx::daemon {
 namespace {
@@ -50,6 +52,10 @@ void make_socket_dir(const std::string& socket) {
 }  // namespace
 
 std::expected<std::unique_ptr<Router>, std::string> Router::start(config::Config cfg) {
+    return start(std::move(cfg), StartHooks{});
+}
+
+std::expected<std::unique_ptr<Router>, std::string> Router::start(config::Config cfg, StartHooks hooks) {
     std::unique_ptr<Router> r(new Router());
     r->pool_ = rte_pktmbuf_pool_create("calyx_mbufs", cfg.dataplane.mbufs, kMempoolCache, 0,
                                        data_room_for(cfg), static_cast<int>(rte_socket_id()));
@@ -64,24 +70,51 @@ std::expected<std::unique_ptr<Router>, std::string> Router::start(config::Config
     r->shared_.grace = reinterpret_cast<rte_rcu_qsbr*>(r->grace_mem_.get());
     rte_rcu_qsbr_init(r->shared_.grace, workers);
     r->worker_lcores_ = cfg.dataplane.workers;
-    auto table = dp::ConnTable::create(cfg.dataplane.conntrack.capacity, static_cast<int>(rte_socket_id()));
-    if (!table) return std::unexpected(table.error());
-    r->conntrack_ = std::move(*table);
-    r->conntrack_->set_grace(r->shared_.grace);
     for (unsigned lcore : r->worker_lcores_)
         if (!rte_lcore_is_enabled(lcore))
             return std::unexpected(fmt::format("worker lcore {} is not enabled in EAL", lcore));
-    if (cfg.uplink)
-        if (auto up = r->open_uplink(*cfg.uplink); !up) return std::unexpected(up.error());
-    if (cfg.host_interface) {
-        auto host = open_host_interface(kHostSlot, cfg, r->uplink_->mac(), r->pool_,
-                                        static_cast<uint16_t>(r->worker_lcores_.size()));
-        if (!host) return std::unexpected(host.error());
-        r->host_ = std::move(*host);
-        r->host_->refresh_link();
-        r->baseline_[kHostSlot] = r->raw_port_counters(kHostSlot);
-        r->shared_.ports[kHostSlot].store(r->host_.get());
+
+    // The previous process's state, if it left one: its connections continue here. A file this
+    // calyx cannot read stops the start (never misread, never silently dropped).
+    const std::string state_path = cfg.state_path();
+    r->state_path_ = state_path;
+    auto previous = dp::StateFile::open(state_path);
+    if (!previous) return std::unexpected(previous.error());
+    dp::StateParams params{dp::random_secret(), dp::random_secret(), dp::NatPortAllocator::kDefaultPartitions,
+                           rte_get_tsc_hz()};
+    if (*previous) {
+        // The same NAT pools (partition hash and count), so restored ports never collide.
+        const dp::StateParams before = (*previous)->params();
+        params.ct_secret = before.ct_secret;
+        params.nat_secret = before.nat_secret;
+        if (before.nat_partitions != 0) params.nat_partitions = before.nat_partitions;
     }
+    auto table = dp::ConnTable::create(
+        cfg.dataplane.conntrack.capacity, static_cast<int>(rte_socket_id()), params.ct_secret,
+        [&](size_t slots) -> std::expected<dp::CtStorage, std::string> {
+            auto file = dp::StateFile::create(state_path + ".new", slots, params);
+            if (!file) return std::unexpected(file.error());
+            r->state_ = std::move(*file);
+            return dp::CtStorage{r->state_->entries(), r->state_->keys()};
+        });
+    if (!table) return std::unexpected(table.error());
+    r->conntrack_ = std::move(*table);
+    r->conntrack_->set_grace(r->shared_.grace);
+    // A running predecessor stops here (its header, read above, does not change): from now on
+    // its entries hold still and its ports are free.
+    std::vector<Neighbor> neighbors;
+    if (hooks.before_ports) {
+        auto ready = hooks.before_ports();
+        if (!ready) return std::unexpected(ready.error());
+        neighbors = std::move(*ready);
+    }
+    if (cfg.uplink) {
+        if (auto up = r->open_uplink(*cfg.uplink, params); !up) return std::unexpected(up.error());
+        for (const Neighbor& n : neighbors) r->neighbors_->learn(n.ip, n.mac, io::now_ns(), true);
+    }
+    if (*previous) r->restore_from(**previous, cfg);
+    if (cfg.host_interface)
+        if (auto host = r->open_host(cfg); !host) return std::unexpected(host.error());
     if (cfg.routing) {
         auto site = SiteRouting::start(*cfg.routing, io::now_ns());
         if (!site) return std::unexpected(site.error());
@@ -89,8 +122,73 @@ std::expected<std::unique_ptr<Router>, std::string> Router::start(config::Config
     }
 
     if (auto applied = r->apply(std::move(cfg)); !applied) return std::unexpected(applied.error());
+    // Complete: the new file replaces the previous one (until here a crash leaves that as it was).
+    if (*previous) r->state_->set_generation((*previous)->generation() + 1);
+    previous->reset();
+    if (!hooks.defer_state_commit)
+        if (auto renamed = r->commit_state_file(); !renamed) return std::unexpected(renamed.error());
     if (auto launched = r->launch_workers(); !launched) return std::unexpected(launched.error());
     return r;
+}
+
+std::expected<void, std::string> Router::commit_state_file() {
+    if (state_->path() == state_path_) return {};
+    return state_->rename_to(state_path_);
+}
+
+std::expected<void, std::string> Router::open_host(const config::Config& cfg) {
+    auto host = open_host_interface(kHostSlot, cfg, uplink_->mac(), pool_, static_cast<uint16_t>(worker_lcores_.size()));
+    if (!host) return std::unexpected(host.error());
+    host_ = std::move(*host);
+    host_->refresh_link();
+    baseline_[kHostSlot] = raw_port_counters(kHostSlot);
+    shared_.ports[kHostSlot].store(host_.get());
+    return {};
+}
+
+void Router::release_for_hand_over() {
+    std::lock_guard lock(control_);
+    shared_.stop.store(true);
+    for (unsigned lcore : worker_lcores_) rte_eal_wait_lcore(lcore);
+    // No worker runs: ports close at once, no grace period needed. Server-mode sockets are
+    // removed, so that the successor creates its own.
+    for (auto& slot : shared_.ports) slot.store(nullptr);
+    ports_.clear();
+    host_.reset();  // the successor creates the host interface again
+    uplink_.reset();
+    // The exported routes are the successor's now: this process must not withdraw them.
+    handed_over_ = true;
+}
+
+std::vector<Router::Neighbor> Router::resolved_neighbors() const {
+    std::vector<Neighbor> out;
+    if (!neighbors_) return out;
+    for (const dp::NeighborEntryView& e : neighbors_->entries())
+        if (e.mac && (e.state == dp::NeighborState::reachable || e.state == dp::NeighborState::stale))
+            out.push_back({e.ip, *e.mac});
+    return out;
+}
+
+std::expected<void, std::string> Router::resume_after_hand_over() {
+    if (cfg_.uplink)
+        if (auto up = open_uplink_port(*cfg_.uplink); !up) return std::unexpected(up.error());
+    if (cfg_.host_interface)
+        if (auto host = open_host(cfg_); !host) return std::unexpected(host.error());
+    handed_over_ = false;
+    // Every instance's port again (none is open), through the ordinary reload path.
+    config::Config cfg = cfg_;
+    if (auto applied = apply(std::move(cfg)); !applied) return std::unexpected(applied.error());
+    return relaunch_workers();
+}
+
+std::expected<void, std::string> Router::relaunch_workers() {
+    shared_.stop.store(false);
+    for (size_t i = 0; i < worker_lcores_.size(); ++i)
+        if (int rc = rte_eal_remote_launch(io::worker_main, &worker_args_[i], worker_lcores_[i]); rc != 0)
+            return std::unexpected(fmt::format("cannot launch worker on lcore {}: {}", worker_lcores_[i],
+                                               rte_strerror(-rc)));
+    workers_started_ns_ = io::monotonic_ns();
+    return {};
 }
 
 std::expected<void, std::string> Router::launch_workers() {
@@ -109,13 +207,36 @@ std::expected<void, std::string> Router::launch_workers() {
             return std::unexpected(fmt::format("cannot launch worker on lcore {}: {}",
                                                worker_lcores_[i], rte_strerror(-rc)));
     }
+    workers_started_ns_ = io::monotonic_ns();
     return {};
 }
 
-std::expected<void, std::string> Router::open_uplink(const config::UplinkConfig& up) {
+void Router::restore_from(const dp::StateFile& previous, const config::Config& cfg) {
+    const auto started = std::chrono::steady_clock::now();
+    // The previous process's numbers for networks and instances, as its entries carry them:
+    // every zone (zones are never reused), the accounts of the instances still configured.
+    const dp::StateNames names = previous.names();
+    zones_ = names.zones;
+    for (const auto& [instance, account] : names.accounts)
+        if (cfg.find_instance(instance) && account < dp::kMaxAccounts) accounts_[instance] = account;
+    std::set<uint16_t> kept;
+    for (const auto& [instance, account] : accounts_) kept.insert(account);
+    const dp::CtRestoreSource from{previous.entries(), previous.keys(), previous.slots(), previous.params().tsc_hz,
+                                   rte_get_tsc_hz()};
+    restored_ = conntrack_->restore(from, io::now_ns(), [&](uint16_t account) { return kept.contains(account); });
+    const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
+    restore_report_ = fmt::format(
+        "restored {} connections ({} masqueraded) from {} (generation {}) in {} ms; not restored: {} being "
+        "written when it stopped, {} expired, {} of removed instances, {} without room, {} whose NAT port "
+        "this uplink cannot give",
+        restored_.connections, restored_.masqueraded, previous.path(), previous.generation(), took.count(),
+        restored_.torn, restored_.expired, restored_.unowned, restored_.full, restored_.nat_refused);
+}
+
+std::expected<void, std::string> Router::open_uplink(const config::UplinkConfig& up, const dp::StateParams& params) {
     // The secret keys the port partitions and probe starts (RFC 6056): not guessable outside.
-    auto nat = dp::NatPortAllocator::create({up.nat_port_min, up.nat_port_max},
-                                            dp::NatPortAllocator::kDefaultPartitions, dp::random_secret());
+    auto nat = dp::NatPortAllocator::create({up.nat_port_min, up.nat_port_max}, params.nat_partitions,
+                                            params.nat_secret);
     if (!nat) return std::unexpected(fmt::format("uplink: {}", nat.error()));
     nat_ = std::make_unique<dp::NatPortAllocator>(std::move(*nat));
     conntrack_->set_nat(nat_.get());
@@ -124,15 +245,21 @@ std::expected<void, std::string> Router::open_uplink(const config::UplinkConfig&
                                          RING_F_SP_ENQ | RING_F_SC_DEQ);
     if (!uplink_control_tx_)
         return std::unexpected(fmt::format("uplink: cannot create its control ring: {}", rte_strerror(rte_errno)));
+    shared_.uplink_control_tx = uplink_control_tx_;
+    if (auto opened = open_uplink_port(up); !opened) return opened;
+    neighbors_->pin(up.gateway, io::now_ns());
+    return {};
+}
+
+std::expected<void, std::string> Router::open_uplink_port(const config::UplinkConfig& up) {
     auto port = io::EthdevPort::open(kUplinkSlot, up, pool_, up.queue_count(worker_lcores_.size()));
     if (!port) return std::unexpected(fmt::format("{}:{}:{}: uplink: {}", up.where.file, up.where.line,
                                                   up.where.column, port.error()));
     uplink_ = std::move(*port);
     uplink_->refresh_link();
+    uplink_was_up_ = false;
     baseline_[kUplinkSlot] = raw_port_counters(kUplinkSlot);
-    shared_.uplink_control_tx = uplink_control_tx_;
     shared_.ports[kUplinkSlot].store(uplink_.get());
-    neighbors_->pin(up.gateway, io::now_ns());
     return {};
 }
 
@@ -141,7 +268,8 @@ Router::~Router() {
     // through the host interface, that is through this calyx: keep forwarding a moment so
     // the withdrawal reaches its peers, or they keep the routes until their hold timer and
     // then, with graceful restart, for its restart time.
-    if (site_ && site_->withdraw() > 0 && host_) std::this_thread::sleep_for(kWithdrawalDrain);
+    // After a hand-over the routes belong to the successor and stay.
+    if (!handed_over_ && site_ && site_->withdraw() > 0 && host_) std::this_thread::sleep_for(kWithdrawalDrain);
     shared_.stop.store(true);
     for (unsigned lcore : worker_lcores_) rte_eal_wait_lcore(lcore);
     // Workers are gone: nothing reads the snapshot or the ports any more.
@@ -161,6 +289,8 @@ Router::~Router() {
 
 std::expected<void, std::string> Router::apply(config::Config cfg) {
     std::lock_guard lock(control_);
+    // A reload may come from calyxctl's thread; removing connections frees rte_hash slots.
+    if (auto registered = io::ensure_lcore_id(); !registered) return std::unexpected(registered.error());
     if (generation_ > 0)
         if (auto why = cp::restart_required(cfg_, cfg)) return std::unexpected(*why);
     // Open ports for new instances (or instances whose port changed) first; on any failure
@@ -253,6 +383,12 @@ std::expected<void, std::string> Router::apply(config::Config cfg) {
     if (cfg.uplink && cfg_.uplink && cfg.uplink->gateway != cfg_.uplink->gateway)
         neighbors_->pin(cfg.uplink->gateway, io::now_ns());
     cfg_ = std::move(cfg);
+    // What the next process needs to read the entries: which zone and account is whose.
+    if (state_) {
+        dp::StateNames names{zones_, accounts_};
+        if (auto written = state_->write_names(names); !written)
+            fmt::print(stderr, "calyx: {} (a restart would not restore connections)\n", written.error());
+    }
     // The snapshot routes to the new instances already; BIRD announces them from here. A
     // failure is logged and retried by the periodic reconcile: the data plane is right either way.
     if (site_)
@@ -268,9 +404,13 @@ cp::SnapshotInputs Router::snapshot_inputs(const std::map<std::string, std::uniq
         return ports_.at(inst.name)->slot();
     };
     inputs.zone = [this](const config::NetworkConfig& net) -> uint16_t {
-        // Zone 0 is the outside world; every network gets its own for as long as calyx runs.
-        auto [it, added] = zones_.try_emplace(net.name, static_cast<uint16_t>(zones_.size() + 1));
-        return it->second;
+        // Zone 0 is the outside world; every network gets its own for as long as calyx runs
+        // (and its successors: the state file keeps them).
+        if (auto it = zones_.find(net.name); it != zones_.end()) return it->second;
+        uint16_t next = 1;
+        for (const auto& [name, zone] : zones_) next = std::max<uint16_t>(next, zone + 1);
+        zones_[net.name] = next;
+        return next;
     };
     inputs.account = [&accounts](const config::InstanceConfig& inst) { return accounts.at(inst.name); };
     inputs.conntrack = conntrack_.get();

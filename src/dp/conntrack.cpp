@@ -96,6 +96,14 @@ std::optional<uint32_t> claim_table_hash(uint64_t secret) {
 
 }  // namespace
 
+uint32_t ct_key_check(const CtKey& key) noexcept {
+    // FNV-1a: a torn or zeroed record does not pass.
+    uint32_t h = 2166136261u;
+    const auto* p = reinterpret_cast<const uint8_t*>(&key);
+    for (size_t i = 0; i < sizeof(key); ++i) h = (h ^ p[i]) * 16777619u;
+    return h == 0 ? 1 : h;
+}
+
 bool ct_unanswered(const ConnState& st) noexcept {
     if (st.proto != ipproto::kTcp) return !st.replied();
     switch (st.tcp_state) {
@@ -110,7 +118,8 @@ bool ct_unanswered(const ConnState& st) noexcept {
 
 std::expected<std::unique_ptr<ConnTable>, std::string> ConnTable::create(uint32_t capacity,
                                                                           int socket,
-                                                                          uint64_t secret) {
+                                                                          uint64_t secret,
+                                                                          const CtStorageFactory& storage) {
     static std::atomic<uint32_t> serial{0};
     std::unique_ptr<ConnTable> t(new ConnTable());
     const auto slot = claim_table_hash(secret);
@@ -141,8 +150,16 @@ std::expected<std::unique_ptr<ConnTable>, std::string> ConnTable::create(uint32_
     t->capacity_ = capacity - reserve;
     t->buckets_ = rte_align32pow2(capacity) / kBucketEntries;
     t->slot_count_ = static_cast<size_t>(rte_hash_max_key_id(t->hash_)) + 1;
-    t->entries_ = static_cast<CtEntry*>(
-        rte_zmalloc_socket("calyx_ct_entries", t->slot_count_ * sizeof(CtEntry), 64, socket));
+    if (storage) {
+        auto given = storage(t->slot_count_);
+        if (!given) return std::unexpected(given.error());
+        t->entries_ = given->entries;
+        t->keys_ = given->keys;
+        t->own_entries_ = false;
+    } else {
+        t->entries_ = static_cast<CtEntry*>(
+            rte_zmalloc_socket("calyx_ct_entries", t->slot_count_ * sizeof(CtEntry), 64, socket));
+    }
     if (!t->entries_)
         return std::unexpected(fmt::format("cannot allocate {} connection entries", t->slot_count_));
     for (size_t pos = 0; pos < t->slot_count_; ++pos) t->entries_[pos].account = kNoAccount;
@@ -155,7 +172,7 @@ std::expected<std::unique_ptr<ConnTable>, std::string> ConnTable::create(uint32_
 
 ConnTable::~ConnTable() {
     rte_hash_free(hash_);
-    rte_free(entries_);
+    if (own_entries_) rte_free(entries_);
     if (hash_fn_) g_tables_used.fetch_and(~(uint64_t{1} << hash_slot_));
 }
 
@@ -176,7 +193,16 @@ int32_t ConnTable::lookup(const CtKey& key) const noexcept {
 }
 
 int32_t ConnTable::insert(const CtKey& key) noexcept {
-    return rte_hash_add_key_with_hash(hash_, &key, hash_of(key));
+    const int32_t pos = rte_hash_add_key_with_hash(hash_, &key, hash_of(key));
+    // The state file's record of the key, written before the entry comes alive (its creator
+    // takes the entry's lock after this): a reader trusts it only for a live, unlocked entry.
+    // A position already holding this key gets the same bytes again.
+    if (keys_ && pos >= 0) {
+        CtKeyRecord& r = keys_[pos];
+        r.key = key;
+        std::atomic_ref<uint32_t>(r.check).store(ct_key_check(key), std::memory_order_release);
+    }
+    return pos;
 }
 
 bool ConnTable::reserve(uint32_t keys, uint64_t now_ns) noexcept {
@@ -364,6 +390,90 @@ uint32_t ConnTable::sweep(uint64_t now_ns, uint32_t budget, rte_rcu_qsbr* grace)
     biggest_holder_.store(accounts_.biggest_holder(), std::memory_order_relaxed);
     free_after_grace(removed, grace);
     return connections;
+}
+
+CtRestoreStats ConnTable::restore(const CtRestoreSource& from, uint64_t now_ns,
+                                  const std::function<bool(uint16_t account)>& keep) {
+    CtRestoreStats stats;
+    for (size_t pos = 0; pos < from.slots; ++pos) {
+        const CtEntry& old = from.entries[pos];
+        if (old.dead()) continue;
+        if (old.lock & (CtEntry::kLocked | CtEntry::kRetired)) {
+            // Locked: a worker was changing it when its process stopped, its bytes may be half
+            // old and half new. Retired: already deleted.
+            stats.torn += (old.lock & CtEntry::kLocked) != 0;
+            continue;
+        }
+        if (load_nat_binding(old).role == NatRole::alias) continue;  // derived again from its primary
+        const CtKeyRecord& rec = from.keys[pos];
+        if (rec.check != ct_key_check(rec.key) || rec.key.proto != old.state.proto) {
+            ++stats.torn;
+            continue;
+        }
+        if (old.account != kNoAccount && !keep(old.account)) {
+            ++stats.unowned;
+            continue;
+        }
+        uint64_t expires_s = old.state.expires_s;
+        if (from.old_tsc_hz != 0 && from.new_tsc_hz != 0 && from.old_tsc_hz != from.new_tsc_hz)
+            expires_s = static_cast<uint64_t>(
+                (static_cast<unsigned __int128>(expires_s) * from.old_tsc_hz + from.new_tsc_hz - 1) / from.new_tsc_hz);
+        restore_one(old, rec.key, expires_s, now_ns, stats);
+    }
+    return stats;
+}
+
+void ConnTable::restore_one(const CtEntry& old, const CtKey& key, uint64_t expires_s, uint64_t now_ns,
+                            CtRestoreStats& stats) noexcept {
+    if (expires_s >= UINT32_MAX || expires_s * 1'000'000'000ull <= now_ns) {
+        ++stats.expired;
+        return;
+    }
+    const NatBinding binding = load_nat_binding(old);
+    const bool translated = binding.role == NatRole::primary;
+    const uint8_t remote = old.orig_side ^ 1;
+    const Ipv4Addr remote_ip{key.ip[remote]};
+    // The port first: without it the connection has no way back.
+    if (translated && (!nat_ || !nat_->claim(key.proto, remote_ip, key.port[remote], binding.port, old.account))) {
+        ++stats.nat_refused;
+        return;
+    }
+    const uint32_t keys = translated ? 2 : 1;
+    const auto give_back = [&] {
+        if (translated) nat_->release(key.proto, remote_ip, key.port[remote], binding.port, old.account);
+        ++stats.full;
+    };
+    if (reserved_.load(std::memory_order_relaxed) + keys > capacity_) return give_back();
+    const int32_t pos = insert(key);
+    if (pos < 0 || !entries_[pos].dead()) return give_back();  // full, or the key twice (corrupt)
+    CtEntry& e = entries_[pos];
+    e.state = old.state;
+    e.state.expires_s = static_cast<uint32_t>(expires_s);
+    e.orig_side = old.orig_side;
+    e.account = old.account;
+    e.policy_generation = 0;  // no snapshot has it: the next packet checks the rules again
+    store_nat_binding(e, translated ? binding : NatBinding{});
+    e.lock = CtEntry::kReserved;
+    reserved_.fetch_add(1, std::memory_order_relaxed);
+    if (old.account != kNoAccount) accounts_.charge_connection(old.account, UINT32_MAX);
+    ++stats.connections;
+    if (!translated) return;
+    const CtPacketKey alias = nat_alias_key(key, remote, binding.endpoint());
+    const int32_t apos = insert(alias.key);
+    if (apos < 0 || !entries_[apos].dead()) {
+        e.state.expires_s = 1;  // no way back: the sweep removes it and gives its port back
+        return;
+    }
+    CtEntry& a = entries_[apos];
+    a.state = ConnState{};
+    a.state.expires_s = UINT32_MAX;
+    a.orig_side = alias.src_side;
+    a.account = kNoAccount;
+    a.primary_position = pos;
+    store_nat_binding(a, NatBinding{Ipv4Addr{key.ip[old.orig_side]}, key.port[old.orig_side], NatRole::alias});
+    a.lock = CtEntry::kReserved;
+    reserved_.fetch_add(1, std::memory_order_relaxed);
+    ++stats.masqueraded;
 }
 
 }  // namespace calyx::dp

@@ -30,6 +30,7 @@
 #include <atomic>
 #include <cstdint>
 #include <expected>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -61,6 +62,16 @@ struct CtKey {
     uint8_t pad[3];
 };
 static_assert(sizeof(CtKey) == 20);
+
+// A key as the state file keeps it beside its entry (dp/state_file.hpp), so that a later
+// process can insert it again: the key, and a check word over it.
+struct CtKeyRecord {
+    CtKey key;
+    uint32_t check;  // ct_key_check(key); never 0, so a zeroed record never matches
+    uint64_t spare;
+};
+static_assert(sizeof(CtKeyRecord) == 32);
+uint32_t ct_key_check(const CtKey& key) noexcept;
 
 struct CtPacketKey {
     CtKey key;
@@ -114,12 +125,51 @@ static_assert(sizeof(CtEntry) == 64);
 // marked assured.
 bool ct_unanswered(const ConnState& st) noexcept;
 
+// Where a table's entries and key records live: `slots` of each, zeroed, for the table's life
+// (the state file, dp/state_file.hpp). Without it the entries are EAL memory and keys are not
+// recorded.
+struct CtStorage {
+    CtEntry* entries = nullptr;
+    CtKeyRecord* keys = nullptr;
+};
+using CtStorageFactory = std::function<std::expected<CtStorage, std::string>(size_t slots)>;
+
+// What a restore found in a previous process's table (ConnTable::restore).
+struct CtRestoreStats {
+    uint32_t connections = 0;  // restored (masqueraded ones included)
+    uint32_t masqueraded = 0;  // of which with their NAT binding and port
+    uint32_t torn = 0;         // being written when the process stopped, or unreadable: skipped
+    uint32_t expired = 0;      // over by now
+    uint32_t unowned = 0;      // of an instance no longer configured
+    uint32_t full = 0;         // no room in this table (smaller capacity)
+    uint32_t nat_refused = 0;  // NAT port outside this uplink's range, or no uplink
+};
+
+struct CtRestoreSource {
+    const CtEntry* entries = nullptr;
+    const CtKeyRecord* keys = nullptr;
+    size_t slots = 0;
+    // Expiry times were written on a clock of `old_tsc_hz` (0: this process's).
+    uint64_t old_tsc_hz = 0;
+    uint64_t new_tsc_hz = 0;
+};
+
 class ConnTable {
 public:
     // `capacity` keys, a 32nd of them kept for evictions; memory is allocated now (EAL memory
-    // on `socket`). `secret` keys the hash: random unless a test fixes it.
+    // on `socket`, or what `storage` gives). `secret` keys the hash: random unless a test
+    // fixes it.
     static std::expected<std::unique_ptr<ConnTable>, std::string> create(
-        uint32_t capacity, int socket, uint64_t secret = random_secret());
+        uint32_t capacity, int socket, uint64_t secret = random_secret(), const CtStorageFactory& storage = {});
+
+    // Control plane, before any worker runs, on an empty table: inserts the connections of a
+    // previous process's table that can be trusted (see dp/state_file.hpp) and whose account
+    // `keep` accepts; their NAT ports are claimed again in the allocator (set_nat() first) and
+    // their outside keys derived again. Restored connections carry policy generation 0, so
+    // their next packet re-checks them against the rules in force (as after a reload), and
+    // keep their protocol state (TCP windows go on being tracked).
+    CtRestoreStats restore(const CtRestoreSource& from, uint64_t now_ns,
+                           const std::function<bool(uint16_t account)>& keep);
     ~ConnTable();
     ConnTable(const ConnTable&) = delete;
     ConnTable& operator=(const ConnTable&) = delete;
@@ -208,6 +258,9 @@ private:
     bool evict(const Victim& v, uint64_t now_ns) noexcept;
     // Resets a slot's entry and gives the slot back to the hash (its grace period passed).
     void free_slot(int32_t pos) noexcept;
+    // restore() for one entry; false: skipped (counted in `stats`).
+    void restore_one(const CtEntry& old, const CtKey& key, uint64_t expires_s, uint64_t now_ns,
+                     CtRestoreStats& stats) noexcept;
 
     // Positions one lcore evicted, with the grace token each waits for; only that lcore
     // touches its queue.
@@ -226,6 +279,8 @@ private:
     const MultilinearHash<sizeof(CtKey) / 4>* hash_fn_ = nullptr;  // this table's keyed hash
     uint32_t hash_slot_ = 0;
     CtEntry* entries_ = nullptr;
+    CtKeyRecord* keys_ = nullptr;  // with a state file
+    bool own_entries_ = true;      // entries_ is EAL memory (no state file)
     size_t slot_count_ = 0;
     uint32_t capacity_ = 0;
     uint32_t buckets_ = 0;

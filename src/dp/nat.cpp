@@ -326,6 +326,18 @@ bool NatPortAllocator::release(uint8_t proto, Ipv4Addr remote, uint16_t remote_p
     return true;
 }
 
+bool NatPortAllocator::claim(uint8_t proto, Ipv4Addr remote, uint16_t remote_port, uint16_t port,
+                             uint16_t account) noexcept {
+    const int pi = proto_index(proto);
+    if (pi < 0 || !range_.contains(port)) return false;
+    const uint32_t i = port - range_.first;
+    const uint64_t bit = uint64_t{1} << (i % 64);
+    const uint32_t part = partition_of(proto, remote, remote_port);
+    if ((word(pi, part, i / 64).fetch_or(bit, std::memory_order_acq_rel) & bit) != 0) return false;
+    if (account < kMaxAccounts) held_cell(account, pi, part).fetch_add(1, std::memory_order_relaxed);
+    return true;
+}
+
 uint32_t NatPortAllocator::held(uint16_t account) const noexcept {
     if (account >= kMaxAccounts) return 0;
     uint32_t n = 0;

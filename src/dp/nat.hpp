@@ -232,6 +232,12 @@ public:
     // Lock-free, any thread.
     bool release(uint8_t proto, Ipv4Addr remote, uint16_t remote_port, uint16_t port,
                  uint16_t account = kNoAccount) noexcept;
+    // Marks `port` taken towards (remote, remote_port), charged to `account` without a quota:
+    // a connection restored from a previous process keeps its port (dp/state_file.hpp). False
+    // if it is outside the range or already taken. Control plane, before workers run.
+    bool claim(uint8_t proto, Ipv4Addr remote, uint16_t remote_port, uint16_t port,
+               uint16_t account = kNoAccount) noexcept;
+    uint64_t secret() const { return secret_; }
     // Ports charged to `account`, all protocols and partitions (a scan: control plane).
     uint32_t held(uint16_t account) const noexcept;
 

@@ -49,7 +49,7 @@ void InternetFixture::start_with_internet(ConfigOptions opts, UplinkVariant vari
     }
     opts.uplink_port = uplink_port_;
     ASSERT_NO_FATAL_FAILURE(start_all(opts));
-    ASSERT_NO_FATAL_FAILURE(build_internet(!variant.af_packet));
+    ASSERT_NO_FATAL_FAILURE(build_internet());
 }
 
 void InternetFixture::TearDown() {
@@ -59,21 +59,29 @@ void InternetFixture::TearDown() {
     if (!host_end_.empty()) sh(fmt::format("{} link del {} 2>/dev/null", kIpTool, host_end_));
 }
 
-// The uplink's far end in the namespace: the Internet side. A tap calyx created moves there.
-void InternetFixture::build_internet(bool move_tap) {
+// The uplink's far end in the namespace, the Internet side: a tap calyx created moves there.
+// Again after calyx restarted with a tap uplink (its new tap); an af_packet uplink's veth pair
+// outlives calyx and keeps its addresses.
+void InternetFixture::connect_uplink() {
     const std::string& dev = internet_end_;
-    if (move_tap) {
+    if (!host_end_.empty() && far_end_ready_) return;
+    if (host_end_.empty()) {
         ASSERT_TRUE(ip(fmt::format("link set {} netns {}", dev, ns_->name())));
     }
-    ASSERT_TRUE(ns_->ip("link set lo up"));
     ASSERT_TRUE(ns_->ip(fmt::format("addr add {}/24 dev {}", text(kUpstream), dev)));
-    ASSERT_TRUE(ns_->ip(fmt::format("addr add {}/32 dev lo", text(kInternetServer))));
     ASSERT_TRUE(ns_->ip(fmt::format("link set {} up", dev)));
     // web-1's address on-link, so the router ARPs for it and calyx answers; the nat and
     // private networks routed to the host address, as a confused upstream might.
     ASSERT_TRUE(ns_->ip(fmt::format("route add {}/32 dev {}", text(kWeb.ip), dev)));
     ASSERT_TRUE(ns_->ip(fmt::format("route add 10.10.0.0/24 via {}", text(kHostAddress))));
     ASSERT_TRUE(ns_->ip(fmt::format("route add 10.20.0.0/24 via {}", text(kHostAddress))));
+    far_end_ready_ = true;
+}
+
+void InternetFixture::build_internet() {
+    ASSERT_TRUE(ns_->ip("link set lo up"));
+    ASSERT_TRUE(ns_->ip(fmt::format("addr add {}/32 dev lo", text(kInternetServer))));
+    ASSERT_NO_FATAL_FAILURE(connect_uplink());
     const auto script = dir_ / "server.py";
     std::ofstream(script) << kServerScript;
     const auto ready = dir_ / "server.ready";

@@ -42,14 +42,19 @@ protected:
     // new VRRP master announcing itself).
     void send_from_internet(const Bytes& frame);
 
+    // The uplink's far end in the namespace gets the router's address and routes; after calyx
+    // restarted with a tap uplink, its new tap moves there first (a veth pair outlives calyx).
+    void connect_uplink();
+
     std::string uplink_port_;   // the uplink's `port:` as calyx got it (for reloads)
     std::string internet_end_;  // the tap, or the veth end in the namespace
     std::string host_end_;      // af_packet: the veth end calyx uses
+    bool far_end_ready_ = false;
     std::unique_ptr<Namespace> ns_;
     int server_pid_ = 0;
 
 private:
-    void build_internet(bool move_tap);
+    void build_internet();
 };
 
 }  // namespace calyx::test

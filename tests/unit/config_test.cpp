@@ -413,6 +413,11 @@ TEST(Config, OmittedSectionsKeepTheirDefaults) {
     EXPECT_EQ(result->dataplane.conntrack.tcp_established, 432000u);
     EXPECT_EQ(result->dataplane.conntrack.udp_unreplied, 30u);
     EXPECT_EQ(result->control.socket, "/run/calyx/calyx.sock");
+    EXPECT_EQ(result->state_path(), "/run/calyx/calyx.state") << "next to the control socket";
+    const auto placed = parse_config("dataplane: {state_file: /dev/hugepages/calyx.state}\nnetworks: []\ninstances: []\n",
+                                     "placed.yaml");
+    ASSERT_TRUE(placed.has_value());
+    EXPECT_EQ(placed->state_path(), "/dev/hugepages/calyx.state");
     EXPECT_EQ(result->metrics.listen, "127.0.0.1:9469");
     EXPECT_TRUE(result->security_groups.empty());
     EXPECT_FALSE(result->uplink.has_value());
@@ -691,6 +696,13 @@ dataplane:
       "bad.yaml:4:22: 'icmp_errors_burst' must be between 1 and 4294967295, got 0",
       "bad.yaml:5:10: 'mbufs' must be between 1023 and 4294967295, got 512",
       "bad.yaml:6:18: 'idle_sleep_us' must be between 0 and 10000, got 10001"}},
+
+    {"state_file_must_be_an_absolute_file_path",
+     R"(
+dataplane:
+  state_file: calyx.state
+)",
+     {"bad.yaml:2:15: 'state_file' must be an absolute path of a file, e.g. /dev/hugepages/calyx.state"}},
 
     {"control_socket_must_be_an_absolute_path",
      R"(

@@ -9,7 +9,7 @@ namespace {
 
 constexpr std::string_view kDataplaneKeys[] = {
     "workers",           "eal_args", "gateway_mac",  "icmp_errors_per_second",
-    "icmp_errors_burst", "mbufs",    "conntrack",    "idle_sleep_us"};
+    "icmp_errors_burst", "mbufs",    "conntrack",    "idle_sleep_us", "state_file"};
 
 // The per-state lifetimes of dataplane.conntrack, each keyed by its ConntrackConfig field name.
 struct ConntrackTimeout {
@@ -137,6 +137,14 @@ void read_dataplane(Parser& parser, const Field& field) {
         if (const auto v = parser.integer(*f, "'mbufs'", 1023, kMaxU32))
             dp.mbufs = static_cast<uint32_t>(*v);
     if (const Field* f = m->get("conntrack")) conntrack(parser, *f);
+    if (const Field* f = m->get("state_file")) {
+        if (const auto path = parser.scalar(*f, "'state_file'", "an absolute path")) {
+            if (path->empty() || path->front() != '/' || path->back() == '/')
+                parser.error(*f, "'state_file' must be an absolute path of a file, e.g. /dev/hugepages/calyx.state");
+            else
+                dp.state_file = *path;
+        }
+    }
     if (const Field* f = m->get("idle_sleep_us"))
         if (const auto v = parser.integer(*f, "'idle_sleep_us'", 0, kMaxIdleSleepUs))
             dp.idle_sleep_us = static_cast<uint32_t>(*v);

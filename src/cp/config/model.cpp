@@ -1,5 +1,6 @@
 // The configuration model's own functions (calyx/config.hpp): names of its enums, lookups.
 #include <algorithm>
+#include <filesystem>
 
 #include <fmt/format.h>
 
@@ -87,6 +88,11 @@ std::vector<const InstanceConfig*> Config::local_instances() const {
 const InstanceConfig* Config::find_instance(std::string_view name) const {
     auto it = std::ranges::find(instances, name, &InstanceConfig::name);
     return it == instances.end() ? nullptr : &*it;
+}
+
+std::string Config::state_path() const {
+    if (!dataplane.state_file.empty()) return dataplane.state_file;
+    return std::filesystem::path(control.socket).replace_extension(".state").string();
 }
 
 const SecurityGroupConfig* Config::find_security_group(std::string_view name) const {
