@@ -52,6 +52,9 @@ constexpr uint16_t kWebPort = 0, kAppPort = 1, kUplinkPort = 2;
 std::string site(uint32_t capacity) {
     return fmt::format(R"(
 dataplane: {{conntrack: {{capacity: {}}}}}
+# limits that never refuse here (up to 1M connections of one instance, 60000 first packets to
+# one server, the clock stopped): the benchmarks pay for checking them, not for refusals
+limits: {{connections: 2000000, new_connections_per_second: 1000000000, nat_ports: 65535}}
 uplink: {{port: {{type: tap, name: bench-up}}, address: 198.51.100.10/24, gateway: 198.51.100.1, nat_ports: "1024-65535"}}
 security_groups:
   - name: open

@@ -8,12 +8,14 @@ packages=(
   build-essential pkg-config meson ninja-build ccache
   dpdk dpdk-dev libdpdk-dev
   libyaml-cpp-dev libfmt-dev prometheus-cpp-dev libboost-program-options-dev nlohmann-json3-dev
-  libgtest-dev libbenchmark-dev
+  libcurl4-openssl-dev etcd-server etcd-client
+  libgtest-dev libbenchmark-dev libmnl-dev
   iproute2 iputils-ping python3 util-linux prometheus openvswitch-switch-dpdk
   qemu-system-x86 linux-image-amd64 busybox-static cpio python3-yaml
   clang-16 libclang-rt-16-dev
   nftables conntrack ethtool
   podman runc debootstrap
+  bird2
 )
 missing=()
 for p in "${packages[@]}"; do

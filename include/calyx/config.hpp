@@ -3,6 +3,15 @@
 // Parsing and validation report every error at once, each with the file:line:col of the YAML
 // node it concerns. A Config that exists is valid: the control plane builds data-plane
 // snapshots from it without further checks.
+//
+// Two kinds of settings live here:
+//   the host's own: `host`, dataplane, control, metrics, the uplink, host_interface, routing;
+//   the site's: networks, security groups and instances, the same on every compute host of a
+//     site. Each calyx serves the instances whose `host` is its own and knows the others
+//     (remote instances: no port here) for routing checks, remote_group and explain.
+// The site's part is plain values with no trace of YAML but a SourceLocation naming where a
+// value came from, so another source (a datastore) can fill the same structs later. A host's
+// file may take the site's sections from a shared file (`include:`, cp/config/parser.hpp).
 #pragma once
 
 #include <cstdint>
@@ -20,9 +29,11 @@
 namespace calyx::config {
 
 struct SourceLocation {
-    std::string file;
-    int line = 0;    // 1-based
-    int column = 0;  // 1-based
+    std::string file;  // or, for what a datastore holds, its key (line 0)
+    int line = 0;      // 1-based; 0: no line (a datastore key)
+    int column = 0;    // 1-based
+    // "file:line:col", or the key alone when there is no line.
+    std::string to_string() const;
 };
 
 struct Error {
@@ -74,13 +85,27 @@ struct NetworkConfig {
     SourceLocation where;
 };
 
+// What one instance may take of what all share (`limits:`; doc/architecture.md "Limits and
+// isolation"). The top-level section gives every instance's defaults; an instance's own
+// `limits:` overrides any of them.
+struct LimitsConfig {
+    uint32_t connections = 65536;                // tracked connections charged to it
+    uint32_t new_connections_per_second = 50000;  // token bucket, one second deep
+    uint32_t nat_ports = 4096;                   // masquerade ports towards one remote endpoint
+    friend bool operator==(const LimitsConfig&, const LimitsConfig&) = default;
+};
+
 struct InstanceConfig {
     std::string name;
+    // The compute host that runs it (`host:`, default: this calyx's Config::host). An
+    // instance of another host has no port here and may have no MAC.
+    std::string host;
     std::string network;
-    MacAddr mac;
+    MacAddr mac;  // zero for a remote instance written without one
     Ipv4Addr ipv4;
-    PortConfig port;
+    PortConfig port;  // its socket is empty for a remote instance written without a port
     std::vector<std::string> security_groups;
+    LimitsConfig limits;  // the top-level defaults with the instance's own overrides
     SourceLocation where;
 };
 
@@ -124,6 +149,13 @@ struct DataplaneConfig {
     uint32_t icmp_errors_burst = 50;
     uint32_t mbufs = 16383;  // packet buffers in the pool
     ConntrackConfig conntrack;
+    // Where the connection table lives so that the next calyx continues its connections
+    // (dp/state_file.hpp); empty: next to the control socket (state_path()).
+    std::string state_file;
+    // A worker that finds no packets sleeps, adaptively, at most this long (io/idle_backoff.hpp);
+    // 0: pure polling. The default keeps an idle host's cores nearly free and adds at most
+    // ~0.1 ms to the first packet after a quiet spell (doc/performance.md has the figures).
+    uint32_t idle_sleep_us = 100;
 };
 
 // The uplink's port: one of four kinds, each with the one key that names its device
@@ -179,6 +211,23 @@ struct UplinkConfig {
     }
 };
 
+// The host's own network stack behind a tap in calyx's network namespace: the tap carries the
+// uplink's MAC and address, with a default route via the uplink's gateway, so BIRD, sshd and
+// the rest of the host work as with the NIC in the kernel (daemon/host_interface.hpp).
+struct HostInterfaceConfig {
+    std::string name;  // the Linux interface calyx creates
+    SourceLocation where;
+};
+
+// The kernel's routing tables calyx meets BIRD in (cp/site_routes.hpp): calyx keeps a /32 per
+// local instance in export_table (under its own route protocol, kRouteProtocol), and routes the
+// site's other instances by what BIRD writes into import_table.
+struct RoutingConfig {
+    uint32_t export_table = 0;
+    uint32_t import_table = 0;
+    SourceLocation where;
+};
+
 struct ControlConfig {
     std::string socket = "/run/calyx/calyx.sock";
 };
@@ -187,18 +236,62 @@ struct MetricsConfig {
     std::string listen = "127.0.0.1:9469";
 };
 
+// Where the site's networks, security groups and instances come from: this file alone (none),
+// or etcd, in the shapes networking-calico writes for Felix (cp/datastore/, doc/datastore.md).
+enum class DatastoreType { none, etcd };
+std::string_view to_string(DatastoreType);
+
+// What networking-calico does not carry: the seed's kind of a Neutron network, and its MTU.
+struct DatastoreNetwork {
+    std::string id;  // the Neutron network's id, as in the endpoints' network-id annotation
+    NetworkKind kind = NetworkKind::private_;
+    uint16_t mtu = 1500;
+    SourceLocation where;
+};
+
+struct DatastoreConfig {
+    DatastoreType type = DatastoreType::none;
+    std::vector<std::string> endpoints{"http://127.0.0.1:2379"};  // etcd's client URLs
+    std::string prefix = "/calico";  // the root of every key read and written
+    // The vhost-user socket of a local endpoint: "{interface}" becomes its interfaceName.
+    std::string port_socket = "/run/calyx/{interface}.sock";
+    // networking-calico's [calico] openstack_region; none: the keys of a single-region cloud.
+    std::optional<std::string> region;
+    // A network not listed is private (the site only): a missing entry never exposes a VM.
+    std::vector<DatastoreNetwork> networks;
+    SourceLocation where;
+
+    const DatastoreNetwork* find_network(std::string_view id) const;
+    // "no-region" or "region-<region>": the region part of the dhcp/v2 and felix/v2 keys.
+    std::string region_string() const;
+    // "openstack" or "openstack-region-<region>": the namespace of endpoints and policies.
+    std::string namespace_name() const;
+};
+
 struct Config {
     std::string source_file;
+    std::string host;  // this compute host's name (`host:`, default: the machine's host name)
     DataplaneConfig dataplane;
     ControlConfig control;
     MetricsConfig metrics;
+    DatastoreConfig datastore;
     std::vector<NetworkConfig> networks;
     std::vector<InstanceConfig> instances;
     std::vector<SecurityGroupConfig> security_groups;
     std::optional<UplinkConfig> uplink;  // none: no way out, only the site's networks
+    LimitsConfig limits;                 // every instance's defaults
+    std::optional<HostInterfaceConfig> host_interface;  // needs the uplink
+    std::optional<RoutingConfig> routing;               // needs the uplink
+
+    // Whether this calyx serves the instance (its host is this host).
+    bool is_local(const InstanceConfig& inst) const { return inst.host == host; }
+    // The instances of this host, in configuration order.
+    std::vector<const InstanceConfig*> local_instances() const;
 
     const NetworkConfig* find_network(std::string_view name) const;
     const InstanceConfig* find_instance(std::string_view name) const;
+    // dataplane.state_file, or the control socket's path with ".state" for its extension.
+    std::string state_path() const;
     const SecurityGroupConfig* find_security_group(std::string_view name) const;
 };
 

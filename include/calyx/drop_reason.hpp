@@ -39,7 +39,7 @@ namespace calyx {
     X(ct_invalid_state, "not valid in the connection's state (flags, direction, ICMP id)")     \
     X(ct_invalid_tcp_flags, "TCP flag combination no stack sends")                              \
     X(ct_out_of_window, "TCP sequence or acknowledgment outside the tracked window")            \
-    X(ct_table_full, "new connection refused: the connection table is full")                    \
+    X(ct_table_full, "new connection refused: the connection table is full and no unanswered connection could be evicted") \
     X(ct_icmp_error_unmatched, "ICMP error that quotes no tracked connection")                  \
     X(icmp_redirect_or_quench, "ICMP redirect or source quench (never forwarded, not even about a tracked connection)") \
     X(fragment_unmatched, "fragment of a datagram whose first fragment was not allowed or not seen") \
@@ -58,7 +58,10 @@ namespace calyx {
     X(hairpin, "routed back out of the port it came in on")                                    \
     X(port_down, "egress port has no connected peer")                                          \
     X(tx_full, "egress queue full")                                                            \
-    X(no_buffer, "no packet buffer for a generated reply")
+    X(no_buffer, "no packet buffer for a generated reply")                                     \
+    X(limit_connections, "new connection refused: the instance holds its limits.connections")  \
+    X(limit_new_connections_per_second, "new connection refused: the instance opens more than its limits.new_connections_per_second") \
+    X(limit_nat_ports, "new connection refused: the instance holds its limits.nat_ports towards that destination")
 
 enum class DropReason : uint8_t {
 #define CALYX_X(id, text) id,

@@ -138,6 +138,12 @@ const RouterSample::Port* sample_port(const RouterSample& s, std::string_view na
     return nullptr;
 }
 
+const RouterSample::Instance* sample_instance(const RouterSample& s, std::string_view name) {
+    for (const auto& i : s.instances)
+        if (i.name == name) return &i;
+    return nullptr;
+}
+
 uint64_t drop_total(const dp::PortCounters& c) {
     uint64_t n = 0;
     for (uint64_t d : c.drops) n += d;
@@ -223,6 +229,21 @@ Json next_hop_json(const Snapshot& snap, uint32_t nh, Ipv4Addr dst) {
             else
                 j["text"] = fmt::format("uplink via {}", snap.uplink->gateway.to_string());
             break;
+        case NextHopKind::site: {
+            j["kind"] = "site";
+            Json hops = Json::array();
+            std::string text;
+            if (index < snap.site_next_hops.size()) {
+                const dp::SiteNextHops& h = snap.site_next_hops[index];
+                for (uint8_t k = 0; k < h.count; ++k) {
+                    hops.push_back(h.hops[k].to_string());
+                    text += fmt::format("{}{}", k ? ", " : "", h.hops[k].to_string());
+                }
+            }
+            j["next_hops"] = std::move(hops);
+            j["text"] = fmt::format("another host of the site via {}", text);
+            break;
+        }
         default:
             j["kind"] = "other";
             j["text"] = fmt::format("next hop kind {} index {}",
@@ -335,14 +356,21 @@ Json list_connections(const Snapshot& snap, const dp::ConnTable& table, const In
 // --- Explain ------------------------------------------------------------------------------
 
 struct Endpoint {
-    const InstanceView* inst = nullptr;  // null: outside the site
+    const InstanceView* inst = nullptr;  // an instance of this host
     Ipv4Addr ip;
+    const config::InstanceConfig* remote = nullptr;  // an instance of another host of the site
 };
+
+const NetworkView* network_of(const Snapshot& snap, const Endpoint& e) {
+    if (e.inst) return network_of(snap, *e.inst);
+    return e.remote ? network_containing(snap, e.ip) : nullptr;
+}
 
 Json endpoint_summary(const Snapshot& snap, const Endpoint& e) {
     Json j;
-    const NetworkView* net = e.inst ? network_of(snap, *e.inst) : nullptr;
-    j["instance"] = e.inst ? Json(e.inst->name) : Json(nullptr);
+    const NetworkView* net = network_of(snap, e);
+    j["instance"] = e.inst ? Json(e.inst->name) : e.remote ? Json(e.remote->name) : Json(nullptr);
+    j["host"] = e.remote ? Json(e.remote->host) : Json(nullptr);  // null: this host, or outside
     j["address"] = e.ip.to_string();
     j["network"] = net ? Json(net->name) : Json(nullptr);
     j["kind"] = net ? Json(std::string(to_string(net->kind))) : Json(nullptr);
@@ -350,10 +378,11 @@ Json endpoint_summary(const Snapshot& snap, const Endpoint& e) {
 }
 
 std::string endpoint_text(const Snapshot& snap, const Endpoint& e) {
-    if (!e.inst) return fmt::format("{} (outside)", e.ip.to_string());
-    const NetworkView* net = network_of(snap, *e.inst);
-    return fmt::format("{} ({} in {}, a {} network)", e.inst->name, e.ip.to_string(),
-                       net ? net->name : "?", net ? to_string(net->kind) : "?");
+    if (!e.inst && !e.remote) return fmt::format("{} (outside)", e.ip.to_string());
+    const NetworkView* net = network_of(snap, e);
+    return fmt::format("{} ({} in {}, a {} network{})", e.inst ? e.inst->name : e.remote->name, e.ip.to_string(),
+                       net ? net->name : "?", net ? to_string(net->kind) : "?",
+                       e.remote ? fmt::format(", on {}", e.remote->host) : "");
 }
 
 std::string instance_names(const Snapshot& snap) {
@@ -363,18 +392,22 @@ std::string instance_names(const Snapshot& snap) {
     return names.empty() ? std::string("none") : names;
 }
 
-// An instance name, an instance's address, or an address outside the site. Addresses inside
-// the site that belong to no instance, and calyx's own addresses, are not endpoints of a
-// connection through calyx.
-std::expected<Endpoint, CommandError> resolve(const Snapshot& snap, const std::string& text,
-                                              std::string_view option) {
+// An instance name (of this host or another), an instance's address, or an address outside
+// the site. Addresses inside the site that belong to no instance, and calyx's own addresses,
+// are not endpoints of a connection through calyx.
+std::expected<Endpoint, CommandError> resolve(const config::Config& cfg, const Snapshot& snap,
+                                              const std::string& text, std::string_view option) {
     if (const InstanceView* i = instance_by_name(snap, text)) return Endpoint{i, i->ipv4};
+    if (const config::InstanceConfig* i = cfg.find_instance(text); i && !cfg.is_local(*i))
+        return Endpoint{nullptr, i->ipv4, i};
     const auto a = Ipv4Addr::parse(text);
     if (!a)
         return std::unexpected(
             usage(fmt::format("--{} {}: neither an instance nor an IPv4 address (instances: {})",
                               option, text, instance_names(snap))));
     if (const InstanceView* i = instance_by_address(snap, *a)) return Endpoint{i, *a};
+    for (const config::InstanceConfig& i : cfg.instances)
+        if (i.ipv4 == *a && !cfg.is_local(i)) return Endpoint{nullptr, *a, &i};
     if (a->is_zero() || a->is_multicast() || a->is_limited_broadcast())
         return std::unexpected(usage(fmt::format("--{} {}: not a unicast address", option, text)));
     if (snap.uplink && snap.uplink->address == *a)
@@ -494,6 +527,9 @@ Json status_result(const config::Config& cfg, const Snapshot& snap, const Router
         const double busy = l.total_cycles ? 100.0 * static_cast<double>(l.busy_cycles) /
                                                  static_cast<double>(l.total_cycles)
                                            : 0.0;
+        const double asleep = l.total_cycles ? 100.0 * static_cast<double>(l.sleep_cycles) /
+                                                   static_cast<double>(l.total_cycles)
+                                             : 0.0;
         // The router's own work per packet: busy cycles outside the ports' I/O calls.
         const double own = l.packets ? static_cast<double>(l.busy_cycles - l.io_cycles) /
                                            static_cast<double>(l.packets)
@@ -502,6 +538,8 @@ Json status_result(const config::Config& cfg, const Snapshot& snap, const Router
                            {"busy_cycles", l.busy_cycles},
                            {"total_cycles", l.total_cycles},
                            {"io_cycles", l.io_cycles},
+                           {"sleep_cycles", l.sleep_cycles},
+                           {"asleep_percent", std::round(asleep * 10) / 10},
                            {"packets", l.packets},
                            {"cycles_per_packet", std::round(own * 10) / 10},
                            {"busy_percent", std::round(busy * 10) / 10}});
@@ -516,6 +554,26 @@ Json status_result(const config::Config& cfg, const Snapshot& snap, const Router
     if (s.nat && j["nat"].is_object()) j["nat"]["exhausted"] = s.nat_exhausted;
     j["control_socket"] = cfg.control.socket;
     j["metrics_listen"] = cfg.metrics.listen;
+    j["datastore"] = nullptr;
+    if (const auto& d = s.datastore) {
+        j["datastore"] = {{"type", d->type},
+                          {"endpoint", d->endpoint},
+                          {"up", d->up},
+                          {"revision", d->revision},
+                          {"sync_lag_s", d->last_sync_age_s < 0 ? Json(nullptr)
+                                                                 : Json(std::round(d->last_sync_age_s * 10) / 10)},
+                          {"keys", d->keys},
+                          {"endpoints", d->endpoints},
+                          {"local_endpoints", d->local_endpoints},
+                          {"policies", d->policies},
+                          {"subnets", d->subnets},
+                          {"problems", d->problems},
+                          {"first_problems", d->first_problems},
+                          {"lists", d->lists_total},
+                          {"applies", d->applies_total},
+                          {"apply_failures", d->apply_failures_total},
+                          {"last_error", d->last_error.empty() ? Json(nullptr) : Json(d->last_error)}};
+    }
     return j;
 }
 
@@ -530,16 +588,21 @@ Json ports_result(const config::Config& cfg, const RouterSample& s) {
         const config::InstanceConfig* inst = instance_config(cfg, p.name);
         // The sample names the uplink's port "uplink" (no instance may be called that).
         const bool uplink = !inst && p.name == "uplink" && cfg.uplink;
+        // And the host interface's tap "host_interface".
+        const bool host = !inst && p.name == "host_interface" && cfg.host_interface;
         const dp::PortCounters& c = p.counters;
         ports.push_back(
             {{"name", p.name},
              {"up", p.up},
              {"type", inst     ? "vhost-user"
                       : uplink ? "uplink"
+                      : host   ? "host_interface"
                                : "other"},
              {"socket", inst ? Json(inst->port.socket) : Json(nullptr)},
              {"mode", inst ? Json(std::string(config::to_string(inst->port.mode))) : Json(nullptr)},
-             {"device", uplink ? Json(uplink_device(*cfg.uplink)) : Json(nullptr)},
+             {"device", uplink ? Json(uplink_device(*cfg.uplink))
+                        : host ? Json("tap " + cfg.host_interface->name)
+                               : Json(nullptr)},
              {"rx_packets", c.rx_packets},
              {"rx_bytes", c.rx_bytes},
              {"tx_packets", c.tx_packets},
@@ -568,15 +631,36 @@ Json instances_result(const config::Config& cfg, const Snapshot& snap, const Rou
         if (i < snap.policies.size())
             j["rules"] = {{"ingress", snap.policies[i]->ingress.size()},
                           {"egress", snap.policies[i]->egress.size()}};
+        const RouterSample::Instance* held = sample_instance(s, inst.name);
+        j["connections"] = held ? held->connections : 0;
+        j["nat_ports"] = held ? held->nat_ports : 0;
+        j["limits"] = {{"connections", inst.limits.connections},
+                       {"new_connections_per_second", inst.limits.new_connections_per_second},
+                       {"nat_ports", inst.limits.nat_ports}};
         list.push_back(std::move(j));
     }
     return {{"instances", std::move(list)}};
+}
+
+// The name iproute2 gives a route protocol number (rt_protos), for the usual writers of an
+// import table; others by number.
+std::string route_protocol_name(uint8_t protocol) {
+    switch (protocol) {
+        case 2: return "kernel";
+        case 3: return "boot";
+        case 4: return "static";
+        case 12: return "bird";
+        case 186: return "bgp";
+        case 196: return "zebra";
+        default: return std::to_string(protocol);
+    }
 }
 
 Json routes_result(const Snapshot& snap) {
     struct Row {
         Ipv4Prefix prefix;
         std::string network;
+        const Snapshot::SiteRouteView* imported = nullptr;  // learnt from the site
     };
     std::vector<Row> rows;
     for (const auto& n : snap.networks) {
@@ -590,10 +674,16 @@ Json routes_result(const Snapshot& snap) {
         rows.push_back({snap.uplink->subnet, "uplink"});
         rows.push_back({{snap.uplink->address, 32}, "uplink"});
     }
+    for (const auto& r : snap.site_routes) {
+        const auto net = std::ranges::find_if(snap.networks, [&](const auto& n) { return n.cidr.contains(r.prefix); });
+        rows.push_back({r.prefix, net == snap.networks.end() ? "" : net->name, &r});
+    }
     std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) {
         return std::pair(a.prefix.addr.value, a.prefix.length) <
                std::pair(b.prefix.addr.value, b.prefix.length);
     });
+    // An imported route for one of this host's own addresses loses (the FIB says so): the row
+    // keeps no origin then.
     rows.erase(std::unique(rows.begin(), rows.end(),
                            [](const Row& a, const Row& b) { return a.prefix == b.prefix; }),
                rows.end());
@@ -603,6 +693,10 @@ Json routes_result(const Snapshot& snap) {
         j["prefix"] = r.prefix.to_string();
         j["network"] = r.network.empty() ? Json(nullptr) : Json(r.network);
         j["next_hop"] = next_hop_json(snap, fib_next_hop(snap, r.prefix.addr), r.prefix.addr);
+        if (r.imported && j["next_hop"]["kind"] == "site")
+            j["origin"] = {{"table", snap.import_table}, {"protocol", route_protocol_name(r.imported->protocol)}};
+        else
+            j["origin"] = {{"table", nullptr}, {"protocol", "calyx"}};
         list.push_back(std::move(j));
     }
     // 0.0.0.0 is in no network, so the FIB answers it with the default route.
@@ -610,6 +704,7 @@ Json routes_result(const Snapshot& snap) {
     def["prefix"] = "0.0.0.0/0";
     def["network"] = nullptr;
     def["next_hop"] = next_hop_json(snap, fib_next_hop(snap, Ipv4Addr{}), Ipv4Addr{});
+    def["origin"] = {{"table", nullptr}, {"protocol", "calyx"}};
     list.push_back(std::move(def));
     return {{"routes", std::move(list)}};
 }
@@ -690,9 +785,9 @@ Json drops_result(const RouterSample& s, bool all) {
 
 std::expected<Json, CommandError> explain_result(const config::Config& cfg, const Snapshot& snap,
                                                  const ExplainQuery& q) {
-    const auto from = resolve(snap, q.from, "from");
+    const auto from = resolve(cfg, snap, q.from, "from");
     if (!from) return std::unexpected(from.error());
-    const auto to = resolve(snap, q.to, "to");
+    const auto to = resolve(cfg, snap, q.to, "to");
     if (!to) return std::unexpected(to.error());
     if (!from->inst && !to->inst)
         return std::unexpected(usage(fmt::format(
@@ -714,7 +809,20 @@ std::expected<Json, CommandError> explain_result(const config::Config& cfg, cons
 
     // The route stage runs before the policy stage: without a route nothing is evaluated.
     const uint32_t nh = fib_next_hop(snap, to->ip);
-    if (!to->inst && dp::NextHop::kind(nh) == dp::NextHopKind::none) {
+    // Another host's instance is reached (and heard from, by the reverse-path check) only by
+    // the route its host announced.
+    const auto unrouted_remote = [&](const Endpoint& e) {
+        return e.remote && dp::NextHop::kind(fib_next_hop(snap, e.ip)) != dp::NextHopKind::site;
+    };
+    if (unrouted_remote(*to) || unrouted_remote(*from)) {
+        const Endpoint& e = unrouted_remote(*to) ? *to : *from;
+        reason = unrouted_remote(*to) ? DropReason::no_route : DropReason::martian_source;
+        why.push_back(fmt::format("{} runs on {}, but calyx has imported no route to {} from it{}", e.remote->name,
+                                  e.remote->host, e.ip.to_string(),
+                                  cfg.routing ? fmt::format(" (import table {}: is BIRD up there and here?)",
+                                                            cfg.routing->import_table)
+                                              : " (no routing: section)"));
+    } else if (!to->inst && dp::NextHop::kind(nh) == dp::NextHopKind::none) {
         reason = DropReason::no_route;
         why.push_back(snap.uplink
                           ? fmt::format("calyx has no route to {}", to->ip.to_string())
@@ -729,17 +837,31 @@ std::expected<Json, CommandError> explain_result(const config::Config& cfg, cons
                         from->ip.to_string(), to->inst->name));
     } else {
         const uint16_t key = dp::rule_key(q.protocol, q.port, q.icmp_type, q.icmp_code);
+        // An address the imported routes lead to another host of the site is inside the site.
+        const auto on_other_host = [&](const auto& end) {
+            return !end.inst && dp::NextHop::kind(fib_next_hop(snap, end.ip)) == dp::NextHopKind::site;
+        };
+        const dp::SiteEnds site{on_other_host(*from), on_other_host(*to)};
         const dp::PolicyDecision d = dp::evaluate_new_connection(snap, from->inst, to->inst,
-                                                                 from->ip, to->ip, q.protocol, key);
+                                                                 from->ip, to->ip, q.protocol, key, site);
         const auto policy_of = [&](const InstanceView* i) -> const dp::InstancePolicy& {
             return *snap.policies.at(static_cast<size_t>(i - snap.instances.data()));
         };
+        // Who is at the far end, when it is no instance of this host.
+        const auto far = [](const Endpoint& e) {
+            return e.remote ? fmt::format("{} on {}", e.remote->name, e.remote->host)
+                            : fmt::format("{} (another host of the site)", e.ip.to_string());
+        };
         if (!from->inst)
-            why.push_back(fmt::format("{} is outside the site: only {}'s rules apply",
-                                      from->ip.to_string(), to->inst->name));
+            why.push_back(site.from ? fmt::format("{}: its egress rules are checked there, {}'s ingress rules here",
+                                                  far(*from), to->inst->name)
+                                    : fmt::format("{} is outside the site: only {}'s rules apply",
+                                                  from->ip.to_string(), to->inst->name));
         if (!to->inst)
-            why.push_back(fmt::format("{} is outside the site: only {}'s rules apply",
-                                      to->ip.to_string(), from->inst->name));
+            why.push_back(site.to ? fmt::format("{}: its ingress rules are checked there, {}'s egress rules here",
+                                                far(*to), from->inst->name)
+                                  : fmt::format("{} is outside the site: only {}'s rules apply",
+                                                to->ip.to_string(), from->inst->name));
         if (d.egress_rule != dp::kNoRule && from->inst) {
             egress = rule_json(policy_of(from->inst).egress, d.egress_rule);
             why.push_back(fmt::format("{} may send it: {}", from->inst->name,

@@ -6,7 +6,8 @@
 //
 // Commands, their arguments ("args" of a request) and results:
 //   status                        version, uptime, configuration generation and reloads,
-//                                 ports up, workers, connection table, uplink and NAT
+//                                 ports up, workers, connection table, uplink and NAT, the
+//                                 datastore (revision, sync lag, keys refused)
 //   reload                        re-reads the configuration file, as SIGHUP does
 //   ports                         per port: state, socket, traffic and drop counters
 //   instances                     per instance: network, address, MAC, port, groups
@@ -104,6 +105,8 @@ struct CommandEnv {
     DaemonInfo info;
     ReloadFn reload;                   // what `reload` runs (main.cpp: the SIGHUP path)
     std::function<uint64_t()> now_ns;  // the data plane's clock
+    // With a datastore: its state, for status (cp/datastore/syncer.hpp). Unset: no datastore.
+    std::function<DatastoreSample()> datastore;
 };
 
 // The command table for the control socket. `Source` is daemon::Router, or anything with the
@@ -119,7 +122,8 @@ CommandTable make_command_table(const Source& source, CommandEnv env) {
     CommandTable t;
     t["status"] = [&source, env](const Json& args) -> CommandResult {
         if (auto ok = no_args(args); !ok) return std::unexpected(ok.error());
-        const RouterSample s = source.sample();
+        RouterSample s = source.sample();
+        if (env.datastore) s.datastore = env.datastore();
         const auto now = std::chrono::steady_clock::now();
         return source.inspect([&](const Config& c, const Snapshot& snap, const ConnTable&) {
             return status_result(c, snap, s, env.info, now);

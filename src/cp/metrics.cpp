@@ -54,7 +54,7 @@ public:
         auto rx_b = family("calyx_port_rx_bytes_total", "Bytes received from the port (Ethernet frames without FCS).", C::Counter);
         auto tx_b = family("calyx_port_tx_bytes_total", "Bytes sent to the port (Ethernet frames without FCS).", C::Counter);
         auto drops = family("calyx_port_drops_total",
-                            "Packets dropped, by reason: at the port they arrived on, or for tx_full and port_down at the port they were to leave by.", C::Counter);
+                            "Packets dropped, by reason: at the port they arrived on; tx_full and port_down at the port they were to leave by; limit_* at the port of the instance whose limit refused them.", C::Counter);
         auto up = family("calyx_port_up", "1 when the port is connected (a VM attached; the uplink's link up).", C::Gauge);
         for (const auto& p : s.ports) {
             const std::vector<ClientMetric::Label> port{{"port", p.name}};
@@ -73,12 +73,15 @@ public:
                          "Of the busy cycles, those inside port receive and transmit calls (vhost-user copies, PMDs).",
                          C::Counter);
         auto packets = family("calyx_lcore_packets_total", "Packets the worker received, all ports.", C::Counter);
+        auto sleep = family("calyx_lcore_sleep_cycles_total",
+                            "Of all cycles, those the worker slept while idle (dataplane.idle_sleep_us).", C::Counter);
         for (const auto& l : s.lcores) {
             const std::vector<ClientMetric::Label> lcore{{"lcore", std::to_string(l.lcore)}};
             add(busy, static_cast<double>(l.busy_cycles), lcore);
             add(cycles, static_cast<double>(l.total_cycles), lcore);
             add(io, static_cast<double>(l.io_cycles), lcore);
             add(packets, static_cast<double>(l.packets), lcore);
+            add(sleep, static_cast<double>(l.sleep_cycles), lcore);
         }
         auto ct_entries = family("calyx_conntrack_entries", "Tracked connections.", C::Gauge);
         add(ct_entries, static_cast<double>(s.conntrack_entries));
@@ -88,6 +91,17 @@ public:
         add(ct_created, static_cast<double>(s.conntrack_created));
         auto ct_expired = family("calyx_conntrack_expired_total", "Connections removed after their timeout.", C::Counter);
         add(ct_expired, static_cast<double>(s.conntrack_expired));
+        auto ct_evicted = family("calyx_conntrack_evicted_total",
+                                 "Unanswered connections evicted to make room in a full table.", C::Counter);
+        add(ct_evicted, static_cast<double>(s.conntrack_evicted));
+        auto inst_conns = family("calyx_instance_connections",
+                                 "Tracked connections charged to the instance (opened by it, or from outside to it).", C::Gauge);
+        auto inst_nat = family("calyx_instance_nat_ports", "Masquerade ports the instance holds, all protocols and destinations.",
+                               C::Gauge);
+        for (const auto& i : s.instances) {
+            add(inst_conns, static_cast<double>(i.connections), {{"instance", i.name}});
+            add(inst_nat, static_cast<double>(i.nat_ports), {{"instance", i.name}});
+        }
         auto dhcp = family("calyx_dhcp_replies_total", "DHCP replies sent, by message type.", C::Counter);
         for (size_t t = 0; t < s.dhcp_replies.size(); ++t)
             add(dhcp, static_cast<double>(s.dhcp_replies[t]), {{"type", dp::kDhcpReplyTypeNames[t]}});
@@ -116,9 +130,58 @@ public:
         auto unresolved = family("calyx_uplink_neighbor_unresolved_total",
                                  "Packets dropped because the uplink next hop had no ARP answer yet.", C::Counter);
         add(unresolved, static_cast<double>(s.neighbor_unresolved));
-        return {rx_p, tx_p, rx_b, tx_b, drops, up, busy, cycles, io, packets, ct_entries, ct_capacity, ct_created,
-                ct_expired, dhcp, arp, echo, errors, generation, reloads, nat_ports, nat_range,
-                nat_exhausted, unresolved};
+        std::vector<MetricFamily> all{rx_p, tx_p, rx_b, tx_b, drops, up, busy, cycles, io, packets, sleep,
+                                      ct_entries, ct_capacity, ct_created, ct_expired, ct_evicted, inst_conns,
+                                      inst_nat, dhcp, arp, echo, errors,
+                                      generation, reloads, nat_ports, nat_range, nat_exhausted, unresolved};
+        // A site (`routing:`): zero without one, so dashboards need no special case. The host
+        // interface's packets are the port "host_interface".
+        auto exported = family("calyx_site_exported_routes", "Routes (a /32 per local instance) calyx keeps in routing.export_table.", C::Gauge);
+        add(exported, static_cast<double>(s.site_exported_routes));
+        auto imported = family("calyx_site_imported_routes", "Routes of routing.import_table, by whether calyx routes by them or refused them.", C::Gauge);
+        add(imported, static_cast<double>(s.site_imported_routes), {{"result", "accepted"}});
+        add(imported, static_cast<double>(s.site_refused_routes), {{"result", "refused"}});
+        auto reads = family("calyx_site_route_reads_total",
+                            "Reads of routing.import_table: route events, full dumps (start, overflow, periodic reconcile), socket overflows.",
+                            C::Counter);
+        add(reads, static_cast<double>(s.site_route_events), {{"kind", "event"}});
+        add(reads, static_cast<double>(s.site_route_dumps), {{"kind", "dump"}});
+        add(reads, static_cast<double>(s.site_route_overflows), {{"kind", "overflow"}});
+        all.insert(all.end(), {exported, imported, reads});
+        // The site's source. Without a datastore it is the file: up, in step, type "none".
+        DatastoreSample none;
+        none.type = "none";
+        none.up = true;
+        none.last_sync_age_s = 0;
+        const DatastoreSample& d = s.datastore ? *s.datastore : none;
+        const std::vector<ClientMetric::Label> type{{"type", d.type}};
+        auto ds_up = family("calyx_datastore_up",
+                            "1 when the site's datastore answers and calyx follows it (always 1 for type none, the file).",
+                            C::Gauge);
+        add(ds_up, d.up ? 1 : 0, type);
+        auto ds_age = family("calyx_datastore_sync_age_seconds",
+                             "Seconds since calyx was last known in step with the datastore (its last list, or a liveness "
+                             "check with every watch running).",
+                             C::Gauge);
+        add(ds_age, std::max(0.0, d.last_sync_age_s), type);
+        auto ds_revision = family("calyx_datastore_revision", "etcd revision of the site applied last.", C::Gauge);
+        add(ds_revision, static_cast<double>(d.revision), type);
+        auto ds_keys = family("calyx_datastore_keys", "Keys of the site's trees that calyx holds.", C::Gauge);
+        add(ds_keys, static_cast<double>(d.keys), type);
+        auto ds_refused = family("calyx_datastore_refused_keys",
+                                 "Keys, or parts of keys, that the last translation refused (calyxctl status lists them).",
+                                 C::Gauge);
+        add(ds_refused, static_cast<double>(d.problems), type);
+        auto ds_lists = family("calyx_datastore_lists_total",
+                               "Full lists of the site: at start, and after a compaction, error or reconnection.", C::Counter);
+        add(ds_lists, static_cast<double>(d.lists_total), type);
+        auto ds_applies = family("calyx_datastore_applies_total",
+                                 "Sites from the datastore handed to the reload path, by result (each success is a reload).",
+                                 C::Counter);
+        add(ds_applies, static_cast<double>(d.applies_total), {{"type", d.type}, {"result", "success"}});
+        add(ds_applies, static_cast<double>(d.apply_failures_total), {{"type", d.type}, {"result", "failure"}});
+        all.insert(all.end(), {ds_up, ds_age, ds_revision, ds_keys, ds_refused, ds_lists, ds_applies});
+        return all;
     }
 
 private:

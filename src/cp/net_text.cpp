@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include "calyx/kernel_route.hpp"
 #include "calyx/net.hpp"
 
 namespace calyx {
@@ -76,5 +77,25 @@ std::optional<Ipv4Prefix> Ipv4Prefix::parse(std::string_view text, bool allow_ho
 }
 
 std::string Ipv4Prefix::to_string() const { return fmt::format("{}/{}", addr.to_string(), length); }
+
+}  // namespace calyx
+
+namespace calyx {
+
+std::string KernelRoute::to_string() const {
+    std::string text;
+    switch (type) {
+        case kUnicast: break;
+        case kBlackhole: text = "blackhole "; break;
+        default: text = fmt::format("type {} ", type);
+    }
+    text += prefix.to_string();
+    for (size_t i = 0; i < gateways.size(); ++i)
+        text += fmt::format("{}{}", i == 0 ? " via " : ", ", gateways[i].to_string());
+    if (gateways.empty() && oif) text += fmt::format(" dev #{}", oif);
+    text += fmt::format(" proto {} table {}", protocol, table);
+    if (priority) text += fmt::format(" metric {}", priority);
+    return text;
+}
 
 }  // namespace calyx

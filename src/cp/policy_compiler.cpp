@@ -10,7 +10,8 @@
 namespace calyx::cp {
 
 std::vector<std::shared_ptr<const dp::InstancePolicy>> compile_policies(const config::Config& cfg) {
-    // Members of each group, by address: remote_group rules allow exactly these.
+    // Members of each group, by address, on every host of the site: remote_group rules allow
+    // exactly these.
     std::map<std::string, std::vector<Ipv4Prefix>, std::less<>> members;
     for (const auto& inst : cfg.instances)
         for (const auto& g : inst.security_groups) members[g].push_back({inst.ipv4, 32});
@@ -19,8 +20,8 @@ std::vector<std::shared_ptr<const dp::InstancePolicy>> compile_policies(const co
     // (typically most of a tenant's) share one compiled policy.
     std::map<std::vector<std::string>, std::shared_ptr<const dp::InstancePolicy>> compiled;
     std::vector<std::shared_ptr<const dp::InstancePolicy>> out;
-    out.reserve(cfg.instances.size());
-    for (const auto& inst : cfg.instances) {
+    for (const config::InstanceConfig* local : cfg.local_instances()) {
+        const config::InstanceConfig& inst = *local;
         auto& shared = compiled[inst.security_groups];
         if (shared) {
             out.push_back(shared);
@@ -78,9 +79,8 @@ std::string describe_rule(const config::Config& cfg, const dp::RuleOrigin& origi
                                : r.remote_group ? fmt::format("members of group {}", *r.remote_group)
                                                 : std::string("anywhere");
     const bool in = r.direction == config::RuleDirection::ingress;
-    return fmt::format("{} {} {} {} (group {}, rule {} at {}:{}:{})", in ? "ingress" : "egress", what,
-                       in ? "from" : "to", remote, g.name, origin.rule + 1, r.where.file,
-                       r.where.line, r.where.column);
+    return fmt::format("{} {} {} {} (group {}, rule {} at {})", in ? "ingress" : "egress", what,
+                       in ? "from" : "to", remote, g.name, origin.rule + 1, r.where.to_string());
 }
 
 }  // namespace calyx::cp

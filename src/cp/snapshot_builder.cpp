@@ -1,6 +1,7 @@
 #include "cp/snapshot_builder.hpp"
 
 #include <atomic>
+#include <map>
 #include <set>
 
 #include <fmt/format.h>
@@ -27,17 +28,34 @@ struct Route {
 // Routes of the instance networks: the network itself leads nowhere (no instance has the
 // address), the gateway and the broadcast address are calyx's own, each instance is a /32.
 // With an uplink: its subnet is on-link, its address is calyx's own, and the default route
-// (the FIB's default next hop) leads to its gateway.
-std::vector<Route> routes_of(const dp::Snapshot& snap) {
+// (the FIB's default next hop) leads to its gateway. Routes imported from the site lead to
+// their next hops (`site`: an index into snap.site_next_hops, which this fills); they may
+// replace a network's own route (the rest of the network is on another host) but never the
+// site's addresses on this host, added after them (rte_fib_add replaces a prefix's next hop).
+std::vector<Route> routes_of(dp::Snapshot& snap, const std::vector<SiteRoute>* site_routes) {
     std::vector<Route> routes;
     if (snap.uplink) {
         routes.push_back({snap.uplink->subnet, NextHop::make(NextHopKind::uplink, dp::kUplinkOnLink)});
         routes.push_back({{snap.uplink->address, 32}, NextHop::make(NextHopKind::local, dp::kLocalUplinkAddress)});
         routes.push_back({{snap.uplink->subnet.broadcast(), 32}, NextHop::make(NextHopKind::local, dp::kLocalBroadcast)});
     }
-    for (size_t i = 0; i < snap.networks.size(); ++i) {
-        const auto& net = snap.networks[i];
-        routes.push_back({net.cidr, NextHop::make(NextHopKind::unassigned, static_cast<uint32_t>(i))});
+    for (size_t i = 0; i < snap.networks.size(); ++i)
+        routes.push_back({snap.networks[i].cidr, NextHop::make(NextHopKind::unassigned, static_cast<uint32_t>(i))});
+    if (site_routes && snap.uplink) {
+        std::map<std::vector<Ipv4Addr>, uint32_t> groups;  // equal next hops share an entry
+        for (const SiteRoute& r : *site_routes) {
+            auto [it, added] = groups.try_emplace(r.next_hops, static_cast<uint32_t>(snap.site_next_hops.size()));
+            if (added) {
+                dp::SiteNextHops hops;
+                hops.count = static_cast<uint8_t>(std::min(r.next_hops.size(), hops.hops.size()));
+                std::copy_n(r.next_hops.begin(), hops.count, hops.hops.begin());
+                snap.site_next_hops.push_back(hops);
+            }
+            routes.push_back({r.prefix, NextHop::make(NextHopKind::site, it->second)});
+            snap.site_routes.push_back({r.prefix, it->second, r.protocol});
+        }
+    }
+    for (const auto& net : snap.networks) {
         routes.push_back({{net.gateway, 32}, NextHop::make(NextHopKind::local, dp::kLocalGatewayAddress)});
         routes.push_back({{net.cidr.broadcast(), 32}, NextHop::make(NextHopKind::local, dp::kLocalBroadcast)});
     }
@@ -87,6 +105,7 @@ std::expected<std::unique_ptr<dp::Snapshot>, std::string> build_snapshot(
     snap->icmp_errors_burst = cfg.dataplane.icmp_errors_burst;
     snap->ct_timeouts = cfg.dataplane.conntrack;  // its timeouts part
     snap->fragment_timeout_s = cfg.dataplane.conntrack.fragment;
+    snap->idle_sleep_us = cfg.dataplane.idle_sleep_us;
     snap->conntrack = in.conntrack;
 
     for (const auto& net : cfg.networks) {
@@ -117,7 +136,8 @@ std::expected<std::unique_ptr<dp::Snapshot>, std::string> build_snapshot(
     }
     const size_t workers = std::max<size_t>(1, cfg.dataplane.workers.size());
     snap->queues_by_worker.resize(workers);
-    for (const auto& inst : cfg.instances) {
+    for (const config::InstanceConfig* local : cfg.local_instances()) {
+        const config::InstanceConfig& inst = *local;
         const auto net = std::find_if(cfg.networks.begin(), cfg.networks.end(),
                                       [&](const auto& n) { return n.name == inst.network; });
         dp::InstanceView v;
@@ -127,6 +147,9 @@ std::expected<std::unique_ptr<dp::Snapshot>, std::string> build_snapshot(
         v.network = static_cast<uint16_t>(net - cfg.networks.begin());
         v.port = in.port_slot(inst);
         if (v.port >= dp::kMaxPorts) return std::unexpected(fmt::format("instance '{}': no port slot", inst.name));
+        v.account = in.account ? in.account(inst) : v.port;
+        if (v.account >= dp::kMaxAccounts) return std::unexpected(fmt::format("instance '{}': no account", inst.name));
+        v.limits = {inst.limits.connections, inst.limits.new_connections_per_second, inst.limits.nat_ports};
         snap->instance_by_port[v.port] = static_cast<int32_t>(snap->instances.size());
         // Pair q of the port in slot s is polled by worker (s + q) mod workers, in every
         // snapshot for as long as the port lives: a reload that adds or removes other
@@ -155,11 +178,18 @@ std::expected<std::unique_ptr<dp::Snapshot>, std::string> build_snapshot(
         snap->uplink = up;
         snap->nat = in.nat;
         snap->neighbors = in.neighbors;
+        // The host's tap: polled like the uplink, queue q by worker q mod workers.
+        if (cfg.host_interface) {
+            if (in.host_slot >= dp::kMaxPorts) return std::unexpected("the host interface is not open");
+            snap->host_port = in.host_slot;
+            for (uint16_t q = 0; q < workers; ++q) snap->queues_by_worker[q].push_back({in.host_slot, q});
+        }
     }
     snap->policies = compile_policies(cfg);
     const uint32_t default_nh = snap->uplink ? NextHop::make(NextHopKind::uplink, dp::kUplinkViaGateway)
                                              : NextHop::make(NextHopKind::none);
-    auto fib = build_fib(routes_of(*snap), default_nh);
+    if (cfg.routing) snap->import_table = cfg.routing->import_table;
+    auto fib = build_fib(routes_of(*snap, in.site_routes), default_nh);
     if (!fib) return std::unexpected(fib.error());
     snap->fib = *fib;
     return snap;

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "calyx/config.hpp"
+#include "cp/site_routes.hpp"
 #include "dp/snapshot.hpp"
 
 namespace calyx::cp {
@@ -19,6 +20,10 @@ struct SnapshotInputs {
     std::function<uint16_t(const config::InstanceConfig&)> port_slot;
     // Connection-tracking zone of a network; must stay the same across snapshots.
     std::function<uint16_t(const config::NetworkConfig&)> zone;
+    // An instance's account (dp/limits.hpp): the same for as long as connections are charged
+    // to it, and no other instance's. Unset: the port slot (enough where slots are never
+    // reused for another instance, as in tests and benchmarks).
+    std::function<uint16_t(const config::InstanceConfig&)> account;
     dp::ConnTable* conntrack = nullptr;
     // With an uplink in the config: its port slot and MAC, the masquerade port allocator and
     // the ARP cache (all owned by the caller, living as long as the uplink).
@@ -26,6 +31,11 @@ struct SnapshotInputs {
     MacAddr uplink_mac;
     dp::NatPortAllocator* nat = nullptr;
     dp::NeighborTable* neighbors = nullptr;
+    // With a host interface in the config: its tap's port slot (polled like the uplink).
+    uint16_t host_slot = dp::kMaxPorts;
+    // Routes imported from the site, already checked (check_imported): routed by, below the
+    // site's own addresses (this host's instances, gateways and broadcasts win).
+    const std::vector<SiteRoute>* site_routes = nullptr;
 };
 
 std::expected<std::unique_ptr<dp::Snapshot>, std::string> build_snapshot(

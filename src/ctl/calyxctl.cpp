@@ -37,10 +37,10 @@ struct Command {
 
 // In the order `calyxctl --help` lists them.
 constexpr Command kCommands[] = {
-    {"status", "version, uptime, configuration generation, ports, workers, connections, uplink"},
+    {"status", "version, uptime, configuration generation, ports, workers, connections, uplink, datastore"},
     {"reload", "re-read the configuration file (as SIGHUP); print every error if it is refused"},
     {"ports", "per port: state, socket, packets and bytes each way, drops"},
-    {"instances", "per instance: network, address, MAC, port state, security groups"},
+    {"instances", "per instance: network, address, MAC, port state, security groups, connections and NAT ports held (of its limits)"},
     {"routes", "the routing table, with each route's next hop"},
     {"conntrack", "tracked connections [--instance NAME] [--limit N]"},
     {"nat", "uplink, masquerade ports in use, translated connections [--limit N]"},
@@ -208,8 +208,9 @@ void print_status(const Json& r) {
                                             str(r["ports"], "up"), str(r["ports"], "total")));
     std::string workers;
     for (const auto& w : r["workers"])
-        workers += fmt::format("{}lcore {} ({}% busy, {} cycles/packet)", workers.empty() ? "" : ", ",
-                               str(w, "lcore"), str(w, "busy_percent"), str(w, "cycles_per_packet"));
+        workers += fmt::format("{}lcore {} ({}% busy, {} cycles/packet, {}% asleep)",
+                               workers.empty() ? "" : ", ", str(w, "lcore"), str(w, "busy_percent"),
+                               str(w, "cycles_per_packet"), str(w, "asleep_percent"));
     p.emplace_back("workers", workers.empty() ? "-" : workers);
     const Json& ct = r["conntrack"];
     p.emplace_back("connections",
@@ -219,7 +220,23 @@ void print_status(const Json& r) {
     p.emplace_back("masquerade", nat_ports_text(r["nat"]));
     p.emplace_back("control", str(r, "control_socket"));
     p.emplace_back("metrics", str(r, "metrics_listen"));
+    const Json& d = r.contains("datastore") ? r["datastore"] : Json(nullptr);
+    if (d.is_null()) {
+        p.emplace_back("datastore", "none: the site comes from the configuration file");
+    } else {
+        p.emplace_back("datastore", fmt::format("{} at {}, {}; revision {}, last in sync {}", str(d, "type"),
+                                                str(d, "endpoint"), d.value("up", false) ? "up" : "DOWN",
+                                                str(d, "revision"),
+                                                d["sync_lag_s"].is_null() ? std::string("never")
+                                                                          : str(d, "sync_lag_s") + " s ago"));
+        p.emplace_back("site", fmt::format("{} endpoints ({} here), {} policies, {} subnets; {} refused",
+                                           str(d, "endpoints"), str(d, "local_endpoints"), str(d, "policies"),
+                                           str(d, "subnets"), str(d, "problems")));
+        if (!d["last_error"].is_null()) p.emplace_back("etcd error", str(d, "last_error"));
+    }
     print_pairs(p);
+    if (!d.is_null())
+        for (const auto& problem : d["first_problems"]) fmt::print("  refused: {}\n", cell(problem));
 }
 
 void print_ports(const Json& r) {
@@ -237,7 +254,8 @@ void print_ports(const Json& r) {
 }
 
 void print_instances(const Json& r) {
-    Table t({"INSTANCE", "NETWORK", "KIND", "ADDRESS", "MAC", "PORT", "RULES IN/OUT", "GROUPS"});
+    Table t({"INSTANCE", "NETWORK", "KIND", "ADDRESS", "MAC", "PORT", "RULES IN/OUT", "GROUPS",
+             "CONNECTIONS", "NAT PORTS"});
     for (const auto& i : r["instances"]) {
         std::string groups;
         for (const auto& g : i["security_groups"]) groups += (groups.empty() ? "" : ",") + cell(g);
@@ -245,8 +263,13 @@ void print_instances(const Json& r) {
             i.contains("rules")
                 ? fmt::format("{}/{}", str(i["rules"], "ingress"), str(i["rules"], "egress"))
                 : "-";
+        // Held of the limit: who fills the table shows at once.
+        const auto held = [&](const char* key) {
+            return i.contains("limits") ? fmt::format("{}/{}", str(i, key), str(i["limits"], key)) : str(i, key);
+        };
         t.add({str(i, "name"), str(i, "network"), str(i, "kind"), str(i, "address"), str(i, "mac"),
-               i.value("up", false) ? "up" : "down", rules, groups.empty() ? "-" : groups});
+               i.value("up", false) ? "up" : "down", rules, groups.empty() ? "-" : groups,
+               held("connections"), held("nat_ports")});
     }
     if (t.empty())
         fmt::print("no instances\n");
@@ -255,9 +278,15 @@ void print_instances(const Json& r) {
 }
 
 void print_routes(const Json& r) {
-    Table t({"PREFIX", "NETWORK", "NEXT HOP"});
-    for (const auto& route : r["routes"])
-        t.add({str(route, "prefix"), str(route, "network"), str(route["next_hop"], "text")});
+    Table t({"PREFIX", "NETWORK", "NEXT HOP", "ORIGIN"});
+    for (const auto& route : r["routes"]) {
+        const Json& o = route.value("origin", Json::object());
+        // "table 101 (bird)" for a route learnt from the site, "calyx" for its own.
+        const std::string origin = o.contains("table") && !o["table"].is_null()
+                                       ? fmt::format("table {} ({})", str(o, "table"), str(o, "protocol"))
+                                       : str(o, "protocol");
+        t.add({str(route, "prefix"), str(route, "network"), str(route["next_hop"], "text"), origin});
+    }
     t.print();
 }
 

@@ -1,9 +1,20 @@
 // calyx: the router daemon. `calyx --config FILE` runs it; `--check` only validates.
+#include <fcntl.h>
 #include <signal.h>
+#include <poll.h>
+#include <sys/file.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <iostream>
 
 #include <boost/program_options.hpp>
@@ -13,6 +24,7 @@
 #include "calyx/config.hpp"
 #include "cp/control_commands.hpp"
 #include "cp/control_server.hpp"
+#include "cp/datastore/syncer.hpp"
 #include "cp/metrics.hpp"
 #include "daemon/router.hpp"
 #include "io/clock.hpp"
@@ -37,6 +49,7 @@ sigset_t control_signals() {
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2);  // a hand-over was requested (the control server's thread)
     return set;
 }
 
@@ -56,7 +69,14 @@ sigset_t tap_signal() {
 // verdict goes to the log and back to the caller. Either thread may call it: Router::apply,
 // count_reload and sample take the router's control lock, which also serialises them with the
 // main lcore's housekeeping, and the control server handles one request at a time.
-calyx::cp::ReloadResult reload_config(calyx::daemon::Router& r, const std::string& config_path) {
+// How long calyx waits at start for the datastore's first list before it serves without the site
+// (it applies the site as soon as etcd answers).
+constexpr std::chrono::seconds kFirstSyncWait{15};
+
+// With a datastore the site is etcd's: the syncer applies the file with the current site, in
+// turn with its own applies, so that an older site never follows a newer one.
+calyx::cp::ReloadResult reload_config(calyx::daemon::Router& r, const std::string& config_path,
+                                      calyx::cp::datastore::Syncer* syncer) {
     calyx::cp::ReloadResult result;
     auto next = calyx::config::load_config_file(config_path);
     if (!next) {
@@ -69,14 +89,21 @@ calyx::cp::ReloadResult reload_config(calyx::daemon::Router& r, const std::strin
         result.generation = r.sample().config_generation;
         return result;
     }
-    if (auto applied = r.apply(std::move(*next)); !applied) {
+    std::expected<void, std::string> applied;
+    if (syncer) {
+        // The syncer's apply counts the reload itself.
+        if (auto generation = syncer->reload(std::move(*next)); !generation) applied = std::unexpected(generation.error());
+    } else {
+        applied = r.apply(std::move(*next));
+        if (applied) r.count_reload(true);
+    }
+    if (!applied) {
         fmt::print(stderr, "calyx: reload failed, running configuration kept: {}\n", applied.error());
-        r.count_reload(false);
+        if (!syncer) r.count_reload(false);
         result.message = fmt::format("reload failed, running configuration kept: {}", applied.error());
         result.generation = r.sample().config_generation;
         return result;
     }
-    r.count_reload(true);
     result.ok = true;
     result.generation = r.sample().config_generation;
     result.message = fmt::format("reloaded: generation {}", result.generation);
@@ -84,13 +111,120 @@ calyx::cp::ReloadResult reload_config(calyx::daemon::Router& r, const std::strin
     return result;
 }
 
-int run(const std::string& config_path, const std::string& argv0) {
+// Single ownership: an exclusive lock on `path` (created if missing) held for the whole life of
+// the process (the kernel drops it when the process dies, however it dies), with our pid in the
+// file for the message of whoever finds it taken. `owner`: the pid found there when it is taken.
+std::expected<int, std::string> take_lock(const std::string& path, std::string_view what, pid_t* owner = nullptr) {
+    std::error_code ec;
+    std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) return std::unexpected(fmt::format("cannot open the lock file {}: {}", path, std::strerror(errno)));
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char pid[32] = {};
+        (void)::pread(fd, pid, sizeof(pid) - 1, 0);
+        ::close(fd);
+        if (owner) *owner = static_cast<pid_t>(std::atoi(pid));
+        std::string text(pid);
+        while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+        return std::unexpected(fmt::format(
+            "another calyx (pid {}) owns {} (lock {}): two processes never own the same ports and tables; "
+            "stop it first, or start this one with --take-over to replace it without cutting connections",
+            text.empty() ? "?" : text, what, path));
+    }
+    const std::string pid = fmt::format("{}\n", ::getpid());
+    if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) < 0) {
+        // The lock is what matters; the pid is only for messages.
+    }
+    return fd;
+}
+
+// The locks of one configuration: its control socket's and its state file's.
+std::vector<std::pair<std::string, std::string>> lock_files(const calyx::config::Config& cfg) {
+    return {{cfg.control.socket + ".lock", "control socket " + cfg.control.socket},
+            {cfg.state_path() + ".lock", "state file " + cfg.state_path()}};
+}
+
+std::expected<void, std::string> take_locks(const calyx::config::Config& cfg, pid_t* owner = nullptr) {
+    std::vector<int> taken;
+    for (const auto& [path, what] : lock_files(cfg)) {
+        auto lock = take_lock(path, what, owner);
+        if (!lock) {
+            for (int fd : taken) ::close(fd);
+            return std::unexpected(lock.error());
+        }
+        taken.push_back(*lock);
+    }
+    return {};  // held until exit
+}
+
+// The running side of a hand-over: the control server's `take-over` handler (its thread) asks,
+// the main lcore stops the data plane and answers.
+struct HandOverRequest {
+    std::mutex mutex;
+    std::condition_variable answered;
+    bool requested = false;
+    bool done = false;
+    pid_t successor = 0;
+    calyx::cp::Json result;
+};
+
+// The successor side: asks the running calyx to stop and release its ports. Its answer carries
+// when its workers stopped (CLOCK_MONOTONIC), the start of the gap.
+struct TakeOver {
+    pid_t predecessor = 0;
+    uint64_t stopped_ns = 0;
+};
+
+std::expected<std::vector<calyx::daemon::Router::Neighbor>, std::string> ask_to_hand_over(
+    const std::string& socket, TakeOver& t, std::chrono::milliseconds hold) {
+    auto reply = calyx::cp::control_call(socket, "take-over", {{"pid", ::getpid()}}, std::chrono::seconds(30));
+    if (!reply) return std::unexpected(fmt::format("take-over: {}", reply.error().message));
+    if (!reply->ok) return std::unexpected(fmt::format("take-over refused by the running calyx: {}", reply->error));
+    t.predecessor = reply->result.value("pid", 0);
+    t.stopped_ns = reply->result.value("stopped_ns", uint64_t{0});
+    std::vector<calyx::daemon::Router::Neighbor> neighbors;
+    if (const auto list = reply->result.find("neighbors"); list != reply->result.end() && list->is_array())
+        for (const auto& n : *list) {
+            const auto ip = calyx::Ipv4Addr::parse(n.value("ip", ""));
+            const auto mac = calyx::MacAddr::parse(n.value("mac", ""));
+            if (ip && mac) neighbors.push_back({*ip, *mac});
+        }
+    fmt::print(stderr,
+               "calyx: taking over from pid {}: it stopped its workers and released its ports ({} neighbours "
+               "handed over)\n",
+               t.predecessor, neighbors.size());
+    // Testing a hand-over whose successor dies midway (--take-over-hold-ms).
+    if (hold.count() > 0) std::this_thread::sleep_for(hold);
+    return neighbors;
+}
+
+struct RunOptions {
+    bool take_over = false;
+    std::chrono::milliseconds take_over_hold{0};
+};
+
+int run(const std::string& config_path, const std::string& argv0, const RunOptions& opts) {
     const auto started = std::chrono::steady_clock::now();
     auto cfg = calyx::config::load_config_file(config_path);
     if (!cfg) {
         print_errors(cfg.error());
         return 1;
     }
+    // Before anything is opened: a second calyx on the same control socket or state file stops
+    // here, touching nothing of the running one's, unless it is to take over from it.
+    bool taking_over = false;
+    pid_t predecessor = 0;
+    if (auto locked = take_locks(*cfg, &predecessor); !locked) {
+        if (!opts.take_over) {
+            fmt::print(stderr, "calyx: {}\n", locked.error());
+            return 1;
+        }
+        taking_over = true;
+        fmt::print(stderr, "calyx: taking over from the running calyx (pid {})\n", predecessor);
+    } else if (opts.take_over) {
+        fmt::print(stderr, "calyx: --take-over: no calyx runs on {}; starting normally\n", cfg->control.socket);
+    }
+    const std::string control_socket = cfg->control.socket;
     const sigset_t signals = control_signals();
     const sigset_t tap = tap_signal();
     pthread_sigmask(SIG_BLOCK, &signals, nullptr);
@@ -104,42 +238,116 @@ int run(const std::string& config_path, const std::string& argv0) {
     pthread_sigmask(SIG_UNBLOCK, &tap, nullptr);
     int status = 0;
     {
-        auto router = calyx::daemon::Router::start(std::move(*cfg));
+        TakeOver take_over;
+        calyx::daemon::Router::StartHooks hooks;
+        if (taking_over) {
+            hooks.before_ports = [&] { return ask_to_hand_over(control_socket, take_over, opts.take_over_hold); };
+            hooks.defer_state_commit = true;
+        }
+        auto router = calyx::daemon::Router::start(std::move(*cfg), hooks);
         if (!router) {
             fmt::print(stderr, "calyx: {}\n", router.error());
             rte_eal_cleanup();
             return 1;
         }
         calyx::daemon::Router& r = **router;
+        // With a datastore: the site from etcd, applied through the same reload path as the file.
+        if (!r.restore_report().empty()) fmt::print(stderr, "calyx: {}\n", r.restore_report());
+        const bool from_datastore = r.config().datastore.type == calyx::config::DatastoreType::etcd;
+        const auto start_syncer = [&r] {
+            calyx::cp::datastore::Syncer::Callbacks callbacks;
+            callbacks.apply = [&r](calyx::config::Config next) -> std::expected<uint64_t, std::string> {
+                auto applied = r.apply(std::move(next));
+                r.count_reload(applied.has_value());
+                if (!applied) return std::unexpected(applied.error());
+                return r.sample().config_generation;
+            };
+            callbacks.ports_connected = [&r] { return r.ports_connected(); };
+            callbacks.log = [](const std::string& line) { fmt::print(stderr, "calyx: {}\n", line); };
+            return std::make_unique<calyx::cp::datastore::Syncer>(r.config(), std::move(callbacks));
+        };
+        std::unique_ptr<calyx::cp::datastore::Syncer> syncer;
+        if (from_datastore) {
+            syncer = start_syncer();
+            if (!syncer->wait_first_sync(kFirstSyncWait))
+                fmt::print(stderr, "calyx: datastore: no site from {} within {} s; serving without it until etcd "
+                                   "answers\n",
+                           fmt::join(r.config().datastore.endpoints, ", "), kFirstSyncWait.count());
+        }
+        const auto sample = [&r, &syncer] {
+            calyx::cp::RouterSample s = r.sample();
+            if (syncer) s.datastore = syncer->sample();
+            return s;
+        };
         std::string listen = r.config().metrics.listen;
         if (listen.starts_with("localhost:")) listen = "127.0.0.1" + listen.substr(9);
         if (const auto warning = calyx::cp::exposure_warning(listen)) fmt::print(stderr, "calyx: {}\n", *warning);
-        auto metrics = calyx::cp::MetricsServer::start(listen, [&r] { return r.sample(); });
+        const auto start_metrics = [&] { return calyx::cp::MetricsServer::start(listen, sample); };
+        auto metrics = start_metrics();
         if (!metrics) {
             fmt::print(stderr, "calyx: {}\n", metrics.error());
+            syncer.reset();
             router->reset();
             rte_eal_cleanup();
             return 1;
         }
         // Read before the control server starts: from then on a reload may replace the config.
-        const size_t instances = r.config().instances.size();
+        const size_t instances = r.config().local_instances().size();
         const size_t workers = r.config().dataplane.workers.size();
         const uint64_t generation = r.generation();
         calyx::cp::CommandEnv env;
         env.info = {CALYX_VERSION, static_cast<int64_t>(::getpid()), started};
-        env.reload = [&r, &config_path] {
+        env.reload = [&r, &config_path, &syncer] {
             fmt::print(stderr, "calyx: reload requested by calyxctl\n");
-            return reload_config(r, config_path);
+            return reload_config(r, config_path, syncer.get());
         };
+        if (syncer) env.datastore = [&syncer] { return syncer->sample(); };
         env.now_ns = [] { return calyx::io::now_ns(); };
-        auto control = calyx::cp::ControlServer::start(r.config().control.socket,
-                                                       calyx::cp::make_command_table(r, env));
+        HandOverRequest hand_over;
+        std::atomic<bool> owner{!taking_over};  // holds the locks: may hand over in turn
+        const auto start_control = [&] {
+            calyx::cp::CommandTable table = calyx::cp::make_command_table(r, env);
+            table["take-over"] = [&](const calyx::cp::Json& args) -> calyx::cp::CommandResult {
+                if (!args.is_object() || !args.contains("pid") || !args["pid"].is_number_integer() ||
+                    args["pid"].get<int64_t>() <= 0)
+                    return std::unexpected(calyx::cp::CommandError{"take-over needs {\"pid\": <the successor's pid>}", true, {}});
+                if (!owner.load())
+                    return std::unexpected(calyx::cp::CommandError{"this calyx is itself still taking over", false, {}});
+                std::unique_lock lock(hand_over.mutex);
+                if (hand_over.requested) return std::unexpected(calyx::cp::CommandError{"a hand-over is in progress", false, {}});
+                hand_over.requested = true;
+                hand_over.done = false;
+                hand_over.successor = static_cast<pid_t>(args["pid"].get<int64_t>());
+                ::kill(::getpid(), SIGUSR2);  // wakes the main lcore
+                if (!hand_over.answered.wait_for(lock, std::chrono::seconds(20), [&] { return hand_over.done; }))
+                    return std::unexpected(calyx::cp::CommandError{"the main lcore did not stop the data plane in time", false, {}});
+                return hand_over.result;
+            };
+            return calyx::cp::ControlServer::start(control_socket, std::move(table));
+        };
+        auto control = start_control();
         if (!control) {
             fmt::print(stderr, "calyx: {}\n", control.error());
             metrics->reset();
+            syncer.reset();
             router->reset();
             rte_eal_cleanup();
             return 1;
+        }
+        if (taking_over) {
+            // Ready: the predecessor may go. Its locks are ours once it has exited.
+            ::kill(take_over.predecessor, SIGTERM);
+            auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+            std::expected<void, std::string> locked = std::unexpected("");
+            while (!(locked = take_locks(r.config())) && std::chrono::steady_clock::now() < deadline)
+                std::this_thread::sleep_for(std::chrono::milliseconds(5));
+            if (!locked) fmt::print(stderr, "calyx: the predecessor (pid {}) did not exit: {}\n", take_over.predecessor, locked.error());
+            owner.store(true);
+            if (auto committed = r.commit_state_file(); !committed) fmt::print(stderr, "calyx: {}\n", committed.error());
+            fmt::print(stderr,
+                       "calyx: took over from pid {}: the data plane stood still for {:.1f} ms (its workers "
+                       "stopping to ours polling)\n",
+                       take_over.predecessor, static_cast<double>(r.workers_started_ns() - take_over.stopped_ns) / 1e6);
         }
         fmt::print(stderr, "calyx: ready: {} instances, {} workers, generation {}\n", instances,
                    workers, generation);
@@ -156,11 +364,78 @@ int run(const std::string& config_path, const std::string& argv0) {
             }
             if (sig == SIGINT || sig == SIGTERM) break;
             if (sig == SIGUSR1) fmt::print(stderr, "calyx: counters\n{}", (*router)->counters_report());
-            if (sig == SIGHUP) reload_config(r, config_path);
+            if (sig == SIGHUP) reload_config(r, config_path, syncer.get());
+            pid_t successor = 0;
+            {
+                std::lock_guard lock(hand_over.mutex);
+                if (hand_over.requested && !hand_over.done) successor = hand_over.successor;
+            }
+            if (successor == 0) continue;
+            // Hand over: stop polling, release every port and the metrics listener, answer, and
+            // leave the control socket to the successor. Then either it signals that it runs
+            // (SIGTERM: exit) or it dies first (resume).
+            fmt::print(stderr, "calyx: handing over to pid {}\n", successor);
+            const int successor_fd = static_cast<int>(::syscall(SYS_pidfd_open, successor, 0));
+            metrics->reset();
+            syncer.reset();  // no apply from etcd while the ports change hands
+            r.release_for_hand_over();
+            const uint64_t stopped = calyx::io::monotonic_ns();
+            {
+                std::lock_guard lock(hand_over.mutex);
+                calyx::cp::Json neighbors = calyx::cp::Json::array();
+                for (const auto& n : r.resolved_neighbors())
+                    neighbors.push_back({{"ip", n.ip.to_string()}, {"mac", n.mac.to_string()}});
+                hand_over.result = {{"pid", ::getpid()},
+                                    {"stopped_ns", stopped},
+                                    {"state_file", r.config().state_path()},
+                                    {"neighbors", std::move(neighbors)}};
+                hand_over.done = true;
+            }
+            hand_over.answered.notify_all();
+            control->reset();  // after the answer went out (the server finishes its request)
+            bool handed_over = false;
+            const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+            for (;;) {
+                const timespec wait{0, 20'000'000};
+                const int s2 = sigtimedwait(&signals, nullptr, &wait);
+                if (s2 == SIGTERM || s2 == SIGINT) {
+                    handed_over = true;
+                    break;
+                }
+                pollfd p{successor_fd, POLLIN, 0};
+                if (successor_fd < 0 || ::poll(&p, 1, 0) > 0) break;  // the successor is gone
+                if (std::chrono::steady_clock::now() > give_up) {
+                    fmt::print(stderr, "calyx: pid {} did not complete the hand-over in 60 s: killing it\n", successor);
+                    ::kill(successor, SIGKILL);
+                }
+            }
+            if (successor_fd >= 0) ::close(successor_fd);
+            if (handed_over) {
+                fmt::print(stderr, "calyx: handed over to pid {}; exiting\n", successor);
+                status = 0;
+                break;
+            }
+            fmt::print(stderr, "calyx: pid {} exited before it completed the hand-over: resuming\n", successor);
+            if (auto resumed = r.resume_after_hand_over(); !resumed) {
+                fmt::print(stderr, "calyx: cannot resume: {}\n", resumed.error());
+                status = 1;
+                break;
+            }
+            if (from_datastore) syncer = start_syncer();
+            metrics = start_metrics();
+            if (!metrics) fmt::print(stderr, "calyx: metrics after resuming: {}\n", metrics.error());
+            control = start_control();
+            if (!control) fmt::print(stderr, "calyx: control socket after resuming: {}\n", control.error());
+            {
+                std::lock_guard lock(hand_over.mutex);
+                hand_over.requested = false;
+            }
+            fmt::print(stderr, "calyx: resumed serving\n");
         }
-        control->reset();  // no calyxctl request (a reload) may run while calyx stops
+        if (control && *control) control->reset();  // no calyxctl request (a reload) may run while calyx stops
         fmt::print(stderr, "calyx: stopping; counters\n{}", r.counters_report());
-        metrics->reset();  // no scrape may reach the router once it is gone
+        if (metrics && *metrics) metrics->reset();  // no scrape may reach the router once it is gone
+        syncer.reset();                             // nor an apply from etcd
     }
     rte_eal_cleanup();
     return status;
@@ -173,7 +448,11 @@ int main(int argc, char** argv) {
         "calyx: a userspace virtual router for VM clouds\n\nUsage: calyx --config FILE [--check]\n\nOptions");
     desc.add_options()("help,h", "show this help and exit")("version", "show the version and exit")(
         "config,c", po::value<std::string>()->default_value(kDefaultConfig), "configuration file (YAML)")(
-        "check", "validate the configuration, print every error, and exit (0 when valid)");
+        "check", "validate the configuration, print every error, and exit (0 when valid)")(
+        "take-over", "replace the calyx running on this configuration's control socket without cutting "
+                     "connections: it stops and releases its ports once this one is ready, then exits")(
+        "take-over-hold-ms", po::value<unsigned>()->default_value(0),
+        "testing: wait this long after the running calyx released its ports (a successor dying midway)");
     po::variables_map vm;
     try {
         po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -197,9 +476,12 @@ int main(int argc, char** argv) {
             print_errors(cfg.error());
             return 1;
         }
-            fmt::print("{}: valid ({} networks, {} instances)\n", config_path, cfg->networks.size(),
-                   cfg->instances.size());
+        fmt::print("{}: valid ({} networks, {} instances, {} of them on this host '{}')\n", config_path,
+                   cfg->networks.size(), cfg->instances.size(), cfg->local_instances().size(), cfg->host);
         return 0;
     }
-    return run(config_path, argv[0]);
+    RunOptions run_options;
+    run_options.take_over = vm.count("take-over") > 0;
+    run_options.take_over_hold = std::chrono::milliseconds(vm["take-over-hold-ms"].as<unsigned>());
+    return run(config_path, argv[0], run_options);
 }

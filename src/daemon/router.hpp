@@ -4,6 +4,7 @@
 #pragma once
 
 #include <expected>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <memory>
@@ -16,7 +17,11 @@
 #include "dp/nat.hpp"
 #include "dp/neighbor.hpp"
 #include "dp/snapshot.hpp"
+#include "dp/state_file.hpp"
 #include "cp/metrics.hpp"
+#include "cp/site_routes.hpp"
+#include "cp/snapshot_builder.hpp"
+#include "daemon/site_routing.hpp"
 #include "io/ethdev_port.hpp"
 #include "io/vhost_port.hpp"
 #include "io/worker.hpp"
@@ -28,7 +33,37 @@ namespace calyx::daemon {
 class Router {
 public:
     // Requires an initialised EAL whose lcores include cfg.dataplane.workers.
+    // What a start does differently when it takes over from a running calyx (--take-over).
+    struct Neighbor {
+        Ipv4Addr ip;
+        MacAddr mac;
+    };
+    struct StartHooks {
+        // Called once everything that needs no port is ready, before the previous state file is
+        // read and any port opened: the running calyx is asked to stop and release its ports
+        // here, and answers with its uplink's resolved neighbours (learnt before our workers
+        // start, so no packet waits for ARP). An error stops the start (the running calyx, not
+        // stopped or resuming, serves on).
+        std::function<std::expected<std::vector<Neighbor>, std::string>()> before_ports;
+        // Keep the restored state file under its temporary name until commit_state_file() (the
+        // previous process may still resume with its own).
+        bool defer_state_commit = false;
+    };
+    static std::expected<std::unique_ptr<Router>, std::string> start(config::Config cfg, StartHooks hooks);
     static std::expected<std::unique_ptr<Router>, std::string> start(config::Config cfg);
+    // The restored state file takes the configured name (after a deferred start).
+    std::expected<void, std::string> commit_state_file();
+
+    // Hand-over (doc/operations.md "Upgrading and restarting"). release_for_hand_over() stops
+    // the workers and closes every port (vhost-user sockets removed, the uplink closed), keeping
+    // the tables, the state file and the configuration; resume_after_hand_over() opens the ports
+    // again and restarts the workers, for a successor that failed.
+    void release_for_hand_over();
+    // The uplink's resolved neighbours, for a successor (none without an uplink).
+    std::vector<Neighbor> resolved_neighbors() const;
+    std::expected<void, std::string> resume_after_hand_over();
+    // When the workers were last launched (CLOCK_MONOTONIC ns): the end of a hand-over's gap.
+    uint64_t workers_started_ns() const { return workers_started_ns_; }
     ~Router();  // stops workers, closes ports
 
     // Applies a new validated configuration: opens ports of new instances, publishes the
@@ -48,15 +83,27 @@ public:
     // The uplink's port and ARP cache; null without an uplink.
     const io::EthdevPort* uplink() const { return uplink_.get(); }
     const dp::NeighborTable* neighbors() const { return neighbors_.get(); }
+    // The host interface's tap; null without one.
+    const io::EthdevPort* host_interface() const { return host_.get(); }
 
     // The uplink always has this port slot (counters, metrics); instances never get it.
     static constexpr uint16_t kUplinkSlot = dp::kMaxPorts - 1;
+    // Likewise the host interface.
+    static constexpr uint16_t kHostSlot = dp::kMaxPorts - 2;
     uint64_t conntrack_expired() const { return ct_expired_; }
+    // What the start restored from the previous process's state file (empty: there was none).
+    const std::string& restore_report() const { return restore_report_; }
+    const dp::CtRestoreStats& restored() const { return restored_; }
 
     // Periodic control-plane work (main lcore), every ~100 ms: expires a slice of the
     // connection table; resolves and refreshes the uplink's neighbours by ARP; reads the
-    // uplink's link state.
+    // uplink's link state; follows the site's imported routes (a change publishes a new
+    // snapshot) and keeps the exported ones.
     void housekeeping();
+
+    // Whether each instance port's socket has a peer (QEMU connected), by instance name: the
+    // datastore reports these as the endpoints' status. Safe from any thread.
+    std::map<std::string, bool> ports_connected() const;
 
     // Counts a reload attempt (a rejected file never reaches apply()).
     void count_reload(bool ok);
@@ -74,11 +121,26 @@ public:
 private:
     Router() = default;
     std::expected<void, std::string> launch_workers();
-    std::expected<void, std::string> open_uplink(const config::UplinkConfig& up);
+    std::expected<void, std::string> relaunch_workers();
+    // The host interface's tap (`host_interface:`), at start and after a failed hand-over.
+    std::expected<void, std::string> open_host(const config::Config& cfg);
+    std::expected<void, std::string> open_uplink_port(const config::UplinkConfig& up);
+    std::expected<void, std::string> open_uplink(const config::UplinkConfig& up, const dp::StateParams& params);
+    // Takes the previous process's numbering and connections (before the first apply).
+    void restore_from(const dp::StateFile& previous, const config::Config& cfg);
+    // What build_snapshot needs, with `opened` the ports apply() opened for it.
+    cp::SnapshotInputs snapshot_inputs(const std::map<std::string, std::unique_ptr<io::VhostPort>>& opened,
+                                       const std::map<std::string, uint16_t>& accounts);
+    // The imported routes `cfg` accepts; logs the refused ones when they changed.
+    void check_imported(const config::Config& cfg);
+    // A new snapshot of the running configuration (the imported routes changed).
+    void rebuild();
     void resolve_neighbors(uint64_t now_ns);
     void send_arp_request(const dp::NeighborTable::Request& req);
     dp::PortCounters raw_port_counters(uint16_t slot) const;
     void publish(std::unique_ptr<dp::Snapshot> next);
+    // Accounts for `cfg`'s instances: the running ones keep theirs, new ones get a free one.
+    std::expected<std::map<std::string, uint16_t>, std::string> assign_accounts(const config::Config& cfg) const;
 
     // Serialises the control plane's own threads (main lcore, metrics scrapes); workers
     // never take it.
@@ -92,15 +154,28 @@ private:
     std::vector<std::unique_ptr<dp::WorkerCounters>> counters_;
     std::vector<std::unique_ptr<dp::FragmentVerdicts>> fragments_;
     std::unique_ptr<dp::NatPortAllocator> nat_;  // with an uplink; outlives conntrack_'s use of it
+    std::unique_ptr<dp::StateFile> state_;  // holds conntrack_'s entries: declared before it
     std::unique_ptr<dp::ConnTable> conntrack_;
+    dp::CtRestoreStats restored_;
+    std::string restore_report_;
     uint64_t ct_expired_ = 0;
     std::unique_ptr<dp::NeighborTable> neighbors_;
     std::unique_ptr<io::EthdevPort> uplink_;
+    std::unique_ptr<io::EthdevPort> host_;  // the host interface's tap
+    std::unique_ptr<SiteRouting> site_;     // with `routing:`
+    bool handed_over_ = false;              // a successor took the ports and the exported routes
+    std::vector<cp::SiteRoute> site_routes_;  // the imported routes the snapshot routes by
+    std::vector<std::string> refused_routes_;  // as last logged
+    uint64_t snapshot_serial_ = 0;  // Snapshot::generation: every publish, reloads or routes
     rte_ring* uplink_control_tx_ = nullptr;
     bool uplink_was_up_ = false;  // at the last housekeeping tick
     uint64_t arp_requests_sent_ = 0;
     std::map<std::string, uint16_t> zones_;  // network name -> conntrack zone, never reused
+    // Instance name -> account (dp/limits.hpp); reused only once nothing is charged to it.
+    std::map<std::string, uint16_t> accounts_;
     std::vector<io::WorkerArgs> worker_args_;
+    uint64_t workers_started_ns_ = 0;
+    std::string state_path_;  // the configured name of the state file
     std::vector<unsigned> worker_lcores_;
     std::map<std::string, std::unique_ptr<io::VhostPort>> ports_;  // by instance name
     std::unique_ptr<dp::Snapshot> current_;

@@ -41,11 +41,17 @@ struct PacketMeta {
     uint8_t l4_offset = 0;  // bytes from frame start to the L4 header (IPv4 only)
     uint8_t ip_proto = 0;
     uint32_t next_hop = 0;  // route lookup result (see dp/route.hpp)
+    // From the uplink, sent by another host of the site for one of its instances (the route
+    // stage's reverse-path check): inside the site, not the outside world.
+    bool from_site = false;
     // NAT: set by nat_in (translated back to an instance) and policy (what nat_out does).
     bool nat_translated_in = false;
     NatAction nat = NatAction::none;
     uint16_t nat_port = 0;  // host order
     uint32_t nat_addr = 0;  // host order
+    // A drop charged to another port than in_port: a per-instance limit refusing a connection
+    // from outside is counted on the instance's port (policy). kNoPort: in_port.
+    uint16_t charged_port = kNoPort;
 };
 
 struct Batch {

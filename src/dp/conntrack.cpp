@@ -1,16 +1,20 @@
 #include "dp/conntrack.hpp"
 
+#include <array>
 #include <atomic>
+#include <bit>
+#include <optional>
 #include <cerrno>
 #include <cstring>
 
 #include <fmt/format.h>
 #include <rte_errno.h>
+#include <rte_common.h>
 #include <rte_hash.h>
-#include <rte_hash_crc.h>
 #include <rte_malloc.h>
 #include <rte_memory.h>
 #include <rte_rcu_qsbr.h>
+#include <rte_lcore.h>
 
 #include "calyx/headers.hpp"
 #include "dp/nat.hpp"
@@ -51,19 +55,86 @@ int ct_key_equal(const void* a, const void* b, size_t) {
 }
 static_assert(sizeof(CtKey) == 20, "ct_key_equal compares exactly 20 bytes");
 
+// Room kept free for evictions, whose slots wait for a grace period (about 100 ms, the
+// sweep's tick) before they serve again: a 32nd of the table, 300 000 evictions a second
+// for a million keys. Inside the configured capacity: rte_hash sizes its buckets to a power
+// of two, so room beyond a power-of-two capacity would double the bucket array.
+uint32_t eviction_reserve(uint32_t capacity) { return std::max<uint32_t>(64, capacity / 32); }
+// What a worker looks at for an eviction victim: windows of 64 of the hash's bucket slots
+// (the keys in them; a full table's buckets are nearly full, while its key positions may be
+// sparse: rte_hash reuses freed slots first and keeps thousands in per-lcore caches); a few
+// more windows when they hold no candidate.
+constexpr uint32_t kEvictWindow = 64;
+constexpr uint32_t kBucketEntries = 8;  // RTE_HASH_BUCKET_ENTRIES, private to rte_hash
+constexpr uint32_t kEvictWindowsPreferred = 4;
+constexpr uint32_t kEvictWindowsMax = 16;
+
+// rte_hash hands its hash function only the key and one 32-bit value, and checks positions
+// (rte_hash_get_key_with_position) with that function: the value picks the table's keyed hash
+// here. The data path computes the same hash inline and passes it (*_with_hash).
+using CtHash = MultilinearHash<sizeof(CtKey) / 4>;
+constexpr uint32_t kMaxTables = 64;
+std::array<CtHash, kMaxTables> g_table_hash;
+std::atomic<uint64_t> g_tables_used{0};  // bit t: g_table_hash[t] belongs to a live table
+
+uint32_t keyed_ct_hash(const void* key, uint32_t, uint32_t table) {
+    std::array<uint32_t, sizeof(CtKey) / 4> words;
+    std::memcpy(words.data(), key, sizeof(CtKey));
+    return g_table_hash[table](words);
+}
+
+std::optional<uint32_t> claim_table_hash(uint64_t secret) {
+    uint64_t used = g_tables_used.load();
+    for (;;) {
+        if (~used == 0) return std::nullopt;
+        const auto t = static_cast<uint32_t>(std::countr_one(used));
+        if (!g_tables_used.compare_exchange_weak(used, used | uint64_t{1} << t)) continue;
+        g_table_hash[t] = CtHash(secret);
+        return t;
+    }
+}
+
 }  // namespace
 
+uint32_t ct_key_check(const CtKey& key) noexcept {
+    // FNV-1a: a torn or zeroed record does not pass.
+    uint32_t h = 2166136261u;
+    const auto* p = reinterpret_cast<const uint8_t*>(&key);
+    for (size_t i = 0; i < sizeof(key); ++i) h = (h ^ p[i]) * 16777619u;
+    return h == 0 ? 1 : h;
+}
+
+bool ct_unanswered(const ConnState& st) noexcept {
+    if (st.proto != ipproto::kTcp) return !st.replied();
+    switch (st.tcp_state) {
+        case TcpCtState::none:
+        case TcpCtState::syn_sent:
+        case TcpCtState::syn_recv:
+        case TcpCtState::syn_sent2:
+        case TcpCtState::close: return true;
+        default: return false;
+    }
+}
+
 std::expected<std::unique_ptr<ConnTable>, std::string> ConnTable::create(uint32_t capacity,
-                                                                          int socket) {
+                                                                          int socket,
+                                                                          uint64_t secret,
+                                                                          const CtStorageFactory& storage) {
     static std::atomic<uint32_t> serial{0};
     std::unique_ptr<ConnTable> t(new ConnTable());
-    const std::string name = fmt::format("calyx_ct{}", serial++);
+    const auto slot = claim_table_hash(secret);
+    if (!slot) return std::unexpected(fmt::format("more than {} connection tables", kMaxTables));
+    t->hash_slot_ = *slot;
+    t->hash_fn_ = &g_table_hash[*slot];
+    const uint32_t id = serial++;
+    const std::string name = fmt::format("calyx_ct{}", id);
+    const uint32_t reserve = eviction_reserve(capacity);
     rte_hash_parameters params{};
     params.name = name.c_str();
     params.entries = capacity;
     params.key_len = sizeof(CtKey);
-    params.hash_func = rte_hash_crc;
-    params.hash_func_init_val = 0;
+    params.hash_func = keyed_ct_hash;
+    params.hash_func_init_val = t->hash_slot_;
     params.socket_id = socket;
     params.extra_flag = RTE_HASH_EXTRA_FLAGS_RW_CONCURRENCY_LF | RTE_HASH_EXTRA_FLAGS_MULTI_WRITER_ADD;
     const rte_malloc_socket_stats before = [&] {
@@ -76,12 +147,23 @@ std::expected<std::unique_ptr<ConnTable>, std::string> ConnTable::create(uint32_
         return std::unexpected(fmt::format("cannot create the connection table ({} entries): {}",
                                            capacity, rte_strerror(rte_errno)));
     rte_hash_set_cmp_func(t->hash_, ct_key_equal);
-    t->capacity_ = capacity;
+    t->capacity_ = capacity - reserve;
+    t->buckets_ = rte_align32pow2(capacity) / kBucketEntries;
     t->slot_count_ = static_cast<size_t>(rte_hash_max_key_id(t->hash_)) + 1;
-    t->entries_ = static_cast<CtEntry*>(
-        rte_zmalloc_socket("calyx_ct_entries", t->slot_count_ * sizeof(CtEntry), 64, socket));
+    if (storage) {
+        auto given = storage(t->slot_count_);
+        if (!given) return std::unexpected(given.error());
+        t->entries_ = given->entries;
+        t->keys_ = given->keys;
+        t->own_entries_ = false;
+    } else {
+        t->entries_ = static_cast<CtEntry*>(
+            rte_zmalloc_socket("calyx_ct_entries", t->slot_count_ * sizeof(CtEntry), 64, socket));
+    }
     if (!t->entries_)
         return std::unexpected(fmt::format("cannot allocate {} connection entries", t->slot_count_));
+    for (size_t pos = 0; pos < t->slot_count_; ++pos) t->entries_[pos].account = kNoAccount;
+    t->reclaim_ = std::make_unique<LcoreReclaim[]>(RTE_MAX_LCORE);
     rte_malloc_socket_stats after{};
     rte_malloc_get_socket_stats(socket < 0 ? 0 : socket, &after);
     t->memory_bytes_ = after.heap_allocsz_bytes - before.heap_allocsz_bytes;
@@ -90,16 +172,145 @@ std::expected<std::unique_ptr<ConnTable>, std::string> ConnTable::create(uint32_
 
 ConnTable::~ConnTable() {
     rte_hash_free(hash_);
-    rte_free(entries_);
+    if (own_entries_) rte_free(entries_);
+    if (hash_fn_) g_tables_used.fetch_and(~(uint64_t{1} << hash_slot_));
+}
+
+uint32_t ConnTable::hash_of(const CtKey& key) const noexcept {
+    std::array<uint32_t, sizeof(CtKey) / 4> words;
+    std::memcpy(words.data(), &key, sizeof(key));
+    return (*hash_fn_)(words);
 }
 
 void ConnTable::lookup_bulk(const CtKey** keys, uint32_t n, int32_t* positions) const noexcept {
-    rte_hash_lookup_bulk(hash_, reinterpret_cast<const void**>(keys), n, positions);
+    hash_sig_t hashes[RTE_HASH_LOOKUP_BULK_MAX];
+    for (uint32_t i = 0; i < n; ++i) hashes[i] = hash_of(*keys[i]);
+    rte_hash_lookup_with_hash_bulk(hash_, reinterpret_cast<const void**>(keys), hashes, n, positions);
 }
 
-int32_t ConnTable::lookup(const CtKey& key) const noexcept { return rte_hash_lookup(hash_, &key); }
+int32_t ConnTable::lookup(const CtKey& key) const noexcept {
+    return rte_hash_lookup_with_hash(hash_, &key, hash_of(key));
+}
 
-int32_t ConnTable::insert(const CtKey& key) noexcept { return rte_hash_add_key(hash_, &key); }
+int32_t ConnTable::insert(const CtKey& key) noexcept {
+    const int32_t pos = rte_hash_add_key_with_hash(hash_, &key, hash_of(key));
+    // The state file's record of the key, written before the entry comes alive (its creator
+    // takes the entry's lock after this): a reader trusts it only for a live, unlocked entry.
+    // A position already holding this key gets the same bytes again.
+    if (keys_ && pos >= 0) {
+        CtKeyRecord& r = keys_[pos];
+        r.key = key;
+        std::atomic_ref<uint32_t>(r.check).store(ct_key_check(key), std::memory_order_release);
+    }
+    return pos;
+}
+
+bool ConnTable::reserve(uint32_t keys, uint64_t now_ns) noexcept {
+    // A few rounds: another worker may take the room an eviction made.
+    for (int round = 0; round < 4; ++round) {
+        if (reserved_.fetch_add(keys, std::memory_order_relaxed) + keys <= capacity_) return true;
+        reserved_.fetch_sub(keys, std::memory_order_relaxed);
+        if (!evict_one(now_ns)) return false;
+    }
+    return false;
+}
+
+void ConnTable::unreserve(uint32_t keys) noexcept { reserved_.fetch_sub(keys, std::memory_order_relaxed); }
+
+int32_t ConnTable::insert_evicting(const CtKey& key, uint64_t now_ns) noexcept {
+    const int32_t pos = insert(key);
+    if (pos != -ENOSPC) return pos;
+    // The key's two buckets are full and cuckoo moves found no room: make it there, as
+    // Linux's early_drop looks where the new entry goes. rte_hash's bucket choice (22.11,
+    // rte_cuckoo_hash.c): primary = hash & mask, alternative = (primary ^ (hash >> 16)) & mask.
+    const uint32_t hash = hash_of(key);
+    const uint32_t mask = buckets_ - 1;
+    const uint32_t primary = hash & mask;
+    const uint32_t alternative = (primary ^ (hash >> 16)) & mask;
+    Victim v;
+    consider_slots(primary * kBucketEntries, kBucketEntries, now_ns, v);
+    consider_slots(alternative * kBucketEntries, kBucketEntries, now_ns, v);
+    if (!evict(v, now_ns)) return pos;
+    return insert(key);
+}
+
+void ConnTable::consider_slots(uint32_t first, uint32_t count, uint64_t now_ns, Victim& v) const noexcept {
+    uint32_t next = first;
+    const uint32_t end = first + count;
+    const void* key;
+    void* data;
+    int32_t pos;
+    // rte_hash_iterate reads bucket slots with atomic loads and skips empty ones (possibly
+    // past `end`, whose keys are not taken): a key deleted meanwhile gives a dead entry,
+    // skipped here and checked again under its lock.
+    while (next < end && (pos = rte_hash_iterate(hash_, &key, &data, &next)) >= 0 && next <= end) {
+        // A NAT alias goes with its connection: evicting that one frees the alias's slot too.
+        if (entries_[pos].account == kNoAccount && is_nat_alias(entries_[pos])) {
+            pos = entries_[pos].primary_position;
+            if (pos < 0 || static_cast<size_t>(pos) >= slot_count_) continue;
+        }
+        const CtEntry& e = entries_[pos];  // read without its lock: checked again under it
+        if (e.dead() || e.account == kNoAccount || e.locked()) continue;  // locked: in use right now
+        uint64_t rank = 0;
+        if (ct_expired(e.state, now_ns))
+            rank = UINT64_MAX;  // already over: the sweep just has not reached it
+        else if (ct_unanswered(e.state))
+            rank = 1 + uint64_t{accounts_.connections(e.account)};  // the biggest holder first
+        if (rank > v.rank) v = {pos, rank, e.account};
+    }
+}
+
+bool ConnTable::evict_one(uint64_t now_ns) noexcept {
+    // The windows move on with every search, so evictions spread over the whole table. The
+    // best candidate: an expired connection, else an unanswered one of the instance holding
+    // most; a window without one of the biggest holder's (known from the last sweep) is
+    // followed by the next, a few at most, more while none is found at all.
+    const uint16_t biggest = biggest_holder_.load(std::memory_order_relaxed);
+    const uint32_t bucket_slots = buckets_ * kBucketEntries;
+    Victim v;
+    for (uint32_t window = 0; window < kEvictWindowsMax; ++window) {
+        consider_slots(evict_cursor_.fetch_add(kEvictWindow, std::memory_order_relaxed) % bucket_slots,
+                       kEvictWindow, now_ns, v);
+        if (v.rank == UINT64_MAX || (v.position >= 0 && v.account == biggest)) break;
+        if (v.position >= 0 && window + 1 >= kEvictWindowsPreferred) break;
+    }
+    return evict(v, now_ns);
+}
+
+bool ConnTable::evict(const Victim& v, uint64_t now_ns) noexcept {
+    if (v.position < 0) return false;
+    // An evicted key's slot serves again once every worker has passed a quiescent state (one
+    // turn of their loops): this lcore keeps the positions with their grace tokens and frees
+    // the ones whose grace has passed whenever it evicts.
+    const unsigned lcore = rte_lcore_id();
+    if (lcore >= RTE_MAX_LCORE) return false;  // not a worker or the main lcore
+    LcoreReclaim& r = reclaim_[lcore];
+    while (r.head != r.tail && (!grace_ || rte_rcu_qsbr_check(grace_, r.items[r.head % kReclaimQueue].token, false) == 1))
+        free_slot(r.items[r.head++ % kReclaimQueue].position);
+    if (r.tail - r.head + 2 > kReclaimQueue) return false;
+    CtEntry& e = entries_[v.position];
+    if (!e.try_lock_entry()) return false;  // busy: its connection is alive right now
+    int32_t deleted[2];
+    uint32_t n = 0;
+    if (!e.dead() && e.account != kNoAccount && (ct_expired(e.state, now_ns) || ct_unanswered(e.state)))
+        n = remove_locked(v.position, deleted);
+    e.unlock_entry();
+    if (n == 0) return false;
+    const uint64_t token = grace_ ? rte_rcu_qsbr_start(grace_) : 0;
+    for (uint32_t k = 0; k < n; ++k) r.items[r.tail++ % kReclaimQueue] = {token, deleted[k]};
+    evicted_.fetch_add(1, std::memory_order_relaxed);
+    return true;
+}
+
+void ConnTable::free_slot(int32_t pos) noexcept {
+    // Clean for its next key: slots are reused as they are.
+    CtEntry& e = entries_[pos];
+    e.state = ConnState{};
+    e.account = kNoAccount;
+    store_nat_binding(e, NatBinding{});
+    std::atomic_ref<uint8_t>(e.lock).store(0, std::memory_order_relaxed);
+    rte_hash_free_key_with_position(hash_, pos);
+}
 
 uint32_t ConnTable::size() const { return static_cast<uint32_t>(rte_hash_count(hash_)); }
 
@@ -114,27 +325,42 @@ bool ConnTable::is_nat_alias(const CtEntry& e) const {
     return nat_ && load_nat_binding(e).role == NatRole::alias;
 }
 
-bool ConnTable::remove_locked(int32_t position, std::vector<int32_t>& removed) {
+// Marks a deleted key's entry: dead, and its slot waiting for a grace period; gives back
+// the reserved key it held.
+void ConnTable::retire(CtEntry& e) noexcept {
+    e.state = ConnState{};
+    const uint8_t was = std::atomic_ref<uint8_t>(e.lock).fetch_or(CtEntry::kRetired, std::memory_order_relaxed);
+    if (was & CtEntry::kReserved) reserved_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+uint32_t ConnTable::remove_locked(int32_t position, int32_t (&deleted)[2]) {
     CtKey key;
     CtEntry& e = entries_[position];
     const NatBinding binding = load_nat_binding(e);
     e.state = ConnState{};  // dead: workers that still find the key treat it as a miss
-    if (!key_at(position, key) || rte_hash_del_key(hash_, &key) < 0) return false;
-    removed.push_back(position);
-    if (!nat_ || binding.role != NatRole::primary) return true;
+    if (!key_at(position, key) || rte_hash_del_key_with_hash(hash_, &key, hash_of(key)) < 0) return 0;
+    retire(e);
+    if (e.account != kNoAccount) accounts_.release_connection(e.account);
+    uint32_t n = 0;
+    deleted[n++] = position;
+    if (!nat_ || binding.role != NatRole::primary) return n;
     const uint8_t remote = e.orig_side ^ 1;
     const CtPacketKey alias = nat_alias_key(key, remote, binding.endpoint());
-    if (const int32_t alias_pos = rte_hash_lookup(hash_, &alias.key); alias_pos >= 0) {
+    const uint32_t alias_hash = hash_of(alias.key);
+    if (const int32_t alias_pos = rte_hash_lookup_with_hash(hash_, &alias.key, alias_hash); alias_pos >= 0) {
         CtEntry& a = entries_[alias_pos];
         a.lock_entry();
         a.state = ConnState{};
         store_nat_binding(a, NatBinding{});
+        if (rte_hash_del_key_with_hash(hash_, &alias.key, alias_hash) >= 0) {
+            retire(a);
+            deleted[n++] = alias_pos;
+        }
         a.unlock_entry();
-        if (rte_hash_del_key(hash_, &alias.key) >= 0) removed.push_back(alias_pos);
     }
     // Both keys are gone: no new packet can find the mapping, so the port may serve again.
-    nat_->release(key.proto, Ipv4Addr{key.ip[remote]}, key.port[remote], binding.port);
-    return true;
+    nat_->release(key.proto, Ipv4Addr{key.ip[remote]}, key.port[remote], binding.port, e.account);
+    return n;
 }
 
 void ConnTable::free_after_grace(std::vector<int32_t>& positions, rte_rcu_qsbr* grace) {
@@ -142,7 +368,7 @@ void ConnTable::free_after_grace(std::vector<int32_t>& positions, rte_rcu_qsbr* 
     // A worker may have looked the key up just before it was deleted; once every worker has
     // passed a quiescent state none holds the position any more.
     if (grace) rte_rcu_qsbr_synchronize(grace, RTE_QSBR_THRID_INVALID);
-    for (int32_t pos : positions) rte_hash_free_key_with_position(hash_, pos);
+    for (int32_t pos : positions) free_slot(pos);
     positions.clear();
 }
 
@@ -155,11 +381,99 @@ uint32_t ConnTable::sweep(uint64_t now_ns, uint32_t budget, rte_rcu_qsbr* grace)
         CtEntry& e = entries_[pos];
         if (e.dead() || !ct_expired(e.state, now_ns)) continue;  // aliases never expire
         e.lock_entry();
-        if (!e.dead() && ct_expired(e.state, now_ns) && remove_locked(pos, removed)) ++connections;
+        int32_t deleted[2];
+        const uint32_t n = !e.dead() && ct_expired(e.state, now_ns) ? remove_locked(pos, deleted) : 0;
+        removed.insert(removed.end(), deleted, deleted + n);
+        connections += n > 0;
         e.unlock_entry();
     }
+    biggest_holder_.store(accounts_.biggest_holder(), std::memory_order_relaxed);
     free_after_grace(removed, grace);
     return connections;
+}
+
+CtRestoreStats ConnTable::restore(const CtRestoreSource& from, uint64_t now_ns,
+                                  const std::function<bool(uint16_t account)>& keep) {
+    CtRestoreStats stats;
+    for (size_t pos = 0; pos < from.slots; ++pos) {
+        const CtEntry& old = from.entries[pos];
+        if (old.dead()) continue;
+        if (old.lock & (CtEntry::kLocked | CtEntry::kRetired)) {
+            // Locked: a worker was changing it when its process stopped, its bytes may be half
+            // old and half new. Retired: already deleted.
+            stats.torn += (old.lock & CtEntry::kLocked) != 0;
+            continue;
+        }
+        if (load_nat_binding(old).role == NatRole::alias) continue;  // derived again from its primary
+        const CtKeyRecord& rec = from.keys[pos];
+        if (rec.check != ct_key_check(rec.key) || rec.key.proto != old.state.proto) {
+            ++stats.torn;
+            continue;
+        }
+        if (old.account != kNoAccount && !keep(old.account)) {
+            ++stats.unowned;
+            continue;
+        }
+        uint64_t expires_s = old.state.expires_s;
+        if (from.old_tsc_hz != 0 && from.new_tsc_hz != 0 && from.old_tsc_hz != from.new_tsc_hz)
+            expires_s = static_cast<uint64_t>(
+                (static_cast<unsigned __int128>(expires_s) * from.old_tsc_hz + from.new_tsc_hz - 1) / from.new_tsc_hz);
+        restore_one(old, rec.key, expires_s, now_ns, stats);
+    }
+    return stats;
+}
+
+void ConnTable::restore_one(const CtEntry& old, const CtKey& key, uint64_t expires_s, uint64_t now_ns,
+                            CtRestoreStats& stats) noexcept {
+    if (expires_s >= UINT32_MAX || expires_s * 1'000'000'000ull <= now_ns) {
+        ++stats.expired;
+        return;
+    }
+    const NatBinding binding = load_nat_binding(old);
+    const bool translated = binding.role == NatRole::primary;
+    const uint8_t remote = old.orig_side ^ 1;
+    const Ipv4Addr remote_ip{key.ip[remote]};
+    // The port first: without it the connection has no way back.
+    if (translated && (!nat_ || !nat_->claim(key.proto, remote_ip, key.port[remote], binding.port, old.account))) {
+        ++stats.nat_refused;
+        return;
+    }
+    const uint32_t keys = translated ? 2 : 1;
+    const auto give_back = [&] {
+        if (translated) nat_->release(key.proto, remote_ip, key.port[remote], binding.port, old.account);
+        ++stats.full;
+    };
+    if (reserved_.load(std::memory_order_relaxed) + keys > capacity_) return give_back();
+    const int32_t pos = insert(key);
+    if (pos < 0 || !entries_[pos].dead()) return give_back();  // full, or the key twice (corrupt)
+    CtEntry& e = entries_[pos];
+    e.state = old.state;
+    e.state.expires_s = static_cast<uint32_t>(expires_s);
+    e.orig_side = old.orig_side;
+    e.account = old.account;
+    e.policy_generation = 0;  // no snapshot has it: the next packet checks the rules again
+    store_nat_binding(e, translated ? binding : NatBinding{});
+    e.lock = CtEntry::kReserved;
+    reserved_.fetch_add(1, std::memory_order_relaxed);
+    if (old.account != kNoAccount) accounts_.charge_connection(old.account, UINT32_MAX);
+    ++stats.connections;
+    if (!translated) return;
+    const CtPacketKey alias = nat_alias_key(key, remote, binding.endpoint());
+    const int32_t apos = insert(alias.key);
+    if (apos < 0 || !entries_[apos].dead()) {
+        e.state.expires_s = 1;  // no way back: the sweep removes it and gives its port back
+        return;
+    }
+    CtEntry& a = entries_[apos];
+    a.state = ConnState{};
+    a.state.expires_s = UINT32_MAX;
+    a.orig_side = alias.src_side;
+    a.account = kNoAccount;
+    a.primary_position = pos;
+    store_nat_binding(a, NatBinding{Ipv4Addr{key.ip[old.orig_side]}, key.port[old.orig_side], NatRole::alias});
+    a.lock = CtEntry::kReserved;
+    reserved_.fetch_add(1, std::memory_order_relaxed);
+    ++stats.masqueraded;
 }
 
 }  // namespace calyx::dp

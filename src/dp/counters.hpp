@@ -47,7 +47,8 @@ struct alignas(64) WorkerCounters {
     uint64_t icmp_errors_rate_limited = 0;
     uint64_t ct_created = 0;  // connections this worker added to the table
     uint64_t busy_cycles = 0;   // loop iterations that moved packets
-    uint64_t total_cycles = 0;  // all loop iterations
+    uint64_t total_cycles = 0;  // all loop iterations, idle sleeps included
+    uint64_t sleep_cycles = 0;  // of total_cycles: asleep (dataplane.idle_sleep_us)
     uint64_t io_cycles = 0;     // of busy_cycles: inside port rx/tx bursts (vhost copies, PMDs)
     uint64_t packets = 0;       // received by this worker, all ports
 

@@ -1,5 +1,7 @@
 #include "dp/forward.hpp"
 
+#include <cstring>
+
 #include "calyx/headers.hpp"
 #include "dp/icmp.hpp"
 #include "dp/neighbor.hpp"
@@ -49,20 +51,46 @@ struct Egress {
     MacAddr dst_mac;
 };
 
+// Which of a multipath route's next hops a flow takes: addresses, protocol and (TCP, UDP)
+// ports, so a flow keeps its path; fragments hash without ports (later ones have none), so a
+// datagram's fragments stay together.
+uint32_t path_hash(const Frame& f, const PacketMeta& m) {
+    const auto* ip = header_at<Ipv4Hdr>(f.data(), f.len, m.l3_offset);
+    uint64_t h = uint64_t{Ipv4Addr::from_be(ip->src).value} << 32 | Ipv4Addr::from_be(ip->dst).value;
+    h ^= uint64_t{ip->protocol} << 24;
+    if (!ip->is_fragment() && (m.ip_proto == ipproto::kTcp || m.ip_proto == ipproto::kUdp)) {
+        uint32_t ports = 0;
+        std::memcpy(&ports, f.data() + m.l4_offset, sizeof ports);
+        h ^= uint64_t{ports} << 13;
+    }
+    h *= 0x9e3779b97f4a7c15ull;
+    return static_cast<uint32_t>(h >> 32);
+}
+
+// The uplink neighbour a packet leaving by the uplink goes to: the gateway, the destination
+// itself (on-link), or a next hop of its site route.
+Ipv4Addr uplink_next_hop(const Frame& f, const PacketMeta& m, const Snapshot& snap) {
+    const uint32_t index = NextHop::index(m.next_hop);
+    if (NextHop::kind(m.next_hop) == NextHopKind::site) {
+        const SiteNextHops& hops = snap.site_next_hops[index];  // the builder made the index
+        return hops.hops[hops.count == 1 ? 0 : path_hash(f, m) % hops.count];
+    }
+    return index == kUplinkOnLink ? Ipv4Addr::from_be(header_at<Ipv4Hdr>(f.data(), f.len, m.l3_offset)->dst)
+                                  : snap.uplink->gateway;
+}
+
 // Fills `out` field by field: a returned optional<Egress> was copied as one 16-byte load right
 // after its narrow stores, a store-forwarding stall of ~15 cycles per packet.
 bool egress_of(Batch& batch, uint16_t i, const Snapshot& snap, WorkerContext& ctx, Egress& out) {
     PacketMeta& m = batch.meta[i];
-    if (NextHop::kind(m.next_hop) == NextHopKind::uplink) {
-        const UplinkView& up = *snap.uplink;  // the route exists only with an uplink
+    const NextHopKind kind = NextHop::kind(m.next_hop);
+    if (kind == NextHopKind::uplink || kind == NextHopKind::site) {
+        const UplinkView& up = *snap.uplink;  // the routes exist only with an uplink
         if (m.in_port == up.port) {
             batch.drop(i, DropReason::uplink_transit);
             return false;
         }
-        const Frame& f = batch.frames[i];
-        const Ipv4Addr next = NextHop::index(m.next_hop) == kUplinkOnLink
-                                  ? Ipv4Addr::from_be(header_at<Ipv4Hdr>(f.data(), f.len, m.l3_offset)->dst)
-                                  : up.gateway;
+        const Ipv4Addr next = uplink_next_hop(batch.frames[i], m, snap);
         const auto mac = snap.neighbors->lookup(next, ctx.now_ns);
         if (!mac) {
             snap.neighbors->want(next, ctx.now_ns);
@@ -109,7 +137,8 @@ void forward_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexc
         Frame& f = batch.frames[i];
         switch (NextHop::kind(m.next_hop)) {
             case NextHopKind::instance:
-            case NextHopKind::uplink: break;
+            case NextHopKind::uplink:
+            case NextHopKind::site: break;
             case NextHopKind::unassigned:
                 if (reveals_network(snap, m))
                     batch.drop(i, DropReason::no_route);

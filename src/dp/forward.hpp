@@ -4,8 +4,10 @@
 // worker's rate limit; towards the uplink they come from the uplink address, and never about
 // addresses of nat or private networks. Forwarded packets get TTL - 1 (incremental checksum)
 // and new MACs: to an instance, the gateway's as source and the instance's as destination; to
-// the uplink, the uplink's own as source and the next hop's (the gateway, or an on-link
-// destination) from the ARP cache, whose misses ask the control plane to resolve.
+// the uplink, the uplink's own as source and the next hop's (the gateway, an on-link
+// destination, or another host of the site: one next hop of its imported route, by the flow's
+// hash when there are several) from the ARP cache, whose misses ask the control plane to
+// resolve. Nothing from the uplink goes back to it, to the site's hosts neither.
 //
 // Reads:  meta.next_hop (route), meta.in_port, the IPv4 header, the ARP cache.
 // Writes: TTL, checksum, Ethernet addresses; meta.out_port and verdict forward; or the frame

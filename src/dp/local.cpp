@@ -8,15 +8,21 @@
 namespace calyx::dp {
 namespace {
 
-// Packets for calyx from the uplink, or for the uplink address from anywhere: ping is
-// answered (from the uplink address, so operators can check the way in); everything else
-// found no masquerade mapping (nat_in translated the ones that did).
+// Packets for calyx from the uplink, or for the uplink address from anywhere. From the uplink
+// to the address, with a host interface: the host's own stack's (nat_in translated replies to
+// masqueraded connections already). Otherwise ping is answered (from the uplink address, so
+// operators can check the way in); everything else found no masquerade mapping.
 void local_uplink(Batch& batch, uint16_t i, const Snapshot& snap, WorkerContext& ctx) {
     PacketMeta& m = batch.meta[i];
     Frame& f = batch.frames[i];
     const auto* ip = header_at<Ipv4Hdr>(f.data(), f.len, m.l3_offset);
     const bool from_uplink = m.in_port == snap.uplink->port;
     const bool to_address = NextHop::index(m.next_hop) == kLocalUplinkAddress;
+    if (from_uplink && to_address && snap.host_port < kMaxPorts) {
+        m.out_port = snap.host_port;
+        m.verdict = Verdict::forward;
+        return;
+    }
     if (to_address && !ip->is_fragment() && m.ip_proto == ipproto::kIcmp &&
         header_at<IcmpHdr>(f.data(), f.len, m.l4_offset)->type == icmp::kEchoRequest) {
         make_echo_reply(f, m, from_uplink ? snap.uplink->mac : snap.gateway_mac);

@@ -4,7 +4,9 @@
 //
 // The uplink address is calyx's too: it answers ping there (from anywhere); other packets
 // to it reach this stage only when no masquerade mapping claimed them (nat_no_mapping).
-// Nothing from the uplink gets DHCP.
+// With a host interface (dp/host.hpp) the address is the host's: what comes for it from the
+// uplink goes to the host's stack as it is (verdict forward to the host port). Nothing from
+// the uplink gets DHCP.
 //
 // Reads:  meta.next_hop == local, the port's instance and its network, the uplink.
 // Writes: the frame, rewritten in place into the DHCP or echo reply (verdict reply), or

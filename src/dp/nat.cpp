@@ -228,6 +228,8 @@ std::expected<NatPortAllocator, std::string> NatPortAllocator::create(NatPortRan
     a.lines_per_bitmap_ = (a.words_ + 7) / 8;
     a.lines_total_ = kProtoCount * partitions * a.lines_per_bitmap_;
     a.lines_ = std::make_unique<Line[]>(a.lines_total_);  // zeroed: every port free
+    a.held_ = std::make_unique<std::atomic<uint16_t>[]>(a.quota_cells());  // zeroed: nothing held
+    a.partition_hash_ = MultilinearHash<2>(secret);
     // Bits past the end of the range are marked taken once, so the search never returns them.
     const uint32_t tail = a.words_ * 64 - range.size();
     if (tail != 0) {
@@ -247,20 +249,37 @@ std::atomic<uint64_t>& NatPortAllocator::word(int proto_index, uint32_t partitio
     return lines_[line].word[w % 8];
 }
 
+std::atomic<uint16_t>& NatPortAllocator::held_cell(uint16_t account, int proto_index,
+                                                   uint32_t partition) const noexcept {
+    return held_[(size_t{account} * kProtoCount + static_cast<size_t>(proto_index)) * partitions_ + partition];
+}
+
 uint32_t NatPortAllocator::partition_of(uint8_t proto, Ipv4Addr remote,
                                         uint16_t remote_port) const noexcept {
     if (proto == ipproto::kIcmp) remote_port = 0;
-    const uint64_t h = mix64((uint64_t{remote.value} << 16 | remote_port) ^ secret_);
-    return static_cast<uint32_t>(h >> 32) & (partitions_ - 1);
+    const uint32_t h = partition_hash_({remote.value, remote_port});
+    return static_cast<uint32_t>((uint64_t{h} * partitions_) >> 32);
 }
 
-std::optional<uint16_t> NatPortAllocator::allocate(uint8_t proto, Ipv4Addr remote,
-                                                   uint16_t remote_port, uint16_t preferred,
-                                                   uint64_t seed) noexcept {
+std::expected<uint16_t, NatRefusal> NatPortAllocator::allocate(uint8_t proto, Ipv4Addr remote,
+                                                               uint16_t remote_port, uint16_t preferred,
+                                                               uint64_t seed, NatQuota quota) noexcept {
     const int pi = proto_index(proto);
-    if (pi < 0) return std::nullopt;
+    if (pi < 0) return std::unexpected(NatRefusal::unsupported);
     const uint32_t part = partition_of(proto, remote, remote_port);
+    std::atomic<uint16_t>* held = quota.account == kNoAccount ? nullptr : &held_cell(quota.account, pi, part);
+    // Charged first and given back on refusal, like the connection count (dp/limits.cpp).
+    if (held && held->fetch_add(1, std::memory_order_relaxed) >= quota.ports) {
+        held->fetch_sub(1, std::memory_order_relaxed);
+        return std::unexpected(NatRefusal::over_quota);
+    }
+    if (const auto port = take_port(pi, part, preferred, seed)) return *port;
+    if (held) held->fetch_sub(1, std::memory_order_relaxed);
+    return std::unexpected(NatRefusal::exhausted);
+}
 
+std::optional<uint16_t> NatPortAllocator::take_port(int pi, uint32_t part, uint16_t preferred,
+                                                    uint64_t seed) noexcept {
     // Port preservation.
     if (range_.contains(preferred)) {
         const uint32_t i = preferred - range_.first;
@@ -296,14 +315,36 @@ std::optional<uint16_t> NatPortAllocator::allocate(uint8_t proto, Ipv4Addr remot
 }
 
 bool NatPortAllocator::release(uint8_t proto, Ipv4Addr remote, uint16_t remote_port,
-                               uint16_t port) noexcept {
+                               uint16_t port, uint16_t account) noexcept {
     const int pi = proto_index(proto);
     if (pi < 0 || !range_.contains(port)) return false;
     const uint32_t i = port - range_.first;
     const uint64_t bit = uint64_t{1} << (i % 64);
-    return (word(pi, partition_of(proto, remote, remote_port), i / 64)
-                .fetch_and(~bit, std::memory_order_acq_rel) &
-            bit) != 0;
+    const uint32_t part = partition_of(proto, remote, remote_port);
+    if ((word(pi, part, i / 64).fetch_and(~bit, std::memory_order_acq_rel) & bit) == 0) return false;
+    if (account != kNoAccount) held_cell(account, pi, part).fetch_sub(1, std::memory_order_relaxed);
+    return true;
+}
+
+bool NatPortAllocator::claim(uint8_t proto, Ipv4Addr remote, uint16_t remote_port, uint16_t port,
+                             uint16_t account) noexcept {
+    const int pi = proto_index(proto);
+    if (pi < 0 || !range_.contains(port)) return false;
+    const uint32_t i = port - range_.first;
+    const uint64_t bit = uint64_t{1} << (i % 64);
+    const uint32_t part = partition_of(proto, remote, remote_port);
+    if ((word(pi, part, i / 64).fetch_or(bit, std::memory_order_acq_rel) & bit) != 0) return false;
+    if (account < kMaxAccounts) held_cell(account, pi, part).fetch_add(1, std::memory_order_relaxed);
+    return true;
+}
+
+uint32_t NatPortAllocator::held(uint16_t account) const noexcept {
+    if (account >= kMaxAccounts) return 0;
+    uint32_t n = 0;
+    for (int pi = 0; pi < kProtoCount; ++pi)
+        for (uint32_t part = 0; part < partitions_; ++part)
+            n += held_cell(account, pi, part).load(std::memory_order_relaxed);
+    return n;
 }
 
 bool NatPortAllocator::allocated(uint8_t proto, Ipv4Addr remote, uint16_t remote_port,

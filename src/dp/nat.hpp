@@ -59,6 +59,35 @@
 //     endpoint a pool shared with 1/64 of the others; `partitions = 1` makes ports
 //     globally unique per protocol;
 //   - no allocation after create(): 3 x partitions x 5 kB (about 1 MB for 64).
+// The partition hash is keyed (dp/keyed_hash.hpp): without the secret nobody can pick remote
+// endpoints that share a pool, to drain one that others need.
+//
+// ## Fairness: per-instance quotas (issue 13)
+//
+// All `nat` instances share the host address, so one instance could take every port of a
+// remote endpoint's pool and cut every other instance off from that remote (and from the
+// remotes hashed with it). Each allocation is therefore charged to the instance's account
+// (dp/limits.hpp): the allocator counts, per account, protocol and partition, the ports held,
+// and refuses a port beyond the instance's `limits.nat_ports` (over_quota, dropped as
+// limit_nat_ports). An instance thus holds at most `nat_ports` ports towards any one remote
+// endpoint (counting per partition is stricter: its connections to all remotes of that pool
+// count together, which matters only for an instance with thousands of connections to
+// different remotes in one pool, 1/64 of all remotes). Any other instance still finds a free
+// port towards that remote as long as the pool has room for its share: the pool has the
+// whole range (40 000 ports by default), and with the default 4096 per instance it takes ten
+// instances at their limit towards the same remote pool to fill it. The counters are 16-bit
+// atomics (an account never holds more ports of a pool than the range has), 2 bytes x 3
+// protocols x partitions x accounts: 384 kB for 64 partitions and 1024 accounts.
+//
+// The other design, per-instance port blocks as carrier-grade NATs allocate them (RFC 7422:
+// each subscriber gets a fixed block of the range), gives every instance a guaranteed share
+// and makes logs deterministic, but divides the range: 40 000 ports over 1000 instances are
+// 40 each, whatever the remote, and unused blocks are wasted. Quotas on this allocator keep
+// port overlapping (the whole range per remote endpoint) and port preservation, cost one
+// atomic add per allocation, and give the same guarantee while the pool is not
+// oversubscribed; an operator who wants a hard guarantee sets `nat_ports` so that the
+// instances' sum fits the range.
+//
 // Ownership rule: a set bit is a port bound to exactly one live connection. The thread that
 // set it (allocate returned the port) owns it until it stores it in a connection entry; if
 // it cannot create the connection it releases it at once. From then on the connection owns
@@ -136,6 +165,8 @@
 #include "dp/batch.hpp"
 #include "dp/conntrack.hpp"
 #include "dp/frame.hpp"
+#include "dp/keyed_hash.hpp"
+#include "dp/limits.hpp"
 
 namespace calyx::dp {
 
@@ -157,6 +188,19 @@ struct NatPortRange {
     constexpr bool contains(uint16_t p) const { return p >= first && p <= last; }
 };
 
+// Why allocate() gave no port.
+enum class NatRefusal : uint8_t {
+    exhausted,    // the remote endpoint's partition is full (nat_exhausted)
+    over_quota,   // the account holds its `nat_ports` in that partition (limit_nat_ports)
+    unsupported,  // not TCP, UDP or ICMP
+};
+
+// Whose port it is and how many of a partition it may hold. No account: not counted.
+struct NatQuota {
+    uint16_t account = kNoAccount;
+    uint32_t ports = UINT32_MAX;
+};
+
 class NatPortAllocator {
 public:
     static constexpr uint32_t kDefaultPartitions = 64;
@@ -176,14 +220,26 @@ public:
     // remote endpoint. `preferred` (the instance's own source port or echo identifier) is
     // returned if it is in the range and free; otherwise the search starts at a point derived
     // from `seed` (vary it per connection: e.g. the TSC mixed with the inside tuple) and takes
-    // the next free port. nullopt: the remote endpoint's partition is full (the caller counts
-    // nat_exhausted and drops; existing allocations are untouched) or `proto` is not
-    // translated. For ICMP `remote_port` is ignored. Lock-free, any thread.
-    std::optional<uint16_t> allocate(uint8_t proto, Ipv4Addr remote, uint16_t remote_port,
-                                     uint16_t preferred, uint64_t seed) noexcept;
-    // Gives the port back. False if it was not allocated (or is out of range): a double
-    // release is harmless but reported. Lock-free, any thread.
-    bool release(uint8_t proto, Ipv4Addr remote, uint16_t remote_port, uint16_t port) noexcept;
+    // the next free port. The port is charged to `quota.account`, which may hold at most
+    // `quota.ports` of the partition. On refusal nothing changes (existing allocations are
+    // untouched); the caller counts the drop. For ICMP `remote_port` is ignored. Lock-free,
+    // any thread.
+    std::expected<uint16_t, NatRefusal> allocate(uint8_t proto, Ipv4Addr remote, uint16_t remote_port,
+                                                 uint16_t preferred, uint64_t seed,
+                                                 NatQuota quota = {}) noexcept;
+    // Gives the port back (and the account's charge, if it was charged to one). False if it
+    // was not allocated (or is out of range): a double release is harmless but reported.
+    // Lock-free, any thread.
+    bool release(uint8_t proto, Ipv4Addr remote, uint16_t remote_port, uint16_t port,
+                 uint16_t account = kNoAccount) noexcept;
+    // Marks `port` taken towards (remote, remote_port), charged to `account` without a quota:
+    // a connection restored from a previous process keeps its port (dp/state_file.hpp). False
+    // if it is outside the range or already taken. Control plane, before workers run.
+    bool claim(uint8_t proto, Ipv4Addr remote, uint16_t remote_port, uint16_t port,
+               uint16_t account = kNoAccount) noexcept;
+    uint64_t secret() const { return secret_; }
+    // Ports charged to `account`, all protocols and partitions (a scan: control plane).
+    uint32_t held(uint16_t account) const noexcept;
 
     bool allocated(uint8_t proto, Ipv4Addr remote, uint16_t remote_port,
                    uint16_t port) const noexcept;
@@ -194,7 +250,9 @@ public:
 
     NatPortRange range() const { return range_; }
     uint32_t partitions() const { return partitions_; }
-    size_t memory_bytes() const { return size_t{lines_total_} * sizeof(Line); }
+    size_t memory_bytes() const {
+        return size_t{lines_total_} * sizeof(Line) + quota_cells() * sizeof(std::atomic<uint16_t>);
+    }
 
 private:
     struct alignas(64) Line {
@@ -202,8 +260,16 @@ private:
     };
     NatPortAllocator() = default;
     std::atomic<uint64_t>& word(int proto_index, uint32_t partition, uint32_t w) const noexcept;
+    std::atomic<uint16_t>& held_cell(uint16_t account, int proto_index, uint32_t partition) const noexcept;
+    // A free port of one partition's bitmap, taken (allocate() without the accounting).
+    std::optional<uint16_t> take_port(int proto_index, uint32_t partition, uint16_t preferred,
+                                      uint64_t seed) noexcept;
+    size_t quota_cells() const { return size_t{kMaxAccounts} * 3 * partitions_; }
 
     std::unique_ptr<Line[]> lines_;
+    // Ports held per (account, protocol, partition); see "Fairness" above.
+    std::unique_ptr<std::atomic<uint16_t>[]> held_;
+    MultilinearHash<2> partition_hash_;
     NatPortRange range_{};
     uint32_t partitions_ = 0;
     uint32_t words_ = 0;              // 64-bit words per bitmap

@@ -10,24 +10,6 @@
 namespace calyx::dp {
 namespace {
 
-// The two sides of a routed packet as connection tracking sees them.
-struct Sides {
-    const InstanceView* src;  // null: outside the site
-    const InstanceView* dst;
-    uint16_t src_zone;
-    uint16_t dst_zone;
-    Ipv4Addr src_ip;
-    Ipv4Addr dst_ip;
-};
-
-// What the stage needs of one packet.
-struct Flow {
-    CtPacketKey key;
-    PacketInfo info;
-    uint16_t rule_key;       // what a rule for this packet as a first packet would match
-    uint16_t orig_rule_key;  // the same for the opposite direction (re-checks of replies)
-};
-
 DropReason reason_of(CtVerdict v) {
     switch (v) {
         case CtVerdict::invalid_new: return DropReason::ct_invalid_new;
@@ -59,11 +41,27 @@ void l4_ports(uint8_t proto, const uint8_t* l4, size_t len, uint16_t& sport, uin
     }
 }
 
+// A refusal by a per-instance limit, counted on the charged instance's port (a connection
+// from outside arrives on the uplink but is charged to the instance it reaches).
+struct Refusal {
+    DropReason reason;
+    uint16_t port = kNoPort;  // where it is counted; kNoPort: where the packet arrived
+};
+using Outcome = std::optional<Refusal>;  // nullopt: the packet passes
+
+void refuse(Batch& batch, uint16_t i, const Refusal& r) {
+    batch.drop(i, r.reason);
+    batch.meta[i].charged_port = r.port;
+}
+
 class PolicyRun {
 public:
-    PolicyRun(const Snapshot& snap, WorkerContext& ctx) : snap_(snap), ctx_(ctx), table_(*snap.conntrack) {}
+    PolicyRun(const Snapshot& snap, WorkerContext& ctx)
+        : snap_(snap), ctx_(ctx), table_(*snap.conntrack), accounts_(table_.accounts()) {}
 
-    std::optional<DropReason> track(const Flow& f, int32_t pos, const Sides& s, PacketMeta& m) {
+    // A packet whose key the lookup found at `pos` (< 0: missed): an established packet is
+    // checked against its connection; a first packet the rules allow goes to `opens`.
+    Outcome track(uint16_t i, const Flow& f, int32_t pos, const Sides& s, PacketMeta& m, PendingOpens& opens) {
         if (pos >= 0) {
             CtEntry& e = table_.entry(pos);
             e.lock_entry();
@@ -74,7 +72,75 @@ public:
             }
             e.unlock_entry();  // deleted under us: the packet is a first packet
         }
-        return create(f, s, m);
+        PendingOpen& p = *::new (&opens.items[opens.count]) PendingOpen;
+        PolicyDecision d;
+        if (auto reason = decide_new(f, s, p.fresh, d)) return Refusal{*reason};
+        p.packet = i;
+        p.masquerade = d.masquerade;
+        p.flow = f;
+        p.sides = s;
+        ++opens.count;
+        return std::nullopt;
+    }
+
+    // Creates the connection of a pending first packet that forward let through.
+    Outcome open(const PendingOpen& p, PacketMeta& m) {
+        const Flow& f = p.flow;
+        const Sides& s = p.sides;
+        const InstanceView& charged = s.src ? *s.src : *s.dst;  // the opener, or the one reached
+        if (!accounts_.take_opening(charged.account, charged.limits.new_connections_per_second, ctx_.now_ns))
+            return Refusal{DropReason::limit_new_connections_per_second, charged.port};
+        if (!accounts_.charge_connection(charged.account, charged.limits.connections))
+            return Refusal{DropReason::limit_connections, charged.port};
+        std::optional<uint16_t> external;
+        if (p.masquerade) {
+            const auto port = allocate_port(f, s, charged);
+            if (!port) {
+                accounts_.release_connection(charged.account);
+                // An earlier packet of this connection (this batch, another worker) may have
+                // taken the last port for it: then this one just follows.
+                if (auto r = follow_existing(f, s, m)) return *r;
+                if (port.error() == NatRefusal::over_quota)
+                    return Refusal{DropReason::limit_nat_ports, charged.port};
+                return Refusal{DropReason::nat_exhausted};
+            }
+            external = *port;
+        }
+        const uint32_t keys = external ? 2 : 1;  // a masqueraded connection has an alias key
+        const auto give_back = [&](uint32_t reserved) {
+            table_.unreserve(reserved);
+            release_port(f, s, external, charged.account);
+            accounts_.release_connection(charged.account);
+        };
+        if (!table_.reserve(keys, ctx_.now_ns)) {
+            give_back(0);
+            return Refusal{DropReason::ct_table_full};
+        }
+        // Twice at most: an insert that returned a key just being removed is done again.
+        for (int attempt = 0; attempt < 2; ++attempt) {
+            const int32_t pos = table_.insert_evicting(f.key.key, ctx_.now_ns);
+            if (pos < 0) break;
+            CtEntry& e = table_.entry(pos);
+            e.lock_entry();
+            Outcome r;
+            if (e.retired()) {
+                e.unlock_entry();
+                continue;
+            }
+            if (e.dead()) {
+                ConnTable::hold_reserved(e);
+                start(e, f, p.fresh, charged.account);
+                store_nat_binding(e, NatBinding{});
+                if (external) r = bind(e, pos, f, s, *external, m);
+            } else {
+                give_back(keys);  // an earlier packet (or worker) created it
+                r = existing(e, f, s, m);
+            }
+            e.unlock_entry();
+            return r;
+        }
+        give_back(keys);
+        return Refusal{DropReason::ct_table_full};
     }
 
 private:
@@ -82,92 +148,69 @@ private:
                                          PolicyDecision& d) {
         const CtVerdict v = ct_new(fresh, f.info, snap_.ct_timeouts, ctx_.now_ns);
         if (v != CtVerdict::accept) return reason_of(v);
-        d = evaluate_new_connection(snap_, s.src, s.dst, s.src_ip, s.dst_ip, f.key.key.proto, f.rule_key);
+        d = evaluate_new_connection(snap_, s.src, s.dst, s.src_ip, s.dst_ip, f.key.key.proto, f.rule_key, s.site);
         if (!d.allowed) return d.reason;
         return std::nullopt;
     }
 
     // Protocol state and rule generation of a new incarnation; the NAT binding is the
     // caller's (a reopened connection keeps its external port).
-    void start(CtEntry& e, const Flow& f, const ConnState& fresh) {
+    void start(CtEntry& e, const Flow& f, const ConnState& fresh, uint16_t account) {
         e.state = fresh;
         e.orig_side = f.key.src_side;
+        e.account = account;
         e.policy_generation = static_cast<uint32_t>(snap_.generation);
         bump(ctx_.counters.ct_created);
     }
 
     // The external port of a new masqueraded connection, taken before the connection exists
     // (see the ownership rule in dp/nat.hpp).
-    std::optional<uint16_t> allocate_port(const Flow& f, const Sides& s) {
+    std::expected<uint16_t, NatRefusal> allocate_port(const Flow& f, const Sides& s, const InstanceView& charged) {
         const uint16_t inside_port = f.key.key.port[f.key.src_side];
         const uint16_t remote_port = f.key.key.port[f.key.src_side ^ 1];
         const uint64_t seed = ctx_.now_ns ^ (uint64_t{s.src_ip.value} << 16 | inside_port) * 0x9e3779b97f4a7c15ull;
-        return snap_.nat->allocate(f.key.key.proto, s.dst_ip, remote_port, inside_port, seed);
+        return snap_.nat->allocate(f.key.key.proto, s.dst_ip, remote_port, inside_port, seed,
+                                   {charged.account, charged.limits.nat_ports});
     }
 
-    std::optional<DropReason> create(const Flow& f, const Sides& s, PacketMeta& m) {
-        ConnState fresh{};
-        PolicyDecision d;
-        if (auto reason = decide_new(f, s, fresh, d)) return reason;
-        std::optional<uint16_t> external;
-        if (d.masquerade) {
-            external = allocate_port(f, s);
-            if (!external) {
-                // An earlier packet of this connection (this batch, another worker) may have
-                // taken the last port for it: then this one just follows.
-                if (const int32_t pos = table_.lookup(f.key.key); pos >= 0) {
-                    CtEntry& e = table_.entry(pos);
-                    e.lock_entry();
-                    std::optional<DropReason> r = DropReason::nat_exhausted;
-                    if (!e.dead()) r = existing(e, f, s, m);
-                    e.unlock_entry();
-                    return r;
-                }
-                return DropReason::nat_exhausted;
-            }
-        }
-        const int32_t pos = table_.insert(f.key.key);
-        if (pos < 0) {
-            release_port(f, s, external);
-            return DropReason::ct_table_full;
-        }
+    void release_port(const Flow& f, const Sides& s, std::optional<uint16_t> port, uint16_t account) {
+        if (port)
+            snap_.nat->release(f.key.key.proto, s.dst_ip, f.key.key.port[f.key.src_side ^ 1], *port, account);
+    }
+
+    // The connection as another packet created it, if it exists by now.
+    std::optional<Outcome> follow_existing(const Flow& f, const Sides& s, PacketMeta& m) {
+        const int32_t pos = table_.lookup(f.key.key);
+        if (pos < 0) return std::nullopt;
         CtEntry& e = table_.entry(pos);
         e.lock_entry();
-        std::optional<DropReason> r;
-        if (e.dead()) {
-            start(e, f, fresh);
-            store_nat_binding(e, NatBinding{});
-            if (external) r = bind(e, f, s, *external, m);
-        } else {
-            release_port(f, s, external);  // an earlier packet (or worker) created it
-            r = existing(e, f, s, m);
-        }
+        std::optional<Outcome> r;
+        if (!e.dead()) r = existing(e, f, s, m);
         e.unlock_entry();
         return r;
     }
 
-    void release_port(const Flow& f, const Sides& s, std::optional<uint16_t> port) {
-        if (port) snap_.nat->release(f.key.key.proto, s.dst_ip, f.key.key.port[f.key.src_side ^ 1], *port);
-    }
-
     // Primary entry lock held, the entry just started. Stores the binding and adds the
     // outside (alias) key that inbound packets are translated by.
-    std::optional<DropReason> bind(CtEntry& e, const Flow& f, const Sides& s, uint16_t external,
-                                   PacketMeta& m) {
+    Outcome bind(CtEntry& e, int32_t pos, const Flow& f, const Sides& s, uint16_t external, PacketMeta& m) {
         const Ipv4Addr ext_addr = snap_.uplink->address;
         store_nat_binding(e, NatBinding{ext_addr, external, NatRole::primary});
         const CtPacketKey alias = nat_alias_key(f.key.key, f.key.src_side ^ 1, {ext_addr, external});
-        const int32_t apos = table_.insert(alias.key);
+        const int32_t apos = table_.insert_evicting(alias.key, ctx_.now_ns);
         if (apos < 0) {
             // The binding stays: expiring the primary makes the sweeper release the port.
+            table_.unreserve(1);
             e.state.expires_s = 1;
-            return DropReason::ct_table_full;
+            return Refusal{DropReason::ct_table_full};
         }
         CtEntry& a = table_.entry(apos);
         a.lock_entry();
+        ConnTable::hold_reserved(a);
         a.state = ConnState{};
         a.state.expires_s = UINT32_MAX;  // lives until its primary is removed
         a.orig_side = alias.src_side;
+        a.account = kNoAccount;  // charged through its primary
+        a.primary_position = pos;
         store_nat_binding(a, NatBinding{s.src_ip, f.key.key.port[f.key.src_side], NatRole::alias});
         a.unlock_entry();
         m.nat = NatAction::snat;
@@ -180,26 +223,43 @@ private:
         return table_.lookup(nat_alias_key(f.key.key, e.orig_side ^ 1, binding.endpoint()).key) >= 0;
     }
 
+    // A SYN on TIME_WAIT (or a packet on an expired entry) opens a new connection in the same
+    // entry: charged like any new connection. A translated connection stays with its account,
+    // which its NAT port is charged to.
+    Outcome recharge(CtEntry& e, const Sides& s, const NatBinding& binding) {
+        const InstanceView& charged = s.src ? *s.src : *s.dst;
+        if (!accounts_.take_opening(charged.account, charged.limits.new_connections_per_second, ctx_.now_ns))
+            return Refusal{DropReason::limit_new_connections_per_second, charged.port};
+        if (charged.account == e.account || binding.translated()) return std::nullopt;
+        if (!accounts_.charge_connection(charged.account, charged.limits.connections))
+            return Refusal{DropReason::limit_connections, charged.port};
+        if (e.account != kNoAccount) accounts_.release_connection(e.account);
+        e.account = charged.account;
+        return std::nullopt;
+    }
+
     // Entry lock held.
-    std::optional<DropReason> existing(CtEntry& e, const Flow& f, const Sides& s, PacketMeta& m) {
+    Outcome existing(CtEntry& e, const Flow& f, const Sides& s, PacketMeta& m) {
         const Direction dir = e.direction_of(f.key.src_side);
         const NatBinding binding = load_nat_binding(e);
         // A masqueraded connection is reached from outside only through its external
         // endpoint (nat_in translated the packet); its inside tuple is not an entrance.
         if (binding.translated() && dir == Direction::reply && !m.nat_translated_in)
-            return DropReason::nat_unsolicited;
+            return Refusal{DropReason::nat_unsolicited};
         const uint32_t generation = static_cast<uint32_t>(snap_.generation);
         if (e.policy_generation != generation && !ct_expired(e.state, ctx_.now_ns)) {
             // The rules changed since this connection was allowed: check its opening again.
             const bool orig = dir == Direction::original;
             const PolicyDecision d =
-                orig ? evaluate_new_connection(snap_, s.src, s.dst, s.src_ip, s.dst_ip, f.key.key.proto, f.rule_key)
-                     : evaluate_new_connection(snap_, s.dst, s.src, s.dst_ip, s.src_ip, f.key.key.proto, f.orig_rule_key);
+                orig ? evaluate_new_connection(snap_, s.src, s.dst, s.src_ip, s.dst_ip, f.key.key.proto, f.rule_key,
+                                               s.site)
+                     : evaluate_new_connection(snap_, s.dst, s.src, s.dst_ip, s.src_ip, f.key.key.proto,
+                                               f.orig_rule_key, s.reversed());
             // A connection whose translation the new configuration would change (its network
             // became, or stopped being, `nat`) cannot continue either.
             if (!d.allowed || d.masquerade != binding.translated()) {
                 e.state.expires_s = 1;  // long expired: the sweeper removes it
-                return DropReason::sg_revoked;
+                return Refusal{DropReason::sg_revoked};
             }
             e.policy_generation = generation;
         }
@@ -207,14 +267,14 @@ private:
         if (v == CtVerdict::new_flow) {
             // An echo request that Linux tracks as a connection of its own (the other host
             // pings with the same identifier, or another code): the rules decide as for any
-            // first packet, then it shares the entry.
+            // first packet, then it shares the entry (no new entry: nothing to charge).
             const PolicyDecision d =
                 evaluate_new_connection(snap_, s.src, s.dst, s.src_ip, s.dst_ip, f.key.key.proto, f.rule_key);
-            if (!d.allowed) return d.reason;
-            if (d.masquerade != binding.translated()) return DropReason::nat_unsolicited;
+            if (!d.allowed) return Refusal{d.reason};
+            if (d.masquerade != binding.translated()) return Refusal{DropReason::nat_unsolicited};
             ct_add_flow(e.state, dir, f.info, snap_.ct_timeouts, ctx_.now_ns);
         } else if (!ct_passes(v)) {
-            if (v != CtVerdict::reopen && v != CtVerdict::expired) return reason_of(v);
+            if (v != CtVerdict::reopen && v != CtVerdict::expired) return Refusal{reason_of(v)};
             // No live connection: this packet may open a new one in its own direction, reusing
             // the entry (the key is the same) and its binding. A reopening SYN ends the old
             // connection even when the rules refuse the new one, as in Linux.
@@ -222,13 +282,14 @@ private:
             PolicyDecision d;
             if (auto reason = decide_new(f, s, fresh, d)) {
                 if (v == CtVerdict::reopen) e.state.expires_s = 1;  // long expired: the sweep removes it
-                return reason;
+                return Refusal{*reason};
             }
-            if (d.masquerade != binding.translated()) return DropReason::nat_unsolicited;
+            if (d.masquerade != binding.translated()) return Refusal{DropReason::nat_unsolicited};
             // A mapping whose outside key could not be added (table full) has no way back:
             // it stays expired until the sweep frees it.
-            if (binding.translated() && !alias_present(e, f, binding)) return DropReason::ct_table_full;
-            start(e, f, fresh);
+            if (binding.translated() && !alias_present(e, f, binding)) return Refusal{DropReason::ct_table_full};
+            if (auto r = recharge(e, s, binding)) return r;
+            start(e, f, fresh, e.account);
         }
         if (binding.translated() && e.direction_of(f.key.src_side) == Direction::original) {
             m.nat = NatAction::snat;
@@ -241,6 +302,7 @@ private:
     const Snapshot& snap_;
     WorkerContext& ctx_;
     ConnTable& table_;
+    InstanceAccounts& accounts_;
 };
 
 // An ICMP error passes if the datagram it quotes belongs to a tracked connection. The quoted
@@ -282,15 +344,15 @@ std::optional<DropReason> check_icmp_error(const Frame& f, PacketMeta& m, const 
     // Errors are no way around the network kinds, even for a connection that a reload has
     // not re-checked yet (its own next packet does): private never crosses the uplink, and
     // across it a nat network's connections are translated, a public one's are not.
-    if (const InstanceView* inside = s.src ? s.src : s.dst; inside && (!s.src || !s.dst)) {
+    if (const InstanceView* inside = s.src ? s.src : s.dst; inside && (s.src_outside() || s.dst_outside())) {
         const NetworkKind kind = snap.networks[inside->network].kind;
         if (kind == NetworkKind::private_) return DropReason::private_isolated;
         if ((kind == NetworkKind::nat) != (binding.role == NatRole::primary)) return DropReason::sg_revoked;
     }
     if (binding.role == NatRole::primary) {
-        if (!s.src) {  // from outside
+        if (s.src_outside()) {
             if (!m.nat_translated_in) return DropReason::nat_unsolicited;
-        } else if (!s.dst) {  // the instance's error about a datagram that came in through the NAT
+        } else if (s.dst_outside()) {  // the instance's error about a datagram that came in through the NAT
             m.nat = NatAction::icmp_error_out;
             m.nat_addr = binding.addr.value;
             m.nat_port = binding.port;
@@ -299,25 +361,39 @@ std::optional<DropReason> check_icmp_error(const Frame& f, PacketMeta& m, const 
     return std::nullopt;
 }
 
+// A first fragment that passed: its later fragments follow it (and its translation).
+void remember_fragment(const Frame& fr, const PacketMeta& m, const Sides& s, const Snapshot& snap,
+                       WorkerContext& ctx) {
+    const auto* ip = header_at<Ipv4Hdr>(fr.data(), fr.len, m.l3_offset);
+    if (!ctx.fragments || !(ip->frag.host() & Ipv4Hdr::kMoreFragments)) return;
+    const bool from_uplink = snap.uplink && m.in_port == snap.uplink->port;
+    ctx.fragments->remember({s.src_ip.value, s.dst_ip.value, ip->id.host(), s.src_zone, ip->protocol},
+                            ctx.fragments->source_of(m.in_port, s.src_ip.value, from_uplink), ctx.now_ns,
+                            ctx.now_ns + uint64_t{snap.fragment_timeout_s} * 1'000'000'000,
+                            m.nat == NatAction::snat ? m.nat_addr : 0, static_cast<uint32_t>(snap.generation));
+}
+
 }  // namespace
 
 PolicyDecision evaluate_new_connection(const Snapshot& snap, const InstanceView* from,
                                        const InstanceView* to, Ipv4Addr from_ip, Ipv4Addr to_ip,
-                                       uint8_t protocol, uint16_t rule_key) noexcept {
+                                       uint8_t protocol, uint16_t rule_key, SiteEnds site) noexcept {
     PolicyDecision d;
     const auto kind = [&](const InstanceView* inst) { return snap.networks[inst->network].kind; };
+    const bool from_outside = !from && !site.from;
+    const bool to_outside = !to && !site.to;
     // The seed's network kinds, before any security group: private has no outside at all, and
-    // nothing from outside opens a connection into nat.
-    if ((from && !to && kind(from) == NetworkKind::private_) ||
-        (!from && to && kind(to) == NetworkKind::private_)) {
+    // nothing from outside opens a connection into nat. Another host's instance is inside.
+    if ((from && to_outside && kind(from) == NetworkKind::private_) ||
+        (from_outside && to && kind(to) == NetworkKind::private_)) {
         d.reason = DropReason::private_isolated;
         return d;
     }
-    if (!from && to && kind(to) == NetworkKind::nat) {
+    if (from_outside && to && kind(to) == NetworkKind::nat) {
         d.reason = DropReason::nat_unsolicited;
         return d;
     }
-    d.masquerade = from && !to && kind(from) == NetworkKind::nat;
+    d.masquerade = from && to_outside && kind(from) == NetworkKind::nat;
     if (d.masquerade && protocol != ipproto::kTcp && protocol != ipproto::kUdp &&
         !(protocol == ipproto::kIcmp && (rule_key >> 8) == icmp::kEchoRequest)) {
         d.reason = DropReason::nat_unsupported;
@@ -341,7 +417,7 @@ PolicyDecision evaluate_new_connection(const Snapshot& snap, const InstanceView*
     return d;
 }
 
-void policy_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexcept {
+void policy_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx, PendingOpens& opens) noexcept {
     Flow flows[kBurstSize];
     Sides sides[kBurstSize];
     const CtKey* keys[kBurstSize];
@@ -354,9 +430,9 @@ void policy_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexce
         PacketMeta& m = batch.meta[i];
         if (m.verdict != Verdict::pending || !m.is_ipv4) continue;
         const NextHopKind kind = NextHop::kind(m.next_hop);
-        if (kind != NextHopKind::instance && kind != NextHopKind::uplink) continue;
+        if (kind != NextHopKind::instance && kind != NextHopKind::uplink && kind != NextHopKind::site) continue;
         const bool from_uplink = m.in_port == uplink_port;
-        if (kind == NextHopKind::uplink && from_uplink) continue;  // forward drops transit
+        if (kind != NextHopKind::instance && from_uplink) continue;  // forward drops transit
         const Frame& fr = batch.frames[i];
         const auto* ip = header_at<Ipv4Hdr>(fr.data(), fr.len, m.l3_offset);
         const InstanceView* src = snap.instance_on_port(m.in_port);
@@ -367,9 +443,13 @@ void policy_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexce
         const InstanceView* dst =
             kind == NextHopKind::instance ? snap.instance_on_port(static_cast<uint16_t>(NextHop::index(m.next_hop))) : nullptr;
         if (kind == NextHopKind::instance && (!dst || dst == src)) continue;  // forward drops these (no_route, hairpin)
-        Sides s{src, dst, src ? snap.networks[src->network].zone : uint16_t{0},
-                dst ? snap.networks[dst->network].zone : uint16_t{0}, Ipv4Addr::from_be(ip->src),
-                Ipv4Addr::from_be(ip->dst)};
+        Sides s{src,
+                dst,
+                src ? snap.networks[src->network].zone : uint16_t{0},
+                dst ? snap.networks[dst->network].zone : uint16_t{0},
+                Ipv4Addr::from_be(ip->src),
+                Ipv4Addr::from_be(ip->dst),
+                {from_uplink && m.from_site, kind == NextHopKind::site}};
 
         if (!ip->is_first_fragment()) {
             const FragmentKey fk{s.src_ip.value, s.dst_ip.value, ip->id.host(), s.src_zone, ip->protocol};
@@ -423,18 +503,28 @@ void policy_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexce
     for (uint16_t k = 0; k < n; ++k) {
         const uint16_t i = which[k];
         PacketMeta& m = batch.meta[i];
-        if (auto r = run.track(flows[k], positions[k], sides[k], m)) {
-            batch.drop(i, *r);
+        const uint16_t pending = opens.count;
+        if (auto r = run.track(i, flows[k], positions[k], sides[k], m, opens)) {
+            refuse(batch, i, *r);
             continue;
         }
-        const Frame& fr = batch.frames[i];
-        const auto* ip = header_at<Ipv4Hdr>(fr.data(), fr.len, m.l3_offset);
-        if (ctx.fragments && (ip->frag.host() & Ipv4Hdr::kMoreFragments))
-            ctx.fragments->remember({sides[k].src_ip.value, sides[k].dst_ip.value, ip->id.host(),
-                                     sides[k].src_zone, ip->protocol},
-                                    ctx.fragments->source_of(m.in_port, sides[k].src_ip.value, m.in_port == uplink_port),
-                                    ctx.now_ns, ctx.now_ns + uint64_t{snap.fragment_timeout_s} * 1'000'000'000,
-                                    m.nat == NatAction::snat ? m.nat_addr : 0, static_cast<uint32_t>(snap.generation));
+        if (opens.count == pending) remember_fragment(batch.frames[i], m, sides[k], snap, ctx);
+    }
+}
+
+void commit_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx, PendingOpens& opens) noexcept {
+    if (opens.count == 0) return;
+    PolicyRun run(snap, ctx);
+    for (uint16_t k = 0; k < opens.count; ++k) {
+        const PendingOpen& p = opens.items[k];
+        PacketMeta& m = batch.meta[p.packet];
+        // Forward dropped it, or answered it with an ICMP error: no connection.
+        if (m.verdict != Verdict::forward) continue;
+        if (auto r = run.open(p, m)) {
+            refuse(batch, p.packet, *r);
+            continue;
+        }
+        remember_fragment(batch.frames[p.packet], m, p.sides, snap, ctx);
     }
 }
 

@@ -4,6 +4,7 @@
 
 #include "calyx/headers.hpp"
 #include "dp/local.hpp"
+#include "dp/neighbor.hpp"
 
 namespace calyx::dp {
 namespace {
@@ -15,9 +16,26 @@ bool martian(Ipv4Addr src) {
     return top == 0 || top == 127 || src.is_multicast() || top >= 240;
 }
 
+// Whether `sender` (the frame's Ethernet source) is one of the next hops the site routes
+// `nh`'s source via. An unresolved next hop is wanted, so the control plane resolves it and the
+// flow's next packets pass.
+bool sent_by_next_hop(const Snapshot& snap, uint32_t nh, const MacAddr& sender, uint64_t now_ns) {
+    const uint32_t group = NextHop::index(nh);
+    if (group >= snap.site_next_hops.size()) return false;
+    const SiteNextHops& hops = snap.site_next_hops[group];
+    for (uint8_t k = 0; k < hops.count; ++k) {
+        const auto mac = snap.neighbors->lookup(hops.hops[k], now_ns);
+        if (!mac)
+            snap.neighbors->want(hops.hops[k], now_ns);
+        else if (*mac == sender)
+            return true;
+    }
+    return false;
+}
+
 }  // namespace
 
-void route_stage(Batch& batch, const Snapshot& snap, WorkerContext&) noexcept {
+void route_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexcept {
     // Destinations, then (for packets from the uplink) sources, in one bulk lookup.
     uint32_t ips[2 * kBurstSize];
     uint64_t hops[2 * kBurstSize];
@@ -58,8 +76,17 @@ void route_stage(Batch& batch, const Snapshot& snap, WorkerContext&) noexcept {
     for (uint16_t k = 0; k < n_src; ++k) {
         // Whatever the site routes to itself (instances, their networks, gateways, the uplink
         // address) cannot come from outside. Translated replies have the remote as source.
-        const NextHopKind kind = NextHop::kind(static_cast<uint32_t>(hops[n + k]));
-        if (kind != NextHopKind::uplink) batch.drop(from_uplink[k], DropReason::martian_source);
+        const uint32_t nh = static_cast<uint32_t>(hops[n + k]);
+        const NextHopKind kind = NextHop::kind(nh);
+        if (kind == NextHopKind::uplink) continue;
+        const uint16_t i = from_uplink[k];
+        if (kind == NextHopKind::site &&
+            sent_by_next_hop(snap, nh, header_at<EtherHdr>(batch.frames[i].data(), batch.frames[i].len, 0)->src,
+                             ctx.now_ns)) {
+            batch.meta[i].from_site = true;
+            continue;
+        }
+        batch.drop(i, DropReason::martian_source);
     }
 }
 

@@ -1,12 +1,20 @@
 // route: longest-prefix match of IPv4 destinations in the snapshot's rte_fib, one bulk lookup
 // per batch.
 //
-// Reads:  meta.is_ipv4, the IPv4 destination (and source, for packets from the uplink).
-// Writes: meta.next_hop.
+// Reverse-path check of the uplink (strict, RFC 3704): a source that the site routes to
+// itself (its instances, networks, gateways, the uplink address) never comes from outside.
+// One exception: a source routed by an imported site route (another host's instance) is
+// accepted when the frame came from one of that route's next hops, by its MAC: the
+// neighbour it came from is the one the site routes it via. It is then a packet of the site
+// (meta.from_site): never masqueraded, and only the destination's ingress rules apply.
+//
+// Reads:  meta.is_ipv4, the IPv4 destination (and source and Ethernet source, for packets
+//         from the uplink); the uplink's ARP cache for the check.
+// Writes: meta.next_hop, meta.from_site.
 // Drops:  martian_destination (multicast, 0.0.0.0; limited and network broadcasts are sent
 //         to the local stage because DHCP clients use them); martian_source (a packet from
-//         the uplink whose source is one of the site's own addresses: the same lookup, on the
-//         source, says so).
+//         the uplink whose source is one of the site's own addresses, or a site route's not
+//         sent by one of its next hops: the same lookup, on the source, says so).
 #pragma once
 
 #include <cstdint>
@@ -26,6 +34,8 @@ enum class NextHopKind : uint32_t {
     unassigned = 3,  // inside an instance network but no instance has it: host unreachable;
                      // index: the network (Snapshot::networks)
     uplink = 4,      // leaves by the uplink; index: kUplinkViaGateway or kUplinkOnLink
+    site = 5,        // another host of the site (an imported route): leaves by the uplink
+                     // to one of its next hops; index: Snapshot::site_next_hops
 };
 
 inline constexpr uint32_t kUplinkViaGateway = 0;  // next hop: the uplink's gateway

@@ -4,6 +4,7 @@
 // read it without locks and never see half of a configuration.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -14,6 +15,7 @@
 #include "calyx/network_kind.hpp"
 #include "dp/conntrack_state.hpp"
 #include "dp/counters.hpp"
+#include "dp/limits.hpp"
 #include "dp/rules.hpp"
 
 struct rte_fib;
@@ -54,6 +56,17 @@ struct InstanceView {
     Ipv4Addr ipv4;
     uint16_t network = 0;  // index into Snapshot::networks
     uint16_t port = 0;     // port slot
+    uint16_t account = 0;  // what its connections are charged to (dp/limits.hpp)
+    InstanceLimits limits;
+};
+
+// The next hops of one route imported from the site (routing.import_table): hosts of the site
+// on the uplink subnet, resolved by ARP like the uplink's gateway. Several: multipath, a flow
+// takes one by hash (dp/forward.cpp).
+struct SiteNextHops {
+    static constexpr size_t kMaxPaths = 16;
+    uint8_t count = 0;
+    std::array<Ipv4Addr, kMaxPaths> hops{};
 };
 
 // One receive queue a worker polls: a vhost-user port's queue pair.
@@ -74,10 +87,25 @@ struct Snapshot {
     std::vector<std::shared_ptr<const InstancePolicy>> policies;  // shared by equal group lists
     CtTimeouts ct_timeouts;
     uint32_t fragment_timeout_s = 30;
+    uint32_t idle_sleep_us = 0;  // a worker's longest sleep when idle; 0: pure polling
     ConnTable* conntrack = nullptr;  // not owned: outlives every snapshot
     std::optional<UplinkView> uplink;  // none: only the site's networks
     NatPortAllocator* nat = nullptr;  // not owned, outlives snapshots; set with `uplink`
     NeighborTable* neighbors = nullptr;  // the uplink's ARP cache; likewise
+    // The host's own stack (config host_interface): a tap whose frames leave by the uplink and
+    // which gets what comes for the uplink address and no masquerade mapping claims
+    // (dp/host.hpp). kMaxPorts: none.
+    uint16_t host_port = kMaxPorts;
+    // Next hops of the imported site routes, indexed by a `site` next hop (dp/route.hpp).
+    std::vector<SiteNextHops> site_next_hops;
+    // The imported routes themselves, for calyxctl (the data plane reads only the FIB).
+    struct SiteRouteView {
+        Ipv4Prefix prefix;
+        uint32_t next_hops = 0;  // index into site_next_hops
+        uint8_t protocol = 0;    // who wrote it into the import table (bird: 12)
+    };
+    std::vector<SiteRouteView> site_routes;
+    uint32_t import_table = 0;  // routing.import_table they came from (calyxctl routes says so)
     // port slot -> index into `instances`, or -1 when the slot holds no instance.
     std::vector<int32_t> instance_by_port = std::vector<int32_t>(kMaxPorts, -1);
     rte_fib* fib = nullptr;  // owned; see dp/route.hpp for the next-hop encoding

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <ctime>
 
 #include <rte_cycles.h>
 
@@ -17,5 +18,12 @@ inline uint64_t tsc_to_ns(uint64_t tsc) {
 }
 
 inline uint64_t now_ns() { return tsc_to_ns(rte_rdtsc()); }
+
+// CLOCK_MONOTONIC in ns: the same for every process on the machine (a hand-over's two sides).
+inline uint64_t monotonic_ns() {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
 
 }  // namespace calyx::io

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <rte_eal.h>
+#include <rte_lcore.h>
 #include <rte_errno.h>
 
 namespace calyx::io {
@@ -51,6 +52,20 @@ std::expected<void, std::string> init_eal(const std::vector<std::string>& args) 
     if (rte_eal_init(static_cast<int>(argv.size() - 1), argv.data()) < 0)
         return std::unexpected(fmt::format("EAL initialisation failed ({}): {}",
                                            fmt::join(args, " "), rte_strerror(rte_errno)));
+    return {};
+}
+
+std::expected<void, std::string> ensure_lcore_id() {
+    if (rte_lcore_id() != LCORE_ID_ANY) return {};
+    if (rte_thread_register() != 0)
+        return std::unexpected(fmt::format("cannot give this control thread an EAL lcore id: {}",
+                                           rte_strerror(rte_errno)));
+    // Gives the id back when the thread ends (EAL has only RTE_MAX_LCORE of them).
+    struct Registration {
+        ~Registration() { rte_thread_unregister(); }
+    };
+    static thread_local Registration registration;
+    (void)registration;
     return {};
 }
 

@@ -21,4 +21,10 @@ std::vector<std::string> eal_arguments(const config::DataplaneConfig& dp,
 
 std::expected<void, std::string> init_eal(const std::vector<std::string>& args);
 
+// Gives the calling thread an EAL lcore id if it has none (a control socket or datastore
+// thread), once per thread. Needed before such a thread changes DPDK tables that keep
+// per-lcore caches: rte_hash with multi-writer add frees slots into the cache of
+// rte_lcore_id(), and LCORE_ID_ANY indexes past its end.
+std::expected<void, std::string> ensure_lcore_id();
+
 }  // namespace calyx::io

@@ -143,12 +143,13 @@ void ignore_default_sigio() {
 }  // namespace
 
 std::expected<std::unique_ptr<EthdevPort>, std::string> EthdevPort::open(
-    uint16_t slot, const config::UplinkConfig& cfg, rte_mempool* pool, uint16_t queues) {
+    uint16_t slot, const config::UplinkConfig& cfg, rte_mempool* pool, uint16_t queues,
+    std::optional<MacAddr> linux_mac, std::string_view role) {
     std::unique_ptr<EthdevPort> port(new EthdevPort(slot, cfg.port));
     // From here on the destructor undoes whatever was done, so every error path just returns.
     auto fail = [&](std::string what) -> std::unexpected<std::string> {
         const std::string& dev = port->device_name_;
-        std::string who = fmt::format("uplink {} {}", config::type_name(cfg.port),
+        std::string who = fmt::format("{} {} {}", role, config::type_name(cfg.port),
                                       port->iface_.empty() ? dev : port->iface_);
         if (!port->iface_.empty() && !dev.empty()) who += fmt::format(" ({})", dev);
         return std::unexpected(fmt::format("{}: {}", who, what));
@@ -174,7 +175,7 @@ std::expected<std::unique_ptr<EthdevPort>, std::string> EthdevPort::open(
                 const TapMacs macs = tap_macs(tap.name);
                 port->mac_ = macs.calyx;
                 port->device_name_ = fmt::format("net_tap_calyx{}", g_next_vdev++);
-                return fmt::format("iface={},mac={}", tap.name, mac_text(macs.linux_end));
+                return fmt::format("iface={},mac={}", tap.name, mac_text(linux_mac.value_or(macs.linux_end)));
             },
             [&](const config::AfPacketPort& afp) -> Devargs {
                 port->iface_ = afp.iface;

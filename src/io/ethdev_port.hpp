@@ -57,7 +57,9 @@
 #include <cstdint>
 #include <expected>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include <rte_ethdev.h>
 
@@ -76,8 +78,11 @@ public:
     // probed by EAL thanks to -a) the device, configures `queues` rx and `queues` tx queues
     // whose buffers come from `pool`, and starts it. Control plane only. On failure nothing
     // is left behind (the vdev, and with it a tap interface, is removed again).
+    // A tap's Linux end gets `linux_mac` if given (the host interface: the uplink's MAC);
+    // `role` names the port in errors.
     static std::expected<std::unique_ptr<EthdevPort>, std::string> open(
-        uint16_t slot, const config::UplinkConfig& cfg, rte_mempool* pool, uint16_t queues);
+        uint16_t slot, const config::UplinkConfig& cfg, rte_mempool* pool, uint16_t queues,
+        std::optional<MacAddr> linux_mac = std::nullopt, std::string_view role = "uplink");
     // Stops and closes the port; a vdev is removed (the tap interface disappears, in
     // whichever namespace it is by then). A closed pci port cannot be opened again in the same
     // process: EAL probes PCI devices once, at start.

@@ -230,6 +230,15 @@ int VhostPort::on_vring_state_changed(int vid, uint16_t vring, int ready) {
     return 0;
 }
 
+int VhostPort::on_new_connection(int vid) {
+    if (VhostPort* port = find(vid)) port->sessions_.fetch_add(1, std::memory_order_release);
+    return 0;
+}
+
+void VhostPort::on_destroy_connection(int vid) {
+    if (VhostPort* port = find(vid)) port->sessions_.fetch_sub(1, std::memory_order_release);
+}
+
 namespace {
 const rte_vhost_device_ops* device_ops() {
     static const rte_vhost_device_ops ops = [] {
@@ -237,6 +246,8 @@ const rte_vhost_device_ops* device_ops() {
         o.new_device = VhostPort::on_new_device;
         o.destroy_device = VhostPort::on_destroy_device;
         o.vring_state_changed = VhostPort::on_vring_state_changed;
+        o.new_connection = VhostPort::on_new_connection;
+        o.destroy_connection = VhostPort::on_destroy_connection;
         return o;
     }();
     return &ops;

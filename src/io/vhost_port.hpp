@@ -62,6 +62,9 @@ public:
     uint16_t tx(rte_mbuf** pkts, uint16_t n, uint16_t queue) noexcept override;
 
     bool connected() const override { return vid_.load(std::memory_order_acquire) >= 0; }
+    // A peer (QEMU) holds the socket, whether or not its guest has set the device up yet: a
+    // VM that Nova started paused, waiting for its port to be reported up, is connected here.
+    bool socket_connected() const { return sessions_.load(std::memory_order_acquire) > 0; }
     uint64_t connects() const { return connects_.load(std::memory_order_relaxed); }
     uint16_t slot() const override { return slot_; }
     const std::string& socket() const { return cfg_.socket; }
@@ -71,6 +74,8 @@ public:
     static int on_new_device(int vid);
     static void on_destroy_device(int vid);
     static int on_vring_state_changed(int vid, uint16_t queue, int enable);
+    static int on_new_connection(int vid);
+    static void on_destroy_connection(int vid);
 
 private:
     VhostPort(uint16_t slot, config::PortConfig cfg, rte_mempool* pool, rte_rcu_qsbr* grace, uint16_t workers)
@@ -85,6 +90,7 @@ private:
     // Bit p: the guest's receive ring of queue pair p is ready (vring_state_changed).
     std::atomic<uint32_t> ready_rx_pairs_{0};
     std::atomic<uint64_t> connects_{0};
+    std::atomic<int> sessions_{0};  // socket connections (new_connection - destroy_connection)
     bool registered_ = false;
     TxPairs tx_pairs_;
     // Per queue pair, touched only by the one worker that polls it: the guest transmit ring's

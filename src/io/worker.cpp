@@ -1,5 +1,8 @@
 #include "io/worker.hpp"
 
+#include <sys/prctl.h>
+#include <time.h>
+
 #include <rte_cycles.h>
 #include <rte_mbuf.h>
 #include <rte_rcu_qsbr.h>
@@ -7,6 +10,7 @@
 
 #include "dp/pipeline.hpp"
 #include "io/clock.hpp"
+#include "io/idle_backoff.hpp"
 #include "io/mbuf_frame.hpp"
 #include "io/port.hpp"
 #include "io/idle_queue_skip.hpp"
@@ -114,6 +118,15 @@ bool send_control_frames(DataplaneShared& shared, uint16_t uplink_slot, uint16_t
     return true;
 }
 
+// Sleeps `us` microseconds outside RCU: a grace period (a reload, a closing port) never waits
+// for a sleeping worker, which holds no snapshot; back online, the loop reloads the pointer.
+void sleep_offline(rte_rcu_qsbr* grace, unsigned index, uint32_t us) {
+    rte_rcu_qsbr_thread_offline(grace, index);
+    const timespec t{static_cast<time_t>(us / 1'000'000), static_cast<long>(us % 1'000'000) * 1000};
+    nanosleep(&t, nullptr);
+    rte_rcu_qsbr_thread_online(grace, index);
+}
+
 }  // namespace
 
 int worker_main(void* raw) {
@@ -127,6 +140,10 @@ int worker_main(void* raw) {
 
     rte_rcu_qsbr_thread_register(shared.grace, args.index);
     rte_rcu_qsbr_thread_online(shared.grace, args.index);
+    // Sleeps of a few microseconds would otherwise last the kernel's default timer slack
+    // (50 us) longer.
+    prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
+    IdleBackoff backoff;
     uint64_t last = rte_rdtsc();
     while (!shared.stop.load(std::memory_order_relaxed)) {
         const dp::Snapshot* snap = shared.snapshot.load(std::memory_order_acquire);
@@ -157,6 +174,7 @@ int worker_main(void* raw) {
             if (snap->uplink && args.index == 0 && shared.uplink_control_tx)
                 busy |= send_control_frames(shared, snap->uplink->port, queue, counters);
         }
+        const uint32_t max_sleep_us = snap ? snap->idle_sleep_us : 0;
         // Nothing from this iteration is held past here: old snapshots and ports may go.
         rte_rcu_qsbr_quiescent(shared.grace, args.index);
         const uint64_t end = rte_rdtsc();
@@ -167,6 +185,10 @@ int worker_main(void* raw) {
         }
         last = end;
         if (busy) idle_queues.busy(ctx.now_ns);
+        if (const uint32_t us = backoff.next(busy, tsc_to_ns(end), max_sleep_us)) {
+            sleep_offline(shared.grace, args.index, us);
+            dp::bump(counters.sleep_cycles, rte_rdtsc() - end);
+        }
     }
     rte_rcu_qsbr_thread_offline(shared.grace, args.index);
     rte_rcu_qsbr_thread_unregister(shared.grace, args.index);

@@ -106,6 +106,12 @@ std::string lcore_map(const ConfigOptions& opts) {
 }
 }  // namespace
 
+std::vector<const Vm*> ConfigOptions::vms() const {
+    std::vector<const Vm*> all(kVms.begin(), kVms.end());
+    for (const Vm& vm : more_vms) all.push_back(&vm);
+    return all;
+}
+
 std::string gateway_config(const TempDir& dir, const ConfigOptions& opts,
                            const ConfigIdentity& id) {
     std::string y =
@@ -113,7 +119,7 @@ std::string gateway_config(const TempDir& dir, const ConfigOptions& opts,
 dataplane:
   workers: [{workers}]
   eal_args: ["--no-huge", "-m", "512", "--file-prefix", "{prefix}"{lcores}]
-  conntrack: {{capacity: 65536}}
+  conntrack: {{capacity: {capacity}}}
 control:
   socket: {dir}/calyx.sock
 metrics:
@@ -138,12 +144,15 @@ networks:
                     fmt::arg("workers", fmt::join(worker_lcores(opts), ", ")),
                     fmt::arg("lcores", opts.workers > 1 ? fmt::format(", \"--lcores\", \"{}\"", lcore_map(opts)) : ""),
                     fmt::arg("metrics_port", id.metrics_port), fmt::arg("dns", text(kPublicDns)),
-                    fmt::arg("mtu", kPublicMtu));
-    if (!opts.uplink_tap.empty() || !opts.uplink_port.empty())
+                    fmt::arg("mtu", kPublicMtu), fmt::arg("capacity", opts.conntrack_capacity));
+    if (!opts.limits.empty()) y += fmt::format("limits: {}\n", opts.limits);
+    if (!opts.uplink_tap.empty() || !opts.uplink_port.empty()) {
         y += fmt::format("uplink:\n  port: {}\n  address: {}/24\n  gateway: {}\n",
                          opts.uplink_port.empty() ? fmt::format("{{type: tap, name: {}}}", opts.uplink_tap)
                                                   : opts.uplink_port,
                          text(kHostAddress), text(kUpstream));
+        if (!opts.uplink_nat_ports.empty()) y += fmt::format("  nat_ports: \"{}\"\n", opts.uplink_nat_ports);
+    }
     if (!opts.security.groups.empty()) {
         y += "security_groups:\n";
         for (const auto& g : opts.security.groups) {
@@ -157,7 +166,7 @@ networks:
         }
     }
     y += "instances:\n";
-    for (const Vm* vm : kVms) {
+    for (const Vm* vm : opts.vms()) {
         y += fmt::format(
             R"(  - name: {name}
     network: {network}
@@ -175,6 +184,8 @@ networks:
             fmt::arg("dir", dir.path().string()), fmt::arg("name", vm->name),
             fmt::arg("mode", opts.client_mode.contains(vm->name) ? "client" : "server"),
             fmt::arg("queues", queues == opts.queues.end() ? 1 : queues->second));
+        if (auto it = opts.instance_limits.find(vm->name); it != opts.instance_limits.end())
+            y += fmt::format("    limits: {}\n", it->second);
     }
     return y;
 }
@@ -241,7 +252,21 @@ std::optional<CountersReport> parse_counters(std::string_view block) {
             }
         } else if (line.starts_with("  drop ") && w.size() == 3 && port) {
             if (auto n = to_u64(w[2])) port->drops[std::string(w[1])] = *n;
+        } else if (line.starts_with("instance ") && w.size() == 7) {
+            // instance NAME: N connections, M nat ports
+            std::string_view name = w[1];
+            if (name.ends_with(':')) name.remove_suffix(1);
+            InstanceReport& inst = r.instances[std::string(name)];
+            inst.connections = to_u64(w[2]).value_or(0);
+            inst.nat_ports = to_u64(w[4]).value_or(0);
         } else if (line.starts_with("conntrack: ")) {
+            // conntrack: E entries of C, N created, X expired, V evicted
+            for (size_t i = 1; i + 1 < w.size(); ++i) {
+                const std::string_view what = w[i + 1];
+                if (what == "entries") r.conntrack_entries = to_u64(w[i]).value_or(0);
+                if (what.starts_with("created")) r.conntrack_created = to_u64(w[i]).value_or(0);
+                if (what.starts_with("evicted")) r.conntrack_evicted = to_u64(w[i]).value_or(0);
+            }
             saw_end = true;
         } else if (!line.starts_with("  ")) {
             port = nullptr;  // "replies: ...", or a log line of another thread
@@ -261,7 +286,7 @@ void CalyxFixture::start_calyx(const ConfigOptions& opts) {
         config_ = dir_.write("calyx.yaml", gateway_config(dir_, opts, identity_));
     }
     CalyxStartOptions start;
-    for (const Vm* vm : kVms)
+    for (const Vm* vm : options_.vms())
         if (!is_client_mode(*vm)) start.server_sockets.push_back(socket_of(*vm));
     start.sockets_suffice = true;
     auto c = CalyxProcess::start(config_, start);
@@ -316,8 +341,8 @@ void CalyxFixture::start_all(const ConfigOptions& opts) {
                                              << kGiveUpAfter << " tests; not trying again";
     ++failed_in_a_row;
     ASSERT_NO_FATAL_FAILURE(start_calyx(opts));
-    for (const Vm* v : kVms) ASSERT_NO_FATAL_FAILURE(attach(*v));
-    for (const Vm* v : kVms) ASSERT_NO_FATAL_FAILURE(warm_up(*v));
+    for (const Vm* v : options_.vms()) ASSERT_NO_FATAL_FAILURE(attach(*v));
+    for (const Vm* v : options_.vms()) ASSERT_NO_FATAL_FAILURE(warm_up(*v));
     failed_in_a_row = 0;
 }
 

@@ -123,10 +123,19 @@ struct ConfigOptions {
     // non-empty: the uplink's `port:` as a YAML flow mapping (any type, e.g. with queues),
     // instead of uplink_tap's
     std::string uplink_port{};
+    std::string uplink_nat_ports{};  // non-empty: the uplink's `nat_ports` range, e.g. "20000-20999"
     // Worker lcores 1..workers. Two CPUs here: lcores beyond 1 share CPU 1 (EAL --lcores).
     unsigned workers = 1;
     std::map<std::string, uint16_t> queues{};        // instance -> calyx's queue pairs (1)
     std::map<std::string, uint16_t> guest_queues{};  // instance -> the VM's (as calyx's)
+    // Instances beyond web-1, app-1 and db-1 (on their networks), each with its VM.
+    std::vector<Vm> more_vms{};
+    uint32_t conntrack_capacity = 65536;
+    // `limits:` as YAML flow mappings: the top-level defaults, and instances' own.
+    std::string limits{};
+    std::map<std::string, std::string> instance_limits{};
+    // The instances of a config with these options: kVms, then more_vms.
+    std::vector<const Vm*> vms() const;
 };
 
 // What must stay the same when one calyx re-reads its (rewritten) config: its EAL file prefix
@@ -160,7 +169,8 @@ int line_of(const std::string& text, std::string_view marker);
 //   port web-1 (up): /tmp/.../web-1.sock rx 5 pkts 420 bytes, tx 3 pkts 250 bytes
 //     drop sg_no_egress_rule 3
 //   ...
-//   conntrack: 2 entries of 65536, 4 created, 0 expired
+//   instance web-1: 2 connections, 0 nat ports
+//   conntrack: 2 entries of 65536, 4 created, 0 expired, 0 evicted
 
 struct PortReport {
     bool up = false;
@@ -169,14 +179,27 @@ struct PortReport {
     std::map<std::string, uint64_t> drops;  // reason -> packets (drops of frames received here)
 };
 
+// What an instance holds of what all share (calyx_instance_* in metrics).
+struct InstanceReport {
+    uint64_t connections = 0;
+    uint64_t nat_ports = 0;
+};
+
 struct CountersReport {
     std::map<std::string, PortReport> ports;  // by instance name
+    std::map<std::string, InstanceReport> instances;
+    uint64_t conntrack_entries = 0, conntrack_created = 0, conntrack_evicted = 0;
     std::string text;                         // the block as printed
 
     // Drops of frames that arrived from `instance`, for `reason` (0 if none).
     uint64_t drops(std::string_view instance, std::string_view reason) const;
     // Every drop of frames that arrived from `instance`, whatever the reason.
     uint64_t all_drops(std::string_view instance) const;
+    // What `instance` holds (zeros if it is not listed).
+    InstanceReport instance(std::string_view name) const {
+        const auto it = instances.find(std::string(name));
+        return it == instances.end() ? InstanceReport{} : it->second;
+    }
 };
 
 // Parses one block from "calyx: counters" to the "conntrack:" line; nullopt if malformed.
@@ -194,7 +217,10 @@ struct ReloadOutcome {
 
 class CalyxFixture : public testing::Test {
   protected:
-    fs::path socket_of(const Vm& vm) const { return dir_ / (vm.name + ".sock"); }
+    fs::path socket_of(const Vm& vm) const {
+        const auto it = socket_paths_.find(vm.name);
+        return it != socket_paths_.end() ? it->second : dir_ / (vm.name + ".sock");
+    }
     bool is_client_mode(const Vm& vm) const { return options_.client_mode.contains(vm.name); }
     // calyx's control socket (the config's control.socket), for calyxctl.
     fs::path control_socket() const { return dir_ / "calyx.sock"; }
@@ -263,6 +289,8 @@ class CalyxFixture : public testing::Test {
     ConfigOptions options_;
     std::unique_ptr<CalyxProcess> calyx_;
     std::map<std::string, std::unique_ptr<VmPeer>> peers_;
+    // Sockets that are not <dir>/<instance>.sock (a datastore names them after the interface).
+    std::map<std::string, fs::path> socket_paths_;
 
   private:
     bool calyx_ready();

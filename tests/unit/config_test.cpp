@@ -7,6 +7,7 @@
 #include <string_view>
 #include <vector>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "calyx/config.hpp"
@@ -391,6 +392,14 @@ uplink:
     EXPECT_EQ(result->uplink->port, UplinkPort{PciPort{"0001:01:00.0"}});
 }
 
+TEST(Config, IdleSleepIsReadAndZeroMeansPurePolling) {
+    for (const uint32_t us : {0u, 250u, 10000u}) {
+        const auto result = parse_config(fmt::format("dataplane: {{idle_sleep_us: {}}}\n", us), "sleep.yaml");
+        ASSERT_TRUE(result.has_value()) << result.error().front().to_string();
+        EXPECT_EQ(result->dataplane.idle_sleep_us, us);
+    }
+}
+
 TEST(Config, OmittedSectionsKeepTheirDefaults) {
     const auto result = parse_config("networks: []\ninstances: []\n", "min.yaml");
     ASSERT_TRUE(result.has_value());
@@ -399,10 +408,16 @@ TEST(Config, OmittedSectionsKeepTheirDefaults) {
     EXPECT_EQ(result->dataplane.icmp_errors_per_second, 1000u);
     EXPECT_EQ(result->dataplane.icmp_errors_burst, 50u);
     EXPECT_EQ(result->dataplane.mbufs, 16383u);
+    EXPECT_EQ(result->dataplane.idle_sleep_us, 100u);
     EXPECT_EQ(result->dataplane.conntrack.capacity, 1048576u);
     EXPECT_EQ(result->dataplane.conntrack.tcp_established, 432000u);
     EXPECT_EQ(result->dataplane.conntrack.udp_unreplied, 30u);
     EXPECT_EQ(result->control.socket, "/run/calyx/calyx.sock");
+    EXPECT_EQ(result->state_path(), "/run/calyx/calyx.state") << "next to the control socket";
+    const auto placed = parse_config("dataplane: {state_file: /dev/hugepages/calyx.state}\nnetworks: []\ninstances: []\n",
+                                     "placed.yaml");
+    ASSERT_TRUE(placed.has_value());
+    EXPECT_EQ(placed->state_path(), "/dev/hugepages/calyx.state");
     EXPECT_EQ(result->metrics.listen, "127.0.0.1:9469");
     EXPECT_TRUE(result->security_groups.empty());
     EXPECT_FALSE(result->uplink.has_value());
@@ -674,11 +689,20 @@ dataplane:
   icmp_errors_per_second: 5000000000
   icmp_errors_burst: 0
   mbufs: 512
+  idle_sleep_us: 10001
 )",
      {"bad.yaml:2:16: 'gateway_mac' must not be the zero MAC address",
       "bad.yaml:3:27: 'icmp_errors_per_second' must be between 0 and 4294967295, got 5000000000",
       "bad.yaml:4:22: 'icmp_errors_burst' must be between 1 and 4294967295, got 0",
-      "bad.yaml:5:10: 'mbufs' must be between 1023 and 4294967295, got 512"}},
+      "bad.yaml:5:10: 'mbufs' must be between 1023 and 4294967295, got 512",
+      "bad.yaml:6:18: 'idle_sleep_us' must be between 0 and 10000, got 10001"}},
+
+    {"state_file_must_be_an_absolute_file_path",
+     R"(
+dataplane:
+  state_file: calyx.state
+)",
+     {"bad.yaml:2:15: 'state_file' must be an absolute path of a file, e.g. /dev/hugepages/calyx.state"}},
 
     {"control_socket_must_be_an_absolute_path",
      R"(

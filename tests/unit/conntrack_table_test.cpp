@@ -65,7 +65,9 @@ TEST(ConnTable, FullTableRefusesNewConnectionsAndKeepsExistingOnes) {
         ASSERT_LT(port, 20000);
     }
     EXPECT_EQ(last, -ENOSPC);
-    EXPECT_GE(keys.size(), 256u);
+    // At least what the table admits (a 32nd below the hash's size: at 100% load a cuckoo
+    // hash with random bucket choices may already fail).
+    EXPECT_GE(keys.size(), (*table)->capacity());
     for (const auto& k : keys) EXPECT_GE((*table)->lookup(k), 0);
 }
 

@@ -52,8 +52,9 @@ inline const Ipv4Addr kWebGateway = Ipv4Addr::from_octets(203, 0, 113, 1);
 inline const Ipv4Addr kAppIp = Ipv4Addr::from_octets(10, 10, 0, 5);
 inline const Ipv4Addr kDbIp = Ipv4Addr::from_octets(10, 20, 0, 7);
 inline constexpr uint16_t kWebPort = 0, kAppPort = 1, kDbPort = 2;
-// With an `uplink:` section the uplink takes this slot.
+// With an `uplink:` section the uplink takes this slot; with `host_interface:`, its tap this.
 inline constexpr uint16_t kUplinkPort = 3;
+inline constexpr uint16_t kHostPort = 4;
 inline const MacAddr kUplinkMac{{0x02, 0xca, 0x1e, 0x00, 0x00, 0x01}};
 
 class GatewayTest : public ::testing::Test {
@@ -92,6 +93,8 @@ protected:
             in.nat = nat_.get();
             in.neighbors = &neighbors_;
         }
+        if (config_.host_interface) in.host_slot = kHostPort;
+        in.site_routes = &site_routes_;
         auto snap = cp::build_snapshot(config_, in, ++generation_);
         ASSERT_TRUE(snap.has_value()) << snap.error();
         snap_ = std::move(*snap);
@@ -119,6 +122,7 @@ protected:
     }
 
     config::Config config_;
+    std::vector<cp::SiteRoute> site_routes_;  // imported routes the next load() routes by
     std::map<std::string, uint16_t> slots_, zones_;
     uint64_t generation_ = 0;
     std::unique_ptr<dp::NatPortAllocator> nat_;  // with an uplink; before conntrack_ (it refers to it)

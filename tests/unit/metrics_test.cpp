@@ -46,7 +46,7 @@ RouterSample sample() {
     web.counters.tx_bytes = 4200;
     web.counters.drops[static_cast<size_t>(DropReason::sg_no_ingress_rule)] = 7;
     s.ports.push_back(web);
-    s.lcores.push_back({1, 100, 1000, 60, 4});
+    s.lcores.push_back({1, 100, 1000, 60, 4, 700});
     s.conntrack_entries = 3;
     s.conntrack_capacity = 1024;
     s.dhcp_replies = {1, 2, 3};
@@ -69,6 +69,7 @@ TEST(Metrics, ScrapeShowsCountersUnderTheirDocumentedNames) {
              "calyx_lcore_cycles_total{lcore=\"1\"} 1000",
              "calyx_lcore_io_cycles_total{lcore=\"1\"} 60",
              "calyx_lcore_packets_total{lcore=\"1\"} 4",
+             "calyx_lcore_sleep_cycles_total{lcore=\"1\"} 700",
              "calyx_conntrack_entries 3",
              "calyx_conntrack_capacity 1024",
              "calyx_dhcp_replies_total{type=\"nak\"} 3",

@@ -25,11 +25,12 @@ TEST(Reload, StartUpSettingsNeedARestartAndAreAllNamed) {
     next.dataplane.workers = {1, 2};
     next.dataplane.conntrack.capacity = 2048;
     next.metrics.listen = "127.0.0.1:1";
+    next.dataplane.state_file = "/dev/hugepages/calyx.state";
     const auto why = restart_required(running, next);
     ASSERT_TRUE(why.has_value());
     EXPECT_EQ(*why,
-              "dataplane.workers, dataplane.conntrack.capacity, metrics.listen cannot change while "
-              "calyx runs: restart calyx to apply");
+              "dataplane.workers, dataplane.conntrack.capacity, dataplane.state_file, metrics.listen cannot "
+              "change while calyx runs: restart calyx to apply");
 }
 
 // A site as the operator writes it; each test edits one line of it.

@@ -8,8 +8,8 @@ namespace calyx::config {
 namespace {
 
 constexpr std::string_view kDataplaneKeys[] = {
-    "workers",           "eal_args", "gateway_mac", "icmp_errors_per_second",
-    "icmp_errors_burst", "mbufs",    "conntrack"};
+    "workers",           "eal_args", "gateway_mac",  "icmp_errors_per_second",
+    "icmp_errors_burst", "mbufs",    "conntrack",    "idle_sleep_us", "state_file"};
 
 // The per-state lifetimes of dataplane.conntrack, each keyed by its ConntrackConfig field name.
 struct ConntrackTimeout {
@@ -39,7 +39,10 @@ constexpr auto kConntrackKeys = [] {
     return keys;
 }();
 
-constexpr unsigned kMaxLcore = 128;  // RTE_MAX_LCORE of the Debian DPDK build
+constexpr unsigned kMaxLcore = 128;
+// A sleep longer than 10 ms would let a vhost-user ring (256 descriptors) overflow at a mere
+// 25,000 packets/s before the worker wakes; Open vSwitch caps pmd-maxsleep the same way.
+constexpr uint64_t kMaxIdleSleepUs = 10'000;  // RTE_MAX_LCORE of the Debian DPDK build
 // The connection table is preallocated: below 1024 entries it is useless, above 2^27 its
 // memory (about 128 bytes a connection) is more than a host should give it by accident.
 constexpr uint64_t kMinConntrackCapacity = 1024;
@@ -134,6 +137,17 @@ void read_dataplane(Parser& parser, const Field& field) {
         if (const auto v = parser.integer(*f, "'mbufs'", 1023, kMaxU32))
             dp.mbufs = static_cast<uint32_t>(*v);
     if (const Field* f = m->get("conntrack")) conntrack(parser, *f);
+    if (const Field* f = m->get("state_file")) {
+        if (const auto path = parser.scalar(*f, "'state_file'", "an absolute path")) {
+            if (path->empty() || path->front() != '/' || path->back() == '/')
+                parser.error(*f, "'state_file' must be an absolute path of a file, e.g. /dev/hugepages/calyx.state");
+            else
+                dp.state_file = *path;
+        }
+    }
+    if (const Field* f = m->get("idle_sleep_us"))
+        if (const auto v = parser.integer(*f, "'idle_sleep_us'", 0, kMaxIdleSleepUs))
+            dp.idle_sleep_us = static_cast<uint32_t>(*v);
 }
 
 }  // namespace calyx::config

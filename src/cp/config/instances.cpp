@@ -1,5 +1,7 @@
 // instances: the VMs, each with one port on one network, its addresses and security groups.
-// Read last: instances name their network and groups.
+// Read last: instances name their network and groups. An instance of another host (`host:`
+// not this calyx's) needs no port and no MAC: this calyx only routes to it and checks rules
+// that name it; MACs and addresses stay unique across the whole site, sockets per host.
 #include "cp/config/sections.hpp"
 
 #include <grp.h>
@@ -15,8 +17,8 @@ namespace {
 
 // `ports` is not a key of the contract; it is accepted here only to explain why an instance
 // cannot have more than one.
-constexpr std::string_view kInstanceKeys[] = {"name", "network",         "mac",  "ipv4",
-                                              "port", "security_groups", "ports"};
+constexpr std::string_view kInstanceKeys[] = {"name", "host",            "network", "mac",   "ipv4",
+                                              "security_groups", "port", "ports", "limits"};
 constexpr std::string_view kPortKeys[] = {"type", "socket", "mode", "queues", "owner", "group"};
 
 constexpr std::string_view kSecondPort =
@@ -48,8 +50,9 @@ void instance_groups(Parser& parser, const Field& field, InstanceConfig& inst) {
 }
 
 // network, mac, ipv4 and the port's socket: each valid on its own and, if check_unique, not
-// already used by another instance.
+// already used by another instance (the socket: by another instance of this host).
 void instance_addresses(Parser& parser, const Mapping& m, InstanceConfig& inst, bool check_unique) {
+    const bool local = inst.host == parser.config().host;
     const FirstUse use{fmt::format("instance '{}'", inst.name), inst.where.line};
     const auto claim = [&](auto& uses, const auto& key, const Field& f, std::string_view what,
                            const std::string& text) {
@@ -113,8 +116,9 @@ void instance_addresses(Parser& parser, const Mapping& m, InstanceConfig& inst, 
         }
     }
 
-    // A socket is set only when `port` is one valid mapping with a `socket` key.
-    if (!inst.port.socket.empty()) {
+    // A socket is set only when `port` is one valid mapping with a `socket` key. Another host's
+    // sockets are its own business.
+    if (!inst.port.socket.empty() && local) {
         const Field* port = m.get("port");
         const Field f{port->key, port->value["socket"]};
         if (inst.port.socket == parser.config().control.socket)
@@ -232,6 +236,14 @@ void instance(Parser& parser, const Field& field,
             owner = fmt::format("instance '{}'", *n);
         }
     }
+    inst.host = parser.config().host;
+    bool host_known = true;  // an invalid host says nothing about where the instance runs
+    if (const Field* f = m->get("host")) {
+        auto host = parser.name(*f, "host");
+        host_known = host.has_value();
+        if (host) inst.host = std::move(*host);
+    }
+    const bool local = host_known && inst.host == parser.config().host;
 
     // Every way of writing a second port gets the same explanation: a `ports` list, a repeated
     // `port` key, a list under `port`, or (below) the instance listed again with another port.
@@ -255,7 +267,10 @@ void instance(Parser& parser, const Field& field,
         if (auto port = instance_port(parser, *port_field)) inst.port = std::move(*port);
     }
     // A `ports` key already explains what is wrong with the port; don't also say it is missing.
-    if (ports)
+    // Another host's instance is attached there: no port, and its MAC only if known.
+    if (!local)  // (or not known to be)
+        parser.require(*m, owner, std::array<std::string_view, 3>{"name", "network", "ipv4"});
+    else if (ports)
         parser.require(*m, owner,
                        std::array<std::string_view, 4>{"name", "network", "mac", "ipv4"});
     else
@@ -284,6 +299,9 @@ void instance(Parser& parser, const Field& field,
     instance_addresses(parser, *m, inst, /*check_unique=*/!repeated);
 
     if (const Field* f = m->get("security_groups")) instance_groups(parser, *f, inst);
+    inst.limits = parser.config().limits;
+    if (const Field* f = m->get("limits"))
+        read_limits_into(parser, *f, inst.limits, fmt::format("in the limits of {}", owner));
     parser.config().instances.push_back(std::move(inst));
 }
 

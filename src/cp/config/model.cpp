@@ -1,5 +1,6 @@
 // The configuration model's own functions (calyx/config.hpp): names of its enums, lookups.
 #include <algorithm>
+#include <filesystem>
 
 #include <fmt/format.h>
 
@@ -7,6 +8,10 @@
 #include "calyx/overloaded.hpp"
 
 namespace calyx::config {
+
+std::string SourceLocation::to_string() const {
+    return line == 0 ? file : fmt::format("{}:{}:{}", file, line, column);
+}
 
 std::string Error::to_string() const {
     return fmt::format("{}:{}:{}: {}", where.file, where.line, where.column, message);
@@ -35,6 +40,29 @@ const std::string& device_name(const UplinkPort& port) {
         port);
 }
 
+std::string_view to_string(DatastoreType type) {
+    switch (type) {
+        case DatastoreType::none:
+            return "none";
+        case DatastoreType::etcd:
+            return "etcd";
+    }
+    return "?";
+}
+
+const DatastoreNetwork* DatastoreConfig::find_network(std::string_view id) const {
+    auto it = std::ranges::find(networks, id, &DatastoreNetwork::id);
+    return it == networks.end() ? nullptr : &*it;
+}
+
+std::string DatastoreConfig::region_string() const {
+    return region ? "region-" + *region : std::string{"no-region"};
+}
+
+std::string DatastoreConfig::namespace_name() const {
+    return region ? "openstack-region-" + *region : std::string{"openstack"};
+}
+
 const NetworkConfig* Config::find_network(std::string_view name) const {
     auto it = std::ranges::find(networks, name, &NetworkConfig::name);
     return it == networks.end() ? nullptr : &*it;
@@ -50,9 +78,21 @@ std::string_view to_string(RuleDirection direction) {
     return "?";
 }
 
+std::vector<const InstanceConfig*> Config::local_instances() const {
+    std::vector<const InstanceConfig*> out;
+    for (const InstanceConfig& inst : instances)
+        if (is_local(inst)) out.push_back(&inst);
+    return out;
+}
+
 const InstanceConfig* Config::find_instance(std::string_view name) const {
     auto it = std::ranges::find(instances, name, &InstanceConfig::name);
     return it == instances.end() ? nullptr : &*it;
+}
+
+std::string Config::state_path() const {
+    if (!dataplane.state_file.empty()) return dataplane.state_file;
+    return std::filesystem::path(control.socket).replace_extension(".state").string();
 }
 
 const SecurityGroupConfig* Config::find_security_group(std::string_view name) const {

@@ -6,7 +6,11 @@
 #include <charconv>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <sstream>
+#include <tuple>
+
+#include <unistd.h>
 
 #include <yaml-cpp/eventhandler.h>
 
@@ -338,47 +342,133 @@ std::optional<std::string> Parser::pci_address(const Field& field, std::string_v
     return normal;
 }
 
+// The one YAML document of `yaml` (errors located in current_file_), or nullopt when the text
+// cannot be read as one.
+std::optional<Node> Parser::load(const std::string& yaml) {
+    // Checked first: Load would silently drop what the probe finds.
+    const std::vector<YAML::Mark> starts = document_starts(yaml);
+    for (size_t i = 1; i < starts.size(); ++i) {
+        if (starts[i].pos == starts[i - 1].pos) {
+            const YAML::Mark& m = starts[i];
+            error(SourceLocation{current_file_, m.line + 1, m.column + 1},
+                  fmt::format("invalid YAML: unexpected '{}'", yaml[m.pos]));
+            return std::nullopt;
+        }
+    }
+    if (starts.size() > 1) {
+        error(SourceLocation{current_file_, starts[1].line + 1, starts[1].column + 1},
+              "a configuration is one YAML document; this is a second one");
+    }
+    try {
+        return YAML::Load(yaml);
+    } catch (const YAML::Exception& e) {
+        // A syntax error: the text cannot be read, so nothing else in it is checked.
+        const bool no_mark = e.mark.is_null();
+        error(SourceLocation{current_file_, no_mark ? 1 : e.mark.line + 1, no_mark ? 1 : e.mark.column + 1},
+              fmt::format("invalid YAML: {}", e.msg));
+        return std::nullopt;
+    }
+}
+
+// The top-level fields of `root` (in current_file_) into `top`, and those of the files it
+// includes. A section given twice, in any two files, is an error at the second.
+void Parser::collect(const Node& root, bool may_include, std::map<std::string, TopField, std::less<>>& top) {
+    static constexpr auto kKeys = [] {
+        std::array<std::string_view, kTopKeys.size() + 1> keys{};
+        std::ranges::copy(kTopKeys, keys.begin());
+        keys.back() = "include";
+        return keys;
+    }();
+    const auto m = mapping(Field{root, root}, "the configuration", "at the top level", kKeys);
+    if (!m) return;
+    report_duplicates(*m, "at the top level");
+    for (const auto& [key, field] : m->fields) {
+        if (key == "include") {
+            if (may_include)
+                include(field, top);
+            else
+                error(field.key, "an included file includes nothing further; list every file in the include of {}", file_);
+            continue;
+        }
+        const auto [it, added] = top.try_emplace(key, TopField{field, current_file_});
+        if (!added) {
+            const SourceLocation first = [&] {
+                const std::string here = current_file_;
+                current_file_ = it->second.file;
+                const SourceLocation where = at(it->second.field.key);
+                current_file_ = here;
+                return where;
+            }();
+            error(field.key, "section '{}' is already given in {} (line {}); each section comes from one file",
+                  key, first.file, first.line);
+        }
+    }
+}
+
+void Parser::include(const Field& field, std::map<std::string, TopField, std::less<>>& top) {
+    std::vector<Field> items;
+    if (field.value.IsSequence()) {
+        if (auto list_items = list(field, "'include'")) items = std::move(*list_items);
+    } else {
+        items.push_back(field);
+    }
+    const std::filesystem::path base = std::filesystem::path(current_file_).parent_path();
+    for (const Field& item : items) {
+        const auto name = scalar(item, "'include'", "a file name or a list of them");
+        if (!name) continue;
+        if (name->empty()) {
+            error(item, "'include' names an empty file name");
+            continue;
+        }
+        const std::string path = (base / *name).lexically_normal().string();
+        const auto text = reader_(path);
+        if (!text) {
+            error(item, "cannot read included file {}: {}", path, text.error());
+            continue;
+        }
+        const std::string including = current_file_;
+        current_file_ = path;
+        if (const auto root = load(*text)) {
+            if (root->IsNull())
+                error(SourceLocation{path, 1, 1}, "the included file is empty");
+            else
+                collect(*root, false, top);
+        }
+        current_file_ = including;
+    }
+}
+
 std::expected<Config, Errors> Parser::parse(std::string_view text) {
     try {
-        const std::string yaml{text};
-        // Checked first: Load would silently drop what the probe finds.
-        const std::vector<YAML::Mark> starts = document_starts(yaml);
-        for (size_t i = 1; i < starts.size(); ++i) {
-            if (starts[i].pos == starts[i - 1].pos) {
-                const YAML::Mark& m = starts[i];
-                error(SourceLocation{file_, m.line + 1, m.column + 1},
-                      fmt::format("invalid YAML: unexpected '{}'", yaml[m.pos]));
-                return std::unexpected(std::move(errors_));
-            }
-        }
-        if (starts.size() > 1) {
-            error(SourceLocation{file_, starts[1].line + 1, starts[1].column + 1},
-                  "a configuration is one YAML document; this is a second one");
-        }
-        const Node root = YAML::Load(yaml);
-        if (root.IsNull()) {
+        const auto root = load(std::string{text});
+        if (root && root->IsNull()) {
             error(SourceLocation{file_, 1, 1},
                   "the configuration is empty; it must be a mapping with 'networks' and "
                   "'instances'");
-        } else if (const auto top = mapping(Field{root, root}, "the configuration",
-                                            "at the top level", kTopKeys)) {
-            report_duplicates(*top, "at the top level");
-            for (const Section& section : kSections)
-                if (const Field* f = top->get(section.key)) section.read(*this, *f);
+        } else if (root) {
+            std::map<std::string, TopField, std::less<>> top;
+            collect(*root, true, top);
+            for (const Section& section : kSections) {
+                const auto it = top.find(section.key);
+                if (it == top.end()) continue;
+                current_file_ = it->second.file;
+                section.read(*this, it->second.field);
+            }
+            current_file_ = file_;
         }
     } catch (const YAML::Exception& e) {
-        // A syntax error: the text cannot be read, so nothing else is checked.
         const bool no_mark = e.mark.is_null();
-        error(SourceLocation{file_, no_mark ? 1 : e.mark.line + 1, no_mark ? 1 : e.mark.column + 1},
+        error(SourceLocation{current_file_, no_mark ? 1 : e.mark.line + 1, no_mark ? 1 : e.mark.column + 1},
               fmt::format("invalid YAML: {}", e.msg));
     } catch (const std::exception& e) {
-        error(SourceLocation{file_, 0, 0}, fmt::format("cannot parse: {}", e.what()));
+        error(SourceLocation{current_file_, 0, 0}, fmt::format("cannot parse: {}", e.what()));
     }
 
     if (!errors_.empty()) {
-        std::ranges::stable_sort(errors_, [](const Error& a, const Error& b) {
-            return std::pair{a.where.line, a.where.column} <
-                   std::pair{b.where.line, b.where.column};
+        // The main file's errors first, then each included file's, each top to bottom.
+        std::ranges::stable_sort(errors_, [this](const Error& a, const Error& b) {
+            return std::tuple{a.where.file != file_, a.where.file, a.where.line, a.where.column} <
+                   std::tuple{b.where.file != file_, b.where.file, b.where.line, b.where.column};
         });
         return std::unexpected(std::move(errors_));
     }
@@ -390,22 +480,29 @@ std::expected<Config, Errors> parse_config(std::string_view yaml_text, std::stri
     return Parser{file_name}.parse(yaml_text);
 }
 
-std::expected<Config, Errors> load_config_file(const std::string& path) {
-    const auto cannot_read = [&](int err) {
-        return std::unexpected(
-            Errors{Error{{path, 0, 0}, fmt::format("cannot read: {}", std::strerror(err))}});
-    };
+std::expected<std::string, std::string> read_text_file(const std::string& path) {
     std::FILE* file = std::fopen(path.c_str(), "rb");
-    if (!file) return cannot_read(errno);
+    if (!file) return std::unexpected(std::strerror(errno));
     std::string text;
     char buffer[4096];
     size_t n = 0;
     while ((n = std::fread(buffer, 1, sizeof buffer, file)) > 0) text.append(buffer, n);
     const int err = std::ferror(file) ? errno : 0;
     std::fclose(file);
-    if (err != 0) return cannot_read(err);
+    if (err != 0) return std::unexpected(std::strerror(err));
+    return text;
+}
 
-    auto config = parse_config(text, path);
+std::string machine_host_name() {
+    std::array<char, 256> name{};
+    if (gethostname(name.data(), name.size() - 1) != 0) return "localhost";
+    return name.data();
+}
+
+std::expected<Config, Errors> load_config_file(const std::string& path) {
+    const auto text = read_text_file(path);
+    if (!text) return std::unexpected(Errors{Error{{path, 0, 0}, fmt::format("cannot read: {}", text.error())}});
+    auto config = parse_config(*text, path);
     if (config) config->source_file = path;
     return config;
 }

@@ -8,10 +8,18 @@
 // into Parser::config() and records every error it finds. Errors are sorted by position at
 // the end, so the user reads them top to bottom. yaml-cpp throws; nothing it throws leaves
 // parser.cpp.
+//
+// Includes: `include: FILE` or `include: [FILE, ...]` at the top level of the main file reads
+// the sections of those files (paths relative to the including file) as if they were written
+// there, so a host's own file (host, uplink, host_interface, routing) can take the site's
+// sections (networks, security groups, instances) from one file shared by every host. Each
+// section comes from exactly one file; included files include nothing further. Errors name the
+// file they are in.
 #pragma once
 
 #include <cstdint>
 #include <expected>
+#include <functional>
 #include <limits>
 #include <map>
 #include <optional>
@@ -120,10 +128,19 @@ struct Known {
     std::map<std::string, FirstUse, std::less<>> sockets;
 };
 
+// Reads an included file: its text, or what went wrong ("No such file or directory").
+using FileReader = std::function<std::expected<std::string, std::string>(const std::string& path)>;
+std::expected<std::string, std::string> read_text_file(const std::string& path);
+
+// The machine's host name: the default of `host:`.
+std::string machine_host_name();
+
 class Parser {
   public:
-    explicit Parser(std::string_view file) : file_(file) {
+    explicit Parser(std::string_view file, FileReader reader = read_text_file)
+        : file_(file), current_file_(file), reader_(std::move(reader)) {
         known_.gateway_mac = config_.dataplane.gateway_mac;
+        config_.host = machine_host_name();
     }
 
     // Reads every section of sections.hpp, in its order. The valid Config, or every error,
@@ -135,10 +152,11 @@ class Parser {
     Known& known() { return known_; }
 
     // --- errors and locations ---
+    // In the file being read (the main file, or an included one).
     SourceLocation at(const Node& node) const {
         const YAML::Mark mark = node.Mark();
-        if (mark.is_null()) return {file_, 1, 1};
-        return {file_, mark.line + 1, mark.column + 1};
+        if (mark.is_null()) return {current_file_, 1, 1};
+        return {current_file_, mark.line + 1, mark.column + 1};
     }
     SourceLocation at(const Field& field) const {
         const bool use_key = field.value.IsNull() || field.value.Mark().is_null();
@@ -179,7 +197,18 @@ class Parser {
     std::optional<std::string> pci_address(const Field& field, std::string_view label);
 
   private:
+    // A top-level field and the file it is in.
+    struct TopField {
+        Field field;
+        std::string file;
+    };
+    std::optional<Node> load(const std::string& yaml);
+    void collect(const Node& root, bool may_include, std::map<std::string, TopField, std::less<>>& top);
+    void include(const Field& field, std::map<std::string, TopField, std::less<>>& top);
+
     std::string file_;
+    std::string current_file_;
+    FileReader reader_;
     Errors errors_;
     Config config_;
     Known known_;

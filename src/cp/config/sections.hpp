@@ -16,16 +16,25 @@ namespace calyx::config {
 
 // In reading order, whatever the order in the file: a section may check against what the
 // sections before it have read (Parser::known, Parser::config).
+//   host first: instances of this host need a port, the others need none;
 //   networks before uplink: the uplink subnet must not overlap any network;
-//   security_groups before instances: instances name their groups.
+//   uplink before host_interface and routing: both build on it;
+//   security_groups before instances: instances name their groups;
+//   limits before instances: an instance's limits start from its defaults;
+//   datastore last: with one, the file must not declare the site's sections.
 #define CALYX_CONFIG_SECTIONS(X) \
+    X(host)                      \
     X(dataplane)                 \
     X(control)                   \
     X(metrics)                   \
     X(networks)                  \
     X(uplink)                    \
+    X(host_interface)            \
+    X(routing)                   \
     X(security_groups)           \
-    X(instances)
+    X(limits)                    \
+    X(instances)                 \
+    X(datastore)
 
 #define CALYX_DECLARE_SECTION(key) void read_##key(Parser& parser, const Field& field);
 CALYX_CONFIG_SECTIONS(CALYX_DECLARE_SECTION)
@@ -51,5 +60,7 @@ inline constexpr auto kTopKeys = [] {
 // Shared by sections: an error unless `group` names a security group read so far
 // (security_groups.cpp).
 void check_group_reference(Parser& parser, const Field& field, const std::string& group);
+// A `limits:` mapping over `limits` (limits.cpp; instances use it for their own).
+void read_limits_into(Parser& parser, const Field& field, LimitsConfig& limits, std::string_view context);
 
 }  // namespace calyx::config

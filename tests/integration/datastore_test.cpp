@@ -1,0 +1,523 @@
+// calyx in Felix's place: the real calyx with `datastore: {type: etcd}` against Debian's etcd,
+// started by the test on loopback, and the seed's three instances attached as virtio-user VMs.
+// The site is written as networking-calico writes it (tests/support/calico_shapes.hpp, checked
+// byte for byte against the fixtures of tests/etcd), and every check is on real frames or on
+// what calyx reports (calyxctl, Felix's status keys):
+//   the seed's seven frames played by writing and deleting keys, each change applied within 1 s;
+//   an endpoint deleted takes its port away, a new one gets its port and DHCP;
+//   etcd killed, changed and compacted behind calyx's back, restarted: traffic flows throughout
+//   and calyx follows again;
+//   an invalid key refused by its path while the rest applies;
+//   the status keys networking-calico reads (host liveness, each port up/down/error).
+// About 40 s. Needs root, etcd-server (scripts/setup.sh) and the calyx binary.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <mutex>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "calyx_fixture.hpp"
+#include "cp/control_server.hpp"
+#include "cp/datastore/etcd_client.hpp"
+#include "cp/datastore/syncer.hpp"
+#include "dhcp_frames.hpp"
+#include "etcd_server.hpp"
+#include "support/calico_shapes.hpp"
+
+namespace calyx::test {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+using Json = nlohmann::json;
+using calico::Ordered;
+using calico::Rule;
+
+constexpr std::chrono::milliseconds kApplyWithin{1000};  // the issue's bound for a change
+
+const std::string kHost = "compute-1";
+const std::string kNetPublic = "3b1f5a4e-7c2d-4e8f-9a6b-1c2d3e4f5a01";
+const std::string kNetNat = "3b1f5a4e-7c2d-4e8f-9a6b-1c2d3e4f5a02";
+const std::string kNetPrivate = "3b1f5a4e-7c2d-4e8f-9a6b-1c2d3e4f5a03";
+const std::string kSgWeb = "a1b2c3d4-0001-4a5b-8c6d-7e8f90a1b2c3";
+const std::string kSgApp = "a1b2c3d4-0002-4a5b-8c6d-7e8f90a1b2c3";
+const std::string kSgDb = "a1b2c3d4-0003-4a5b-8c6d-7e8f90a1b2c3";
+const std::string kFelix = "/calico/felix/v2/no-region/host/" + kHost;
+
+// The port of each VM: its Neutron port id is the VM's name (the fixture counts by it), its
+// device a VM id of its own.
+calico::Endpoint endpoint_of(const Vm& vm, std::vector<std::pair<std::string, std::string>> groups = {}) {
+    return {kHost,
+            fmt::format("d0000000-1111-4222-8333-{:012}", vm.mac.bytes[4]),
+            vm.name,
+            text(vm.mac),
+            text(vm.ip),
+            text(vm.gateway),
+            &vm == &kWeb ? kNetPublic : &vm == &kApp ? kNetNat : kNetPrivate,
+            std::move(groups)};
+}
+
+std::string status_key(const Vm& vm) {
+    const calico::Endpoint e = endpoint_of(vm);
+    return fmt::format("{}/workload/openstack/openstack%2f{}/endpoint/{}", kFelix, e.device, e.port);
+}
+
+Bytes syn(const Vm& from, Ipv4Addr to, uint16_t sport, uint16_t dport) {
+    return FrameBuilder()
+        .eth(from.mac, kGatewayMac)
+        .ipv4(from.ip, to, ipproto::kTcp)
+        .tcp(sport, dport, TcpHdr::kSyn, 1000, 0)
+        .build();
+}
+
+FramePredicate is_syn_to(Ipv4Addr dst, uint16_t dport, uint16_t sport) {
+    return [=](const Bytes& f) {
+        return is_tcp(f) && Ipv4Addr::from_be(ipv4_of(f).dst) == dst && tcp_of(f).dst_port.host() == dport &&
+               tcp_of(f).src_port.host() == sport && (tcp_of(f).flags & TcpHdr::kSyn);
+    };
+}
+
+class DatastoreTest : public CalyxFixture {
+  protected:
+    void SetUp() override {
+        auto etcd = EtcdServer::start(dir_.path());
+        ASSERT_TRUE(etcd) << etcd.error();
+        etcd_ = std::move(*etcd);
+        // The networks' subnets (the private one in the older v1 tree), the three ports in no
+        // group: the seed's frame 1.
+        put(calico::subnet({"9d8c7b6a-5f4e-4d3c-8b2a-0f1e2d3c4b01", kNetPublic, "203.0.113.0/24",
+                                   "203.0.113.1", {text(kPublicDns)}}));
+        put(calico::subnet({"9d8c7b6a-5f4e-4d3c-8b2a-0f1e2d3c4b02", kNetNat, "10.10.0.0/24", "10.10.0.1"}));
+        put(calico::subnet({"9d8c7b6a-5f4e-4d3c-8b2a-0f1e2d3c4b03", kNetPrivate, "10.20.0.0/24", "10.20.0.1"},
+                                  /*v1=*/true));
+        for (const Vm* vm : kVms) {
+            put(calico::workload_endpoint(endpoint_of(*vm)));
+            socket_paths_[vm->name] = dir_ / fmt::format("tap{}.sock", vm->name.substr(0, 11));
+        }
+        identity_ = next_config_identity();
+        tap_ = fmt::format("cxe{}", ::getpid() % 1000000);
+        config_ = dir_.write("calyx.yaml", config_text());
+        ASSERT_NO_FATAL_FAILURE(start_all({}));
+    }
+
+    std::string config_text() const {
+        return fmt::format(R"(# written by datastore_test: the host's own part; the site is etcd's
+host: {host}
+dataplane:
+  workers: [1]
+  eal_args: ["--no-huge", "-m", "512", "--file-prefix", "{prefix}"]
+  conntrack: {{capacity: 65536}}
+control: {{socket: {dir}/calyx.sock}}
+metrics: {{listen: 127.0.0.1:{metrics}}}
+uplink:
+  port: {{type: tap, name: {tap}}}
+  address: {host_address}/24
+  gateway: {upstream}
+datastore:
+  type: etcd
+  endpoints: [{etcd}]
+  port_socket: {dir}/{{interface}}.sock
+  networks:
+    - {{id: {public}, kind: public, mtu: {mtu}}}
+    - {{id: {nat}, kind: nat}}
+)",
+                           fmt::arg("host", kHost), fmt::arg("prefix", identity_.eal_prefix),
+                           fmt::arg("dir", dir_.path().string()), fmt::arg("metrics", identity_.metrics_port),
+                           fmt::arg("tap", tap_), fmt::arg("host_address", text(kHostAddress)),
+                           fmt::arg("upstream", text(kUpstream)), fmt::arg("etcd", etcd_->url()),
+                           fmt::arg("public", kNetPublic), fmt::arg("mtu", kPublicMtu), fmt::arg("nat", kNetNat));
+    }
+
+    void TearDown() override {
+        CalyxFixture::TearDown();
+        etcd_.reset();
+    }
+
+    // A put or delete that must succeed; etcd's revision after it.
+    int64_t put(const std::pair<std::string, std::string>& kv) {
+        const auto r = etcd_->put(kv);
+        EXPECT_TRUE(r) << r.error();
+        return r.value_or(0);
+    }
+    int64_t remove(const std::string& key) {
+        const auto r = etcd_->remove(key);
+        EXPECT_TRUE(r) << r.error();
+        return r.value_or(0);
+    }
+
+    std::optional<Json> call(std::string_view command, const Json& args = Json::object()) {
+        auto reply = cp::control_call(control_socket().string(), command, args, 3s);
+        if (!reply || !reply->ok) return std::nullopt;
+        return reply->result;
+    }
+    Json datastore_status() {
+        const auto s = call("status");
+        return s ? (*s)["datastore"] : Json();
+    }
+
+    // Waits until calyx applied etcd's revision `revision`; returns how long that took.
+    std::chrono::milliseconds wait_applied(int64_t revision, Clock::time_point since = Clock::now()) {
+        const auto deadline = Clock::now() + 10s;
+        for (;;) {
+            const Json d = datastore_status();
+            if (d.is_object() && d["revision"].get<int64_t>() >= revision)
+                return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - since);
+            if (Clock::now() > deadline) {
+                ADD_FAILURE() << "revision " << revision << " not applied within 10 s: " << d.dump() << "\n"
+                              << calyx_->log();
+                return 10s;
+            }
+            std::this_thread::sleep_for(5ms);
+        }
+    }
+
+    // Writes the keys of one change and waits for calyx to apply it; the latency must stay
+    // within the issue's bound.
+    void change(const std::string& what, const std::vector<std::pair<std::string, std::string>>& puts,
+                const std::vector<std::string>& deletes = {}) {
+        SCOPED_TRACE(what);
+        const auto start = Clock::now();
+        int64_t revision = 0;
+        for (const auto& kv : puts) revision = put(kv);
+        for (const auto& k : deletes) revision = remove(k);
+        const auto took = wait_applied(revision, start);
+        EXPECT_LE(took, kApplyWithin) << what << " took " << took.count() << " ms";
+        latencies_.push_back(took);
+    }
+
+    // Does a new connection from `from` to `to` get through? A SYN from a port of its own, seen
+    // at the other VM or not.
+    bool syn_passes(const Vm& from, const Vm& to, uint16_t dport) {
+        const uint16_t sport = next_port_++;
+        EXPECT_TRUE(vm(from).send(syn(from, to.ip, sport, dport)));
+        if (vm(to).receive(kReply / 3, is_syn_to(to.ip, dport, sport))) return true;
+        return false;
+    }
+
+    Json explain(const std::string& from, const std::string& to, uint16_t port) {
+        const auto r = call("explain", {{"from", from}, {"to", to}, {"proto", "tcp"}, {"port", port}});
+        EXPECT_TRUE(r) << "explain " << from << " -> " << to;
+        return r.value_or(Json::object());
+    }
+
+    std::unique_ptr<EtcdServer> etcd_;
+    std::string tap_;
+    uint16_t next_port_ = 40000;
+    std::vector<std::chrono::milliseconds> latencies_;
+};
+
+const std::string kInternet = "192.0.2.80";
+
+TEST_F(DatastoreTest, TheSeedsSevenFramesFollowTheKeysNetworkingCalicoWrites) {
+    // Frame 1: no groups, nobody talks to anybody.
+    EXPECT_FALSE(syn_passes(kWeb, kApp, 80));
+    EXPECT_FALSE(explain(kWeb.name, kInternet, 443)["allowed"].get<bool>());
+
+    // Frame 2: web-1's group lets it out to anywhere.
+    std::vector<Rule> web{Rule{"egress", {}, {}, {}, "0.0.0.0/0"}};
+    change("frame 2", {calico::network_policy(kSgWeb, web), calico::workload_endpoint(endpoint_of(kWeb, {{kSgWeb, "web"}}))});
+    const Json out = explain(kWeb.name, kInternet, 443);
+    EXPECT_TRUE(out["allowed"].get<bool>()) << out.dump();
+    EXPECT_NE(out["egress_rule"]["text"].get<std::string>().find(
+                  "/calico/resources/v3/projectcalico.org/networkpolicies/openstack/ossg.default." + kSgWeb +
+                  " spec.egress[0]"),
+              std::string::npos)
+        << "explain names the etcd key and rule: " << out.dump();
+
+    // Frame 3: 443 from anywhere to web-1, and nothing else.
+    web.push_back(Rule{"ingress", 6, Ordered::array({443}), {}, "0.0.0.0/0"});
+    change("frame 3", {calico::network_policy(kSgWeb, web)});
+    EXPECT_TRUE(explain(kInternet, kWeb.name, 443)["allowed"].get<bool>());
+    EXPECT_FALSE(explain(kInternet, kWeb.name, 22)["allowed"].get<bool>());
+
+    // Frame 4: app-1 takes 80 from web-1's address.
+    std::vector<Rule> app{Rule{"ingress", 6, Ordered::array({80}), {}, text(kWeb.ip) + "/32"}};
+    change("frame 4", {calico::network_policy(kSgApp, app), calico::workload_endpoint(endpoint_of(kApp, {{kSgApp, "app"}}))});
+    EXPECT_TRUE(syn_passes(kWeb, kApp, 80));
+    EXPECT_FALSE(syn_passes(kWeb, kApp, 81));
+
+    // Frame 5: web-1 takes 3333 from app-1; without app-1's egress rule it still cannot send it.
+    web.push_back(Rule{"ingress", 6, Ordered::array({3333}), {}, text(kApp.ip) + "/32"});
+    change("frame 5, ingress", {calico::network_policy(kSgWeb, web)});
+    EXPECT_FALSE(syn_passes(kApp, kWeb, 3333));
+    app.push_back(Rule{"egress", 6, Ordered::array({3333}), {}, text(kWeb.ip) + "/32"});
+    change("frame 5, egress", {calico::network_policy(kSgApp, app)});
+    EXPECT_TRUE(syn_passes(kApp, kWeb, 3333));
+
+    // Frame 6: db-1 may go anywhere, app-1 takes 4545 from the db group; the Internet stays out
+    // of db-1's reach.
+    app.push_back(Rule{"ingress", 6, Ordered::array({4545}), {}, {}, kSgDb});
+    change("frame 6", {calico::network_policy(kSgDb, {Rule{"egress", {}, {}, {}, "0.0.0.0/0"}}),
+                       calico::network_policy(kSgApp, app), calico::workload_endpoint(endpoint_of(kDb, {{kSgDb, "db"}}))});
+    EXPECT_TRUE(syn_passes(kDb, kApp, 4545));
+    EXPECT_FALSE(syn_passes(kWeb, kApp, 4545));
+    EXPECT_FALSE(explain(kDb.name, kInternet, 443)["allowed"].get<bool>());
+
+    // Frame 7: app-1 reaches 443 on the Internet, masqueraded to the host's address.
+    app.push_back(Rule{"egress", 6, Ordered::array({443}), {}, "0.0.0.0/0"});
+    change("frame 7", {calico::network_policy(kSgApp, app)});
+    const Json nat = explain(kApp.name, kInternet, 443);
+    EXPECT_TRUE(nat["allowed"].get<bool>()) << nat.dump();
+    EXPECT_EQ(nat["masquerade"]["address"], text(kHostAddress));
+
+    // Back again by deleting keys: without its policy web-1's group allows nothing.
+    change("web's policy deleted", {},
+           {"/calico/resources/v3/projectcalico.org/networkpolicies/openstack/ossg.default." + kSgWeb});
+    EXPECT_FALSE(syn_passes(kWeb, kApp, 80));
+    EXPECT_FALSE(explain(kWeb.name, kInternet, 443)["allowed"].get<bool>());
+
+    std::string spread;
+    for (const auto& l : latencies_) spread += fmt::format("{} ", l.count());
+    std::cout << "[ datastore ] change applied after (ms): " << spread << "\n";
+}
+
+TEST_F(DatastoreTest, DeletingAnEndpointRemovesItsPortAndANewOneGetsItsPortAndDhcp) {
+    const fs::path socket = socket_of(kDb);
+    ASSERT_TRUE(fs::exists(socket));
+    const auto [key, value] = calico::workload_endpoint(endpoint_of(kDb));
+    peers_.erase(kDb.name);  // the VM goes first, as Nova deletes it before Neutron its port
+    change("db-1's port deleted", {}, {key});
+    EXPECT_FALSE(fs::exists(socket)) << "the port's socket must go with its endpoint";
+    const auto instances = call("instances");
+    ASSERT_TRUE(instances);
+    EXPECT_EQ((*instances)["instances"].size(), 2u);
+
+    change("db-1's port created again", {{key, value}});
+    EXPECT_TRUE(fs::exists(socket));
+    ASSERT_NO_FATAL_FAILURE(attach(kDb));
+    const DhcpClientMessage discover{.type = dhcp::kDiscover, .mac = kDb.mac, .xid = 0x4242};
+    const auto offer = vm(kDb).request(dhcp_client_frame(discover), kWarmUp, is_dhcp_reply(dhcp::kOffer, 0x4242));
+    ASSERT_TRUE(offer) << "no DHCP offer for the new port";
+    const auto m = DhcpMessage::parse(*offer);
+    ASSERT_TRUE(m);
+    EXPECT_EQ(m->yiaddr, kDb.ip);
+    EXPECT_EQ(m->ip_option(dhcp::kRouter), kDb.gateway);
+}
+
+TEST_F(DatastoreTest, EtcdKilledChangedCompactedAndRestartedWhileTrafficFlows) {
+    std::vector<Rule> open{Rule{"egress"}, Rule{"ingress"}};
+    change("everyone open", {calico::network_policy(kSgApp, open),
+                             calico::workload_endpoint(endpoint_of(kWeb, {{kSgApp, "app"}})),
+                             calico::workload_endpoint(endpoint_of(kApp, {{kSgApp, "app"}}))});
+    uint16_t seq = 1;
+    expect_ping_between(kWeb, kApp, 7, seq++);
+
+    // etcd goes away: calyx says so and keeps forwarding with what it has.
+    etcd_->kill();
+    const auto deadline = Clock::now() + 5s;
+    while (datastore_status()["up"].get<bool>() && Clock::now() < deadline) std::this_thread::sleep_for(50ms);
+    const Json down = datastore_status();
+    EXPECT_FALSE(down["up"].get<bool>()) << down.dump();
+    for (int i = 0; i < 5; ++i) {
+        expect_ping_between(kWeb, kApp, 7, seq++);
+        std::this_thread::sleep_for(200ms);
+    }
+    const Json still_down = datastore_status();
+    EXPECT_GE(still_down["sync_lag_s"].get<double>(), 1.0) << still_down.dump();
+    EXPECT_FALSE(still_down["last_error"].is_null());
+
+    // Back, and behind calyx's back: db-1 deleted and the history compacted, so no watch can
+    // replay it. calyx lists again and follows.
+    ASSERT_TRUE(etcd_->start_again());
+    const int64_t deleted = remove(calico::workload_endpoint(endpoint_of(kDb)).first);
+    ASSERT_TRUE(etcd_->compact(deleted));
+    wait_applied(deleted);
+    const Json up = datastore_status();
+    EXPECT_TRUE(up["up"].get<bool>()) << up.dump();
+    EXPECT_GE(up["lists"].get<int>(), 2) << up.dump();
+    EXPECT_FALSE(fs::exists(socket_of(kDb)));
+    expect_ping_between(kWeb, kApp, 7, seq++);
+    // And it watches again: a change after the restart applies within the bound.
+    change("after the restart", {calico::network_policy(kSgApp, {Rule{"egress"}})});
+    EXPECT_FALSE(syn_passes(kWeb, kApp, 80));
+}
+
+TEST_F(DatastoreTest, AnInvalidKeyIsRefusedByItsPathWhileTheRestApplies) {
+    const std::string bad = "/calico/resources/v3/projectcalico.org/networkpolicies/openstack/ossg.default." + kSgApp;
+    std::string value = calico::network_policy(kSgApp, {Rule{"ingress", 6, Ordered::array({80})}}).second;
+    value.replace(value.find("\"selector\": \"has("), 17, "\"selector\": \"!has(");
+    change("a bad policy and a good one", {{bad, value},
+                                           calico::network_policy(kSgWeb, {Rule{"egress"}}),
+                                           calico::workload_endpoint(endpoint_of(kWeb, {{kSgWeb, "web"}})),
+                                           calico::workload_endpoint(endpoint_of(kApp, {{kSgApp, "app"}}))});
+    const Json d = datastore_status();
+    EXPECT_EQ(d["problems"], 1) << d.dump();
+    ASSERT_EQ(d["first_problems"].size(), 1u);
+    EXPECT_TRUE(d["first_problems"][0].get<std::string>().starts_with(bad + ": spec.selector '!has(")) << d.dump();
+    EXPECT_TRUE(calyx_->process().wait_for_log("calyx: datastore: " + bad + ": spec.selector", 2s)) << calyx_->log();
+    // The good part applies: web-1 may send; app-1's group allows nothing while its policy is refused.
+    EXPECT_FALSE(syn_passes(kWeb, kApp, 80));
+    EXPECT_TRUE(explain(kWeb.name, kInternet, 443)["allowed"].get<bool>());
+    // Fixed: the problem goes.
+    change("the policy fixed", {calico::network_policy(kSgApp, {Rule{"ingress", 6, Ordered::array({80})}})});
+    EXPECT_EQ(datastore_status()["problems"], 0);
+    EXPECT_TRUE(syn_passes(kWeb, kApp, 80));
+}
+
+TEST_F(DatastoreTest, FelixsStatusKeysAppearForNeutron) {
+    // The host's liveness, with a lease so that it expires when calyx is gone.
+    auto& etcd = etcd_->client();
+    const auto host = etcd.range(kFelix + "/status", "", 0);
+    ASSERT_TRUE(host && host->kvs.size() == 1) << calyx_->log();
+    const Json report = Json::parse(host->kvs[0].value);
+    EXPECT_TRUE(report["first_update"].get<bool>());
+    EXPECT_TRUE(report["uptime"].is_number());
+    EXPECT_TRUE(report["time"].get<std::string>().ends_with("Z"));
+    const auto lease = etcd.post("/v3/kv/range", cp::datastore::request_range(kFelix + "/status", "", 0, 0));
+    ASSERT_TRUE(lease);
+    EXPECT_NE(lease->find("\"lease\""), std::string::npos) << "the status key has a lease: " << *lease;
+    EXPECT_TRUE(etcd.range(kFelix + "/last_reported_status", "", 0)->kvs.size() == 1);
+
+    // Each local port: up while its VM is attached, down when it goes, error when refused.
+    const auto status_of = [&](const Vm& vm) -> std::string {
+        const auto r = etcd.range(status_key(vm), "", 0);
+        if (!r || r->kvs.empty()) return "(none)";
+        return Json::parse(r->kvs[0].value).value("status", "?");
+    };
+    const auto wait_status = [&](const Vm& vm, const std::string& want) {
+        const auto deadline = Clock::now() + 5s;
+        while (status_of(vm) != want && Clock::now() < deadline) std::this_thread::sleep_for(50ms);
+        return status_of(vm);
+    };
+    for (const Vm* vm : kVms) EXPECT_EQ(wait_status(*vm, "up"), "up") << vm->name;
+    peers_.erase(kApp.name);
+    EXPECT_EQ(wait_status(kApp, "down"), "down");
+    // db-1 given a second address: refused, and Neutron is told so.
+    auto two = calico::workload_endpoint(endpoint_of(kDb));
+    two.second.replace(two.second.find("\"10.20.0.7/32\""), 14, "\"10.20.0.7/32\", \"10.20.0.9/32\"");
+    change("db-1 with two addresses", {two});
+    EXPECT_EQ(wait_status(kDb, "error"), "error");
+    // A deleted port's status goes with it.
+    change("web-1 deleted", {}, {calico::workload_endpoint(endpoint_of(kWeb)).first});
+    EXPECT_EQ(wait_status(kWeb, "(none)"), "(none)");
+}
+
+// The syncer lists every tree whole, page after page, even where a tree's keys sort before
+// those of a tree listed earlier (networkpolicies/ before workloadendpoints/): each page goes on
+// after its own last key. The site given to the reload path holds every key, and the count
+// calyx reports is etcd's.
+TEST(EtcdAgainstDebiansEtcd, TheSyncerListsEveryTreeWholeInSmallPages) {
+    TempDir dir("calyx-etcd");
+    auto etcd = EtcdServer::start(dir.path());
+    ASSERT_TRUE(etcd) << etcd.error();
+    std::vector<std::pair<std::string, std::string>> keys;
+    for (int i = 0; i < 7; ++i) {
+        const std::string id = fmt::format("a1b2c3d4-{:04}-4a5b-8c6d-7e8f90a1b2c3", i);
+        keys.push_back(calico::network_policy(id, {Rule{"egress"}}));
+        keys.push_back(calico::workload_endpoint({"compute-2", fmt::format("d0000000-1111-4222-8333-{:012}", i),
+                                                  fmt::format("e0000000-{:04}-4000-8000-000000000000", i),
+                                                  fmt::format("fa:16:3e:00:00:{:02x}", i + 1), fmt::format("10.10.0.{}", i + 2),
+                                                  "10.10.0.1", kNetNat, {{id, "g"}}}));
+    }
+    keys.push_back(calico::subnet({"9d8c7b6a-5f4e-4d3c-8b2a-0f1e2d3c4b02", kNetNat, "10.10.0.0/24", "10.10.0.1"}));
+    keys.push_back(calico::subnet({"9d8c7b6a-5f4e-4d3c-8b2a-0f1e2d3c4b03", kNetPrivate, "10.20.0.0/24", "10.20.0.1"}, true));
+    const auto revision = (*etcd)->put_all(keys);
+    ASSERT_TRUE(revision) << revision.error();
+
+    config::Config local;
+    local.host = kHost;
+    local.datastore.type = config::DatastoreType::etcd;
+    local.datastore.endpoints = {(*etcd)->url()};
+    local.datastore.port_socket = (dir / "{interface}.sock").string();
+    std::mutex mu;
+    std::optional<config::Config> applied;
+    cp::datastore::Syncer::Callbacks callbacks;
+    callbacks.apply = [&](config::Config next) -> std::expected<uint64_t, std::string> {
+        std::lock_guard lock(mu);
+        applied = std::move(next);
+        return 2;
+    };
+    callbacks.ports_connected = [] { return std::map<std::string, bool>{}; };
+    callbacks.log = [](const std::string&) {};
+    cp::datastore::Syncer::Options options;
+    options.page = 3;
+    cp::datastore::Syncer syncer(local, std::move(callbacks), options);
+    ASSERT_TRUE(syncer.wait_first_sync(10s));
+    EXPECT_EQ(syncer.sample().keys, keys.size());
+    EXPECT_EQ(syncer.sample().revision, *revision);
+    std::lock_guard lock(mu);
+    ASSERT_TRUE(applied);
+    EXPECT_EQ(applied->instances.size(), 7u);
+    EXPECT_EQ(applied->security_groups.size(), 7u);
+    for (const auto& g : applied->security_groups) EXPECT_EQ(g.rules.size(), 1u) << g.name << " lost its policy";
+    EXPECT_EQ(applied->networks.size(), 2u);
+    EXPECT_TRUE(syncer.problems().empty()) << syncer.problems().front();
+}
+
+// etcd's behaviour that the syncer's history check (Syncer::check) answers: a compaction at
+// exactly the revision of a delete drops its tombstone, and a watch from that revision is not
+// canceled and never sees the delete. Only reading at the listed revision shows that the
+// history is gone.
+TEST(EtcdAgainstDebiansEtcd, ACompactionAtAWatchsFirstRevisionHidesADeleteButNotFromARangeAtTheList) {
+    TempDir dir("calyx-etcd");
+    auto etcd = EtcdServer::start(dir.path());
+    ASSERT_TRUE(etcd) << etcd.error();
+    const int64_t listed = (*etcd)->put("/calico/x/a", "1").value();
+    const int64_t deleted = (*etcd)->remove("/calico/x/a").value();
+    ASSERT_EQ(deleted, listed + 1);
+    ASSERT_TRUE((*etcd)->compact(deleted));
+    std::vector<cp::datastore::WatchMessage::Event> events;
+    cp::datastore::WatchSet watches((*etcd)->client(), [&](size_t, cp::datastore::WatchMessage m) {
+        events.insert(events.end(), m.events.begin(), m.events.end());
+    });
+    watches.add("/calico/x/", "/calico/x0", listed + 1);
+    for (int i = 0; i < 20; ++i) EXPECT_TRUE(watches.poll(50ms).empty()) << "the watch is not canceled";
+    EXPECT_TRUE(events.empty()) << "etcd no longer has the delete";
+    const auto at_list = (*etcd)->client().range("/calico/x/", "/calico/x0", 1, listed);
+    ASSERT_FALSE(at_list);
+    EXPECT_EQ(at_list.error().kind, cp::datastore::EtcdError::Kind::compacted) << at_list.error().message;
+}
+
+// The client against etcd itself: a watch from a compacted revision is canceled with the
+// compaction named, which the syncer answers by listing again.
+TEST(EtcdAgainstDebiansEtcd, AWatchFromACompactedRevisionIsCanceledAsCompacted) {
+    TempDir dir("calyx-etcd");
+    auto etcd = EtcdServer::start(dir.path());
+    ASSERT_TRUE(etcd) << etcd.error();
+    const int64_t first = (*etcd)->put("/calico/x/a", "1").value();
+    ASSERT_TRUE((*etcd)->put("/calico/x/a", "2"));
+    const int64_t last = (*etcd)->put("/calico/x/b", "3").value();
+    ASSERT_TRUE((*etcd)->compact(last));
+    std::vector<cp::datastore::WatchMessage> messages;
+    cp::datastore::WatchSet watches((*etcd)->client(),
+                                    [&](size_t, cp::datastore::WatchMessage m) { messages.push_back(std::move(m)); });
+    watches.add("/calico/x/", "/calico/x0", first + 1);
+    std::vector<std::pair<size_t, cp::datastore::EtcdError>> ended;
+    for (int i = 0; i < 100 && ended.empty(); ++i) ended = watches.poll(50ms);
+    ASSERT_EQ(ended.size(), 1u);
+    EXPECT_EQ(ended[0].second.kind, cp::datastore::EtcdError::Kind::compacted) << ended[0].second.message;
+    EXPECT_FALSE(messages.empty());
+    EXPECT_EQ(messages.back().compact_revision, last);
+
+    // From the current revision it delivers puts and deletes, in order.
+    cp::datastore::WatchSet live((*etcd)->client(),
+                                 [&](size_t, cp::datastore::WatchMessage m) { messages.push_back(std::move(m)); });
+    messages.clear();
+    live.add("/calico/x/", "/calico/x0", last + 1);
+    live.poll(100ms);
+    ASSERT_TRUE((*etcd)->put("/calico/x/c", "4"));
+    ASSERT_TRUE((*etcd)->remove("/calico/x/a"));
+    std::vector<cp::datastore::WatchMessage::Event> events;
+    for (int i = 0; i < 100 && events.size() < 2; ++i) {
+        live.poll(50ms);
+        events.clear();
+        for (const auto& m : messages) events.insert(events.end(), m.events.begin(), m.events.end());
+    }
+    ASSERT_EQ(events.size(), 2u);
+    EXPECT_EQ(events[0].kv.key, "/calico/x/c");
+    EXPECT_EQ(events[0].kv.value, "4");
+    EXPECT_TRUE(events[1].deleted);
+    EXPECT_EQ(events[1].kv.key, "/calico/x/a");
+    // Ranges page through at one revision.
+    const auto page = (*etcd)->client().range("/calico/x/", "/calico/x0", 1, last);
+    ASSERT_TRUE(page);
+    EXPECT_TRUE(page->more);
+    EXPECT_EQ(page->kvs.size(), 1u);
+}
+
+}  // namespace
+}  // namespace calyx::test
+
+int main(int argc, char** argv) { return calyx::test::run_integration_tests(argc, argv); }

@@ -1,0 +1,314 @@
+// Restart without cutting connections (issue 17): the connection table lives in the state file,
+// and a new table restored from it continues what the old one tracked, through the whole
+// pipeline on byte buffers: masqueraded connections keep their port, TCP windows go on being
+// tracked, the rules in force are checked again, torn entries and foreign files are refused.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "calyx/headers.hpp"
+#include "dp/conntrack.hpp"
+#include "dp/nat.hpp"
+#include "dp/state_file.hpp"
+#include "uplink_fixture.hpp"
+
+namespace calyx::test {
+namespace {
+
+namespace fs = std::filesystem;
+constexpr uint8_t kSyn = TcpHdr::kSyn, kAck = TcpHdr::kAck;
+constexpr uint64_t kSecret = 0x5eed;
+
+// A site where web-1 and db-1 talk (open group) and app-1 is masqueraded to the Internet.
+class Restart : public GatewayTest {
+protected:
+    void SetUp() override {
+        dir_ = fs::path(fmt::format("/tmp/calyx-unit-restart-{}-{}", ::getpid(), counter_++));
+        fs::create_directories(dir_);
+        start_process();
+    }
+    void TearDown() override {
+        snap_.reset();
+        conntrack_.reset();
+        state_.reset();
+        fs::remove_all(dir_);
+    }
+
+    std::string path() const { return (dir_ / "calyx.state").string(); }
+
+    // What Router::start does: the previous file (if any) restored into a new one, renamed over.
+    dp::CtRestoreStats start_process(const std::string& yaml = uplink_site()) {
+        snap_.reset();
+        conntrack_.reset();
+        nat_.reset();
+        auto previous = dp::StateFile::open(path());
+        EXPECT_TRUE(previous.has_value()) << previous.error();
+        const dp::StateParams params{kSecret, kSecret, dp::NatPortAllocator::kDefaultPartitions, 0};
+        auto table = dp::ConnTable::create(4096, -1, kSecret, [&](size_t slots) -> std::expected<dp::CtStorage, std::string> {
+            auto f = dp::StateFile::create(path() + ".new", slots, params);
+            if (!f) return std::unexpected(f.error());
+            next_ = std::move(*f);
+            return dp::CtStorage{next_->entries(), next_->keys()};
+        });
+        EXPECT_TRUE(table.has_value()) << table.error();
+        conntrack_ = std::move(*table);
+        auto cfg = config::parse_config(yaml, "site.yaml");
+        auto nat = dp::NatPortAllocator::create({cfg->uplink->nat_port_min, cfg->uplink->nat_port_max},
+                                                dp::NatPortAllocator::kDefaultPartitions, kSecret);
+        nat_ = std::make_unique<dp::NatPortAllocator>(std::move(*nat));
+        conntrack_->set_nat(nat_.get());
+        dp::CtRestoreStats stats;
+        if (previous && *previous) {
+            const dp::CtRestoreSource from{(*previous)->entries(), (*previous)->keys(), (*previous)->slots(), 0, 0};
+            stats = conntrack_->restore(from, ctx_.now_ns, [&](uint16_t account) { return account != dropped_account_; });
+        }
+        previous = nullptr;
+        state_ = std::move(next_);
+        EXPECT_TRUE(state_->rename_to(path()).has_value());
+        // A new process: its first snapshot is generation 1 again.
+        generation_ = 0;
+        load(yaml);
+        EXPECT_TRUE(neighbors_.learn(kUpstream, kUpstreamMac, ctx_.now_ns, true));
+        return stats;
+    }
+
+    dp::PacketMeta tcp(const Inside& from, Ipv4Addr to, uint16_t sport, uint16_t dport, uint8_t flags, uint32_t seq,
+                       uint32_t ack, TestFrame** out = nullptr) {
+        frames_.push_back(std::make_unique<TestFrame>(FrameBuilder()
+                                                          .eth(from.mac, kGatewayMac)
+                                                          .ipv4(from.ip, to, ipproto::kTcp)
+                                                          .tcp(sport, dport, flags, seq, ack)
+                                                          .build()));
+        if (out) *out = frames_.back().get();
+        return run(*frames_.back(), from.port);
+    }
+    dp::PacketMeta tcp_in(Ipv4Addr from, Ipv4Addr to, uint16_t sport, uint16_t dport, uint8_t flags, uint32_t seq,
+                          uint32_t ack, TestFrame** out = nullptr) {
+        frames_.push_back(std::make_unique<TestFrame>(FrameBuilder()
+                                                          .eth(kUpstreamMac, kUplinkMac)
+                                                          .ipv4(from, to, ipproto::kTcp)
+                                                          .tcp(sport, dport, flags, seq, ack)
+                                                          .build()));
+        if (out) *out = frames_.back().get();
+        return run(*frames_.back(), kUplinkPort);
+    }
+    static uint16_t src_port(TestFrame& f) { return f.at<TcpHdr>(sizeof(EtherHdr) + sizeof(Ipv4Hdr))->src_port.host(); }
+
+    // app-1 -> the Internet server, masqueraded and established; returns its external port.
+    uint16_t masqueraded_connection(uint16_t sport) {
+        TestFrame* out = nullptr;
+        EXPECT_EQ(tcp(kApp, kServer, sport, 443, kSyn, 1000, 0, &out).verdict, dp::Verdict::forward);
+        const uint16_t external = src_port(*out);
+        EXPECT_EQ(tcp_in(kServer, kHostAddr, 443, external, kSyn | kAck, 5000, 1001).verdict, dp::Verdict::forward);
+        EXPECT_EQ(tcp(kApp, kServer, sport, 443, kAck, 1001, 5001).verdict, dp::Verdict::forward);
+        return external;
+    }
+    // web-1 -> db-1:5432, established.
+    void instance_connection(uint16_t sport) {
+        EXPECT_EQ(tcp(kWeb, kDbIp, sport, 5432, kSyn, 100, 0).verdict, dp::Verdict::forward);
+        EXPECT_EQ(tcp(kDb, kWebIp, 5432, sport, kSyn | kAck, 900, 101).verdict, dp::Verdict::forward);
+        EXPECT_EQ(tcp(kWeb, kDbIp, sport, 5432, kAck, 101, 901).verdict, dp::Verdict::forward);
+    }
+
+    static inline int counter_ = 0;
+    fs::path dir_;
+    std::unique_ptr<dp::StateFile> next_, state_;
+    uint16_t dropped_account_ = dp::kNoAccount;
+    std::vector<std::unique_ptr<TestFrame>> frames_;
+};
+
+TEST_F(Restart, EstablishedConnectionsContinueAndMasqueradedOnesKeepTheirPort) {
+    const uint16_t external = masqueraded_connection(41000);
+    instance_connection(50000);
+    const auto stats = start_process();
+    EXPECT_EQ(stats.connections, 2u);
+    EXPECT_EQ(stats.masqueraded, 1u);
+    EXPECT_EQ(stats.torn + stats.expired + stats.unowned + stats.full + stats.nat_refused, 0u);
+
+    // No SYN: only a restored connection lets these through (a new table drops them as
+    // ct_invalid_new).
+    TestFrame* out = nullptr;
+    const auto m = tcp(kApp, kServer, 41000, 443, kAck, 1001, 5001, &out);
+    ASSERT_EQ(m.verdict, dp::Verdict::forward) << drop_reason_info(m.reason).name;
+    EXPECT_EQ(src_port(*out), external) << "the same external port after the restart";
+    TestFrame* back = nullptr;
+    const auto r = tcp_in(kServer, kHostAddr, 443, external, kAck, 5001, 1001, &back);
+    ASSERT_EQ(r.verdict, dp::Verdict::forward) << drop_reason_info(r.reason).name;
+    EXPECT_EQ(r.out_port, kAppPort);
+    EXPECT_EQ(nat_->in_use(ipproto::kTcp), 1u) << "the port is taken again in the rebuilt allocator";
+    EXPECT_FALSE(nat_->claim(ipproto::kTcp, kServer, 443, external)) << "nobody else can get it";
+    const auto w = tcp(kWeb, kDbIp, 50000, 5432, kAck, 101, 901);
+    EXPECT_EQ(w.verdict, dp::Verdict::forward) << drop_reason_info(w.reason).name;
+    EXPECT_EQ(tcp(kDb, kWebIp, 5432, 50000, kAck, 901, 101).verdict, dp::Verdict::forward);
+}
+
+TEST_F(Restart, WithoutTheStateFileTheSameSegmentsAreDropped) {
+    // The control for the test above: what a restart did before issue 17.
+    masqueraded_connection(41000);
+    instance_connection(50000);
+    fs::remove(path());
+    start_process();
+    const auto m = tcp(kApp, kServer, 41000, 443, kAck, 1001, 5001);
+    EXPECT_EQ(m.verdict, dp::Verdict::drop);
+    EXPECT_EQ(m.reason, DropReason::ct_invalid_new);
+}
+
+TEST_F(Restart, WindowTrackingContinuesOutOfWindowSegmentsAreStillDropped) {
+    instance_connection(50000);
+    start_process();
+    // Far beyond anything db-1 announced: dropped, as before the restart.
+    const auto m = tcp(kWeb, kDbIp, 50000, 5432, kAck, 101 + 0x40000000, 901);
+    EXPECT_EQ(m.verdict, dp::Verdict::drop);
+    EXPECT_EQ(m.reason, DropReason::ct_out_of_window) << drop_reason_info(m.reason).name;
+    EXPECT_EQ(tcp(kWeb, kDbIp, 50000, 5432, kAck, 101, 901).verdict, dp::Verdict::forward);
+}
+
+TEST_F(Restart, RestoredConnectionsAreCheckedAgainstTheRulesInForce) {
+    instance_connection(50000);
+    // The new process starts with rules that no longer let web-1 reach db-1.
+    std::string yaml = uplink_site();
+    const std::string from = "security_groups: [everywhere],\n     port: {type: vhost-user, socket: /tmp/calyx-unit/db-1.sock}";
+    ASSERT_NE(yaml.find(from), std::string::npos);
+    yaml.replace(yaml.find(from), from.size(), "security_groups: [],\n     port: {type: vhost-user, socket: /tmp/calyx-unit/db-1.sock}");
+    start_process(yaml);
+    const auto m = tcp(kWeb, kDbIp, 50000, 5432, kAck, 101, 901);
+    EXPECT_EQ(m.verdict, dp::Verdict::drop);
+    EXPECT_EQ(m.reason, DropReason::sg_revoked) << drop_reason_info(m.reason).name;
+}
+
+TEST_F(Restart, AnEntryBeingWrittenWhenTheProcessDiedIsSkipped) {
+    masqueraded_connection(41000);
+    instance_connection(50000);
+    // A worker held web-1's entry when the process died: its bytes cannot be trusted.
+    const auto key = dp::make_ct_key(ipproto::kTcp, {zones_.at("public"), kWebIp, 50000}, {zones_.at("private"), kDbIp, 5432});
+    const int32_t pos = conntrack_->lookup(key.key);
+    ASSERT_GE(pos, 0);
+    conntrack_->entry(pos).lock_entry();
+    const auto stats = start_process();
+    EXPECT_EQ(stats.torn, 1u);
+    EXPECT_EQ(stats.connections, 1u) << "the other one is restored";
+    EXPECT_EQ(tcp(kWeb, kDbIp, 50000, 5432, kAck, 101, 901).reason, DropReason::ct_invalid_new);
+}
+
+TEST_F(Restart, AKeyRecordThatDoesNotMatchItsCheckWordIsSkipped) {
+    instance_connection(50000);
+    const auto key = dp::make_ct_key(ipproto::kTcp, {zones_.at("public"), kWebIp, 50000}, {zones_.at("private"), kDbIp, 5432});
+    const int32_t pos = conntrack_->lookup(key.key);
+    ASSERT_GE(pos, 0);
+    state_->keys()[pos].key.port[0] ^= 1;  // half-written
+    const auto stats = start_process();
+    EXPECT_EQ(stats.torn, 1u);
+    EXPECT_EQ(stats.connections, 0u);
+}
+
+TEST_F(Restart, ConnectionsOfInstancesNoLongerConfiguredAreNotRestoredAndGiveTheirPortBack) {
+    masqueraded_connection(41000);
+    dropped_account_ = snap_->instances[kAppPort].account;
+    const auto stats = start_process();
+    EXPECT_EQ(stats.unowned, 1u);
+    EXPECT_EQ(nat_->in_use(ipproto::kTcp), 0u);
+}
+
+TEST_F(Restart, ExpiredConnectionsAreNotRestored) {
+    instance_connection(50000);
+    ctx_.now_ns += 10ull * 24 * 3600 * 1'000'000'000;  // ten days later (established: five)
+    const auto stats = start_process();
+    EXPECT_EQ(stats.expired, 1u);
+    EXPECT_EQ(stats.connections, 0u);
+}
+
+TEST_F(Restart, ANatPortOutsideTheNewRangeIsNotRestored) {
+    masqueraded_connection(41000);
+    const auto stats = start_process(uplink_site("20000-29999"));
+    EXPECT_EQ(stats.nat_refused, 1u);
+    EXPECT_EQ(stats.connections, 0u);
+}
+
+TEST_F(Restart, ExpiryTimesAreConvertedWhenTheTscFrequencyDiffers) {
+    instance_connection(50000);
+    const auto key = dp::make_ct_key(ipproto::kTcp, {zones_.at("public"), kWebIp, 50000}, {zones_.at("private"), kDbIp, 5432});
+    const uint32_t before = conntrack_->entry(conntrack_->lookup(key.key)).state.expires_s;
+    auto old = dp::StateFile::open(path());
+    ASSERT_TRUE(old.has_value() && *old);
+    auto table = dp::ConnTable::create(4096, -1, kSecret);
+    ASSERT_TRUE(table.has_value());
+    // The old process's TSC ran at 3 GHz by its count, ours at 2 GHz: its second is 1.5 of ours.
+    const dp::CtRestoreSource from{(*old)->entries(), (*old)->keys(), (*old)->slots(), 3'000'000'000, 2'000'000'000};
+    ASSERT_EQ((*table)->restore(from, ctx_.now_ns, [](uint16_t) { return true; }).connections, 1u);
+    const uint32_t after = (*table)->entry((*table)->lookup(key.key)).state.expires_s;
+    EXPECT_EQ(after, (uint64_t{before} * 3 + 1) / 2);
+}
+
+// ---- the file itself ----
+
+TEST_F(Restart, NamesSurviveAndATornCopyIsNotBelieved) {
+    dp::StateNames names{{{"public", 1}, {"nat", 2}}, {{"web-1", 0}, {"app-1", 7}}};
+    ASSERT_TRUE(state_->write_names(names).has_value());
+    EXPECT_EQ(state_->names(), names);
+    dp::StateNames newer = names;
+    newer.accounts["db-1"] = 3;
+    ASSERT_TRUE(state_->write_names(newer).has_value());
+    EXPECT_EQ(state_->names(), newer);
+    // A crash in the middle of the next write leaves the copy it wrote without a valid check.
+    dp::StateNames third = newer;
+    third.accounts["x"] = 9;
+    ASSERT_TRUE(state_->write_names(third).has_value());
+    auto reopened = dp::StateFile::open(path());
+    ASSERT_TRUE(reopened.has_value() && *reopened);
+    EXPECT_EQ((*reopened)->names(), third);
+    {
+        // Flip a byte of the newest copy's text: the reader falls back to the one before.
+        const int fd = ::open(path().c_str(), O_RDWR);
+        ASSERT_GE(fd, 0);
+        char c;
+        // The copies alternate: the third write went into the first copy (at 4096).
+        ASSERT_EQ(::pread(fd, &c, 1, 4096), 1);
+        c ^= 0x20;
+        ASSERT_EQ(::pwrite(fd, &c, 1, 4096), 1);
+        ::close(fd);
+    }
+    EXPECT_EQ((*reopened)->names(), newer);
+}
+
+TEST_F(Restart, AFileOfAnotherLayoutVersionIsRefusedWithAClearError) {
+    instance_connection(50000);
+    state_.reset();
+    snap_.reset();
+    conntrack_.reset();
+    {
+        const int fd = ::open(path().c_str(), O_RDWR);
+        ASSERT_GE(fd, 0);
+        const uint32_t version = dp::kStateLayoutVersion + 1;
+        ASSERT_EQ(::pwrite(fd, &version, sizeof(version), 8), 4);
+        ::close(fd);
+    }
+    auto opened = dp::StateFile::open(path());
+    ASSERT_FALSE(opened.has_value());
+    EXPECT_NE(opened.error().find("layout version 2, this calyx reads version 1 only"), std::string::npos)
+        << opened.error();
+}
+
+TEST_F(Restart, AFileThatIsNotAStateFileIsRefused) {
+    state_.reset();
+    snap_.reset();
+    conntrack_.reset();
+    std::ofstream(path()) << std::string(8192, 'x');
+    auto opened = dp::StateFile::open(path());
+    ASSERT_FALSE(opened.has_value());
+    EXPECT_NE(opened.error().find("not a calyx state file"), std::string::npos) << opened.error();
+    std::ofstream(path(), std::ios::trunc) << "short";
+    EXPECT_FALSE(dp::StateFile::open(path()).has_value());
+}
+
+TEST_F(Restart, NoFileIsAFreshStart) {
+    fs::remove(path());
+    auto opened = dp::StateFile::open(path());
+    ASSERT_TRUE(opened.has_value());
+    EXPECT_EQ(*opened, nullptr);
+}
+
+}  // namespace
+}  // namespace calyx::test
