@@ -157,11 +157,14 @@ def sites(rel: str, text: str) -> list[Mutant]:
             found.append(Mutant(rel, no, m.start(), "boolean", m.group(1), "false" if m.group(1) == "true" else "true"))
         for m in INTEGER.finditer(code):
             literal, suffix = m.group(1), m.group(2) or ""
-            value = int(literal.replace("'", ""), 0)
+            digits = literal.replace("'", "")
+            # C++ reads a leading 0 as octal (0600); Python's base 0 refuses it.
+            octal = len(digits) > 1 and digits[0] == "0" and digits.isdigit()
+            value = int(digits, 8) if octal else int(digits, 0)
             # operator[] sizes of std::array and template arguments compile either way; fine.
             mutated = {value + 1, 0 if value else 1}
             for v in sorted(mutated):
-                text_v = (hex(v) if literal.lower().startswith("0x") else str(v)) + suffix
+                text_v = (hex(v) if literal.lower().startswith("0x") else oct(v).replace("0o", "0") if octal else str(v)) + suffix
                 found.append(Mutant(rel, no, m.start(), "constant", m.group(0), text_v))
     return found
 
