@@ -455,5 +455,16 @@ TEST(NatQuota, AnAccountHoldsAtMostItsPortsOfAPool) {
     EXPECT_TRUE(a->allocate(ipproto::kUdp, kServer, 53, 0, 12, quota)) << "a released port is given back";
 }
 
+TEST(InstanceAccounts, TheBiggestHolderMayHoldASingleConnection) {
+    // A full table of instances that each hold one connection still has someone to evict from.
+    dp::InstanceAccounts accounts;
+    EXPECT_EQ(accounts.biggest_holder(), dp::kNoAccount) << "nobody holds anything yet";
+    ASSERT_TRUE(accounts.charge_connection(7, 10));
+    EXPECT_EQ(accounts.biggest_holder(), 7);
+    ASSERT_TRUE(accounts.charge_connection(3, 10));
+    ASSERT_TRUE(accounts.charge_connection(3, 10));
+    EXPECT_EQ(accounts.biggest_holder(), 3);
+}
+
 }  // namespace
 }  // namespace calyx::test
