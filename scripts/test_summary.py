@@ -11,6 +11,7 @@ import argparse
 import glob
 import json
 import os
+import re
 import sys
 import xml.etree.ElementTree as ET
 
@@ -32,35 +33,35 @@ def gtest_counts(path):
 def summarize(results_dir, log_path, meson_status):
     passed = failed = skipped = 0
     problems = []
-    gtest = {}  # binary name -> (passed, failed, skipped)
-    for path in sorted(glob.glob(os.path.join(results_dir, "*.xml"))):
-        name = os.path.basename(path)[:-4]
-        try:
-            gtest[name] = gtest_counts(path)
-        except ET.ParseError as e:
-            problems.append(f"{name}: unreadable results ({e})")
-            gtest[name] = (0, 1, 0)
     entries = []
     if os.path.exists(log_path):
         with open(log_path) as log:
             entries = [json.loads(line) for line in log if line.strip()]
     if not entries:
         problems.append("no test ran" + (f" (meson exited {meson_status})" if meson_status else ""))
+    binaries = {os.path.basename((e.get("command") or [""])[0]) for e in entries}
+    # One binary may run in several meson tests (other arguments or environment): GoogleTest
+    # then writes NAME.xml, NAME_1.xml, ... Its counts are the sum of its files.
+    gtest = {}  # binary name -> [(passed, failed, skipped) of each file]
+    for path in sorted(glob.glob(os.path.join(results_dir, "*.xml"))):
+        name = os.path.basename(path)[:-4]
+        again = re.fullmatch(r"(.+)_(\d+)", name)
+        if name not in binaries and again and again.group(1) in binaries:
+            name = again.group(1)
+        try:
+            counts = gtest_counts(path)
+        except ET.ParseError as e:
+            problems.append(f"{name}: unreadable results ({e})")
+            counts = (0, 1, 0)
+        gtest.setdefault(name, []).append(counts)
     seen_gtest = set()
+    runs = {}  # binary name -> meson tests that ran it
     for entry in entries:
         binary = os.path.basename((entry.get("command") or [""])[0])
-        result = entry["result"]
         if binary in gtest:
-            seen_gtest.add(binary)
-            p, f, s = gtest[binary]
-            passed, failed, skipped = passed + p, failed + f, skipped + s
-            if p + f + s == 0:
-                failed += 1
-                problems.append(f"{entry['name']}: ran no test case (GTEST_FILTER set?)")
-            elif result not in OK_RESULTS and f == 0:
-                failed += 1  # the binary failed beyond its cases: a crash, a timeout
-                problems.append(f"{entry['name']}: {result}")
+            runs.setdefault(binary, []).append(entry)
             continue
+        result = entry["result"]
         if result in OK_RESULTS:
             passed += 1
         elif result == "SKIP":
@@ -68,6 +69,22 @@ def summarize(results_dir, log_path, meson_status):
         else:
             failed += 1
             problems.append(f"{entry['name']}: {result}")
+    for binary, tests in runs.items():
+        seen_gtest.add(binary)
+        files = gtest[binary]
+        p = sum(c[0] for c in files)
+        f = sum(c[1] for c in files)
+        s = sum(c[2] for c in files)
+        passed, failed, skipped = passed + p, failed + f, skipped + s
+        empty = sum(1 for c in files if c[0] + c[1] + c[2] == 0) + max(0, len(tests) - len(files))
+        if empty:
+            failed += empty
+            names = ", ".join(t["name"] for t in tests)
+            problems.append(f"{names}: ran no test case (GTEST_FILTER set?)")
+        for t in tests:
+            if t["result"] not in OK_RESULTS and f == 0:
+                failed += 1  # the binary failed beyond its cases: a crash, a timeout
+                problems.append(f"{t['name']}: {t['result']}")
     for name in sorted(set(gtest) - seen_gtest):
         problems.append(f"{name}: results from a binary meson did not run")
         failed += 1

@@ -55,6 +55,27 @@ class TestSummary(unittest.TestCase):
         r.meson("smoke", "python3", "OK")
         self.assertEqual(r.summary(), (0, "tests: 6 passed, 0 failed, 0 skipped"))
 
+    def test_one_binary_in_two_meson_tests_counts_both_files(self):
+        # GoogleTest writes site_test.xml, then site_test_1.xml for the second run.
+        r = Run()
+        r.gtest("site_test", 10, 0)
+        r.gtest("site_test_1", 15, 0)
+        r.meson("integration-site", "site_test", "OK")
+        r.meson("integration-site-bgp", "site_test", "OK")
+        self.assertEqual(r.summary(), (0, "tests: 25 passed, 0 failed, 0 skipped"))
+        r.gtest("site_test_1", 14, 1)
+        status, line = r.summary()
+        self.assertEqual(status, 1)
+        self.assertTrue(line.startswith("tests: 24 passed, 1 failed"), line)
+
+    def test_second_run_without_results_fails(self):
+        r = Run()
+        r.gtest("site_test", 10, 0)
+        r.meson("integration-site", "site_test", "OK")
+        r.meson("integration-site-bgp", "site_test", "OK")
+        status, line = r.summary()
+        self.assertEqual(status, 1, line)
+
     def test_no_log_means_nothing_ran_and_fails(self):
         # `--suite integraton`: meson says "No suitable tests defined" and exits 0.
         code, line = Run().summary(0)
