@@ -1321,7 +1321,7 @@ networks:
       "bad.yaml:8:18: port type 'pci' is for the uplink, not for instances: instances attach "
       "over vhost-user",
       "bad.yaml:10:74: 'mtu' must be between 576 and 9000, got 10000",
-      "bad.yaml:11:23: 'kind' must be public, nat or private, got 'privat'",
+      "bad.yaml:11:23: 'kind' must be public, nat or private, got 'privat'; did you mean 'private'?",
       "bad.yaml:11:37: cidr 10.0.0.128/25 overlaps 10.0.0.0/24 of network 'pub' (line 10): "
       "networks share one routing table, so their addresses must not overlap"}},
 

@@ -14,7 +14,6 @@ constexpr std::string_view kDatastoreKeys[] = {"type",        "endpoints", "pref
                                                "port_socket", "region",    "networks"};
 constexpr std::string_view kNetworkKeys[] = {"id", "kind", "mtu"};
 constexpr std::string_view kTypeWords[] = {"none", "etcd"};
-constexpr std::string_view kKindWords[] = {"public", "nat", "private"};
 constexpr std::string_view kInterfacePlaceholder = "{interface}";
 constexpr size_t kMaxUnixSocketPath = 107;  // sizeof(sockaddr_un::sun_path) - 1
 constexpr size_t kMaxInterfaceName = 15;    // IFNAMSIZ - 1
@@ -147,19 +146,10 @@ void read_network(Parser& parser, const Field& field, DatastoreConfig& ds,
     }
     parser.require(*m, "datastore network", std::array<std::string_view, 2>{"id", "kind"});
     if (const Field* f = m->get("kind")) {
-        if (const auto kind = parser.scalar(*f, "'kind'", "public, nat or private")) {
-            if (*kind == "public")
-                net.kind = NetworkKind::public_;
-            else if (*kind == "nat")
-                net.kind = NetworkKind::nat;
-            else if (*kind == "private")
-                net.kind = NetworkKind::private_;
-            else {
-                parser.error(*f, "'kind' must be public, nat or private, got '{}'{}", *kind,
-                             suggestion(*kind, kKindWords));
-                ok = false;
-            }
-        }
+        if (const auto kind = read_network_kind(parser, *f))
+            net.kind = *kind;
+        else
+            ok = false;
     }
     // As for a network of the file: 576 (RFC 791) to 9000 (jumbo frames).
     if (const Field* f = m->get("mtu")) {

@@ -116,16 +116,7 @@ void network(Parser& parser, const Field& field, std::map<std::string, int, std:
     parser.require(*m, owner, std::array<std::string_view, 4>{"name", "kind", "cidr", "gateway"});
 
     if (const Field* f = m->get("kind")) {
-        if (const auto kind = parser.scalar(*f, "'kind'", "public, nat or private")) {
-            if (*kind == "public")
-                net.kind = NetworkKind::public_;
-            else if (*kind == "nat")
-                net.kind = NetworkKind::nat;
-            else if (*kind == "private")
-                net.kind = NetworkKind::private_;
-            else
-                parser.error(*f, "'kind' must be public, nat or private, got '{}'", *kind);
-        }
+        if (const auto kind = read_network_kind(parser, *f)) net.kind = *kind;
     }
     network_addresses(parser, *m, entry);
     if (const Field* f = m->get("dns")) {

@@ -507,4 +507,15 @@ std::expected<Config, Errors> load_config_file(const std::string& path) {
     return config;
 }
 
+std::optional<NetworkKind> read_network_kind(Parser& parser, const Field& field) {
+    static constexpr std::string_view kWords[] = {"public", "nat", "private"};
+    const auto kind = parser.scalar(field, "'kind'", "public, nat or private");
+    if (!kind) return std::nullopt;
+    if (*kind == "public") return NetworkKind::public_;
+    if (*kind == "nat") return NetworkKind::nat;
+    if (*kind == "private") return NetworkKind::private_;
+    parser.error(field, "'kind' must be public, nat or private, got '{}'{}", *kind, suggestion(*kind, kWords));
+    return std::nullopt;
+}
+
 }  // namespace calyx::config

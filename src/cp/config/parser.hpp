@@ -214,4 +214,8 @@ class Parser {
     Known known_;
 };
 
+// A network's `kind:` (public, nat or private), for the file's networks and a datastore's
+// alike; a misspelt kind gets an error with the nearest word.
+std::optional<NetworkKind> read_network_kind(Parser& parser, const Field& field);
+
 }  // namespace calyx::config
