@@ -79,36 +79,23 @@ while True:
     s.sendto(f"{peer[0]}:{peer[1]}\n".encode(), peer)
 )";
 
-// The route reflector, also the Internet's router: it puts into its kernel's main table only
-// the public network's instances. Its static routes are what a careless reflector could send
-// the hosts: a default route, a network of the site cut in two, a /32 outside the site; the
-// hosts' BIRD must keep every one of them out of import_table.
-constexpr const char* kReflectorConf = R"(router id 198.51.100.1;
-log stderr all;
-protocol device { scan time 10; }
-protocol direct { ipv4; interface "br0"; }
-protocol kernel {
-  ipv4 {
-    import none;
-    export filter { if source = RTS_BGP && net ~ [203.0.113.0/24{32,32}] then accept; reject; };
-  };
-}
+// The route reflector, also the Internet's router, runs conf/bird/route-reflector.conf (shared
+// with the e2e suite): it puts into its kernel's main table only the public network's
+// instances. Its clients' file adds what a careless reflector could send the hosts: a default
+// route, a network of the site cut in two, a /32 outside the site; the hosts' BIRD must keep
+// every one of them out of import_table.
+constexpr const char* kReflectorSite = R"(router id 198.51.100.1;
+define CALYX_AS = 64512;
+define CALYX_PUBLIC_HOSTS = [203.0.113.0/24{32,32}];
+)";
+constexpr const char* kReflectorClients = R"(protocol bgp h1 from calyx_host { neighbor 198.51.100.11 as CALYX_AS; }
+protocol bgp h2 from calyx_host { neighbor 198.51.100.12 as CALYX_AS; }
 protocol static noise {
   ipv4;
   route 0.0.0.0/0 blackhole;
   route 10.20.0.128/25 blackhole;
   route 192.0.2.99/32 blackhole;
 }
-template bgp compute_host {
-  local as 64512;
-  rr client;
-  graceful restart on;
-  graceful restart time 120;
-  connect retry time 2;
-  ipv4 { import all; export all; };
-}
-protocol bgp h1 from compute_host { neighbor 198.51.100.11 as 64512; }
-protocol bgp h2 from compute_host { neighbor 198.51.100.12 as 64512; }
 )";
 
 std::string bird_conf_source() {
@@ -264,14 +251,19 @@ include: site.yaml
             bird[n] = std::move(*p);
             return {};
         }
-        // The host's BIRD directory: the shipped bird.conf, its host and peer files.
+        // The reflector's directory: the shipped route-reflector.conf as bird.conf, its site and
+        // clients files; each host's: the shipped bird.conf, its host and peer files.
         std::expected<void, std::string> write_bird_files() {
             fs::create_directories(dir / "bird-0");
-            dir.write("bird-0/bird.conf", kReflectorConf);
+            std::error_code ec;
+            const fs::path reflector = fs::path(bird_conf_source()).parent_path() / "route-reflector.conf";
+            fs::copy_file(reflector, dir / "bird-0" / "bird.conf", fs::copy_options::overwrite_existing, ec);
+            if (ec) return std::unexpected(fmt::format("cannot copy {}: {}", reflector.string(), ec.message()));
+            dir.write("bird-0/route-reflector-site.conf", kReflectorSite);
+            dir.write("bird-0/route-reflector-clients.conf", kReflectorClients);
             for (const Host* h : {&kHost1, &kHost2}) {
                 const std::string sub = fmt::format("bird-{}", h->number);
                 fs::create_directories(dir / sub);
-                std::error_code ec;
                 fs::copy_file(bird_conf_source(), dir / sub / "bird.conf", fs::copy_options::overwrite_existing, ec);
                 if (ec) return std::unexpected(fmt::format("cannot copy {}: {}", bird_conf_source(), ec.message()));
                 dir.write(sub + "/calyx-host.conf",
