@@ -218,8 +218,10 @@ def parse_counters(block: str) -> Counters:
 
 
 class Calyx:
-    def __init__(self, binary: Path, ctl: Path | None, config: Path, log_path: Path, control_socket: str):
+    def __init__(self, binary: Path, ctl: Path | None, config: Path, log_path: Path, control_socket: str,
+                 netns: str | None = None):
         self.binary = binary
+        self.netns = netns  # started with `ip netns exec NETNS` (its taps and netlink are there)
         self.ctl = ctl
         self.config = config
         self.log_path = log_path
@@ -239,7 +241,8 @@ class Calyx:
 
     def start(self, ready_timeout: float) -> None:
         logf = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([str(self.binary), "--config", str(self.config)],
+        inside = ["ip", "netns", "exec", self.netns] if self.netns else []  # it execs: the pid is calyx's
+        self.proc = subprocess.Popen([*inside, str(self.binary), "--config", str(self.config)],
                                      stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      start_new_session=True)
         logf.close()
@@ -555,6 +558,13 @@ class Internet:
         self.ip("link", "set", self.tap, "up")
         for prefix in self.site_prefixes:  # the provider routes the site's networks to the host
             self.ip("route", "add", prefix, "via", self.host_address)
+        self.start_server()
+        # The router asks for the host address: calyx answers and learns the router's MAC.
+        wait_for("ping from the Internet to the host address",
+                 lambda: self.exec(["ping", "-c", "1", "-W", "1", self.host_address]).returncode == 0, 20)
+
+    def start_server(self) -> None:
+        """The web server on INTERNET_SERVER (on the namespace's loopback), ports 80 and 443."""
         self.server = subprocess.Popen(
             ["ip", "netns", "exec", self.ns, sys.executable, str(Path(__file__).resolve()),
              "internet-server", INTERNET_SERVER, "80", "443"],
@@ -563,9 +573,6 @@ class Internet:
         line = self.server.stdout.readline().decode()
         if "serving" not in line:
             raise Failure(f"the Internet's web server did not start: {line}")
-        # The router asks for the host address: calyx answers and learns the router's MAC.
-        wait_for("ping from the Internet to the host address",
-                 lambda: self.exec(["ping", "-c", "1", "-W", "1", self.host_address]).returncode == 0, 20)
 
     def exec(self, cmd: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
         return run(["ip", "netns", "exec", self.ns, *cmd], check=False, timeout=timeout)
@@ -668,12 +675,76 @@ class Outcome:
     seen: str = ""  # the source address the destination saw
     reason: str = ""  # refused: the drop reason (calyxctl explain, else the counters)
     explain_allowed: bool | None = None
-    counted: int = 0  # drops under `reason` on the source's port during the frame
+    counted: int = 0  # drops under `reason` where it was refused, during the frame
+    counted_on: str = ""  # that port (and its host, in a site of several)
     problems: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------
 # The scenario
+
+
+@dataclass
+class Host:
+    """A compute host of the scenario: its calyx, and the uplink address its nat instances are
+    masqueraded to. The single-host demo has one; the site (site_e2e.py) two."""
+    name: str
+    address: str
+    calyx: Calyx | None = None
+
+
+def require_tools(binary: Path, tools: list[str]) -> None:
+    if not binary.exists():
+        raise Failure(f"no calyx binary at {binary}")
+    for tool in tools:
+        if not shutil.which(tool):
+            raise Failure(f"{tool} is missing (scripts/setup.sh installs it)")
+    try:
+        import yaml  # noqa: F401 - Debian's python3-yaml
+    except ImportError as e:
+        raise Failure(f"python3-yaml is missing ({sys.executable}): {e}") from e
+
+
+def load_yaml(text: str) -> dict:
+    import yaml
+    # Every scalar a string: YAML 1.1 would read a MAC such as 52:54:00:00:01:01 as a
+    # base-60 integer.
+    return yaml.load(text, Loader=yaml.BaseLoader)
+
+
+def seed_roles(cfg: dict) -> dict[str, tuple[dict, dict]]:
+    """The seed's three instances by the kind of their network: role -> (instance, network)."""
+    nets = {n["name"]: n for n in cfg["networks"]}
+    roles: dict[str, tuple[dict, dict]] = {}
+    for inst in cfg["instances"]:
+        net = nets[inst["network"]]
+        role = net["kind"]
+        if role in roles:
+            raise Failure(f"the seed has one instance per network kind; {inst['name']} is a second {role}")
+        roles[role] = (inst, net)
+    if set(roles) != {"public", "nat", "private"}:
+        raise Failure(f"need one instance on a public, a nat and a private network, got {sorted(roles)}")
+    return roles
+
+
+def write_frames(workdir: Path, text: str, stem: str) -> dict[int, Path]:
+    """The seven frames' versions of `text` (WORKDIR/STEM-frameK.yaml), checked before anything
+    starts: frame 7 must be the text itself."""
+    files = {}
+    for k in range(1, 8):
+        p = workdir / f"{stem}-frame{k}.yaml"
+        p.write_text(frame_config(text, k))
+        files[k] = p
+    if files[7].read_text() != text.rstrip("\n") + "\n":
+        raise Failure("frame 7 must be the configuration itself: a rule line without its frame tag?")
+    return files
+
+
+def guest_boot_files(cache: Path) -> tuple[str, str]:
+    """The guests' kernel and initramfs, from Debian packages, cached (build-guest.sh)."""
+    r = run([str(HERE / "build-guest.sh"), str(cache)], timeout=300)
+    files = dict(line.split("=", 1) for line in r.stdout.split())
+    return files["KERNEL"], files["INITRD"]
 
 
 class Scenario:
@@ -682,7 +753,9 @@ class Scenario:
         self.demo = args.demo
         self.failures: list[str] = []
         self.guests: dict[str, Guest] = {}  # by role
-        self.calyx: Calyx | None = None
+        self.calyx: Calyx | None = None  # the single host's (self.hosts has it too)
+        self.hosts: dict[str, Host] = {}  # by name
+        self.role_host: dict[str, str] = {}  # role -> the name of the host its instance runs on
         self.internet: Internet | None = None
         self.started = time.monotonic()
         self.hugepage_prefix = ""
@@ -694,15 +767,7 @@ class Scenario:
         a = self.args
         self.binary = Path(a.calyx).resolve()
         self.ctl = Path(a.calyxctl).resolve() if a.calyxctl else None
-        if not self.binary.exists():
-            raise Failure(f"no calyx binary at {self.binary}")
-        for tool in ("qemu-system-x86_64", "ip", "ping"):
-            if not shutil.which(tool):
-                raise Failure(f"{tool} is missing (scripts/setup.sh installs it)")
-        try:
-            import yaml  # noqa: F401 - Debian's python3-yaml
-        except ImportError as e:
-            raise Failure(f"python3-yaml is missing ({sys.executable}): {e}") from e
+        require_tools(self.binary, ["qemu-system-x86_64", "ip", "ping"])
 
         demo_text = Path(a.config).read_text()
         if self.demo:
@@ -722,27 +787,18 @@ class Scenario:
             self.ns_name = f"calyx-e2e-{pid}"
         self.pids_file = self.workdir / "pids"
 
-        import yaml
-        # Every scalar a string: YAML 1.1 would read a MAC such as 52:54:00:00:01:01 as a
-        # base-60 integer.
-        cfg = yaml.load(self.base_text, Loader=yaml.BaseLoader)
+        cfg = load_yaml(self.base_text)
         self.cfg = cfg
-        nets = {n["name"]: n for n in cfg["networks"]}
-        self.roles: dict[str, tuple[dict, dict]] = {}
-        for inst in cfg["instances"]:
-            net = nets[inst["network"]]
-            role = net["kind"]
-            if role in self.roles:
-                raise Failure(f"the seed has one instance per network kind; {inst['name']} is a second {role}")
-            self.roles[role] = (inst, net)
-        if set(self.roles) != {"public", "nat", "private"}:
-            raise Failure(f"need one instance on a public, a nat and a private network, got {sorted(self.roles)}")
+        self.roles = seed_roles(cfg)
         up = cfg.get("uplink")
         if not up or up["port"]["type"] != "tap":
             raise Failure("the configuration needs a tap uplink")
         self.tap = up["port"]["name"]
         self.host_address, plen = up["address"].split("/")
         self.uplink_prefix_len = int(plen)
+        host = Host(cfg.get("host", "this host"), self.host_address)
+        self.hosts = {host.name: host}
+        self.role_host = {role: host.name for role in self.roles}
         self.control_socket = cfg["control"]["socket"]
         eal = cfg["dataplane"].get("eal_args", [])
         if "--file-prefix" in eal:
@@ -754,22 +810,10 @@ class Scenario:
                 if f.is_file() or f.is_socket():
                     f.unlink()
 
-        # The frame configurations, checked before anything starts.
-        self.frame_files = {}
-        for k in range(1, 8):
-            p = self.workdir / f"frame{k}.yaml"
-            p.write_text(frame_config(self.base_text, k))
-            self.frame_files[k] = p
-        if self.frame_files[7].read_text() != self.base_text.rstrip("\n") + "\n":
-            raise Failure("frame 7 must be conf/demo.yaml itself: a rule line without its frame tag?")
+        self.frame_files = write_frames(self.workdir, self.base_text, "calyx")
         self.config_path = self.workdir / "calyx.yaml"
         shutil.copyfile(self.frame_files[1], self.config_path)
-
-        # The guests' kernel and initramfs, from Debian packages, cached.
-        cache = Path(a.cache)
-        r = run([str(HERE / "build-guest.sh"), str(cache)], timeout=300)
-        files = dict(line.split("=", 1) for line in r.stdout.split())
-        self.kernel, self.initrd = files["KERNEL"], files["INITRD"]
+        self.kernel, self.initrd = guest_boot_files(Path(a.cache))
 
     def kill_leftovers(self) -> None:
         """A demo killed hard leaves its processes, namespace and tap: take them away."""
@@ -787,8 +831,9 @@ class Scenario:
 
     def record_pids(self) -> None:
         pids = []
-        if self.calyx and self.calyx.proc:
-            pids.append(self.calyx.proc.pid)
+        for h in self.hosts.values():
+            if h.calyx and h.calyx.proc:
+                pids.append(h.calyx.proc.pid)
         for g in self.guests.values():
             if g.proc:
                 pids.append(g.proc.pid)
@@ -816,6 +861,8 @@ class Scenario:
         self.calyx = Calyx(self.binary, self.ctl, self.config_path, self.workdir / "calyx.log",
                            self.control_socket)
         self.calyx.start(ready_timeout=60)
+        for h in self.hosts.values():
+            h.calyx = self.calyx
         self.record_pids()
         self.say(f"  calyx pid {self.calyx.proc.pid} on frame 1 "
                  f"(log {self.calyx.log_path}; calyxctl: {'yes' if self.calyx.use_ctl else 'no, SIGHUP and SIGUSR1'})")
@@ -823,7 +870,9 @@ class Scenario:
         self.record_pids()
         self.say(f"  Internet: namespace {self.ns_name}, router {NS_ROUTER} on {self.tap}, "
                  f"web server {INTERNET_SERVER}:80,443; calyx's uplink address {self.host_address}")
+        self.boot_guests()
 
+    def boot_guests(self) -> None:
         for role in ("public", "nat", "private"):
             inst, net = self.roles[role]
             self.guests[role] = Guest(inst["name"], inst, net, self.workdir, self.kernel, self.initrd)
@@ -834,9 +883,10 @@ class Scenario:
         for g in self.guests.values():
             g.wait_ready(self.args.boot_timeout)
         self.say(f"  3 VMs booted in {time.monotonic() - t0:.0f} s (QEMU TCG, Debian kernel, busybox initramfs)")
-        for g in self.guests.values():
+        for role, g in self.guests.items():
             mode = "QEMU is the vhost-user server, calyx connects" if g.client_mode else "calyx is the vhost-user server"
-            self.say(f"    {g.name:<10} {g.mac}  {g.vhost_socket}  ({mode})")
+            where = f"on {self.role_host[role]}, " if len(self.hosts) > 1 else ""
+            self.say(f"    {g.name:<10} {g.mac}  {g.vhost_socket}  ({where}{mode})")
 
     def dhcp(self, g: Guest, boot: str) -> list[str]:
         """udhcpc in the guest; the address, MTU and routes must be the configuration's."""
@@ -977,21 +1027,63 @@ class Scenario:
         if c.src == INTERNET:
             return NS_ROUTER
         if c.src == "nat" and c.dst == INTERNET:
-            return self.host_address
+            return self.hosts[self.role_host["nat"]].address  # its own host's
         return self.address(c.src, False)
 
-    def judge(self, outcomes: list[Outcome], delta: dict[str, dict[str, int]]) -> None:
+    def host_of(self, role: str) -> Host:
+        return self.hosts[self.role_host[role]]
+
+    def enforcing(self, c: Check) -> list[tuple[Host, str]]:
+        """The hosts that decide on a connection, in the order its first packet meets them, each
+        with the port a refusal there is counted on: the source's host checks its egress rules
+        (and, on one host, the destination's ingress rules too); another host, the
+        destination's, checks its ingress rules on what arrives by its uplink."""
+        steps = []
+        if c.src != INTERNET:
+            steps.append((self.host_of(c.src), self.name(c.src)))
+        if c.dst != INTERNET and (c.src == INTERNET or self.host_of(c.dst) is not self.host_of(c.src)):
+            steps.append((self.host_of(c.dst), "uplink"))
+        return steps
+
+    def where(self, host: Host, port: str) -> str:
+        return port if len(self.hosts) == 1 else f"{host.name} {port}"
+
+    def counters(self) -> dict[str, Counters]:
+        return {name: h.calyx.counters() for name, h in self.hosts.items()}
+
+    @staticmethod
+    def deltas(before: dict[str, Counters], after: dict[str, Counters]) -> dict[str, dict[str, dict[str, int]]]:
+        return {name: after[name].minus(before[name]) for name in after}
+
+    def judge(self, outcomes: list[Outcome], deltas: dict[str, dict[str, dict[str, int]]]) -> None:
+        """Each outcome against the seed, `calyxctl explain` on every host that decides (the
+        first refusal is the verdict) and the drops counted where it refused."""
         for o in outcomes:
             c = o.check
             src_name = self.address(c.src, False) if c.src == INTERNET else self.name(c.src)
             dst_name = self.address(c.dst, True) if c.dst == INTERNET else self.name(c.dst)
-            ex = self.calyx.explain(src_name, dst_name, c.proto, c.port)
-            counted_on = "uplink" if c.src == INTERNET else self.name(c.src)
-            port_delta = delta.get(counted_on, {})
-            if ex is not None:
+            steps = self.enforcing(c)
+            decided = steps[0]
+            for host, port in steps:
+                ex = host.calyx.explain(src_name, dst_name, c.proto, c.port)
+                if ex is None:
+                    break
+                decided = (host, port)
                 o.explain_allowed, o.reason, _ = ex
+                if not o.explain_allowed:
+                    break
+            o.counted_on = self.where(*decided)
+            if o.explain_allowed is None:
+                # No calyxctl: the reasons counted where it could have been refused.
+                port_delta: dict[str, int] = {}
+                for host, port in steps:
+                    for reason, n in deltas[host.name].get(port, {}).items():
+                        port_delta[reason] = port_delta.get(reason, 0) + n
+            else:
+                port_delta = deltas[decided[0].name].get(decided[1], {})
                 if o.explain_allowed != o.expected:
                     o.problems.append(f"calyxctl explain says {'allowed' if o.explain_allowed else 'denied'}")
+            counted_on = o.counted_on
             if o.connected != o.expected:
                 o.problems.append("connected" if o.connected else "refused")
             if o.connected and c.proto == "tcp":
@@ -1021,8 +1113,7 @@ class Scenario:
             if o.connected:
                 detail = o.detail if c.proto == "tcp" else "echo reply"
             else:
-                counted_on = "uplink" if c.src == INTERNET else self.name(c.src)
-                detail = f"{o.reason or '?'}" + (f" ({o.counted} dropped on {counted_on})" if o.counted else "")
+                detail = f"{o.reason or '?'}" + (f" ({o.counted} dropped on {o.counted_on})" if o.counted else "")
             mark = "ok" if not o.problems else "MISMATCH: " + "; ".join(o.problems)
             rows.append((conn, exp, obs, detail, mark))
         w = [max(len(r[i]) for r in rows + [("connection", "expected", "observed", "why", "")]) for i in range(4)]
@@ -1033,17 +1124,20 @@ class Scenario:
         bad = sum(1 for o in outcomes if o.problems)
         return bad
 
-    def run_frame(self, k: int, checks: list[Check]) -> None:
+    def apply_frame(self, k: int) -> str:
+        """Frame k's configuration in place, reloaded: how it was applied."""
         shutil.copyfile(self.frame_files[k], self.config_path)
-        how = self.calyx.reload() if k > 1 else "the configuration calyx started with"
+        return self.calyx.reload() if k > 1 else "the configuration calyx started with"
+
+    def run_frame(self, k: int, checks: list[Check]) -> list[Outcome]:
+        how = self.apply_frame(k)
         self.heading(f"Frame {k}: {FRAME_TEXT[k]}")
         for group, rule in rules_of_frame(self.base_text, k):
             self.say(f"  + {group}: {rule}")
         self.say(f"  ({how})")
-        before = self.calyx.counters()
+        before = self.counters()
         outcomes = self.try_checks(checks, k)
-        after = self.calyx.counters()
-        self.judge(outcomes, after.minus(before))
+        self.judge(outcomes, self.deltas(before, self.counters()))
         bad = self.table("", outcomes)
         self.say(f"  frame {k}: {len(outcomes) - bad} of {len(outcomes)} as the seed says")
         for o in outcomes:
@@ -1051,6 +1145,7 @@ class Scenario:
                 c = o.check
                 self.fail(f"frame {k}: {self.name(c.src)} -> {self.name(c.dst)} {c.proto}/{c.port}: "
                           f"{'; '.join(o.problems)} ({o.detail})")
+        return outcomes
 
     def reboot_and_restart(self, checks: list[Check]) -> None:
         self.heading("Reboots: public-1's guest reboots (reboot -f); private-1's QEMU is killed "
@@ -1075,9 +1170,9 @@ class Scenario:
         self.parallel(lambda f: f(), [reboot_public, restart_private])
         self.fail_all(problems)
         involved = [c for c in checks if "public" in (c.src, c.dst) or "private" in (c.src, c.dst)]
-        before = self.calyx.counters()
+        before = self.counters()
         outcomes = self.try_checks(involved, 7)
-        self.judge(outcomes, self.calyx.counters().minus(before))
+        self.judge(outcomes, self.deltas(before, self.counters()))
         bad = self.table("  Frame 7 again, for every connection of the two VMs:", outcomes)
         self.say(f"  after the reboots: {len(outcomes) - bad} of {len(outcomes)} as the seed says")
         for o in outcomes:
@@ -1096,17 +1191,25 @@ class Scenario:
             time.sleep(1)
         self.fail("a VM or calyx stopped")
 
+    # Refusals of frame 7 that explain_examples() shows: (source, destination, port).
+    EXPLAINED = [("private", INTERNET, 443), (INTERNET, "nat", 80), ("public", "private", 22)]
+
     def explain_examples(self) -> None:
-        if not self.calyx.use_ctl:
+        if not all(h.calyx.use_ctl for h in self.hosts.values()):
             return
-        self.heading("Why: calyxctl explain, for three refusals of frame 7")
-        n = lambda r: self.name(r)  # noqa: E731
-        for args in ([n("private"), INTERNET_SERVER, "tcp", 443], [NS_ROUTER, n("nat"), "tcp", 80],
-                     [n("public"), n("private"), "tcp", 22]):
-            ex = self.calyx.explain(*args)
-            self.say(f"  $ calyxctl explain --from {args[0]} --to {args[1]} --proto {args[2]} --port {args[3]}")
-            for line in (ex[2] if ex else "(no answer)").splitlines():
-                self.say(f"    {line.replace(str(self.workdir) + '/', '')}")
+        self.heading(f"Why: calyxctl explain, for {len(self.EXPLAINED)} refusals of frame 7")
+        for src, dst, port in self.EXPLAINED:
+            c = Check(src, dst, "tcp", port, None)
+            args = [self.address(src, False) if src == INTERNET else self.name(src),
+                    self.address(dst, True) if dst == INTERNET else self.name(dst), "tcp", port]
+            for host, _ in self.enforcing(c):  # each host that decides, in the packet's order
+                ex = host.calyx.explain(*args)
+                on = f" (on {host.name})" if len(self.hosts) > 1 else ""
+                self.say(f"  $ calyxctl explain --from {args[0]} --to {args[1]} --proto tcp --port {port}{on}")
+                for line in (ex[2] if ex else "(no answer)").splitlines():
+                    self.say(f"    {line.replace(str(self.workdir) + '/', '')}")
+                if ex and not ex[0]:
+                    break
 
     # ---- reporting -----------------------------------------------------------------------
 
@@ -1145,14 +1248,17 @@ class Scenario:
         for g in self.guests.values():
             log(f"--- console of {g.name} ({g.log_path}), last lines:")
             log(g.console_tail())
-        if self.calyx:
+        for h in self.hosts.values():
+            if not h.calyx:
+                continue
+            of = f"calyx's of {h.name}" if len(self.hosts) > 1 else "calyx's"
             counters = ""
             with contextlib.suppress(Exception):
-                counters = self.calyx.counters().text
-            log("--- calyx's counters (SIGUSR1):")
-            log(counters or self.calyx.last_counters or "(none)")
-            log(f"--- calyx's log ({self.calyx.log_path}), last lines:")
-            lines = [l for l in self.calyx.log_text().splitlines() if "read message" not in l]
+                counters = h.calyx.counters().text
+            log(f"--- {of} counters (SIGUSR1):")
+            log(counters or h.calyx.last_counters or "(none)")
+            log(f"--- {of} log ({h.calyx.log_path}), last lines:")
+            lines = [l for l in h.calyx.log_text().splitlines() if "read message" not in l]
             log("\n".join(lines[-60:]))
 
     def cleanup(self) -> None:
@@ -1184,18 +1290,12 @@ class Scenario:
                 shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) > 1 and argv[1] == "internet-server":
-        internet_server(argv[2], argv[3:])
-        return 0
-    if len(argv) > 1 and argv[1] == "internet-get":
-        return internet_get(argv[2], argv[3])
-
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def common_arguments(p: argparse.ArgumentParser, config: str) -> None:
+    """The options the single-host driver and the site's (site_e2e.py) share."""
     p.add_argument("--demo", action="store_true", help="the demo: tables for people, /run/calyx")
     p.add_argument("--calyx", default=str(REPO / "build" / "calyx"))
     p.add_argument("--calyxctl", default=None, help="default: next to --calyx, if it is there")
-    p.add_argument("--config", default=str(REPO / "conf" / "demo.yaml"))
+    p.add_argument("--config", default=config)
     p.add_argument("--cache", default="/var/cache/calyx-e2e", help="where the guests' initramfs is kept")
     p.add_argument("--workdir", default=None, help="demo: default /run/calyx/demo")
     p.add_argument("--boot-timeout", type=float, default=240)
@@ -1206,15 +1306,20 @@ def main(argv: list[str]) -> int:
     p.add_argument("--keep", action="store_true", help="test: keep the temp dir")
     p.add_argument("--stay", action="store_true",
                    help="demo: after the frames, keep calyx, the VMs and the Internet running until Ctrl-C")
+
+
+def parse_arguments(p: argparse.ArgumentParser, argv: list[str]):
     args = p.parse_args(argv[1:])
     if args.calyxctl is None:
         ctl = Path(args.calyx).parent / "calyxctl"
         args.calyxctl = str(ctl) if ctl.exists() else ""
-    if os.geteuid() != 0:
-        log("calyx_e2e: needs root (network namespaces, vhost-user sockets, EAL)")
-        return 1
+    return args
 
-    s = Scenario(args)
+
+def drive(s, steps, success: str) -> int:
+    """Runs `steps` (the scenario's, in order), then always cleans up. The success line is
+    printed only when every step ran to its end with no failure; Ctrl-C (SIGINT, SIGTERM,
+    SIGHUP) stops the run and cleans up too. The exit status: 0, 1 on any failure, 130."""
     # calyx, QEMU and the Internet's server run in sessions of their own: Ctrl-C reaches only
     # this driver, which then stops them in order.
     interrupted = []
@@ -1228,18 +1333,7 @@ def main(argv: list[str]) -> int:
     status = 0
     completed = False  # every step ran to its end: the only way to the success line
     try:
-        s.prepare()
-        s.start()
-        s.configure_guests()
-        checks = seed_checks()
-        for k in range(1, 8):
-            s.run_frame(k, checks)
-            if k == 4:
-                s.second_nic()
-        s.explain_examples()
-        s.reboot_and_restart(checks)
-        if args.stay and not s.failures:
-            s.stay()
+        steps()
         completed = True
     except KeyboardInterrupt:
         log("\ninterrupted: cleaning up")
@@ -1263,11 +1357,44 @@ def main(argv: list[str]) -> int:
             s.diagnostics()
         elif status == 0:
             total = time.monotonic() - s.started
-            log(f"\n== All seven frames as the seed says ({total:.0f} s)")
+            log(f"\n== {success} ({total:.0f} s)")
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)  # the cleanup runs to its end
         s.cleanup()
     return status
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) > 1 and argv[1] == "internet-server":
+        internet_server(argv[2], argv[3:])
+        return 0
+    if len(argv) > 1 and argv[1] == "internet-get":
+        return internet_get(argv[2], argv[3])
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common_arguments(p, str(REPO / "conf" / "demo.yaml"))
+    args = parse_arguments(p, argv)
+    if os.geteuid() != 0:
+        log("calyx_e2e: needs root (network namespaces, vhost-user sockets, EAL)")
+        return 1
+
+    s = Scenario(args)
+
+    def steps():
+        s.prepare()
+        s.start()
+        s.configure_guests()
+        checks = seed_checks()
+        for k in range(1, 8):
+            s.run_frame(k, checks)
+            if k == 4:
+                s.second_nic()
+        s.explain_examples()
+        s.reboot_and_restart(checks)
+        if args.stay and not s.failures:
+            s.stay()
+
+    return drive(s, steps, "All seven frames as the seed says")
 
 
 if __name__ == "__main__":
