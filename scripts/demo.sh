@@ -8,17 +8,32 @@
 #
 #   scripts/demo.sh            the walkthrough, about 3 minutes; then everything is removed
 #   scripts/demo.sh --stay     ... and keep it all running to explore with calyxctl (Ctrl-C ends)
+#   scripts/demo.sh --site     the same seven frames across a site of two compute hosts: the
+#                              namespaces calyx-fabric (a bridge, a bird2 route reflector that is
+#                              also the Internet's router, the web server), calyx-compute-1 (the
+#                              nat instance) and calyx-compute-2 (the public and private ones),
+#                              each host with calyx (conf/site/compute-N.yaml) and bird2 behind
+#                              its host interface; where each refusal is counted, and what the
+#                              site shows across the hosts. Files in /run/calyx/site-demo.
+#                              About 2 minutes; --stay works here too. doc/site.md explains it.
 #
-# Ctrl-C at any point stops the VMs and calyx and removes the namespace and tap. Logs (calyx,
-# the VMs' consoles) stay in /run/calyx/demo. CALYX_BUILD=DIR uses another, already built,
-# build directory and skips the setup.
+# Ctrl-C at any point stops the VMs, calyx (and BIRD) and removes the namespaces and taps. Logs
+# (calyx, the VMs' consoles) stay in /run/calyx/demo (/run/calyx/site-demo). CALYX_BUILD=DIR
+# uses another, already built, build directory and skips the setup.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${CALYX_BUILD:-build}
+driver=tests/e2e/calyx_e2e.py
+site=()
+if [[ ${1:-} == --site ]]; then
+  shift
+  driver=tests/e2e/site_e2e.py
+  site=(--hosts conf/site)
+fi
 if [[ $build == build ]]; then
   echo "demo: scripts/setup.sh (installs what is missing, builds ./build)"
   scripts/setup.sh >/dev/null
 fi
-exec /usr/bin/python3 tests/e2e/calyx_e2e.py --demo \
-  --calyx "$build/calyx" --calyxctl "$build/calyxctl" --config conf/demo.yaml \
+exec /usr/bin/python3 "$driver" --demo \
+  --calyx "$build/calyx" --calyxctl "$build/calyxctl" --config conf/demo.yaml "${site[@]}" \
   --cache /var/cache/calyx-e2e "$@"

@@ -385,10 +385,7 @@ class SiteScenario(e2e.Scenario):
             table = run(["ip", "-n", h.ns, "route", "show", "table", str(h.import_table)], check=False).stdout
             for line in table.strip().splitlines():
                 self.say(f"    {h.name} table {h.import_table}: {line.strip()}")
-        for _, inst, at in self.instances():
-            if inst is self.roles["public"][0]:
-                r = run(["ip", "-n", self.ns_name, "route", "show", f"{inst['ipv4']}/32"], check=False)
-                self.say(f"    fabric (the Internet's router): {r.stdout.strip()}")
+        self.say(f"    fabric (the Internet's router): {self.fabric_route(self.roles['public'][0]['ipv4']).strip()}")
 
     def apply_frame(self, k: int) -> str:
         """The site file of frame k, reloaded by both hosts."""
@@ -411,6 +408,10 @@ class SiteScenario(e2e.Scenario):
 
     # ---- what the site adds ----------------------------------------------------------------
 
+    def fabric_route(self, address: str) -> str:
+        """The route of the fabric (the Internet's router) to `address`."""
+        return run(["ip", "-n", self.ns_name, "route", "show", f"{address}/32"], check=False).stdout
+
     def site_checks(self) -> None:
         """What a site must show, each proven by an outcome of the frames (so that a changed
         placement cannot quietly stop proving it)."""
@@ -425,7 +426,7 @@ class SiteScenario(e2e.Scenario):
         def ok(o: e2e.Outcome) -> bool:
             return not o.problems
 
-        fabric_route = run(["ip", "-n", self.ns_name, "route", "show", f"{public['ipv4']}/32"], check=False).stdout
+        fabric_route = self.fabric_route(public["ipv4"])
         claims = [
             ("a private instance reaches an instance of the other host, its source unchanged",
              lambda o: ok(o) and across(o) and o.check.src == "private" and o.connected
