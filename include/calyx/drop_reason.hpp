@@ -44,7 +44,8 @@ namespace calyx {
     X(icmp_redirect_or_quench, "ICMP redirect or source quench (never forwarded, not even about a tracked connection)") \
     X(fragment_unmatched, "fragment of a datagram whose first fragment was not allowed or not seen") \
     X(martian_destination, "destination is multicast, broadcast or 0.0.0.0")                  \
-    X(martian_source, "from the uplink with a source of this site or one no router accepts (0/8, 127/8, multicast, 240/4)")          \
+    X(martian_source, "from the uplink with a source this host owns, one no router accepts (0/8, 127/8, multicast, 240/4), or another host's instance sent by a neighbour its route does not lead to") \
+    X(site_source_unrouted, "from the uplink with a source inside a site network that no instance here has and no imported route leads to (no host announced it, or BIRD has not learnt it yet)") \
     X(uplink_transit, "from the uplink and routed back to it (calyx is no transit router)")    \
     X(arp_not_for_us, "ARP on the uplink for an address calyx does not answer for")            \
     X(arp_sender_mismatch, "ARP on the uplink whose sender hardware address is not its Ethernet source") \

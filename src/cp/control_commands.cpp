@@ -816,7 +816,7 @@ std::expected<Json, CommandError> explain_result(const config::Config& cfg, cons
     };
     if (unrouted_remote(*to) || unrouted_remote(*from)) {
         const Endpoint& e = unrouted_remote(*to) ? *to : *from;
-        reason = unrouted_remote(*to) ? DropReason::no_route : DropReason::martian_source;
+        reason = unrouted_remote(*to) ? DropReason::no_route : DropReason::site_source_unrouted;
         why.push_back(fmt::format("{} runs on {}, but calyx has imported no route to {} from it{}", e.remote->name,
                                   e.remote->host, e.ip.to_string(),
                                   cfg.routing ? fmt::format(" (import table {}: is BIRD up there and here?)",

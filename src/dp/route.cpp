@@ -86,7 +86,10 @@ void route_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexcep
             batch.meta[i].from_site = true;
             continue;
         }
-        batch.drop(i, DropReason::martian_source);
+        // An address of a site network that neither an instance here nor an imported route
+        // claims: no host announced it (or not yet). Apart from martian_source, so that an
+        // operator tells a route BIRD has not learnt from a spoofed address of this host's.
+        batch.drop(i, kind == NextHopKind::unassigned ? DropReason::site_source_unrouted : DropReason::martian_source);
     }
 }
 

@@ -13,8 +13,10 @@
 // Writes: meta.next_hop, meta.from_site.
 // Drops:  martian_destination (multicast, 0.0.0.0; limited and network broadcasts are sent
 //         to the local stage because DHCP clients use them); martian_source (a packet from
-//         the uplink whose source is one of the site's own addresses, or a site route's not
-//         sent by one of its next hops: the same lookup, on the source, says so).
+//         the uplink whose source is one of this host's own addresses, or a site route's not
+//         sent by one of its next hops: the same lookup, on the source, says so);
+//         site_source_unrouted (a source inside a site network that no instance here has and
+//         no imported route leads to: not announced, or not yet learnt).
 #pragma once
 
 #include <cstdint>

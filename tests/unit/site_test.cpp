@@ -202,14 +202,27 @@ TEST_F(Site, ASiteSourceFromAnyoneButTheHostItIsRoutedViaIsAMartian) {
     // The upstream router (or anyone on the segment) claiming db-2's address.
     expect_drop(tcp_in(kUpstreamMac, kDb2, kDbIp, 41000, 5432, kSyn), DropReason::martian_source,
                 "db-2's address from the gateway");
-    // compute-2 claiming an address of the site it does not route: unassigned, this host's own.
-    expect_drop(tcp_in(kHost2Mac, Ipv4Addr::from_octets(10, 20, 0, 99), kDbIp, 41001, 5432, kSyn),
-                DropReason::martian_source, "an unrouted site address");
+    // compute-2 claiming this host's own instance's address.
     expect_drop(tcp_in(kHost2Mac, kAppIp, kDbIp, 41002, 5432, kSyn), DropReason::martian_source,
                 "this host's own instance's address");
-    EXPECT_EQ(drops(kUplinkPort, DropReason::martian_source), 3u);
+    EXPECT_EQ(drops(kUplinkPort, DropReason::martian_source), 2u);
     // The same packet from compute-2 passes.
     EXPECT_EQ(tcp_in(kHost2Mac, kDb2, kDbIp, 41003, 5432, kSyn).verdict, dp::Verdict::forward);
+}
+
+TEST_F(Site, ASiteSourceNoRouteLeadsToIsDroppedAsUnroutedNotAsAMartian) {
+    // An address of a site network that no instance here has and no host announced: from
+    // compute-2, or from anyone. Dropped all the same, under its own reason: the operator's
+    // question is "has BIRD learnt it?", not "who spoofs my addresses?".
+    for (const MacAddr& from : {kHost2Mac, kUpstreamMac})
+        expect_drop(tcp_in(from, Ipv4Addr::from_octets(10, 20, 0, 99), kDbIp, 41001, 5432, kSyn),
+                    DropReason::site_source_unrouted, "an unrouted site address");
+    // db-2 before its route arrives (or after it is withdrawn): the same.
+    import({});
+    expect_drop(tcp_in(kHost2Mac, kDb2, kDbIp, 41004, 5432, kSyn), DropReason::site_source_unrouted,
+                "db-2 without its route");
+    EXPECT_EQ(drops(kUplinkPort, DropReason::site_source_unrouted), 3u);
+    EXPECT_EQ(drops(kUplinkPort, DropReason::martian_source), 0u);
 }
 
 TEST_F(Site, ASiteSourceWhoseNextHopIsUnresolvedIsAMartianAndTheNextHopIsWanted) {
@@ -372,6 +385,10 @@ TEST_F(Site, ExplainNamesAnotherHostsInstanceAndSaysWhichSideItChecked) {
     EXPECT_EQ((*r)["reason"], "no_route");
     EXPECT_EQ((*r)["explanation"][1], "db-2 runs on compute-2, but calyx has imported no route to 10.20.0.11 from "
                                       "it (import table 101: is BIRD up there and here?)");
+    // ... in either direction: from db-2 it is the data path's site_source_unrouted.
+    r = explain("db-2", "db-1", 5432);
+    ASSERT_TRUE(r.has_value()) << r.error().message;
+    EXPECT_EQ((*r)["reason"], "site_source_unrouted");
 }
 
 TEST_F(Site, RoutesShowTheImportedRoutesWithTheirNextHopsAndOrigin) {
