@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import os
 import re
 import shutil
@@ -271,11 +272,13 @@ class SiteScenario(e2e.Scenario):
         nets = self.site_networks()
         hosts32 = ", ".join(f"{n}{{32,32}}" for n in nets)
         public32 = ", ".join(f"{n['cidr']}{{32,32}}" for n in self.cfg["networks"] if n["kind"] == "public")
+        segment = str(ipaddress.ip_interface(f"{NS_ROUTER}/{next(iter(self.hosts.values())).prefix_len}").network)
         d = self.workdir / "bird-fabric"
         d.mkdir(exist_ok=True)
         shutil.copyfile(bird_dir / "route-reflector.conf", d / "bird.conf")
         (d / "route-reflector-site.conf").write_text(
-            f"router id {NS_ROUTER};\ndefine CALYX_AS = {SITE_AS};\ndefine CALYX_PUBLIC_HOSTS = [{public32}];\n")
+            f"router id {NS_ROUTER};\ndefine CALYX_AS = {SITE_AS};\ndefine CALYX_SEGMENT = {segment};\n"
+            f"define CALYX_PUBLIC_HOSTS = [{public32}];\n")
         (d / "route-reflector-clients.conf").write_text("".join(
             f"protocol bgp {h.name.replace('-', '_')} from calyx_host {{ neighbor {h.address} as CALYX_AS; }}\n"
             for h in self.hosts.values()))

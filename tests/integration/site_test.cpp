@@ -86,6 +86,7 @@ while True:
 // every one of them out of import_table.
 constexpr const char* kReflectorSite = R"(router id 198.51.100.1;
 define CALYX_AS = 64512;
+define CALYX_SEGMENT = 198.51.100.0/24;
 define CALYX_PUBLIC_HOSTS = [203.0.113.0/24{32,32}];
 )";
 constexpr const char* kReflectorClients = R"(protocol bgp h1 from calyx_host { neighbor 198.51.100.11 as CALYX_AS; }
