@@ -815,8 +815,9 @@ class Scenario:
         shutil.copyfile(self.frame_files[1], self.config_path)
         self.kernel, self.initrd = guest_boot_files(Path(a.cache))
 
-    def kill_leftovers(self) -> None:
-        """A demo killed hard leaves its processes, namespace and tap: take them away."""
+    def kill_recorded(self) -> None:
+        """Kills what an earlier demo recorded in its pids file (it was killed hard), if a pid
+        is still one of its processes."""
         pids = self.workdir / "pids"
         if pids.exists():
             for word in pids.read_text().split():
@@ -826,6 +827,10 @@ class Scenario:
                     if str(self.workdir) in cmdline or "calyx" in cmdline:
                         os.kill(pid, signal.SIGKILL)
             pids.unlink()
+
+    def kill_leftovers(self) -> None:
+        """A demo killed hard leaves its processes, namespace and tap: take them away."""
+        self.kill_recorded()
         run(["ip", "netns", "del", self.ns_name], check=False)
         run(["ip", "link", "del", self.tap], check=False)
 
@@ -1278,16 +1283,21 @@ class Scenario:
                 with contextlib.suppress(OSError):
                     f.unlink()
             shutil.rmtree(f"/var/run/dpdk/{self.hugepage_prefix}", ignore_errors=True)
-        if hasattr(self, "workdir"):
-            for g in self.guests.values():
-                for p in (g.console_path, Path(g.vhost_socket) if g.client_mode else None):
-                    if p:
-                        with contextlib.suppress(OSError):
-                            p.unlink()
-            with contextlib.suppress(OSError):
-                self.pids_file.unlink()
-            if not self.demo and not self.args.keep:
-                shutil.rmtree(self.workdir, ignore_errors=True)
+        self.remove_files()
+
+    def remove_files(self) -> None:
+        """The sockets and the pids file; the test's whole directory (the demo keeps its logs)."""
+        if not hasattr(self, "workdir"):
+            return
+        for g in self.guests.values():
+            for p in (g.console_path, Path(g.vhost_socket) if g.client_mode else None):
+                if p:
+                    with contextlib.suppress(OSError):
+                        p.unlink()
+        with contextlib.suppress(OSError):
+            self.pids_file.unlink()
+        if not self.demo and not self.args.keep:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def common_arguments(p: argparse.ArgumentParser, config: str) -> None:

@@ -249,16 +249,9 @@ class SiteScenario(e2e.Scenario):
         self.kernel, self.initrd = e2e.guest_boot_files(Path(a.cache))
 
     def kill_leftovers(self) -> None:
-        """A demo killed hard leaves its processes and namespaces: take them away."""
-        pids = self.workdir / "pids"
-        if pids.exists():
-            for word in pids.read_text().split():
-                with contextlib.suppress(ValueError, OSError):
-                    pid = int(word)
-                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-                    if str(self.workdir) in cmdline or "calyx" in cmdline or "bird" in cmdline:
-                        os.kill(pid, 9)
-            pids.unlink()
+        """A demo killed hard leaves its processes (the BIRDs' command lines name their files in
+        the demo's directory) and namespaces: take them away."""
+        self.kill_recorded()
         for ns in [self.ns_name] + [h.ns for h in self.hosts.values()]:
             run(["ip", "netns", "del", ns], check=False)
 
@@ -515,16 +508,7 @@ class SiteScenario(e2e.Scenario):
                 self.internet.destroy()
         for ns in self.namespaces:
             run(["ip", "netns", "del", ns], check=False)
-        if hasattr(self, "workdir"):
-            for g in self.guests.values():
-                for p in (g.console_path, Path(g.vhost_socket) if g.client_mode else None):
-                    if p:
-                        with contextlib.suppress(OSError):
-                            p.unlink()
-            with contextlib.suppress(OSError):
-                self.pids_file.unlink()
-            if not self.demo and not self.args.keep:
-                shutil.rmtree(self.workdir, ignore_errors=True)
+        self.remove_files()
 
 
 def main(argv: list[str]) -> int:
