@@ -362,15 +362,21 @@ std::optional<DropReason> check_icmp_error(const Frame& f, PacketMeta& m, const 
 }
 
 // A first fragment that passed: its later fragments follow it (and its translation).
-void remember_fragment(const Frame& fr, const PacketMeta& m, const Sides& s, const Snapshot& snap,
-                       WorkerContext& ctx) {
-    const auto* ip = header_at<Ipv4Hdr>(fr.data(), fr.len, m.l3_offset);
-    if (!ctx.fragments || !(ip->frag.host() & Ipv4Hdr::kMoreFragments)) return;
+void remember_first_fragment(const Ipv4Hdr* ip, const PacketMeta& m, const Sides& s, const Snapshot& snap,
+                             WorkerContext& ctx) {
     const bool from_uplink = snap.uplink && m.in_port == snap.uplink->port;
     ctx.fragments->remember({s.src_ip.value, s.dst_ip.value, ip->id.host(), s.src_zone, ip->protocol},
                             ctx.fragments->source_of(m.in_port, s.src_ip.value, from_uplink), ctx.now_ns,
                             ctx.now_ns + uint64_t{snap.fragment_timeout_s} * 1'000'000'000,
                             m.nat == NatAction::snat ? m.nat_addr : 0, static_cast<uint32_t>(snap.generation));
+}
+
+// Every packet that passed asks; only first fragments (more fragments follow) are remembered,
+// so the common case stays inline.
+[[gnu::always_inline]] inline void remember_fragment(const Frame& fr, const PacketMeta& m, const Sides& s,
+                                                     const Snapshot& snap, WorkerContext& ctx) {
+    const auto* ip = header_at<Ipv4Hdr>(fr.data(), fr.len, m.l3_offset);
+    if (ctx.fragments && (ip->frag.host() & Ipv4Hdr::kMoreFragments)) remember_first_fragment(ip, m, s, snap, ctx);
 }
 
 }  // namespace
@@ -443,7 +449,9 @@ void policy_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx, Pendin
         const InstanceView* dst =
             kind == NextHopKind::instance ? snap.instance_on_port(static_cast<uint16_t>(NextHop::index(m.next_hop))) : nullptr;
         if (kind == NextHopKind::instance && (!dst || dst == src)) continue;  // forward drops these (no_route, hairpin)
-        Sides s{src,
+        // Built in its slot (kept only when the packet gets to the lookup): a copy of a
+        // Sides assembled on the stack reloaded its narrow stores with wide loads.
+        Sides& s = *::new (&sides[n]) Sides{src,
                 dst,
                 src ? snap.networks[src->network].zone : uint16_t{0},
                 dst ? snap.networks[dst->network].zone : uint16_t{0},
@@ -490,7 +498,6 @@ void policy_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx, Pendin
         // request for an echo reply.
         f.orig_rule_key = ip->protocol == ipproto::kIcmp ? rule_key(ip->protocol, 0, icmp::kEchoRequest, 0)
                                                          : rule_key(ip->protocol, sport, 0, 0);
-        sides[n] = s;
         keys[n] = &f.key.key;
         which[n++] = i;
     }

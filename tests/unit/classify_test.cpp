@@ -4,6 +4,8 @@
 #include "dp/route.hpp"
 #include "gateway_fixture.hpp"
 
+#include <random>
+
 namespace calyx::test {
 namespace {
 
@@ -105,6 +107,33 @@ TEST_F(Classify, EachBadFrameIsDroppedWithExactlyOneReason) {
         EXPECT_EQ(drops(kWebPort, c.reason), before + 1) << c.name;
     }
     EXPECT_EQ(total_drops(kWebPort), std::size(cases));
+}
+
+// classify sums the header 32 bits at a time: it must agree with RFC 1071's 16-bit sum on
+// every header, the ones whose sums carry most included, and miss no single flipped bit.
+TEST_F(Classify, Ipv4ChecksumCheckAgreesWithRfc1071) {
+    std::mt19937 rng(1071);
+    for (int round = 0; round < 2000; ++round) {
+        auto bytes = ping_from_web();
+        auto* ip = reinterpret_cast<Ipv4Hdr*>(bytes.data() + sizeof(EtherHdr));
+        const bool heavy = round % 4 == 0;  // all-ones fields: the most carries
+        ip->tos = heavy ? 0xff : static_cast<uint8_t>(rng());
+        ip->id = Be16::from_host(heavy ? 0xffff : static_cast<uint16_t>(rng()));
+        ip->ttl = static_cast<uint8_t>(heavy ? 0xff : 2 + rng() % 254);
+        ip->checksum = 0;
+        ip->checksum = internet_checksum(ip, sizeof(Ipv4Hdr));
+        {
+            TestFrame f(bytes);
+            const auto m = run(f, kWebPort);
+            ASSERT_EQ(m.verdict, dp::Verdict::forward) << "round " << round << ": " << drop_reason_info(m.reason).name;
+        }
+        const size_t bit = rng() % (sizeof(Ipv4Hdr) * 8);
+        bytes[sizeof(EtherHdr) + bit / 8] ^= static_cast<uint8_t>(1u << (bit % 8));
+        TestFrame f(bytes);
+        const auto m = run(f, kWebPort);
+        ASSERT_EQ(m.verdict, dp::Verdict::drop) << "round " << round << ", bit " << bit;
+        ASSERT_EQ(m.reason, DropReason::ipv4_malformed) << "round " << round << ", bit " << bit;
+    }
 }
 
 TEST_F(Classify, DhcpClientWithoutAddressPassesAntiSpoofing) {
