@@ -376,7 +376,13 @@ class Calyx(Target):
         cfg = {"dataplane": {"workers": [1], "eal_args": ["--file-prefix", self.prefix],
                              "conntrack": {"capacity": sc.capacity}},
                "control": {"socket": f"{self.work}/calyx.ctl"},
-               "metrics": {"listen": f"127.0.0.1:{self.metrics_port}"}}
+               "metrics": {"listen": f"127.0.0.1:{self.metrics_port}"},
+               # One client VM opens every flow: the per-instance limits (65536 connections,
+               # 50000 new a second by default) would measure the tenant's budget, not the
+               # router (new-udp lost 98 % to limit_connections). As high as the config allows;
+               # the limits are still checked for every new connection.
+               "limits": {"connections": sc.capacity, "new_connections_per_second": 1_000_000_000,
+                          "nat_ports": 65535}}
         if sc.policy == "nat":
             cfg["security_groups"] = [{"name": "sg-a", "rules": [{"direction": "egress", "protocol": sc.proto}]}]
             cfg["networks"] = [net("net-nat", "nat", NAT_NET[0])]
