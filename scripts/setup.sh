@@ -10,6 +10,7 @@ packages=(
   libyaml-cpp-dev libfmt-dev prometheus-cpp-dev libboost-program-options-dev nlohmann-json3-dev
   libcurl4-openssl-dev etcd-server etcd-client
   libgtest-dev libbenchmark-dev libmnl-dev
+  libsystemd-dev systemd
   iproute2 iputils-ping python3 util-linux prometheus openvswitch-switch-dpdk
   qemu-system-x86 linux-image-amd64 busybox-static cpio python3-yaml
   clang-16 libclang-rt-16-dev

@@ -5,11 +5,14 @@
 //
 // Exit codes, so that scripts can tell the cases apart:
 //   0  the command succeeded (explain: the connection would be allowed)
-//   1  the command ran and the answer is no: a reload was rejected, explain says denied
+//   1  the command ran and the answer is no: a reload was rejected, explain says denied, an
+//      upgrade failed (the running calyx serves on)
 //   2  the request was wrong: unknown command or option, unknown instance, bad address
 //   3  calyx could not be asked: not running, permission denied, no answer in time
 #include <cstdio>
+#include <fstream>
 #include <iostream>
+#include <thread>
 #include <map>
 #include <optional>
 #include <sstream>
@@ -39,6 +42,9 @@ struct Command {
 constexpr Command kCommands[] = {
     {"status", "version, uptime, configuration generation, ports, workers, connections, uplink, datastore"},
     {"reload", "re-read the configuration file (as SIGHUP); print every error if it is refused"},
+    {"upgrade",
+     "replace the running calyx by a new one (the binary it was started from, after a package upgrade) "
+     "without cutting connections [--binary PATH]"},
     {"ports", "per port: state, socket, packets and bytes each way, drops"},
     {"instances", "per instance: network, address, MAC, port state, security groups, connections and NAT ports held (of its limits)"},
     {"routes", "the routing table, with each route's next hop"},
@@ -79,6 +85,9 @@ po::options_description command_options(const std::string& name) {
     } else if (name == "nat") {
         d.add_options()("limit", po::value<uint32_t>(),
                         "list at most N translated connections (default 1000)");
+    } else if (name == "upgrade") {
+        d.add_options()("binary", po::value<std::string>(),
+                        "the calyx binary to start (default: the path the running calyx was started from)");
     } else if (name == "drops") {
         d.add_options()("all", "list every reason of every port, zeros included");
     } else if (name == "explain") {
@@ -95,7 +104,7 @@ po::options_description command_options(const std::string& name) {
 
 Json args_from(const std::string& name, const po::variables_map& vm) {
     Json args = Json::object();
-    for (const char* key : {"instance", "from", "to", "proto"})
+    for (const char* key : {"instance", "from", "to", "proto", "binary"})
         if (vm.count(key)) args[key] = vm[key].as<std::string>();
     for (const char* key : {"limit", "port", "type", "code"})
         if (vm.count(key)) args[key] = vm[key].as<uint32_t>();
@@ -394,6 +403,68 @@ void print_result(const std::string& command, const Json& r) {
     if (command == "explain") print_explain(r);
 }
 
+// A process that has not exited (a zombie has: it waits only for its parent to reap it).
+bool process_runs(int64_t pid) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    if (!std::getline(stat, line)) return false;
+    const size_t close = line.rfind(')');
+    return close != std::string::npos && close + 2 < line.size() && line[close + 2] != 'Z' && line[close + 2] != 'X';
+}
+
+// After `upgrade` started the successor: wait until it answers on the control socket (it took
+// over) or exits (the running calyx resumes, or never stopped). The reply to print.
+struct UpgradeOutcome {
+    bool ok = false;
+    std::string message;
+    Json result;
+};
+
+UpgradeOutcome wait_for_upgrade(const std::string& socket, const Json& started, std::chrono::milliseconds timeout) {
+    using namespace std::chrono_literals;
+    const int64_t old_pid = started.value("pid", int64_t{0});
+    const int64_t new_pid = started.value("successor", int64_t{0});
+    const std::string binary = started.value("binary", std::string());
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    const auto serving = [&](int64_t pid) -> std::optional<Json> {
+        const auto reply = calyx::cp::control_call(socket, "status", Json::object(), 2s);
+        if (reply && reply->ok && reply->result.value("pid", int64_t{0}) == pid) return reply->result;
+        return std::nullopt;
+    };
+    while (std::chrono::steady_clock::now() < deadline) {
+        // Taken over: the new one answers, and the old one has exited (the new one owns the
+        // socket and the state file from then on; another upgrade may follow at once).
+        if (auto status = serving(new_pid); status && !process_runs(old_pid)) {
+            Json result = {{"old_pid", old_pid}, {"pid", new_pid}, {"binary", binary},
+                           {"version", status->value("version", std::string())}};
+            return {true,
+                    fmt::format("upgraded: calyx pid {} handed over to pid {} ({}, calyx {})", old_pid, new_pid,
+                                binary, status->value("version", std::string("?"))),
+                    result};
+        }
+        if (!process_runs(new_pid)) {
+            // It died: the old one resumes (or never stopped); say so once it answers again.
+            const auto resumed_by = std::chrono::steady_clock::now() + 15s;
+            bool resumed = false;
+            while (!(resumed = serving(old_pid).has_value()) && std::chrono::steady_clock::now() < resumed_by)
+                std::this_thread::sleep_for(100ms);
+            return {false,
+                    fmt::format("upgrade failed: the new calyx (pid {}, {}) exited before it took over; {} (its "
+                                "output is in the running calyx's log, e.g. journalctl -u calyx)",
+                                new_pid, binary,
+                                resumed ? fmt::format("calyx pid {} serves on", old_pid)
+                                        : fmt::format("calyx pid {} does not answer either", old_pid)),
+                    {}};
+        }
+        std::this_thread::sleep_for(100ms);
+    }
+    return {false,
+            fmt::format("upgrade: pid {} did not take over within {} s (it still runs; the hand-over times out "
+                        "after 60 s and the old calyx resumes)",
+                        new_pid, std::chrono::duration_cast<std::chrono::seconds>(timeout).count()),
+            {}};
+}
+
 int fail(bool json, int code, const std::string& message,
          const std::vector<std::string>& errors = {}, bool usage = false) {
     fmt::print(stderr, "calyxctl: {}\n", message);
@@ -501,6 +572,19 @@ int main(int argc, char** argv) {
     if (!reply->ok)
         return fail(json, reply->usage ? kUsage : kNo, reply->error, reply->errors, reply->usage);
 
+    if (name == "upgrade") {
+        const UpgradeOutcome outcome = wait_for_upgrade(socket, reply->result, std::max(timeout, std::chrono::milliseconds(60000)));
+        if (!outcome.ok) return fail(json, kNo, outcome.message);
+        if (json) {
+            Json j;
+            j["ok"] = true;
+            j["result"] = outcome.result;
+            fmt::print("{}\n", j.dump(2, ' ', false, Json::error_handler_t::replace));
+        } else {
+            fmt::print("{}\n", outcome.message);
+        }
+        return kOk;
+    }
     const bool denied = name == "explain" && !reply->result.value("allowed", false);
     if (json) {
         Json j;

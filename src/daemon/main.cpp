@@ -4,8 +4,10 @@
 #include <poll.h>
 #include <sys/file.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -27,6 +29,7 @@
 #include "cp/datastore/syncer.hpp"
 #include "cp/metrics.hpp"
 #include "daemon/router.hpp"
+#include "daemon/service_manager.hpp"
 #include "io/clock.hpp"
 #include "io/eal.hpp"
 
@@ -75,8 +78,21 @@ constexpr std::chrono::seconds kFirstSyncWait{15};
 
 // With a datastore the site is etcd's: the syncer applies the file with the current site, in
 // turn with its own applies, so that an older site never follows a newer one.
+calyx::cp::ReloadResult reload_file(calyx::daemon::Router& r, const std::string& config_path,
+                                    calyx::cp::datastore::Syncer* syncer);
+
+// The service manager sees the reload (RELOADING=1 ... READY=1) whatever its verdict.
 calyx::cp::ReloadResult reload_config(calyx::daemon::Router& r, const std::string& config_path,
                                       calyx::cp::datastore::Syncer* syncer) {
+    calyx::daemon::notify_reloading();
+    calyx::cp::ReloadResult result = reload_file(r, config_path, syncer);
+    calyx::daemon::notify_ready(fmt::format("serving, generation {}{}", result.generation,
+                                            result.ok ? "" : " (the last reload was refused)"));
+    return result;
+}
+
+calyx::cp::ReloadResult reload_file(calyx::daemon::Router& r, const std::string& config_path,
+                                    calyx::cp::datastore::Syncer* syncer) {
     calyx::cp::ReloadResult result;
     auto next = calyx::config::load_config_file(config_path);
     if (!next) {
@@ -305,6 +321,7 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
         env.now_ns = [] { return calyx::io::now_ns(); };
         HandOverRequest hand_over;
         std::atomic<bool> owner{!taking_over};  // holds the locks: may hand over in turn
+        std::atomic<pid_t> upgrade_child{0};    // started by `calyxctl upgrade`, not yet reaped
         const auto start_control = [&] {
             calyx::cp::CommandTable table = calyx::cp::make_command_table(r, env);
             table["take-over"] = [&](const calyx::cp::Json& args) -> calyx::cp::CommandResult {
@@ -313,6 +330,16 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
                     return std::unexpected(calyx::cp::CommandError{"take-over needs {\"pid\": <the successor's pid>}", true, {}});
                 if (!owner.load())
                     return std::unexpected(calyx::cp::CommandError{"this calyx is itself still taking over", false, {}});
+                // Under systemd the unit's processes are those of its cgroup: a successor started
+                // beside it (from a shell) would serve outside the unit, and the unit would end
+                // when this process exits. Only a child of ours is inside.
+                const auto successor = static_cast<pid_t>(args["pid"].get<int64_t>());
+                if (calyx::daemon::under_service_manager() && calyx::daemon::parent_of(successor) != ::getpid())
+                    return std::unexpected(calyx::cp::CommandError{
+                        fmt::format("this calyx runs under a service manager (systemd) and pid {} is outside its "
+                                    "unit: upgrade with `calyxctl upgrade`, which starts the new calyx inside it",
+                                    successor),
+                        false, {}});
                 std::unique_lock lock(hand_over.mutex);
                 if (hand_over.requested) return std::unexpected(calyx::cp::CommandError{"a hand-over is in progress", false, {}});
                 hand_over.requested = true;
@@ -322,6 +349,58 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
                 if (!hand_over.answered.wait_for(lock, std::chrono::seconds(20), [&] { return hand_over.done; }))
                     return std::unexpected(calyx::cp::CommandError{"the main lcore did not stop the data plane in time", false, {}});
                 return hand_over.result;
+            };
+            // `calyxctl upgrade`: the new binary as our child, which then takes over like any
+            // --take-over (it is inside our cgroup, so it can become a systemd unit's main process).
+            table["upgrade"] = [&](const calyx::cp::Json& args) -> calyx::cp::CommandResult {
+                std::string binary = calyx::daemon::own_binary();
+                if (args.is_object() && args.contains("binary")) {
+                    if (!args["binary"].is_string() || args["binary"].get<std::string>().empty())
+                        return std::unexpected(calyx::cp::CommandError{"upgrade: \"binary\" must be a path", true, {}});
+                    binary = args["binary"].get<std::string>();
+                }
+                if (!owner.load())
+                    return std::unexpected(calyx::cp::CommandError{"this calyx is itself still taking over", false, {}});
+                {
+                    std::lock_guard lock(hand_over.mutex);
+                    if (hand_over.requested)
+                        return std::unexpected(calyx::cp::CommandError{"a hand-over is in progress", false, {}});
+                }
+                if (const pid_t pending = upgrade_child.load(); pending > 0)
+                    return std::unexpected(calyx::cp::CommandError{
+                        fmt::format("an upgrade is in progress (the new calyx is pid {})", pending), false, {}});
+                // The successor reads the file as it is now: refuse here, with its errors, what it
+                // would refuse, and an EAL file prefix it would share with us.
+                auto next = calyx::config::load_config_file(config_path);
+                if (!next) {
+                    calyx::cp::CommandError e{fmt::format("upgrade refused: {} has {} error(s); the running "
+                                                          "calyx serves on",
+                                                          config_path, next.error().size()),
+                                              false, {}};
+                    for (const auto& error : next.error()) e.errors.push_back(error.to_string());
+                    return std::unexpected(e);
+                }
+                const auto file_prefix = [](const calyx::config::Config& c) -> std::string {
+                    const auto& args = c.dataplane.eal_args;
+                    const auto it = std::ranges::find(args, "--file-prefix");
+                    return it == args.end() || it + 1 == args.end() ? "" : *(it + 1);
+                };
+                const std::string prefix = file_prefix(*next);
+                if (!prefix.empty() && prefix == r.inspect([&](const calyx::config::Config& c, const auto&, const auto&) {
+                        return file_prefix(c);
+                    }))
+                    return std::unexpected(calyx::cp::CommandError{
+                        fmt::format("upgrade refused: dataplane.eal_args has --file-prefix {} as the running calyx's: "
+                                    "EAL refuses a second primary with the same prefix; remove it (calyx then "
+                                    "runs without shared runtime files) or give the file another one",
+                                    prefix),
+                        false, {}});
+                auto child = calyx::daemon::spawn_successor(binary, config_path);
+                if (!child) return std::unexpected(calyx::cp::CommandError{child.error(), false, {}});
+                upgrade_child.store(*child);
+                fmt::print(stderr, "calyx: upgrade requested: started {} (pid {}) to take over\n", binary, *child);
+                calyx::daemon::notify_status(fmt::format("serving; upgrading: pid {} takes over", *child));
+                return calyx::cp::Json{{"pid", ::getpid()}, {"successor", *child}, {"binary", binary}};
             };
             return calyx::cp::ControlServer::start(control_socket, std::move(table));
         };
@@ -335,7 +414,9 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
             return 1;
         }
         if (taking_over) {
-            // Ready: the predecessor may go. Its locks are ours once it has exited.
+            // Ready: the predecessor may go. Its locks are ours once it has exited. A service
+            // manager learns first that we are its main process now.
+            calyx::daemon::notify_main_process(fmt::format("serving; took over from pid {}", take_over.predecessor));
             ::kill(take_over.predecessor, SIGTERM);
             auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
             std::expected<void, std::string> locked = std::unexpected("");
@@ -351,6 +432,7 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
         }
         fmt::print(stderr, "calyx: ready: {} instances, {} workers, generation {}\n", instances,
                    workers, generation);
+        if (!taking_over) calyx::daemon::notify_ready(fmt::format("serving, generation {}", generation));
         // Housekeeping every 100 ms, whatever interrupts the wait (a tap uplink's signal
         // handler may, once per packet).
         constexpr uint64_t kTickNs = 100'000'000;
@@ -362,7 +444,20 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
                 (*router)->housekeeping();
                 last_tick = now;
             }
-            if (sig == SIGINT || sig == SIGTERM) break;
+            if (const pid_t child = upgrade_child.load(); child > 0) {
+                int child_status = 0;
+                if (::waitpid(child, &child_status, WNOHANG) == child) {
+                    upgrade_child.store(0);
+                    fmt::print(stderr, "calyx: the new calyx (pid {}) {} {} before it took over: serving on\n", child,
+                               WIFEXITED(child_status) ? "exited with" : "was killed by signal",
+                               WIFEXITED(child_status) ? WEXITSTATUS(child_status) : WTERMSIG(child_status));
+                    calyx::daemon::notify_status(fmt::format("serving; the upgrade failed (pid {} exited)", child));
+                }
+            }
+            if (sig == SIGINT || sig == SIGTERM) {
+                calyx::daemon::notify_stopping();
+                break;
+            }
             if (sig == SIGUSR1) fmt::print(stderr, "calyx: counters\n{}", (*router)->counters_report());
             if (sig == SIGHUP) reload_config(r, config_path, syncer.get());
             pid_t successor = 0;
@@ -444,6 +539,8 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
 }  // namespace
 
 int main(int argc, char** argv) {
+    calyx::daemon::remember_own_binary();
+    calyx::daemon::remember_start_affinity();
     po::options_description desc(
         "calyx: a userspace virtual router for VM clouds\n\nUsage: calyx --config FILE [--check]\n\nOptions");
     desc.add_options()("help,h", "show this help and exit")("version", "show the version and exit")(

@@ -151,6 +151,13 @@ std::expected<std::unique_ptr<ChildProcess>, std::string> ChildProcess::spawn(
     return child;
 }
 
+std::unique_ptr<ChildProcess> ChildProcess::adopt(pid_t pid, const fs::path& log_file) {
+    std::unique_ptr<ChildProcess> child(new ChildProcess());
+    child->pid_ = pid;
+    child->log_file_ = log_file;
+    return child;
+}
+
 ChildProcess::~ChildProcess() {
     if (running()) kill();
 }
@@ -206,6 +213,12 @@ bool ChildProcess::wait_for_log(std::string_view text, std::chrono::milliseconds
 }
 
 // ---------------------------------------------------------------------------------------------
+
+std::unique_ptr<CalyxProcess> CalyxProcess::adopt(pid_t pid, const fs::path& log_file) {
+    std::unique_ptr<CalyxProcess> p(new CalyxProcess());
+    p->child_ = ChildProcess::adopt(pid, log_file);
+    return p;
+}
 
 std::expected<std::unique_ptr<CalyxProcess>, std::string> CalyxProcess::start(
     const fs::path& config, const CalyxStartOptions& opts) {

@@ -58,6 +58,9 @@ class ChildProcess {
     static std::expected<std::unique_ptr<ChildProcess>, std::string> spawn(
         const std::vector<std::string>& argv, const fs::path& log_file,
         const std::optional<fs::path>& stderr_file = std::nullopt);
+    // A process that became this one's child later: an orphan re-parented to this process, a
+    // child subreaper (PR_SET_CHILD_SUBREAPER), e.g. the calyx a `calyxctl upgrade` started.
+    static std::unique_ptr<ChildProcess> adopt(pid_t pid, const fs::path& log_file);
     ~ChildProcess();  // kills the child if it still runs
     ChildProcess(const ChildProcess&) = delete;
     ChildProcess& operator=(const ChildProcess&) = delete;
@@ -106,6 +109,9 @@ class CalyxProcess {
   public:
     static std::expected<std::unique_ptr<CalyxProcess>, std::string> start(
         const fs::path& config, const CalyxStartOptions& opts = {});
+
+    // The calyx `pid` (see ChildProcess::adopt) writing to `log_file`.
+    static std::unique_ptr<CalyxProcess> adopt(pid_t pid, const fs::path& log_file);
 
     ChildProcess& process() { return *child_; }
     std::string log() const { return child_->log(); }

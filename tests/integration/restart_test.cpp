@@ -5,9 +5,17 @@
 // port (the kernel's socket is bound to it: nothing else would be answered), and out-of-window
 // segments are still dropped. A second calyx on the same control socket refuses to start.
 #include <fmt/format.h>
+#include <poll.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <cstdlib>
 #include <fstream>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -51,6 +59,115 @@ Bytes segment(const Side& s, uint8_t flags, std::string_view payload = {}, uint3
         .ipv4(s.vm->ip, s.peer, ipproto::kTcp)
         .tcp(s.port, s.peer_port, flags, s.seq + seq_offset, s.ack, std::vector<uint8_t>(payload.begin(), payload.end()))
         .build();
+}
+
+// A process that has not exited (a zombie has).
+bool process_runs(pid_t pid) {
+    std::ifstream stat(fmt::format("/proc/{}/stat", pid));
+    std::string line;
+    if (!std::getline(stat, line)) return false;
+    const size_t close = line.rfind(')');
+    return close != std::string::npos && close + 2 < line.size() && line[close + 2] != 'Z' && line[close + 2] != 'X';
+}
+
+// The service manager's side of sd_notify, played by the test: a datagram socket for
+// $NOTIFY_SOCKET that records every message with its sender's pid (SCM_CREDENTIALS, as systemd
+// reads it) and whether a watched process still ran when it arrived; the descriptor of a
+// BARRIER=1 is closed at once, as systemd does once it has read everything before it.
+class NotifySocket {
+public:
+    struct Message {
+        pid_t sender = 0;
+        std::string text;
+        bool watched_ran = false;
+    };
+
+    explicit NotifySocket(const fs::path& path) {
+        fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        sockaddr_un addr{};
+        addr.sun_family = AF_UNIX;
+        std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path.c_str());
+        const int on = 1;
+        bound_ = fd_ >= 0 && ::setsockopt(fd_, SOL_SOCKET, SO_PASSCRED, &on, sizeof(on)) == 0 &&
+                 ::bind(fd_, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0;
+        reader_ = std::thread([this] { read_messages(); });
+    }
+    ~NotifySocket() {
+        stop_ = true;
+        reader_.join();
+        if (fd_ >= 0) ::close(fd_);
+    }
+    bool bound() const { return bound_; }
+    void watch(pid_t pid) { watched_ = pid; }
+    std::vector<Message> messages() {
+        std::lock_guard lock(mutex_);
+        return messages_;
+    }
+    // The first message from `sender` at index `since` or later that contains `text`, and its
+    // index; nullopt after `timeout`.
+    std::optional<std::pair<size_t, Message>> wait_for(std::string_view text, pid_t sender, size_t since,
+                                                       std::chrono::milliseconds timeout) {
+        std::unique_lock lock(mutex_);
+        std::optional<std::pair<size_t, Message>> found;
+        arrived_.wait_for(lock, timeout, [&] {
+            for (size_t i = since; i < messages_.size(); ++i)
+                if (messages_[i].sender == sender && messages_[i].text.find(text) != std::string::npos) {
+                    found = {i, messages_[i]};
+                    return true;
+                }
+            return false;
+        });
+        return found;
+    }
+    std::string describe() {
+        std::string out;
+        for (const Message& m : messages()) out += fmt::format("  from {}: {:?}\n", m.sender, m.text);
+        return out.empty() ? "  (no message)\n" : out;
+    }
+
+private:
+    void read_messages() {
+        while (!stop_) {
+            pollfd p{fd_, POLLIN, 0};
+            if (::poll(&p, 1, 50) <= 0) continue;
+            char data[4096];
+            alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred)) + CMSG_SPACE(16 * sizeof(int))];
+            iovec iov{data, sizeof(data)};
+            msghdr msg{};
+            msg.msg_iov = &iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control;
+            msg.msg_controllen = sizeof(control);
+            const ssize_t n = ::recvmsg(fd_, &msg, MSG_CMSG_CLOEXEC);
+            if (n < 0) continue;
+            Message m{0, std::string(data, static_cast<size_t>(n)), watched_ > 0 && process_runs(watched_)};
+            for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+                if (c->cmsg_level != SOL_SOCKET) continue;
+                if (c->cmsg_type == SCM_CREDENTIALS) m.sender = reinterpret_cast<const ucred*>(CMSG_DATA(c))->pid;
+                if (c->cmsg_type == SCM_RIGHTS) {
+                    const size_t fds = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+                    for (size_t i = 0; i < fds; ++i) ::close(reinterpret_cast<const int*>(CMSG_DATA(c))[i]);
+                }
+            }
+            std::lock_guard lock(mutex_);
+            messages_.push_back(std::move(m));
+            arrived_.notify_all();
+        }
+    }
+
+    int fd_ = -1;
+    bool bound_ = false;
+    std::atomic<bool> stop_{false};
+    std::atomic<pid_t> watched_{0};
+    std::mutex mutex_;
+    std::condition_variable arrived_;
+    std::vector<Message> messages_;
+    std::thread reader_;
+};
+
+std::string calyxctl_binary() {
+    const char* env = std::getenv("CALYXCTL_BIN");
+    return env ? env : "build/calyxctl";
 }
 
 class RestartTest : public InternetFixture {
@@ -187,6 +304,31 @@ protected:
         const std::string first = echo("before");
         EXPECT_FALSE(first.empty()) << "no echo before the restart";
         return first.substr(0, first.find(' '));
+    }
+
+    // calyx as systemd runs it (conf/calyx.service, Type=notify): restarted with $NOTIFY_SOCKET
+    // at `notify`, on its config without an EAL file prefix (a successor it starts itself reads
+    // the same file, and two DPDK primaries cannot share a prefix). This test process becomes a
+    // child subreaper, as systemd is: a successor outliving its parent is re-parented here.
+    void serve_under_service_manager(const fs::path& notify) {
+        ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+        std::string text = read_file(config_);
+        const std::string prefix = fmt::format(", \"--file-prefix\", \"{}\"", identity_.eal_prefix);
+        const size_t at = text.find(prefix);
+        ASSERT_NE(at, std::string::npos) << text;
+        text.erase(at, prefix.size());
+        std::ofstream(config_) << text;
+        ::setenv("NOTIFY_SOCKET", notify.c_str(), 1);
+        crash_and_start();
+        ::unsetenv("NOTIFY_SOCKET");
+    }
+    // The pid in the running calyx's "upgrade requested: started BINARY (pid N)" line.
+    pid_t successor_started() {
+        const std::string log = calyx_->log();
+        const size_t at = log.rfind("calyx: upgrade requested: started ");
+        if (at == std::string::npos) return 0;
+        const size_t pid = log.find("(pid ", at);
+        return pid == std::string::npos ? 0 : std::atoi(log.c_str() + pid + 5);
     }
 
     int echo_pid_ = 0;
@@ -374,6 +516,108 @@ TEST_F(RestartTest, ASecondCalyxOnTheSameControlSocketRefusesToStart) {
     // The first one is untouched.
     EXPECT_TRUE(calyx_->running());
     expect_ping_between(kWeb, kDb, 0x1700, 1);
+}
+
+TEST_F(RestartTest, UpgradeUnderSystemdMakesTheNewCalyxTheMainProcessBeforeTheOldOneExits) {
+    NotifySocket notify(dir_ / "notify.sock");
+    ASSERT_TRUE(notify.bound());
+    ASSERT_NO_FATAL_FAILURE(serve_under_service_manager(dir_ / "notify.sock"));
+    const pid_t old_pid = calyx_->process().pid();
+    ASSERT_TRUE(notify.wait_for("READY=1", old_pid, 0, 10s)) << "no READY=1 at start\n" << notify.describe();
+    const std::string seen_as = open_both();
+    ASSERT_FALSE(HasFatalFailure());
+
+    notify.watch(old_pid);
+    const size_t before = notify.messages().size();
+    const CommandResult upgrade =
+        sh(fmt::format("{} --socket {} upgrade 2>&1", calyxctl_binary(), control_socket().string()));
+    ASSERT_EQ(upgrade.status, 0) << upgrade.output << calyx_->log();
+    const std::string prefix = fmt::format("upgraded: calyx pid {} handed over to pid ", old_pid);
+    ASSERT_NE(upgrade.output.find(prefix), std::string::npos) << upgrade.output;
+    const pid_t new_pid = std::atoi(upgrade.output.c_str() + upgrade.output.find(prefix) + prefix.size());
+    EXPECT_EQ(new_pid, successor_started()) << calyx_->log();
+    const auto old_status = calyx_->process().wait(10s);
+    ASSERT_TRUE(old_status.has_value()) << "the old calyx still runs\n" << calyx_->log();
+    EXPECT_TRUE(WIFEXITED(*old_status) && WEXITSTATUS(*old_status) == 0) << describe_status(*old_status);
+
+    // The manager learnt its new main process from the new one, with READY=1, while the old one
+    // still ran: the old one's exit is then that of an ordinary process of the unit.
+    const auto main = notify.wait_for(fmt::format("MAINPID={}\n", new_pid), new_pid, before, 5s);
+    ASSERT_TRUE(main) << notify.describe();
+    EXPECT_NE(main->second.text.find("READY=1"), std::string::npos) << main->second.text;
+    EXPECT_TRUE(main->second.watched_ran) << "the old calyx had exited before the manager heard MAINPID=";
+    EXPECT_TRUE(notify.wait_for("BARRIER=1", new_pid, main->first, 1s)) << notify.describe();
+    for (const auto& m : notify.messages())
+        EXPECT_FALSE(m.sender == old_pid && m.text.find("STOPPING=1") != std::string::npos)
+            << "the old calyx told the manager the unit stops:\n" << notify.describe();
+
+    auto previous = std::move(calyx_);
+    calyx_ = CalyxProcess::adopt(new_pid, previous->process().log_file());
+    ASSERT_TRUE(calyx_->running()) << "the new calyx is not this test's (re-parented) child";
+    ASSERT_NO_FATAL_FAILURE(reattach_everything());
+    ASSERT_NO_FATAL_FAILURE(expect_connections_continue(seen_as));
+
+    // A reload of the new main process: RELOADING=1, then READY=1.
+    const size_t reload_from = notify.messages().size();
+    const CommandResult reload =
+        sh(fmt::format("{} --socket {} reload 2>&1", calyxctl_binary(), control_socket().string()));
+    ASSERT_EQ(reload.status, 0) << reload.output;
+    const auto reloading = notify.wait_for("RELOADING=1", new_pid, reload_from, 5s);
+    ASSERT_TRUE(reloading) << notify.describe();
+    EXPECT_TRUE(notify.wait_for("READY=1", new_pid, reloading->first + 1, 5s)) << notify.describe();
+}
+
+TEST_F(RestartTest, AFailedUpgradeLeavesTheOldOneServingAndTheMainProcessUnchanged) {
+    NotifySocket notify(dir_ / "notify.sock");
+    ASSERT_TRUE(notify.bound());
+    ASSERT_NO_FATAL_FAILURE(serve_under_service_manager(dir_ / "notify.sock"));
+    const pid_t old_pid = calyx_->process().pid();
+    const std::string seen_as = open_both();
+    ASSERT_FALSE(HasFatalFailure());
+    // A new binary that dies after the old calyx released its ports: it holds 5 s there and
+    // is killed.
+    const fs::path held = dir_.write("calyx-held", fmt::format("#!/bin/sh\nexec {} \"$@\" --take-over-hold-ms 5000\n",
+                                                               calyx_binary()));
+    fs::permissions(held, fs::perms::owner_all);
+    auto ctl = ChildProcess::spawn({calyxctl_binary(), "--socket", control_socket().string(), "upgrade", "--binary",
+                                    held.string()},
+                                   dir_ / "calyxctl.log");
+    ASSERT_TRUE(ctl.has_value()) << ctl.error();
+    ASSERT_TRUE(calyx_->process().wait_for_log("it stopped its workers and released its ports", 20s)) << calyx_->log();
+    const pid_t successor = successor_started();
+    ASSERT_GT(successor, 0) << calyx_->log();
+    ::kill(successor, SIGKILL);
+    ASSERT_TRUE(calyx_->process().wait_for_log("calyx: resumed serving", 10s)) << calyx_->log();
+    const auto answered = (*ctl)->wait(30s);
+    ASSERT_TRUE(answered.has_value()) << (*ctl)->log();
+    EXPECT_TRUE(WIFEXITED(*answered) && WEXITSTATUS(*answered) == 1) << describe_status(*answered);
+    EXPECT_NE((*ctl)->log().find(fmt::format("exited before it took over; calyx pid {} serves on", old_pid)),
+              std::string::npos)
+        << (*ctl)->log();
+    for (const auto& m : notify.messages())
+        EXPECT_EQ(m.text.find("MAINPID="), std::string::npos) << "the main process changed:\n" << notify.describe();
+    EXPECT_TRUE(calyx_->running());
+    ASSERT_NO_FATAL_FAILURE(reattach_everything());
+    ASSERT_NO_FATAL_FAILURE(expect_connections_continue(seen_as));
+}
+
+TEST_F(RestartTest, UnderSystemdATakeOverFromOutsideTheUnitIsRefused) {
+    // A successor started from a shell, beside the unit: it would serve outside the unit's
+    // cgroup, and the unit would end (and restart calyx) when the old process exits.
+    NotifySocket notify(dir_ / "notify.sock");
+    ASSERT_TRUE(notify.bound());
+    ASSERT_NO_FATAL_FAILURE(serve_under_service_manager(dir_ / "notify.sock"));
+    auto outsider = ChildProcess::spawn({calyx_binary(), "--config", config_.string(), "--take-over"},
+                                        dir_ / "outsider.log");
+    ASSERT_TRUE(outsider.has_value()) << outsider.error();
+    const auto status = (*outsider)->wait(30s);
+    ASSERT_TRUE(status.has_value()) << "the outsider took over\n" << (*outsider)->log();
+    EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 1) << describe_status(*status);
+    EXPECT_NE((*outsider)->log().find("runs under a service manager (systemd)"), std::string::npos)
+        << (*outsider)->log();
+    EXPECT_TRUE(calyx_->running());
+    EXPECT_EQ(calyx_->log().find("handing over"), std::string::npos) << calyx_->log();
+    expect_ping_between(kWeb, kDb, 0x1701, 1);
 }
 
 }  // namespace
