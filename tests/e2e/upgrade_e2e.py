@@ -77,7 +77,8 @@ class Sequence:
 
 def traffic(session_address: str) -> int:
     """Accepts the stream on INTERNET_SERVER:443 and checks its numbers; opens the session to
-    SESSION_ADDRESS:443 and keeps it going. On 'stop' (stdin) prints one JSON report."""
+    SESSION_ADDRESS:443 and keeps it going. On 'progress' (stdin) prints the bytes and answers
+    so far, on 'stop' one JSON report."""
     t0 = time.monotonic()
     stop = threading.Event()
     stream = {"peers": [], "receipts": [], "bytes": 0, "numbers": 0, "errors": []}
@@ -169,6 +170,8 @@ def traffic(session_address: str) -> int:
         t.start()
     print(f"listening {t0:.3f}", flush=True)
     for line in sys.stdin:
+        if line.strip() == "progress":
+            print(json.dumps({"bytes": stream["bytes"], "answers": len(session["requests"])}), flush=True)
         if line.strip() == "stop":
             break
     stop.set()
@@ -529,13 +532,31 @@ class Upgrade:
         self.start_traffic()
         time.sleep(SETTLE)
         begin, end, old_pid, new_pid = self.upgrade()
-        time.sleep(SETTLE)
+        # Both connections carry again (TCP retransmits on its backoff; QEMU reconnects within
+        # a second), then some more traffic.
+        at_upgrade = self.progress()
+        resumed = time.monotonic() + 60
+        while time.monotonic() < resumed:
+            now = self.progress()
+            if now["bytes"] > at_upgrade["bytes"] and now["answers"] > at_upgrade["answers"]:
+                break
+            time.sleep(0.5)
+        time.sleep(SETTLE / 2)
         stop = time.monotonic()
         self.traffic.stdin.write("stop\n")
         self.traffic.stdin.flush()
         out, _ = self.traffic.communicate(timeout=30)
         report = json.loads(out.strip().splitlines()[-1])
         self.judge(report, measure(report, begin, end, stop), old_pid, new_pid)
+
+    def progress(self) -> dict:
+        self.traffic.stdin.write("progress\n")
+        self.traffic.stdin.flush()
+        line = self.traffic.stdout.readline()
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            raise e2e.Failure(f"the Internet's side stopped: {line}{self.traffic.stdout.read()}") from None
 
     def diagnostics(self) -> None:
         e2e.log("\n== Diagnostics")
