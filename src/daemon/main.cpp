@@ -369,32 +369,11 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
                 if (const pid_t pending = upgrade_child.load(); pending > 0)
                     return std::unexpected(calyx::cp::CommandError{
                         fmt::format("an upgrade is in progress (the new calyx is pid {})", pending), false, {}});
-                // The successor reads the file as it is now: refuse here, with its errors, what it
-                // would refuse, and an EAL file prefix it would share with us.
-                auto next = calyx::config::load_config_file(config_path);
-                if (!next) {
-                    calyx::cp::CommandError e{fmt::format("upgrade refused: {} has {} error(s); the running "
-                                                          "calyx serves on",
-                                                          config_path, next.error().size()),
-                                              false, {}};
-                    for (const auto& error : next.error()) e.errors.push_back(error.to_string());
-                    return std::unexpected(e);
-                }
-                const auto file_prefix = [](const calyx::config::Config& c) -> std::string {
-                    const auto& args = c.dataplane.eal_args;
-                    const auto it = std::ranges::find(args, "--file-prefix");
-                    return it == args.end() || it + 1 == args.end() ? "" : *(it + 1);
-                };
-                const std::string prefix = file_prefix(*next);
-                if (!prefix.empty() && prefix == r.inspect([&](const calyx::config::Config& c, const auto&, const auto&) {
-                        return file_prefix(c);
-                    }))
-                    return std::unexpected(calyx::cp::CommandError{
-                        fmt::format("upgrade refused: dataplane.eal_args has --file-prefix {} as the running calyx's: "
-                                    "EAL refuses a second primary with the same prefix; remove it (calyx then "
-                                    "runs without shared runtime files) or give the file another one",
-                                    prefix),
-                        false, {}});
+                if (auto fit = r.inspect([&](const calyx::config::Config& running, const auto&, const auto&) {
+                        return calyx::daemon::successor_can_read(config_path, running);
+                    });
+                    !fit)
+                    return std::unexpected(fit.error());
                 auto child = calyx::daemon::spawn_successor(binary, config_path);
                 if (!child) return std::unexpected(calyx::cp::CommandError{child.error(), false, {}});
                 upgrade_child.store(*child);

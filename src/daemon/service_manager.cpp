@@ -6,6 +6,7 @@
 #include <spawn.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -116,6 +117,31 @@ std::expected<pid_t, std::string> spawn_successor(const std::string& binary, con
     posix_spawnattr_destroy(&attr);
     if (r != 0) return std::unexpected(fmt::format("cannot start {}: {}", binary, std::strerror(r)));
     return pid;
+}
+
+std::expected<void, cp::CommandError> successor_can_read(const std::string& config_path,
+                                                         const config::Config& running) {
+    auto next = config::load_config_file(config_path);
+    if (!next) {
+        cp::CommandError e{fmt::format("upgrade refused: {} has {} error(s); the running calyx serves on", config_path,
+                                       next.error().size()),
+                           false, {}};
+        for (const auto& error : next.error()) e.errors.push_back(error.to_string());
+        return std::unexpected(e);
+    }
+    const auto file_prefix = [](const config::Config& c) -> std::string {
+        const auto& args = c.dataplane.eal_args;
+        const auto it = std::ranges::find(args, "--file-prefix");
+        return it == args.end() || it + 1 == args.end() ? "" : *(it + 1);
+    };
+    if (const std::string prefix = file_prefix(*next); !prefix.empty() && prefix == file_prefix(running))
+        return std::unexpected(cp::CommandError{
+            fmt::format("upgrade refused: dataplane.eal_args has --file-prefix {} as the running calyx's: EAL refuses "
+                        "a second primary with the same prefix; remove it (calyx then runs without shared runtime "
+                        "files) or give the file another one",
+                        prefix),
+            false, {}});
+    return {};
 }
 
 pid_t parent_of(pid_t pid) {

@@ -13,6 +13,9 @@
 #include <string_view>
 #include <vector>
 
+#include "calyx/config.hpp"
+#include "cp/control_server.hpp"
+
 namespace calyx::daemon {
 
 // Whether a service manager asked to be notified ($NOTIFY_SOCKET at start).
@@ -44,6 +47,12 @@ void remember_start_affinity();
 // (the unit's), with the same environment ($NOTIFY_SOCKET), stdout and stderr (the journal),
 // no other inherited descriptor, no blocked signal and the affinity calyx started with.
 std::expected<pid_t, std::string> spawn_successor(const std::string& binary, const std::string& config_path);
+
+// Whether a successor can start beside the running calyx on the file at `config_path` as it is
+// now: the file is valid (else every error, as for a reload), and its EAL --file-prefix is not
+// the running one's (EAL refuses a second primary with the same prefix).
+std::expected<void, cp::CommandError> successor_can_read(const std::string& config_path,
+                                                         const config::Config& running);
 
 // The parent of `pid` (from /proc), 0 when unknown.
 pid_t parent_of(pid_t pid);

@@ -470,7 +470,8 @@ class Upgrade:
     def upgrade(self) -> tuple[float, float, int, int]:
         old = self.calyx.proc
         begin = time.monotonic()
-        r = e2e.run([str(self.ctl), "--socket", self.control_socket, "upgrade"], check=False, timeout=120)
+        binary = ["--binary", self.args.upgrade_binary] if self.args.upgrade_binary else []
+        r = e2e.run([str(self.ctl), "--socket", self.control_socket, "upgrade", *binary], check=False, timeout=120)
         end = time.monotonic()
         out = (r.stdout + r.stderr).strip()
         self.say(f"== $ calyxctl upgrade   ({(end - begin) * 1000:.0f} ms)\n  {out}")
@@ -593,6 +594,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--cache", default="/var/cache/calyx-e2e", help="where the guests' initramfs is kept")
     p.add_argument("--boot-timeout", type=float, default=240)
     p.add_argument("--keep", action="store_true", help="keep the temp dir")
+    p.add_argument("--upgrade-binary", default=None,
+                   help="the binary `calyxctl upgrade --binary` starts (default: the running calyx's own)")
     args = p.parse_args(argv[1:])
     if args.calyxctl is None:
         args.calyxctl = str(Path(args.calyx).parent / "calyxctl")

@@ -574,6 +574,17 @@ TEST_F(RestartTest, AFailedUpgradeLeavesTheOldOneServingAndTheMainProcessUnchang
     const pid_t old_pid = calyx_->process().pid();
     const std::string seen_as = open_both();
     ASSERT_FALSE(HasFatalFailure());
+    // A configuration file the new calyx would refuse: refused before anything starts.
+    const std::string good = read_file(config_);
+    std::ofstream(config_) << good << "colour: blue\n";
+    const CommandResult refused =
+        sh(fmt::format("{} --socket {} upgrade 2>&1", calyxctl_binary(), control_socket().string()));
+    EXPECT_TRUE(WIFEXITED(refused.status) && WEXITSTATUS(refused.status) == 1) << refused.output;
+    EXPECT_NE(refused.output.find("upgrade refused: " + config_.string() + " has 1 error(s)"), std::string::npos)
+        << refused.output;
+    EXPECT_NE(refused.output.find("colour"), std::string::npos) << refused.output;
+    EXPECT_EQ(successor_started(), 0) << calyx_->log();
+    std::ofstream(config_) << good;
     // A new binary that dies after the old calyx released its ports: it holds 5 s there and
     // is killed.
     const fs::path held = dir_.write("calyx-held", fmt::format("#!/bin/sh\nexec {} \"$@\" --take-over-hold-ms 5000\n",
