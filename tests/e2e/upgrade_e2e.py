@@ -386,10 +386,7 @@ class Upgrade:
         a = self.args
         self.binary = Path(a.calyx).resolve()
         self.ctl = Path(a.calyxctl).resolve()
-        for tool in ("qemu-system-x86_64", "ip"):
-            if not shutil.which(tool):
-                raise e2e.Failure(f"{tool} is missing (scripts/setup.sh installs it)")
-        import yaml
+        e2e.require_tools(self.binary, ["qemu-system-x86_64", "ip", "ping", "ethtool"])
         self.workdir = Path(tempfile.mkdtemp(prefix="calyx-upgrade-"))
         pid = os.getpid()
         text = Path(a.config).read_text().replace("/run/calyx/", f"{self.workdir}/")
@@ -405,7 +402,7 @@ class Upgrade:
                             f"socket: {self.workdir}/public-1.sock, mode: client}}")
         self.config_path = self.workdir / "calyx.yaml"
         self.config_path.write_text(text)
-        cfg = yaml.load(text, Loader=yaml.BaseLoader)
+        cfg = e2e.load_yaml(text)
         nets = {n["name"]: n for n in cfg["networks"]}
         self.instances = {i["name"]: (i, nets[i["network"]]) for i in cfg["instances"]}
         if set(self.instances) != {"public-1", "default-1"} or \
@@ -417,9 +414,7 @@ class Upgrade:
         self.host_address, plen = up["address"].split("/")
         self.uplink_prefix_len = int(plen)
         self.control_socket = cfg["control"]["socket"]
-        r = e2e.run([str(HERE / "build-guest.sh"), str(a.cache)], timeout=300)
-        files = dict(line.split("=", 1) for line in r.stdout.split())
-        self.kernel, self.initrd = files["KERNEL"], files["INITRD"]
+        self.kernel, self.initrd = e2e.guest_boot_files(Path(a.cache))
 
     def start(self) -> None:
         self.say("== Starting calyx (frame 7 of conf/demo.yaml, public-1 and default-1, an af_packet uplink), "
