@@ -62,6 +62,7 @@ std::expected<Source, std::string> make_source(int64_t n) {
         const int32_t pos = s.table->insert(key.key);
         if (pos < 0) return std::unexpected(fmt::format("source table full at {}", i));
         dp::CtEntry& e = s.table->entry(pos);
+        s.table->record_key(e, pos, key.key);
         e.state.proto = ipproto::kTcp;
         e.state.tcp_state = dp::TcpCtState::established;
         e.state.expires_s = 1000;

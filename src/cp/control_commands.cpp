@@ -323,8 +323,7 @@ Json connection_json(const Snapshot& snap, const dp::CtKey& key, const dp::CtEnt
     return j;
 }
 
-// Connections of the table as calyxctl lists them: live, not expired, NAT aliases folded into
-// their primary (an alias is the outside half of a translated connection, not a connection).
+// Connections of the table as calyxctl lists them: live, not expired.
 Json list_connections(const Snapshot& snap, const dp::ConnTable& table, const InstanceView* only,
                       bool translated_only, uint32_t limit, uint64_t now_ns) {
     Json entries = Json::array();
@@ -333,7 +332,6 @@ Json list_connections(const Snapshot& snap, const dp::ConnTable& table, const In
         const auto e = copy_entry(table, static_cast<int32_t>(pos));
         if (!e || dp::ct_expired(e->state, now_ns)) continue;
         const dp::NatBinding b = dp::load_nat_binding(*e);
-        if (b.role == dp::NatRole::alias) continue;
         if (translated_only && b.role != dp::NatRole::primary) continue;
         dp::CtKey key;
         if (!table.key_at(static_cast<int32_t>(pos), key)) continue;

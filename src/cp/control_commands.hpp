@@ -12,8 +12,8 @@
 //   ports                         per port: state, socket, traffic and drop counters
 //   instances                     per instance: network, address, MAC, port, groups
 //   routes                        the routing table, each route's next hop as the FIB has it
-//   conntrack {instance, limit}   tracked connections (NAT aliases folded into their
-//                                 connection), at most `limit` (default 1000) and the total
+//   conntrack {instance, limit}   tracked connections, at most `limit` (default 1000) and
+//                                 the total
 //   nat       {limit}             uplink, masquerade ports in use, translated connections
 //   leases                        the (static) DHCP lease of every instance, DHCP counters
 //   drops     {all}               drops per port and reason; only non-zero unless `all`

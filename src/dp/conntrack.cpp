@@ -60,6 +60,20 @@ static_assert(sizeof(CtKey) == 20, "ct_key_equal compares exactly 20 bytes");
 // for a million keys. Inside the configured capacity: rte_hash sizes its buckets to a power
 // of two, so room beyond a power-of-two capacity would double the bucket array.
 uint32_t eviction_reserve(uint32_t capacity) { return std::max<uint32_t>(64, capacity / 32); }
+
+// The entries rte_hash is asked for. It keeps key slots for the lcores' free-slot caches on top
+// (rte_hash_max_key_id(): (RTE_MAX_LCORE - 1) x 63 of them, rte_cuckoo_hash.c's
+// LCORE_CACHE_SIZE - 1 each) and sizes its free-slot ring to the power of two above the total:
+// for a power-of-two capacity that doubles the ring (8 bytes a key instead of 4). Asking for
+// that many fewer entries keeps the key store and the ring at the capacity, with the same
+// buckets (a power of two above the entries); the table still admits the same connections,
+// since the eviction reserve (which keeps the buckets at most 31/32 full) is larger than the
+// slots given up from 2^19 keys on.
+uint32_t hash_entries(uint32_t capacity) {
+    constexpr uint32_t kCacheSlots = (RTE_MAX_LCORE - 1) * (64 - 1) + 1;
+    if (!std::has_single_bit(capacity) || eviction_reserve(capacity) < 2 * kCacheSlots) return capacity;
+    return capacity - kCacheSlots;
+}
 // What a worker looks at for an eviction victim: windows of 64 of the hash's bucket slots
 // (the keys in them; a full table's buckets are nearly full, while its key positions may be
 // sparse: rte_hash reuses freed slots first and keeps thousands in per-lcore caches); a few
@@ -96,12 +110,16 @@ std::optional<uint32_t> claim_table_hash(uint64_t secret) {
 
 }  // namespace
 
-uint32_t ct_key_check(const CtKey& key) noexcept {
-    // FNV-1a: a torn or zeroed record does not pass.
+uint8_t ct_key_check(const CtKey& key) noexcept {
+    // FNV-1a over the key's bytes (padding is zero in every key make_ct_key and
+    // CtKeyRecord::key build), folded to seven bits.
     uint32_t h = 2166136261u;
     const auto* p = reinterpret_cast<const uint8_t*>(&key);
     for (size_t i = 0; i < sizeof(key); ++i) h = (h ^ p[i]) * 16777619u;
-    return h == 0 ? 1 : h;
+    h ^= h >> 16;
+    h ^= h >> 8;
+    const auto check = static_cast<uint8_t>(h & 0x7f);
+    return check == 0 ? 1 : check;
 }
 
 bool ct_unanswered(const ConnState& st) noexcept {
@@ -131,7 +149,7 @@ std::expected<std::unique_ptr<ConnTable>, std::string> ConnTable::create(uint32_
     const uint32_t reserve = eviction_reserve(capacity);
     rte_hash_parameters params{};
     params.name = name.c_str();
-    params.entries = capacity;
+    params.entries = hash_entries(capacity);
     params.key_len = sizeof(CtKey);
     params.hash_func = keyed_ct_hash;
     params.hash_func_init_val = t->hash_slot_;
@@ -148,7 +166,7 @@ std::expected<std::unique_ptr<ConnTable>, std::string> ConnTable::create(uint32_
                                            capacity, rte_strerror(rte_errno)));
     rte_hash_set_cmp_func(t->hash_, ct_key_equal);
     t->capacity_ = capacity - reserve;
-    t->buckets_ = rte_align32pow2(capacity) / kBucketEntries;
+    t->buckets_ = rte_align32pow2(params.entries) / kBucketEntries;
     t->slot_count_ = static_cast<size_t>(rte_hash_max_key_id(t->hash_)) + 1;
     if (storage) {
         auto given = storage(t->slot_count_);
@@ -159,20 +177,26 @@ std::expected<std::unique_ptr<ConnTable>, std::string> ConnTable::create(uint32_
     } else {
         t->entries_ = static_cast<CtEntry*>(
             rte_zmalloc_socket("calyx_ct_entries", t->slot_count_ * sizeof(CtEntry), 64, socket));
+        t->keys_ = static_cast<CtKeyRecord*>(
+            rte_zmalloc_socket("calyx_ct_keys", t->slot_count_ * sizeof(CtKeyRecord), 64, socket));
     }
-    if (!t->entries_)
+    if (!t->entries_ || !t->keys_)
         return std::unexpected(fmt::format("cannot allocate {} connection entries", t->slot_count_));
     for (size_t pos = 0; pos < t->slot_count_; ++pos) t->entries_[pos].account = kNoAccount;
     t->reclaim_ = std::make_unique<LcoreReclaim[]>(RTE_MAX_LCORE);
     rte_malloc_socket_stats after{};
     rte_malloc_get_socket_stats(socket < 0 ? 0 : socket, &after);
     t->memory_bytes_ = after.heap_allocsz_bytes - before.heap_allocsz_bytes;
+    if (storage) t->memory_bytes_ += t->slot_count_ * (sizeof(CtEntry) + sizeof(CtKeyRecord));
     return t;
 }
 
 ConnTable::~ConnTable() {
     rte_hash_free(hash_);
-    if (own_entries_) rte_free(entries_);
+    if (own_entries_) {
+        rte_free(entries_);
+        rte_free(keys_);
+    }
     if (hash_fn_) g_tables_used.fetch_and(~(uint64_t{1} << hash_slot_));
 }
 
@@ -193,16 +217,34 @@ int32_t ConnTable::lookup(const CtKey& key) const noexcept {
 }
 
 int32_t ConnTable::insert(const CtKey& key) noexcept {
-    const int32_t pos = rte_hash_add_key_with_hash(hash_, &key, hash_of(key));
-    // The state file's record of the key, written before the entry comes alive (its creator
-    // takes the entry's lock after this): a reader trusts it only for a live, unlocked entry.
-    // A position already holding this key gets the same bytes again.
-    if (keys_ && pos >= 0) {
-        CtKeyRecord& r = keys_[pos];
-        r.key = key;
-        std::atomic_ref<uint32_t>(r.check).store(ct_key_check(key), std::memory_order_release);
-    }
-    return pos;
+    return rte_hash_add_key_with_hash(hash_, &key, hash_of(key));
+}
+
+int32_t ConnTable::outside_candidate(uint8_t proto, Ipv4Addr remote, uint16_t remote_port,
+                                     uint16_t external_port) const noexcept {
+    if (!nat_) return -1;
+    const int32_t pos = nat_->bound(proto, remote, remote_port, external_port);
+    return pos >= 0 && static_cast<size_t>(pos) < slot_count_ ? pos : -1;
+}
+
+bool ConnTable::outside_connection(int32_t candidate, uint8_t proto, Ipv4Addr remote, uint16_t remote_port,
+                                   Ipv4Addr external, uint16_t external_port, NatEndpoint& inside) const noexcept {
+    if (candidate < 0) return false;
+    // The slot's pool is shared by other remote endpoints: the connection must be this one's.
+    // A connection's binding is cleared before it is removed, and its key record is written
+    // before its port is bound (the slot is not reused within this worker's grace period).
+    const CtEntry& e = entries_[candidate];
+    const NatBinding b = load_nat_binding(e);
+    if (b.role != NatRole::primary || b.port != external_port || b.addr != external) return false;
+    // The remote end is the outside one, zone 0 (which sorts first); the entry's orig_side is not
+    // read, as a reopening worker may write it under the entry's lock right now.
+    const CtKeyRecord& k = keys_[candidate];
+    const unsigned outer = k.zone[0] == 0 ? 0 : 1, inner = outer ^ 1u;
+    if (k.ip[outer] != remote.value || k.zone[outer] != 0 || k.zone[inner] == 0) return false;
+    // ICMP echo keys carry the instance's identifier on both sides; the binding has the external one.
+    if (proto != ipproto::kIcmp && k.port[outer] != remote_port) return false;
+    inside = {Ipv4Addr{k.ip[inner]}, k.port[inner]};
+    return true;
 }
 
 bool ConnTable::reserve(uint32_t keys, uint64_t now_ns) noexcept {
@@ -244,11 +286,6 @@ void ConnTable::consider_slots(uint32_t first, uint32_t count, uint64_t now_ns, 
     // past `end`, whose keys are not taken): a key deleted meanwhile gives a dead entry,
     // skipped here and checked again under its lock.
     while (next < end && (pos = rte_hash_iterate(hash_, &key, &data, &next)) >= 0 && next <= end) {
-        // A NAT alias goes with its connection: evicting that one frees the alias's slot too.
-        if (entries_[pos].account == kNoAccount && is_nat_alias(entries_[pos])) {
-            pos = entries_[pos].primary_position;
-            if (pos < 0 || static_cast<size_t>(pos) >= slot_count_) continue;
-        }
         const CtEntry& e = entries_[pos];  // read without its lock: checked again under it
         if (e.dead() || e.account == kNoAccount || e.locked()) continue;  // locked: in use right now
         uint64_t rank = 0;
@@ -287,17 +324,15 @@ bool ConnTable::evict(const Victim& v, uint64_t now_ns) noexcept {
     LcoreReclaim& r = reclaim_[lcore];
     while (r.head != r.tail && (!grace_ || rte_rcu_qsbr_check(grace_, r.items[r.head % kReclaimQueue].token, false) == 1))
         free_slot(r.items[r.head++ % kReclaimQueue].position);
-    if (r.tail - r.head + 2 > kReclaimQueue) return false;
+    if (r.tail - r.head + 1 > kReclaimQueue) return false;
     CtEntry& e = entries_[v.position];
     if (!e.try_lock_entry()) return false;  // busy: its connection is alive right now
-    int32_t deleted[2];
-    uint32_t n = 0;
-    if (!e.dead() && e.account != kNoAccount && (ct_expired(e.state, now_ns) || ct_unanswered(e.state)))
-        n = remove_locked(v.position, deleted);
+    const bool removed = !e.dead() && e.account != kNoAccount &&
+                         (ct_expired(e.state, now_ns) || ct_unanswered(e.state)) && remove_locked(v.position);
     e.unlock_entry();
-    if (n == 0) return false;
+    if (!removed) return false;
     const uint64_t token = grace_ ? rte_rcu_qsbr_start(grace_) : 0;
-    for (uint32_t k = 0; k < n; ++k) r.items[r.tail++ % kReclaimQueue] = {token, deleted[k]};
+    r.items[r.tail++ % kReclaimQueue] = {token, v.position};
     evicted_.fetch_add(1, std::memory_order_relaxed);
     return true;
 }
@@ -321,10 +356,6 @@ bool ConnTable::key_at(int32_t position, CtKey& key) const {
     return true;
 }
 
-bool ConnTable::is_nat_alias(const CtEntry& e) const {
-    return nat_ && load_nat_binding(e).role == NatRole::alias;
-}
-
 // Marks a deleted key's entry: dead, and its slot waiting for a grace period; gives back
 // the reserved key it held.
 void ConnTable::retire(CtEntry& e) noexcept {
@@ -333,34 +364,21 @@ void ConnTable::retire(CtEntry& e) noexcept {
     if (was & CtEntry::kReserved) reserved_.fetch_sub(1, std::memory_order_relaxed);
 }
 
-uint32_t ConnTable::remove_locked(int32_t position, int32_t (&deleted)[2]) {
+bool ConnTable::remove_locked(int32_t position) {
     CtKey key;
     CtEntry& e = entries_[position];
     const NatBinding binding = load_nat_binding(e);
     e.state = ConnState{};  // dead: workers that still find the key treat it as a miss
-    if (!key_at(position, key) || rte_hash_del_key_with_hash(hash_, &key, hash_of(key)) < 0) return 0;
+    if (binding.translated()) store_nat_binding(e, NatBinding{});  // and inbound packets miss it
+    if (!key_at(position, key) || rte_hash_del_key_with_hash(hash_, &key, hash_of(key)) < 0) return false;
     retire(e);
     if (e.account != kNoAccount) accounts_.release_connection(e.account);
-    uint32_t n = 0;
-    deleted[n++] = position;
-    if (!nat_ || binding.role != NatRole::primary) return n;
+    if (!nat_ || binding.role != NatRole::primary) return true;
+    // The key and the binding are gone: no new packet finds the mapping, so the port may serve
+    // again (releasing it unbinds it).
     const uint8_t remote = e.orig_side ^ 1;
-    const CtPacketKey alias = nat_alias_key(key, remote, binding.endpoint());
-    const uint32_t alias_hash = hash_of(alias.key);
-    if (const int32_t alias_pos = rte_hash_lookup_with_hash(hash_, &alias.key, alias_hash); alias_pos >= 0) {
-        CtEntry& a = entries_[alias_pos];
-        a.lock_entry();
-        a.state = ConnState{};
-        store_nat_binding(a, NatBinding{});
-        if (rte_hash_del_key_with_hash(hash_, &alias.key, alias_hash) >= 0) {
-            retire(a);
-            deleted[n++] = alias_pos;
-        }
-        a.unlock_entry();
-    }
-    // Both keys are gone: no new packet can find the mapping, so the port may serve again.
     nat_->release(key.proto, Ipv4Addr{key.ip[remote]}, key.port[remote], binding.port, e.account);
-    return n;
+    return true;
 }
 
 void ConnTable::free_after_grace(std::vector<int32_t>& positions, rte_rcu_qsbr* grace) {
@@ -379,12 +397,12 @@ uint32_t ConnTable::sweep(uint64_t now_ns, uint32_t budget, rte_rcu_qsbr* grace)
         const auto pos = static_cast<int32_t>(sweep_cursor_);
         sweep_cursor_ = static_cast<uint32_t>((sweep_cursor_ + 1) % slot_count_);
         CtEntry& e = entries_[pos];
-        if (e.dead() || !ct_expired(e.state, now_ns)) continue;  // aliases never expire
+        if (e.dead() || !ct_expired(e.state, now_ns)) continue;
         e.lock_entry();
-        int32_t deleted[2];
-        const uint32_t n = !e.dead() && ct_expired(e.state, now_ns) ? remove_locked(pos, deleted) : 0;
-        removed.insert(removed.end(), deleted, deleted + n);
-        connections += n > 0;
+        if (!e.dead() && ct_expired(e.state, now_ns) && remove_locked(pos)) {
+            removed.push_back(pos);
+            ++connections;
+        }
         e.unlock_entry();
     }
     biggest_holder_.store(accounts_.biggest_holder(), std::memory_order_relaxed);
@@ -404,9 +422,8 @@ CtRestoreStats ConnTable::restore(const CtRestoreSource& from, uint64_t now_ns,
             stats.torn += (old.lock & CtEntry::kLocked) != 0;
             continue;
         }
-        if (load_nat_binding(old).role == NatRole::alias) continue;  // derived again from its primary
-        const CtKeyRecord& rec = from.keys[pos];
-        if (rec.check != ct_key_check(rec.key) || rec.key.proto != old.state.proto) {
+        const CtKey key = from.keys[pos].key(old.state.proto);
+        if (old.key_check != ct_key_check(key)) {
             ++stats.torn;
             continue;
         }
@@ -418,7 +435,7 @@ CtRestoreStats ConnTable::restore(const CtRestoreSource& from, uint64_t now_ns,
         if (from.old_tsc_hz != 0 && from.new_tsc_hz != 0 && from.old_tsc_hz != from.new_tsc_hz)
             expires_s = static_cast<uint64_t>(
                 (static_cast<unsigned __int128>(expires_s) * from.old_tsc_hz + from.new_tsc_hz - 1) / from.new_tsc_hz);
-        restore_one(old, rec.key, expires_s, now_ns, stats);
+        restore_one(old, key, expires_s, now_ns, stats);
     }
     return stats;
 }
@@ -438,15 +455,15 @@ void ConnTable::restore_one(const CtEntry& old, const CtKey& key, uint64_t expir
         ++stats.nat_refused;
         return;
     }
-    const uint32_t keys = translated ? 2 : 1;
     const auto give_back = [&] {
         if (translated) nat_->release(key.proto, remote_ip, key.port[remote], binding.port, old.account);
         ++stats.full;
     };
-    if (reserved_.load(std::memory_order_relaxed) + keys > capacity_) return give_back();
+    if (reserved_.load(std::memory_order_relaxed) + 1 > capacity_) return give_back();
     const int32_t pos = insert(key);
     if (pos < 0 || !entries_[pos].dead()) return give_back();  // full, or the key twice (corrupt)
     CtEntry& e = entries_[pos];
+    record_key(e, pos, key);
     e.state = old.state;
     e.state.expires_s = static_cast<uint32_t>(expires_s);
     e.orig_side = old.orig_side;
@@ -458,21 +475,7 @@ void ConnTable::restore_one(const CtEntry& old, const CtKey& key, uint64_t expir
     if (old.account != kNoAccount) accounts_.charge_connection(old.account, UINT32_MAX);
     ++stats.connections;
     if (!translated) return;
-    const CtPacketKey alias = nat_alias_key(key, remote, binding.endpoint());
-    const int32_t apos = insert(alias.key);
-    if (apos < 0 || !entries_[apos].dead()) {
-        e.state.expires_s = 1;  // no way back: the sweep removes it and gives its port back
-        return;
-    }
-    CtEntry& a = entries_[apos];
-    a.state = ConnState{};
-    a.state.expires_s = UINT32_MAX;
-    a.orig_side = alias.src_side;
-    a.account = kNoAccount;
-    a.primary_position = pos;
-    store_nat_binding(a, NatBinding{Ipv4Addr{key.ip[old.orig_side]}, key.port[old.orig_side], NatRole::alias});
-    a.lock = CtEntry::kReserved;
-    reserved_.fetch_add(1, std::memory_order_relaxed);
+    nat_->bind(key.proto, remote_ip, key.port[remote], binding.port, pos);
     ++stats.masqueraded;
 }
 

@@ -14,8 +14,9 @@
 // Deleted keys' slots are freed only after an RCU grace period, so a worker that just found a
 // key never sees its slot reused under it.
 //
-// Capacity: the table holds `capacity` keys (a masqueraded connection has two), of which a
-// 32nd is kept free, so that the cuckoo hash keeps room to move keys at full load. A worker
+// Capacity: the table holds `capacity` keys, one per connection (a masqueraded connection's
+// way back in is the NAT allocator's connection map, dp/nat.hpp), of which a 32nd is kept
+// free, so that the cuckoo hash keeps room to move keys at full load. A worker
 // finding the table full evicts a connection nobody answered (as Linux's early_drop: from the
 // new key's own buckets when those are full, else the biggest holder's from a moving window)
 // and inserts at once; the evicted key's slot serves again after a grace period, which the
@@ -46,6 +47,7 @@ struct rte_rcu_qsbr;
 namespace calyx::dp {
 
 class NatPortAllocator;
+struct NatEndpoint;
 
 struct CtEndpoint {
     uint16_t zone;
@@ -63,15 +65,25 @@ struct CtKey {
 };
 static_assert(sizeof(CtKey) == 20);
 
-// A key as the state file keeps it beside its entry (dp/state_file.hpp), so that a later
-// process can insert it again: the key, and a check word over it.
+// A connection's key as the table keeps it beside its entry, written when the connection is
+// created: the state file's copy (dp/state_file.hpp), from which a later process inserts it
+// again, and what nat_in checks a masqueraded connection against. The protocol is the entry's
+// (state.proto), and a check over the whole key is in the entry (CtEntry::key_check).
 struct CtKeyRecord {
-    CtKey key;
-    uint32_t check;  // ct_key_check(key); never 0, so a zeroed record never matches
-    uint64_t spare;
+    uint32_t ip[2];
+    uint16_t port[2];
+    uint16_t zone[2];
+
+    CtKey key(uint8_t proto) const noexcept {
+        return {{zone[0], zone[1]}, {ip[0], ip[1]}, {port[0], port[1]}, proto, {}};
+    }
+    static CtKeyRecord of(const CtKey& k) noexcept {
+        return {{k.ip[0], k.ip[1]}, {k.port[0], k.port[1]}, {k.zone[0], k.zone[1]}};
+    }
 };
-static_assert(sizeof(CtKeyRecord) == 32);
-uint32_t ct_key_check(const CtKey& key) noexcept;
+static_assert(sizeof(CtKeyRecord) == 16);
+// Seven bits over a key (FNV-1a folded), never 0: a zeroed entry never matches its record.
+uint8_t ct_key_check(const CtKey& key) noexcept;
 
 struct CtPacketKey {
     CtKey key;
@@ -91,12 +103,10 @@ struct alignas(64) CtEntry {
     static constexpr uint8_t kReserved = 0x04;
 
     ConnState state;             // dead when state.expires_s == 0
-    union {
-        uint32_t policy_generation;  // the snapshot whose rules last allowed this connection
-        int32_t primary_position;    // NAT alias entries: the entry of their connection
-    };
+    uint32_t policy_generation;  // the snapshot whose rules last allowed this connection
     uint8_t lock;                // kLocked | kRetired | kReserved; see lock_entry()
-    uint8_t orig_side;           // the key endpoint that sent the first packet
+    uint8_t orig_side : 1;       // the key endpoint that sent the first packet
+    uint8_t key_check : 7;       // ct_key_check() of the key recorded for it (ConnTable::record_key)
     uint16_t account;            // the instance charged (dp/limits.hpp); kNoAccount: none
     uint64_t reserved64;  // the NAT binding (dp/nat.hpp), 0: not translated
 
@@ -177,7 +187,7 @@ public:
     // Data path. Positions < 0 are misses.
     void lookup_bulk(const CtKey** keys, uint32_t n, int32_t* positions) const noexcept;
     int32_t lookup(const CtKey& key) const noexcept;
-    // Room for `keys` new keys (a new connection: 1, masqueraded: 2). When the table is full
+    // Room for `keys` new keys (one per new connection). When the table is full
     // an unanswered connection is evicted (expired ones first, then those of the instance
     // holding most connections, from a window of the table); false: full and none found.
     // Every reserved key is inserted or given back with unreserve().
@@ -194,13 +204,32 @@ public:
     // unanswered connection in them is evicted to make room.
     int32_t insert_evicting(const CtKey& key, uint64_t now_ns) noexcept;
     CtEntry& entry(int32_t position) noexcept { return entries_[position]; }
+    // Entry lock held, the entry dead (about to start a new connection under `key`): records
+    // the key beside it, before the connection comes alive.
+    void record_key(CtEntry& e, int32_t position, const CtKey& key) noexcept {
+        keys_[position] = CtKeyRecord::of(key);
+        e.key_check = ct_key_check(key) & 0x7f;
+    }
+    const CtKeyRecord& key_record(int32_t position) const noexcept { return keys_[position]; }
+    // The masqueraded connection an inbound packet belongs to, found by its outside tuple: from
+    // (remote, remote_port) to (external, external_port), IP protocol `proto` (ICMP echo: the
+    // identifier as external_port). Two steps, so that a burst can prefetch between them:
+    // outside_candidate() reads the NAT allocator's connection map (-1: nothing bound),
+    // outside_connection() checks the candidate against the tuple (the map's pools are shared)
+    // and gives the instance's endpoint to translate to. Lock-free: any worker, without the
+    // entry's lock.
+    int32_t outside_candidate(uint8_t proto, Ipv4Addr remote, uint16_t remote_port,
+                              uint16_t external_port) const noexcept;
+    bool outside_connection(int32_t candidate, uint8_t proto, Ipv4Addr remote, uint16_t remote_port,
+                            Ipv4Addr external, uint16_t external_port, NatEndpoint& inside) const noexcept;
     // Starts loading an entry into the cache (for a burst, before its first entry is read).
     void prefetch(int32_t position) const noexcept { __builtin_prefetch(&entries_[position], 1, 3); }
+    void prefetch_key_record(int32_t position) const noexcept { __builtin_prefetch(&keys_[position], 0, 3); }
     const CtEntry& entry(int32_t position) const noexcept { return entries_[position]; }
 
     // The masquerade port allocator, if connections may be translated: removing a translated
-    // connection then also removes its outside (alias) key and gives its port back
-    // (dp/nat.hpp). Control plane, before any worker runs.
+    // connection then also gives its port back, which unbinds it (dp/nat.hpp). Control plane,
+    // before any worker runs.
     void set_nat(NatPortAllocator* nat) { nat_ = nat; }
     // The workers' RCU state, which evicted slots wait on (none: no concurrent readers, as
     // in tests). Control plane, before any worker runs.
@@ -215,7 +244,7 @@ public:
     // how many it removed (evictions are counted by evicted()). Never pauses workers.
     uint32_t sweep(uint64_t now_ns, uint32_t budget, rte_rcu_qsbr* grace);
     // Removes every connection for which `cut` returns true (e.g. after a reload), the same
-    // way as sweep. NAT alias entries are never offered to `cut`: they go with their primary.
+    // way as sweep.
     template <typename Pred>
     uint32_t remove_if(Pred cut, rte_rcu_qsbr* grace);
 
@@ -231,7 +260,8 @@ public:
     uint32_t slots() const { return static_cast<uint32_t>(slot_count_); }
     // Connections evicted from a full table since start.
     uint64_t evicted() const { return evicted_.load(std::memory_order_relaxed); }
-    // Bytes of EAL memory taken by the index and the entries.
+    // Bytes taken by the index (rte_hash: key store, buckets, free-slot ring, lcore caches, as
+    // EAL's heap counted them), the entries and the key records (wherever they live).
     size_t memory_bytes() const { return memory_bytes_; }
     // The keyed hash of a key (which bucket it goes to): tests.
     uint32_t hash_of(const CtKey& key) const noexcept;
@@ -239,12 +269,10 @@ public:
 
 private:
     ConnTable() = default;
-    // Entry lock held. Deletes the key (and a translated connection's alias key), marks the
-    // entry dead and retired, and gives back its charge and NAT port. The deleted positions
-    // (freed after a grace period by the caller) go to `deleted`; returns how many (0: the key
-    // was already gone).
-    uint32_t remove_locked(int32_t position, int32_t (&deleted)[2]);
-    bool is_nat_alias(const CtEntry& e) const;
+    // Entry lock held. Deletes the key, marks the entry dead and retired, and gives back its
+    // charge and NAT port. False: the key was already gone. The caller frees the position after
+    // a grace period.
+    bool remove_locked(int32_t position);
     void retire(CtEntry& e) noexcept;
     // Eviction (see reserve()): the best candidate among some of the hash's bucket slots,
     // then its removal by the data path.
@@ -279,8 +307,8 @@ private:
     const MultilinearHash<sizeof(CtKey) / 4>* hash_fn_ = nullptr;  // this table's keyed hash
     uint32_t hash_slot_ = 0;
     CtEntry* entries_ = nullptr;
-    CtKeyRecord* keys_ = nullptr;  // with a state file
-    bool own_entries_ = true;      // entries_ is EAL memory (no state file)
+    CtKeyRecord* keys_ = nullptr;
+    bool own_entries_ = true;      // entries_ and keys_ are EAL memory (no state file)
     size_t slot_count_ = 0;
     uint32_t capacity_ = 0;
     uint32_t buckets_ = 0;
@@ -302,13 +330,12 @@ uint32_t ConnTable::remove_if(Pred cut, rte_rcu_qsbr* grace) {
     uint32_t connections = 0;
     for (size_t pos = 0; pos < slot_count_; ++pos) {
         CtEntry& e = entries_[pos];
-        if (e.dead() || is_nat_alias(e)) continue;
+        if (e.dead()) continue;
         e.lock_entry();
-        int32_t deleted[2];
-        const bool remove = !e.dead() && !is_nat_alias(e) && cut(static_cast<int32_t>(pos), e);
-        const uint32_t n = remove ? remove_locked(static_cast<int32_t>(pos), deleted) : 0;
-        removed.insert(removed.end(), deleted, deleted + n);
-        connections += n > 0;
+        if (!e.dead() && cut(static_cast<int32_t>(pos), e) && remove_locked(static_cast<int32_t>(pos))) {
+            removed.push_back(static_cast<int32_t>(pos));
+            ++connections;
+        }
         e.unlock_entry();
     }
     free_after_grace(removed, grace);

@@ -229,6 +229,7 @@ std::expected<NatPortAllocator, std::string> NatPortAllocator::create(NatPortRan
     a.lines_total_ = kProtoCount * partitions * a.lines_per_bitmap_;
     a.lines_ = std::make_unique<Line[]>(a.lines_total_);  // zeroed: every port free
     a.held_ = std::make_unique<std::atomic<uint16_t>[]>(a.quota_cells());  // zeroed: nothing held
+    a.connections_ = std::make_unique<std::atomic<uint32_t>[]>(a.map_cells());  // zeroed: nothing bound
     a.partition_hash_ = MultilinearHash<2>(secret);
     // Bits past the end of the range are marked taken once, so the search never returns them.
     const uint32_t tail = a.words_ * 64 - range.size();
@@ -321,9 +322,30 @@ bool NatPortAllocator::release(uint8_t proto, Ipv4Addr remote, uint16_t remote_p
     const uint32_t i = port - range_.first;
     const uint64_t bit = uint64_t{1} << (i % 64);
     const uint32_t part = partition_of(proto, remote, remote_port);
+    // The map slot first: whoever takes the port next binds it afresh (the bit's release
+    // orders the two).
+    connections_[map_index(pi, part, port)].store(0, std::memory_order_relaxed);
     if ((word(pi, part, i / 64).fetch_and(~bit, std::memory_order_acq_rel) & bit) == 0) return false;
     if (account != kNoAccount) held_cell(account, pi, part).fetch_sub(1, std::memory_order_relaxed);
     return true;
+}
+
+void NatPortAllocator::bind(uint8_t proto, Ipv4Addr remote, uint16_t remote_port, uint16_t port,
+                            int32_t position) noexcept {
+    const int pi = proto_index(proto);
+    if (pi < 0 || !range_.contains(port) || position < 0) return;
+    // Release: a reader that finds the position also finds the entry's key record and binding,
+    // written before.
+    connections_[map_index(pi, partition_of(proto, remote, remote_port), port)].store(
+        static_cast<uint32_t>(position) + 1, std::memory_order_release);
+}
+
+int32_t NatPortAllocator::bound(uint8_t proto, Ipv4Addr remote, uint16_t remote_port, uint16_t port) const noexcept {
+    const int pi = proto_index(proto);
+    if (pi < 0 || !range_.contains(port)) return -1;
+    const uint32_t v =
+        connections_[map_index(pi, partition_of(proto, remote, remote_port), port)].load(std::memory_order_acquire);
+    return static_cast<int32_t>(v) - 1;
 }
 
 bool NatPortAllocator::claim(uint8_t proto, Ipv4Addr remote, uint16_t remote_port, uint16_t port,

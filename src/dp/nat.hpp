@@ -92,62 +92,64 @@
 // set it (allocate returned the port) owns it until it stores it in a connection entry; if
 // it cannot create the connection it releases it at once. From then on the connection owns
 // it, and whoever removes that connection from the table (the expiry sweep on the main
-// lcore, or a reload cut-off) releases it, exactly once, after the connection's outside key
-// is deleted from the hash (so a new connection can never find the old key). A port is
-// therefore reused only after the connection's entry is gone, which for TCP includes
-// TIME_WAIT (what RFC 7857 asks of port reuse).
+// lcore, a reload cut-off, an eviction) releases it, exactly once, after the connection's
+// binding is cleared and its key deleted from the hash (so no new packet finds the old
+// mapping). A port is therefore reused only after the connection's entry is gone, which for
+// TCP includes TIME_WAIT (what RFC 7857 asks of port reuse).
 //
-// ## The binding in the connection table (proposal for the policy stage)
+// ## The binding in the connection table, and the way back in
 //
-// A NAT'd connection has two keys in the connection table, as Linux conntrack (original
-// and reply tuple) and VPP (in2out and out2in) have: a packet on either side must find it
-// with the tuple it carries, and the inside and outside tuples differ.
-//   primary key  the connection as the instance sees it, exactly what the policy stage
-//                builds today: make_ct_key(proto, {nat zone, instance ip, port},
+// A NAT'd connection must be found from both sides, with the tuple each side's packets carry,
+// and the inside and outside tuples differ. Linux conntrack (original and reply tuple) and
+// VPP (in2out and out2in) hash both. calyx hashes only the inside one:
+//   the connection key  the connection as the instance sees it, exactly what the policy stage
+//                builds for any connection: make_ct_key(proto, {nat zone, instance ip, port},
 //                {outside zone (0), remote, remote port}). Its entry holds the protocol state
 //                as for any connection, and NatBinding{role primary, external address,
 //                external port} in reserved64.
-//   alias key    the outside tuple: make_ct_key(proto, {kNatZone, external address,
-//                external port}, {outside zone, remote, remote port}); ICMP echo uses the
-//                external identifier on both sides, like every ICMP key. Its entry holds
-//                only NatBinding{role alias, instance address, instance port}; its state is
-//                never advanced and never expires by itself (expires_s = UINT32_MAX): it is
-//                removed with its primary.
-// kNatZone is a zone no network uses, so alias keys never meet real connections.
+//   the way back  the allocator's connection map: for every (protocol, pool, port) the
+//                position of the entry that holds the port (bind()). A port of a pool belongs
+//                to exactly one live connection (the ownership rule above), so the outside
+//                tuple (protocol, remote address and port, external port) names at most one
+//                connection: its pool is partition_of(remote), its slot the external port. No
+//                second key, no second entry: 4 bytes per port of every pool (31 MB for the
+//                default 64 pools of 40 000 ports and three protocols, about 30 bytes per
+//                connection of a million-connection table) instead of a hashed outside key
+//                and its entry (about 110 bytes each).
+// A pool is shared by the remote endpoints hashed to it, so a slot's connection must be
+// checked against the packet: its remote address (and port, but for ICMP echo, whose key
+// carries the instance's identifier) from the connection's key record, its external address
+// and port from its binding (ConnTable::outside_connection()).
 // Why the state lives under the inside key: security groups, the state machines, the reload
 // re-check and ICMP-error association then work unchanged on translated connections (once
-// an inbound packet is translated back it is an ordinary reply to an ordinary connection),
-// and the 8-byte binding never has to hold both the inside address and a back pointer.
+// an inbound packet is translated back it is an ordinary reply to an ordinary connection).
 //
 // Packet paths:
-//   outbound (instance -> Internet): policy as today (one lookup, primary key). First
+//   outbound (instance -> Internet): policy as today (one lookup, the connection key). First
 //     packet, destination outside and source network `nat`: allocate(proto, remote,
-//     remote port, preferred = instance port, seed), insert the primary, then the alias;
-//     store both bindings; on exhaustion drop (nat_exhausted), on a full table release the
-//     port. The packet is rewritten with snat_outbound(primary binding) AFTER forward's
+//     remote port, preferred = instance port, seed), insert the key, store the binding and
+//     bind() the port to the entry; on exhaustion drop (nat_exhausted), on a full table
+//     release the port. The packet is rewritten with snat_outbound(binding) AFTER forward's
 //     TTL/MTU checks (a `nat_out` step on packets with verdict forward), so an ICMP error
 //     calyx makes for the instance quotes the packet the instance sent.
-//   inbound (Internet -> uplink address): a `nat_in` step before route: bulk lookup of the
-//     alias keys; hit and live: dnat_inbound(alias binding), so route, policy (second
-//     lookup, primary key, state update in the reply direction) and forward see a reply to
-//     the instance; miss: not translated (the local stage or a drop handles it).
-//   ICMP error from outside: alias key from icmp_error_quoted_flow() (the quoted datagram
-//     left through the NAT: its source is the external endpoint), then
-//     translate_icmp_error_inbound(alias binding); policy's check_icmp_error then finds the
-//     primary as for any error.
+//   inbound (Internet -> uplink address): a `nat_in` step before route: the connection map's
+//     slot of the outside tuple, checked as above; hit: dnat_inbound(instance endpoint from
+//     the key), so route, policy (the connection key, state update in the reply direction)
+//     and forward see a reply to the instance; miss: not translated (the local stage or a
+//     drop handles it).
+//   ICMP error from outside: the outside tuple from icmp_error_quoted_flow() (the quoted
+//     datagram left through the NAT: its source is the external endpoint), then
+//     translate_icmp_error_inbound(instance endpoint); policy's check_icmp_error then finds
+//     the connection as for any error.
 //   ICMP error from the instance about a reply it received (e.g. port unreachable after its
-//     socket closed): translate_icmp_error_outbound(primary binding of the quoted
-//     connection).
+//     socket closed): translate_icmp_error_outbound(binding of the quoted connection).
 // Entry life cycle: start() on a fresh (dead) slot must store the binding, NatBinding{} for
-// connections that are not translated (slots are reused and remove_locked() does not clear
-// reserved64). When existing() reuses a live entry (reopen: TCP SYN on TIME_WAIT; expired)
-// it keeps the binding, so the new incarnation keeps its external port and alias; a `nat`
-// instance's entry may only be reopened from the inside. The sweep skips alias entries;
-// removing a primary that has a binding also removes its alias key (computed from the
-// primary's key, orig_side telling which endpoint is the instance, and the binding, whose
-// external address is the one used at creation even if the uplink address changed since),
-// then releases the port once both keys are deleted. A NAT'd connection takes two slots of
-// the table's capacity.
+// connections that are not translated (slots are reused). When existing() reuses a live entry
+// (reopen: TCP SYN on TIME_WAIT; expired) it keeps the binding, so the new incarnation keeps
+// its external port; a `nat` instance's entry may only be reopened from the inside. Removing a
+// translated connection clears its binding (a reader holding its position then misses), deletes
+// its key, and releases the port, which clears the port's slot of the connection map. A NAT'd
+// connection takes one slot of the table's capacity, like any other.
 #pragma once
 
 #include <atomic>
@@ -170,7 +172,8 @@
 
 namespace calyx::dp {
 
-// Zone of the external endpoint in alias keys; snapshot builders give networks small zones.
+// Zone of the external endpoint in inbound fragments' keys; snapshot builders give networks
+// small zones.
 inline constexpr uint16_t kNatZone = 0xffff;
 
 // An address and a port in host byte order. For ICMP echo the port is the identifier.
@@ -227,9 +230,9 @@ public:
     std::expected<uint16_t, NatRefusal> allocate(uint8_t proto, Ipv4Addr remote, uint16_t remote_port,
                                                  uint16_t preferred, uint64_t seed,
                                                  NatQuota quota = {}) noexcept;
-    // Gives the port back (and the account's charge, if it was charged to one). False if it
-    // was not allocated (or is out of range): a double release is harmless but reported.
-    // Lock-free, any thread.
+    // Gives the port back (and the account's charge, if it was charged to one), and clears its
+    // slot of the connection map. False if it was not allocated (or is out of range): a double
+    // release is harmless but reported. Lock-free, any thread.
     bool release(uint8_t proto, Ipv4Addr remote, uint16_t remote_port, uint16_t port,
                  uint16_t account = kNoAccount) noexcept;
     // Marks `port` taken towards (remote, remote_port), charged to `account` without a quota:
@@ -237,6 +240,13 @@ public:
     // if it is outside the range or already taken. Control plane, before workers run.
     bool claim(uint8_t proto, Ipv4Addr remote, uint16_t remote_port, uint16_t port,
                uint16_t account = kNoAccount) noexcept;
+    // The connection map (see "The binding in the connection table" above): the owner of an
+    // allocated or claimed port records which connection-table position holds it, before the
+    // connection can see a reply. Lock-free, any thread.
+    void bind(uint8_t proto, Ipv4Addr remote, uint16_t remote_port, uint16_t port, int32_t position) noexcept;
+    // The position bound to `port` towards (remote, remote_port), or -1. The position's entry
+    // must still be checked against the tuple: the pool is shared (ConnTable::outside_connection).
+    int32_t bound(uint8_t proto, Ipv4Addr remote, uint16_t remote_port, uint16_t port) const noexcept;
     uint64_t secret() const { return secret_; }
     // Ports charged to `account`, all protocols and partitions (a scan: control plane).
     uint32_t held(uint16_t account) const noexcept;
@@ -250,8 +260,10 @@ public:
 
     NatPortRange range() const { return range_; }
     uint32_t partitions() const { return partitions_; }
+    // Bitmaps, quota counters and the connection map.
     size_t memory_bytes() const {
-        return size_t{lines_total_} * sizeof(Line) + quota_cells() * sizeof(std::atomic<uint16_t>);
+        return size_t{lines_total_} * sizeof(Line) + quota_cells() * sizeof(std::atomic<uint16_t>) +
+               map_cells() * sizeof(std::atomic<uint32_t>);
     }
 
 private:
@@ -265,8 +277,16 @@ private:
     std::optional<uint16_t> take_port(int proto_index, uint32_t partition, uint16_t preferred,
                                       uint64_t seed) noexcept;
     size_t quota_cells() const { return size_t{kMaxAccounts} * 3 * partitions_; }
+    size_t map_cells() const { return size_t{3} * partitions_ * range_.size(); }
+    // Index of a port's slot in the connection map; `port` in the range.
+    size_t map_index(int proto_index, uint32_t partition, uint16_t port) const noexcept {
+        return (size_t{static_cast<uint32_t>(proto_index)} * partitions_ + partition) * range_.size() +
+               (port - range_.first);
+    }
 
     std::unique_ptr<Line[]> lines_;
+    // The connection map: per (protocol, partition, port) the bound position + 1, 0: none.
+    std::unique_ptr<std::atomic<uint32_t>[]> connections_;
     // Ports held per (account, protocol, partition); see "Fairness" above.
     std::unique_ptr<std::atomic<uint16_t>[]> held_;
     MultilinearHash<2> partition_hash_;
@@ -341,8 +361,7 @@ inline NatResult translate_icmp_error_outbound(Frame& f, const PacketMeta& m,
 // of this file). Zero is "not translated", so zeroed entries need no initialisation.
 enum class NatRole : uint8_t {
     none = 0,
-    primary = 1,  // the inside-key entry: `endpoint` is the external address and port
-    alias = 2,    // the outside-key entry: `endpoint` is the instance's address and port
+    primary = 1,  // a translated connection: `endpoint` is the external address and port
 };
 
 struct NatBinding {
@@ -358,19 +377,8 @@ struct NatBinding {
 static_assert(sizeof(NatBinding) == sizeof(CtEntry::reserved64));
 static_assert(std::is_trivially_copyable_v<NatBinding>);
 
-// The outside (alias) key of a translated connection: the external endpoint towards the remote
-// one. `primary` is the connection's inside key, `remote_side` its endpoint outside the site
-// (translated connections are opened from inside: the side that did not send the first
-// packet). ICMP echo keys carry the identifier on both sides, here the external one.
-inline CtPacketKey nat_alias_key(const CtKey& primary, uint8_t remote_side, NatEndpoint external) noexcept {
-    const bool icmp = primary.proto == ipproto::kIcmp;
-    return make_ct_key(primary.proto, {kNatZone, external.addr, external.port},
-                       {primary.zone[remote_side], Ipv4Addr{primary.ip[remote_side]},
-                        icmp ? external.port : primary.port[remote_side]});
-}
-
-// Read and written as one 64-bit atomic, so the nat_in step may read an alias entry without
-// its lock while the creating worker stores it.
+// Read and written as one 64-bit atomic, so the nat_in step may read a connection's binding
+// without its lock while another worker stores or clears it.
 inline NatBinding load_nat_binding(const CtEntry& e) noexcept {
     return std::bit_cast<NatBinding>(__atomic_load_n(&e.reserved64, __ATOMIC_ACQUIRE));
 }

@@ -12,36 +12,45 @@ bool is_icmp_error(uint8_t type) {
            type == icmp::kParameterProblem;
 }
 
-// The outside (alias) key an inbound packet to the uplink address would match, if any.
-bool alias_key_of(const Frame& f, const PacketMeta& m, CtKey& key, bool& icmp_error) {
+// The outside tuple of an inbound packet to the uplink address: who sent it (remote) and to
+// which external port (ICMP echo: identifier), for the NAT connection map.
+struct OutsideTuple {
+    uint8_t proto;
+    bool icmp_error;  // an ICMP error quoting a datagram that left through the NAT
+    uint16_t remote_port;
+    uint16_t external_port;
+    Ipv4Addr remote;
+};
+
+bool outside_tuple_of(const Frame& f, const PacketMeta& m, Ipv4Addr dst, OutsideTuple& t) {
     const auto* ip = header_at<Ipv4Hdr>(f.data(), f.len, m.l3_offset);
-    const Ipv4Addr src = Ipv4Addr::from_be(ip->src);
-    const Ipv4Addr dst = Ipv4Addr::from_be(ip->dst);
     const uint8_t* l4 = f.data() + m.l4_offset;
-    icmp_error = false;
+    t.icmp_error = false;
+    t.remote = Ipv4Addr::from_be(ip->src);
     switch (m.ip_proto) {
         case ipproto::kTcp:
-        case ipproto::kUdp: {  // classify checked the header is there
-            const uint16_t sport = static_cast<uint16_t>(l4[0] << 8 | l4[1]);
-            const uint16_t dport = static_cast<uint16_t>(l4[2] << 8 | l4[3]);
-            key = make_ct_key(m.ip_proto, {kNatZone, dst, dport}, {0, src, sport}).key;
+        case ipproto::kUdp:  // classify checked the header is there
+            t.proto = m.ip_proto;
+            t.remote_port = static_cast<uint16_t>(l4[0] << 8 | l4[1]);
+            t.external_port = static_cast<uint16_t>(l4[2] << 8 | l4[3]);
             return true;
-        }
         case ipproto::kIcmp: {
             const uint8_t type = l4[0];
             if (type == icmp::kEchoReply) {
                 if (f.len - m.l4_offset < 8) return false;
-                const uint16_t id = static_cast<uint16_t>(l4[4] << 8 | l4[5]);
-                key = make_ct_key(ipproto::kIcmp, {kNatZone, dst, id}, {0, src, id}).key;
+                t.proto = ipproto::kIcmp;
+                t.external_port = t.remote_port = static_cast<uint16_t>(l4[4] << 8 | l4[5]);
                 return true;
             }
             if (!is_icmp_error(type)) return false;  // echo requests are for calyx itself
             // The quoted datagram left through the NAT: its source is the external endpoint.
             const auto q = icmp_error_quoted_flow(f.data() + m.l3_offset, f.len - m.l3_offset);
             if (!q || q->src.addr != dst) return false;
-            key = make_ct_key(q->proto, {kNatZone, q->src.addr, q->src.port},
-                              {0, q->dst.addr, q->dst.port}).key;
-            icmp_error = true;
+            t.proto = q->proto;
+            t.remote = q->dst.addr;
+            t.remote_port = q->dst.port;
+            t.external_port = q->src.port;
+            t.icmp_error = true;
             return true;
         }
         default: return false;
@@ -74,43 +83,46 @@ void translate_later_fragment(Batch& batch, uint16_t i, const Snapshot& snap, Wo
 
 void nat_in_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexcept {
     if (!snap.uplink) return;
-    CtKey keys[kBurstSize];
-    const CtKey* key_ptrs[kBurstSize];
-    bool errors[kBurstSize];
-    int32_t positions[kBurstSize];
+    OutsideTuple tuples[kBurstSize];
+    int32_t candidates[kBurstSize];
     uint16_t which[kBurstSize];
     uint16_t n = 0;
+    const ConnTable& table = *snap.conntrack;
+    const Ipv4Addr external = snap.uplink->address;
     for (uint16_t i = 0; i < batch.count; ++i) {
         const PacketMeta& m = batch.meta[i];
         if (m.verdict != Verdict::pending || !m.is_ipv4 || m.in_port != snap.uplink->port) continue;
         const Frame& f = batch.frames[i];
         const auto* ip = header_at<Ipv4Hdr>(f.data(), f.len, m.l3_offset);
-        if (Ipv4Addr::from_be(ip->dst) != snap.uplink->address) continue;
+        if (Ipv4Addr::from_be(ip->dst) != external) continue;
         if (!ip->is_first_fragment()) {
             translate_later_fragment(batch, i, snap, ctx);
             continue;
         }
-        if (!alias_key_of(f, m, keys[n], errors[n])) continue;
-        key_ptrs[n] = &keys[n];
+        OutsideTuple& t = tuples[n];
+        if (!outside_tuple_of(f, m, external, t)) continue;
+        // The map slot, then the candidate's entry and key record: with many connections each
+        // is a cache miss, so the whole burst's are started before the first is checked.
+        candidates[n] = table.outside_candidate(t.proto, t.remote, t.remote_port, t.external_port);
+        if (candidates[n] >= 0) {
+            table.prefetch(candidates[n]);
+            table.prefetch_key_record(candidates[n]);
+        }
         which[n++] = i;
     }
-    if (n == 0) return;
-    snap.conntrack->lookup_bulk(key_ptrs, n, positions);
-    for (uint16_t k = 0; k < n; ++k)
-        if (positions[k] >= 0) snap.conntrack->prefetch(positions[k]);
     for (uint16_t k = 0; k < n; ++k) {
-        if (positions[k] < 0) continue;
-        const CtEntry& e = snap.conntrack->entry(positions[k]);
-        const NatBinding b = load_nat_binding(e);
-        if (e.dead() || b.role != NatRole::alias) continue;
+        const OutsideTuple& t = tuples[k];
+        NatEndpoint inside;
+        if (!table.outside_connection(candidates[k], t.proto, t.remote, t.remote_port, external, t.external_port,
+                                      inside))
+            continue;
         const uint16_t i = which[k];
         PacketMeta& m = batch.meta[i];
         Frame& f = batch.frames[i];
         const auto* ip = header_at<Ipv4Hdr>(f.data(), f.len, m.l3_offset);
         const FragmentKey fragment = inbound_fragment_key(*ip);  // before the rewrite
         const bool more_fragments = ip->frag.host() & Ipv4Hdr::kMoreFragments;
-        const NatResult r = errors[k] ? translate_icmp_error_inbound(f, m, b.endpoint())
-                                      : dnat_inbound(f, m, b.endpoint());
+        const NatResult r = t.icmp_error ? translate_icmp_error_inbound(f, m, inside) : dnat_inbound(f, m, inside);
         if (r != NatResult::ok) {
             batch.drop(i, DropReason::l4_malformed);
             continue;
@@ -119,7 +131,7 @@ void nat_in_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexce
         if (more_fragments && ctx.fragments)
             ctx.fragments->remember(fragment, ctx.fragments->source_of(m.in_port, fragment.src, true), ctx.now_ns,
                                     ctx.now_ns + uint64_t{snap.fragment_timeout_s} * 1'000'000'000,
-                                    b.addr.value, static_cast<uint32_t>(snap.generation));
+                                    inside.addr.value, static_cast<uint32_t>(snap.generation));
     }
 }
 

@@ -5,7 +5,8 @@
 // masqueraded connection are translated back to the instance, so route, policy and forward
 // see an ordinary reply to an ordinary connection. Later fragments of a translated datagram
 // follow its first fragment (remembered in the worker's fragment table).
-//   Reads:  meta (in_port, IPv4, L4), the connection table's alias keys, fragments.
+//   Reads:  meta (in_port, IPv4, L4), the NAT connection map and the connections it names
+//           (ConnTable::outside_candidate), fragments.
 //   Writes: destination address and port (or echo identifier), or the quoted datagram of an
 //           ICMP error, with checksums; meta.nat_translated_in.
 //   Drops:  l4_malformed (a translation that cannot be done). Packets without a mapping go

@@ -106,14 +106,13 @@ public:
             }
             external = *port;
         }
-        const uint32_t keys = external ? 2 : 1;  // a masqueraded connection has an alias key
-        const auto give_back = [&](uint32_t reserved) {
-            table_.unreserve(reserved);
+        const auto give_back = [&](bool reserved) {
+            if (reserved) table_.unreserve(1);
             release_port(f, s, external, charged.account);
             accounts_.release_connection(charged.account);
         };
-        if (!table_.reserve(keys, ctx_.now_ns)) {
-            give_back(0);
+        if (!table_.reserve(1, ctx_.now_ns)) {
+            give_back(false);
             return Refusal{DropReason::ct_table_full};
         }
         // Twice at most: an insert that returned a key just being removed is done again.
@@ -129,17 +128,18 @@ public:
             }
             if (e.dead()) {
                 ConnTable::hold_reserved(e);
+                table_.record_key(e, pos, f.key.key);
                 start(e, f, p.fresh, charged.account);
                 store_nat_binding(e, NatBinding{});
-                if (external) r = bind(e, pos, f, s, *external, m);
+                if (external) bind(e, pos, f, s, *external, m);
             } else {
-                give_back(keys);  // an earlier packet (or worker) created it
+                give_back(true);  // an earlier packet (or worker) created it
                 r = existing(e, f, s, m);
             }
             e.unlock_entry();
             return r;
         }
-        give_back(keys);
+        give_back(true);
         return Refusal{DropReason::ct_table_full};
     }
 
@@ -190,37 +190,15 @@ private:
         return r;
     }
 
-    // Primary entry lock held, the entry just started. Stores the binding and adds the
-    // outside (alias) key that inbound packets are translated by.
-    Outcome bind(CtEntry& e, int32_t pos, const Flow& f, const Sides& s, uint16_t external, PacketMeta& m) {
+    // Entry lock held, the entry just started. Stores the binding and binds the external port
+    // to the entry, so that inbound packets find it (dp/nat.hpp).
+    void bind(CtEntry& e, int32_t pos, const Flow& f, const Sides& s, uint16_t external, PacketMeta& m) {
         const Ipv4Addr ext_addr = snap_.uplink->address;
         store_nat_binding(e, NatBinding{ext_addr, external, NatRole::primary});
-        const CtPacketKey alias = nat_alias_key(f.key.key, f.key.src_side ^ 1, {ext_addr, external});
-        const int32_t apos = table_.insert_evicting(alias.key, ctx_.now_ns);
-        if (apos < 0) {
-            // The binding stays: expiring the primary makes the sweeper release the port.
-            table_.unreserve(1);
-            e.state.expires_s = 1;
-            return Refusal{DropReason::ct_table_full};
-        }
-        CtEntry& a = table_.entry(apos);
-        a.lock_entry();
-        ConnTable::hold_reserved(a);
-        a.state = ConnState{};
-        a.state.expires_s = UINT32_MAX;  // lives until its primary is removed
-        a.orig_side = alias.src_side;
-        a.account = kNoAccount;  // charged through its primary
-        a.primary_position = pos;
-        store_nat_binding(a, NatBinding{s.src_ip, f.key.key.port[f.key.src_side], NatRole::alias});
-        a.unlock_entry();
+        snap_.nat->bind(f.key.key.proto, s.dst_ip, f.key.key.port[f.key.src_side ^ 1], external, pos);
         m.nat = NatAction::snat;
         m.nat_addr = ext_addr.value;
         m.nat_port = external;
-        return std::nullopt;
-    }
-
-    bool alias_present(const CtEntry& e, const Flow& f, const NatBinding& binding) const {
-        return table_.lookup(nat_alias_key(f.key.key, e.orig_side ^ 1, binding.endpoint()).key) >= 0;
     }
 
     // A SYN on TIME_WAIT (or a packet on an expired entry) opens a new connection in the same
@@ -285,9 +263,6 @@ private:
                 return Refusal{*reason};
             }
             if (d.masquerade != binding.translated()) return Refusal{DropReason::nat_unsolicited};
-            // A mapping whose outside key could not be added (table full) has no way back:
-            // it stays expired until the sweep frees it.
-            if (binding.translated() && !alias_present(e, f, binding)) return Refusal{DropReason::ct_table_full};
             if (auto r = recharge(e, s, binding)) return r;
             start(e, f, fresh, e.account);
         }

@@ -22,16 +22,19 @@
 //             takes the valid one with the higher sequence. Written by the control plane
 //             after every reload, never by workers.
 //   entries   slots x 64 bytes: CtEntry (dp/conntrack.hpp) indexed by the hash position.
-//   keys      slots x 32 bytes: the key each entry was inserted with, and a check word over
-//             it (the key's own hash position is rte_hash's business).
+//   keys      slots x 16 bytes: the key each entry was created with, without its protocol
+//             (the entry's); the entry holds seven check bits over the whole key (the key's
+//             own hash position is rte_hash's business).
 //
 // What a reader trusts: an entry that is live (not dead, not retired), not locked (a worker
 // was changing it when the process died: its bytes may be half old, half new), whose key
-// record's check word matches its key. NAT alias entries are not read at all: they are
-// derived again from their connection. Anything else is skipped and counted.
+// record matches the entry's check bits. A masqueraded connection's way back in (the NAT
+// allocator's connection map) is bound again from its binding. Anything else is skipped and
+// counted.
 //
 // A file of another layout version is refused with an error that says so: never read as if it
-// were this one.
+// were this one. Version 1 (until 2026-12-05) had 32-byte key records with a check word and a
+// second entry (an alias key) per masqueraded connection.
 #pragma once
 
 #include <cstddef>
@@ -45,7 +48,7 @@
 
 namespace calyx::dp {
 
-inline constexpr uint32_t kStateLayoutVersion = 1;
+inline constexpr uint32_t kStateLayoutVersion = 2;
 inline constexpr char kStateMagic[8] = {'C', 'A', 'L', 'Y', 'X', 'S', 'T', '\n'};
 
 // The names that give zones and accounts their meaning.

@@ -140,7 +140,7 @@ protected:
 // conntrack_state.cpp tcp_update: an RST before any reply ("connection refused") sets
 // expires_s = 0, i.e. marks the entry dead *without* removing its key. The sweep skips dead
 // entries (conntrack.cpp sweep: `if (e.dead() ...) continue`), so for a masqueraded
-// connection the primary key, the alias key and the external port all stay forever.
+// connection the key and the external port both stay forever.
 TEST_F(UplinkReview, RefusedNatConnectionGivesBackItsPortAndBothKeys) {
     TestFrame* syn = nullptr;
     ASSERT_EQ(tcp_out(kApp, kServer, 40000, 443, kSyn, 1000, 0, &syn).verdict, dp::Verdict::forward);
@@ -152,7 +152,7 @@ TEST_F(UplinkReview, RefusedNatConnectionGivesBackItsPortAndBothKeys) {
     // Long after anything could still be alive, the sweep must have given everything back.
     sweep_at(ctx_.now_ns + 3600 * kSecond);
     EXPECT_EQ(nat_->in_use(ipproto::kTcp), 0u) << "the refused connection's external port is never released";
-    EXPECT_EQ(conntrack_->size(), 0u) << "primary and alias keys of the refused connection stay in the table";
+    EXPECT_EQ(conntrack_->size(), 0u) << "the refused connection's key stays in the table";
 }
 
 // The same root cause without NAT: every SYN to a closed port of a public instance (the
@@ -168,72 +168,66 @@ TEST_F(UplinkReview, RefusedConnectionToAPublicInstanceIsSweptAway) {
     EXPECT_EQ(conntrack_->size(), 0u) << "refused connections' keys are never removed";
 }
 
-// policy.cpp bind(): when the alias key cannot be inserted (table full) the primary is kept
-// with its binding and expires_s = 1 "so the sweeper releases the port". But a retransmitted
-// SYN before the next sweep finds that expired primary, existing() reopens it (start()) and
-// sets m.nat = snat from the kept binding: the connection goes out masqueraded although no
-// alias key exists, so every reply is dropped (nat_no_mapping) until the entry times out.
-TEST_F(UplinkReview, RetransmitAfterAliasInsertFailureIsNotSentWithoutAWayBack) {
-    const uint16_t sport = 40000;  // in the range and free: preserved as the external port
-    const dp::CtKey alias = dp::make_ct_key(ipproto::kTcp, {dp::kNatZone, kHostAddr, sport}, {0, kServer, 443}).key;
-    const dp::CtKey primary = dp::make_ct_key(ipproto::kTcp, {zones_.at("nat"), kAppIp, sport}, {0, kServer, 443}).key;
-    // rte_hash geometry: capacity 4096 -> 512 buckets of 8; a key lives in its primary or
-    // alternative bucket. Fill both buckets of the alias key with keys whose two buckets are
-    // exactly those two, so cuckoo displacement cannot make room. Only who knows the table's
-    // secret can find such keys (the test does: it asks the table for its hash).
-    const uint32_t kMask = conntrack_->buckets() - 1;
-    auto buckets = [&](const dp::CtKey& k) {
-        const uint32_t sig = conntrack_->hash_of(k);
-        const uint32_t prim = sig & kMask;
-        const uint32_t alt = (prim ^ (sig >> 16)) & kMask;
-        return std::pair{prim, alt};
-    };
-    const auto [ap, aa] = buckets(alias);
-    const auto [pp, pa] = buckets(primary);
-    ASSERT_TRUE(pp != ap && pp != aa && pa != ap && pa != aa) << "pick another port: the keys share a bucket";
-    std::mt19937_64 rng(42);
-    std::vector<int32_t> dummies;
-    for (uint64_t tries = 0; dummies.size() < 16 && tries < 100'000'000; ++tries) {
-        dp::CtKey k{};
-        k.proto = 253;  // experimental: never a real connection
-        k.ip[0] = static_cast<uint32_t>(rng());
-        k.ip[1] = static_cast<uint32_t>(rng());
-        const auto [p, a] = buckets(k);
-        if (!((p == ap && a == aa) || (p == aa && a == ap))) continue;
-        const int32_t pos = conntrack_->insert(k);
-        ASSERT_GE(pos, 0);
-        conntrack_->entry(pos).state.expires_s = UINT32_MAX;  // live, so remove_if can cut it later
-        dummies.push_back(pos);
-    }
-    ASSERT_EQ(dummies.size(), 16u);
-
-    const auto first = tcp_out(kApp, kServer, sport, 443, kSyn, 1000, 0);
-    ASSERT_EQ(first.verdict, dp::Verdict::drop);
-    ASSERT_EQ(first.reason, DropReason::ct_table_full) << why(first) << " (the alias key did not fit)";
-
-    // Room again (other connections ended), before the next sweep.
-    const std::set<int32_t> cut(dummies.begin(), dummies.end());
-    EXPECT_EQ(conntrack_->remove_if([&](int32_t pos, const dp::CtEntry&) { return cut.contains(pos); }, nullptr), 16u);
-
-    // The instance retransmits its SYN before the sweep: refused, rather than sent out with a
-    // mapping that has no way back.
-    const auto again = tcp_out(kApp, kServer, sport, 443, kSyn, 1000, 0);
-    ASSERT_EQ(again.verdict, dp::Verdict::drop);
-    EXPECT_EQ(again.reason, DropReason::ct_table_full) << why(again);
-    // The sweep removes the failed mapping (both keys, the port); the next SYN opens it anew,
-    // with its way back.
-    conntrack_->sweep(ctx_.now_ns + kSecond, conntrack_->slots(), nullptr);
-    EXPECT_LT(conntrack_->lookup(primary), 0);
+// A masqueraded connection takes one key of the table, like any other: its way back in is the
+// NAT allocator's connection map, not a second key. With room for exactly one more key, it
+// opens and its replies come back (when it took two keys, this was ct_table_full).
+TEST_F(UplinkReview, AMasqueradedConnectionTakesOneKeyOfTheTable) {
+    const uint32_t fill = conntrack_->capacity() - conntrack_->reserved() - 1;
+    ASSERT_TRUE(conntrack_->reserve(fill, ctx_.now_ns));
+    const uint32_t keys_before = conntrack_->size();
     TestFrame* syn = nullptr;
-    const auto third = tcp_out(kApp, kServer, sport, 443, kSyn, 1000, 0, &syn);
-    ASSERT_EQ(third.verdict, dp::Verdict::forward) << why(third);
+    const auto out = tcp_out(kApp, kServer, 40000, 443, kSyn, 1000, 0, &syn);
+    ASSERT_EQ(out.verdict, dp::Verdict::forward) << why(out);
     EXPECT_EQ(src_ip(*syn), kHostAddr);
     const auto back = tcp_in(kServer, kHostAddr, 443, tcp_sport(*syn), kSyn | kAck, 5000, 1001);
-    EXPECT_EQ(back.verdict, dp::Verdict::forward) << "SYN-ACK to the mapping the SYN left with: " << why(back);
-    EXPECT_GE(conntrack_->lookup(alias), 0) << "no alias key for a live masqueraded connection";
+    EXPECT_EQ(back.verdict, dp::Verdict::forward) << why(back);
+    EXPECT_EQ(back.out_port, kAppPort);
+    ASSERT_EQ(tcp_out(kApp, kServer, 40000, 443, kAck, 1001, 5001).verdict, dp::Verdict::forward);
+    EXPECT_EQ(conntrack_->size(), keys_before + 1);
+    // Now the table is full and nothing in it may be evicted (established).
+    const auto full = tcp_out(kApp, kServer, 40001, 443, kSyn, 1000, 0);
+    EXPECT_EQ(full.reason, DropReason::ct_table_full) << why(full);
+    conntrack_->unreserve(fill);
 }
 
-// nat_stages.cpp alias_key_of: `if (!ip->is_first_fragment()) return false;` so later
+// The connection map's slots are per pool of remote endpoints, and a pool is shared: a packet
+// from another remote endpoint of the same pool to a mapped external port finds the slot of a
+// connection that is not its own. It must not be let in as that connection's reply: nat_in
+// checks the connection's remote address and port (ConnTable::outside_connection).
+TEST_F(UplinkReview, AnotherRemoteOfTheSamePoolDoesNotGetThroughAMappedPort) {
+    TestFrame* syn = nullptr;
+    ASSERT_EQ(tcp_out(kApp, kServer, 40000, 443, kSyn, 1000, 0, &syn).verdict, dp::Verdict::forward);
+    const uint16_t ext = tcp_sport(*syn);
+    const uint32_t pool = nat_->partition_of(ipproto::kTcp, kServer, 443);
+    // Another address, and another port of the server, that share the connection's pool.
+    std::optional<Ipv4Addr> other_ip;
+    for (uint32_t host = 1; !other_ip && host < 100000; ++host) {
+        const Ipv4Addr ip{Ipv4Addr::from_octets(198, 18, 0, 0).value + host};
+        if (nat_->partition_of(ipproto::kTcp, ip, 443) == pool) other_ip = ip;
+    }
+    std::optional<uint16_t> other_port;
+    for (uint16_t port = 1; !other_port && port < 60000; ++port)
+        if (port != 443 && nat_->partition_of(ipproto::kTcp, kServer, port) == pool) other_port = port;
+    ASSERT_TRUE(other_ip && other_port);
+    ASSERT_GE(conntrack_->outside_candidate(ipproto::kTcp, *other_ip, 443, ext), 0) << "the slot is the pool's";
+    const auto from_other = tcp_in(*other_ip, kHostAddr, 443, ext, kSyn | kAck, 5000, 1001);
+    EXPECT_EQ(from_other.verdict, dp::Verdict::drop);
+    EXPECT_EQ(from_other.reason, DropReason::nat_no_mapping) << why(from_other);
+    const auto other_port_in = tcp_in(kServer, kHostAddr, *other_port, ext, kSyn | kAck, 5000, 1001);
+    EXPECT_EQ(other_port_in.verdict, dp::Verdict::drop);
+    EXPECT_EQ(other_port_in.reason, DropReason::nat_no_mapping) << why(other_port_in);
+    // The server itself gets through.
+    const auto back = tcp_in(kServer, kHostAddr, 443, ext, kSyn | kAck, 5000, 1001);
+    EXPECT_EQ(back.verdict, dp::Verdict::forward) << why(back);
+    // Once the connection is gone (reset, swept), its port's slot is empty: nothing gets in.
+    ASSERT_EQ(tcp_out(kApp, kServer, 40000, 443, kRst, 1001, 0).verdict, dp::Verdict::forward);
+    sweep_at(ctx_.now_ns + 3600 * kSecond);
+    EXPECT_LT(conntrack_->outside_candidate(ipproto::kTcp, kServer, 443, ext), 0);
+    const auto late = tcp_in(kServer, kHostAddr, 443, ext, kAck, 5001, 1001);
+    EXPECT_EQ(late.reason, DropReason::nat_no_mapping) << why(late);
+}
+
+// nat_stages.cpp (its first version): `if (!ip->is_first_fragment()) return false;` so later
 // fragments of an inbound reply are never translated: they reach the local stage with the
 // uplink address as destination and are dropped as nat_no_mapping. Every fragmented reply to
 // a nat instance (large DNS/EDNS answers, UDP tunnels) is lost. (Outbound, policy remembers
@@ -410,10 +404,10 @@ TEST_F(UplinkReview, TwoPacketsOfANewConnectionInOneBatchShareOneMapping) {
     EXPECT_EQ(src_ip(b), kHostAddr);
     expect_checksums_valid(b);
     EXPECT_EQ(nat_->in_use(ipproto::kUdp), 1u) << "the second packet's provisional port went back";
-    EXPECT_EQ(conntrack_->size(), 2u);
+    EXPECT_EQ(conntrack_->size(), 1u);
 }
 
-// TIME_WAIT reopened from inside keeps its external port and alias; from outside it cannot
+// TIME_WAIT reopened from inside keeps its external port; from outside it cannot
 // be reopened; closing and expiry give everything back.
 TEST_F(UplinkReview, TimeWaitReopenKeepsTheMappingOnlyFromInside) {
     TestFrame* syn = nullptr;
@@ -438,8 +432,8 @@ TEST_F(UplinkReview, TimeWaitReopenKeepsTheMappingOnlyFromInside) {
     const auto back = tcp_in(kServer, kHostAddr, 443, ext, kSyn | kAck, 700000, 200001);
     EXPECT_EQ(back.verdict, dp::Verdict::forward) << why(back);
     EXPECT_EQ(nat_->in_use(ipproto::kTcp), 1u);
-    EXPECT_EQ(conntrack_->size(), 2u);
-    // A reset from the app ends it; the sweep gives the port and both keys back.
+    EXPECT_EQ(conntrack_->size(), 1u);
+    // A reset from the app ends it; the sweep gives the port and the key back.
     ASSERT_EQ(tcp_out(kApp, kServer, 40000, 443, kRst, 200001, 0).verdict, dp::Verdict::forward);
     sweep_at(ctx_.now_ns + 3600 * kSecond);
     EXPECT_EQ(nat_->in_use(ipproto::kTcp), 0u);
