@@ -206,8 +206,9 @@ uint32_t ConnTable::hash_of(const CtKey& key) const noexcept {
     return (*hash_fn_)(words);
 }
 
-void ConnTable::lookup_bulk(const CtKey** keys, uint32_t n, int32_t* positions) const noexcept {
-    hash_sig_t hashes[RTE_HASH_LOOKUP_BULK_MAX];
+void ConnTable::lookup_bulk(const CtKey** keys, uint32_t n, int32_t* positions, uint32_t* hashes_out) const noexcept {
+    hash_sig_t own[RTE_HASH_LOOKUP_BULK_MAX];
+    hash_sig_t* hashes = hashes_out ? hashes_out : own;
     for (uint32_t i = 0; i < n; ++i) hashes[i] = hash_of(*keys[i]);
     rte_hash_lookup_with_hash_bulk(hash_, reinterpret_cast<const void**>(keys), hashes, n, positions);
 }
@@ -216,8 +217,8 @@ int32_t ConnTable::lookup(const CtKey& key) const noexcept {
     return rte_hash_lookup_with_hash(hash_, &key, hash_of(key));
 }
 
-int32_t ConnTable::insert(const CtKey& key) noexcept {
-    return rte_hash_add_key_with_hash(hash_, &key, hash_of(key));
+int32_t ConnTable::insert(const CtKey& key, uint32_t hash) noexcept {
+    return rte_hash_add_key_with_hash(hash_, &key, hash);
 }
 
 int32_t ConnTable::outside_candidate(uint8_t proto, Ipv4Addr remote, uint16_t remote_port,
@@ -259,13 +260,12 @@ bool ConnTable::reserve(uint32_t keys, uint64_t now_ns) noexcept {
 
 void ConnTable::unreserve(uint32_t keys) noexcept { reserved_.fetch_sub(keys, std::memory_order_relaxed); }
 
-int32_t ConnTable::insert_evicting(const CtKey& key, uint64_t now_ns) noexcept {
-    const int32_t pos = insert(key);
+int32_t ConnTable::insert_evicting(const CtKey& key, uint32_t hash, uint64_t now_ns) noexcept {
+    const int32_t pos = insert(key, hash);
     if (pos != -ENOSPC) return pos;
     // The key's two buckets are full and cuckoo moves found no room: make it there, as
     // Linux's early_drop looks where the new entry goes. rte_hash's bucket choice (22.11,
     // rte_cuckoo_hash.c): primary = hash & mask, alternative = (primary ^ (hash >> 16)) & mask.
-    const uint32_t hash = hash_of(key);
     const uint32_t mask = buckets_ - 1;
     const uint32_t primary = hash & mask;
     const uint32_t alternative = (primary ^ (hash >> 16)) & mask;
@@ -273,7 +273,7 @@ int32_t ConnTable::insert_evicting(const CtKey& key, uint64_t now_ns) noexcept {
     consider_slots(primary * kBucketEntries, kBucketEntries, now_ns, v);
     consider_slots(alternative * kBucketEntries, kBucketEntries, now_ns, v);
     if (!evict(v, now_ns)) return pos;
-    return insert(key);
+    return insert(key, hash);
 }
 
 void ConnTable::consider_slots(uint32_t first, uint32_t count, uint64_t now_ns, Victim& v) const noexcept {

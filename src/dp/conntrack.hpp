@@ -185,7 +185,9 @@ public:
     ConnTable& operator=(const ConnTable&) = delete;
 
     // Data path. Positions < 0 are misses.
-    void lookup_bulk(const CtKey** keys, uint32_t n, int32_t* positions) const noexcept;
+    // `hashes` (if given) receives each key's hash, for an insert of the same key later in the
+    // burst (insert_evicting): a key is hashed once.
+    void lookup_bulk(const CtKey** keys, uint32_t n, int32_t* positions, uint32_t* hashes = nullptr) const noexcept;
     int32_t lookup(const CtKey& key) const noexcept;
     // Room for `keys` new keys (one per new connection). When the table is full
     // an unanswered connection is evicted (expired ones first, then those of the instance
@@ -199,10 +201,11 @@ public:
         std::atomic_ref<uint8_t>(e.lock).fetch_or(CtEntry::kReserved, std::memory_order_relaxed);
     }
     // Position of the new (or already present) key, or a negative errno (-ENOSPC: full).
-    int32_t insert(const CtKey& key) noexcept;
+    int32_t insert(const CtKey& key) noexcept { return insert(key, hash_of(key)); }
+    int32_t insert(const CtKey& key, uint32_t hash) noexcept;
     // The same for a reserved key on the data path: when the key's buckets are full, an
     // unanswered connection in them is evicted to make room.
-    int32_t insert_evicting(const CtKey& key, uint64_t now_ns) noexcept;
+    int32_t insert_evicting(const CtKey& key, uint32_t hash, uint64_t now_ns) noexcept;
     CtEntry& entry(int32_t position) noexcept { return entries_[position]; }
     // Entry lock held, the entry dead (about to start a new connection under `key`): records
     // the key beside it, before the connection comes alive.

@@ -117,7 +117,7 @@ public:
         }
         // Twice at most: an insert that returned a key just being removed is done again.
         for (int attempt = 0; attempt < 2; ++attempt) {
-            const int32_t pos = table_.insert_evicting(f.key.key, ctx_.now_ns);
+            const int32_t pos = table_.insert_evicting(f.key.key, f.key_hash, ctx_.now_ns);
             if (pos < 0) break;
             CtEntry& e = table_.entry(pos);
             e.lock_entry();
@@ -477,10 +477,13 @@ void policy_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx, Pendin
         which[n++] = i;
     }
     if (n == 0) return;
-    snap.conntrack->lookup_bulk(keys, n, positions);
+    uint32_t hashes[kBurstSize];
+    snap.conntrack->lookup_bulk(keys, n, positions, hashes);
     // With a large table every entry is a cache miss: start them all before the first is read.
-    for (uint16_t k = 0; k < n; ++k)
+    for (uint16_t k = 0; k < n; ++k) {
+        flows[k].key_hash = hashes[k];  // a first packet's insert needs no second hash
         if (positions[k] >= 0) snap.conntrack->prefetch(positions[k]);
+    }
     PolicyRun run(snap, ctx);
     for (uint16_t k = 0; k < n; ++k) {
         const uint16_t i = which[k];

@@ -90,6 +90,7 @@ struct Sides {
 // What the policy stage needs of one packet.
 struct Flow {
     CtPacketKey key;
+    uint32_t key_hash;       // the connection table's hash of key.key (lookup, then insert)
     PacketInfo info;
     uint16_t rule_key;       // what a rule for this packet as a first packet would match
     uint16_t orig_rule_key;  // the same for the opposite direction (re-checks of replies)
