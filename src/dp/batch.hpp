@@ -49,6 +49,9 @@ struct PacketMeta {
     NatAction nat = NatAction::none;
     uint16_t nat_port = 0;  // host order
     uint32_t nat_addr = 0;  // host order
+    // nat_in: the connection-table position + 1 of the connection it translated the packet
+    // for, so that policy need not look its key up again (0: none).
+    uint32_t nat_connection = 0;
     // A drop charged to another port than in_port: a per-instance limit refusing a connection
     // from outside is counted on the instance's port (policy). kNoPort: in_port.
     uint16_t charged_port = kNoPort;

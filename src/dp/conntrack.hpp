@@ -80,6 +80,7 @@ struct CtKeyRecord {
     static CtKeyRecord of(const CtKey& k) noexcept {
         return {{k.ip[0], k.ip[1]}, {k.port[0], k.port[1]}, {k.zone[0], k.zone[1]}};
     }
+    friend bool operator==(const CtKeyRecord&, const CtKeyRecord&) = default;
 };
 static_assert(sizeof(CtKeyRecord) == 16);
 // Seven bits over a key (FNV-1a folded), never 0: a zeroed entry never matches its record.

@@ -128,6 +128,7 @@ void nat_in_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexce
             continue;
         }
         m.nat_translated_in = true;
+        if (!t.icmp_error) m.nat_connection = static_cast<uint32_t>(candidates[k]) + 1;
         if (more_fragments && ctx.fragments)
             ctx.fragments->remember(fragment, ctx.fragments->source_of(m.in_port, fragment.src, true), ctx.now_ns,
                                     ctx.now_ns + uint64_t{snap.fragment_timeout_s} * 1'000'000'000,

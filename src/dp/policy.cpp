@@ -117,7 +117,8 @@ public:
         }
         // Twice at most: an insert that returned a key just being removed is done again.
         for (int attempt = 0; attempt < 2; ++attempt) {
-            const int32_t pos = table_.insert_evicting(f.key.key, f.key_hash, ctx_.now_ns);
+            const int32_t pos =
+                table_.insert_evicting(f.key.key, f.hashed ? f.key_hash : table_.hash_of(f.key.key), ctx_.now_ns);
             if (pos < 0) break;
             CtEntry& e = table_.entry(pos);
             e.lock_entry();
@@ -404,7 +405,8 @@ void policy_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx, Pendin
     const CtKey* keys[kBurstSize];
     int32_t positions[kBurstSize];
     uint16_t which[kBurstSize];
-    uint16_t n = 0;
+    uint16_t looked_up[kBurstSize];  // the flows whose key is looked up (keys[])
+    uint16_t n = 0, n_lookup = 0;
 
     const uint16_t uplink_port = snap.uplink ? snap.uplink->port : kNoPort;
     for (uint16_t i = 0; i < batch.count; ++i) {
@@ -473,17 +475,31 @@ void policy_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx, Pendin
         // request for an echo reply.
         f.orig_rule_key = ip->protocol == ipproto::kIcmp ? rule_key(ip->protocol, 0, icmp::kEchoRequest, 0)
                                                          : rule_key(ip->protocol, sport, 0, 0);
-        keys[n] = &f.key.key;
+        // A reply nat_in translated: its connection is known, if the packet's key is that
+        // connection's (the instance may have moved to another network since, for one).
+        f.hashed = false;
+        if (m.nat_connection != 0 &&
+            snap.conntrack->key_record(static_cast<int32_t>(m.nat_connection - 1)) == CtKeyRecord::of(f.key.key)) {
+            positions[n] = static_cast<int32_t>(m.nat_connection - 1);
+        } else {
+            looked_up[n_lookup] = n;
+            keys[n_lookup++] = &f.key.key;
+        }
         which[n++] = i;
     }
     if (n == 0) return;
     uint32_t hashes[kBurstSize];
-    snap.conntrack->lookup_bulk(keys, n, positions, hashes);
-    // With a large table every entry is a cache miss: start them all before the first is read.
-    for (uint16_t k = 0; k < n; ++k) {
-        flows[k].key_hash = hashes[k];  // a first packet's insert needs no second hash
-        if (positions[k] >= 0) snap.conntrack->prefetch(positions[k]);
+    int32_t found[kBurstSize];
+    if (n_lookup != 0) snap.conntrack->lookup_bulk(keys, n_lookup, found, hashes);
+    for (uint16_t l = 0; l < n_lookup; ++l) {
+        Flow& f = flows[looked_up[l]];
+        f.key_hash = hashes[l];  // a first packet's insert needs no second hash
+        f.hashed = true;
+        positions[looked_up[l]] = found[l];
     }
+    // With a large table every entry is a cache miss: start them all before the first is read.
+    for (uint16_t k = 0; k < n; ++k)
+        if (positions[k] >= 0) snap.conntrack->prefetch(positions[k]);
     PolicyRun run(snap, ctx);
     for (uint16_t k = 0; k < n; ++k) {
         const uint16_t i = which[k];

@@ -91,6 +91,7 @@ struct Sides {
 struct Flow {
     CtPacketKey key;
     uint32_t key_hash;       // the connection table's hash of key.key (lookup, then insert)
+    bool hashed;             // key_hash is set (not for a packet nat_in found the connection of)
     PacketInfo info;
     uint16_t rule_key;       // what a rule for this packet as a first packet would match
     uint16_t orig_rule_key;  // the same for the opposite direction (re-checks of replies)

@@ -100,13 +100,19 @@ protected:
         snap_ = std::move(*snap);
     }
 
-    // Runs one frame through the whole pipeline as if it arrived on `port`.
-    dp::PacketMeta run(TestFrame& f, uint16_t port) {
+    // A batch of one frame arrived on `port`.
+    static dp::Batch batch_of(const TestFrame& f, uint16_t port) {
         dp::Batch batch;
         batch.count = 1;
         batch.frames[0] = f.frame;
         batch.meta[0] = dp::PacketMeta{};
         batch.meta[0].in_port = port;
+        return batch;
+    }
+
+    // Runs one frame through the whole pipeline as if it arrived on `port`.
+    dp::PacketMeta run(TestFrame& f, uint16_t port) {
+        dp::Batch batch = batch_of(f, port);
         dp::run_pipeline(batch, *snap_, ctx_);
         f.frame = batch.frames[0];
         return batch.meta[0];

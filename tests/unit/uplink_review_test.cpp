@@ -10,7 +10,12 @@
 #include "calyx/headers.hpp"
 #include "dp/conntrack.hpp"
 #include "dp/nat.hpp"
+#include "dp/classify.hpp"
+#include "dp/forward.hpp"
+#include "dp/local.hpp"
 #include "dp/neighbor.hpp"
+#include "dp/policy.hpp"
+#include "dp/route.hpp"
 #include "uplink_fixture.hpp"
 
 namespace calyx::test {
@@ -225,6 +230,41 @@ TEST_F(UplinkReview, AnotherRemoteOfTheSamePoolDoesNotGetThroughAMappedPort) {
     EXPECT_LT(conntrack_->outside_candidate(ipproto::kTcp, kServer, 443, ext), 0);
     const auto late = tcp_in(kServer, kHostAddr, 443, ext, kAck, 5001, 1001);
     EXPECT_EQ(late.reason, DropReason::nat_no_mapping) << why(late);
+}
+
+// nat_in passes the position of the connection it translated a reply for (meta.nat_connection),
+// so that policy does not look its key up again. Policy takes it only if the packet's key is
+// that connection's key: a packet that claims another connection's position (here forged; in
+// life, e.g. a reply after its instance moved networks) is looked up as usual, and a datagram
+// to a port app-1 never opened from is unsolicited.
+TEST_F(UplinkReview, PolicyTakesNatInsConnectionOnlyForThatConnectionsOwnKey) {
+    TestFrame& q = udp_frame_out(kApp, kServer, 5353, 53);
+    ASSERT_EQ(run(q, kAppPort).verdict, dp::Verdict::forward);
+    const int32_t pos =
+        conntrack_->lookup(dp::make_ct_key(ipproto::kUdp, {zones_.at("nat"), kAppIp, 5353}, {0, kServer, 53}).key);
+    ASSERT_GE(pos, 0);
+    const auto through_policy_claiming = [&](TestFrame& f, int32_t claimed) {
+        dp::Batch batch = batch_of(f, kUplinkPort);
+        dp::classify_stage(batch, *snap_, ctx_);
+        // As nat_in leaves a reply it translated (the frame already carries the instance's
+        // address and port).
+        batch.meta[0].nat_translated_in = true;
+        batch.meta[0].nat_connection = static_cast<uint32_t>(claimed) + 1;
+        dp::route_stage(batch, *snap_, ctx_);
+        dp::local_stage(batch, *snap_, ctx_);
+        dp::PendingOpens opens;
+        dp::policy_stage(batch, *snap_, ctx_, opens);
+        dp::forward_stage(batch, *snap_, ctx_);
+        dp::commit_stage(batch, *snap_, ctx_, opens);
+        return batch.meta[0];
+    };
+    const auto forged = through_policy_claiming(udp_frame_in(kServer, kAppIp, 53, 5999), pos);
+    EXPECT_EQ(forged.verdict, dp::Verdict::drop);
+    EXPECT_EQ(forged.reason, DropReason::nat_unsolicited) << why(forged);
+    // The connection's own reply, with its own position: through.
+    const auto own = through_policy_claiming(udp_frame_in(kServer, kAppIp, 53, 5353), pos);
+    EXPECT_EQ(own.verdict, dp::Verdict::forward) << why(own);
+    EXPECT_EQ(own.out_port, kAppPort);
 }
 
 // nat_stages.cpp (its first version): `if (!ip->is_first_fragment()) return false;` so later
