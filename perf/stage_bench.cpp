@@ -10,6 +10,9 @@
 //   BM_NewConnection          the whole pipeline for first packets: rule evaluation,
 //                             conntrack insert
 //   BM_RawHashLookup/N        rte_hash bulk lookup alone: the floor under conntrack lookups
+//   BM_SharedInsertDelete/shared  a key's insert and delete in a multi-writer table (shared
+//                             by workers, as calyx's) or a single-writer one
+//   BM_EntryLock/locked       a connection entry's update with or without its lock
 // Every benchmark checks what it measures and fails the run otherwise (perf/bench_main.hpp):
 // the verdict and egress port of every packet of every batch; on the first batch and every
 // 256th one every rewritten frame byte for byte (MACs, TTL, reference checksums:
@@ -22,6 +25,8 @@
 
 #include <algorithm>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "bench_main.hpp"
 #include "calyx/config.hpp"
@@ -293,6 +298,64 @@ void BM_RawHashLookup(benchmark::State& state) {
     state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * dp::kBurstSize);
 }
 BENCHMARK(BM_RawHashLookup)->Arg(10000)->Arg(1000000);
+
+// What sharing the table between workers costs one worker, on one core (doc/performance.md,
+// "Scaling with workers"): rte_hash insert and delete of a new connection's key with the
+// flags calyx uses (lock-free readers, several writers: rte_hash then takes its writer lock
+// and keeps per-lcore free-slot caches) against a single-writer table, the same keys and
+// hashes; and the entry lock a worker takes for every packet (two locked instructions)
+// against none. No other core is touching either, so
+// this is the floor of sharing's cost: contention and cache-line transfers come on top.
+void BM_SharedInsertDelete(benchmark::State& state) {
+    const bool shared = state.range(0) != 0;
+    constexpr uint32_t kKeys = 1u << 16;
+    rte_hash_parameters params{};
+    const std::string name = fmt::format("calyx_bench_share{}", shared);
+    params.name = name.c_str();
+    params.entries = kKeys * 2;
+    params.key_len = sizeof(dp::CtKey);
+    params.socket_id = SOCKET_ID_ANY;
+    params.extra_flag = RTE_HASH_EXTRA_FLAGS_RW_CONCURRENCY_LF |
+                        (shared ? RTE_HASH_EXTRA_FLAGS_MULTI_WRITER_ADD : uint8_t{0});
+    rte_hash* h = rte_hash_create(&params);
+    if (!h) return fail(state, "rte_hash_create failed");
+    std::vector<dp::CtKey> keys;
+    std::vector<hash_sig_t> sigs;
+    for (uint32_t i = 0; i < kKeys; ++i) {
+        keys.push_back(dp::make_ct_key(ipproto::kUdp, {1, kWebIp, static_cast<uint16_t>(i)},
+                                       {2, Ipv4Addr{kAppIp.value + (i >> 16)}, 5000}).key);
+        sigs.push_back(rte_hash_hash(h, &keys.back()));
+    }
+    uint64_t wrong = 0;
+    size_t next = 0;
+    for (auto _ : state) {
+        const size_t k = next++ % kKeys;
+        const int32_t pos = rte_hash_add_key_with_hash(h, &keys[k], sigs[k]);
+        wrong += rte_hash_del_key_with_hash(h, &keys[k], sigs[k]) != pos;
+        rte_hash_free_key_with_position(h, pos);  // lock-free readers: the slot goes back by hand
+    }
+    wrong += rte_hash_count(h) != 0;
+    rte_hash_free(h);
+    if (wrong != 0) fail(state, fmt::format("{} inserts or deletes went wrong", wrong).c_str());
+    state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
+}
+BENCHMARK(BM_SharedInsertDelete)->ArgName("shared")->Arg(0)->Arg(1);
+
+void BM_EntryLock(benchmark::State& state) {
+    const bool lock = state.range(0) != 0;
+    std::vector<dp::CtEntry> entries(4096);
+    size_t next = 0;
+    for (auto _ : state) {
+        dp::CtEntry& e = entries[next++ % entries.size()];
+        if (lock) e.lock_entry();
+        benchmark::DoNotOptimize(e.state.expires_s += 1);
+        if (lock) e.unlock_entry();
+    }
+    for (const dp::CtEntry& e : entries)
+        if (e.locked()) return fail(state, "an entry stayed locked");
+    state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
+}
+BENCHMARK(BM_EntryLock)->ArgName("locked")->Arg(0)->Arg(1);
 
 }  // namespace
 }  // namespace calyx
