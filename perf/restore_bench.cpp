@@ -40,7 +40,7 @@ std::expected<std::unique_ptr<dp::ConnTable>, std::string> table_in(uint32_t cap
         auto f = dp::StateFile::create(path, slots, {kSecret, kSecret, dp::NatPortAllocator::kDefaultPartitions, 0});
         if (!f) return std::unexpected(f.error());
         file = std::move(*f);
-        return dp::CtStorage{file->entries(), file->keys()};
+        return dp::CtStorage{file->entries(), file->keys(), file->changes()};
     });
 }
 

@@ -230,11 +230,22 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
     // here, touching nothing of the running one's, unless it is to take over from it.
     bool taking_over = false;
     pid_t predecessor = 0;
+    int successor_lock = -1;
     if (auto locked = take_locks(*cfg, &predecessor); !locked) {
         if (!opts.take_over) {
             fmt::print(stderr, "calyx: {}\n", locked.error());
             return 1;
         }
+        // One successor at a time: two would both restore into, and clear the change map of,
+        // the same running table.
+        pid_t other = 0;
+        auto successor = take_lock(cfg->state_path() + ".successor.lock", "the take-over of " + cfg->state_path(), &other);
+        if (!successor) {
+            fmt::print(stderr, "calyx: --take-over: another calyx (pid {}) is already taking over from pid {}\n", other,
+                       predecessor);
+            return 1;
+        }
+        successor_lock = *successor;  // until the take-over is complete
         taking_over = true;
         fmt::print(stderr, "calyx: taking over from the running calyx (pid {})\n", predecessor);
     } else if (opts.take_over) {
@@ -403,6 +414,7 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
                 std::this_thread::sleep_for(std::chrono::milliseconds(5));
             if (!locked) fmt::print(stderr, "calyx: the predecessor (pid {}) did not exit: {}\n", take_over.predecessor, locked.error());
             owner.store(true);
+            ::close(successor_lock);
             if (auto committed = r.commit_state_file(); !committed) fmt::print(stderr, "calyx: {}\n", committed.error());
             fmt::print(stderr,
                        "calyx: took over from pid {}: the data plane stood still for {:.1f} ms (its workers "
@@ -452,8 +464,7 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
             const int successor_fd = static_cast<int>(::syscall(SYS_pidfd_open, successor, 0));
             metrics->reset();
             syncer.reset();  // no apply from etcd while the ports change hands
-            r.release_for_hand_over();
-            const uint64_t stopped = calyx::io::monotonic_ns();
+            const uint64_t stopped = r.release_for_hand_over();
             {
                 std::lock_guard lock(hand_over.mutex);
                 calyx::cp::Json neighbors = calyx::cp::Json::array();

@@ -78,7 +78,11 @@ std::expected<std::unique_ptr<Router>, std::string> Router::start(config::Config
     // calyx cannot read stops the start (never misread, never silently dropped).
     const std::string state_path = cfg.state_path();
     r->state_path_ = state_path;
-    auto previous = dp::StateFile::open(state_path);
+    // Taking over, the file is the running process's: its change map is written (cleared) by
+    // the restore that runs while that process still serves.
+    const bool predecessor_runs = static_cast<bool>(hooks.before_ports);
+    auto previous = dp::StateFile::open(state_path, predecessor_runs ? dp::StateFile::Access::live
+                                                                     : dp::StateFile::Access::read_only);
     if (!previous) return std::unexpected(previous.error());
     dp::StateParams params{dp::random_secret(), dp::random_secret(), dp::NatPortAllocator::kDefaultPartitions,
                            rte_get_tsc_hz()};
@@ -95,11 +99,16 @@ std::expected<std::unique_ptr<Router>, std::string> Router::start(config::Config
             auto file = dp::StateFile::create(state_path + ".new", slots, params);
             if (!file) return std::unexpected(file.error());
             r->state_ = std::move(*file);
-            return dp::CtStorage{r->state_->entries(), r->state_->keys()};
+            return dp::CtStorage{r->state_->entries(), r->state_->keys(), r->state_->changes()};
         });
     if (!table) return std::unexpected(table.error());
     r->conntrack_ = std::move(*table);
     r->conntrack_->set_grace(r->shared_.grace);
+    if (cfg.uplink)
+        if (auto up = r->prepare_uplink(*cfg.uplink, params); !up) return std::unexpected(up.error());
+    // The previous process's connections: all of them if it is gone; while it still serves if
+    // it runs (and its file has a change map), the rest once it stopped.
+    if (*previous) r->begin_restore(**previous, cfg, predecessor_runs && (*previous)->changes());
     // A running predecessor stops here (its header, read above, does not change): from now on
     // its entries hold still and its ports are free.
     std::vector<Neighbor> neighbors;
@@ -108,11 +117,12 @@ std::expected<std::unique_ptr<Router>, std::string> Router::start(config::Config
         if (!ready) return std::unexpected(ready.error());
         neighbors = std::move(*ready);
     }
+    if (*previous) r->finish_restore(**previous, cfg);
     if (cfg.uplink) {
-        if (auto up = r->open_uplink(*cfg.uplink, params); !up) return std::unexpected(up.error());
+        if (auto up = r->open_uplink_port(*cfg.uplink); !up) return std::unexpected(up.error());
+        r->neighbors_->pin(cfg.uplink->gateway, io::now_ns());
         for (const Neighbor& n : neighbors) r->neighbors_->learn(n.ip, n.mac, io::now_ns(), true);
     }
-    if (*previous) r->restore_from(**previous, cfg);
     if (cfg.host_interface)
         if (auto host = r->open_host(cfg); !host) return std::unexpected(host.error());
     if (cfg.routing) {
@@ -146,10 +156,11 @@ std::expected<void, std::string> Router::open_host(const config::Config& cfg) {
     return {};
 }
 
-void Router::release_for_hand_over() {
+uint64_t Router::release_for_hand_over() {
     std::lock_guard lock(control_);
     shared_.stop.store(true);
     for (unsigned lcore : worker_lcores_) rte_eal_wait_lcore(lcore);
+    const uint64_t stopped = io::monotonic_ns();
     // No worker runs: ports close at once, no grace period needed. Server-mode sockets are
     // removed, so that the successor creates its own.
     for (auto& slot : shared_.ports) slot.store(nullptr);
@@ -158,6 +169,7 @@ void Router::release_for_hand_over() {
     uplink_.reset();
     // The exported routes are the successor's now: this process must not withdraw them.
     handed_over_ = true;
+    return stopped;
 }
 
 std::vector<Router::Neighbor> Router::resolved_neighbors() const {
@@ -211,29 +223,89 @@ std::expected<void, std::string> Router::launch_workers() {
     return {};
 }
 
-void Router::restore_from(const dp::StateFile& previous, const config::Config& cfg) {
-    const auto started = std::chrono::steady_clock::now();
+void Router::take_names(const dp::StateNames& names, const config::Config& cfg) {
     // The previous process's numbers for networks and instances, as its entries carry them:
     // every zone (zones are never reused), the accounts of the instances still configured.
-    const dp::StateNames names = previous.names();
+    restored_names_ = names;
     zones_ = names.zones;
+    accounts_.clear();
+    kept_accounts_.clear();
     for (const auto& [instance, account] : names.accounts)
-        if (cfg.find_instance(instance) && account < dp::kMaxAccounts) accounts_[instance] = account;
-    std::set<uint16_t> kept;
-    for (const auto& [instance, account] : accounts_) kept.insert(account);
+        if (cfg.find_instance(instance) && account < dp::kMaxAccounts) {
+            accounts_[instance] = account;
+            kept_accounts_.insert(account);
+        }
+}
+
+namespace {
+double ms_between(std::chrono::steady_clock::time_point from, std::chrono::steady_clock::time_point to) {
+    return std::chrono::duration<double, std::milli>(to - from).count();
+}
+}  // namespace
+
+void Router::begin_restore(const dp::StateFile& previous, const config::Config& cfg, bool live) {
+    const auto started = std::chrono::steady_clock::now();
+    take_names(previous.names(), cfg);
     const dp::CtRestoreSource from{previous.entries(), previous.keys(), previous.slots(), previous.params().tsc_hz,
                                    rte_get_tsc_hz()};
-    restored_ = conntrack_->restore(from, io::now_ns(), [&](uint16_t account) { return kept.contains(account); });
-    const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
-    restore_report_ = fmt::format(
-        "restored {} connections ({} masqueraded) from {} (generation {}) in {} ms; not restored: {} being "
-        "written when it stopped, {} expired, {} of removed instances, {} without room, {} whose NAT port "
-        "this uplink cannot give",
-        restored_.connections, restored_.masqueraded, previous.path(), previous.generation(), took.count(),
+    const auto keep = [this](uint16_t account) { return kept_accounts_.contains(account); };
+    if (!live) {
+        restored_ = conntrack_->restore(from, io::now_ns(), keep);
+        restore_report_ = fmt::format("restored {} connections ({} masqueraded) from {} (generation {}) in {:.0f} ms",
+                                      restored_.connections, restored_.masqueraded, previous.path(),
+                                      previous.generation(), ms_between(started, std::chrono::steady_clock::now()));
+        return;
+    }
+    live_restore_ = std::make_unique<dp::LiveRestore>(*conntrack_, from, previous.changes());
+    live_restore_->restore_all(io::now_ns(), keep);
+    // What changed meanwhile, while it still serves: each pass reads what changed during the
+    // one before, so a few leave little for the gap.
+    constexpr int kPasses = 3;
+    constexpr size_t kFewEnough = 256;
+    size_t changed = 0;
+    int passes = 0;
+    while (passes < kPasses) {
+        ++passes;
+        changed = live_restore_->catch_up(io::now_ns(), keep);
+        if (changed <= kFewEnough) break;
+    }
+    const auto done = std::chrono::steady_clock::now();
+    restore_report_ = fmt::format("pre-restored {} connections from {} (generation {}) in {:.0f} ms while its "
+                                  "process served ({} catch-up passes, the last read {} changed entries again)",
+                                  live_restore_->stats().connections, previous.path(), previous.generation(),
+                                  ms_between(started, done), passes, changed);
+}
+
+void Router::finish_restore(const dp::StateFile& previous, const config::Config& cfg) {
+    if (!live_restore_) {
+        restore_report_ += restore_stats_report();
+        return;
+    }
+    const auto started = std::chrono::steady_clock::now();
+    const auto keep = [this](uint16_t account) { return kept_accounts_.contains(account); };
+    // A reload meanwhile may have renumbered what `keep` decides by: read everything again.
+    if (dp::StateNames now = previous.names(); now != restored_names_) {
+        take_names(now, cfg);
+        live_restore_->mark_all_changed();
+    }
+    const size_t changed = live_restore_->catch_up(io::now_ns(), keep);
+    restored_ = live_restore_->stats();
+    live_restore_.reset();
+    restore_report_ = fmt::format("restored {} connections ({} masqueraded): {}; after it stopped, {} changed entries "
+                                  "read again in {:.1f} ms",
+                                  restored_.connections, restored_.masqueraded, restore_report_, changed,
+                                  ms_between(started, std::chrono::steady_clock::now())) +
+                      restore_stats_report();
+}
+
+std::string Router::restore_stats_report() const {
+    return fmt::format(
+        "; not restored: {} being written when it stopped, {} expired, {} of removed instances, {} without room, {} "
+        "whose NAT port this uplink cannot give",
         restored_.torn, restored_.expired, restored_.unowned, restored_.full, restored_.nat_refused);
 }
 
-std::expected<void, std::string> Router::open_uplink(const config::UplinkConfig& up, const dp::StateParams& params) {
+std::expected<void, std::string> Router::prepare_uplink(const config::UplinkConfig& up, const dp::StateParams& params) {
     // The secret keys the port partitions and probe starts (RFC 6056): not guessable outside.
     auto nat = dp::NatPortAllocator::create({up.nat_port_min, up.nat_port_max}, params.nat_partitions,
                                             params.nat_secret);
@@ -246,8 +318,6 @@ std::expected<void, std::string> Router::open_uplink(const config::UplinkConfig&
     if (!uplink_control_tx_)
         return std::unexpected(fmt::format("uplink: cannot create its control ring: {}", rte_strerror(rte_errno)));
     shared_.uplink_control_tx = uplink_control_tx_;
-    if (auto opened = open_uplink_port(up); !opened) return opened;
-    neighbors_->pin(up.gateway, io::now_ns());
     return {};
 }
 

@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <set>
 #include <memory>
 #include <string>
 #include <vector>
@@ -17,6 +18,7 @@
 #include "dp/nat.hpp"
 #include "dp/neighbor.hpp"
 #include "dp/snapshot.hpp"
+#include "dp/live_restore.hpp"
 #include "dp/state_file.hpp"
 #include "cp/metrics.hpp"
 #include "cp/site_routes.hpp"
@@ -58,7 +60,8 @@ public:
     // the workers and closes every port (vhost-user sockets removed, the uplink closed), keeping
     // the tables, the state file and the configuration; resume_after_hand_over() opens the ports
     // again and restarts the workers, for a successor that failed.
-    void release_for_hand_over();
+    // Returns when its workers had stopped (CLOCK_MONOTONIC ns): the start of the gap.
+    uint64_t release_for_hand_over();
     // The uplink's resolved neighbours, for a successor (none without an uplink).
     std::vector<Neighbor> resolved_neighbors() const;
     std::expected<void, std::string> resume_after_hand_over();
@@ -125,9 +128,18 @@ private:
     // The host interface's tap (`host_interface:`), at start and after a failed hand-over.
     std::expected<void, std::string> open_host(const config::Config& cfg);
     std::expected<void, std::string> open_uplink_port(const config::UplinkConfig& up);
-    std::expected<void, std::string> open_uplink(const config::UplinkConfig& up, const dp::StateParams& params);
-    // Takes the previous process's numbering and connections (before the first apply).
-    void restore_from(const dp::StateFile& previous, const config::Config& cfg);
+    // The uplink's NAT allocator, ARP cache and control ring (before the restore claims ports);
+    // open_uplink_port() then opens the port itself.
+    std::expected<void, std::string> prepare_uplink(const config::UplinkConfig& up, const dp::StateParams& params);
+    // Takes the previous process's numbering and connections (before the first apply): all of
+    // them if that process is gone; if it still serves (`live`, a take-over), most of them now
+    // and what changed meanwhile in finish_restore(), once it stopped (dp/live_restore.hpp).
+    void begin_restore(const dp::StateFile& previous, const config::Config& cfg, bool live);
+    void finish_restore(const dp::StateFile& previous, const config::Config& cfg);
+    // Zones and accounts from the previous file's names; kept_accounts_: those of instances
+    // still configured.
+    void take_names(const dp::StateNames& names, const config::Config& cfg);
+    std::string restore_stats_report() const;
     // What build_snapshot needs, with `opened` the ports apply() opened for it.
     cp::SnapshotInputs snapshot_inputs(const std::map<std::string, std::unique_ptr<io::VhostPort>>& opened,
                                        const std::map<std::string, uint16_t>& accounts);
@@ -158,6 +170,9 @@ private:
     std::unique_ptr<dp::ConnTable> conntrack_;
     dp::CtRestoreStats restored_;
     std::string restore_report_;
+    std::unique_ptr<dp::LiveRestore> live_restore_;  // between begin_restore and finish_restore
+    dp::StateNames restored_names_;                  // the names it was restored with
+    std::set<uint16_t> kept_accounts_;
     uint64_t ct_expired_ = 0;
     std::unique_ptr<dp::NeighborTable> neighbors_;
     std::unique_ptr<io::EthdevPort> uplink_;

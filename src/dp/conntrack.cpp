@@ -173,6 +173,7 @@ std::expected<std::unique_ptr<ConnTable>, std::string> ConnTable::create(uint32_
         if (!given) return std::unexpected(given.error());
         t->entries_ = given->entries;
         t->keys_ = given->keys;
+        t->changes_ = given->changes;
         t->own_entries_ = false;
     } else {
         t->entries_ = static_cast<CtEntry*>(
@@ -329,7 +330,7 @@ bool ConnTable::evict(const Victim& v, uint64_t now_ns) noexcept {
     if (!e.try_lock_entry()) return false;  // busy: its connection is alive right now
     const bool removed = !e.dead() && e.account != kNoAccount &&
                          (ct_expired(e.state, now_ns) || ct_unanswered(e.state)) && remove_locked(v.position);
-    e.unlock_entry();
+    unlock(v.position);
     if (!removed) return false;
     const uint64_t token = grace_ ? rte_rcu_qsbr_start(grace_) : 0;
     r.items[r.tail++ % kReclaimQueue] = {token, v.position};
@@ -343,7 +344,8 @@ void ConnTable::free_slot(int32_t pos) noexcept {
     e.state = ConnState{};
     e.account = kNoAccount;
     store_nat_binding(e, NatBinding{});
-    std::atomic_ref<uint8_t>(e.lock).store(0, std::memory_order_relaxed);
+    std::atomic_ref<uint8_t>(e.lock).store(0, std::memory_order_seq_cst);
+    note_changed(pos);
     rte_hash_free_key_with_position(hash_, pos);
 }
 
@@ -403,61 +405,83 @@ uint32_t ConnTable::sweep(uint64_t now_ns, uint32_t budget, rte_rcu_qsbr* grace)
             removed.push_back(pos);
             ++connections;
         }
-        e.unlock_entry();
+        unlock(pos);
     }
     biggest_holder_.store(accounts_.biggest_holder(), std::memory_order_relaxed);
     free_after_grace(removed, grace);
     return connections;
 }
 
+void CtRestoreStats::count(CtRestoreOutcome outcome) noexcept {
+    switch (outcome) {
+        case CtRestoreOutcome::none: break;
+        case CtRestoreOutcome::restored: ++connections; break;
+        case CtRestoreOutcome::masqueraded: ++connections, ++masqueraded; break;
+        case CtRestoreOutcome::torn: ++torn; break;
+        case CtRestoreOutcome::expired: ++expired; break;
+        case CtRestoreOutcome::unowned: ++unowned; break;
+        case CtRestoreOutcome::full: ++full; break;
+        case CtRestoreOutcome::nat_refused: ++nat_refused; break;
+    }
+}
+
 CtRestoreStats ConnTable::restore(const CtRestoreSource& from, uint64_t now_ns,
                                   const std::function<bool(uint16_t account)>& keep) {
     CtRestoreStats stats;
-    for (size_t pos = 0; pos < from.slots; ++pos) {
-        const CtEntry& old = from.entries[pos];
-        if (old.dead()) continue;
-        if (old.lock & (CtEntry::kLocked | CtEntry::kRetired)) {
-            // Locked: a worker was changing it when its process stopped, its bytes may be half
-            // old and half new. Retired: already deleted.
-            stats.torn += (old.lock & CtEntry::kLocked) != 0;
-            continue;
-        }
-        const CtKey key = from.keys[pos].key(old.state.proto);
-        if (old.key_check != ct_key_check(key)) {
-            ++stats.torn;
-            continue;
-        }
-        if (old.account != kNoAccount && !keep(old.account)) {
-            ++stats.unowned;
-            continue;
-        }
-        uint64_t expires_s = old.state.expires_s;
-        if (from.old_tsc_hz != 0 && from.new_tsc_hz != 0 && from.old_tsc_hz != from.new_tsc_hz)
-            expires_s = static_cast<uint64_t>(
-                (static_cast<unsigned __int128>(expires_s) * from.old_tsc_hz + from.new_tsc_hz - 1) / from.new_tsc_hz);
-        restore_one(old, key, expires_s, now_ns, stats);
-    }
+    int32_t at;
+    for (size_t pos = 0; pos < from.slots; ++pos) stats.count(restore_position(from, pos, now_ns, keep, at));
     return stats;
 }
 
-void ConnTable::restore_one(const CtEntry& old, const CtKey& key, uint64_t expires_s, uint64_t now_ns,
-                            CtRestoreStats& stats) noexcept {
-    if (expires_s >= UINT32_MAX || expires_s * 1'000'000'000ull <= now_ns) {
-        ++stats.expired;
-        return;
-    }
+CtRestoreOutcome ConnTable::restore_position(const CtRestoreSource& from, size_t position, uint64_t now_ns,
+                                             const std::function<bool(uint16_t account)>& keep, int32_t& at) {
+    at = -1;
+    const CtEntry& live = from.entries[position];
+    // The lock word first, then a copy: a writer that changes the entry after this load marks
+    // it in the change map once it is done (ConnTable::unlock), and a live restore reads it
+    // again; one that had finished before is seen whole (seq_cst, see CtEntry::unlock_entry).
+    const uint8_t lock = std::atomic_ref<const uint8_t>(live.lock).load(std::memory_order_seq_cst);
+    if (live.dead()) return CtRestoreOutcome::none;
+    CtEntry old;
+    CtKeyRecord rec;
+    std::memcpy(static_cast<void*>(&old), &live, sizeof(old));
+    std::memcpy(static_cast<void*>(&rec), &from.keys[position], sizeof(rec));
+    if (old.dead()) return CtRestoreOutcome::none;
+    // Locked: a worker was changing it when its process stopped (or is, in a live restore): its
+    // bytes may be half old and half new. Retired: already deleted.
+    if ((lock | old.lock) & CtEntry::kLocked) return CtRestoreOutcome::torn;
+    if ((lock | old.lock) & CtEntry::kRetired) return CtRestoreOutcome::none;
+    const CtKey key = rec.key(old.state.proto);
+    if (old.key_check != ct_key_check(key)) return CtRestoreOutcome::torn;
+    if (old.account != kNoAccount && !keep(old.account)) return CtRestoreOutcome::unowned;
+    uint64_t expires_s = old.state.expires_s;
+    if (from.old_tsc_hz != 0 && from.new_tsc_hz != 0 && from.old_tsc_hz != from.new_tsc_hz)
+        expires_s = static_cast<uint64_t>(
+            (static_cast<unsigned __int128>(expires_s) * from.old_tsc_hz + from.new_tsc_hz - 1) / from.new_tsc_hz);
+    return restore_one(old, key, expires_s, now_ns, at);
+}
+
+void ConnTable::unrestore(int32_t at) {
+    CtEntry& e = entries_[at];
+    e.lock_entry();
+    const bool removed = remove_locked(at);
+    e.unlock_entry();
+    if (removed) free_slot(at);
+}
+
+CtRestoreOutcome ConnTable::restore_one(const CtEntry& old, const CtKey& key, uint64_t expires_s, uint64_t now_ns,
+                                        int32_t& at) noexcept {
+    if (expires_s >= UINT32_MAX || expires_s * 1'000'000'000ull <= now_ns) return CtRestoreOutcome::expired;
     const NatBinding binding = load_nat_binding(old);
     const bool translated = binding.role == NatRole::primary;
     const uint8_t remote = old.orig_side ^ 1;
     const Ipv4Addr remote_ip{key.ip[remote]};
     // The port first: without it the connection has no way back.
-    if (translated && (!nat_ || !nat_->claim(key.proto, remote_ip, key.port[remote], binding.port, old.account))) {
-        ++stats.nat_refused;
-        return;
-    }
+    if (translated && (!nat_ || !nat_->claim(key.proto, remote_ip, key.port[remote], binding.port, old.account)))
+        return CtRestoreOutcome::nat_refused;
     const auto give_back = [&] {
         if (translated) nat_->release(key.proto, remote_ip, key.port[remote], binding.port, old.account);
-        ++stats.full;
+        return CtRestoreOutcome::full;
     };
     if (reserved_.load(std::memory_order_relaxed) + 1 > capacity_) return give_back();
     const int32_t pos = insert(key);
@@ -473,10 +497,10 @@ void ConnTable::restore_one(const CtEntry& old, const CtKey& key, uint64_t expir
     e.lock = CtEntry::kReserved;
     reserved_.fetch_add(1, std::memory_order_relaxed);
     if (old.account != kNoAccount) accounts_.charge_connection(old.account, UINT32_MAX);
-    ++stats.connections;
-    if (!translated) return;
+    at = pos;
+    if (!translated) return CtRestoreOutcome::restored;
     nat_->bind(key.proto, remote_ip, key.port[remote], binding.port, pos);
-    ++stats.masqueraded;
+    return CtRestoreOutcome::masqueraded;
 }
 
 }  // namespace calyx::dp

@@ -125,8 +125,10 @@ struct alignas(64) CtEntry {
     bool try_lock_entry() noexcept {
         return (std::atomic_ref<uint8_t>(lock).fetch_or(kLocked, std::memory_order_acquire) & kLocked) == 0;
     }
+    // Sequentially consistent (on x86 the same locked instruction as a release): the change
+    // map's mark after it (ConnTable::unlock) must not be seen before it (dp/live_restore.hpp).
     void unlock_entry() noexcept {
-        std::atomic_ref<uint8_t>(lock).fetch_and(static_cast<uint8_t>(~kLocked), std::memory_order_release);
+        std::atomic_ref<uint8_t>(lock).fetch_and(static_cast<uint8_t>(~kLocked), std::memory_order_seq_cst);
     }
 };
 static_assert(sizeof(CtEntry) == 64);
@@ -142,8 +144,21 @@ bool ct_unanswered(const ConnState& st) noexcept;
 struct CtStorage {
     CtEntry* entries = nullptr;
     CtKeyRecord* keys = nullptr;
+    uint64_t* changes = nullptr;  // the change map, a bit per slot (optional)
 };
 using CtStorageFactory = std::function<std::expected<CtStorage, std::string>(size_t slots)>;
+
+// What restoring one entry of a previous process's table came to.
+enum class CtRestoreOutcome : uint8_t {
+    none,         // nothing to restore: dead, retired, or a NAT alias (derived from its primary)
+    restored,
+    masqueraded,  // restored with its NAT binding and port
+    torn,
+    expired,
+    unowned,
+    full,
+    nat_refused,
+};
 
 // What a restore found in a previous process's table (ConnTable::restore).
 struct CtRestoreStats {
@@ -154,6 +169,8 @@ struct CtRestoreStats {
     uint32_t unowned = 0;      // of an instance no longer configured
     uint32_t full = 0;         // no room in this table (smaller capacity)
     uint32_t nat_refused = 0;  // NAT port outside this uplink's range, or no uplink
+
+    void count(CtRestoreOutcome outcome) noexcept;
 };
 
 struct CtRestoreSource {
@@ -181,6 +198,14 @@ public:
     // keep their protocol state (TCP windows go on being tracked).
     CtRestoreStats restore(const CtRestoreSource& from, uint64_t now_ns,
                            const std::function<bool(uint16_t account)>& keep);
+    // The same for the previous table's entry at `position` alone, read once into a copy (its
+    // process may still be changing it: dp/live_restore.hpp); where it went goes to `at`
+    // (-1: nowhere).
+    CtRestoreOutcome restore_position(const CtRestoreSource& from, size_t position, uint64_t now_ns,
+                                      const std::function<bool(uint16_t account)>& keep, int32_t& at);
+    // Control plane, no worker running: takes back a connection restore_position() put at
+    // `at` (its outside key, NAT port and charge with it); its slots are free at once.
+    void unrestore(int32_t at);
     ~ConnTable();
     ConnTable(const ConnTable&) = delete;
     ConnTable& operator=(const ConnTable&) = delete;
@@ -226,6 +251,21 @@ public:
                               uint16_t external_port) const noexcept;
     bool outside_connection(int32_t candidate, uint8_t proto, Ipv4Addr remote, uint16_t remote_port,
                             Ipv4Addr external, uint16_t external_port, NatEndpoint& inside) const noexcept;
+    // Releases the lock of the entry at `position`, then marks it changed in the change map
+    // (with a state file), so that a successor restoring the table while this process runs
+    // reads it again. Every writer of an entry unlocks it this way.
+    void unlock(int32_t position) noexcept {
+        entries_[position].unlock_entry();
+        note_changed(position);
+    }
+    void note_changed(int32_t position) noexcept {
+        if (!changes_) return;
+        std::atomic_ref<uint64_t> word(changes_[static_cast<uint32_t>(position) / 64]);
+        const uint64_t bit = uint64_t{1} << (static_cast<uint32_t>(position) % 64);
+        // Read first: a set bit stays set (no write, the line stays shared). seq_cst: after the
+        // unlock (see CtEntry::unlock_entry), a plain load on x86.
+        if ((word.load(std::memory_order_seq_cst) & bit) == 0) word.fetch_or(bit, std::memory_order_seq_cst);
+    }
     // Starts loading an entry into the cache (for a burst, before its first entry is read).
     void prefetch(int32_t position) const noexcept { __builtin_prefetch(&entries_[position], 1, 3); }
     void prefetch_key_record(int32_t position) const noexcept { __builtin_prefetch(&keys_[position], 0, 3); }
@@ -291,8 +331,8 @@ private:
     // Resets a slot's entry and gives the slot back to the hash (its grace period passed).
     void free_slot(int32_t pos) noexcept;
     // restore() for one entry; false: skipped (counted in `stats`).
-    void restore_one(const CtEntry& old, const CtKey& key, uint64_t expires_s, uint64_t now_ns,
-                     CtRestoreStats& stats) noexcept;
+    CtRestoreOutcome restore_one(const CtEntry& old, const CtKey& key, uint64_t expires_s, uint64_t now_ns,
+                                 int32_t& at) noexcept;
 
     // Positions one lcore evicted, with the grace token each waits for; only that lcore
     // touches its queue.
@@ -313,6 +353,7 @@ private:
     CtEntry* entries_ = nullptr;
     CtKeyRecord* keys_ = nullptr;
     bool own_entries_ = true;      // entries_ and keys_ are EAL memory (no state file)
+    uint64_t* changes_ = nullptr;  // with a state file: its change map
     size_t slot_count_ = 0;
     uint32_t capacity_ = 0;
     uint32_t buckets_ = 0;
@@ -340,7 +381,7 @@ uint32_t ConnTable::remove_if(Pred cut, rte_rcu_qsbr* grace) {
             removed.push_back(static_cast<int32_t>(pos));
             ++connections;
         }
-        e.unlock_entry();
+        unlock(static_cast<int32_t>(pos));
     }
     free_after_grace(removed, grace);
     return connections;

@@ -67,7 +67,7 @@ public:
             e.lock_entry();
             if (!e.dead()) {
                 const auto r = existing(e, f, s, m);
-                e.unlock_entry();
+                table_.unlock(pos);
                 return r;
             }
             e.unlock_entry();  // deleted under us: the packet is a first packet
@@ -137,7 +137,7 @@ public:
                 give_back(true);  // an earlier packet (or worker) created it
                 r = existing(e, f, s, m);
             }
-            e.unlock_entry();
+            table_.unlock(pos);
             return r;
         }
         give_back(true);
@@ -187,7 +187,7 @@ private:
         e.lock_entry();
         std::optional<Outcome> r;
         if (!e.dead()) r = existing(e, f, s, m);
-        e.unlock_entry();
+        table_.unlock(pos);
         return r;
     }
 

@@ -58,6 +58,9 @@ struct StateFile::Header {
         uint32_t length;
         uint32_t check;     // fnv1a over sequence and the text
     } names[2];
+    // Since the change map (after version 1's first files, which have zeros here).
+    uint64_t changes_offset;  // 0: no change map
+    uint64_t changes_words;
 };
 
 
@@ -88,7 +91,9 @@ std::expected<std::unique_ptr<StateFile>, std::string> StateFile::create(const s
     const size_t names_offset = kHeaderBytes;
     const size_t entries_offset = round_up(names_offset + 2 * kNamesBytes, 4096);
     const size_t keys_offset = round_up(entries_offset + slots * sizeof(CtEntry), 4096);
-    const size_t bytes = round_up(keys_offset + slots * sizeof(CtKeyRecord), page);
+    const size_t changes_offset = round_up(keys_offset + slots * sizeof(CtKeyRecord), 4096);
+    const size_t changes_words = (slots + 63) / 64;
+    const size_t bytes = round_up(changes_offset + changes_words * sizeof(uint64_t), page);
     if (::ftruncate(f->fd_, static_cast<off_t>(bytes)) != 0)
         return std::unexpected(fmt::format("state file {}: cannot size it to {} bytes: {}", path, bytes, errno_text()));
     void* m = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, f->fd_, 0);
@@ -109,6 +114,8 @@ std::expected<std::unique_ptr<StateFile>, std::string> StateFile::create(const s
     h.entries_offset = entries_offset;
     h.keys_offset = keys_offset;
     h.file_bytes = bytes;
+    h.changes_offset = changes_offset;
+    h.changes_words = changes_words;
     h.ct_secret = params.ct_secret;
     h.nat_secret = params.nat_secret;
     h.nat_partitions = params.nat_partitions;
@@ -117,16 +124,18 @@ std::expected<std::unique_ptr<StateFile>, std::string> StateFile::create(const s
     std::memcpy(h.boot_id, boot.data(), std::min(boot.size(), sizeof(h.boot_id) - 1));
     f->entries_ = reinterpret_cast<CtEntry*>(f->map_ + entries_offset);
     f->keys_ = reinterpret_cast<CtKeyRecord*>(f->map_ + keys_offset);
+    f->changes_ = reinterpret_cast<uint64_t*>(f->map_ + changes_offset);
     // The magic last: a file whose creation was interrupted is not a state file.
     std::atomic_thread_fence(std::memory_order_release);
     std::memcpy(h.magic, kStateMagic, sizeof(kStateMagic));
     return f;
 }
 
-std::expected<std::unique_ptr<StateFile>, std::string> StateFile::open(const std::string& path) {
+std::expected<std::unique_ptr<StateFile>, std::string> StateFile::open(const std::string& path, Access access) {
     std::unique_ptr<StateFile> f(new StateFile());
     f->path_ = path;
-    f->fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    const bool live = access == Access::live;
+    f->fd_ = ::open(path.c_str(), (live ? O_RDWR : O_RDONLY) | O_CLOEXEC);
     if (f->fd_ < 0) {
         if (errno == ENOENT) return nullptr;
         return std::unexpected(fmt::format("state file {}: cannot open it: {}", path, errno_text()));
@@ -138,7 +147,7 @@ std::expected<std::unique_ptr<StateFile>, std::string> StateFile::open(const std
     if (size < kHeaderBytes)
         return std::unexpected(fmt::format("state file {}: {} bytes, shorter than its header: not a calyx state file",
                                            path, size));
-    void* m = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, f->fd_, 0);
+    void* m = ::mmap(nullptr, size, live ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, f->fd_, 0);
     if (m == MAP_FAILED)
         return std::unexpected(fmt::format("state file {}: cannot map it: {}", path, errno_text()));
     f->map_ = static_cast<uint8_t*>(m);
@@ -169,6 +178,12 @@ std::expected<std::unique_ptr<StateFile>, std::string> StateFile::open(const std
     f->slots_ = h.slots;
     f->entries_ = reinterpret_cast<CtEntry*>(f->map_ + h.entries_offset);
     f->keys_ = reinterpret_cast<CtKeyRecord*>(f->map_ + h.keys_offset);
+    if (h.changes_offset != 0) {
+        if (h.changes_words != (h.slots + 63) / 64 || h.changes_offset < keys_end || h.changes_offset % 8 != 0 ||
+            h.changes_offset + h.changes_words * sizeof(uint64_t) > size)
+            return std::unexpected(fmt::format("state file {}: its change map does not fit: corrupt", path));
+        f->changes_ = reinterpret_cast<uint64_t*>(f->map_ + h.changes_offset);
+    }
     return f;
 }
 

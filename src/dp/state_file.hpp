@@ -25,6 +25,11 @@
 //   keys      slots x 16 bytes: the key each entry was created with, without its protocol
 //             (the entry's); the entry holds seven check bits over the whole key (the key's
 //             own hash position is rte_hash's business).
+//   changes   one bit per slot, set by whoever changed the slot's entry (after it unlocked it):
+//             the change map. A successor taking over restores the whole table while the
+//             running process still serves, clearing the map first, then applies only the
+//             entries whose bits were set meanwhile (dp/live_restore.hpp). A file without it
+//             (changes_offset 0) is restored whole after its process stopped.
 //
 // What a reader trusts: an entry that is live (not dead, not retired), not locked (a worker
 // was changing it when the process died: its bytes may be half old, half new), whose key
@@ -72,10 +77,14 @@ public:
     // zeroed table. Its boot id is this boot's.
     static std::expected<std::unique_ptr<StateFile>, std::string> create(const std::string& path, uint64_t slots,
                                                                          const StateParams& params);
-    // Maps an existing file read-only after checking its header. nullptr (no error): there is
-    // no file. An error: the file is not one this calyx can read (another layout version,
-    // another boot, truncated, not a state file), and it says which.
-    static std::expected<std::unique_ptr<StateFile>, std::string> open(const std::string& path);
+    // Maps an existing file after checking its header: read-only, or, for a successor that
+    // restores it while its process still runs (`live`), with its change map writable (the
+    // entries stay the running process's). nullptr (no error): there is no file. An error: the
+    // file is not one this calyx can read (another layout version, another boot, truncated,
+    // not a state file), and it says which.
+    enum class Access { read_only, live };
+    static std::expected<std::unique_ptr<StateFile>, std::string> open(const std::string& path,
+                                                                       Access access = Access::read_only);
     ~StateFile();
     StateFile(const StateFile&) = delete;
     StateFile& operator=(const StateFile&) = delete;
@@ -86,6 +95,8 @@ public:
     uint64_t generation() const;
     CtEntry* entries() const { return entries_; }
     CtKeyRecord* keys() const { return keys_; }
+    // The change map, (slots + 63) / 64 words; null in a file written before it existed.
+    uint64_t* changes() const { return changes_; }
 
     // The newest valid names block (empty if none was ever written).
     StateNames names() const;
@@ -111,6 +122,7 @@ private:
     uint64_t slots_ = 0;
     CtEntry* entries_ = nullptr;
     CtKeyRecord* keys_ = nullptr;
+    uint64_t* changes_ = nullptr;
 };
 
 }  // namespace calyx::dp

@@ -1,6 +1,8 @@
 #include "io/vhost_port.hpp"
 
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -9,6 +11,8 @@
 #include <bit>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -51,6 +55,37 @@ std::mutex registry_mutex;
 std::map<std::string, VhostPort*> registry;
 
 const rte_vhost_device_ops* device_ops();
+
+// rte_vhost (22.11) serves every socket from one thread ("vhost-events") that poll()s its fds
+// with a 1 s timeout and rebuilds the set between two polls; a server socket started after its
+// poll began is only listened to once that poll returns (it wakes the thread for a new
+// connection, not for a new listening socket). A guest reconnecting to a new calyx (a restart,
+// a hand-over) would wait up to a second for nothing. A signal ends the poll (poll() is never
+// restarted, whatever SA_RESTART says): after starting a server socket calyx sends one to that
+// thread, whose handler does nothing. SA_RESTART: a message being read or written when it
+// arrives is resumed, not failed (which would close that guest's connection).
+constexpr const char* kVhostEventsThread = "vhost-events";
+int vhost_wake_signal() { return SIGRTMIN + 2; }
+
+void wake_vhost_events() {
+    static std::once_flag handler;
+    std::call_once(handler, [] {
+        struct sigaction sa{};
+        sa.sa_handler = [](int) {};
+        sa.sa_flags = SA_RESTART;
+        sigemptyset(&sa.sa_mask);
+        sigaction(vhost_wake_signal(), &sa, nullptr);
+    });
+    std::error_code ec;
+    for (const auto& task : std::filesystem::directory_iterator("/proc/self/task", ec)) {
+        std::ifstream comm(task.path() / "comm");
+        std::string name;
+        std::getline(comm, name);
+        if (name != kVhostEventsThread) continue;
+        const auto tid = static_cast<pid_t>(std::stol(task.path().filename().string()));
+        ::syscall(SYS_tgkill, ::getpid(), tid, vhost_wake_signal());
+    }
+}
 
 // Whether something accepts connections on the Unix socket `path` (a live calyx, of this
 // process or another).
@@ -112,6 +147,7 @@ std::expected<std::unique_ptr<VhostPort>, std::string> VhostPort::open(
     if (rte_vhost_driver_callback_register(path, device_ops()) != 0)
         return fail("callback registration");
     if (rte_vhost_driver_start(path) != 0) return fail("starting the socket");
+    if (cfg.mode == config::VhostMode::server) wake_vhost_events();
     if (auto set = port->set_permissions(cfg); !set) return std::unexpected(set.error());
     return port;
 }

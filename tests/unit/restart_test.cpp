@@ -5,12 +5,15 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
+#include <thread>
 #include <filesystem>
 #include <fstream>
 
 #include "calyx/headers.hpp"
 #include "dp/conntrack.hpp"
+#include "dp/live_restore.hpp"
 #include "dp/nat.hpp"
 #include "dp/state_file.hpp"
 #include "uplink_fixture.hpp"
@@ -51,7 +54,7 @@ protected:
             auto f = dp::StateFile::create(path() + ".new", slots, params);
             if (!f) return std::unexpected(f.error());
             next_ = std::move(*f);
-            return dp::CtStorage{next_->entries(), next_->keys()};
+            return dp::CtStorage{next_->entries(), next_->keys(), next_->changes()};
         });
         EXPECT_TRUE(table.has_value()) << table.error();
         conntrack_ = std::move(*table);
@@ -240,6 +243,223 @@ TEST_F(Restart, ExpiryTimesAreConvertedWhenTheTscFrequencyDiffers) {
     ASSERT_EQ((*table)->restore(from, ctx_.now_ns, [](uint16_t) { return true; }).connections, 1u);
     const uint32_t after = (*table)->entry((*table)->lookup(key.key)).state.expires_s;
     EXPECT_EQ(after, (uint64_t{before} * 3 + 1) / 2);
+}
+
+// ---- a successor restoring while this process still serves (dp/live_restore.hpp) ----
+
+// A successor as Router::begin_restore makes it: the running file opened live, every entry
+// restored into a table of its own, then catch-ups.
+struct Successor {
+    std::unique_ptr<dp::StateFile> previous, file;
+    std::unique_ptr<dp::ConnTable> table;
+    std::unique_ptr<dp::NatPortAllocator> nat;
+    std::unique_ptr<dp::LiveRestore> restore;
+    uint16_t refused_account = dp::kNoAccount;
+    dp::LiveRestore::Keep keep() const {
+        return [refused = refused_account](uint16_t account) { return account != refused; };
+    }
+};
+
+class LiveRestoreTest : public Restart {
+protected:
+    std::unique_ptr<Successor> successor(uint16_t refused_account = dp::kNoAccount,
+                                         const std::string& nat_ports = "20000-59999") {
+        auto s = std::make_unique<Successor>();
+        s->refused_account = refused_account;
+        auto previous = dp::StateFile::open(path(), dp::StateFile::Access::live);
+        EXPECT_TRUE(previous.has_value() && *previous);
+        s->previous = std::move(*previous);
+        EXPECT_NE(s->previous->changes(), nullptr);
+        auto table = dp::ConnTable::create(4096, -1, kSecret, [&](size_t slots) -> std::expected<dp::CtStorage, std::string> {
+            auto f = dp::StateFile::create(path() + ".next", slots, s->previous->params());
+            if (!f) return std::unexpected(f.error());
+            s->file = std::move(*f);
+            return dp::CtStorage{s->file->entries(), s->file->keys(), s->file->changes()};
+        });
+        EXPECT_TRUE(table.has_value());
+        s->table = std::move(*table);
+        const auto range = config::parse_config(uplink_site(nat_ports), "site.yaml")->uplink;
+        auto nat = dp::NatPortAllocator::create({range->nat_port_min, range->nat_port_max},
+                                                dp::NatPortAllocator::kDefaultPartitions, kSecret);
+        s->nat = std::make_unique<dp::NatPortAllocator>(std::move(*nat));
+        s->table->set_nat(s->nat.get());
+        const dp::CtRestoreSource from{s->previous->entries(), s->previous->keys(), s->previous->slots(), 0, 0};
+        s->restore = std::make_unique<dp::LiveRestore>(*s->table, from, s->previous->changes());
+        s->restore->restore_all(ctx_.now_ns, s->keep());
+        return s;
+    }
+    size_t catch_up(Successor& s) { return s.restore->catch_up(ctx_.now_ns, s.keep()); }
+
+    // The successor's table holds exactly this process's connections: every key once, with the
+    // same protocol state, binding and account, and the same NAT ports taken.
+    void expect_same_connections(const Successor& s) {
+        size_t connections = 0;
+        for (uint32_t pos = 0; pos < conntrack_->slots(); ++pos) {
+            const dp::CtEntry& e = conntrack_->entry(static_cast<int32_t>(pos));
+            if (e.dead() || dp::load_nat_binding(e).role == dp::NatRole::alias) continue;
+            ++connections;
+            dp::CtKey key;
+            ASSERT_TRUE(conntrack_->key_at(static_cast<int32_t>(pos), key));
+            const int32_t at = s.table->lookup(key);
+            ASSERT_GE(at, 0) << "connection at " << pos << " lost";
+            const dp::CtEntry& r = s.table->entry(at);
+            EXPECT_EQ(std::memcmp(&r.state, &e.state, sizeof(e.state)), 0) << "a stale state for the entry at " << pos;
+            EXPECT_EQ(r.account, e.account);
+            EXPECT_EQ(r.orig_side, e.orig_side);
+            EXPECT_EQ(dp::load_nat_binding(r).port, dp::load_nat_binding(e).port);
+        }
+        EXPECT_EQ(s.table->size(), conntrack_->size()) << "keys (outside ones included) doubled or missing";
+        EXPECT_EQ(s.restore->stats().connections, connections);
+        EXPECT_EQ(s.nat->in_use(ipproto::kTcp), nat_->in_use(ipproto::kTcp));
+    }
+    int32_t position_of(const dp::CtKey& key) const { return conntrack_->lookup(key); }
+    dp::CtKey web_db_key(uint16_t sport) const {
+        return dp::make_ct_key(ipproto::kTcp, {zones_.at("public"), kWebIp, sport}, {zones_.at("private"), kDbIp, 5432}).key;
+    }
+};
+
+TEST_F(LiveRestoreTest, AConnectionChangedAfterThePreRestoreIsNeverBelievedStale) {
+    instance_connection(50000);
+    auto s = successor();
+    // The old process goes on: data, then web-1 closes (FIN): the window and the state move.
+    ASSERT_EQ(tcp(kWeb, kDbIp, 50000, 5432, kAck, 101, 901).verdict, dp::Verdict::forward);
+    ASSERT_EQ(tcp(kDb, kWebIp, 5432, 50000, kAck, 901, 101).verdict, dp::Verdict::forward);
+    ASSERT_EQ(tcp(kWeb, kDbIp, 50000, 5432, kAck | TcpHdr::kFin, 101, 901).verdict, dp::Verdict::forward);
+    const dp::CtEntry& now = conntrack_->entry(position_of(web_db_key(50000)));
+    const dp::CtEntry& copy = s->table->entry(s->table->lookup(web_db_key(50000)));
+    ASSERT_NE(std::memcmp(&copy.state, &now.state, sizeof(now.state)), 0) << "the test needs a change after the copy";
+    EXPECT_EQ(catch_up(*s), 1u);
+    expect_same_connections(*s);
+    EXPECT_EQ(s->table->entry(s->table->lookup(web_db_key(50000))).state.tcp_state, now.state.tcp_state);
+}
+
+TEST_F(LiveRestoreTest, AConnectionRemovedAfterThePreRestoreIsGoneWithItsPort) {
+    masqueraded_connection(41000);
+    instance_connection(50000);
+    auto s = successor();
+    ASSERT_EQ(s->nat->in_use(ipproto::kTcp), 1u);
+    const uint16_t app = snap_->instances[kAppPort].account;
+    ASSERT_EQ(conntrack_->remove_if([&](int32_t, const dp::CtEntry& e) { return e.account == app; }, nullptr), 1u);
+    catch_up(*s);
+    expect_same_connections(*s);
+    EXPECT_EQ(s->nat->in_use(ipproto::kTcp), 0u) << "the removed connection's port is free again";
+    EXPECT_EQ(s->table->accounts().connections(app), 0u) << "and its instance no longer charged";
+}
+
+TEST_F(LiveRestoreTest, AConnectionOpenedInTheWindowSurvives) {
+    instance_connection(50000);
+    auto s = successor();
+    instance_connection(50001);
+    masqueraded_connection(41000);
+    ASSERT_LT(s->table->lookup(web_db_key(50001)), 0);
+    catch_up(*s);
+    expect_same_connections(*s);
+    EXPECT_GE(s->table->lookup(web_db_key(50001)), 0);
+}
+
+TEST_F(LiveRestoreTest, ANatPortThatMovedToAnotherConnectionIsNeverLostOrDoubled) {
+    // Every port of the range held by app-1's connections to the server: a new one can only
+    // get the first one's, once that is removed. Its entry lands in a lower slot than the
+    // first's (freed slots are reused last-in first-out), so a catch-up that restored slot by
+    // slot would find the port still held by the first connection's stale copy and lose it.
+    const std::string range = "20000-20063";
+    start_process(uplink_site(range));
+    instance_connection(50000);
+    for (uint16_t sport = 41000; sport < 41064; ++sport) masqueraded_connection(sport);
+    ASSERT_EQ(nat_->in_use(ipproto::kTcp), 64u);
+    auto s = successor(dp::kNoAccount, range);
+    // The first: the one in the highest slot.
+    dp::CtKey first{};
+    int32_t first_at = -1;
+    for (uint16_t sport = 41000; sport < 41064; ++sport) {
+        const auto key = dp::make_ct_key(ipproto::kTcp, {zones_.at("nat"), kAppIp, sport}, {0, kServer, 443}).key;
+        if (position_of(key) > first_at) first = key, first_at = position_of(key);
+    }
+    const uint16_t external = dp::load_nat_binding(conntrack_->entry(first_at)).port;
+    ASSERT_EQ(conntrack_->remove_if([&](int32_t pos, const dp::CtEntry&) { return pos == first_at; }, nullptr), 1u);
+    const uint16_t web = snap_->instances[kWebPort].account;
+    ASSERT_EQ(conntrack_->remove_if([&](int32_t, const dp::CtEntry& e) { return e.account == web; }, nullptr), 1u);
+    EXPECT_EQ(masqueraded_connection(42000), external);
+    const auto second = dp::make_ct_key(ipproto::kTcp, {zones_.at("nat"), kAppIp, 42000}, {0, kServer, 443}).key;
+    ASSERT_LT(position_of(second), first_at) << "the test needs the second connection in a lower slot";
+    catch_up(*s);
+    expect_same_connections(*s);
+    EXPECT_GE(s->table->lookup(second), 0) << "the connection that holds the port now";
+    EXPECT_LT(s->table->lookup(first), 0);
+    EXPECT_FALSE(s->nat->claim(ipproto::kTcp, kServer, 443, external)) << "taken once, by the second";
+}
+
+TEST_F(LiveRestoreTest, AnEntryLockedDuringThePreRestoreIsReadOnceItsWriterIsDone) {
+    instance_connection(50000);
+    const int32_t pos = position_of(web_db_key(50000));
+    conntrack_->entry(pos).lock_entry();  // a worker is changing it
+    auto s = successor();
+    EXPECT_EQ(s->restore->stats().torn, 1u);
+    EXPECT_LT(s->table->lookup(web_db_key(50000)), 0);
+    conntrack_->entry(pos).state.tcp.peer[0].end += 10;  // what the worker wrote
+    conntrack_->unlock(pos);
+    catch_up(*s);
+    expect_same_connections(*s);
+    EXPECT_EQ(s->restore->stats().torn, 0u);
+}
+
+TEST_F(LiveRestoreTest, AfterARenumberingReloadEverythingIsReadAgain) {
+    masqueraded_connection(41000);
+    instance_connection(50000);
+    const uint16_t app = snap_->instances[kAppPort].account;
+    auto s = successor(app);  // app-1 was not configured when the successor read the names
+    EXPECT_EQ(s->restore->stats().unowned, 1u);
+    s->refused_account = dp::kNoAccount;  // ... and is in the names read after the stop
+    s->restore->mark_all_changed();
+    catch_up(*s);
+    expect_same_connections(*s);
+}
+
+TEST_F(LiveRestoreTest, WritersRacingTheRestoreLeaveNoStaleOrTornCopy) {
+    // Worker threads keep rewriting entries (every word of a connection's state from one
+    // counter, so a torn copy shows) while the successor restores and catches up; then they
+    // stop, and one last catch-up must leave the successor with exactly their final content.
+    constexpr uint32_t kConnections = 512;
+    const uint16_t web = snap_->instances[kWebPort].account;
+    std::vector<int32_t> positions;
+    for (uint32_t i = 0; i < kConnections; ++i) {
+        const dp::CtKey key = web_db_key(static_cast<uint16_t>(10000 + i));
+        ASSERT_TRUE(conntrack_->reserve(1, ctx_.now_ns));
+        const int32_t pos = conntrack_->insert(key);
+        ASSERT_GE(pos, 0);
+        dp::CtEntry& e = conntrack_->entry(pos);
+        e.lock_entry();
+        dp::ConnTable::hold_reserved(e);
+        e.state.proto = ipproto::kTcp;
+        e.state.tcp_state = dp::TcpCtState::established;
+        e.state.expires_s = static_cast<uint32_t>(ctx_.now_ns / 1'000'000'000 + 3600);
+        e.orig_side = 0;
+        e.account = web;
+        conntrack_->unlock(pos);
+        positions.push_back(pos);
+    }
+    std::atomic<bool> stop{false};
+    const auto writer = [&](uint32_t first) {
+        for (uint32_t round = 1; !stop.load(std::memory_order_relaxed); ++round)
+            for (uint32_t k = first; k < kConnections; k += 2) {
+                dp::CtEntry& e = conntrack_->entry(positions[k]);
+                e.lock_entry();
+                for (auto& peer : e.state.tcp.peer) peer.end = peer.maxend = peer.maxwin = round;
+                conntrack_->unlock(positions[k]);
+            }
+    };
+    std::thread a(writer, 0), b(writer, 1);
+    auto s = successor();
+    for (int pass = 0; pass < 20; ++pass) catch_up(*s);
+    stop = true;
+    a.join();
+    b.join();
+    catch_up(*s);
+    expect_same_connections(*s);
+    for (uint32_t i = 0; i < kConnections; ++i) {
+        const dp::CtEntry& r = s->table->entry(s->table->lookup(web_db_key(static_cast<uint16_t>(10000 + i))));
+        EXPECT_EQ(r.state.tcp.peer[0].end, r.state.tcp.peer[1].maxwin) << "a torn copy";
+    }
 }
 
 // ---- the file itself ----
