@@ -12,6 +12,8 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
+#include <utility>
 #include <thread>
 #include <cerrno>
 #include <cstdio>
@@ -173,6 +175,49 @@ std::expected<void, std::string> take_locks(const calyx::config::Config& cfg, pi
     return {};  // held until exit
 }
 
+// Where the datastore's sites go: the router, once it runs. Before (the first list, which the
+// router starts with) the newest site waits here; one that comes after the router took it is
+// applied when it is attached. Called from the syncer's thread and the main lcore.
+class SiteTarget {
+public:
+    std::expected<uint64_t, std::string> apply(calyx::config::Config next) {
+        std::lock_guard lock(mutex_);
+        if (!router_) {
+            waiting_ = std::move(next);
+            return 0;  // generation 0: the router starts with it
+        }
+        auto applied = router_->apply(std::move(next));
+        router_->count_reload(applied.has_value());
+        if (!applied) return std::unexpected(applied.error());
+        return router_->sample().config_generation;
+    }
+    // Unknown until the router runs: the syncer writes no status before (a successor would
+    // report the ports its predecessor serves as down).
+    std::optional<std::map<std::string, bool>> ports_connected() {
+        std::lock_guard lock(mutex_);
+        if (!router_) return std::nullopt;
+        return router_->ports_connected();
+    }
+    std::optional<calyx::config::Config> take() {
+        std::lock_guard lock(mutex_);
+        return std::exchange(waiting_, std::nullopt);
+    }
+    void attach(calyx::daemon::Router* router) {
+        std::lock_guard lock(mutex_);
+        router_ = router;
+        if (!waiting_) return;
+        if (auto applied = router_->apply(std::move(*waiting_)); !applied)
+            fmt::print(stderr, "calyx: datastore: the site listed while calyx started was not applied: {}\n",
+                       applied.error());
+        waiting_.reset();
+    }
+
+private:
+    std::mutex mutex_;
+    calyx::daemon::Router* router_ = nullptr;
+    std::optional<calyx::config::Config> waiting_;
+};
+
 // The running side of a hand-over: the control server's `take-over` handler (its thread) asks,
 // the main lcore stops the data plane and answers.
 struct HandOverRequest {
@@ -271,36 +316,51 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
             hooks.before_ports = [&] { return ask_to_hand_over(control_socket, take_over, opts.take_over_hold); };
             hooks.defer_state_commit = true;
         }
-        auto router = calyx::daemon::Router::start(std::move(*cfg), hooks);
-        if (!router) {
-            fmt::print(stderr, "calyx: {}\n", router.error());
-            rte_eal_cleanup();
-            return 1;
-        }
-        calyx::daemon::Router& r = **router;
-        // With a datastore: the site from etcd, applied through the same reload path as the file.
-        if (!r.restore_report().empty()) fmt::print(stderr, "calyx: {}\n", r.restore_report());
-        const bool from_datastore = r.config().datastore.type == calyx::config::DatastoreType::etcd;
-        const auto start_syncer = [&r] {
+        // With a datastore the site is etcd's, applied through the same reload path as the file.
+        // It is listed before the router starts, which then starts with it: its instances' ports
+        // and their restored connections are there from the first packet (a successor taking
+        // over would otherwise serve the file's instances only until its first sync, and restore
+        // none of the site's connections).
+        const calyx::config::Config host_config = *cfg;  // the file: the host's own part
+        const bool from_datastore = cfg->datastore.type == calyx::config::DatastoreType::etcd;
+        SiteTarget site_target;
+        const auto start_syncer = [&] {
             calyx::cp::datastore::Syncer::Callbacks callbacks;
-            callbacks.apply = [&r](calyx::config::Config next) -> std::expected<uint64_t, std::string> {
-                auto applied = r.apply(std::move(next));
-                r.count_reload(applied.has_value());
-                if (!applied) return std::unexpected(applied.error());
-                return r.sample().config_generation;
-            };
-            callbacks.ports_connected = [&r] { return r.ports_connected(); };
+            callbacks.apply = [&site_target](calyx::config::Config next) { return site_target.apply(std::move(next)); };
+            callbacks.ports_connected = [&site_target] { return site_target.ports_connected(); };
             callbacks.log = [](const std::string& line) { fmt::print(stderr, "calyx: {}\n", line); };
-            return std::make_unique<calyx::cp::datastore::Syncer>(r.config(), std::move(callbacks));
+            return std::make_unique<calyx::cp::datastore::Syncer>(host_config, std::move(callbacks));
         };
         std::unique_ptr<calyx::cp::datastore::Syncer> syncer;
         if (from_datastore) {
             syncer = start_syncer();
-            if (!syncer->wait_first_sync(kFirstSyncWait))
+            if (!syncer->wait_first_sync(kFirstSyncWait)) {
+                if (taking_over) {
+                    // The running calyx has the site; a successor without it would cut the
+                    // connections of every instance etcd names. It goes on serving.
+                    fmt::print(stderr, "calyx: --take-over: no site from {} within {} s: not taking over (pid {} "
+                                       "goes on serving)\n",
+                               fmt::join(cfg->datastore.endpoints, ", "), kFirstSyncWait.count(), predecessor);
+                    syncer.reset();
+                    rte_eal_cleanup();
+                    return 1;
+                }
                 fmt::print(stderr, "calyx: datastore: no site from {} within {} s; serving without it until etcd "
                                    "answers\n",
-                           fmt::join(r.config().datastore.endpoints, ", "), kFirstSyncWait.count());
+                           fmt::join(cfg->datastore.endpoints, ", "), kFirstSyncWait.count());
+            }
+            if (auto site = site_target.take()) *cfg = std::move(*site);
         }
+        auto router = calyx::daemon::Router::start(std::move(*cfg), hooks);
+        if (!router) {
+            fmt::print(stderr, "calyx: {}\n", router.error());
+            syncer.reset();
+            rte_eal_cleanup();
+            return 1;
+        }
+        calyx::daemon::Router& r = **router;
+        site_target.attach(&r);
+        if (!r.restore_report().empty()) fmt::print(stderr, "calyx: {}\n", r.restore_report());
         const auto sample = [&r, &syncer] {
             calyx::cp::RouterSample s = r.sample();
             if (syncer) s.datastore = syncer->sample();

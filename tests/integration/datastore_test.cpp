@@ -12,7 +12,10 @@
 // About 40 s. Needs root, etcd-server (scripts/setup.sh) and the calyx binary.
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
 #include <chrono>
+#include <set>
 #include <mutex>
 #include <thread>
 
@@ -24,6 +27,7 @@
 #include "cp/datastore/syncer.hpp"
 #include "dhcp_frames.hpp"
 #include "etcd_server.hpp"
+#include "numbered_stream.hpp"
 #include "support/calico_shapes.hpp"
 
 namespace calyx::test {
@@ -334,6 +338,85 @@ TEST_F(DatastoreTest, EtcdKilledChangedCompactedAndRestartedWhileTrafficFlows) {
     EXPECT_FALSE(syn_passes(kWeb, kApp, 80));
 }
 
+// A hand-over with the site in etcd (issue 17): the successor lists the site before it asks the
+// running calyx to stop, so it starts with the instances' ports and restores their connections.
+// web-1 streams numbered segments of an established connection to db-1 throughout; after the
+// hand-over the same connection goes on (no SYN). Without the early list the successor would
+// start with none of etcd's instances, drop their connections as "of removed instances" and
+// open the ports only 1-2 s later, at its first sync: the stream would never come back.
+TEST_F(DatastoreTest, AHandOverKeepsTheSitesConnectionsWithoutWaitingForEtcd) {
+    change("web-1 and db-1 open", {calico::network_policy(kSgApp, {Rule{"egress"}, Rule{"ingress"}}),
+                                   calico::workload_endpoint(endpoint_of(kWeb, {{kSgApp, "app"}})),
+                                   calico::workload_endpoint(endpoint_of(kDb, {{kSgApp, "app"}}))});
+    // The connection, by hand.
+    const auto segment = [](const Vm& from, const Vm& to, uint16_t sport, uint16_t dport, uint8_t flags, uint32_t seq,
+                            uint32_t ack, std::string_view data = {}) {
+        return FrameBuilder()
+            .eth(from.mac, kGatewayMac)
+            .ipv4(from.ip, to.ip, ipproto::kTcp)
+            .tcp(sport, dport, flags, seq, ack, std::vector<uint8_t>(data.begin(), data.end()))
+            .build();
+    };
+    const auto to_db = [](const Bytes& f) { return is_tcp(f) && tcp_of(f).dst_port.host() == 5432; };
+    const auto payload_of = [](const Bytes& f) {
+        const size_t at = l4_offset(f) + tcp_of(f).header_length();
+        const size_t end = kEthLen + ipv4_of(f).total_length.host();
+        return at < end ? std::string(f.begin() + static_cast<long>(at), f.begin() + static_cast<long>(end)) : "";
+    };
+    uint32_t web_seq = 100, db_seq = 900;
+    ASSERT_TRUE(vm(kWeb).send(segment(kWeb, kDb, 50000, 5432, TcpHdr::kSyn, web_seq++, 0)));
+    ASSERT_TRUE(vm(kDb).receive(kReply, to_db));
+    ASSERT_TRUE(vm(kDb).send(segment(kDb, kWeb, 5432, 50000, TcpHdr::kSyn | TcpHdr::kAck, db_seq++, web_seq)));
+    ASSERT_TRUE(vm(kWeb).receive(kReply, [](const Bytes& f) { return is_tcp(f); }));
+    ASSERT_TRUE(vm(kWeb).send(segment(kWeb, kDb, 50000, 5432, TcpHdr::kAck, web_seq, db_seq)));
+    ASSERT_TRUE(vm(kDb).receive(kReply, to_db));
+
+    std::string text = read_file(config_);
+    text.replace(text.find(identity_.eal_prefix), identity_.eal_prefix.size(), identity_.eal_prefix + "-next");
+    const fs::path next_config = dir_.write("calyx-next.yaml", text);
+    const auto inode = [](const fs::path& p) {
+        struct stat st{};
+        return ::stat(p.c_str(), &st) == 0 ? st.st_ino : 0;
+    };
+    std::map<std::string, ino_t> sockets;
+    for (const Vm* v : {&kWeb, &kDb}) sockets[v->name] = inode(socket_of(*v));
+    auto next = ChildProcess::spawn({calyx_binary(), "--config", next_config.string(), "--take-over"},
+                                    dir_ / "successor.log");
+    ASSERT_TRUE(next.has_value()) << next.error();
+    NumberedStream stream;
+    bool ready = false;
+    auto stop_at = Clock::now() + 30s;
+    while (Clock::now() < stop_at) {
+        for (const Vm* v : {&kWeb, &kDb})
+            if (const ino_t now = inode(socket_of(*v)); now != 0 && now != sockets[v->name]) {
+                vm(*v).detach();
+                ASSERT_NO_FATAL_FAILURE(attach(*v));
+                sockets[v->name] = now;
+            }
+        if (!ready && (*next)->log().find("calyx: ready") != std::string::npos) {
+            ready = true;
+            stop_at = Clock::now() + 1s;
+        }
+        const std::string data = fmt::format("s{:05}", stream.next());
+        vm(kWeb).send(segment(kWeb, kDb, 50000, 5432, TcpHdr::kAck | TcpHdr::kPsh, web_seq, db_seq, data));
+        web_seq += static_cast<uint32_t>(data.size());
+        for (const Bytes& f : vm(kDb).receive_all(2ms, to_db))
+            if (const std::string got = payload_of(f); got.starts_with("s")) stream.arrived.insert(std::stoul(got.substr(1)));
+    }
+    ASSERT_TRUE(ready) << (*next)->log();
+    const std::string log = (*next)->log();
+    ASSERT_FALSE(stream.ends_lost()) << "the stream never came back\n" << log;
+    const auto lost_for = stream.longest_loss();
+    std::cout << fmt::format("[ datastore ] hand-over while web-1 streams: {} sent, {} lost, lost for {} ms\n",
+                             stream.sent_at.size(), stream.lost(), lost_for.count());
+    EXPECT_NE(log.find("0 of removed instances"), std::string::npos) << log;
+    EXPECT_EQ(log.find("restored 0 connections"), std::string::npos) << log;
+    EXPECT_LT(lost_for, 1000ms) << "no waiting for etcd: the site's ports were there at once\n" << log;
+    ASSERT_TRUE(calyx_->process().wait(10s)) << "the old calyx did not exit\n" << calyx_->log();
+    calyx_.reset();
+    (*next)->stop();
+}
+
 TEST_F(DatastoreTest, AnInvalidKeyIsRefusedByItsPathWhileTheRestApplies) {
     const std::string bad = "/calico/resources/v3/projectcalico.org/networkpolicies/openstack/ossg.default." + kSgApp;
     std::string value = calico::network_policy(kSgApp, {Rule{"ingress", 6, Ordered::array({80})}}).second;
@@ -429,7 +512,7 @@ TEST(EtcdAgainstDebiansEtcd, TheSyncerListsEveryTreeWholeInSmallPages) {
         applied = std::move(next);
         return 2;
     };
-    callbacks.ports_connected = [] { return std::map<std::string, bool>{}; };
+    callbacks.ports_connected = [] { return std::optional<std::map<std::string, bool>>(std::map<std::string, bool>{}); };
     callbacks.log = [](const std::string&) {};
     cp::datastore::Syncer::Options options;
     options.page = 3;

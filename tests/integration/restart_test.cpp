@@ -32,6 +32,7 @@
 #include "dp/state_file.hpp"
 #include "internet_fixture.hpp"
 #include "io/clock.hpp"
+#include "numbered_stream.hpp"
 
 namespace calyx::test {
 namespace {
@@ -736,34 +737,7 @@ TEST_F(RestartAtScaleTest, HandOverWithAMillionConnectionsWhileEveryVmStreams) {
     ASSERT_NO_FATAL_FAILURE(exchange_between_instances("filled"));
     ASSERT_TRUE(vm(kApp).request(ping_frame(kApp, kInternetServer, 0x4242, 0), 10s, is_echo_reply(0x4242, 0))) << "app-1 does not reach the Internet server\n" << calyx_->log();
 
-    // Each VM's stream: when it sent each packet, and which arrived. What was lost is counted in
-    // packets and in time: from the sending of the first packet lost to that of the next one
-    // that arrived (the harness's own pauses, re-attaching a VM, are not in it).
-    struct Stream {
-        std::vector<Clock::time_point> sent_at;
-        std::set<uint32_t> arrived;
-        uint32_t next() {
-            sent_at.push_back(Clock::now());
-            return static_cast<uint32_t>(sent_at.size() - 1);
-        }
-        size_t lost() const { return sent_at.size() - arrived.size(); }
-        std::chrono::milliseconds blackout() const {
-            std::chrono::milliseconds longest{0};
-            for (size_t k = 0; k < sent_at.size();) {
-                if (arrived.contains(static_cast<uint32_t>(k))) {
-                    ++k;
-                    continue;
-                }
-                size_t end = k;
-                while (end < sent_at.size() && !arrived.contains(static_cast<uint32_t>(end))) ++end;
-                const auto until = end < sent_at.size() ? sent_at[end] : sent_at.back();
-                longest = std::max(longest, std::chrono::duration_cast<std::chrono::milliseconds>(until - sent_at[k]));
-                k = end;
-            }
-            return longest;
-        }
-    };
-    std::map<std::string, Stream> streams;
+    std::map<std::string, NumberedStream> streams;
     const auto inode = [](const fs::path& p) {
         struct stat st{};
         return ::stat(p.c_str(), &st) == 0 ? st.st_ino : 0;
@@ -816,7 +790,7 @@ TEST_F(RestartAtScaleTest, HandOverWithAMillionConnectionsWhileEveryVmStreams) {
         });
         offer(kApp, [&](uint32_t k) { return ping_frame(kApp, kInternetServer, 0x4242, static_cast<uint16_t>(k + 1)); });
         // Each side acknowledges what reached it (the next segment carries it).
-        const auto take = [&](Side& receiver, const Bytes& f, std::string_view tag, Stream& stream) {
+        const auto take = [&](Side& receiver, const Bytes& f, std::string_view tag, NumberedStream& stream) {
             const std::string got = tcp_payload(f);
             if (!got.starts_with(tag)) return;
             stream.arrived.insert(static_cast<uint32_t>(std::stoul(got.substr(1))));
@@ -839,7 +813,7 @@ TEST_F(RestartAtScaleTest, HandOverWithAMillionConnectionsWhileEveryVmStreams) {
     };
     fmt::print("hand-over with {} connections: {}\n  {}\n", n, line("restored "), line("the data plane stood still"));
     for (const auto& [name, s] : streams)
-        fmt::print("  {}: {} sent, {} lost, lost for {} ms\n", name, s.sent_at.size(), s.lost(), s.blackout().count());
+        fmt::print("  {}: {} sent, {} lost, lost for {} ms\n", name, s.sent_at.size(), s.lost(), s.longest_loss().count());
     EXPECT_GE(restored_count(log), n + 1) << log;
     // Restored while the old one served: what was left for the gap is what the streams changed.
     const size_t after = log.find("after it stopped, ");

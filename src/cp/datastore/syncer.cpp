@@ -327,8 +327,10 @@ void Syncer::write_port_statuses() {
         if (sample_.applies_total == 0) return;
         endpoints = status_endpoints_;
     }
+    const std::optional<std::map<std::string, bool>> known = callbacks_.ports_connected();
+    if (!known) return;
     if (!statuses_cleaned_) clean_stale_statuses();
-    const std::map<std::string, bool> connected = callbacks_.ports_connected();
+    const std::map<std::string, bool>& connected = *known;
     std::map<std::string, std::string> wanted;
     for (const LocalEndpoint& e : endpoints) {
         if (e.instance.empty()) {

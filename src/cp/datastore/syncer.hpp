@@ -41,8 +41,9 @@ class Syncer {
         // Applies a complete configuration (the host's file with the site); the new generation,
         // or why it was refused. Called from the syncer's thread and from reload().
         std::function<std::expected<uint64_t, std::string>(config::Config)> apply;
-        // Whether each local port's vhost-user socket is connected, by instance name.
-        std::function<std::map<std::string, bool>()> ports_connected;
+        // Whether each local port's vhost-user socket is connected, by instance name; nullopt:
+        // not known yet (no status is written).
+        std::function<std::optional<std::map<std::string, bool>>()> ports_connected;
         std::function<void(const std::string&)> log;
     };
     struct Options {
