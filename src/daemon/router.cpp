@@ -108,7 +108,7 @@ std::expected<std::unique_ptr<Router>, std::string> Router::start(config::Config
         if (auto up = r->prepare_uplink(*cfg.uplink, params); !up) return std::unexpected(up.error());
     // The previous process's connections: all of them if it is gone; while it still serves if
     // it runs (and its file has a change map), the rest once it stopped.
-    if (*previous) r->begin_restore(**previous, cfg, predecessor_runs && (*previous)->changes());
+    if (*previous) r->begin_restore(**previous, cfg, predecessor_runs);
     // A running predecessor stops here (its header, read above, does not change): from now on
     // its entries hold still and its ports are free.
     std::vector<Neighbor> neighbors;
@@ -243,7 +243,14 @@ double ms_between(std::chrono::steady_clock::time_point from, std::chrono::stead
 }
 }  // namespace
 
-void Router::begin_restore(const dp::StateFile& previous, const config::Config& cfg, bool live) {
+void Router::begin_restore(const dp::StateFile& previous, const config::Config& cfg, bool predecessor_runs) {
+    // A running predecessor whose file has no change map (an older calyx): everything after it
+    // stopped, as before.
+    if (predecessor_runs && !previous.changes()) {
+        restore_after_stop_ = true;
+        return;
+    }
+    const bool live = predecessor_runs;
     const auto started = std::chrono::steady_clock::now();
     take_names(previous.names(), cfg);
     const dp::CtRestoreSource from{previous.entries(), previous.keys(), previous.slots(), previous.params().tsc_hz,
@@ -277,6 +284,10 @@ void Router::begin_restore(const dp::StateFile& previous, const config::Config& 
 }
 
 void Router::finish_restore(const dp::StateFile& previous, const config::Config& cfg) {
+    if (restore_after_stop_) {
+        restore_after_stop_ = false;
+        begin_restore(previous, cfg, false);
+    }
     if (!live_restore_) {
         restore_report_ += restore_stats_report();
         return;

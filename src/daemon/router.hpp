@@ -132,9 +132,10 @@ private:
     // open_uplink_port() then opens the port itself.
     std::expected<void, std::string> prepare_uplink(const config::UplinkConfig& up, const dp::StateParams& params);
     // Takes the previous process's numbering and connections (before the first apply): all of
-    // them if that process is gone; if it still serves (`live`, a take-over), most of them now
-    // and what changed meanwhile in finish_restore(), once it stopped (dp/live_restore.hpp).
-    void begin_restore(const dp::StateFile& previous, const config::Config& cfg, bool live);
+    // them if that process is gone; if it still serves (a take-over), most of them now and
+    // what changed meanwhile in finish_restore(), once it stopped (dp/live_restore.hpp); all of
+    // them then if its file has no change map.
+    void begin_restore(const dp::StateFile& previous, const config::Config& cfg, bool predecessor_runs);
     void finish_restore(const dp::StateFile& previous, const config::Config& cfg);
     // Zones and accounts from the previous file's names; kept_accounts_: those of instances
     // still configured.
@@ -172,6 +173,7 @@ private:
     std::string restore_report_;
     std::unique_ptr<dp::LiveRestore> live_restore_;  // between begin_restore and finish_restore
     dp::StateNames restored_names_;                  // the names it was restored with
+    bool restore_after_stop_ = false;                // a predecessor's file without a change map
     std::set<uint16_t> kept_accounts_;
     uint64_t ct_expired_ = 0;
     std::unique_ptr<dp::NeighborTable> neighbors_;
