@@ -150,7 +150,7 @@ using CtStorageFactory = std::function<std::expected<CtStorage, std::string>(siz
 
 // What restoring one entry of a previous process's table came to.
 enum class CtRestoreOutcome : uint8_t {
-    none,         // nothing to restore: dead, retired, or a NAT alias (derived from its primary)
+    none,         // nothing to restore: dead or retired
     restored,
     masqueraded,  // restored with its NAT binding and port
     torn,

@@ -643,6 +643,8 @@ TEST_F(RestartTest, UnderSystemdATakeOverFromOutsideTheUnitIsRefused) {
     EXPECT_TRUE(calyx_->running());
     EXPECT_EQ(calyx_->log().find("handing over"), std::string::npos) << calyx_->log();
     expect_ping_between(kWeb, kDb, 0x1701, 1);
+}
+
 // The figure: a hand-over with a million connections in the table, while every VM
 // streams (web-1 and db-1 a numbered segment each way every ~2 ms on their connection, app-1 an
 // echo request to the Internet server, masqueraded). The million are written into the state
