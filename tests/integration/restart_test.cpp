@@ -756,7 +756,7 @@ TEST_F(RestartAtScaleTest, HandOverWithAMillionConnectionsWhileEveryVmStreams) {
     Clock::time_point stop_at = Clock::now() + 60s;
     while (Clock::now() < stop_at) {
         // A VM re-attaches as soon as its new socket is there (QEMU with a short reconnect
-        // interval), the Internet as soon as the new tap is.
+        // interval), the Internet as soon as the new tap is started.
         for (const Vm* v : kVms) {
             if (!vm(*v).attached() || inode(socket_of(*v)) == sockets[v->name]) continue;
             if (const ino_t now = inode(socket_of(*v)); now != 0) {
@@ -766,13 +766,16 @@ TEST_F(RestartAtScaleTest, HandOverWithAMillionConnectionsWhileEveryVmStreams) {
                 stalled.erase(v->name);
             }
         }
-        if (!uplink_moved && interface_up(internet_end_)) {
-            ASSERT_NO_FATAL_FAILURE(connect_uplink());
-            uplink_moved = true;
-        }
         if (!ready && (*next)->log().find("calyx: ready") != std::string::npos) {
             ready = true;
             stop_at = Clock::now() + 1500ms;
+        }
+        // Not before its ports started (its restore report follows): until then calyx addresses
+        // its new tap by name in this namespace, and a link that moved away fails the start.
+        if (!uplink_moved && (*next)->log().find("calyx: restored ") != std::string::npos &&
+            interface_up(internet_end_)) {
+            ASSERT_NO_FATAL_FAILURE(connect_uplink()) << "the successor:\n" << (*next)->log();
+            uplink_moved = true;
         }
         // A VM whose ring stayed full (its backend is gone) waits for its new socket; sending
         // into it again would only stall the others (VmPeer::send waits 100 ms on a full ring).
