@@ -95,6 +95,10 @@ std::expected<rte_fib*, std::string> build_fib(const std::vector<Route>& routes,
 
 }  // namespace
 
+void warm_routing_table_memory() {
+    if (auto fib = build_fib({}, 0)) rte_fib_free(*fib);
+}
+
 std::expected<std::unique_ptr<dp::Snapshot>, std::string> build_snapshot(
     const config::Config& cfg, const SnapshotInputs& in, uint64_t generation) {
     if (!in.conntrack) return std::unexpected("no connection table");

@@ -113,6 +113,8 @@ std::expected<std::unique_ptr<Router>, std::string> Router::start(config::Config
     // its entries hold still and its ports are free.
     std::vector<Neighbor> neighbors;
     if (hooks.before_ports) {
+        // The first snapshot is built in the gap: its routing table's memory is not (~60 ms).
+        cp::warm_routing_table_memory();
         auto ready = hooks.before_ports();
         if (!ready) return std::unexpected(ready.error());
         neighbors = std::move(*ready);
