@@ -1,9 +1,10 @@
 #!/bin/sh
-# The gap of a hand-over (`calyx --take-over`) with a full connection table, while every VM
-# streams (issue 17): runs the integration test RestartAtScaleTest, which fills the state file of
-# a killed calyx with N established connections, starts calyx on it (restoring them), then hands
-# over to a second calyx and prints, per VM, the packets lost and for how long, and calyx's own
-# figure ("the data plane stood still for ... ms").
+# The gap of a hand-over (`calyx --take-over`) and of a crash (kill -9, then a start) with a full
+# connection table, while every VM streams (issue 17): runs the integration tests
+# RestartAtScaleTest.*, which fill the state file of a killed calyx with N established
+# connections, start calyx on it (restoring them), then hand over to a second calyx (or kill it
+# and start another) and print, per VM, the packets lost and for how long, the time until the new
+# one is ready, and calyx's own figure ("the data plane stood still for ... ms").
 #
 # Usage: perf/handover_gap.sh [BUILD_DIR [CONNECTIONS [BASELINE_CALYX]]]
 #   BUILD_DIR       default build
@@ -22,7 +23,7 @@ run() {
     echo "== $1"
     CALYX_HANDOVER_CONNECTIONS=$connections CALYX_BIN=$1 flock /tmp/calyx-heavy.lock \
         "$test_bin" --gtest_filter='RestartAtScaleTest.*' 2>&1 |
-        grep -E '^hand-over with|^  (the data plane|[a-z]+-1:)|^\[  (PASSED|FAILED)'
+        grep -E '^(hand-over|crash).* with|^  (the data plane|calyx: ready|ready|[a-z]+-1:)|^\[  (PASSED|FAILED)'
 }
 [ -n "$baseline" ] && run "$baseline"
 run "$build/calyx"

@@ -25,6 +25,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -729,6 +730,107 @@ protected:
         const size_t at = log.find("calyx: restored ");
         return at == std::string::npos ? 0 : static_cast<uint32_t>(std::strtoul(log.c_str() + at + 16, nullptr, 10));
     }
+    // What every VM saw while the running calyx was replaced: web-1 and db-1 a numbered TCP
+    // segment each way, app-1 an echo request to the Internet server, as fast as the loop goes
+    // (~2 ms), from `replace` (which starts the new calyx) until 1.5 s after the new one is ready.
+    struct Replacement {
+        std::unique_ptr<ChildProcess> next;
+        std::map<std::string, NumberedStream> streams;
+        std::chrono::milliseconds to_ready{0};  // from `replace` to the new one's "calyx: ready"
+    };
+    void stream_while_replaced(const std::function<std::expected<std::unique_ptr<ChildProcess>, std::string>()>& replace,
+                               Replacement& out) {
+        std::map<std::string, NumberedStream>& streams = out.streams;
+        // A socket file by inode and change time: a file system may give a new file the inode
+        // of the one just removed (ext4 does, when a restarted calyx replaces a dead one's).
+        using Identity = std::pair<ino_t, int64_t>;
+        const auto inode = [](const fs::path& p) -> Identity {
+            struct stat st{};
+            if (::stat(p.c_str(), &st) != 0) return {0, 0};
+            return {st.st_ino, int64_t{st.st_ctim.tv_sec} * 1'000'000'000 + st.st_ctim.tv_nsec};
+        };
+        std::map<std::string, Identity> sockets;
+        for (const Vm* v : kVms) sockets[v->name] = inode(socket_of(*v));
+        far_end_ready_ = false;  // the old tap is in the namespace; the new one, once up here, moves there
+        const Clock::time_point replaced_at = Clock::now();
+        auto next = replace();
+        ASSERT_TRUE(next.has_value()) << next.error();
+        const auto payload = [](char who, uint32_t k) { return fmt::format("{}{:06}", who, k); };
+        bool uplink_moved = false, ready = false;
+        std::set<std::string> stalled;
+        Clock::time_point stop_at = Clock::now() + 60s;
+        while (Clock::now() < stop_at) {
+            // A VM re-attaches as soon as its new socket is there (QEMU with a short reconnect
+            // interval), the Internet as soon as the new tap is started.
+            for (const Vm* v : kVms) {
+                if (!vm(*v).attached() || inode(socket_of(*v)) == sockets[v->name]) continue;
+                if (const Identity now = inode(socket_of(*v)); now.first != 0) {
+                    vm(*v).detach();
+                    ASSERT_NO_FATAL_FAILURE(attach(*v));
+                    sockets[v->name] = now;
+                    stalled.erase(v->name);
+                }
+            }
+            if (!ready && (*next)->log().find("calyx: ready") != std::string::npos) {
+                ready = true;
+                out.to_ready = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - replaced_at);
+                stop_at = Clock::now() + 1500ms;
+            }
+            // Not before its ports started (its restore report follows): until then calyx addresses
+            // its new tap by name in this namespace, and a link that moved away fails the start.
+            if (!uplink_moved && (*next)->log().find("calyx: restored ") != std::string::npos &&
+                interface_up(internet_end_)) {
+                ASSERT_NO_FATAL_FAILURE(connect_uplink()) << "the successor:\n" << (*next)->log();
+                uplink_moved = true;
+            }
+            // A VM whose ring stayed full (its backend is gone) waits for its new socket; sending
+            // into it again would only stall the others (VmPeer::send waits 100 ms on a full ring).
+            const auto offer = [&](const Vm& v, const auto& frame_for) {
+                if (stalled.contains(v.name)) return;
+                if (!vm(v).send(frame_for(streams[v.name].next()))) stalled.insert(v.name);
+            };
+            offer(kWeb, [&](uint32_t k) {
+                const Bytes f = segment(web_, kAck | kPsh, payload('w', k));
+                web_.seq += 7;
+                return f;
+            });
+            offer(kDb, [&](uint32_t k) {
+                const Bytes f = segment(db_, kAck | kPsh, payload('d', k));
+                db_.seq += 7;
+                return f;
+            });
+            offer(kApp, [&](uint32_t k) { return ping_frame(kApp, kInternetServer, 0x4242, static_cast<uint16_t>(k + 1)); });
+            // Each side acknowledges what reached it (the next segment carries it).
+            const auto take = [&](Side& receiver, const Bytes& f, std::string_view tag, NumberedStream& stream) {
+                const std::string got = tcp_payload(f);
+                if (!got.starts_with(tag)) return;
+                stream.arrived.insert(static_cast<uint32_t>(std::stoul(got.substr(1))));
+                receiver.ack = tcp_of(f).seq.host() + static_cast<uint32_t>(got.size());
+            };
+            for (const Bytes& f : vm(kDb).receive_all(1ms, [](const Bytes& f) { return is_tcp(f); }))
+                take(db_, f, "w", streams["web-1"]);
+            for (const Bytes& f : vm(kWeb).receive_all(1ms, [](const Bytes& f) { return is_tcp(f); }))
+                take(web_, f, "d", streams["db-1"]);
+            for (const Bytes& f : vm(kApp).receive_all(1ms, [](const Bytes& f) {
+                     return is_icmp(f) && icmp_of(f).type == icmp::kEchoReply && icmp_of(f).id.host() == 0x4242;
+                 }))
+                streams["app-1"].arrived.insert(icmp_of(f).seq.host() - 1u);
+        }
+        ASSERT_TRUE(ready) << (*next)->log();
+        out.next = std::move(*next);
+    }
+    void print(std::string_view what, uint32_t n, const Replacement& r, std::string_view calyx_says) {
+        const std::string log = r.next->log();
+        const auto line = [&](std::string_view text) {
+            const size_t at = log.find(text);
+            return at == std::string::npos ? std::string("?") : log.substr(at, log.find('\n', at) - at);
+        };
+        fmt::print("{} with {} connections: {}\n  {}\n  ready {} ms after it started\n", what, n, line("restored "),
+                   line(calyx_says), r.to_ready.count());
+        for (const auto& [name, s] : r.streams)
+            fmt::print("  {}: {} sent, {} lost, lost for {} ms\n", name, s.sent_at.size(), s.lost(),
+                       s.longest_loss().count());
+    }
 };
 
 TEST_F(RestartAtScaleTest, HandOverWithAMillionConnectionsWhileEveryVmStreams) {
@@ -738,98 +840,53 @@ TEST_F(RestartAtScaleTest, HandOverWithAMillionConnectionsWhileEveryVmStreams) {
     ASSERT_EQ(restored_count(calyx_->log()), n + 1) << calyx_->log();
     ASSERT_NO_FATAL_FAILURE(exchange_between_instances("filled"));
     ASSERT_TRUE(vm(kApp).request(ping_frame(kApp, kInternetServer, 0x4242, 0), 10s, is_echo_reply(0x4242, 0))) << "app-1 does not reach the Internet server\n" << calyx_->log();
-
-    std::map<std::string, NumberedStream> streams;
-    const auto inode = [](const fs::path& p) {
-        struct stat st{};
-        return ::stat(p.c_str(), &st) == 0 ? st.st_ino : 0;
-    };
-    std::map<std::string, ino_t> sockets;
-    for (const Vm* v : kVms) sockets[v->name] = inode(socket_of(*v));
-    auto next = ChildProcess::spawn({calyx_binary(), "--config", successor_config().string(), "--take-over"},
-                                    dir_ / "successor.log");
-    ASSERT_TRUE(next.has_value()) << next.error();
-    far_end_ready_ = false;  // the old tap is in the namespace; the new one, once up here, moves there
-    const auto payload = [](char who, uint32_t k) { return fmt::format("{}{:06}", who, k); };
-    bool uplink_moved = false, ready = false;
-    std::set<std::string> stalled;
-    Clock::time_point stop_at = Clock::now() + 60s;
-    while (Clock::now() < stop_at) {
-        // A VM re-attaches as soon as its new socket is there (QEMU with a short reconnect
-        // interval), the Internet as soon as the new tap is started.
-        for (const Vm* v : kVms) {
-            if (!vm(*v).attached() || inode(socket_of(*v)) == sockets[v->name]) continue;
-            if (const ino_t now = inode(socket_of(*v)); now != 0) {
-                vm(*v).detach();
-                ASSERT_NO_FATAL_FAILURE(attach(*v));
-                sockets[v->name] = now;
-                stalled.erase(v->name);
-            }
-        }
-        if (!ready && (*next)->log().find("calyx: ready") != std::string::npos) {
-            ready = true;
-            stop_at = Clock::now() + 1500ms;
-        }
-        // Not before its ports started (its restore report follows): until then calyx addresses
-        // its new tap by name in this namespace, and a link that moved away fails the start.
-        if (!uplink_moved && (*next)->log().find("calyx: restored ") != std::string::npos &&
-            interface_up(internet_end_)) {
-            ASSERT_NO_FATAL_FAILURE(connect_uplink()) << "the successor:\n" << (*next)->log();
-            uplink_moved = true;
-        }
-        // A VM whose ring stayed full (its backend is gone) waits for its new socket; sending
-        // into it again would only stall the others (VmPeer::send waits 100 ms on a full ring).
-        const auto offer = [&](const Vm& v, const auto& frame_for) {
-            if (stalled.contains(v.name)) return;
-            if (!vm(v).send(frame_for(streams[v.name].next()))) stalled.insert(v.name);
-        };
-        offer(kWeb, [&](uint32_t k) {
-            const Bytes f = segment(web_, kAck | kPsh, payload('w', k));
-            web_.seq += 7;
-            return f;
-        });
-        offer(kDb, [&](uint32_t k) {
-            const Bytes f = segment(db_, kAck | kPsh, payload('d', k));
-            db_.seq += 7;
-            return f;
-        });
-        offer(kApp, [&](uint32_t k) { return ping_frame(kApp, kInternetServer, 0x4242, static_cast<uint16_t>(k + 1)); });
-        // Each side acknowledges what reached it (the next segment carries it).
-        const auto take = [&](Side& receiver, const Bytes& f, std::string_view tag, NumberedStream& stream) {
-            const std::string got = tcp_payload(f);
-            if (!got.starts_with(tag)) return;
-            stream.arrived.insert(static_cast<uint32_t>(std::stoul(got.substr(1))));
-            receiver.ack = tcp_of(f).seq.host() + static_cast<uint32_t>(got.size());
-        };
-        for (const Bytes& f : vm(kDb).receive_all(1ms, [](const Bytes& f) { return is_tcp(f); }))
-            take(db_, f, "w", streams["web-1"]);
-        for (const Bytes& f : vm(kWeb).receive_all(1ms, [](const Bytes& f) { return is_tcp(f); }))
-            take(web_, f, "d", streams["db-1"]);
-        for (const Bytes& f : vm(kApp).receive_all(1ms, [](const Bytes& f) {
-                 return is_icmp(f) && icmp_of(f).type == icmp::kEchoReply && icmp_of(f).id.host() == 0x4242;
-             }))
-            streams["app-1"].arrived.insert(icmp_of(f).seq.host() - 1u);
-    }
-    ASSERT_TRUE(ready) << (*next)->log();
-    const std::string log = (*next)->log();
-    const auto line = [&](std::string_view what) {
-        const size_t at = log.find(what);
-        return at == std::string::npos ? std::string("?") : log.substr(at, log.find('\n', at) - at);
-    };
-    fmt::print("hand-over with {} connections: {}\n  {}\n", n, line("restored "), line("the data plane stood still"));
-    for (const auto& [name, s] : streams)
-        fmt::print("  {}: {} sent, {} lost, lost for {} ms\n", name, s.sent_at.size(), s.lost(), s.longest_loss().count());
+    Replacement r;
+    ASSERT_NO_FATAL_FAILURE(stream_while_replaced(
+        [&] {
+            return ChildProcess::spawn({calyx_binary(), "--config", successor_config().string(), "--take-over"},
+                                       dir_ / "successor.log");
+        },
+        r));
+    print("hand-over", n, r, "the data plane stood still");
+    const std::string log = r.next->log();
     EXPECT_GE(restored_count(log), n + 1) << log;
     // Restored while the old one served: what was left for the gap is what the streams changed.
     const size_t after = log.find("after it stopped, ");
     ASSERT_NE(after, std::string::npos) << "not restored before the old one stopped\n" << log;
     EXPECT_LT(std::strtoul(log.c_str() + after + 18, nullptr, 10), 1000u) << log;
-    for (const auto& [name, s] : streams) EXPECT_GT(s.arrived.size(), s.sent_at.size() / 2) << name;
+    for (const auto& [name, s] : r.streams) EXPECT_GT(s.arrived.size(), s.sent_at.size() / 2) << name;
     // The same connection, no SYN: it was handed over.
     ASSERT_NO_FATAL_FAILURE(exchange_between_instances("after"));
     calyx_->process().wait(10s);
     calyx_.reset();
-    (*next)->stop();
+    r.next->stop();
+}
+
+// The same table and streams across a crash: kill -9, then an ordinary start on the state file
+// it left (what systemd's Restart=on-failure does). The gap is the new process's whole start.
+TEST_F(RestartAtScaleTest, CrashWithAMillionConnectionsWhileEveryVmStreams) {
+    const uint32_t n = connections();
+    ASSERT_NO_FATAL_FAILURE(open_between_instances());
+    ASSERT_NO_FATAL_FAILURE(fill_and_restart(n));
+    ASSERT_EQ(restored_count(calyx_->log()), n + 1) << calyx_->log();
+    ASSERT_NO_FATAL_FAILURE(exchange_between_instances("filled"));
+    ASSERT_TRUE(vm(kApp).request(ping_frame(kApp, kInternetServer, 0x4242, 0), 10s, is_echo_reply(0x4242, 0))) << "app-1 does not reach the Internet server\n" << calyx_->log();
+    Replacement r;
+    ASSERT_NO_FATAL_FAILURE(stream_while_replaced(
+        [&] {
+            calyx_->kill();
+            return ChildProcess::spawn({calyx_binary(), "--config", successor_config().string()},
+                                       dir_ / "restarted.log");
+        },
+        r));
+    print("crash (kill -9) and start", n, r, "calyx: ready");
+    // Every connection back but those a worker was writing at the kill (at most one), and
+    // the streams go on: the same connections, no SYN.
+    EXPECT_GE(restored_count(r.next->log()), n) << r.next->log();
+    for (const auto& [name, s] : r.streams) EXPECT_GT(s.arrived.size(), s.sent_at.size() / 2) << name;
+    ASSERT_NO_FATAL_FAILURE(exchange_between_instances("after"));
+    calyx_.reset();
+    r.next->stop();
 }
 
 }  // namespace
