@@ -374,7 +374,7 @@ class Calyx(Target):
         net = lambda name, kind, cidr: {"name": name, "kind": kind, "cidr": cidr,
                                         "gateway": cidr.replace(".0/24", ".1")}
         cfg = {"dataplane": {"workers": [1], "eal_args": ["--file-prefix", self.prefix],
-                             "conntrack": {"capacity": sc.capacity}},
+                             "conntrack": {"capacity": sc.capacity}, "state_file": self.state_file()},
                "control": {"socket": f"{self.work}/calyx.ctl"},
                "metrics": {"listen": f"127.0.0.1:{self.metrics_port}"},
                # One client VM opens every flow: the per-instance limits (65536 connections,
@@ -412,6 +412,20 @@ class Calyx(Target):
     def idle_socket(self, i):
         return f"{self.work}/calyx-idle-{i}.sock"
 
+    def state_file(self):
+        # In memory, as in production (/run is tmpfs), and new for every run: on a disk's file
+        # system the kernel writes back every page that new connections dirty (new-udp fell to
+        # a fifth), and a file left by the previous run would be restored into this one.
+        return f"/dev/shm/{self.prefix}.state"
+
+    def remove_state(self):
+        for f in glob.glob(f"{self.state_file()}*"):
+            os.unlink(f)
+
+    def stop(self):
+        super().stop()
+        self.remove_state()
+
     def start(self):
         a, b = f"{self.work}/calyx-a.sock", f"{self.work}/calyx-b.sock"
         self.metrics_port = free_port()
@@ -419,6 +433,7 @@ class Calyx(Target):
         with open(path, "w") as f:
             yaml.safe_dump(self.config(a, b), f, sort_keys=False)
         PREFIXES.add(self.prefix)
+        self.remove_state()
         p = self.spawn([f"{self.work}/calyx", "--config", path])
         wait_for("calyx sockets and /metrics", lambda: os.path.exists(a) and os.path.exists(b)
                  and self.scrape() is not None, 60, p, self.log)

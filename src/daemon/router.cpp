@@ -99,6 +99,12 @@ std::expected<std::unique_ptr<Router>, std::string> Router::start(config::Config
             auto file = dp::StateFile::create(state_path + ".new", slots, params);
             if (!file) return std::unexpected(file.error());
             r->state_ = std::move(*file);
+            if (!r->state_->in_memory())
+                fmt::print(stderr,
+                           "calyx: warning: state file {} is not in memory (tmpfs or hugetlbfs): the kernel writes "
+                           "back every page that connections change, which slows the data plane (new connections "
+                           "to a fifth); put dataplane.state_file under /run or /dev/hugepages\n",
+                           state_path);
             return dp::CtStorage{r->state_->entries(), r->state_->keys(), r->state_->changes()};
         });
     if (!table) return std::unexpected(table.error());

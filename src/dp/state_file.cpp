@@ -1,6 +1,7 @@
 #include "dp/state_file.hpp"
 
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -87,7 +88,9 @@ std::expected<std::unique_ptr<StateFile>, std::string> StateFile::create(const s
     if (f->fd_ < 0) return std::unexpected(fmt::format("state file {}: cannot create it: {}", path, errno_text()));
     // hugetlbfs maps whole huge pages: its block size is the page size.
     struct statfs fs{};
-    const size_t page = ::fstatfs(f->fd_, &fs) == 0 && fs.f_bsize > 0 ? static_cast<size_t>(fs.f_bsize) : 4096;
+    const bool known = ::fstatfs(f->fd_, &fs) == 0;
+    const size_t page = known && fs.f_bsize > 0 ? static_cast<size_t>(fs.f_bsize) : 4096;
+    f->in_memory_ = known && (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC || fs.f_type == HUGETLBFS_MAGIC);
     const size_t names_offset = kHeaderBytes;
     const size_t entries_offset = round_up(names_offset + 2 * kNamesBytes, 4096);
     const size_t keys_offset = round_up(entries_offset + slots * sizeof(CtEntry), 4096);

@@ -3,6 +3,8 @@
 // pipeline on byte buffers: masqueraded connections keep their port, TCP windows go on being
 // tracked, the rules in force are checked again, torn entries and foreign files are refused.
 #include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -464,6 +466,24 @@ TEST_F(LiveRestoreTest, WritersRacingTheRestoreLeaveNoStaleOrTornCopy) {
 }
 
 // ---- the file itself ----
+
+TEST_F(Restart, AFileIsInMemoryOnTmpfsAndNotOnADisk) {
+    const dp::StateParams params{1, 2, 3, 4};
+    const std::string shm = fmt::format("/dev/shm/calyx-unit-restart-{}.state", ::getpid());
+    auto in_shm = dp::StateFile::create(shm, 64, params);
+    ASSERT_TRUE(in_shm.has_value()) << in_shm.error();
+    EXPECT_TRUE((*in_shm)->in_memory());
+    in_shm->reset();
+    fs::remove(shm);
+    // This test's directory: in memory exactly when it is not on a disk's file system (CI's
+    // /tmp is ext4).
+    struct statfs st{};
+    ASSERT_EQ(::statfs(dir_.c_str(), &st), 0);
+    const bool disk = st.f_type == EXT4_SUPER_MAGIC || st.f_type == XFS_SUPER_MAGIC || st.f_type == BTRFS_SUPER_MAGIC;
+    auto here = dp::StateFile::create(path(), 64, params);
+    ASSERT_TRUE(here.has_value()) << here.error();
+    EXPECT_EQ((*here)->in_memory(), !disk);
+}
 
 TEST_F(Restart, NamesSurviveAndATornCopyIsNotBelieved) {
     dp::StateNames names{{{"public", 1}, {"nat", 2}}, {{"web-1", 0}, {"app-1", 7}}};
