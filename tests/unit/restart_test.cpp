@@ -14,6 +14,7 @@
 #include <fstream>
 
 #include "calyx/headers.hpp"
+#include "cp/control_commands.hpp"
 #include "dp/conntrack.hpp"
 #include "dp/live_restore.hpp"
 #include "dp/nat.hpp"
@@ -403,6 +404,65 @@ TEST_F(LiveRestoreTest, AnEntryLockedDuringThePreRestoreIsReadOnceItsWriterIsDon
     catch_up(*s);
     expect_same_connections(*s);
     EXPECT_EQ(s->restore->stats().torn, 0u);
+}
+
+// Review: a reader that takes an entry's lock without changing it never marks the change map.
+// `calyxctl conntrack` / `calyxctl nat` do exactly that in the running calyx
+// (cp/control_commands.cpp copy_entry: lock_entry, copy, unlock_entry). A pre-restore that
+// reads the entry in that instant finds it locked (torn); nothing ever sets its bit, a torn slot
+// is not tried again (LiveRestore::catch_up retries only full and nat_refused), so the
+// connection is lost by the successor although it never changed.
+TEST_F(LiveRestoreTest, AnEntryOnlyReadUnderItsLockDuringThePreRestoreIsNotLost) {
+    instance_connection(50000);
+    const int32_t pos = position_of(web_db_key(50000));
+    conntrack_->entry(pos).lock_entry();  // copy_entry(), control_commands.cpp:266
+    auto s = successor();
+    conntrack_->entry(pos).unlock_entry();  // control_commands.cpp:268: no change, no mark
+    catch_up(*s);  // the old process stopped: the last catch-up
+    expect_same_connections(*s);
+    EXPECT_EQ(s->restore->stats().torn, 0u);
+}
+
+// The same through the real listing: `calyxctl conntrack` running in the old process while the
+// successor pre-restores. Passes of the pre-restore (each reading every slot again) run until
+// one found an entry the listing held; the listing stops, the last catch-up runs: every
+// connection must be there.
+TEST_F(LiveRestoreTest, CalyxctlConntrackDuringThePreRestoreLosesNoConnection) {
+    constexpr uint32_t kConnections = 512;
+    const uint16_t web = snap_->instances[kWebPort].account;
+    for (uint32_t i = 0; i < kConnections; ++i) {
+        const dp::CtKey key = web_db_key(static_cast<uint16_t>(10000 + i));
+        ASSERT_TRUE(conntrack_->reserve(1, ctx_.now_ns));
+        const int32_t pos = conntrack_->insert(key);
+        ASSERT_GE(pos, 0);
+        dp::CtEntry& e = conntrack_->entry(pos);
+        e.lock_entry();
+        dp::ConnTable::hold_reserved(e);
+        conntrack_->record_key(e, pos, key);
+        e.state.proto = ipproto::kTcp;
+        e.state.tcp_state = dp::TcpCtState::established;
+        e.state.expires_s = static_cast<uint32_t>(ctx_.now_ns / 1'000'000'000 + 3600);
+        e.orig_side = 0;
+        e.account = web;
+        conntrack_->unlock(pos);
+    }
+    std::atomic<bool> stop{false};
+    std::thread lister([&] {
+        cp::ConntrackQuery q;
+        q.limit = 0;  // count only: the listing is its lock-copy-unlock per entry
+        while (!stop.load(std::memory_order_relaxed)) (void)cp::conntrack_result(*snap_, *conntrack_, q, ctx_.now_ns);
+    });
+    auto s = successor();
+    for (int pass = 0; pass < 5000 && s->restore->stats().torn == 0; ++pass) {
+        s->restore->mark_all_changed();
+        catch_up(*s);
+    }
+    stop = true;
+    lister.join();
+    const uint32_t torn_while_listing = s->restore->stats().torn;
+    catch_up(*s);  // the old process stopped
+    expect_same_connections(*s);
+    EXPECT_EQ(s->restore->stats().torn, 0u) << torn_while_listing << " entries found held by the listing";
 }
 
 TEST_F(LiveRestoreTest, AfterARenumberingReloadEverythingIsReadAgain) {
