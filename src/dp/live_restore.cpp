@@ -5,6 +5,17 @@
 #include <bit>
 
 namespace calyx::dp {
+namespace {
+
+// Read again at the next catch-up even if nothing marks the slot: no room or NAT port yet, or
+// locked while read (a reader such as `calyxctl conntrack` locks without changing the entry,
+// so no mark follows its unlock).
+bool retried(CtRestoreOutcome outcome) {
+    return outcome == CtRestoreOutcome::full || outcome == CtRestoreOutcome::nat_refused ||
+           outcome == CtRestoreOutcome::torn;
+}
+
+}  // namespace
 
 LiveRestore::LiveRestore(ConnTable& table, const CtRestoreSource& from, uint64_t* changes)
     : table_(table),
@@ -18,8 +29,7 @@ void LiveRestore::restore_all(uint64_t now_ns, const Keep& keep) {
     for (size_t w = 0; w < words_; ++w) std::atomic_ref<uint64_t>(changes_[w]).store(0, std::memory_order_seq_cst);
     for (size_t pos = 0; pos < from_.slots; ++pos) {
         outcome_[pos] = table_.restore_position(from_, pos, now_ns, keep, at_[pos]);
-        if (outcome_[pos] == CtRestoreOutcome::full || outcome_[pos] == CtRestoreOutcome::nat_refused)
-            retry_.push_back(static_cast<uint32_t>(pos));
+        if (retried(outcome_[pos])) retry_.push_back(static_cast<uint32_t>(pos));
     }
 }
 
@@ -50,8 +60,7 @@ size_t LiveRestore::catch_up(uint64_t now_ns, const Keep& keep) {
     changed.erase(first, last);
     for (const uint32_t pos : changed) {
         outcome_[pos] = table_.restore_position(from_, pos, now_ns, keep, at_[pos]);
-        if (outcome_[pos] == CtRestoreOutcome::full || outcome_[pos] == CtRestoreOutcome::nat_refused)
-            retry_.push_back(pos);
+        if (retried(outcome_[pos])) retry_.push_back(pos);
     }
     return read_again;
 }

@@ -13,8 +13,8 @@
 //                  had restored, then restores them as they are now. Called while the old
 //                  process runs (to shrink what is left) and once more after it stopped.
 //
-// Why the result equals a restore of the stopped table (the tests in
-// tests/unit/live_restore_test.cpp race each of these):
+// Why the result equals a restore of the stopped table (LiveRestoreTest in
+// tests/unit/restart_test.cpp races each of these):
 // - A write that ended before a slot's bit was cleared is seen by the read that follows the
 //   clearing (the writer's unlock and mark, the reader's clearing and lock load are all
 //   sequentially consistent). A write that ends after it sets the bit again: the slot is read
@@ -24,7 +24,8 @@
 //   from one slot to another is free in the new table before it is taken again, so none is
 //   lost or doubled.
 // - A slot refused for want of room or of its NAT port (which a stale copy of another slot may
-//   have held) is tried again at every catch-up, after the take-backs.
+//   have held) is tried again at every catch-up, after the take-backs; so is one found locked,
+//   since a reader that only locks it (`calyxctl conntrack`) leaves no mark when it unlocks.
 // - Which accounts are kept (`keep`) comes from the names block; if it changed (a reload in
 //   the old process), mark_all_changed() has the next catch-up read every slot again.
 #pragma once
@@ -59,7 +60,7 @@ private:
     const size_t words_;
     std::vector<int32_t> at_;               // previous slot -> where it was restored, -1: nowhere
     std::vector<CtRestoreOutcome> outcome_;  // previous slot -> its latest outcome
-    std::vector<uint32_t> retry_;            // slots refused for room or NAT port: tried again
+    std::vector<uint32_t> retry_;            // slots refused for room or NAT port, or locked: tried again
     bool all_changed_ = false;
 };
 
