@@ -454,6 +454,21 @@ TEST(NatQuota, AnAccountHoldsAtMostItsPortsOfAPool) {
     EXPECT_TRUE(a->allocate(ipproto::kUdp, kServer, 53, 0, 12, quota)) << "a released port is given back";
 }
 
+TEST(NatQuota, APortClaimedBackAfterARestartCountsForItsAccount) {
+    // A restarted calyx claims each masqueraded connection's port again: it must count against
+    // the instance's nat_ports as the allocation did, or a restart would reset every quota.
+    auto a = dp::NatPortAllocator::create({}, 64, 0x5eed);
+    ASSERT_TRUE(a);
+    ASSERT_TRUE(a->claim(ipproto::kUdp, kServer, 53, 40000, 5));
+    ASSERT_TRUE(a->claim(ipproto::kUdp, kServer, 53, 40001, 5));
+    ASSERT_TRUE(a->claim(ipproto::kTcp, kServer, 443, 40002, 5));
+    EXPECT_EQ(a->held(5), 3u);
+    EXPECT_FALSE(a->allocate(ipproto::kUdp, kServer, 53, 0, 1, {5, 2})) << "its quota of the pool is taken by what it had";
+    EXPECT_TRUE(a->release(ipproto::kUdp, kServer, 53, 40000, 5));
+    EXPECT_EQ(a->held(5), 2u);
+    EXPECT_TRUE(a->allocate(ipproto::kUdp, kServer, 53, 0, 2, {5, 2}));
+}
+
 TEST(InstanceAccounts, TheBiggestHolderMayHoldASingleConnection) {
     // A full table of instances that each hold one connection still has someone to evict from.
     dp::InstanceAccounts accounts;

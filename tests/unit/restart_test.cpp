@@ -527,6 +527,24 @@ TEST_F(LiveRestoreTest, WritersRacingTheRestoreLeaveNoStaleOrTornCopy) {
 
 // ---- the file itself ----
 
+TEST_F(Restart, TheChangeMapHasABitPerSlotWhateverTheSlotCount) {
+    // 64 slots fill one word exactly, 65 need a second; the file opens with a map of that size.
+    const dp::StateParams params{1, 2, 3, 4};
+    for (const uint64_t slots : {64u, 65u, 128u}) {
+        const std::string file = path() + std::to_string(slots);
+        auto made = dp::StateFile::create(file, slots, params);
+        ASSERT_TRUE(made.has_value()) << made.error();
+        made->reset();
+        auto opened = dp::StateFile::open(file);
+        ASSERT_TRUE(opened.has_value()) << slots << " slots: " << opened.error();
+        ASSERT_TRUE(*opened);
+        ASSERT_NE((*opened)->changes(), nullptr);
+        // Every slot's bit is in the map: the last one can be set and read back.
+        uint64_t* map = (*opened)->changes();
+        EXPECT_EQ(map[(slots - 1) / 64] & (uint64_t{1} << ((slots - 1) % 64)), 0u);
+    }
+}
+
 TEST_F(Restart, AFileIsInMemoryOnTmpfsAndNotOnADisk) {
     const dp::StateParams params{1, 2, 3, 4};
     const std::string shm = fmt::format("/dev/shm/calyx-unit-restart-{}.state", ::getpid());
