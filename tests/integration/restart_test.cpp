@@ -730,6 +730,16 @@ protected:
         const size_t at = log.find("calyx: restored ");
         return at == std::string::npos ? 0 : static_cast<uint32_t>(std::strtoul(log.c_str() + at + 16, nullptr, 10));
     }
+    // Connections between the instances and to the Internet in a table of `n` more, all
+    // restored by a calyx that serves them.
+    void serve_a_full_table(uint32_t n) {
+        ASSERT_NO_FATAL_FAILURE(open_between_instances());
+        ASSERT_NO_FATAL_FAILURE(fill_and_restart(n));
+        ASSERT_EQ(restored_count(calyx_->log()), n + 1) << calyx_->log();
+        ASSERT_NO_FATAL_FAILURE(exchange_between_instances("filled"));
+        ASSERT_TRUE(vm(kApp).request(ping_frame(kApp, kInternetServer, 0x4242, 0), 10s, is_echo_reply(0x4242, 0)))
+            << "app-1 does not reach the Internet server\n" << calyx_->log();
+    }
     // What every VM saw while the running calyx was replaced: web-1 and db-1 a numbered TCP
     // segment each way, app-1 an echo request to the Internet server, as fast as the loop goes
     // (~2 ms), from `replace` (which starts the new calyx) until 1.5 s after the new one is ready.
@@ -835,11 +845,7 @@ protected:
 
 TEST_F(RestartAtScaleTest, HandOverWithAMillionConnectionsWhileEveryVmStreams) {
     const uint32_t n = connections();
-    ASSERT_NO_FATAL_FAILURE(open_between_instances());
-    ASSERT_NO_FATAL_FAILURE(fill_and_restart(n));
-    ASSERT_EQ(restored_count(calyx_->log()), n + 1) << calyx_->log();
-    ASSERT_NO_FATAL_FAILURE(exchange_between_instances("filled"));
-    ASSERT_TRUE(vm(kApp).request(ping_frame(kApp, kInternetServer, 0x4242, 0), 10s, is_echo_reply(0x4242, 0))) << "app-1 does not reach the Internet server\n" << calyx_->log();
+    ASSERT_NO_FATAL_FAILURE(serve_a_full_table(n));
     Replacement r;
     ASSERT_NO_FATAL_FAILURE(stream_while_replaced(
         [&] {
@@ -866,11 +872,7 @@ TEST_F(RestartAtScaleTest, HandOverWithAMillionConnectionsWhileEveryVmStreams) {
 // it left (what systemd's Restart=on-failure does). The gap is the new process's whole start.
 TEST_F(RestartAtScaleTest, CrashWithAMillionConnectionsWhileEveryVmStreams) {
     const uint32_t n = connections();
-    ASSERT_NO_FATAL_FAILURE(open_between_instances());
-    ASSERT_NO_FATAL_FAILURE(fill_and_restart(n));
-    ASSERT_EQ(restored_count(calyx_->log()), n + 1) << calyx_->log();
-    ASSERT_NO_FATAL_FAILURE(exchange_between_instances("filled"));
-    ASSERT_TRUE(vm(kApp).request(ping_frame(kApp, kInternetServer, 0x4242, 0), 10s, is_echo_reply(0x4242, 0))) << "app-1 does not reach the Internet server\n" << calyx_->log();
+    ASSERT_NO_FATAL_FAILURE(serve_a_full_table(n));
     Replacement r;
     ASSERT_NO_FATAL_FAILURE(stream_while_replaced(
         [&] {

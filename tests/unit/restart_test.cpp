@@ -316,6 +316,28 @@ protected:
         EXPECT_EQ(s.nat->in_use(ipproto::kTcp), nat_->in_use(ipproto::kTcp));
     }
     int32_t position_of(const dp::CtKey& key) const { return conntrack_->lookup(key); }
+    // `count` established web-1 -> db-1 connections (ports 10000 on) written straight into the
+    // table, as a worker leaves them; their positions to `positions`.
+    void established_web_db(uint32_t count, std::vector<int32_t>* positions = nullptr) {
+        const uint16_t web = snap_->instances[kWebPort].account;
+        for (uint32_t i = 0; i < count; ++i) {
+            const dp::CtKey key = web_db_key(static_cast<uint16_t>(10000 + i));
+            ASSERT_TRUE(conntrack_->reserve(1, ctx_.now_ns));
+            const int32_t pos = conntrack_->insert(key);
+            ASSERT_GE(pos, 0);
+            dp::CtEntry& e = conntrack_->entry(pos);
+            e.lock_entry();
+            dp::ConnTable::hold_reserved(e);
+            conntrack_->record_key(e, pos, key);
+            e.state.proto = ipproto::kTcp;
+            e.state.tcp_state = dp::TcpCtState::established;
+            e.state.expires_s = static_cast<uint32_t>(ctx_.now_ns / 1'000'000'000 + 3600);
+            e.orig_side = 0;
+            e.account = web;
+            conntrack_->unlock(pos);
+            if (positions) positions->push_back(pos);
+        }
+    }
     dp::CtKey web_db_key(uint16_t sport) const {
         return dp::make_ct_key(ipproto::kTcp, {zones_.at("public"), kWebIp, sport}, {zones_.at("private"), kDbIp, 5432}).key;
     }
@@ -429,23 +451,7 @@ TEST_F(LiveRestoreTest, AnEntryOnlyReadUnderItsLockDuringThePreRestoreIsNotLost)
 // connection must be there.
 TEST_F(LiveRestoreTest, CalyxctlConntrackDuringThePreRestoreLosesNoConnection) {
     constexpr uint32_t kConnections = 512;
-    const uint16_t web = snap_->instances[kWebPort].account;
-    for (uint32_t i = 0; i < kConnections; ++i) {
-        const dp::CtKey key = web_db_key(static_cast<uint16_t>(10000 + i));
-        ASSERT_TRUE(conntrack_->reserve(1, ctx_.now_ns));
-        const int32_t pos = conntrack_->insert(key);
-        ASSERT_GE(pos, 0);
-        dp::CtEntry& e = conntrack_->entry(pos);
-        e.lock_entry();
-        dp::ConnTable::hold_reserved(e);
-        conntrack_->record_key(e, pos, key);
-        e.state.proto = ipproto::kTcp;
-        e.state.tcp_state = dp::TcpCtState::established;
-        e.state.expires_s = static_cast<uint32_t>(ctx_.now_ns / 1'000'000'000 + 3600);
-        e.orig_side = 0;
-        e.account = web;
-        conntrack_->unlock(pos);
-    }
+    ASSERT_NO_FATAL_FAILURE(established_web_db(kConnections));
     std::atomic<bool> stop{false};
     std::thread lister([&] {
         cp::ConntrackQuery q;
@@ -482,25 +488,8 @@ TEST_F(LiveRestoreTest, WritersRacingTheRestoreLeaveNoStaleOrTornCopy) {
     // counter, so a torn copy shows) while the successor restores and catches up; then they
     // stop, and one last catch-up must leave the successor with exactly their final content.
     constexpr uint32_t kConnections = 512;
-    const uint16_t web = snap_->instances[kWebPort].account;
     std::vector<int32_t> positions;
-    for (uint32_t i = 0; i < kConnections; ++i) {
-        const dp::CtKey key = web_db_key(static_cast<uint16_t>(10000 + i));
-        ASSERT_TRUE(conntrack_->reserve(1, ctx_.now_ns));
-        const int32_t pos = conntrack_->insert(key);
-        ASSERT_GE(pos, 0);
-        dp::CtEntry& e = conntrack_->entry(pos);
-        e.lock_entry();
-        dp::ConnTable::hold_reserved(e);
-        conntrack_->record_key(e, pos, key);
-        e.state.proto = ipproto::kTcp;
-        e.state.tcp_state = dp::TcpCtState::established;
-        e.state.expires_s = static_cast<uint32_t>(ctx_.now_ns / 1'000'000'000 + 3600);
-        e.orig_side = 0;
-        e.account = web;
-        conntrack_->unlock(pos);
-        positions.push_back(pos);
-    }
+    ASSERT_NO_FATAL_FAILURE(established_web_db(kConnections, &positions));
     std::atomic<bool> stop{false};
     const auto writer = [&](uint32_t first) {
         for (uint32_t round = 1; !stop.load(std::memory_order_relaxed); ++round)
