@@ -136,8 +136,7 @@ struct BatchRunner {
         for (uint16_t i = 0; i < dp::kBurstSize; ++i) {
             auto& f = *frames[(first + i) % frames.size()];
             batch.frames[i] = f.frame;
-            batch.meta[i] = dp::PacketMeta{};
-            batch.meta[i].in_port = port;
+            batch.admit(i, port);
         }
         dp::run_pipeline(batch, *b.snap, b.ctx);
         checks.verdicts(batch, out_port);

@@ -57,11 +57,22 @@ struct PacketMeta {
     uint16_t charged_port = kNoPort;
 };
 
+// A packet's metadata before any stage ran, copied from memory: `meta = PacketMeta{}` was
+// built on the stack with narrow stores and copied with wide loads right after them, a
+// store-forwarding stall per packet (~35 cycles on the worker, perf annotate).
+inline constexpr PacketMeta kFreshMeta{};
+
 struct Batch {
     uint16_t count = 0;
     Frame frames[kBurstSize];
     PacketMeta meta[kBurstSize];
     void* handles[kBurstSize];  // the owner's buffer handle (rte_mbuf*), opaque to stages
+
+    // Packet i arrived on `in_port`: its metadata starts afresh.
+    void admit(uint16_t i, uint16_t in_port) {
+        meta[i] = kFreshMeta;
+        meta[i].in_port = in_port;
+    }
 
     void drop(uint16_t i, DropReason r) {
         meta[i].verdict = Verdict::drop;

@@ -93,8 +93,7 @@ uint16_t receive(dp::Batch& batch, Port& port, uint16_t slot, uint16_t queue, dp
         bytes += m->pkt_len;
         batch.handles[i] = m;
         batch.frames[i] = frame_of(m);
-        batch.meta[i] = dp::PacketMeta{};
-        batch.meta[i].in_port = slot;
+        batch.admit(i, slot);
         // vhost-user ports refuse frames longer than a buffer (oversize_frame); a chain that
         // still arrives (from a PMD) is not looked into.
         if (m->nb_segs != 1) batch.drop(i, DropReason::multi_segment);

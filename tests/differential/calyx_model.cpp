@@ -51,8 +51,7 @@ ModelVerdict CalyxModel::run(Side from, const Bytes& ip, uint64_t now_ns) {
     batch.frames[0].buf_len = sizeof storage;
     batch.frames[0].off = 128;
     batch.frames[0].len = static_cast<uint32_t>(sizeof eth + ip.size());
-    batch.meta[0] = dp::PacketMeta{};
-    batch.meta[0].in_port = slots_.at(from == Side::client ? "web-1" : "db-1");
+    batch.admit(0, slots_.at(from == Side::client ? "web-1" : "db-1"));
     dp::WorkerContext ctx{*counters_, now_ns, {}, fragments_.get()};
     dp::run_pipeline(batch, *snapshot_, ctx);
     return {batch.meta[0].verdict == dp::Verdict::forward, batch.meta[0].reason};

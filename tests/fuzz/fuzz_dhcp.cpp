@@ -45,8 +45,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::memcpy(buffer.get() + kHeadroom, frame.data(), len);
     batch.count = 1;
     batch.frames[0] = dp::Frame{buffer.get(), kHeadroom + kDataRoom, kHeadroom, len};
-    batch.meta[0] = dp::PacketMeta{};
-    batch.meta[0].in_port = port;
+    batch.admit(0, port);
     dp::run_pipeline(batch, *site.snap, site.ctx);
     const dp::PacketMeta& m = batch.meta[0];
     const dp::Frame& f = batch.frames[0];

@@ -144,8 +144,7 @@ struct Site {
             if (len) std::memcpy(buffers.back().get() + kHeadroom, bytes.data(), len);
             const uint16_t i = batch.count++;
             batch.frames[i] = dp::Frame{buffers.back().get(), kHeadroom + kDataRoom, kHeadroom, len};
-            batch.meta[i] = dp::PacketMeta{};
-            batch.meta[i].in_port = port;
+            batch.admit(i, port);
             batch.handles[i] = nullptr;
         }
         dp::run_pipeline(batch, *snap, ctx);

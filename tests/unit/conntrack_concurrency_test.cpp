@@ -54,8 +54,7 @@ struct Worker {
             for (size_t i = first; i < frames.size() && batch.count < dp::kBurstSize; ++i) {
                 held.push_back(std::make_unique<TestFrame>(frames[i]));
                 batch.frames[batch.count] = held.back()->frame;
-                batch.meta[batch.count] = dp::PacketMeta{};
-                batch.meta[batch.count].in_port = in_port;
+                batch.admit(batch.count, in_port);
                 ++batch.count;
             }
             dp::run_pipeline(batch, snap, ctx);

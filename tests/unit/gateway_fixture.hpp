@@ -105,8 +105,7 @@ protected:
         dp::Batch batch;
         batch.count = 1;
         batch.frames[0] = f.frame;
-        batch.meta[0] = dp::PacketMeta{};
-        batch.meta[0].in_port = port;
+        batch.admit(0, port);
         return batch;
     }
 

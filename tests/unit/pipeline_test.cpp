@@ -288,8 +288,7 @@ TEST_F(Routing, BatchWithMixedTrafficGivesEachPacketItsOwnVerdict) {
     TestFrame* frames[] = {&ping, &spoof, &arp};
     for (uint16_t i = 0; i < 3; ++i) {
         batch.frames[i] = frames[i]->frame;
-        batch.meta[i] = dp::PacketMeta{};
-        batch.meta[i].in_port = kWebPort;
+        batch.admit(i, kWebPort);
     }
     dp::run_pipeline(batch, *snap_, ctx_);
     EXPECT_EQ(batch.meta[0].verdict, dp::Verdict::forward);

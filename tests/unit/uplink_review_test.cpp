@@ -111,8 +111,7 @@ protected:
         batch.count = static_cast<uint16_t>(fs.size());
         for (size_t i = 0; i < fs.size(); ++i) {
             batch.frames[i] = fs[i]->frame;
-            batch.meta[i] = dp::PacketMeta{};
-            batch.meta[i].in_port = port;
+            batch.admit(i, port);
         }
         dp::run_pipeline(batch, *snap_, ctx_);
         std::vector<dp::PacketMeta> out;
