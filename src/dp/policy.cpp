@@ -79,7 +79,9 @@ public:
 
     // A packet whose key the lookup found at `pos` (< 0: missed): an established packet is
     // checked against its connection; a first packet the rules allow goes to `opens`.
-    Outcome track(uint16_t i, const Flow& f, int32_t pos, const Sides& s, PacketMeta& m, PendingOpens& opens) {
+    Outcome track(uint16_t i, uint16_t k, int32_t pos, PacketMeta& m, PendingOpens& opens) {
+        const Flow& f = opens.flows[k];
+        const Sides& s = opens.sides[k];
         if (pos >= 0) {
             CtEntry& e = table_.entry(pos);
             e.lock_entry();
@@ -94,17 +96,16 @@ public:
         PolicyDecision d;
         if (auto reason = decide_new(f, s, p.fresh, d)) return Refusal{*reason};
         p.packet = i;
+        p.flow = k;
         p.masquerade = d.masquerade;
-        p.flow = f;
-        p.sides = s;
         ++opens.count;
         return std::nullopt;
     }
 
     // Creates the connection of a pending first packet that forward let through.
-    Outcome open(const PendingOpen& p, PacketMeta& m) {
-        const Flow& f = p.flow;
-        const Sides& s = p.sides;
+    Outcome open(const PendingOpen& p, const PendingOpens& opens, PacketMeta& m) {
+        const Flow& f = opens.flows[p.flow];
+        const Sides& s = opens.sides[p.flow];
         const InstanceView& charged = s.src ? *s.src : *s.dst;  // the opener, or the one reached
         if (!accounts_.take_opening(charged.account, charged.limits.new_connections_per_second, ctx_.now_ns))
             return Refusal{DropReason::limit_new_connections_per_second, charged.port};
@@ -418,8 +419,8 @@ PolicyDecision evaluate_new_connection(const Snapshot& snap, const InstanceView*
 }
 
 void policy_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx, PendingOpens& opens) noexcept {
-    Flow flows[kBurstSize];
-    Sides sides[kBurstSize];
+    Flow* const flows = opens.flows;
+    Sides* const sides = opens.sides;
     const CtKey* keys[kBurstSize];
     int32_t positions[kBurstSize];
     uint16_t which[kBurstSize];
@@ -523,7 +524,7 @@ void policy_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx, Pendin
         const uint16_t i = which[k];
         PacketMeta& m = batch.meta[i];
         const uint16_t pending = opens.count;
-        if (auto r = run.track(i, flows[k], positions[k], sides[k], m, opens)) {
+        if (auto r = run.track(i, k, positions[k], m, opens)) {
             refuse(batch, i, *r);
             continue;
         }
@@ -539,11 +540,11 @@ void commit_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx, Pendin
         PacketMeta& m = batch.meta[p.packet];
         // Forward dropped it, or answered it with an ICMP error: no connection.
         if (m.verdict != Verdict::forward) continue;
-        if (auto r = run.open(p, m)) {
+        if (auto r = run.open(p, opens, m)) {
             refuse(batch, p.packet, *r);
             continue;
         }
-        remember_fragment(batch.frames[p.packet], m, p.sides, snap, ctx);
+        remember_fragment(batch.frames[p.packet], m, opens.sides[p.flow], snap, ctx);
     }
 }
 

@@ -100,20 +100,27 @@ struct Flow {
 // A first packet the rules allowed, waiting for forward's verdict.
 struct PendingOpen {
     uint16_t packet;  // index in the batch
+    uint16_t flow;    // its Flow and Sides in PendingOpens
     bool masquerade;
-    Flow flow;
-    Sides sides;
     ConnState fresh;  // ct_new's state for the connection
 };
 
-// The pending first packets of one batch, from policy_stage to commit_stage. Lives on the
-// pipeline's stack; its items are not initialised (no cost for batches without new
-// connections).
+// What policy_stage learnt of one batch's packets (a Flow and Sides per tracked packet) and
+// its pending first packets, for commit_stage. Lives on the pipeline's stack; nothing in it is
+// initialised (no cost for what a batch does not use). A pending packet's flow stays where
+// policy built it: copied into the pending item, its wide loads right after the narrow stores
+// that built it stalled on store forwarding.
 struct PendingOpens {
     PendingOpens() {}
     uint16_t count = 0;
     union {
         PendingOpen items[kBurstSize];
+    };
+    union {
+        Flow flows[kBurstSize];
+    };
+    union {
+        Sides sides[kBurstSize];
     };
 };
 
