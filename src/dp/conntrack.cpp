@@ -222,10 +222,14 @@ int32_t ConnTable::insert(const CtKey& key, uint32_t hash) noexcept {
     return rte_hash_add_key_with_hash(hash_, &key, hash);
 }
 
-int32_t ConnTable::outside_candidate(uint8_t proto, Ipv4Addr remote, uint16_t remote_port,
-                                     uint16_t external_port) const noexcept {
+size_t ConnTable::outside_slot(uint8_t proto, Ipv4Addr remote, uint16_t remote_port,
+                               uint16_t external_port) const noexcept {
+    return nat_ ? nat_->prefetch_slot(proto, remote, remote_port, external_port) : NatPortAllocator::kNoSlot;
+}
+
+int32_t ConnTable::outside_candidate(size_t slot) const noexcept {
     if (!nat_) return -1;
-    const int32_t pos = nat_->bound(proto, remote, remote_port, external_port);
+    const int32_t pos = nat_->bound_at(slot);
     return pos >= 0 && static_cast<size_t>(pos) < slot_count_ ? pos : -1;
 }
 

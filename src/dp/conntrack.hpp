@@ -242,13 +242,19 @@ public:
     const CtKeyRecord& key_record(int32_t position) const noexcept { return keys_[position]; }
     // The masqueraded connection an inbound packet belongs to, found by its outside tuple: from
     // (remote, remote_port) to (external, external_port), IP protocol `proto` (ICMP echo: the
-    // identifier as external_port). Two steps, so that a burst can prefetch between them:
-    // outside_candidate() reads the NAT allocator's connection map (-1: nothing bound),
+    // identifier as external_port). Three steps, so that a burst can prefetch between them:
+    // outside_slot() starts loading the tuple's slot of the NAT allocator's connection map
+    // (NatPortAllocator::kNoSlot: none), outside_candidate() reads the NAT allocator's connection map (-1: nothing bound),
     // outside_connection() checks the candidate against the tuple (the map's pools are shared)
     // and gives the instance's endpoint to translate to. Lock-free: any worker, without the
     // entry's lock.
+    size_t outside_slot(uint8_t proto, Ipv4Addr remote, uint16_t remote_port,
+                        uint16_t external_port) const noexcept;
+    int32_t outside_candidate(size_t slot) const noexcept;
     int32_t outside_candidate(uint8_t proto, Ipv4Addr remote, uint16_t remote_port,
-                              uint16_t external_port) const noexcept;
+                              uint16_t external_port) const noexcept {
+        return outside_candidate(outside_slot(proto, remote, remote_port, external_port));
+    }
     bool outside_connection(int32_t candidate, uint8_t proto, Ipv4Addr remote, uint16_t remote_port,
                             Ipv4Addr external, uint16_t external_port, NatEndpoint& inside) const noexcept;
     // Releases the lock of the entry at `position`, then marks it changed in the change map

@@ -343,9 +343,16 @@ void NatPortAllocator::bind(uint8_t proto, Ipv4Addr remote, uint16_t remote_port
 int32_t NatPortAllocator::bound(uint8_t proto, Ipv4Addr remote, uint16_t remote_port, uint16_t port) const noexcept {
     const int pi = proto_index(proto);
     if (pi < 0 || !range_.contains(port)) return -1;
-    const uint32_t v =
-        connections_[map_index(pi, partition_of(proto, remote, remote_port), port)].load(std::memory_order_acquire);
-    return static_cast<int32_t>(v) - 1;
+    return bound_at(map_index(pi, partition_of(proto, remote, remote_port), port));
+}
+
+size_t NatPortAllocator::prefetch_slot(uint8_t proto, Ipv4Addr remote, uint16_t remote_port,
+                                       uint16_t port) const noexcept {
+    const int pi = proto_index(proto);
+    if (pi < 0 || !range_.contains(port)) return kNoSlot;
+    const size_t slot = map_index(pi, partition_of(proto, remote, remote_port), port);
+    __builtin_prefetch(&connections_[slot], 0, 3);
+    return slot;
 }
 
 bool NatPortAllocator::claim(uint8_t proto, Ipv4Addr remote, uint16_t remote_port, uint16_t port,

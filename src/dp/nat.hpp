@@ -247,6 +247,14 @@ public:
     // The position bound to `port` towards (remote, remote_port), or -1. The position's entry
     // must still be checked against the tuple: the pool is shared (ConnTable::outside_connection).
     int32_t bound(uint8_t proto, Ipv4Addr remote, uint16_t remote_port, uint16_t port) const noexcept;
+    // bound() in two steps, so that a burst can start loading every map slot (a cache miss
+    // with many connections) before it reads the first: the slot, prefetched (kNoSlot: the
+    // protocol or port has none), then what is bound there.
+    static constexpr size_t kNoSlot = SIZE_MAX;
+    size_t prefetch_slot(uint8_t proto, Ipv4Addr remote, uint16_t remote_port, uint16_t port) const noexcept;
+    int32_t bound_at(size_t slot) const noexcept {
+        return slot == kNoSlot ? -1 : static_cast<int32_t>(connections_[slot].load(std::memory_order_acquire)) - 1;
+    }
     uint64_t secret() const { return secret_; }
     // Ports charged to `account`, all protocols and partitions (a scan: control plane).
     uint32_t held(uint16_t account) const noexcept;

@@ -84,6 +84,7 @@ void translate_later_fragment(Batch& batch, uint16_t i, const Snapshot& snap, Wo
 void nat_in_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexcept {
     if (!snap.uplink) return;
     OutsideTuple tuples[kBurstSize];
+    size_t slots[kBurstSize];
     int32_t candidates[kBurstSize];
     uint16_t which[kBurstSize];
     uint16_t n = 0;
@@ -101,14 +102,18 @@ void nat_in_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx) noexce
         }
         OutsideTuple& t = tuples[n];
         if (!outside_tuple_of(f, m, external, t)) continue;
-        // The map slot, then the candidate's entry and key record: with many connections each
-        // is a cache miss, so the whole burst's are started before the first is checked.
-        candidates[n] = table.outside_candidate(t.proto, t.remote, t.remote_port, t.external_port);
-        if (candidates[n] >= 0) {
-            table.prefetch(candidates[n]);
-            table.prefetch_key_record(candidates[n]);
-        }
+        slots[n] = table.outside_slot(t.proto, t.remote, t.remote_port, t.external_port);
         which[n++] = i;
+    }
+    // The map slot, then the candidate's entry and key record: with many connections each is
+    // a cache miss, so the whole burst's are started before the first is read (one pass per
+    // level: each level's address comes from the one before).
+    for (uint16_t k = 0; k < n; ++k) {
+        candidates[k] = table.outside_candidate(slots[k]);
+        if (candidates[k] >= 0) {
+            table.prefetch(candidates[k]);
+            table.prefetch_key_record(candidates[k]);
+        }
     }
     for (uint16_t k = 0; k < n; ++k) {
         const OutsideTuple& t = tuples[k];
