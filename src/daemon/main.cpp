@@ -236,8 +236,18 @@ struct TakeOver {
     uint64_t stopped_ns = 0;
 };
 
+// Testing a predecessor restarted while its successor pre-restored (--take-over-after): waits
+// until `path` exists (at most 60 s).
+void wait_for_file(const std::string& path) {
+    fmt::print(stderr, "calyx: testing: waiting for {} before it asks the running calyx to hand over\n", path);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (!std::filesystem::exists(path) && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+}
+
 std::expected<std::vector<calyx::daemon::Router::Neighbor>, std::string> ask_to_hand_over(
-    const std::string& socket, TakeOver& t, std::chrono::milliseconds hold) {
+    const std::string& socket, TakeOver& t, std::chrono::milliseconds hold, const std::string& after) {
+    if (!after.empty()) wait_for_file(after);
     auto reply = calyx::cp::control_call(socket, "take-over", {{"pid", ::getpid()}}, std::chrono::seconds(30));
     if (!reply) return std::unexpected(fmt::format("take-over: {}", reply.error().message));
     if (!reply->ok) return std::unexpected(fmt::format("take-over refused by the running calyx: {}", reply->error));
@@ -262,6 +272,7 @@ std::expected<std::vector<calyx::daemon::Router::Neighbor>, std::string> ask_to_
 struct RunOptions {
     bool take_over = false;
     std::chrono::milliseconds take_over_hold{0};
+    std::string take_over_after;
 };
 
 int run(const std::string& config_path, const std::string& argv0, const RunOptions& opts) {
@@ -313,7 +324,7 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
         TakeOver take_over;
         calyx::daemon::Router::StartHooks hooks;
         if (taking_over) {
-            hooks.before_ports = [&] { return ask_to_hand_over(control_socket, take_over, opts.take_over_hold); };
+            hooks.before_ports = [&] { return ask_to_hand_over(control_socket, take_over, opts.take_over_hold, opts.take_over_after); };
             hooks.defer_state_commit = true;
         }
         // With a datastore the site is etcd's, applied through the same reload path as the file.
@@ -599,7 +610,10 @@ int main(int argc, char** argv) {
         "take-over", "replace the calyx running on this configuration's control socket without cutting "
                      "connections: it stops and releases its ports once this one is ready, then exits")(
         "take-over-hold-ms", po::value<unsigned>()->default_value(0),
-        "testing: wait this long after the running calyx released its ports (a successor dying midway)");
+        "testing: wait this long after the running calyx released its ports (a successor dying midway)")(
+        "take-over-after", po::value<std::string>()->default_value(""),
+        "testing: once the running calyx's table is pre-restored, wait until this file exists before asking it to "
+        "hand over (a calyx restarted meanwhile)");
     po::variables_map vm;
     try {
         po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -630,5 +644,6 @@ int main(int argc, char** argv) {
     RunOptions run_options;
     run_options.take_over = vm.count("take-over") > 0;
     run_options.take_over_hold = std::chrono::milliseconds(vm["take-over-hold-ms"].as<unsigned>());
+    run_options.take_over_after = vm["take-over-after"].as<std::string>();
     return run(config_path, argv[0], run_options);
 }
