@@ -229,9 +229,50 @@ struct HandOverRequest {
     calyx::cp::Json result;
 };
 
+// Which calyx a successor pre-restored the table of: the pid that held the locks when the
+// successor started, and the generation of the state file it read. A calyx started again (after
+// a crash) while a successor pre-restored has another pid and a newer file (its start restored
+// the dead one's and numbered its own one more): its ports must not go to a successor holding
+// the dead one's table, which lacks every connection opened since.
+struct Predecessor {
+    pid_t pid = 0;                              // 0: the lock file named none
+    std::optional<uint64_t> state_generation;  // nullopt: there was no state file
+};
+
+std::string describe(const Predecessor& p) {
+    return fmt::format("pid {}, {}", p.pid > 0 ? std::to_string(p.pid) : "?",
+                       p.state_generation ? fmt::format("generation {}", *p.state_generation) : "no state file");
+}
+
+// The running side: whether a take-over request is for this process. nullopt: it is (or the
+// request names no predecessor: a successor older than this check).
+std::optional<calyx::cp::CommandError> not_this_calyx(const calyx::cp::Json& args, pid_t self, uint64_t generation) {
+    const auto it = args.find("predecessor");
+    if (it == args.end()) return std::nullopt;
+    const auto& p = *it;
+    const auto whole = [&](const char* key) {
+        return p.contains(key) && p[key].is_number_integer() && p[key].get<int64_t>() >= 0;
+    };
+    if (!p.is_object() || !whole("pid") || (p.contains("state_generation") && !whole("state_generation")))
+        return calyx::cp::CommandError{
+            "take-over: \"predecessor\" must be {\"pid\": <pid>, \"state_generation\": <generation>}", true, {}};
+    Predecessor expected{static_cast<pid_t>(p["pid"].get<int64_t>()), std::nullopt};
+    if (p.contains("state_generation")) expected.state_generation = p["state_generation"].get<uint64_t>();
+    const bool same_pid = expected.pid == 0 || expected.pid == self;
+    if (same_pid && expected.state_generation == generation) return std::nullopt;
+    return calyx::cp::CommandError{
+        fmt::format("this calyx (pid {}, state file generation {}) is not the one whose table the successor "
+                    "restored ({}): it was started again meanwhile, and that table lacks what it tracked since. Not "
+                    "handing over; this calyx serves on (start the take-over again)",
+                    self, generation, describe(expected)),
+        false,
+        {}};
+}
+
 // The successor side: asks the running calyx to stop and release its ports. Its answer carries
 // when its workers stopped (CLOCK_MONOTONIC), the start of the gap.
 struct TakeOver {
+    Predecessor expected;  // whose table was pre-restored
     pid_t predecessor = 0;
     uint64_t stopped_ns = 0;
 };
@@ -248,10 +289,19 @@ void wait_for_file(const std::string& path) {
 std::expected<std::vector<calyx::daemon::Router::Neighbor>, std::string> ask_to_hand_over(
     const std::string& socket, TakeOver& t, std::chrono::milliseconds hold, const std::string& after) {
     if (!after.empty()) wait_for_file(after);
-    auto reply = calyx::cp::control_call(socket, "take-over", {{"pid", ::getpid()}}, std::chrono::seconds(30));
+    calyx::cp::Json predecessor = {{"pid", t.expected.pid}};
+    if (t.expected.state_generation) predecessor["state_generation"] = *t.expected.state_generation;
+    auto reply = calyx::cp::control_call(socket, "take-over", {{"pid", ::getpid()}, {"predecessor", predecessor}},
+                                         std::chrono::seconds(30));
     if (!reply) return std::unexpected(fmt::format("take-over: {}", reply.error().message));
     if (!reply->ok) return std::unexpected(fmt::format("take-over refused by the running calyx: {}", reply->error));
     t.predecessor = reply->result.value("pid", 0);
+    // A calyx older than the check above does not read "predecessor": its pid still tells.
+    // It stopped already; our exit has it resume.
+    if (t.expected.pid > 0 && t.predecessor != t.expected.pid)
+        return std::unexpected(fmt::format("the calyx that handed over is pid {}, not the one whose table this one "
+                                           "restored ({}): not taking over (pid {} resumes serving)",
+                                           t.predecessor, describe(t.expected), t.predecessor));
     t.stopped_ns = reply->result.value("stopped_ns", uint64_t{0});
     std::vector<calyx::daemon::Router::Neighbor> neighbors;
     if (const auto list = reply->result.find("neighbors"); list != reply->result.end() && list->is_array())
@@ -324,7 +374,10 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
         TakeOver take_over;
         calyx::daemon::Router::StartHooks hooks;
         if (taking_over) {
-            hooks.before_ports = [&] { return ask_to_hand_over(control_socket, take_over, opts.take_over_hold, opts.take_over_after); };
+            hooks.before_ports = [&](std::optional<uint64_t> state_generation) {
+                take_over.expected = {predecessor, state_generation};
+                return ask_to_hand_over(control_socket, take_over, opts.take_over_hold, opts.take_over_after);
+            };
             hooks.defer_state_commit = true;
         }
         // With a datastore the site is etcd's, applied through the same reload path as the file.
@@ -412,6 +465,10 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
                     return std::unexpected(calyx::cp::CommandError{"take-over needs {\"pid\": <the successor's pid>}", true, {}});
                 if (!owner.load())
                     return std::unexpected(calyx::cp::CommandError{"this calyx is itself still taking over", false, {}});
+                if (auto other = not_this_calyx(args, ::getpid(), r.state_generation())) {
+                    fmt::print(stderr, "calyx: take-over refused: {}\n", other->message);
+                    return std::unexpected(std::move(*other));
+                }
                 // Under systemd the unit's processes are those of its cgroup: a successor started
                 // beside it (from a shell) would serve outside the unit, and the unit would end
                 // when this process exits. Only a child of ours is inside.

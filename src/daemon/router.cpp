@@ -121,7 +121,7 @@ std::expected<std::unique_ptr<Router>, std::string> Router::start(config::Config
     if (hooks.before_ports) {
         // The first snapshot is built in the gap: its routing table's memory is not (~60 ms).
         cp::warm_routing_table_memory();
-        auto ready = hooks.before_ports();
+        auto ready = hooks.before_ports(*previous ? std::optional<uint64_t>((*previous)->generation()) : std::nullopt);
         if (!ready) return std::unexpected(ready.error());
         neighbors = std::move(*ready);
     }
@@ -148,6 +148,8 @@ std::expected<std::unique_ptr<Router>, std::string> Router::start(config::Config
     if (auto launched = r->launch_workers(); !launched) return std::unexpected(launched.error());
     return r;
 }
+
+uint64_t Router::state_generation() const { return state_->generation(); }
 
 std::expected<void, std::string> Router::commit_state_file() {
     if (state_->path() == state_path_) return {};

@@ -505,7 +505,8 @@ TEST_F(RestartTest, ACalyxRestartedWhileItsSuccessorPreRestoredRefusesToHandOver
     EXPECT_NE(log.find(fmt::format("the one whose table the successor restored (pid {}, generation", crashed)),
               std::string::npos)
         << log;
-    EXPECT_EQ(calyx_->log().find("handing over"), std::string::npos) << calyx_->log();
+    EXPECT_EQ(calyx_->log().find("calyx: handing over to pid"), std::string::npos) << calyx_->log();
+    EXPECT_NE(calyx_->log().find("calyx: take-over refused: this calyx"), std::string::npos) << calyx_->log();
     ASSERT_TRUE(calyx_->running()) << calyx_->log();
     // Both connections go on through the restarted calyx, which never stopped.
     ASSERT_NO_FATAL_FAILURE(exchange_between_instances("still"));
