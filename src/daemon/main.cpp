@@ -77,6 +77,9 @@ sigset_t tap_signal() {
 // How long calyx waits at start for the datastore's first list before it serves without the site
 // (it applies the site as soon as etcd answers).
 constexpr std::chrono::seconds kFirstSyncWait{15};
+// How long a successor waits, in the hand-over's gap, for its watch to reach the revision the
+// running calyx served (normally it is there already: both watch the same etcd).
+constexpr std::chrono::milliseconds kSiteCatchUp{1000};
 
 // With a datastore the site is etcd's: the syncer applies the file with the current site, in
 // turn with its own applies, so that an older site never follows a newer one.
@@ -275,6 +278,7 @@ struct TakeOver {
     Predecessor expected;  // whose table was pre-restored
     pid_t predecessor = 0;
     uint64_t stopped_ns = 0;
+    int64_t datastore_revision = 0;  // the etcd revision whose site it served last (0: no datastore)
 };
 
 // Testing a predecessor restarted while its successor pre-restored (--take-over-after): waits
@@ -303,6 +307,7 @@ std::expected<std::vector<calyx::daemon::Router::Neighbor>, std::string> ask_to_
                                            "restored ({}): not taking over (pid {} resumes serving)",
                                            t.predecessor, describe(t.expected), t.predecessor));
     t.stopped_ns = reply->result.value("stopped_ns", uint64_t{0});
+    t.datastore_revision = reply->result.value("datastore_revision", int64_t{0});
     std::vector<calyx::daemon::Router::Neighbor> neighbors;
     if (const auto list = reply->result.find("neighbors"); list != reply->result.end() && list->is_array())
         for (const auto& n : *list) {
@@ -414,6 +419,23 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
                            fmt::join(cfg->datastore.endpoints, ", "), kFirstSyncWait.count());
             }
             if (auto site = site_target.take()) *cfg = std::move(*site);
+            // A site the running calyx applied while we pre-restored (an instance added, say):
+            // the restore completes with it, or its instances' connections would be taken for
+            // those of removed instances. It stopped with the site of the revision it answered;
+            // our own watch has it or is about to.
+            if (taking_over)
+                hooks.config_at_hand_over = [&]() -> std::optional<calyx::config::Config> {
+                    const auto deadline = std::chrono::steady_clock::now() + kSiteCatchUp;
+                    while (syncer->sample().revision < take_over.datastore_revision &&
+                           std::chrono::steady_clock::now() < deadline)
+                        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+                    if (const int64_t have = syncer->sample().revision; have < take_over.datastore_revision)
+                        fmt::print(stderr,
+                                   "calyx: datastore: pid {} served etcd's revision {}, this calyx has {} after {} ms: "
+                                   "connections of instances added since are not kept\n",
+                                   take_over.predecessor, take_over.datastore_revision, have, kSiteCatchUp.count());
+                    return site_target.take();
+                };
         }
         auto router = calyx::daemon::Router::start(std::move(*cfg), hooks);
         if (!router) {
@@ -591,7 +613,14 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
             fmt::print(stderr, "calyx: handing over to pid {}\n", successor);
             const int successor_fd = static_cast<int>(::syscall(SYS_pidfd_open, successor, 0));
             metrics->reset();
-            syncer.reset();  // no apply from etcd while the ports change hands
+            // No apply from etcd while the ports change hands; the successor finishes its restore
+            // with this revision's site or a newer one.
+            int64_t datastore_revision = 0;
+            if (syncer) {
+                syncer->stop();
+                datastore_revision = syncer->sample().revision;
+            }
+            syncer.reset();
             const uint64_t stopped = r.release_for_hand_over();
             {
                 std::lock_guard lock(hand_over.mutex);
@@ -602,6 +631,7 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
                                     {"stopped_ns", stopped},
                                     {"state_file", r.config().state_path()},
                                     {"neighbors", std::move(neighbors)}};
+                if (from_datastore) hand_over.result["datastore_revision"] = datastore_revision;
                 hand_over.done = true;
             }
             hand_over.answered.notify_all();

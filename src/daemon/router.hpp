@@ -51,6 +51,11 @@ public:
         // start (the running calyx, not stopped or resuming, serves on).
         std::function<std::expected<std::vector<Neighbor>, std::string>(std::optional<uint64_t> state_generation)>
             before_ports;
+        // Called once before_ports returned (the running calyx stopped): a newer configuration
+        // than the one the start began with, if one came meanwhile (with a datastore, a site
+        // the running calyx had applied). The restore completes with it, so that the
+        // connections of an instance it adds are kept.
+        std::function<std::optional<config::Config>()> config_at_hand_over;
         // Keep the restored state file under its temporary name until commit_state_file() (the
         // previous process may still resume with its own).
         bool defer_state_commit = false;
