@@ -77,6 +77,9 @@ sigset_t tap_signal() {
 // How long calyx waits at start for the datastore's first list before it serves without the site
 // (it applies the site as soon as etcd answers).
 constexpr std::chrono::seconds kFirstSyncWait{15};
+// How long a successor waits, in the hand-over's gap, for its watch to reach the revision the
+// running calyx served (normally it is there already: both watch the same etcd).
+constexpr std::chrono::milliseconds kSiteCatchUp{1000};
 
 // With a datastore the site is etcd's: the syncer applies the file with the current site, in
 // turn with its own applies, so that an older site never follows a newer one.
@@ -229,20 +232,82 @@ struct HandOverRequest {
     calyx::cp::Json result;
 };
 
+// Which calyx a successor pre-restored the table of: the pid that held the locks when the
+// successor started, and the generation of the state file it read. A calyx started again (after
+// a crash) while a successor pre-restored has another pid and a newer file (its start restored
+// the dead one's and numbered its own one more): its ports must not go to a successor holding
+// the dead one's table, which lacks every connection opened since.
+struct Predecessor {
+    pid_t pid = 0;                              // 0: the lock file named none
+    std::optional<uint64_t> state_generation;  // nullopt: there was no state file
+};
+
+std::string describe(const Predecessor& p) {
+    return fmt::format("pid {}, {}", p.pid > 0 ? std::to_string(p.pid) : "?",
+                       p.state_generation ? fmt::format("generation {}", *p.state_generation) : "no state file");
+}
+
+// The running side: whether a take-over request is for this process. nullopt: it is (or the
+// request names no predecessor: a successor older than this check).
+std::optional<calyx::cp::CommandError> not_this_calyx(const calyx::cp::Json& args, pid_t self, uint64_t generation) {
+    const auto it = args.find("predecessor");
+    if (it == args.end()) return std::nullopt;
+    const auto& p = *it;
+    const auto whole = [&](const char* key) {
+        return p.contains(key) && p[key].is_number_integer() && p[key].get<int64_t>() >= 0;
+    };
+    if (!p.is_object() || !whole("pid") || (p.contains("state_generation") && !whole("state_generation")))
+        return calyx::cp::CommandError{
+            "take-over: \"predecessor\" must be {\"pid\": <pid>, \"state_generation\": <generation>}", true, {}};
+    Predecessor expected{static_cast<pid_t>(p["pid"].get<int64_t>()), std::nullopt};
+    if (p.contains("state_generation")) expected.state_generation = p["state_generation"].get<uint64_t>();
+    const bool same_pid = expected.pid == 0 || expected.pid == self;
+    if (same_pid && expected.state_generation == generation) return std::nullopt;
+    return calyx::cp::CommandError{
+        fmt::format("this calyx (pid {}, state file generation {}) is not the one whose table the successor "
+                    "restored ({}): it was started again meanwhile, and that table lacks what it tracked since. Not "
+                    "handing over; this calyx serves on (start the take-over again)",
+                    self, generation, describe(expected)),
+        false,
+        {}};
+}
+
 // The successor side: asks the running calyx to stop and release its ports. Its answer carries
 // when its workers stopped (CLOCK_MONOTONIC), the start of the gap.
 struct TakeOver {
+    Predecessor expected;  // whose table was pre-restored
     pid_t predecessor = 0;
     uint64_t stopped_ns = 0;
+    int64_t datastore_revision = 0;  // the etcd revision whose site it served last (0: no datastore)
 };
 
+// Testing a predecessor restarted while its successor pre-restored (--take-over-after): waits
+// until `path` exists (at most 60 s).
+void wait_for_file(const std::string& path) {
+    fmt::print(stderr, "calyx: testing: waiting for {} before it asks the running calyx to hand over\n", path);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (!std::filesystem::exists(path) && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+}
+
 std::expected<std::vector<calyx::daemon::Router::Neighbor>, std::string> ask_to_hand_over(
-    const std::string& socket, TakeOver& t, std::chrono::milliseconds hold) {
-    auto reply = calyx::cp::control_call(socket, "take-over", {{"pid", ::getpid()}}, std::chrono::seconds(30));
+    const std::string& socket, TakeOver& t, std::chrono::milliseconds hold, const std::string& after) {
+    if (!after.empty()) wait_for_file(after);
+    calyx::cp::Json predecessor = {{"pid", t.expected.pid}};
+    if (t.expected.state_generation) predecessor["state_generation"] = *t.expected.state_generation;
+    auto reply = calyx::cp::control_call(socket, "take-over", {{"pid", ::getpid()}, {"predecessor", predecessor}},
+                                         std::chrono::seconds(30));
     if (!reply) return std::unexpected(fmt::format("take-over: {}", reply.error().message));
     if (!reply->ok) return std::unexpected(fmt::format("take-over refused by the running calyx: {}", reply->error));
     t.predecessor = reply->result.value("pid", 0);
+    // A calyx older than the check above does not read "predecessor": its pid still tells.
+    // It stopped already; our exit has it resume.
+    if (t.expected.pid > 0 && t.predecessor != t.expected.pid)
+        return std::unexpected(fmt::format("the calyx that handed over is pid {}, not the one whose table this one "
+                                           "restored ({}): not taking over (pid {} resumes serving)",
+                                           t.predecessor, describe(t.expected), t.predecessor));
     t.stopped_ns = reply->result.value("stopped_ns", uint64_t{0});
+    t.datastore_revision = reply->result.value("datastore_revision", int64_t{0});
     std::vector<calyx::daemon::Router::Neighbor> neighbors;
     if (const auto list = reply->result.find("neighbors"); list != reply->result.end() && list->is_array())
         for (const auto& n : *list) {
@@ -262,6 +327,7 @@ std::expected<std::vector<calyx::daemon::Router::Neighbor>, std::string> ask_to_
 struct RunOptions {
     bool take_over = false;
     std::chrono::milliseconds take_over_hold{0};
+    std::string take_over_after;
 };
 
 int run(const std::string& config_path, const std::string& argv0, const RunOptions& opts) {
@@ -313,7 +379,10 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
         TakeOver take_over;
         calyx::daemon::Router::StartHooks hooks;
         if (taking_over) {
-            hooks.before_ports = [&] { return ask_to_hand_over(control_socket, take_over, opts.take_over_hold); };
+            hooks.before_ports = [&](std::optional<uint64_t> state_generation) {
+                take_over.expected = {predecessor, state_generation};
+                return ask_to_hand_over(control_socket, take_over, opts.take_over_hold, opts.take_over_after);
+            };
             hooks.defer_state_commit = true;
         }
         // With a datastore the site is etcd's, applied through the same reload path as the file.
@@ -350,6 +419,23 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
                            fmt::join(cfg->datastore.endpoints, ", "), kFirstSyncWait.count());
             }
             if (auto site = site_target.take()) *cfg = std::move(*site);
+            // A site the running calyx applied while we pre-restored (an instance added, say):
+            // the restore completes with it, or its instances' connections would be taken for
+            // those of removed instances. It stopped with the site of the revision it answered;
+            // our own watch has it or is about to.
+            if (taking_over)
+                hooks.config_at_hand_over = [&]() -> std::optional<calyx::config::Config> {
+                    const auto deadline = std::chrono::steady_clock::now() + kSiteCatchUp;
+                    while (syncer->sample().revision < take_over.datastore_revision &&
+                           std::chrono::steady_clock::now() < deadline)
+                        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+                    if (const int64_t have = syncer->sample().revision; have < take_over.datastore_revision)
+                        fmt::print(stderr,
+                                   "calyx: datastore: pid {} served etcd's revision {}, this calyx has {} after {} ms: "
+                                   "connections of instances added since are not kept\n",
+                                   take_over.predecessor, take_over.datastore_revision, have, kSiteCatchUp.count());
+                    return site_target.take();
+                };
         }
         auto router = calyx::daemon::Router::start(std::move(*cfg), hooks);
         if (!router) {
@@ -401,6 +487,10 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
                     return std::unexpected(calyx::cp::CommandError{"take-over needs {\"pid\": <the successor's pid>}", true, {}});
                 if (!owner.load())
                     return std::unexpected(calyx::cp::CommandError{"this calyx is itself still taking over", false, {}});
+                if (auto other = not_this_calyx(args, ::getpid(), r.state_generation())) {
+                    fmt::print(stderr, "calyx: take-over refused: {}\n", other->message);
+                    return std::unexpected(std::move(*other));
+                }
                 // Under systemd the unit's processes are those of its cgroup: a successor started
                 // beside it (from a shell) would serve outside the unit, and the unit would end
                 // when this process exits. Only a child of ours is inside.
@@ -523,7 +613,14 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
             fmt::print(stderr, "calyx: handing over to pid {}\n", successor);
             const int successor_fd = static_cast<int>(::syscall(SYS_pidfd_open, successor, 0));
             metrics->reset();
-            syncer.reset();  // no apply from etcd while the ports change hands
+            // No apply from etcd while the ports change hands; the successor finishes its restore
+            // with this revision's site or a newer one.
+            int64_t datastore_revision = 0;
+            if (syncer) {
+                syncer->stop();
+                datastore_revision = syncer->sample().revision;
+            }
+            syncer.reset();
             const uint64_t stopped = r.release_for_hand_over();
             {
                 std::lock_guard lock(hand_over.mutex);
@@ -534,6 +631,7 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
                                     {"stopped_ns", stopped},
                                     {"state_file", r.config().state_path()},
                                     {"neighbors", std::move(neighbors)}};
+                if (from_datastore) hand_over.result["datastore_revision"] = datastore_revision;
                 hand_over.done = true;
             }
             hand_over.answered.notify_all();
@@ -599,7 +697,10 @@ int main(int argc, char** argv) {
         "take-over", "replace the calyx running on this configuration's control socket without cutting "
                      "connections: it stops and releases its ports once this one is ready, then exits")(
         "take-over-hold-ms", po::value<unsigned>()->default_value(0),
-        "testing: wait this long after the running calyx released its ports (a successor dying midway)");
+        "testing: wait this long after the running calyx released its ports (a successor dying midway)")(
+        "take-over-after", po::value<std::string>()->default_value(""),
+        "testing: once the running calyx's table is pre-restored, wait until this file exists before asking it to "
+        "hand over (a calyx restarted meanwhile)");
     po::variables_map vm;
     try {
         po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -630,5 +731,6 @@ int main(int argc, char** argv) {
     RunOptions run_options;
     run_options.take_over = vm.count("take-over") > 0;
     run_options.take_over_hold = std::chrono::milliseconds(vm["take-over-hold-ms"].as<unsigned>());
+    run_options.take_over_after = vm["take-over-after"].as<std::string>();
     return run(config_path, argv[0], run_options);
 }

@@ -121,9 +121,11 @@ std::expected<std::unique_ptr<Router>, std::string> Router::start(config::Config
     if (hooks.before_ports) {
         // The first snapshot is built in the gap: its routing table's memory is not (~60 ms).
         cp::warm_routing_table_memory();
-        auto ready = hooks.before_ports();
+        auto ready = hooks.before_ports(*previous ? std::optional<uint64_t>((*previous)->generation()) : std::nullopt);
         if (!ready) return std::unexpected(ready.error());
         neighbors = std::move(*ready);
+        if (hooks.config_at_hand_over)
+            if (auto newer = hooks.config_at_hand_over()) cfg = std::move(*newer);
     }
     if (*previous) r->finish_restore(**previous, cfg);
     if (cfg.uplink) {
@@ -148,6 +150,8 @@ std::expected<std::unique_ptr<Router>, std::string> Router::start(config::Config
     if (auto launched = r->launch_workers(); !launched) return std::unexpected(launched.error());
     return r;
 }
+
+uint64_t Router::state_generation() const { return state_->generation(); }
 
 std::expected<void, std::string> Router::commit_state_file() {
     if (state_->path() == state_path_) return {};
@@ -303,10 +307,18 @@ void Router::finish_restore(const dp::StateFile& previous, const config::Config&
     const auto started = std::chrono::steady_clock::now();
     const auto keep = [this](uint16_t account) { return kept_accounts_.contains(account); };
     // A reload meanwhile may have renumbered what `keep` decides by: read everything again.
-    if (dp::StateNames now = previous.names(); now != restored_names_) {
-        take_names(now, cfg);
+    // Names only added (an instance added, by a reload or a site applied meanwhile) and the
+    // configuration we finish with keeping more accounts, none fewer: read again only what was
+    // refused as unowned.
+    const dp::StateNames now = previous.names();
+    const bool only_added = std::ranges::includes(now.zones, restored_names_.zones) &&
+                            std::ranges::includes(now.accounts, restored_names_.accounts);
+    const std::set<uint16_t> kept_before = kept_accounts_;
+    take_names(now, cfg);
+    if (!only_added || !std::ranges::includes(kept_accounts_, kept_before))
         live_restore_->mark_all_changed();
-    }
+    else if (kept_accounts_ != kept_before)
+        live_restore_->retry_unowned();
     const size_t changed = live_restore_->catch_up(io::now_ns(), keep);
     restored_ = live_restore_->stats();
     live_restore_.reset();

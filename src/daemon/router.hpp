@@ -6,6 +6,7 @@
 #include <expected>
 #include <functional>
 #include <map>
+#include <optional>
 #include <mutex>
 #include <set>
 #include <memory>
@@ -41,12 +42,20 @@ public:
         MacAddr mac;
     };
     struct StartHooks {
-        // Called once everything that needs no port is ready, before the previous state file is
-        // read and any port opened: the running calyx is asked to stop and release its ports
-        // here, and answers with its uplink's resolved neighbours (learnt before our workers
-        // start, so no packet waits for ARP). An error stops the start (the running calyx, not
-        // stopped or resuming, serves on).
-        std::function<std::expected<std::vector<Neighbor>, std::string>()> before_ports;
+        // Called once everything that needs no port is ready and the running calyx's state file
+        // is pre-restored, before any port is opened: the running calyx is asked to stop and
+        // release its ports here, and answers with its uplink's resolved neighbours (learnt
+        // before our workers start, so no packet waits for ARP). `state_generation`: the
+        // generation of the state file whose table was pre-restored (nullopt: there was none),
+        // which the running calyx must have for the table to be its own. An error stops the
+        // start (the running calyx, not stopped or resuming, serves on).
+        std::function<std::expected<std::vector<Neighbor>, std::string>(std::optional<uint64_t> state_generation)>
+            before_ports;
+        // Called once before_ports returned (the running calyx stopped): a newer configuration
+        // than the one the start began with, if one came meanwhile (with a datastore, a site
+        // the running calyx had applied). The restore completes with it, so that the
+        // connections of an instance it adds are kept.
+        std::function<std::optional<config::Config>()> config_at_hand_over;
         // Keep the restored state file under its temporary name until commit_state_file() (the
         // previous process may still resume with its own).
         bool defer_state_commit = false;
@@ -76,6 +85,9 @@ public:
 
     const config::Config& config() const { return cfg_; }
     uint64_t generation() const { return generation_; }
+    // The generation of this process's state file (one more than the file its start restored,
+    // 0 for a new one): a successor names it when it asks this process to hand over.
+    uint64_t state_generation() const;
     // Sum over workers of one port's counters since its port was opened.
     dp::PortCounters port_counters(uint16_t slot) const;
     std::vector<const dp::WorkerCounters*> worker_counters() const;

@@ -65,6 +65,11 @@ size_t LiveRestore::catch_up(uint64_t now_ns, const Keep& keep) {
     return read_again;
 }
 
+void LiveRestore::retry_unowned() {
+    for (size_t pos = 0; pos < outcome_.size(); ++pos)
+        if (outcome_[pos] == CtRestoreOutcome::unowned) retry_.push_back(static_cast<uint32_t>(pos));
+}
+
 CtRestoreStats LiveRestore::stats() const {
     CtRestoreStats stats;
     for (const CtRestoreOutcome o : outcome_) stats.count(o);

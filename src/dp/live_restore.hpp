@@ -27,7 +27,9 @@
 //   have held) is tried again at every catch-up, after the take-backs; so is one found locked,
 //   since a reader that only locks it (`calyxctl conntrack`) leaves no mark when it unlocks.
 // - Which accounts are kept (`keep`) comes from the names block; if it changed (a reload in
-//   the old process), mark_all_changed() has the next catch-up read every slot again.
+//   the old process), mark_all_changed() has the next catch-up read every slot again. If only
+//   more are kept (an instance added), retry_unowned() has it read the slots refused for
+//   their account: the others' outcomes stay what they were.
 #pragma once
 
 #include <cstddef>
@@ -49,6 +51,9 @@ public:
     // How many slots it read again.
     size_t catch_up(uint64_t now_ns, const Keep& keep);
     void mark_all_changed() { all_changed_ = true; }
+    // `keep` now keeps more accounts, and none fewer (an instance added meanwhile): the next
+    // catch-up reads again every slot refused as unowned, and only those.
+    void retry_unowned();
 
     // What the restore came to so far: every slot's latest outcome.
     CtRestoreStats stats() const;

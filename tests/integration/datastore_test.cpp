@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 
 #include <chrono>
+#include <fstream>
 #include <set>
 #include <mutex>
 #include <thread>
@@ -413,6 +414,84 @@ TEST_F(DatastoreTest, AHandOverKeepsTheSitesConnectionsWithoutWaitingForEtcd) {
     EXPECT_EQ(log.find("restored 0 connections"), std::string::npos) << log;
     EXPECT_LT(lost_for, 1000ms) << "no waiting for etcd: the site's ports were there at once\n" << log;
     ASSERT_TRUE(calyx_->process().wait(10s)) << "the old calyx did not exit\n" << calyx_->log();
+    calyx_.reset();
+    (*next)->stop();
+}
+
+// An instance added in etcd while a successor pre-restores: the running calyx applies it and
+// tracks its connections, and the successor, which listed the site before, must still take them
+// over (with the instance) rather than drop them as "of removed instances". The successor waits
+// (a test hook) between its pre-restore and its request, so that web-1's port is created, and a
+// connection opened from web-1, in between.
+TEST_F(DatastoreTest, AnInstanceAddedWhileTheSuccessorPreRestoredKeepsItsConnections) {
+    const auto web_endpoint = calico::workload_endpoint(endpoint_of(kWeb, {{kSgApp, "app"}}));
+    peers_.erase(kWeb.name);
+    change("db-1 open, web-1's port deleted", {calico::network_policy(kSgApp, {Rule{"egress"}, Rule{"ingress"}}),
+                                               calico::workload_endpoint(endpoint_of(kDb, {{kSgApp, "app"}}))},
+           {web_endpoint.first});
+    std::string text = read_file(config_);
+    text.replace(text.find(identity_.eal_prefix), identity_.eal_prefix.size(), identity_.eal_prefix + "-next");
+    const fs::path next_config = dir_.write("calyx-next.yaml", text);
+    const fs::path go = dir_ / "successor.go";
+    auto next = ChildProcess::spawn({calyx_binary(), "--config", next_config.string(), "--take-over",
+                                     "--take-over-after", go.string()},
+                                    dir_ / "successor.log");
+    ASSERT_TRUE(next.has_value()) << next.error();
+    ASSERT_TRUE((*next)->wait_for_log("before it asks the running calyx to hand over", 30s)) << (*next)->log();
+
+    change("web-1's port created", {web_endpoint});
+    ASSERT_NO_FATAL_FAILURE(attach(kWeb));
+    // web-1 -> db-1:5432, charged to web-1's account, by hand.
+    const auto segment = [](const Vm& from, const Vm& to, uint16_t sport, uint16_t dport, uint8_t flags, uint32_t seq,
+                            uint32_t ack, std::string_view data = {}) {
+        return FrameBuilder()
+            .eth(from.mac, kGatewayMac)
+            .ipv4(from.ip, to.ip, ipproto::kTcp)
+            .tcp(sport, dport, flags, seq, ack, std::vector<uint8_t>(data.begin(), data.end()))
+            .build();
+    };
+    const auto to_db = [](std::string_view data) {
+        return [data = std::string(data)](const Bytes& f) {
+            if (!is_tcp(f) || tcp_of(f).dst_port.host() != 5432) return false;
+            const size_t at = l4_offset(f) + tcp_of(f).header_length();
+            const size_t end = kEthLen + ipv4_of(f).total_length.host();
+            return data.empty() || (at < end && std::string(f.begin() + static_cast<long>(at),
+                                                            f.begin() + static_cast<long>(end)) == data);
+        };
+    };
+    // web-1 sends `frame` again every 300 ms until db-1 receives what `arrived` matches.
+    const auto deliver = [this](const Bytes& frame, const FramePredicate& arrived, std::chrono::milliseconds wait) {
+        for (const auto deadline = Clock::now() + wait; Clock::now() < deadline;) {
+            if (!vm(kWeb).send(frame)) return false;
+            if (vm(kDb).receive(300ms, arrived)) return true;
+        }
+        return false;
+    };
+    uint32_t web_seq = 100, db_seq = 900;
+    ASSERT_TRUE(deliver(segment(kWeb, kDb, 50000, 5432, TcpHdr::kSyn, web_seq++, 0), to_db(""), kWarmUp))
+        << "web-1's SYN did not reach db-1\n" << calyx_->log();
+    vm(kDb).drain();
+    ASSERT_TRUE(vm(kDb).send(segment(kDb, kWeb, 5432, 50000, TcpHdr::kSyn | TcpHdr::kAck, db_seq++, web_seq)));
+    ASSERT_TRUE(vm(kWeb).receive(kReply, [](const Bytes& f) { return is_tcp(f); }));
+    ASSERT_TRUE(vm(kWeb).send(segment(kWeb, kDb, 50000, 5432, TcpHdr::kAck, web_seq, db_seq)));
+    ASSERT_TRUE(vm(kDb).receive(kReply, to_db("")));
+    // The successor's own watch has seen the change too (its syncer coalesces for 100 ms).
+    std::this_thread::sleep_for(500ms);
+
+    std::ofstream(go).close();
+    ASSERT_TRUE((*next)->wait_for_log("calyx: ready", 30s)) << (*next)->log();
+    ASSERT_TRUE(calyx_->process().wait(10s)) << "the old calyx did not exit\n" << calyx_->log();
+    const std::string log = (*next)->log();
+    EXPECT_NE(log.find("0 of removed instances"), std::string::npos) << log;
+    for (const Vm* v : {&kWeb, &kDb}) {
+        vm(*v).detach();
+        ASSERT_NO_FATAL_FAILURE(attach(*v));
+    }
+    // The same connection goes on through the successor: no SYN.
+    const std::string data = "after";
+    EXPECT_TRUE(deliver(segment(kWeb, kDb, 50000, 5432, TcpHdr::kAck | TcpHdr::kPsh, web_seq, db_seq, data),
+                        to_db(data), 10s))
+        << "web-1's connection did not continue through the successor\n" << log;
     calyx_.reset();
     (*next)->stop();
 }

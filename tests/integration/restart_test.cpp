@@ -203,15 +203,15 @@ protected:
         InternetFixture::TearDown();
     }
 
-    // web-1 -> db-1:5432, both ends by hand.
-    void open_between_instances() {
-        web_ = {&kWeb, kDb.ip, 50000, 5432, 100, 0};
-        db_ = {&kDb, kWeb.ip, 5432, 50000, 900, 0};
+    // web-1:`port` -> db-1:5432, both ends by hand.
+    void open_between_instances(uint16_t port = 50000) {
+        web_ = {&kWeb, kDb.ip, port, 5432, 100, 0};
+        db_ = {&kDb, kWeb.ip, 5432, port, 900, 0};
         ASSERT_TRUE(vm(kWeb).send(segment(web_, kSyn)));
         ASSERT_TRUE(vm(kDb).receive(kReply, tcp_to(kDb, 5432, kSyn))) << "SYN did not reach db-1";
         db_.ack = ++web_.seq;
         ASSERT_TRUE(vm(kDb).send(segment(db_, kSyn | kAck)));
-        ASSERT_TRUE(vm(kWeb).receive(kReply, tcp_to(kWeb, 50000, kSyn | kAck))) << "SYN-ACK did not reach web-1";
+        ASSERT_TRUE(vm(kWeb).receive(kReply, tcp_to(kWeb, web_.port, kSyn | kAck))) << "SYN-ACK did not reach web-1";
         web_.ack = ++db_.seq;
         ASSERT_TRUE(vm(kWeb).send(segment(web_, kAck)));
         ASSERT_TRUE(vm(kDb).receive(kReply, tcp_to(kDb, 5432, kAck)));
@@ -225,7 +225,7 @@ protected:
         web_.seq += static_cast<uint32_t>(data.size());
         db_.ack = web_.seq;
         ASSERT_TRUE(vm(kDb).send(segment(db_, kAck)));
-        ASSERT_TRUE(vm(kWeb).receive(kReply, tcp_to(kWeb, 50000, kAck))) << "db-1's ACK did not reach web-1";
+        ASSERT_TRUE(vm(kWeb).receive(kReply, tcp_to(kWeb, web_.port, kAck))) << "db-1's ACK did not reach web-1";
     }
     // The same, retransmitted (as TCP would) while calyx comes up.
     void send_until_db_receives(std::string_view data, std::chrono::milliseconds wait) {
@@ -237,7 +237,7 @@ protected:
                 web_.seq += static_cast<uint32_t>(data.size());
                 db_.ack = web_.seq;
                 ASSERT_TRUE(vm(kDb).send(segment(db_, kAck)));
-                ASSERT_TRUE(vm(kWeb).receive(kReply, tcp_to(kWeb, 50000, kAck))) << "db-1's ACK did not reach web-1";
+                ASSERT_TRUE(vm(kWeb).receive(kReply, tcp_to(kWeb, web_.port, kAck))) << "db-1's ACK did not reach web-1";
                 return;
             }
         }
@@ -470,6 +470,49 @@ TEST_F(RestartTest, AHandOverWhoseSuccessorDiesMidwayLeavesTheOldOneServing) {
     ASSERT_NO_FATAL_FAILURE(expect_connections_continue(seen_as));
     // Its control socket answers again: another hand-over could be tried.
     EXPECT_TRUE(fs::exists(control_socket()));
+}
+
+TEST_F(RestartTest, ACalyxRestartedWhileItsSuccessorPreRestoredRefusesToHandOverAndServesOn) {
+    // The successor pre-restores the running calyx's table, then waits (a test hook) before it
+    // asks for the ports. Meanwhile that calyx crashes and is started again: the restarted one
+    // restores the same table and goes on tracking in a file of its own. The successor's table
+    // is the dead one's; handed the restarted one's ports, it would drop every connection
+    // opened since (and have the restarted one's file renamed over by its stale one).
+    ASSERT_NO_FATAL_FAILURE(open_between_instances());
+    ASSERT_NO_FATAL_FAILURE(exchange_between_instances("before"));
+    const pid_t crashed = calyx_->process().pid();
+    const fs::path go = dir_ / "successor.go";
+    auto next = ChildProcess::spawn({calyx_binary(), "--config", successor_config().string(), "--take-over",
+                                     "--take-over-after", go.string()},
+                                    dir_ / "successor.log");
+    ASSERT_TRUE(next.has_value()) << next.error();
+    ASSERT_TRUE((*next)->wait_for_log("before it asks the running calyx to hand over", 30s)) << (*next)->log();
+    ASSERT_NO_FATAL_FAILURE(crash_and_start());
+    const pid_t restarted = calyx_->process().pid();
+    ASSERT_NO_FATAL_FAILURE(send_until_db_receives("restarted", 10s));
+    // What only the restarted calyx tracks: a connection opened through it.
+    const Side first_web = web_, first_db = db_;
+    ASSERT_NO_FATAL_FAILURE(open_between_instances(50001));
+    ASSERT_NO_FATAL_FAILURE(exchange_between_instances("new"));
+
+    std::ofstream(go).close();
+    const auto status = (*next)->wait(30s);
+    ASSERT_TRUE(status.has_value()) << "the successor took over from the restarted calyx\n"
+                                    << (*next)->log() << "the restarted calyx:\n" << calyx_->log();
+    EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 1) << describe_status(*status);
+    const std::string log = (*next)->log();
+    EXPECT_NE(log.find(fmt::format("this calyx (pid {}, state file generation", restarted)), std::string::npos) << log;
+    EXPECT_NE(log.find(fmt::format("the one whose table the successor restored (pid {}, generation", crashed)),
+              std::string::npos)
+        << log;
+    EXPECT_EQ(calyx_->log().find("calyx: handing over to pid"), std::string::npos) << calyx_->log();
+    EXPECT_NE(calyx_->log().find("calyx: take-over refused: this calyx"), std::string::npos) << calyx_->log();
+    ASSERT_TRUE(calyx_->running()) << calyx_->log();
+    // Both connections go on through the restarted calyx, which never stopped.
+    ASSERT_NO_FATAL_FAILURE(exchange_between_instances("still"));
+    web_ = first_web;
+    db_ = first_db;
+    ASSERT_NO_FATAL_FAILURE(exchange_between_instances("after"));
 }
 
 TEST_F(RestartTest, ConnectionsContinueThroughKillAndStartMasqueradedOnesOnTheirPort) {

@@ -483,6 +483,19 @@ TEST_F(LiveRestoreTest, AfterARenumberingReloadEverythingIsReadAgain) {
     expect_same_connections(*s);
 }
 
+TEST_F(LiveRestoreTest, AnInstanceAddedMeanwhileHasOnlyItsRefusedConnectionsReadAgain) {
+    masqueraded_connection(41000);
+    instance_connection(50000);
+    const uint16_t app = snap_->instances[kAppPort].account;
+    auto s = successor(app);  // app-1 was not in the successor's configuration at its pre-restore
+    EXPECT_EQ(s->restore->stats().unowned, 1u);
+    s->refused_account = dp::kNoAccount;  // ... and is in the one it finishes with
+    s->restore->retry_unowned();
+    EXPECT_EQ(catch_up(*s), 0u) << "no slot changed: only the refused one is retried";
+    expect_same_connections(*s);
+    EXPECT_EQ(s->restore->stats().unowned, 0u);
+}
+
 TEST_F(LiveRestoreTest, WritersRacingTheRestoreLeaveNoStaleOrTornCopy) {
     // Worker threads keep rewriting entries (every word of a connection's state from one
     // counter, so a torn copy shows) while the successor restores and catches up; then they

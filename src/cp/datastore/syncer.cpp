@@ -51,9 +51,11 @@ Syncer::Syncer(config::Config local, Callbacks callbacks, Options options)
     thread_ = std::thread([this] { run(); });
 }
 
-Syncer::~Syncer() {
+Syncer::~Syncer() { stop(); }
+
+void Syncer::stop() {
     stop_.store(true);
-    thread_.join();
+    if (thread_.joinable()) thread_.join();
 }
 
 bool Syncer::wait_first_sync(std::chrono::milliseconds timeout) {

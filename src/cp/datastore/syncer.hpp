@@ -60,6 +60,9 @@ class Syncer {
     Syncer(config::Config local, Callbacks callbacks, Options options);
     Syncer(config::Config local, Callbacks callbacks) : Syncer(std::move(local), std::move(callbacks), Options{}) {}
     ~Syncer();  // stops the thread; the status key expires by its lease
+    // Stops the thread now: nothing is applied any more, and sample() stays what was applied
+    // last (a hand-over tells its successor which revision that was).
+    void stop();
     Syncer(const Syncer&) = delete;
     Syncer& operator=(const Syncer&) = delete;
 
