@@ -314,6 +314,20 @@ TEST_F(Policy, LaterFragmentsFollowTheirFirstFragment) {
     expect_drop(fragment(kWeb, kApp, 9, false, 0), DropReason::fragment_unmatched, "no first fragment seen");
 }
 
+// Only a first fragment (more fragments follow) is remembered for the later ones: a whole
+// datagram, allowed as it is, opens no way for a later fragment that carries its IP id.
+TEST_F(Policy, AWholeDatagramOpensNoWayForLaterFragments) {
+    load(site(kFrame6Groups + "  - {name: udp-in, rules: [{direction: ingress, protocol: udp, ports: 9000}]}\n",
+              "public-sg", "default-sg, udp-in", "private-sg"));
+    ASSERT_EQ(udp(kDb, kApp, 7000, 9000).verdict, dp::Verdict::forward);  // IP id 0x1234, DF
+    TestFrame later(FrameBuilder()
+                        .eth(kDbMac, kGatewayMac)
+                        .ipv4(kDbIp, kAppIp, ipproto::kUdp, 64, 9)  // same id, offset 72 bytes
+                        .raw(std::vector<uint8_t>(64, 0))
+                        .build());
+    expect_drop(run(later, kDbPort), DropReason::fragment_unmatched, "a later fragment of no first fragment");
+}
+
 TEST_F(Policy, FullTableEvictsUnansweredConnectionsWhileEstablishedOnesContinue) {
     load(site(kFrame6Groups, "public-sg", "default-sg", "private-sg", 1024));
     ASSERT_TRUE(handshake(kWeb, kApp, 40000, 80));
