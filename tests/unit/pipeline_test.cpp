@@ -119,6 +119,7 @@ void expect_icmp_error(TestFrame& f, uint8_t type, uint8_t code, Ipv4Addr from, 
     auto* h = f.at<IcmpHdr>(sizeof(EtherHdr) + sizeof(Ipv4Hdr));
     EXPECT_EQ(h->type, type);
     EXPECT_EQ(h->code, code);
+    EXPECT_EQ(h->id.host(), 0) << "unused: zero (RFC 792; RFC 1191 before the next-hop MTU)";
     EXPECT_EQ(h->seq.host(), mtu);
     EXPECT_EQ(internet_checksum(h, f.frame.len - sizeof(EtherHdr) - sizeof(Ipv4Hdr)), 0);
     const size_t quoted_at = sizeof(EtherHdr) + sizeof(Ipv4Hdr) + sizeof(IcmpHdr);
