@@ -328,6 +328,35 @@ TEST_F(Policy, AWholeDatagramOpensNoWayForLaterFragments) {
     expect_drop(run(later, kDbPort), DropReason::fragment_unmatched, "a later fragment of no first fragment");
 }
 
+// Later fragments follow their first fragment's verdict for conntrack.fragment seconds (30 by
+// default), and not a nanosecond longer.
+TEST_F(Policy, LaterFragmentsFollowTheirFirstForTheFragmentTimeoutOnly) {
+    load(site(kFrame6Groups + "  - {name: udp-in, rules: [{direction: ingress, protocol: udp, ports: 9000}]}\n",
+              "public-sg", "default-sg, udp-in", "private-sg"));
+    auto later = [&](uint16_t offset_8) {
+        TestFrame f(FrameBuilder()
+                        .eth(kDbMac, kGatewayMac)
+                        .ipv4(kDbIp, kAppIp, ipproto::kUdp, 64, Ipv4Hdr::kMoreFragments | offset_8)
+                        .raw(std::vector<uint8_t>(64, 0))
+                        .build());
+        return run(f, kDbPort);
+    };
+    auto first = FrameBuilder()
+                     .eth(kDbMac, kGatewayMac)
+                     .ipv4(kDbIp, kAppIp, ipproto::kUdp, 64, Ipv4Hdr::kMoreFragments)
+                     .udp(7000, 9000, std::vector<uint8_t>(64, 0))
+                     .build();
+    reinterpret_cast<UdpHdr*>(first.data() + sizeof(EtherHdr) + sizeof(Ipv4Hdr))->length = Be16::from_host(400);
+    TestFrame f(first);
+    constexpr uint64_t kSecond = 1'000'000'000;
+    const uint64_t start = ctx_.now_ns;
+    ASSERT_EQ(run(f, kDbPort).verdict, dp::Verdict::forward);
+    ctx_.now_ns = start + 30 * kSecond - 1;
+    EXPECT_EQ(later(9).verdict, dp::Verdict::forward) << "just inside the 30 s";
+    ctx_.now_ns = start + 30 * kSecond;
+    expect_drop(later(18), DropReason::fragment_unmatched, "30 s after the first fragment");
+}
+
 TEST_F(Policy, FullTableEvictsUnansweredConnectionsWhileEstablishedOnesContinue) {
     load(site(kFrame6Groups, "public-sg", "default-sg", "private-sg", 1024));
     ASSERT_TRUE(handshake(kWeb, kApp, 40000, 80));
