@@ -357,6 +357,31 @@ TEST_F(Policy, LaterFragmentsFollowTheirFirstForTheFragmentTimeoutOnly) {
     expect_drop(later(18), DropReason::fragment_unmatched, "30 s after the first fragment");
 }
 
+// Only a masqueraded datagram's later fragments are translated: between instances a later
+// fragment leaves with the addresses it came with.
+TEST_F(Policy, ALaterFragmentBetweenInstancesKeepsItsAddresses) {
+    load(site(kFrame6Groups + "  - {name: udp-in, rules: [{direction: ingress, protocol: udp, ports: 9000}]}\n",
+              "public-sg", "default-sg, udp-in", "private-sg"));
+    auto first = FrameBuilder()
+                     .eth(kDbMac, kGatewayMac)
+                     .ipv4(kDbIp, kAppIp, ipproto::kUdp, 64, Ipv4Hdr::kMoreFragments)
+                     .udp(7000, 9000, std::vector<uint8_t>(64, 0))
+                     .build();
+    reinterpret_cast<UdpHdr*>(first.data() + sizeof(EtherHdr) + sizeof(Ipv4Hdr))->length = Be16::from_host(200);
+    TestFrame f(first);
+    ASSERT_EQ(run(f, kDbPort).verdict, dp::Verdict::forward);
+    TestFrame later(FrameBuilder()
+                        .eth(kDbMac, kGatewayMac)
+                        .ipv4(kDbIp, kAppIp, ipproto::kUdp, 64, 9)
+                        .raw(std::vector<uint8_t>(64, 0))
+                        .build());
+    ASSERT_EQ(run(later, kDbPort).verdict, dp::Verdict::forward);
+    const auto* ip = later.at<Ipv4Hdr>(sizeof(EtherHdr));
+    EXPECT_EQ(Ipv4Addr::from_be(ip->src), kDbIp);
+    EXPECT_EQ(Ipv4Addr::from_be(ip->dst), kAppIp);
+    EXPECT_EQ(internet_checksum(ip, sizeof(Ipv4Hdr)), 0);
+}
+
 TEST_F(Policy, FullTableEvictsUnansweredConnectionsWhileEstablishedOnesContinue) {
     load(site(kFrame6Groups, "public-sg", "default-sg", "private-sg", 1024));
     ASSERT_TRUE(handshake(kWeb, kApp, 40000, 80));
