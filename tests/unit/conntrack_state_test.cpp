@@ -368,6 +368,18 @@ TEST(ConntrackTcp, RstRefusingTheSynEndsTheConnectionAtOnce) {
     EXPECT_EQ(c.client(SYN), CtVerdict::expired) << "the retry is a new connection";
 }
 
+// RFC 793 3.4: in SYN_SENT an RST is acceptable only if it acknowledges the SYN. One whose
+// ACK is beyond it refuses nothing, whatever window the SYN announced (zero included).
+TEST(ConntrackTcp, RstWhoseAckIsBeyondTheSynIsOutOfWindow) {
+    for (const uint16_t window : {uint16_t{65535}, uint16_t{0}}) {
+        TcpConn c;
+        ASSERT_EQ(c.client(SYN, 0, window), CtVerdict::accept);
+        EXPECT_EQ(c.deliver(kReply, tcp_info(RST | ACK, 0, c.client_next + 5, 0, 0)), CtVerdict::out_of_window)
+            << "window " << window;
+        EXPECT_EQ(c.state(), TcpCtState::syn_sent) << "window " << window;
+    }
+}
+
 TEST(ConntrackTcp, ClientRstAnsweringAChallengeAckInSynSentIsAccepted) {
     // The server still holds an old connection on this tuple and answers the new SYN with
     // an ACK of its old sequence space; the client resets that with seq = the ACK number.
@@ -394,6 +406,22 @@ TEST(ConntrackTcp, DataBeyondTheReceiversWindowIsDroppedAndChangesNothing) {
     EXPECT_TRUE(same_tracking(c.st, before));
     data.seq = c.client_next + 65'000;  // inside the window: fine even if out of order
     EXPECT_EQ(c.deliver(kOrig, data), CtVerdict::accept);
+}
+
+// Linux's MAXACKWINDOW: an ACK may lag the receiver's highest sequence by up to 66000 bytes
+// (or the sender's largest window, if larger) and still be tracked: a late duplicate ACK
+// behind a small window is accepted, not ignored.
+TEST(ConntrackTcp, AnAckLaggingUpTo66000BytesBehindASmallWindowIsAccepted) {
+    TcpConn c;
+    ASSERT_EQ(c.client(SYN), CtVerdict::accept);
+    ASSERT_EQ(c.server(SYN | ACK, 0, 1000), CtVerdict::accept);
+    ASSERT_EQ(c.client(ACK), CtVerdict::accept);
+    const PacketInfo early_ack = c.segment(kReply, ACK, 0, 1000);
+    for (int i = 0; i < 10; ++i) {  // 10000 bytes, one server window of 1000 at a time
+        ASSERT_EQ(c.client(PSH | ACK, 1000), CtVerdict::accept) << i;
+        ASSERT_EQ(c.server(ACK, 0, 1000), CtVerdict::accept) << i;
+    }
+    EXPECT_EQ(c.deliver(kReply, early_ack), CtVerdict::accept) << "10000 bytes late: within 66000";
 }
 
 // Linux's workaround for stacks that send more than the window allows: a segment that starts

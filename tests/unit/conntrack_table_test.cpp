@@ -56,6 +56,23 @@ TEST(ConnTable, InsertedConnectionIsFoundFromEitherDirection) {
         << "another protocol is another connection";
 }
 
+// key_at reads a position's key back (calyxctl lists connections by position and skips the
+// positions that hold no key).
+TEST(ConnTable, KeyAtGivesALivePositionsKeyAndNothingForAFreePosition) {
+    auto table = ConnTable::create(1024, SOCKET_ID_ANY);
+    ASSERT_TRUE(table.has_value()) << table.error();
+    ConnTable& t = **table;
+    const auto k = make_ct_key(ipproto::kUdp, ep(1, 5, 1000), ep(2, 7, 53));
+    const int32_t pos = t.insert(k.key);
+    ASSERT_GE(pos, 0);
+    CtKey read{};
+    ASSERT_TRUE(t.key_at(pos, read));
+    EXPECT_EQ(std::memcmp(&read, &k.key, sizeof(CtKey)), 0);
+    const auto free_pos = static_cast<int32_t>((static_cast<uint32_t>(pos) + 1) % t.slots());
+    CtKey none{};
+    EXPECT_FALSE(t.key_at(free_pos, none));
+}
+
 TEST(ConnTable, FullTableRefusesNewConnectionsAndKeepsExistingOnes) {
     auto table = ConnTable::create(256, SOCKET_ID_ANY);
     ASSERT_TRUE(table.has_value());

@@ -514,6 +514,16 @@ TEST(NatPorts, ExhaustionRefusesNewPortsAndKeepsExistingOnes) {
     for (uint16_t p : held) EXPECT_TRUE(a.allocated(ipproto::kUdp, kServer, 53, p));
 }
 
+TEST(NatPorts, PortsInUseAreCountedPerProtocol) {
+    auto a = make_allocator({}, 1);
+    ASSERT_EQ(a.allocate(ipproto::kUdp, kServer, 53, 40000, 1), 40000);
+    ASSERT_EQ(a.allocate(ipproto::kUdp, kServer, 53, 40001, 2), 40001);
+    ASSERT_EQ(a.allocate(ipproto::kIcmp, kServer, 0, 40002, 3), 40002);
+    EXPECT_EQ(a.in_use(ipproto::kTcp), 0u);
+    EXPECT_EQ(a.in_use(ipproto::kUdp), 2u);
+    EXPECT_EQ(a.in_use(ipproto::kIcmp), 1u);
+}
+
 TEST(NatPorts, OnlyTcpUdpAndIcmpHavePorts) {
     auto a = make_allocator();
     EXPECT_FALSE(a.allocate(47, kServer, 0, 30000, 0));

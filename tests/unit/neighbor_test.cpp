@@ -214,6 +214,25 @@ TEST(NeighborTable, WantedHostsAreResolvedAndForgottenWhenUnused) {
     EXPECT_TRUE(t.entries().empty());
 }
 
+// A released entry is free like a never-used one: the next address that takes it starts as
+// any wanted address does (resolving, unpinned), nothing of the last one's state left.
+TEST(NeighborTable, AReleasedEntryStartsAfreshForTheNextAddressThatTakesIt) {
+    NeighborTable t;
+    uint64_t now = 100 * kSecond;
+    t.want(kHost, now);
+    t.learn(kHost, kMac, now, false);
+    now += NeighborTable::kUnusedNs + NeighborTable::kReachableNs;
+    t.due_requests(now);
+    ASSERT_EQ(t.release_retired(), 1u);
+    t.want(kHost, now);  // the same home slot
+    const auto entries = t.entries();
+    ASSERT_EQ(entries.size(), 1u);
+    EXPECT_EQ(entries[0].state, NeighborState::incomplete);
+    EXPECT_FALSE(entries[0].pinned);
+    EXPECT_FALSE(entries[0].mac);
+    EXPECT_TRUE(asks_for(t.due_requests(now), kHost));
+}
+
 TEST(NeighborTable, LearnsStrangersOnlyWhenAskedTo) {
     NeighborTable t;
     EXPECT_FALSE(t.learn(kHost, kMac, 1, false)) << "an ARP nobody wanted";

@@ -113,11 +113,13 @@ void expect_icmp_error(TestFrame& f, uint8_t type, uint8_t code, Ipv4Addr from, 
     EXPECT_EQ(Ipv4Addr::from_be(ip->src), from);
     EXPECT_EQ(Ipv4Addr::from_be(ip->dst), to);
     EXPECT_EQ(ip->protocol, ipproto::kIcmp);
+    EXPECT_EQ(ip->tos, 0xc0) << "precedence internetwork control, as Linux marks its ICMP errors";
     EXPECT_EQ(internet_checksum(ip, sizeof(Ipv4Hdr)), 0);
     EXPECT_EQ(ip->total_length.host(), f.frame.len - sizeof(EtherHdr));
     auto* h = f.at<IcmpHdr>(sizeof(EtherHdr) + sizeof(Ipv4Hdr));
     EXPECT_EQ(h->type, type);
     EXPECT_EQ(h->code, code);
+    EXPECT_EQ(h->id.host(), 0) << "unused: zero (RFC 792; RFC 1191 before the next-hop MTU)";
     EXPECT_EQ(h->seq.host(), mtu);
     EXPECT_EQ(internet_checksum(h, f.frame.len - sizeof(EtherHdr) - sizeof(Ipv4Hdr)), 0);
     const size_t quoted_at = sizeof(EtherHdr) + sizeof(Ipv4Hdr) + sizeof(IcmpHdr);
@@ -297,6 +299,23 @@ TEST_F(Routing, BatchWithMixedTrafficGivesEachPacketItsOwnVerdict) {
     EXPECT_EQ(batch.meta[1].reason, DropReason::src_ipv4_spoofed);
     EXPECT_EQ(batch.meta[2].verdict, dp::Verdict::reply);
     EXPECT_EQ(total_drops(kWebPort), 1u);
+}
+
+// The worker reuses one batch per burst: slots beyond `count` hold the previous burst's
+// packets, verdicts included. The drop counters count the batch's own packets only.
+TEST_F(Routing, DropsLeftInSlotsBeyondTheBatchAreNotCountedAgain) {
+    TestFrame ping(FrameBuilder().eth(kWebMac, kGatewayMac).ipv4(kWebIp, kDbIp).icmp_echo(1, 1).build());
+    TestFrame stale(FrameBuilder().eth(kWebMac, kGatewayMac).ipv4(kDbIp, kAppIp).icmp_echo(1, 1).build());
+    dp::Batch batch;
+    batch.count = 1;
+    batch.frames[0] = ping.frame;
+    batch.meta[0].in_port = kWebPort;
+    batch.frames[1] = stale.frame;  // dropped in the previous burst and counted then
+    batch.meta[1].in_port = kWebPort;
+    batch.drop(1, DropReason::src_ipv4_spoofed);
+    dp::run_pipeline(batch, *snap_, ctx_);
+    EXPECT_EQ(batch.meta[0].verdict, dp::Verdict::forward);
+    EXPECT_EQ(total_drops(kWebPort), 0u);
 }
 
 }  // namespace

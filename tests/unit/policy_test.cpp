@@ -314,6 +314,74 @@ TEST_F(Policy, LaterFragmentsFollowTheirFirstFragment) {
     expect_drop(fragment(kWeb, kApp, 9, false, 0), DropReason::fragment_unmatched, "no first fragment seen");
 }
 
+// Only a first fragment (more fragments follow) is remembered for the later ones: a whole
+// datagram, allowed as it is, opens no way for a later fragment that carries its IP id.
+TEST_F(Policy, AWholeDatagramOpensNoWayForLaterFragments) {
+    load(site(kFrame6Groups + "  - {name: udp-in, rules: [{direction: ingress, protocol: udp, ports: 9000}]}\n",
+              "public-sg", "default-sg, udp-in", "private-sg"));
+    ASSERT_EQ(udp(kDb, kApp, 7000, 9000).verdict, dp::Verdict::forward);  // IP id 0x1234, DF
+    TestFrame later(FrameBuilder()
+                        .eth(kDbMac, kGatewayMac)
+                        .ipv4(kDbIp, kAppIp, ipproto::kUdp, 64, 9)  // same id, offset 72 bytes
+                        .raw(std::vector<uint8_t>(64, 0))
+                        .build());
+    expect_drop(run(later, kDbPort), DropReason::fragment_unmatched, "a later fragment of no first fragment");
+}
+
+// Later fragments follow their first fragment's verdict for conntrack.fragment seconds (30 by
+// default), and not a nanosecond longer.
+TEST_F(Policy, LaterFragmentsFollowTheirFirstForTheFragmentTimeoutOnly) {
+    load(site(kFrame6Groups + "  - {name: udp-in, rules: [{direction: ingress, protocol: udp, ports: 9000}]}\n",
+              "public-sg", "default-sg, udp-in", "private-sg"));
+    auto later = [&](uint16_t offset_8) {
+        TestFrame f(FrameBuilder()
+                        .eth(kDbMac, kGatewayMac)
+                        .ipv4(kDbIp, kAppIp, ipproto::kUdp, 64, Ipv4Hdr::kMoreFragments | offset_8)
+                        .raw(std::vector<uint8_t>(64, 0))
+                        .build());
+        return run(f, kDbPort);
+    };
+    auto first = FrameBuilder()
+                     .eth(kDbMac, kGatewayMac)
+                     .ipv4(kDbIp, kAppIp, ipproto::kUdp, 64, Ipv4Hdr::kMoreFragments)
+                     .udp(7000, 9000, std::vector<uint8_t>(64, 0))
+                     .build();
+    reinterpret_cast<UdpHdr*>(first.data() + sizeof(EtherHdr) + sizeof(Ipv4Hdr))->length = Be16::from_host(400);
+    TestFrame f(first);
+    constexpr uint64_t kSecond = 1'000'000'000;
+    const uint64_t start = ctx_.now_ns;
+    ASSERT_EQ(run(f, kDbPort).verdict, dp::Verdict::forward);
+    ctx_.now_ns = start + 30 * kSecond - 1;
+    EXPECT_EQ(later(9).verdict, dp::Verdict::forward) << "just inside the 30 s";
+    ctx_.now_ns = start + 30 * kSecond;
+    expect_drop(later(18), DropReason::fragment_unmatched, "30 s after the first fragment");
+}
+
+// Only a masqueraded datagram's later fragments are translated: between instances a later
+// fragment leaves with the addresses it came with.
+TEST_F(Policy, ALaterFragmentBetweenInstancesKeepsItsAddresses) {
+    load(site(kFrame6Groups + "  - {name: udp-in, rules: [{direction: ingress, protocol: udp, ports: 9000}]}\n",
+              "public-sg", "default-sg, udp-in", "private-sg"));
+    auto first = FrameBuilder()
+                     .eth(kDbMac, kGatewayMac)
+                     .ipv4(kDbIp, kAppIp, ipproto::kUdp, 64, Ipv4Hdr::kMoreFragments)
+                     .udp(7000, 9000, std::vector<uint8_t>(64, 0))
+                     .build();
+    reinterpret_cast<UdpHdr*>(first.data() + sizeof(EtherHdr) + sizeof(Ipv4Hdr))->length = Be16::from_host(200);
+    TestFrame f(first);
+    ASSERT_EQ(run(f, kDbPort).verdict, dp::Verdict::forward);
+    TestFrame later(FrameBuilder()
+                        .eth(kDbMac, kGatewayMac)
+                        .ipv4(kDbIp, kAppIp, ipproto::kUdp, 64, 9)
+                        .raw(std::vector<uint8_t>(64, 0))
+                        .build());
+    ASSERT_EQ(run(later, kDbPort).verdict, dp::Verdict::forward);
+    const auto* ip = later.at<Ipv4Hdr>(sizeof(EtherHdr));
+    EXPECT_EQ(Ipv4Addr::from_be(ip->src), kDbIp);
+    EXPECT_EQ(Ipv4Addr::from_be(ip->dst), kAppIp);
+    EXPECT_EQ(internet_checksum(ip, sizeof(Ipv4Hdr)), 0);
+}
+
 TEST_F(Policy, FullTableEvictsUnansweredConnectionsWhileEstablishedOnesContinue) {
     load(site(kFrame6Groups, "public-sg", "default-sg", "private-sg", 1024));
     ASSERT_TRUE(handshake(kWeb, kApp, 40000, 80));

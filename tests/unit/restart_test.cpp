@@ -529,6 +529,23 @@ TEST_F(LiveRestoreTest, WritersRacingTheRestoreLeaveNoStaleOrTornCopy) {
 
 // ---- the file itself ----
 
+// A table whose slot count is not a multiple of 64 ends its change map in a partial word: a
+// change marked there is read again like any other.
+TEST(LiveRestoreChangeMap, AChangeInThePartialLastWordIsReadAgain) {
+    auto table = dp::ConnTable::create(1024, -1);
+    ASSERT_TRUE(table.has_value()) << table.error();
+    constexpr size_t kSlots = 65;  // one whole word and one bit
+    std::vector<dp::CtEntry> entries(kSlots);  // all dead: nothing to restore
+    std::vector<dp::CtKeyRecord> keys(kSlots);
+    uint64_t changes[2] = {};
+    const dp::LiveRestore::Keep keep = [](uint16_t) { return true; };
+    dp::LiveRestore restore(**table, {entries.data(), keys.data(), kSlots, 0, 0}, changes);
+    restore.restore_all(1'000'000'000, keep);
+    changes[1] = 1;  // slot 64 was written after the copy
+    EXPECT_EQ(restore.catch_up(1'000'000'000, keep), 1u);
+    EXPECT_EQ(changes[1], 0u) << "its bit is taken";
+}
+
 TEST_F(Restart, TheChangeMapHasABitPerSlotWhateverTheSlotCount) {
     // 64 slots fill one word exactly, 65 need a second; the file opens with a map of that size.
     const dp::StateParams params{1, 2, 3, 4};

@@ -10,6 +10,7 @@
 #include "calyx/headers.hpp"
 #include "cp/control_commands.hpp"
 #include "cp/site_routes.hpp"
+#include "dp/host.hpp"
 #include "dp/neighbor.hpp"
 #include "uplink_fixture.hpp"
 
@@ -336,6 +337,38 @@ TEST_F(Site, TheHostsArpIsAnsweredFromCalyxsCache) {
                                .arp(1, kUplinkMac, kHostAddr, MacAddr{}, kServer)
                                .build());
     expect_drop(run(off, kHostPort), DropReason::arp_not_for_us, "off the subnet");
+}
+
+// The kernel's ARP for an address no neighbour can have (the uplink subnet's own network and
+// broadcast addresses, the host's own address in a duplicate address probe) is not answered
+// and wants nothing resolved.
+TEST_F(Site, TheHostsArpForTheSubnetsOwnAddressesIsNotAnswered) {
+    for (const Ipv4Addr target : {Ipv4Addr::from_octets(198, 51, 100, 0), Ipv4Addr::from_octets(198, 51, 100, 255), kHostAddr}) {
+        const Ipv4Addr sender = target == kHostAddr ? Ipv4Addr{} : kHostAddr;
+        TestFrame& ask = frame(FrameBuilder()
+                                   .eth(kUplinkMac, MacAddr::broadcast(), ethertype::kArp)
+                                   .arp(1, kUplinkMac, sender, MacAddr{}, target)
+                                   .build());
+        expect_drop(run(ask, kHostPort), DropReason::arp_not_for_us, target.to_string());
+        for (const auto& e : neighbors_.entries()) EXPECT_NE(e.ip, target) << "wanted";
+    }
+}
+
+// The host stage reads only the batch's `count` frames: a slot beyond it (a frame left over
+// from a previous burst) is neither judged nor counted.
+TEST_F(Site, TheHostStageLeavesSlotsBeyondTheCountAlone) {
+    TestFrame& own = frame(FrameBuilder().eth(kUplinkMac, kUpstreamMac).ipv4(kHostAddr, kServer, ipproto::kTcp).tcp(50000, 443, kSyn).build());
+    TestFrame& stale = frame(FrameBuilder().eth(kDbMac, kUpstreamMac).ipv4(kDbIp, kServer, ipproto::kTcp).tcp(50000, 443, kSyn).build());
+    dp::Batch batch;
+    batch.count = 1;
+    batch.frames[0] = own.frame;
+    batch.meta[0].in_port = kHostPort;
+    batch.frames[1] = stale.frame;  // a stranger's MAC: the stage would drop it
+    batch.meta[1].in_port = kHostPort;
+    dp::host_stage(batch, *snap_, ctx_);
+    EXPECT_EQ(batch.meta[0].verdict, dp::Verdict::forward);
+    EXPECT_EQ(batch.meta[1].verdict, dp::Verdict::pending);
+    EXPECT_EQ(total_drops(kHostPort), 0u);
 }
 
 TEST_F(Site, WhatComesForTheHostAddressReachesTheHostUnlessItIsAMasqueradeReply) {

@@ -101,6 +101,26 @@ TEST_F(Uplink, AnswersArpForTheHostAddressAndPublicInstancesOnly) {
     EXPECT_EQ(neighbors_.lookup(kNeighbor), kNeighborMac);
 }
 
+// An ARP packet for anything but Ethernet and IPv4 addresses of their usual lengths is
+// malformed: neither answered nor learnt from, whichever one field is off.
+TEST_F(Uplink, ArpWithAnyWrongAddressLengthIsMalformed) {
+    const struct {
+        const char* name;
+        size_t offset;  // in the ARP header
+        uint8_t value;
+    } cases[] = {{"hardware address length 8", 4, 8}, {"protocol address length 16", 5, 16}};
+    for (const auto& c : cases) {
+        auto bytes = FrameBuilder()
+                         .eth(kNeighborMac, MacAddr::broadcast(), ethertype::kArp)
+                         .arp(1, kNeighborMac, kNeighbor, MacAddr{}, kHostAddr)
+                         .build();
+        bytes[sizeof(EtherHdr) + c.offset] = c.value;
+        TestFrame f(bytes);
+        expect_drop(run(f, kUplinkPort), DropReason::arp_malformed, c.name);
+    }
+    EXPECT_FALSE(neighbors_.lookup(kNeighbor)) << "nothing learnt";
+}
+
 TEST_F(Uplink, LearnsOnlyNeighboursItWantsOrThatAskForIt) {
     const Ipv4Addr stranger = Ipv4Addr::from_octets(198, 51, 100, 77);
     const MacAddr stranger_mac{{0x02, 0, 0, 0, 0, 0x77}};
