@@ -79,7 +79,7 @@ void BM_Restore(benchmark::State& state) {
     const int64_t n = state.range(0);
     auto source = make_source(n);
     if (!source) return fail(state, source.error().c_str());
-    const dp::CtRestoreSource from{source->file->entries(), source->file->keys(), source->file->slots(), 0, 0};
+    const dp::CtRestoreSource from = source->file->restore_source();
     dp::CtRestoreStats stats;
     for (auto _ : state) {
         state.PauseTiming();

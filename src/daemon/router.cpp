@@ -265,8 +265,8 @@ void Router::begin_restore(const dp::StateFile& previous, const config::Config& 
     const bool live = predecessor_runs;
     const auto started = std::chrono::steady_clock::now();
     take_names(previous.names(), cfg);
-    const dp::CtRestoreSource from{previous.entries(), previous.keys(), previous.slots(), previous.params().tsc_hz,
-                                   rte_get_tsc_hz()};
+    dp::CtRestoreSource from = previous.restore_source();
+    from.new_tsc_hz = rte_get_tsc_hz();
     const auto keep = [this](uint16_t account) { return kept_accounts_.contains(account); };
     if (!live) {
         restored_ = conntrack_->restore(from, io::now_ns(), keep);

@@ -83,8 +83,12 @@ struct CtKeyRecord {
     friend bool operator==(const CtKeyRecord&, const CtKeyRecord&) = default;
 };
 static_assert(sizeof(CtKeyRecord) == 16);
-// Seven bits over a key (FNV-1a folded), never 0: a zeroed entry never matches its record.
+// Seven bits over a key, never 0: a zeroed entry never matches its record. Three independent
+// multiplies folded (state file layout 3); a new connection computes it once.
 uint8_t ct_key_check(const CtKey& key) noexcept;
+// The check of layout-2 state files: FNV-1a over the key's 20 bytes (20 dependent multiplies,
+// ~80 cycles per new connection). Only to restore such a file's connections.
+uint8_t ct_key_check_v2(const CtKey& key) noexcept;
 
 struct CtPacketKey {
     CtKey key;
@@ -180,6 +184,8 @@ struct CtRestoreSource {
     // Expiry times were written on a clock of `old_tsc_hz` (0: this process's).
     uint64_t old_tsc_hz = 0;
     uint64_t new_tsc_hz = 0;
+    // The check its writer kept in each entry over the entry's key (StateFile::key_check()).
+    uint8_t (*key_check)(const CtKey&) noexcept = ct_key_check;
 };
 
 class ConnTable {

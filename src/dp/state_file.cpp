@@ -158,11 +158,11 @@ std::expected<std::unique_ptr<StateFile>, std::string> StateFile::open(const std
     const Header& h = f->header();
     if (std::memcmp(h.magic, kStateMagic, sizeof(kStateMagic)) != 0)
         return std::unexpected(fmt::format("state file {}: not a calyx state file (no magic)", path));
-    if (h.layout_version != kStateLayoutVersion)
+    if (h.layout_version < kOldestReadStateLayoutVersion || h.layout_version > kStateLayoutVersion)
         return std::unexpected(fmt::format(
-            "state file {}: layout version {}, this calyx reads version {} only; it is not read "
+            "state file {}: layout version {}, this calyx reads versions {} to {} only; it is not read "
             "(move it away to start with an empty connection table, which cuts every connection)",
-            path, h.layout_version, kStateLayoutVersion));
+            path, h.layout_version, kOldestReadStateLayoutVersion, kStateLayoutVersion));
     if (h.header_bytes != kHeaderBytes || h.entry_bytes != sizeof(CtEntry) || h.key_bytes != sizeof(CtKeyRecord))
         return std::unexpected(fmt::format(
             "state file {}: layout version {} but sizes header {} entry {} key {} (expected {} {} {}): corrupt",
@@ -201,6 +201,13 @@ StateParams StateFile::params() const {
 }
 
 uint64_t StateFile::generation() const { return header().generation; }
+uint32_t StateFile::layout_version() const { return header().layout_version; }
+
+CtRestoreSource StateFile::restore_source() const {
+    CtRestoreSource from{entries_, keys_, slots_, header().tsc_hz, 0};
+    if (layout_version() == 2) from.key_check = ct_key_check_v2;
+    return from;
+}
 void StateFile::set_generation(uint64_t generation) { header().generation = generation; }
 
 StateNames StateFile::names() const {

@@ -39,7 +39,9 @@
 //
 // A file of another layout version is refused with an error that says so: never read as if it
 // were this one. Version 1 (until 2026-12-05) had 32-byte key records with a check word and a
-// second entry (an alias key) per masqueraded connection.
+// second entry (an alias key) per masqueraded connection. Version 2 (until 2026-12-06) is
+// version 3's layout with another entry check over the key (ct_key_check_v2): it is read, with
+// its own check, so an upgrade from it keeps every connection.
 #pragma once
 
 #include <cstddef>
@@ -53,7 +55,8 @@
 
 namespace calyx::dp {
 
-inline constexpr uint32_t kStateLayoutVersion = 2;
+inline constexpr uint32_t kStateLayoutVersion = 3;       // what this calyx writes
+inline constexpr uint32_t kOldestReadStateLayoutVersion = 2;  // the oldest it reads
 inline constexpr char kStateMagic[8] = {'C', 'A', 'L', 'Y', 'X', 'S', 'T', '\n'};
 
 // The names that give zones and accounts their meaning.
@@ -93,6 +96,10 @@ public:
     uint64_t slots() const { return slots_; }
     StateParams params() const;
     uint64_t generation() const;
+    uint32_t layout_version() const;
+    // The entries, keys and parameters to restore this file's connections from (expiry times
+    // converted once the caller sets new_tsc_hz), with the entry check of its layout version.
+    CtRestoreSource restore_source() const;
     CtEntry* entries() const { return entries_; }
     CtKeyRecord* keys() const { return keys_; }
     // The change map, (slots + 63) / 64 words; null in a file written before it existed.
