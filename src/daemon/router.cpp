@@ -96,7 +96,8 @@ std::expected<std::unique_ptr<Router>, std::string> Router::start(config::Config
     auto table = dp::ConnTable::create(
         cfg.dataplane.conntrack.capacity, static_cast<int>(rte_socket_id()), params.ct_secret,
         [&](size_t slots) -> std::expected<dp::CtStorage, std::string> {
-            auto file = dp::StateFile::create(state_path + ".new", slots, params);
+            dp::StateFile::remove_abandoned_temporaries(state_path);
+            auto file = dp::StateFile::create(dp::StateFile::temporary_path(state_path), slots, params);
             if (!file) return std::unexpected(file.error());
             r->state_ = std::move(*file);
             if (!r->state_->in_memory())

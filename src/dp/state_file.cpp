@@ -5,10 +5,12 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -75,6 +77,31 @@ std::string StateFile::boot_id() {
     std::string id;
     std::getline(in, id);
     return id;
+}
+
+std::string StateFile::temporary_path(const std::string& path) {
+    return fmt::format("{}.new-{}", path, ::getpid());
+}
+
+size_t StateFile::remove_abandoned_temporaries(const std::string& path) {
+    namespace fs = std::filesystem;
+    const fs::path p(path);
+    const std::string prefix = p.filename().string() + ".new";
+    std::error_code ec;
+    size_t removed = 0;
+    for (const auto& f : fs::directory_iterator(p.parent_path().empty() ? fs::path(".") : p.parent_path(), ec)) {
+        const std::string name = f.path().filename().string();
+        if (name.compare(0, prefix.size(), prefix) != 0) continue;
+        const std::string rest = name.substr(prefix.size());
+        if (!rest.empty()) {  // "-<pid>": kept while that process lives
+            if (rest[0] != '-' || rest.size() < 2 || rest.find_first_not_of("0123456789", 1) != std::string::npos)
+                continue;
+            const long pid = std::strtol(rest.c_str() + 1, nullptr, 10);
+            if (pid <= 0 || pid == ::getpid() || ::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM) continue;
+        }
+        if (fs::remove(f.path(), ec)) ++removed;
+    }
+    return removed;
 }
 
 std::expected<std::unique_ptr<StateFile>, std::string> StateFile::create(const std::string& path, uint64_t slots,

@@ -120,6 +120,13 @@ public:
 
     // This boot's id (/proc/sys/kernel/random/boot_id), which files record.
     static std::string boot_id();
+    // Where this process restores into before the rename over `path`: a name of its own
+    // (`<path>.new-<pid>`), so that a calyx starting while a successor pre-restores (or the
+    // reverse) never unlinks or renames the other's file.
+    static std::string temporary_path(const std::string& path);
+    // Removes the temporaries of processes that are gone (a start interrupted by a crash, a
+    // successor that was refused) and the `<path>.new` of calyx before 2026-12-06. How many.
+    static size_t remove_abandoned_temporaries(const std::string& path);
 
 private:
     StateFile() = default;

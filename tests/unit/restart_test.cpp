@@ -4,7 +4,9 @@
 // tracked, the rules in force are checked again, torn entries and foreign files are refused.
 #include <fcntl.h>
 #include <linux/magic.h>
+#include <signal.h>
 #include <sys/statfs.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -54,7 +56,7 @@ protected:
         EXPECT_TRUE(previous.has_value()) << previous.error();
         const dp::StateParams params{kSecret, kSecret, dp::NatPortAllocator::kDefaultPartitions, 0};
         auto table = dp::ConnTable::create(4096, -1, kSecret, [&](size_t slots) -> std::expected<dp::CtStorage, std::string> {
-            auto f = dp::StateFile::create(path() + ".new", slots, params);
+            auto f = dp::StateFile::create(dp::StateFile::temporary_path(path()), slots, params);
             if (!f) return std::unexpected(f.error());
             next_ = std::move(*f);
             return dp::CtStorage{next_->entries(), next_->keys(), next_->changes()};
@@ -562,6 +564,52 @@ TEST_F(Restart, TheChangeMapHasABitPerSlotWhateverTheSlotCount) {
         uint64_t* map = (*opened)->changes();
         EXPECT_EQ(map[(slots - 1) / 64] & (uint64_t{1} << ((slots - 1) % 64)), 0u);
     }
+}
+
+// A calyx that starts while a successor pre-restores (after a crash and a restart meanwhile),
+// or the reverse, restores into a temporary of its own: neither unlinks nor renames the other's
+// (with one shared name, the second to start unlinked the first's file, and the first renamed
+// the second's over the state file while it ran on an unlinked one).
+TEST_F(Restart, TwoProcessesRestoringAtOnceKeepTheirOwnTemporaries) {
+    const dp::StateParams params{1, 2, 3, 4};
+    int ready[2];
+    ASSERT_EQ(::pipe(ready), 0);
+    const pid_t other = ::fork();
+    ASSERT_GE(other, 0);
+    if (other == 0) {  // the other process: creates its temporary, then waits
+        auto f = dp::StateFile::create(dp::StateFile::temporary_path(path()), 64, params);
+        const char c = f ? 'y' : 'n';
+        if (::write(ready[1], &c, 1) != 1) ::_exit(1);
+        ::pause();
+        ::_exit(0);
+    }
+    struct Reaped {  // the other process ends with the test, whatever fails first
+        pid_t pid;
+        void end() {
+            if (pid > 0) ::kill(pid, SIGKILL), ::waitpid(pid, nullptr, 0);
+            pid = 0;
+        }
+        ~Reaped() { end(); }
+    } reaped{other};
+    char c = 0;
+    ASSERT_EQ(::read(ready[0], &c, 1), 1);
+    ::close(ready[0]);
+    ::close(ready[1]);
+    ASSERT_EQ(c, 'y');
+    const std::string theirs = fmt::format("{}.new-{}", path(), other);
+    ASSERT_TRUE(fs::exists(theirs));
+    std::ofstream(path() + ".new") << "left by a calyx before 2026-12-06";
+    // This process starts meanwhile: it removes what is abandoned, creates its own and renames it.
+    EXPECT_EQ(dp::StateFile::remove_abandoned_temporaries(path()), 1u) << "only the old-style one";
+    auto mine = dp::StateFile::create(dp::StateFile::temporary_path(path()), 64, params);
+    ASSERT_TRUE(mine.has_value()) << mine.error();
+    ASSERT_TRUE((*mine)->rename_to(path()).has_value());
+    EXPECT_TRUE(fs::exists(theirs)) << "the other process's temporary is untouched";
+    // Once the other process is gone its temporary is abandoned: the next start removes it.
+    reaped.end();
+    EXPECT_EQ(dp::StateFile::remove_abandoned_temporaries(path()), 1u);
+    EXPECT_FALSE(fs::exists(theirs));
+    EXPECT_TRUE(fs::exists(path())) << "the state file itself stays";
 }
 
 TEST_F(Restart, AFileIsInMemoryOnTmpfsAndNotOnADisk) {
