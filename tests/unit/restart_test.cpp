@@ -212,6 +212,25 @@ TEST_F(Restart, AKeyRecordThatDoesNotMatchItsEntrysCheckBitsIsSkipped) {
     EXPECT_EQ(stats.connections, 0u);
 }
 
+// The same for a record torn in the top bit of its first address or of its second port (a
+// port of 32768 or more against one below it): the entry's check covers every bit of the key.
+TEST_F(Restart, AKeyRecordTornInTheTopBitOfAnAddressOrAPortIsSkipped) {
+    instance_connection(50000);
+    instance_connection(50001);
+    const auto key_of = [&](uint16_t sport) {
+        return dp::make_ct_key(ipproto::kTcp, {zones_.at("public"), kWebIp, sport}, {zones_.at("private"), kDbIp, 5432}).key;
+    };
+    const int32_t first = conntrack_->lookup(key_of(50000));
+    const int32_t second = conntrack_->lookup(key_of(50001));
+    ASSERT_GE(first, 0);
+    ASSERT_GE(second, 0);
+    state_->keys()[first].port[1] ^= 0x8000;  // half-written
+    state_->keys()[second].ip[0] ^= 0x80000000u;
+    const auto stats = start_process();
+    EXPECT_EQ(stats.torn, 2u);
+    EXPECT_EQ(stats.connections, 0u) << "a torn key record was believed: a connection restored under another key";
+}
+
 TEST_F(Restart, ConnectionsOfInstancesNoLongerConfiguredAreNotRestoredAndGiveTheirPortBack) {
     masqueraded_connection(41000);
     dropped_account_ = snap_->instances[kAppPort].account;
