@@ -113,7 +113,7 @@ std::optional<uint32_t> claim_table_hash(uint64_t secret) {
 uint8_t ct_key_check(const CtKey& key) noexcept {
     // The key's 20 bytes as two 64-bit words and a 32-bit one (padding is zero in every key
     // make_ct_key and CtKeyRecord::key build), each multiplied by an odd constant, xored and
-    // folded to seven bits: the multiplies run in parallel.
+    // every bit of it folded into seven: the multiplies run in parallel.
     uint64_t a, b;
     uint32_t c;
     std::memcpy(&a, &key, 8);
@@ -123,7 +123,10 @@ uint8_t ct_key_check(const CtKey& key) noexcept {
     h ^= h >> 32;
     h ^= h >> 16;
     h ^= h >> 8;
-    const auto check = static_cast<uint8_t>(h & 0x7f);
+    // Eight bits to seven, the eighth folded in: bits 7, 15, ..., 63 of the products (the top
+    // bit of a word moves only bit 63) count like the others.
+    h &= 0xff;
+    const auto check = static_cast<uint8_t>((h ^ h >> 7) & 0x7f);
     return check == 0 ? 1 : check;
 }
 
