@@ -631,6 +631,31 @@ TEST_F(Restart, TwoProcessesRestoringAtOnceKeepTheirOwnTemporaries) {
     EXPECT_TRUE(fs::exists(path())) << "the state file itself stays";
 }
 
+// A temporary whose process is gone is abandoned even when its pid now names another process
+// (pids are reused): nothing holds it, and left there it keeps a whole table's memory (tmpfs or
+// hugepages) until that unrelated process ends.
+TEST_F(Restart, ATemporaryOfAGoneProcessIsRemovedEvenIfItsPidWasReused) {
+    const pid_t unrelated = ::fork();  // plays the process that got the dead calyx's pid
+    ASSERT_GE(unrelated, 0);
+    if (unrelated == 0) {
+        ::pause();
+        ::_exit(0);
+    }
+    struct Reaped {
+        pid_t pid;
+        ~Reaped() { ::kill(pid, SIGKILL), ::waitpid(pid, nullptr, 0); }
+    } reaped{unrelated};
+    // What a calyx of that pid left when it died in its restore (or was refused a take-over).
+    const std::string left = fmt::format("{}.new-{}", path(), unrelated);
+    {
+        const dp::StateParams params{1, 2, 3, 4};
+        auto f = dp::StateFile::create(left, 64, params);
+        ASSERT_TRUE(f.has_value()) << f.error();
+    }  // closed and unmapped: no process has it any more
+    EXPECT_EQ(dp::StateFile::remove_abandoned_temporaries(path()), 1u);
+    EXPECT_FALSE(fs::exists(left)) << "kept for as long as an unrelated process has the pid";
+}
+
 TEST_F(Restart, AFileIsInMemoryOnTmpfsAndNotOnADisk) {
     const dp::StateParams params{1, 2, 3, 4};
     const std::string shm = fmt::format("/dev/shm/calyx-unit-restart-{}.state", ::getpid());
