@@ -262,7 +262,9 @@ std::optional<calyx::cp::CommandError> not_this_calyx(const calyx::cp::Json& arg
     Predecessor expected{static_cast<pid_t>(p["pid"].get<int64_t>()), std::nullopt};
     if (p.contains("state_generation")) expected.state_generation = p["state_generation"].get<uint64_t>();
     const bool same_pid = expected.pid == 0 || expected.pid == self;
-    if (same_pid && expected.state_generation == generation) return std::nullopt;
+    // A successor that found no state file (none yet, or dataplane.state_file moved) restored
+    // no table: the pid alone tells whether this is the calyx it started beside.
+    if (same_pid && (!expected.state_generation || *expected.state_generation == generation)) return std::nullopt;
     return calyx::cp::CommandError{
         fmt::format("this calyx (pid {}, state file generation {}) is not the one whose table the successor "
                     "restored ({}): it was started again meanwhile, and that table lacks what it tracked since. Not "

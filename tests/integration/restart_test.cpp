@@ -391,6 +391,34 @@ TEST_F(RestartTest, HandOverToANewCalyxKeepsConnectionsAndTheirNatPort) {
         << third.error();
 }
 
+// A successor whose configuration names another state file (dataplane.state_file moved, as the
+// warning about a file on disk advises) finds none and restores no table: the running calyx
+// still hands over to it (its pid is the one the successor started beside); the connections
+// are cut, as that move cuts them.
+TEST_F(RestartTest, HandOverToACalyxWithAnotherStateFileProceedsWithoutTheTable) {
+    ASSERT_NO_FATAL_FAILURE(open_between_instances());
+    const pid_t old_pid = calyx_->process().pid();
+    std::string text = read_file(successor_config());
+    const size_t at = text.find("dataplane:\n");
+    ASSERT_NE(at, std::string::npos) << text;
+    text.insert(at + std::string("dataplane:\n").size(),
+                fmt::format("  state_file: {}\n", (dir_.path() / "moved.state").string()));
+    const fs::path moved = dir_.write("calyx-moved.yaml", text);
+    CalyxStartOptions o;
+    o.extra_args = {"--take-over"};
+    o.timeout = 30s;
+    auto next = CalyxProcess::start(moved, o);
+    ASSERT_TRUE(next.has_value()) << next.error() << "\nthe running calyx:\n" << calyx_->log();
+    const auto old_status = calyx_->process().wait(10s);
+    ASSERT_TRUE(old_status.has_value()) << "the old calyx still runs\n" << calyx_->log();
+    EXPECT_TRUE(WIFEXITED(*old_status) && WEXITSTATUS(*old_status) == 0) << describe_status(*old_status);
+    EXPECT_EQ(calyx_->log().find("take-over refused"), std::string::npos) << calyx_->log();
+    auto previous = std::move(calyx_);
+    calyx_ = std::move(*next);
+    EXPECT_NE(calyx_->log().find(fmt::format("took over from pid {}", old_pid)), std::string::npos) << calyx_->log();
+    EXPECT_TRUE(fs::exists(dir_.path() / "moved.state"));
+}
+
 TEST_F(RestartTest, HandOverWhileTrafficFlowsCountsWhatIsLost) {
     // web-1 streams numbered segments of its connection to db-1, one every 2 ms, through the
     // hand-over; db-1 receives. The VMs re-attach as soon as the new calyx's sockets appear (a
