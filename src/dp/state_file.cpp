@@ -2,15 +2,14 @@
 
 #include <fcntl.h>
 #include <linux/magic.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
-#include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
-#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -93,13 +92,18 @@ size_t StateFile::remove_abandoned_temporaries(const std::string& path) {
         const std::string name = f.path().filename().string();
         if (name.compare(0, prefix.size(), prefix) != 0) continue;
         const std::string rest = name.substr(prefix.size());
-        if (!rest.empty()) {  // "-<pid>": kept while that process lives
-            if (rest[0] != '-' || rest.size() < 2 || rest.find_first_not_of("0123456789", 1) != std::string::npos)
-                continue;
-            const long pid = std::strtol(rest.c_str() + 1, nullptr, 10);
-            if (pid <= 0 || pid == ::getpid() || ::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM) continue;
+        if (rest.empty()) {  // "<path>.new": a calyx before 2026-12-06 left it
+            if (fs::remove(f.path(), ec)) ++removed;
+            continue;
         }
-        if (fs::remove(f.path(), ec)) ++removed;
+        // "-<pid>": its process holds its lock for as long as it has it (pids are reused, locks
+        // end with their process).
+        if (rest[0] != '-' || rest.size() < 2 || rest.find_first_not_of("0123456789", 1) != std::string::npos)
+            continue;
+        const int fd = ::open(f.path().c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0) continue;
+        if (::flock(fd, LOCK_EX | LOCK_NB) == 0 && fs::remove(f.path(), ec)) ++removed;
+        ::close(fd);
     }
     return removed;
 }
@@ -111,8 +115,17 @@ std::expected<std::unique_ptr<StateFile>, std::string> StateFile::create(const s
     ::unlink(path.c_str());  // a leftover of an interrupted restore
     std::unique_ptr<StateFile> f(new StateFile());
     f->path_ = path;
-    f->fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    // Locked for as long as this process has it (remove_abandoned_temporaries), and under its
+    // name only once locked: created under a staging name, locked, then renamed.
+    const std::string staging = path + ".creating";
+    ::unlink(staging.c_str());
+    f->fd_ = ::open(staging.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (f->fd_ < 0) return std::unexpected(fmt::format("state file {}: cannot create it: {}", path, errno_text()));
+    if (::flock(f->fd_, LOCK_EX | LOCK_NB) != 0 || ::rename(staging.c_str(), path.c_str()) != 0) {
+        const std::string why = errno_text();
+        ::unlink(staging.c_str());
+        return std::unexpected(fmt::format("state file {}: cannot create it: {}", path, why));
+    }
     // hugetlbfs maps whole huge pages: its block size is the page size.
     struct statfs fs{};
     const bool known = ::fstatfs(f->fd_, &fs) == 0;

@@ -125,7 +125,8 @@ public:
     // reverse) never unlinks or renames the other's file.
     static std::string temporary_path(const std::string& path);
     // Removes the temporaries of processes that are gone (a start interrupted by a crash, a
-    // successor that was refused) and the `<path>.new` of calyx before 2026-12-06. How many.
+    // successor that was refused): nothing holds their lock (create() locks every file it makes
+    // until the process closes it). And the `<path>.new` of calyx before 2026-12-06. How many.
     static size_t remove_abandoned_temporaries(const std::string& path);
 
 private:
