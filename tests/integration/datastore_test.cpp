@@ -84,6 +84,16 @@ FramePredicate is_syn_to(Ipv4Addr dst, uint16_t dport, uint16_t sport) {
     };
 }
 
+// A TCP segment from one VM to another through the gateway (connections made by hand).
+std::vector<uint8_t> segment(const Vm& from, const Vm& to, uint16_t sport, uint16_t dport, uint8_t flags, uint32_t seq,
+                             uint32_t ack, std::string_view data = {}) {
+    return FrameBuilder()
+        .eth(from.mac, kGatewayMac)
+        .ipv4(from.ip, to.ip, ipproto::kTcp)
+        .tcp(sport, dport, flags, seq, ack, std::vector<uint8_t>(data.begin(), data.end()))
+        .build();
+}
+
 class DatastoreTest : public CalyxFixture {
   protected:
     void SetUp() override {
@@ -350,14 +360,6 @@ TEST_F(DatastoreTest, AHandOverKeepsTheSitesConnectionsWithoutWaitingForEtcd) {
                                    calico::workload_endpoint(endpoint_of(kWeb, {{kSgApp, "app"}})),
                                    calico::workload_endpoint(endpoint_of(kDb, {{kSgApp, "app"}}))});
     // The connection, by hand.
-    const auto segment = [](const Vm& from, const Vm& to, uint16_t sport, uint16_t dport, uint8_t flags, uint32_t seq,
-                            uint32_t ack, std::string_view data = {}) {
-        return FrameBuilder()
-            .eth(from.mac, kGatewayMac)
-            .ipv4(from.ip, to.ip, ipproto::kTcp)
-            .tcp(sport, dport, flags, seq, ack, std::vector<uint8_t>(data.begin(), data.end()))
-            .build();
-    };
     const auto to_db = [](const Bytes& f) { return is_tcp(f) && tcp_of(f).dst_port.host() == 5432; };
     const auto payload_of = [](const Bytes& f) {
         const size_t at = l4_offset(f) + tcp_of(f).header_length();
@@ -442,14 +444,6 @@ TEST_F(DatastoreTest, AnInstanceAddedWhileTheSuccessorPreRestoredKeepsItsConnect
     change("web-1's port created", {web_endpoint});
     ASSERT_NO_FATAL_FAILURE(attach(kWeb));
     // web-1 -> db-1:5432, charged to web-1's account, by hand.
-    const auto segment = [](const Vm& from, const Vm& to, uint16_t sport, uint16_t dport, uint8_t flags, uint32_t seq,
-                            uint32_t ack, std::string_view data = {}) {
-        return FrameBuilder()
-            .eth(from.mac, kGatewayMac)
-            .ipv4(from.ip, to.ip, ipproto::kTcp)
-            .tcp(sport, dport, flags, seq, ack, std::vector<uint8_t>(data.begin(), data.end()))
-            .build();
-    };
     const auto to_db = [](std::string_view data) {
         return [data = std::string(data)](const Bytes& f) {
             if (!is_tcp(f) || tcp_of(f).dst_port.host() != 5432) return false;

@@ -328,6 +328,18 @@ TEST_F(Policy, AWholeDatagramOpensNoWayForLaterFragments) {
     expect_drop(run(later, kDbPort), DropReason::fragment_unmatched, "a later fragment of no first fragment");
 }
 
+// db-1 -> app-1:9000, the first fragment (more fragments follow) of a UDP datagram whose
+// header says `udp_length` bytes.
+std::vector<uint8_t> first_fragment_db_to_app(uint16_t udp_length) {
+    auto first = FrameBuilder()
+                     .eth(kDbMac, kGatewayMac)
+                     .ipv4(kDbIp, kAppIp, ipproto::kUdp, 64, Ipv4Hdr::kMoreFragments)
+                     .udp(7000, 9000, std::vector<uint8_t>(64, 0))
+                     .build();
+    reinterpret_cast<UdpHdr*>(first.data() + sizeof(EtherHdr) + sizeof(Ipv4Hdr))->length = Be16::from_host(udp_length);
+    return first;
+}
+
 // Later fragments follow their first fragment's verdict for conntrack.fragment seconds (30 by
 // default), and not a nanosecond longer.
 TEST_F(Policy, LaterFragmentsFollowTheirFirstForTheFragmentTimeoutOnly) {
@@ -341,13 +353,7 @@ TEST_F(Policy, LaterFragmentsFollowTheirFirstForTheFragmentTimeoutOnly) {
                         .build());
         return run(f, kDbPort);
     };
-    auto first = FrameBuilder()
-                     .eth(kDbMac, kGatewayMac)
-                     .ipv4(kDbIp, kAppIp, ipproto::kUdp, 64, Ipv4Hdr::kMoreFragments)
-                     .udp(7000, 9000, std::vector<uint8_t>(64, 0))
-                     .build();
-    reinterpret_cast<UdpHdr*>(first.data() + sizeof(EtherHdr) + sizeof(Ipv4Hdr))->length = Be16::from_host(400);
-    TestFrame f(first);
+    TestFrame f(first_fragment_db_to_app(400));
     constexpr uint64_t kSecond = 1'000'000'000;
     const uint64_t start = ctx_.now_ns;
     ASSERT_EQ(run(f, kDbPort).verdict, dp::Verdict::forward);
@@ -362,13 +368,7 @@ TEST_F(Policy, LaterFragmentsFollowTheirFirstForTheFragmentTimeoutOnly) {
 TEST_F(Policy, ALaterFragmentBetweenInstancesKeepsItsAddresses) {
     load(site(kFrame6Groups + "  - {name: udp-in, rules: [{direction: ingress, protocol: udp, ports: 9000}]}\n",
               "public-sg", "default-sg, udp-in", "private-sg"));
-    auto first = FrameBuilder()
-                     .eth(kDbMac, kGatewayMac)
-                     .ipv4(kDbIp, kAppIp, ipproto::kUdp, 64, Ipv4Hdr::kMoreFragments)
-                     .udp(7000, 9000, std::vector<uint8_t>(64, 0))
-                     .build();
-    reinterpret_cast<UdpHdr*>(first.data() + sizeof(EtherHdr) + sizeof(Ipv4Hdr))->length = Be16::from_host(200);
-    TestFrame f(first);
+    TestFrame f(first_fragment_db_to_app(200));
     ASSERT_EQ(run(f, kDbPort).verdict, dp::Verdict::forward);
     TestFrame later(FrameBuilder()
                         .eth(kDbMac, kGatewayMac)
