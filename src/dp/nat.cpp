@@ -347,11 +347,14 @@ int32_t NatPortAllocator::bound(uint8_t proto, Ipv4Addr remote, uint16_t remote_
 }
 
 size_t NatPortAllocator::prefetch_slot(uint8_t proto, Ipv4Addr remote, uint16_t remote_port,
-                                       uint16_t port) const noexcept {
+                                       uint16_t port, Intent intent) const noexcept {
     const int pi = proto_index(proto);
     if (pi < 0 || !range_.contains(port)) return kNoSlot;
     const size_t slot = map_index(pi, partition_of(proto, remote, remote_port), port);
-    __builtin_prefetch(&connections_[slot], 0, 3);
+    if (intent == Intent::write)
+        __builtin_prefetch(&connections_[slot], 1, 3);
+    else
+        __builtin_prefetch(&connections_[slot], 0, 3);
     return slot;
 }
 

@@ -249,9 +249,12 @@ public:
     int32_t bound(uint8_t proto, Ipv4Addr remote, uint16_t remote_port, uint16_t port) const noexcept;
     // bound() in two steps, so that a burst can start loading every map slot (a cache miss
     // with many connections) before it reads the first: the slot, prefetched (kNoSlot: the
-    // protocol or port has none), then what is bound there.
+    // protocol or port has none), then what is bound there. A new connection about to bind()
+    // its port prefetches the slot to write it.
     static constexpr size_t kNoSlot = SIZE_MAX;
-    size_t prefetch_slot(uint8_t proto, Ipv4Addr remote, uint16_t remote_port, uint16_t port) const noexcept;
+    enum class Intent : uint8_t { read, write };
+    size_t prefetch_slot(uint8_t proto, Ipv4Addr remote, uint16_t remote_port, uint16_t port,
+                         Intent intent = Intent::read) const noexcept;
     int32_t bound_at(size_t slot) const noexcept {
         return slot == kNoSlot ? -1 : static_cast<int32_t>(connections_[slot].load(std::memory_order_acquire)) - 1;
     }

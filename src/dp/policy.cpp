@@ -102,8 +102,23 @@ public:
         return std::nullopt;
     }
 
-    // Creates the connection of a pending first packet that forward let through.
-    Outcome open(const PendingOpen& p, const PendingOpens& opens, PacketMeta& m) {
+    // Creating the connection of a pending first packet that forward let through takes two
+    // halves, so that a burst's inserts all run before its first new entry is written: each
+    // claim() starts loading the lines its connection will write (entry, key record, NAT map
+    // slot), which arrive while the next packets claim theirs.
+    //
+    // claim(): the charges, the NAT port, room in the table and the key's insert; nothing is
+    // written into the entry yet. Refused: everything given back. Otherwise `c` holds the
+    // position, or c.follows: no port was left, so the packet follows the connection an
+    // earlier packet of the burst is making (finish() then refuses it if there is none), or
+    // neither: it followed a connection another worker made, and is done.
+    struct Claim {
+        int32_t position = -1;
+        int32_t external = -1;  // the NAT port taken for it, -1: none
+        bool follows = false;
+        Outcome refusal = std::nullopt;  // follows: the refusal if nobody made the connection
+    };
+    Outcome claim(const PendingOpen& p, const PendingOpens& opens, PacketMeta& m, Claim& c) {
         const Flow& f = opens.flows[p.flow];
         const Sides& s = opens.sides[p.flow];
         const InstanceView& charged = s.src ? *s.src : *s.dst;  // the opener, or the one reached
@@ -111,35 +126,51 @@ public:
             return Refusal{DropReason::limit_new_connections_per_second, charged.port};
         if (!accounts_.charge_connection(charged.account, charged.limits.connections))
             return Refusal{DropReason::limit_connections, charged.port};
-        std::optional<uint16_t> external;
         if (p.masquerade) {
             const auto port = allocate_port(f, s, charged);
             if (!port) {
                 accounts_.release_connection(charged.account);
-                // An earlier packet of this connection (this batch, another worker) may have
-                // taken the last port for it: then this one just follows.
+                // An earlier packet of this connection (another worker, or this burst, whose
+                // connection finish() makes) may have taken the last port for it: then this
+                // one just follows.
                 if (auto r = follow_existing(f, s, m)) return *r;
-                if (port.error() == NatRefusal::over_quota)
-                    return Refusal{DropReason::limit_nat_ports, charged.port};
-                return Refusal{DropReason::nat_exhausted};
+                c.follows = true;
+                c.refusal = port.error() == NatRefusal::over_quota
+                                ? Outcome(Refusal{DropReason::limit_nat_ports, charged.port})
+                                : Outcome(Refusal{DropReason::nat_exhausted});
+                return std::nullopt;
             }
-            external = *port;
+            c.external = *port;
+            snap_.nat->prefetch_slot(f.key.key.proto, s.dst_ip, f.key.key.port[f.key.src_side ^ 1], *port,
+                                     NatPortAllocator::Intent::write);
         }
-        const auto give_back = [&](bool reserved) {
-            if (reserved) table_.unreserve(1);
-            release_port(f, s, external, charged.account);
-            accounts_.release_connection(charged.account);
-        };
         if (!table_.reserve(1, ctx_.now_ns)) {
-            give_back(false);
+            give_back(f, s, c, charged.account, false);
             return Refusal{DropReason::ct_table_full};
         }
+        c.position = insert(f);
+        if (c.position < 0) {
+            give_back(f, s, c, charged.account, true);
+            return Refusal{DropReason::ct_table_full};
+        }
+        table_.prefetch_for_write(c.position);
+        return std::nullopt;
+    }
+
+    // finish(): the claimed connection comes alive under its entry's lock (or, if another
+    // packet made it meanwhile, gives back what claim() took and follows it).
+    Outcome finish(const PendingOpen& p, const PendingOpens& opens, PacketMeta& m, Claim c) {
+        const Flow& f = opens.flows[p.flow];
+        const Sides& s = opens.sides[p.flow];
+        if (c.follows) {
+            if (auto r = follow_existing(f, s, m)) return *r;
+            return c.refusal;
+        }
+        const uint16_t account = (s.src ? *s.src : *s.dst).account;
         // Twice at most: an insert that returned a key just being removed is done again.
         for (int attempt = 0; attempt < 2; ++attempt) {
-            const int32_t pos =
-                table_.insert_evicting(f.key.key, f.hashed ? f.key_hash : table_.hash_of(f.key.key), ctx_.now_ns);
-            if (pos < 0) break;
-            CtEntry& e = table_.entry(pos);
+            if (attempt != 0 && (c.position = insert(f)) < 0) break;
+            CtEntry& e = table_.entry(c.position);
             e.lock_entry();
             Outcome r = std::nullopt;
             if (e.retired()) {
@@ -148,18 +179,18 @@ public:
             }
             if (e.dead()) {
                 ConnTable::hold_reserved(e);
-                table_.record_key(e, pos, f.key.key);
-                start(e, f, p.fresh, charged.account);
+                table_.record_key(e, c.position, f.key.key);
+                start(e, f, p.fresh, account);
                 store_nat_binding(e, NatBinding{});
-                if (external) bind(e, pos, f, s, *external, m);
+                if (c.external >= 0) bind(e, c.position, f, s, static_cast<uint16_t>(c.external), m);
             } else {
-                give_back(true);  // an earlier packet (or worker) created it
+                give_back(f, s, c, account, true);  // an earlier packet (or worker) created it
                 r = existing(e, f, s, m);
             }
-            table_.unlock(pos);
+            table_.unlock(c.position);
             return r;
         }
-        give_back(true);
+        give_back(f, s, c, account, true);
         return Refusal{DropReason::ct_table_full};
     }
 
@@ -196,6 +227,17 @@ private:
     void release_port(const Flow& f, const Sides& s, std::optional<uint16_t> port, uint16_t account) {
         if (port)
             snap_.nat->release(f.key.key.proto, s.dst_ip, f.key.key.port[f.key.src_side ^ 1], *port, account);
+    }
+
+    int32_t insert(const Flow& f) {
+        return table_.insert_evicting(f.key.key, f.hashed ? f.key_hash : table_.hash_of(f.key.key), ctx_.now_ns);
+    }
+
+    // What a claim took, given back: the reserved key (if `reserved`), the NAT port, the charge.
+    void give_back(const Flow& f, const Sides& s, const Claim& c, uint16_t account, bool reserved) {
+        if (reserved) table_.unreserve(1);
+        release_port(f, s, c.external >= 0 ? std::optional<uint16_t>(c.external) : std::nullopt, account);
+        accounts_.release_connection(account);
     }
 
     // The connection as another packet created it, if it exists by now.
@@ -535,12 +577,28 @@ void policy_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx, Pendin
 void commit_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx, PendingOpens& opens) noexcept {
     if (opens.count == 0) return;
     PolicyRun run(snap, ctx);
+    PolicyRun::Claim claims[kBurstSize];  // claim() sets each before finish() reads it
+    uint16_t claimed[kBurstSize];
+    uint16_t n = 0;
     for (uint16_t k = 0; k < opens.count; ++k) {
         const PendingOpen& p = opens.items[k];
         PacketMeta& m = batch.meta[p.packet];
         // Forward dropped it, or answered it with an ICMP error: no connection.
         if (m.verdict != Verdict::forward) continue;
-        if (auto r = run.open(p, opens, m)) {
+        PolicyRun::Claim& c = claims[n] = PolicyRun::Claim{};
+        if (auto r = run.claim(p, opens, m, c)) {
+            refuse(batch, p.packet, *r);
+            continue;
+        }
+        if (c.position >= 0 || c.follows)
+            claimed[n++] = k;
+        else
+            remember_fragment(batch.frames[p.packet], m, opens.sides[p.flow], snap, ctx);
+    }
+    for (uint16_t j = 0; j < n; ++j) {
+        const PendingOpen& p = opens.items[claimed[j]];
+        PacketMeta& m = batch.meta[p.packet];
+        if (auto r = run.finish(p, opens, m, claims[j])) {
             refuse(batch, p.packet, *r);
             continue;
         }
