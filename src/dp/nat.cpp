@@ -227,9 +227,9 @@ std::expected<NatPortAllocator, std::string> NatPortAllocator::create(NatPortRan
     a.words_ = (range.size() + 63) / 64;
     a.lines_per_bitmap_ = (a.words_ + 7) / 8;
     a.lines_total_ = kProtoCount * partitions * a.lines_per_bitmap_;
-    a.lines_ = std::make_unique<Line[]>(a.lines_total_);  // zeroed: every port free
-    a.held_ = std::make_unique<std::atomic<uint16_t>[]>(a.quota_cells());  // zeroed: nothing held
-    a.connections_ = std::make_unique<std::atomic<uint32_t>[]>(a.map_cells());  // zeroed: nothing bound
+    a.lines_ = make_table_array<Line>(a.lines_total_);  // zeroed: every port free
+    a.held_ = make_table_array<std::atomic<uint16_t>>(a.quota_cells());  // zeroed: nothing held
+    a.connections_ = make_table_array<std::atomic<uint32_t>>(a.map_cells());  // zeroed: nothing bound
     a.partition_hash_ = MultilinearHash<2>(secret);
     // Bits past the end of the range are marked taken once, so the search never returns them.
     const uint32_t tail = a.words_ * 64 - range.size();

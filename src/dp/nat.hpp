@@ -169,6 +169,7 @@
 #include "dp/frame.hpp"
 #include "dp/keyed_hash.hpp"
 #include "dp/limits.hpp"
+#include "dp/table_memory.hpp"
 
 namespace calyx::dp {
 
@@ -295,11 +296,13 @@ private:
                (port - range_.first);
     }
 
-    std::unique_ptr<Line[]> lines_;
+    // Each in memory of its own (dp/table_memory.hpp): read at random, a page walk per access
+    // with 4 KB pages.
+    TableArray<Line> lines_;
     // The connection map: per (protocol, partition, port) the bound position + 1, 0: none.
-    std::unique_ptr<std::atomic<uint32_t>[]> connections_;
+    TableArray<std::atomic<uint32_t>> connections_;
     // Ports held per (account, protocol, partition); see "Fairness" above.
-    std::unique_ptr<std::atomic<uint16_t>[]> held_;
+    TableArray<std::atomic<uint16_t>> held_;
     MultilinearHash<2> partition_hash_;
     NatPortRange range_{};
     uint32_t partitions_ = 0;

@@ -2,10 +2,11 @@
 // keep networks apart, a full table refuses only new connections, expiry frees slots.
 #include <gtest/gtest.h>
 
-#include <malloc.h>
+#include <unistd.h>
 #include <rte_memory.h>
 
 #include <cstddef>
+#include <fstream>
 #include <vector>
 
 #include "dp/conntrack.hpp"
@@ -168,22 +169,23 @@ TEST(ConnTable, RemoveIfCutsChosenConnections) {
 // The budgets (18): at most 128 bytes per tracked connection and 160 per masqueraded
 // one, all in: the index (rte_hash's key store, buckets, free-slot ring and lcore caches, as
 // EAL's heap counts them), the 64-byte entries, the key records, and for masquerade the NAT
-// allocator (bitmaps, quota counters, the connection map: the way back in, as malloc counts
-// them). At the default capacity (2^20 keys), filled with masqueraded connections, which must
+// allocator (bitmaps, quota counters, the connection map: the way back in, as the process's
+// mapped memory grows by them; they are mappings of their own, dp/table_memory.hpp). At the default capacity (2^20 keys), filled with masqueraded connections, which must
 // all fit and all be found from outside.
 TEST(ConnTable, AMillionMasqueradedConnectionsTakeAtMost160BytesEach) {
     constexpr uint32_t kKeys = 1u << 20;  // conntrack.capacity's default
     auto table = ConnTable::create(kKeys, SOCKET_ID_ANY, 0x5eed);
     ASSERT_TRUE(table.has_value()) << table.error();
     ConnTable& t = **table;
-    const auto heap = [] {
-        const struct mallinfo2 m = ::mallinfo2();
-        return m.uordblks + m.hblkhd;
+    const auto mapped = [] {  // the process's virtual size (/proc/self/statm's first field)
+        size_t pages = 0;
+        std::ifstream("/proc/self/statm") >> pages;
+        return pages * static_cast<size_t>(::sysconf(_SC_PAGESIZE));
     };
-    const size_t heap_before = heap();
+    const size_t mapped_before = mapped();
     auto nat = NatPortAllocator::create({}, NatPortAllocator::kDefaultPartitions, 0x5eed);
     ASSERT_TRUE(nat.has_value()) << nat.error();
-    const size_t nat_bytes = heap() - heap_before;
+    const size_t nat_bytes = mapped() - mapped_before;
     EXPECT_GE(nat_bytes, nat->memory_bytes()) << "the allocator's own count is what it allocates";
     t.set_nat(&*nat);
 
