@@ -91,8 +91,7 @@ bool egress_of(Batch& batch, uint16_t i, const Snapshot& snap, WorkerContext& ct
             return false;
         }
         const Ipv4Addr next = uplink_next_hop(batch.frames[i], m, snap);
-        const auto mac = snap.neighbors->lookup(next, ctx.now_ns);
-        if (!mac) {
+        if (!snap.neighbors->lookup(next, ctx.now_ns, out.dst_mac)) {
             snap.neighbors->want(next, ctx.now_ns);
             batch.drop(i, DropReason::neighbor_unresolved);
             return false;
@@ -100,7 +99,6 @@ bool egress_of(Batch& batch, uint16_t i, const Snapshot& snap, WorkerContext& ct
         out.port = up.port;
         out.mtu = up.mtu;
         out.src_mac = up.mac;
-        out.dst_mac = *mac;
         return true;
     }
     const uint16_t out_port = static_cast<uint16_t>(NextHop::index(m.next_hop));

@@ -1,6 +1,7 @@
 #include "dp/neighbor.hpp"
 
 #include <algorithm>
+#include <cstring>
 #include <utility>
 
 namespace calyx::dp {
@@ -29,11 +30,12 @@ uint64_t NeighborTable::pack(MacAddr mac, NeighborState s, bool pinned) {
     return m << 16 | uint64_t{static_cast<uint8_t>(s)} << 8 | (pinned ? 1 : 0);
 }
 
-MacAddr NeighborTable::mac_of(uint64_t data) {
-    MacAddr mac;
-    uint64_t m = data >> 16;
-    for (int i = 5; i >= 0; --i, m >>= 8) mac.bytes[static_cast<size_t>(i)] = static_cast<uint8_t>(m);
-    return mac;
+void NeighborTable::copy_mac(uint64_t data, MacAddr& mac) noexcept {
+    // The MAC's first byte is the word's top one: byte-swapped, its six bytes are the word's
+    // lowest, copied at once (byte by byte, the copy was reloaded with wider loads right after
+    // the byte stores: a store-forwarding stall).
+    const uint64_t swapped = __builtin_bswap64(data);
+    std::memcpy(mac.bytes.data(), &swapped, mac.bytes.size());
 }
 
 uint32_t NeighborTable::home(Ipv4Addr ip) {
@@ -72,16 +74,17 @@ NeighborTable::Entry* NeighborTable::claim(Ipv4Addr ip, NeighborState initial) n
     return nullptr;  // full around home: the caller counts the drop
 }
 
-std::optional<MacAddr> NeighborTable::lookup(Ipv4Addr ip, uint64_t now_ns) const noexcept {
+bool NeighborTable::lookup(Ipv4Addr ip, uint64_t now_ns, MacAddr& mac) const noexcept {
     const Entry* e = find(ip);
-    if (!e) return std::nullopt;
+    if (!e) return false;
     const uint64_t d = e->data.load(std::memory_order_acquire);
-    if (e->key.load(std::memory_order_acquire) != ip.value) return std::nullopt;
+    if (e->key.load(std::memory_order_acquire) != ip.value) return false;
     const NeighborState s = state_of(d);
-    if (s != NeighborState::reachable && s != NeighborState::stale) return std::nullopt;
+    if (s != NeighborState::reachable && s != NeighborState::stale) return false;
     if (now_ns != 0 && now_ns - e->wanted_ns.load(std::memory_order_relaxed) > kRetryNs)
         e->wanted_ns.store(now_ns, std::memory_order_relaxed);
-    return mac_of(d);
+    copy_mac(d, mac);
+    return true;
 }
 
 void NeighborTable::want(Ipv4Addr ip, uint64_t now_ns) noexcept {

@@ -81,7 +81,15 @@ public:
     // Data path. The MAC to send to `ip`, if known (reachable or stale). With `now_ns`, a hit
     // also marks the entry as in use (at most once a second: the cache line stays shared),
     // so a busy neighbour is refreshed rather than forgotten.
-    std::optional<MacAddr> lookup(Ipv4Addr ip, uint64_t now_ns = 0) const noexcept;
+    std::optional<MacAddr> lookup(Ipv4Addr ip, uint64_t now_ns = 0) const noexcept {
+        MacAddr mac;
+        if (!lookup(ip, now_ns, mac)) return std::nullopt;
+        return mac;
+    }
+    // The same, the MAC written into `mac` (false: unknown, `mac` untouched). Per packet: an
+    // optional<MacAddr> returned was assembled on the stack byte by byte and reloaded at once
+    // with wider loads (store-forwarding stalls, perf annotate of nat-udp).
+    bool lookup(Ipv4Addr ip, uint64_t now_ns, MacAddr& mac) const noexcept;
     // A packet needs `ip`: create an incomplete entry if there is none (and room), and mark
     // it wanted so the control plane resolves it.
     void want(Ipv4Addr ip, uint64_t now_ns) noexcept;
@@ -135,7 +143,12 @@ private:
     // Returns whether the entry is being verified (its ordinary state machine waits).
     bool verify_claim(Entry& e, Ipv4Addr ip, uint64_t now_ns, std::vector<Request>& out);
     static uint64_t pack(MacAddr mac, NeighborState s, bool pinned);
-    static MacAddr mac_of(uint64_t data);
+    static MacAddr mac_of(uint64_t data) {
+        MacAddr mac;
+        copy_mac(data, mac);
+        return mac;
+    }
+    static void copy_mac(uint64_t data, MacAddr& mac) noexcept;
     static NeighborState state_of(uint64_t data) { return static_cast<NeighborState>(data >> 8 & 0xff); }
     static bool pinned_of(uint64_t data) { return data & 1; }
     static uint32_t home(Ipv4Addr ip);

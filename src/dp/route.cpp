@@ -24,10 +24,10 @@ bool sent_by_next_hop(const Snapshot& snap, uint32_t nh, const MacAddr& sender, 
     if (group >= snap.site_next_hops.size()) return false;
     const SiteNextHops& hops = snap.site_next_hops[group];
     for (uint8_t k = 0; k < hops.count; ++k) {
-        const auto mac = snap.neighbors->lookup(hops.hops[k], now_ns);
-        if (!mac)
+        MacAddr mac;
+        if (!snap.neighbors->lookup(hops.hops[k], now_ns, mac))
             snap.neighbors->want(hops.hops[k], now_ns);
-        else if (*mac == sender)
+        else if (mac == sender)
             return true;
     }
     return false;
