@@ -102,6 +102,25 @@ protected:
         ASSERT_EQ(tcp_in(kServer, 443, kWebIp, sport, kSyn | kAck, 5000, 1001).verdict, dp::Verdict::forward);
         ASSERT_EQ(syn_out(kWeb, sport, kServer, 443, 64, kAck, 1001, 5001).verdict, dp::Verdict::forward);
     }
+    // SYNs from `from` to `to`:443, one per source port in `sports`, in one burst from its
+    // port (as a queue delivers them): a repeated port is a retransmitted SYN.
+    std::vector<dp::PacketMeta> syns_in_one_burst(const Inside& from, const std::vector<uint16_t>& sports,
+                                                  Ipv4Addr to = kServer) {
+        std::vector<std::unique_ptr<TestFrame>> fs;
+        dp::Batch batch;
+        batch.count = static_cast<uint16_t>(sports.size());
+        for (size_t i = 0; i < sports.size(); ++i) {
+            fs.push_back(std::make_unique<TestFrame>(FrameBuilder()
+                                                         .eth(from.mac, kGatewayMac)
+                                                         .ipv4(from.ip, to, ipproto::kTcp)
+                                                         .tcp(sports[i], 443, kSyn, 1000, 0)
+                                                         .build()));
+            batch.frames[i] = fs.back()->frame;
+            batch.admit(static_cast<uint16_t>(i), from.port);
+        }
+        dp::run_pipeline(batch, *snap_, ctx_);
+        return {batch.meta, batch.meta + sports.size()};
+    }
     // What housekeeping does every 100 ms: expire, and free the slots evicted since.
     void housekeeping() { conntrack_->sweep(ctx_.now_ns, conntrack_->slots(), nullptr); }
 
@@ -338,6 +357,47 @@ TEST_F(Limits, AnsweredConnectionsAreNeverEvicted) {
     EXPECT_EQ(connections_of("app-1"), 0u);
     for (uint16_t p = 20000; p < sport; p += 97)
         EXPECT_EQ(tcp_in(kServer, 443, kWebIp, p, kAck, 5001, 1001).verdict, dp::Verdict::forward) << p;
+}
+
+// ---- a burst's new connections (policy.cpp commit_stage: all claim, then all finish) ----
+
+// Defect (b8327f6): the retransmitted SYN's claim keeps its connection charge until finish()
+// finds the connection its first SYN made, so a third SYN of the same burst is refused as
+// over the limit, though only two connections exist (packet by packet: all three pass).
+TEST_F(Limits, ARetransmittedSynInTheSameBurstDoesNotTakeAnotherConnectionsCharge) {
+    start(limits_site("", "", "{connections: 2}"));
+    const auto ms = syns_in_one_burst(kWeb, {41000, 41000, 41001});
+    for (size_t i = 0; i < ms.size(); ++i)
+        EXPECT_EQ(ms[i].verdict, dp::Verdict::forward) << i << ": " << drop_reason_info(ms[i].reason).name;
+    EXPECT_EQ(connections_of("web-1"), 2u);
+    EXPECT_EQ(conntrack_->reserved(), 2u);
+}
+
+// Defect (b8327f6), the same for the NAT quota: the retransmitted SYN's claim holds a second
+// port (its own, given back only in finish()), and the next connection of the burst is
+// refused as over app-1's two ports.
+TEST_F(Limits, ARetransmittedMasqueradedSynInTheSameBurstDoesNotTakeAnotherConnectionsPort) {
+    start(limits_site("", "{nat_ports: 2}"));
+    const auto ms = syns_in_one_burst(kApp, {30000, 30000, 30001});
+    for (size_t i = 0; i < ms.size(); ++i)
+        EXPECT_EQ(ms[i].verdict, dp::Verdict::forward) << i << ": " << drop_reason_info(ms[i].reason).name;
+    EXPECT_EQ(nat_ports_of("app-1"), 2u);
+    EXPECT_EQ(nat_->in_use(ipproto::kTcp), 2u);
+    EXPECT_EQ(connections_of("app-1"), 2u);
+}
+
+// Defect (b8327f6), the same for room in the table: with two keys left, the retransmitted
+// SYN's reserved key is held until finish(), and the next connection finds the table full
+// (nothing to evict: the other connections are answered).
+TEST_F(Limits, ARetransmittedSynInTheSameBurstDoesNotTakeAnotherConnectionsRoom) {
+    start(limits_site("", "", "", 1024));
+    uint16_t sport = 20000;
+    while (conntrack_->reserved() < conntrack_->capacity() - 2) ASSERT_NO_FATAL_FAILURE(establish_from_web(sport++));
+    const auto ms = syns_in_one_burst(kWeb, {50000, 50000, 50001});
+    for (size_t i = 0; i < ms.size(); ++i)
+        EXPECT_EQ(ms[i].verdict, dp::Verdict::forward) << i << ": " << drop_reason_info(ms[i].reason).name;
+    EXPECT_EQ(conntrack_->reserved(), conntrack_->capacity());
+    EXPECT_EQ(conntrack_->evicted(), 0u);
 }
 
 // ---- keyed hashes ----

@@ -388,6 +388,25 @@ TEST_F(UplinkReview, SecondPacketOfANewConnectionInOneBatchPassesWhenItTookTheLa
     EXPECT_EQ(nat_->in_use(ipproto::kUdp), 64u);
 }
 
+// policy.cpp commit_stage (b8327f6): every first packet of a burst claims before any
+// finishes, so the second datagram of a new connection holds the port it allocated (given
+// back only when finish() finds the connection the first one made) while a third packet, of
+// another connection, looks for a port: with two ports left it finds none (nat_exhausted),
+// where packet by packet the second port was back in the pool.
+TEST_F(UplinkReview, SecondPacketOfANewConnectionInOneBatchDoesNotHoldAPortAnotherConnectionNeeds) {
+    reset(uplink_site("30000-30063"));  // 64 ports; 62 taken towards the server, 2 left
+    for (int i = 0; i < 62; ++i) ASSERT_TRUE(nat_->allocate(ipproto::kUdp, kServer, 53, 0, static_cast<uint64_t>(i)));
+    TestFrame& a = udp_frame_out(kApp, kServer, 30000, 53, {1});
+    TestFrame& b = udp_frame_out(kApp, kServer, 30000, 53, {2});
+    TestFrame& c = udp_frame_out(kApp, kServer, 30001, 53, {3});
+    const auto ms = run_batch({&a, &b, &c}, kAppPort);
+    for (size_t i = 0; i < ms.size(); ++i) EXPECT_EQ(ms[i].verdict, dp::Verdict::forward) << i << ": " << why(ms[i]);
+    EXPECT_EQ(udp_sport(a), udp_sport(b)) << "one connection, one mapping";
+    EXPECT_NE(udp_sport(a), udp_sport(c));
+    EXPECT_EQ(nat_->in_use(ipproto::kUdp), 64u);
+    EXPECT_EQ(conntrack_->reserved(), 2u);
+}
+
 // route.cpp: the martian source check drops only sources the site routes to itself. Sources
 // that are never valid on the wire (RFC 1812 5.3.7: 0/8, 127/8, multicast, 240/4, the
 // limited broadcast) route to the default (uplink) and pass into public instances.
