@@ -118,7 +118,9 @@ public:
         bool follows = false;
         Outcome refusal = std::nullopt;  // follows: the refusal if nobody made the connection
     };
-    Outcome claim(const PendingOpen& p, const PendingOpens& opens, PacketMeta& m, Claim& c) {
+    // `earlier`: the burst's claims so far that finish() will complete.
+    Outcome claim(const PendingOpen& p, const PendingOpens& opens, PacketMeta& m, Claim& c, const Claim* earlier,
+                  uint16_t n_earlier) {
         const Flow& f = opens.flows[p.flow];
         const Sides& s = opens.sides[p.flow];
         const InstanceView& charged = s.src ? *s.src : *s.dst;  // the opener, or the one reached
@@ -152,6 +154,18 @@ public:
         if (c.position < 0) {
             give_back(f, s, c, charged.account, true);
             return Refusal{DropReason::ct_table_full};
+        }
+        // The key an earlier packet of this burst inserted: its connection is that packet's
+        // to make. Packet by packet, the insert found it made and gave everything back at
+        // once; so does this one, before the next packets claim (their limits, ports and room
+        // must not count it), and it follows that connection in finish().
+        for (uint16_t j = 0; j < n_earlier; ++j) {
+            if (earlier[j].position != c.position) continue;
+            give_back(f, s, c, charged.account, true);
+            c = Claim{};
+            c.follows = true;
+            c.refusal = Refusal{DropReason::ct_table_full};  // if the earlier packet's insert fails again
+            return std::nullopt;
         }
         table_.prefetch_for_write(c.position);
         return std::nullopt;
@@ -586,7 +600,7 @@ void commit_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx, Pendin
         // Forward dropped it, or answered it with an ICMP error: no connection.
         if (m.verdict != Verdict::forward) continue;
         PolicyRun::Claim& c = claims[n] = PolicyRun::Claim{};
-        if (auto r = run.claim(p, opens, m, c)) {
+        if (auto r = run.claim(p, opens, m, c, claims, n)) {
             refuse(batch, p.packet, *r);
             continue;
         }
