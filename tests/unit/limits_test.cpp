@@ -400,6 +400,22 @@ TEST_F(Limits, ARetransmittedSynInTheSameBurstDoesNotTakeAnotherConnectionsRoom)
     EXPECT_EQ(conntrack_->evicted(), 0u);
 }
 
+// Defect (b8327f6): a new connection that finds the table full may evict the unanswered
+// connection an earlier packet of the same burst opened, as packet by packet (and in separate
+// bursts); with every claim before any finish, that entry is not alive yet when the later
+// packet looks for a victim, and the later packet is refused as ct_table_full instead.
+TEST_F(Limits, ANewConnectionMayEvictOneAnEarlierPacketOfTheSameBurstOpened) {
+    start(limits_site("", "", "", 1024));
+    uint16_t sport = 20000;
+    while (conntrack_->reserved() < conntrack_->capacity() - 1) ASSERT_NO_FATAL_FAILURE(establish_from_web(sport++));
+    const auto ms = syns_in_one_burst(kApp, {30000, 30001});
+    for (size_t i = 0; i < ms.size(); ++i)
+        EXPECT_EQ(ms[i].verdict, dp::Verdict::forward) << i << ": " << drop_reason_info(ms[i].reason).name;
+    EXPECT_EQ(conntrack_->evicted(), 1u);
+    EXPECT_EQ(connections_of("app-1"), 1u);
+    EXPECT_EQ(nat_ports_of("app-1"), 1u);
+}
+
 // ---- keyed hashes ----
 
 TEST(KeyedHashes, KeysChosenToShareABucketUnderOneSecretSpreadUnderAnother) {
