@@ -116,6 +116,10 @@ public:
         int32_t position = -1;
         int32_t external = -1;  // the NAT port taken for it, -1: none
         bool follows = false;
+        // The table is full (room) or the key's buckets are (slot): an eviction is due, and the
+        // earlier claims of the burst must come alive first, as they would packet by packet,
+        // since a claimed connection is not yet one an eviction can take. Then resume().
+        enum class Waits : uint8_t { nothing, room, slot } waits = Waits::nothing;
         Outcome refusal = std::nullopt;  // follows: the refusal if nobody made the connection
     };
     // `earlier`: the burst's claims so far that finish() will complete.
@@ -146,13 +150,46 @@ public:
             snap_.nat->prefetch_slot(f.key.key.proto, s.dst_ip, f.key.key.port[f.key.src_side ^ 1], *port,
                                      NatPortAllocator::Intent::write);
         }
+        if (n_earlier != 0 && table_.reserved() >= table_.capacity()) {
+            c.waits = Claim::Waits::room;
+            return std::nullopt;
+        }
         if (!table_.reserve(1, ctx_.now_ns)) {
             give_back(f, s, c, charged.account, false);
             return Refusal{DropReason::ct_table_full};
         }
-        c.position = insert(f);
+        return place(p, opens, c, earlier, n_earlier);
+    }
+
+    // A claim that waited (Claim::waits), once the earlier claims of its burst are finished.
+    Outcome resume(const PendingOpen& p, const PendingOpens& opens, Claim& c) {
+        const Sides& s = opens.sides[p.flow];
+        if (c.waits == Claim::Waits::room && !table_.reserve(1, ctx_.now_ns)) {
+            give_back(opens.flows[p.flow], s, c, (s.src ? *s.src : *s.dst).account, false);
+            return Refusal{DropReason::ct_table_full};
+        }
+        c.waits = Claim::Waits::nothing;
+        return place(p, opens, c, nullptr, 0);
+    }
+
+private:
+    // claim()'s insert, the key reserved.
+    Outcome place(const PendingOpen& p, const PendingOpens& opens, Claim& c, const Claim* earlier,
+                  uint16_t n_earlier) {
+        const Flow& f = opens.flows[p.flow];
+        const Sides& s = opens.sides[p.flow];
+        const uint16_t account = (s.src ? *s.src : *s.dst).account;
+        if (n_earlier != 0) {
+            c.position = table_.insert(f.key.key, f.hashed ? f.key_hash : table_.hash_of(f.key.key));
+            if (c.position == -ENOSPC) {
+                c.waits = Claim::Waits::slot;
+                return std::nullopt;
+            }
+        } else {
+            c.position = insert(f);
+        }
         if (c.position < 0) {
-            give_back(f, s, c, charged.account, true);
+            give_back(f, s, c, account, true);
             return Refusal{DropReason::ct_table_full};
         }
         // The key an earlier packet of this burst inserted: its connection is that packet's
@@ -161,7 +198,7 @@ public:
         // must not count it), and it follows that connection in finish().
         for (uint16_t j = 0; j < n_earlier; ++j) {
             if (earlier[j].position != c.position) continue;
-            give_back(f, s, c, charged.account, true);
+            give_back(f, s, c, account, true);
             c = Claim{};
             c.follows = true;
             c.refusal = Refusal{DropReason::ct_table_full};  // if the earlier packet's insert fails again
@@ -170,6 +207,8 @@ public:
         table_.prefetch_for_write(c.position);
         return std::nullopt;
     }
+
+public:
 
     // finish(): the claimed connection comes alive under its entry's lock (or, if another
     // packet made it meanwhile, gives back what claim() took and follows it).
@@ -594,30 +633,41 @@ void commit_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx, Pendin
     PolicyRun::Claim claims[kBurstSize];  // claim() sets each before finish() reads it
     uint16_t claimed[kBurstSize];
     uint16_t n = 0;
+    const auto finish_claimed = [&] {
+        for (uint16_t j = 0; j < n; ++j) {
+            const PendingOpen& p = opens.items[claimed[j]];
+            PacketMeta& m = batch.meta[p.packet];
+            if (auto r = run.finish(p, opens, m, claims[j])) {
+                refuse(batch, p.packet, *r);
+                continue;
+            }
+            remember_fragment(batch.frames[p.packet], m, opens.sides[p.flow], snap, ctx);
+        }
+        n = 0;
+    };
     for (uint16_t k = 0; k < opens.count; ++k) {
         const PendingOpen& p = opens.items[k];
         PacketMeta& m = batch.meta[p.packet];
         // Forward dropped it, or answered it with an ICMP error: no connection.
         if (m.verdict != Verdict::forward) continue;
-        PolicyRun::Claim& c = claims[n] = PolicyRun::Claim{};
-        if (auto r = run.claim(p, opens, m, c, claims, n)) {
+        PolicyRun::Claim c{};
+        auto r = run.claim(p, opens, m, c, claims, n);
+        if (!r && c.waits != PolicyRun::Claim::Waits::nothing) {
+            finish_claimed();  // an eviction is due: the earlier connections come alive first
+            r = run.resume(p, opens, c);
+        }
+        if (r) {
             refuse(batch, p.packet, *r);
             continue;
         }
-        if (c.position >= 0 || c.follows)
+        if (c.position >= 0 || c.follows) {
+            claims[n] = c;
             claimed[n++] = k;
-        else
+        } else {
             remember_fragment(batch.frames[p.packet], m, opens.sides[p.flow], snap, ctx);
-    }
-    for (uint16_t j = 0; j < n; ++j) {
-        const PendingOpen& p = opens.items[claimed[j]];
-        PacketMeta& m = batch.meta[p.packet];
-        if (auto r = run.finish(p, opens, m, claims[j])) {
-            refuse(batch, p.packet, *r);
-            continue;
         }
-        remember_fragment(batch.frames[p.packet], m, opens.sides[p.flow], snap, ctx);
     }
+    finish_claimed();
 }
 
 }  // namespace calyx::dp
