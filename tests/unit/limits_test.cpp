@@ -106,20 +106,23 @@ protected:
     // port (as a queue delivers them): a repeated port is a retransmitted SYN.
     std::vector<dp::PacketMeta> syns_in_one_burst(const Inside& from, const std::vector<uint16_t>& sports,
                                                   Ipv4Addr to = kServer) {
+        std::vector<std::vector<uint8_t>> frames;
+        for (uint16_t sport : sports)
+            frames.push_back(
+                FrameBuilder().eth(from.mac, kGatewayMac).ipv4(from.ip, to, ipproto::kTcp).tcp(sport, 443, kSyn, 1000, 0).build());
+        return in_one_burst(frames, from.port);
+    }
+    std::vector<dp::PacketMeta> in_one_burst(const std::vector<std::vector<uint8_t>>& frames, uint16_t port) {
         std::vector<std::unique_ptr<TestFrame>> fs;
         dp::Batch batch;
-        batch.count = static_cast<uint16_t>(sports.size());
-        for (size_t i = 0; i < sports.size(); ++i) {
-            fs.push_back(std::make_unique<TestFrame>(FrameBuilder()
-                                                         .eth(from.mac, kGatewayMac)
-                                                         .ipv4(from.ip, to, ipproto::kTcp)
-                                                         .tcp(sports[i], 443, kSyn, 1000, 0)
-                                                         .build()));
+        batch.count = static_cast<uint16_t>(frames.size());
+        for (size_t i = 0; i < frames.size(); ++i) {
+            fs.push_back(std::make_unique<TestFrame>(frames[i]));
             batch.frames[i] = fs.back()->frame;
-            batch.admit(static_cast<uint16_t>(i), from.port);
+            batch.admit(static_cast<uint16_t>(i), port);
         }
         dp::run_pipeline(batch, *snap_, ctx_);
-        return {batch.meta, batch.meta + sports.size()};
+        return {batch.meta, batch.meta + frames.size()};
     }
     // What housekeeping does every 100 ms: expire, and free the slots evicted since.
     void housekeeping() { conntrack_->sweep(ctx_.now_ns, conntrack_->slots(), nullptr); }
@@ -414,6 +417,21 @@ TEST_F(Limits, ANewConnectionMayEvictOneAnEarlierPacketOfTheSameBurstOpened) {
     EXPECT_EQ(conntrack_->evicted(), 1u);
     EXPECT_EQ(connections_of("app-1"), 1u);
     EXPECT_EQ(nat_ports_of("app-1"), 1u);
+}
+
+// Defect (b8327f6), the same for pings (the echo identifier is the port): the second echo
+// request's claim holds a second port of app-1's two, and the other ping's requests find none.
+TEST_F(Limits, TwoEchoRequestsOfANewMasqueradedPingInOneBurstTakeOnePortOfTheQuota) {
+    start(limits_site("", "{nat_ports: 2}"));
+    const auto echo = [](uint16_t id, uint16_t seq) {
+        return FrameBuilder().eth(kApp.mac, kGatewayMac).ipv4(kApp.ip, kServer).icmp_echo(id, seq).build();
+    };
+    const auto ms = in_one_burst({echo(7, 1), echo(7, 2), echo(8, 1), echo(8, 2)}, kAppPort);
+    for (size_t i = 0; i < ms.size(); ++i)
+        EXPECT_EQ(ms[i].verdict, dp::Verdict::forward) << i << ": " << drop_reason_info(ms[i].reason).name;
+    EXPECT_EQ(nat_ports_of("app-1"), 2u);
+    EXPECT_EQ(connections_of("app-1"), 2u);
+    EXPECT_EQ(conntrack_->reserved(), 2u);
 }
 
 // ---- keyed hashes ----
