@@ -530,6 +530,45 @@ TEST_F(UplinkReview, IcmpErrorFromANatInstanceLeavesWithTheExternalEndpoint) {
     EXPECT_EQ(run(bogus, kAppPort).verdict, dp::Verdict::drop);
 }
 
+// Coverage (commit_stage's two passes): first fragments of two datagrams of one new connection
+// in one burst, the second finding no port left (it follows the connection the first makes):
+// both are remembered with the translation, and their later fragments leave translated.
+TEST_F(UplinkReview, FirstFragmentsOfOneNewConnectionInOneBurstBothLetTheirLaterFragmentsOut) {
+    reset(uplink_site("30000-30063"));  // 64 ports; 63 taken towards the server: one left
+    for (int i = 0; i < 63; ++i) ASSERT_TRUE(nat_->allocate(ipproto::kUdp, kServer, 53, 0, static_cast<uint64_t>(i)));
+    const auto with_id = [](TestFrame& f, uint16_t id) -> TestFrame& {
+        auto* ip = f.at<Ipv4Hdr>(kL3);
+        ip->id = Be16::from_host(id);
+        ip->checksum = 0;
+        ip->checksum = internet_checksum(ip, sizeof(Ipv4Hdr));
+        return f;
+    };
+    std::vector<TestFrame*> firsts, laters;
+    for (uint16_t id : {1, 2}) {
+        firsts.push_back(&with_id(keep(FrameBuilder()
+                                           .eth(kAppMac, kGatewayMac)
+                                           .ipv4(kAppIp, kServer, ipproto::kUdp, 64, Ipv4Hdr::kMoreFragments)
+                                           .udp(5353, 53, std::vector<uint8_t>(120, 1))
+                                           .build()),
+                                  id));
+        laters.push_back(&with_id(keep(FrameBuilder()
+                                           .eth(kAppMac, kGatewayMac)
+                                           .ipv4(kAppIp, kServer, ipproto::kUdp, 64, 128 / 8)
+                                           .raw(std::vector<uint8_t>(40, 2))
+                                           .build()),
+                                  id));
+    }
+    const auto ms = run_batch(firsts, kAppPort);
+    for (size_t i = 0; i < ms.size(); ++i) ASSERT_EQ(ms[i].verdict, dp::Verdict::forward) << i << ": " << why(ms[i]);
+    EXPECT_EQ(udp_sport(*firsts[0]), udp_sport(*firsts[1]));
+    const auto later = run_batch(laters, kAppPort);
+    for (size_t i = 0; i < later.size(); ++i) {
+        EXPECT_EQ(later[i].verdict, dp::Verdict::forward) << i << ": " << why(later[i]);
+        EXPECT_EQ(src_ip(*laters[i]), kHostAddr) << i;
+    }
+    EXPECT_EQ(nat_->in_use(ipproto::kUdp), 64u);
+}
+
 // An ICMP error from outside about a masqueraded ping (quoted echo request with the external
 // identifier) reaches the instance with its own identifier quoted.
 TEST_F(UplinkReview, TimeExceededAboutAMasqueradedPingIsTranslatedBack) {
