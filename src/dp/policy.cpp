@@ -110,8 +110,10 @@ public:
     // claim(): the charges, the NAT port, room in the table and the key's insert; nothing is
     // written into the entry yet. Refused: everything given back. Otherwise `c` holds the
     // position, or c.follows: no port was left, so the packet follows the connection an
-    // earlier packet of the burst is making (finish() then refuses it if there is none), or
-    // neither: it followed a connection another worker made, and is done.
+    // earlier packet of the burst is making, or whose key an earlier claim of the burst
+    // inserted (finish() then refuses it if there is none), or c.waits: resume() it once the
+    // earlier claims are finished, or none of these: it followed a connection another worker
+    // made, and is done.
     struct Claim {
         int32_t position = -1;
         int32_t external = -1;  // the NAT port taken for it, -1: none
