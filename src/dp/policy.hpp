@@ -46,7 +46,12 @@
 // token bucket, its connection count, its NAT ports towards that remote (masqueraded
 // connections get their external port here: dp/nat.hpp, two keys, the binding in the entry;
 // nat_out rewrites), and room in the table (a full table evicts an unanswered connection).
-// A refusal by a limit is counted on the charged instance's port.
+// A refusal by a limit is counted on the charged instance's port. In two passes over the
+// burst: every packet claims (charges, port, room, the key's insert) before any connection
+// comes alive under its entry's lock, so that each claim's lines load while the next ones
+// claim; the outcome is that of one packet after the other (a repeat of a key claimed earlier
+// gives back at once and follows it; a claim that must evict first lets the earlier ones
+// finish).
 //   Reads:  PendingOpens, verdict forward.
 //   Writes: the connection table, the instance accounts and the NAT port allocator;
 //           meta.nat/nat_addr/nat_port; meta.charged_port; fragment verdicts; verdict drop.
