@@ -175,7 +175,7 @@ public:
     Outcome resume(const PendingOpen& p, const PendingOpens& opens, Claim& c) {
         const Sides& s = opens.sides[p.flow];
         if (c.waits == Claim::Waits::room && !table_.reserve(1, ctx_.now_ns)) {
-            give_back(opens.flows[p.flow], s, c, (s.src ? *s.src : *s.dst).account, false);
+            give_back(opens.flows[p.flow], s, c, charged_account(s), false);
             return Refusal{DropReason::ct_table_full};
         }
         c.waits = Claim::Waits::nothing;
@@ -187,9 +187,9 @@ private:
     Outcome place(const PendingOpen& p, const PendingOpens& opens, Claim& c, const Earlier& earlier) {
         const Flow& f = opens.flows[p.flow];
         const Sides& s = opens.sides[p.flow];
-        const uint16_t account = (s.src ? *s.src : *s.dst).account;
+        const uint16_t account = charged_account(s);
         if (earlier.count != 0) {
-            c.position = table_.insert(f.key.key, f.hashed ? f.key_hash : table_.hash_of(f.key.key));
+            c.position = table_.insert(f.key.key, key_hash(f));
             if (c.position == -ENOSPC) {
                 c.waits = Claim::Waits::slot;
                 return std::nullopt;
@@ -218,7 +218,6 @@ private:
     }
 
 public:
-
     // finish(): the claimed connection comes alive under its entry's lock (or, if another
     // packet made it meanwhile, gives back what claim() took and follows it).
     Outcome finish(const PendingOpen& p, const PendingOpens& opens, PacketMeta& m, Claim c) {
@@ -228,7 +227,7 @@ public:
             if (auto r = follow_existing(f, s, m)) return *r;
             return c.refusal;
         }
-        const uint16_t account = (s.src ? *s.src : *s.dst).account;
+        const uint16_t account = charged_account(s);
         // Twice at most: an insert that returned a key just being removed is done again.
         for (int attempt = 0; attempt < 2; ++attempt) {
             if (attempt != 0 && (c.position = insert(f)) < 0) break;
@@ -291,8 +290,13 @@ private:
             snap_.nat->release(f.key.key.proto, s.dst_ip, f.key.key.port[f.key.src_side ^ 1], *port, account);
     }
 
+    // The connection a first packet opens is charged to its opener, or, from outside, to the
+    // instance it reaches.
+    static uint16_t charged_account(const Sides& s) { return (s.src ? *s.src : *s.dst).account; }
+    uint32_t key_hash(const Flow& f) const { return f.hashed ? f.key_hash : table_.hash_of(f.key.key); }
+
     int32_t insert(const Flow& f) {
-        return table_.insert_evicting(f.key.key, f.hashed ? f.key_hash : table_.hash_of(f.key.key), ctx_.now_ns);
+        return table_.insert_evicting(f.key.key, key_hash(f), ctx_.now_ns);
     }
 
     // What a claim took, given back: the reserved key (if `reserved`), the NAT port, the charge.
