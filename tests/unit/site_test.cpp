@@ -339,6 +339,50 @@ TEST_F(Site, TheHostsArpIsAnsweredFromCalyxsCache) {
     expect_drop(run(off, kHostPort), DropReason::arp_not_for_us, "off the subnet");
 }
 
+// What the kernel sends on the host tap that is not a well-formed request for a neighbour's
+// address is dropped with its reason and answered by nothing: no reply is built from it (its
+// bytes stay as they came) and no neighbour is wanted for it.
+TEST_F(Site, TheHostsMalformedOrNonRequestArpIsNeitherAnsweredNorWantsANeighbour) {
+    const Ipv4Addr rr = Ipv4Addr::from_octets(198, 51, 100, 2);
+    const auto ask_for = [&](Ipv4Addr target, uint16_t oper = 1) {
+        return FrameBuilder()
+            .eth(kUplinkMac, MacAddr::broadcast(), ethertype::kArp)
+            .arp(oper, kUplinkMac, kHostAddr, MacAddr{}, target)
+            .build();
+    };
+    struct Case {
+        const char* name;
+        std::vector<uint8_t> bytes;
+        DropReason reason;
+    };
+    std::vector<Case> cases;
+    const auto field = [&](const char* name, size_t offset, uint8_t value) {
+        auto bytes = ask_for(rr);
+        bytes[sizeof(EtherHdr) + offset] = value;
+        cases.push_back({name, bytes, DropReason::arp_malformed});
+    };
+    field("hardware type 6", 1, 6);
+    field("protocol type IPv6", 2, 0x86);
+    field("hardware address length 8", 4, 8);
+    field("protocol address length 16", 5, 16);
+    auto truncated = ask_for(rr);
+    truncated.resize(sizeof(EtherHdr) + sizeof(ArpHdr) - 1);
+    cases.push_back({"truncated", truncated, DropReason::arp_malformed});
+    cases.push_back({"a reply", ask_for(rr, 2), DropReason::arp_not_request});
+    auto announcement = FrameBuilder()
+                            .eth(kUplinkMac, MacAddr::broadcast(), ethertype::kArp)
+                            .arp(1, kUplinkMac, rr, MacAddr{}, rr)
+                            .build();
+    cases.push_back({"an announcement", announcement, DropReason::arp_gratuitous});
+    for (const Case& c : cases) {
+        TestFrame& f = frame(c.bytes);
+        const std::vector<uint8_t> before = f.bytes();
+        expect_drop(run(f, kHostPort), c.reason, c.name);
+        EXPECT_EQ(f.bytes(), before) << c.name << ": rewritten into a reply";
+    }
+    for (const auto& e : neighbors_.entries()) EXPECT_NE(e.ip, rr) << "wanted";
+}
+
 // The kernel's ARP for an address no neighbour can have (the uplink subnet's own network and
 // broadcast addresses, the host's own address in a duplicate address probe) is not answered
 // and wants nothing resolved.
