@@ -8,16 +8,49 @@
 #include <algorithm>
 #include <atomic>
 #include <deque>
+#include <fstream>
+#include <sstream>
+#include <string>
 #include <mutex>
 #include <random>
 #include <set>
 #include <thread>
 #include <vector>
 
+#include "dp/table_memory.hpp"
 #include "support/frame_builder.hpp"
 
 namespace calyx::test {
 namespace {
+
+// What /proc/self/smaps says of the mapping that holds `address`.
+struct MappingInfo {
+    bool found = false;
+    std::string flags;            // VmFlags
+    uint64_t anon_huge_kb = 0;   // AnonHugePages
+};
+MappingInfo mapping_of(const void* address) {
+    const auto at = reinterpret_cast<uintptr_t>(address);
+    std::ifstream smaps("/proc/self/smaps");
+    MappingInfo info;
+    bool inside = false;
+    for (std::string line; std::getline(smaps, line);) {
+        uintptr_t lo = 0, hi = 0;
+        char dash = 0;
+        std::istringstream head(line);
+        if (head >> std::hex >> lo >> dash >> hi && dash == '-') {
+            if (inside) break;  // the next mapping
+            inside = lo <= at && at < hi;
+            info.found |= inside;
+            continue;
+        }
+        if (!inside) continue;
+        if (line.starts_with("AnonHugePages:")) info.anon_huge_kb = std::stoull(line.substr(14));
+        if (line.starts_with("VmFlags:")) info.flags = line.substr(8) + " ";
+    }
+    return info;
+}
+
 
 using dp::NatEndpoint;
 using dp::NatResult;
@@ -694,6 +727,32 @@ TEST(NatFlow, InstanceReachesInternetHostViaMasquerade) {
 
     EXPECT_TRUE(ports.release(ipproto::kTcp, kServer, 443, *ext_port));
     EXPECT_EQ(ports.in_use(ipproto::kTcp), 0u);
+}
+
+}  // namespace
+}  // namespace calyx::test
+
+namespace calyx::test {
+namespace {
+
+// The NAT allocator's tables (dp/table_memory.hpp) are read at random, a miss per packet; with
+// small pages each such read also walked the page tables (doc/performance.md, round four). A
+// table is therefore aligned to a huge page, advised for them before its first touch, and
+// backed by them wherever the kernel gives transparent huge pages on request.
+TEST(TableMemory, ALargeTableIsAlignedAndAdvisedForHugePagesAndGetsThem) {
+    constexpr size_t kHugePage = size_t{2} << 20;
+    constexpr size_t kSlots = 16 * kHugePage / sizeof(uint64_t);
+    const auto table = dp::make_table_array<uint64_t>(kSlots);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(table.get()) % kHugePage, 0u);
+    EXPECT_TRUE(std::all_of(table.get(), table.get() + kSlots, [](uint64_t v) { return v == 0; }));
+    const MappingInfo m = mapping_of(table.get());
+    ASSERT_TRUE(m.found);
+    EXPECT_NE(m.flags.find(" hg "), std::string::npos) << "not advised for huge pages: VmFlags" << m.flags;
+    std::ifstream thp("/sys/kernel/mm/transparent_hugepage/enabled");
+    std::string modes;
+    std::getline(thp, modes);
+    if (modes.find("[never]") == std::string::npos && !modes.empty())
+        EXPECT_GE(m.anon_huge_kb, kHugePage / 1024) << "no huge page backs the table (transparent_hugepage: " << modes << ")";
 }
 
 }  // namespace
