@@ -283,7 +283,7 @@ public:
     void prefetch_key_record(int32_t position) const noexcept { __builtin_prefetch(&keys_[position], 0, 3); }
     // The same for a new connection's entry and key record, about to be written.
     void prefetch_for_write(int32_t position) const noexcept {
-        __builtin_prefetch(&entries_[position], 1, 3);
+        prefetch(position);
         __builtin_prefetch(&keys_[position], 1, 3);
     }
     const CtEntry& entry(int32_t position) const noexcept { return entries_[position]; }

@@ -123,17 +123,13 @@ Learned NeighborTable::learn(Ipv4Addr ip, MacAddr mac, uint64_t now_ns, bool cre
 
 void NeighborTable::pin(Ipv4Addr ip, uint64_t now_ns) {
     for (Entry& e : entries_) {
-        uint64_t d = e.data.load(std::memory_order_relaxed);
-        if (!pinned_of(d) || e.key.load() == ip.value) continue;
-        while (!e.data.compare_exchange_weak(d, d & ~uint64_t{1})) {
-        }
+        if (!pinned_of(e.data.load(std::memory_order_relaxed)) || e.key.load() == ip.value) continue;
+        e.data.fetch_and(~uint64_t{1});
     }
     Entry* e = find(ip);
     if (!e) e = claim(ip, NeighborState::incomplete);
     if (!e) return;
-    uint64_t d = e->data.load(std::memory_order_relaxed);
-    while (!e->data.compare_exchange_weak(d, d | 1)) {
-    }
+    e->data.fetch_or(1);
     e->wanted_ns.store(now_ns, std::memory_order_relaxed);
     e->next_request_ns = 0;  // ask now
 }
