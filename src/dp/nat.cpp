@@ -91,8 +91,10 @@ uint16_t adjust(uint16_t checksum, Be32 from, Be32 to) {
 uint16_t l4_checksum_after(const L4Layout& l, uint16_t checksum, Be32 from, Be32 to,
                            uint16_t old_word, uint16_t new_word) {
     if (l.zero_means_none && checksum == 0) return 0;
-    if (l.pseudo_header) checksum = adjust(checksum, from, to);
-    checksum = checksum_update16(checksum, old_word, new_word);
+    ChecksumDelta d;
+    if (l.pseudo_header) d.change32(from.raw, to.raw);
+    d.change16(old_word, new_word);
+    checksum = d.apply(checksum);
     if (l.zero_means_none && checksum == 0) return 0xffff;  // RFC 768: computed zero is sent as ones
     return checksum;
 }
