@@ -100,6 +100,12 @@ public:
 
     // Slots charged to `source` (expired ones included until they are reused).
     uint32_t held(uint16_t source) const noexcept { return held_[source]; }
+    // Which set of kWays slots a datagram goes to: tests that fill one.
+    size_t set_index(const FragmentKey& k) const noexcept {
+        const uint64_t h = (uint64_t{k.src} * 0x9e3779b97f4a7c15ull) ^ (uint64_t{k.dst} << 16) ^
+                           (uint64_t{k.id} << 3) ^ (uint64_t{k.zone} << 40) ^ k.proto ^ secret_;
+        return mix(h) % kSets;
+    }
 
 private:
     struct Slot {
@@ -118,11 +124,6 @@ private:
     }
     Slot* set_of(const FragmentKey& k) { return &slots_[set_index(k) * kWays]; }
     const Slot* set_of(const FragmentKey& k) const { return &slots_[set_index(k) * kWays]; }
-    size_t set_index(const FragmentKey& k) const {
-        const uint64_t h = (uint64_t{k.src} * 0x9e3779b97f4a7c15ull) ^ (uint64_t{k.dst} << 16) ^
-                           (uint64_t{k.id} << 3) ^ (uint64_t{k.zone} << 40) ^ k.proto ^ secret_;
-        return mix(h) % kSets;
-    }
 
     uint64_t secret_;
     std::array<Slot, kSlots> slots_{};

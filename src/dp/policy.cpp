@@ -113,7 +113,9 @@ public:
     // earlier packet of the burst is making, or whose key an earlier claim of the burst
     // inserted (finish() then refuses it if there is none), or c.waits: resume() it once the
     // earlier claims are finished, or none of these: it followed a connection another worker
-    // made, and is done.
+    // made, and finish() only keeps its place in the burst (its first fragment is remembered
+    // after the earlier packets', as packet by packet: the fragment table's fairness counts
+    // a source's datagrams in their order).
     struct Claim {
         int32_t position = -1;
         int32_t external = -1;  // the NAT port taken for it, -1: none
@@ -227,6 +229,7 @@ public:
             if (auto r = follow_existing(f, s, m)) return *r;
             return c.refusal;
         }
+        if (c.position < 0) return std::nullopt;  // claim() followed another worker's connection
         const uint16_t account = charged_account(s);
         // Twice at most: an insert that returned a key just being removed is done again.
         for (int attempt = 0; attempt < 2; ++attempt) {
@@ -675,13 +678,9 @@ void commit_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx, Pendin
             refuse(batch, p.packet, *r);
             continue;
         }
-        if (c.position >= 0 || c.follows) {
-            if (c.position >= 0) positions |= PolicyRun::Earlier::bit(c.position);
-            claims[n] = c;
-            claimed[n++] = k;
-        } else {
-            remember_fragment(batch.frames[p.packet], m, opens.sides[p.flow], snap, ctx);
-        }
+        if (c.position >= 0) positions |= PolicyRun::Earlier::bit(c.position);
+        claims[n] = c;
+        claimed[n++] = k;
     }
     finish_claimed();
 }

@@ -8,11 +8,19 @@
 
 #include "calyx/config.hpp"
 #include "cp/snapshot_builder.hpp"
+#include "dp/arp.hpp"
 #include "dp/batch.hpp"
+#include "dp/classify.hpp"
 #include "dp/conntrack.hpp"
+#include "dp/forward.hpp"
+#include "dp/host.hpp"
+#include "dp/local.hpp"
 #include "dp/nat.hpp"
+#include "dp/nat_stages.hpp"
 #include "dp/neighbor.hpp"
 #include "dp/pipeline.hpp"
+#include "dp/policy.hpp"
+#include "dp/route.hpp"
 #include "support/frame_builder.hpp"
 
 namespace calyx::test {
@@ -68,7 +76,7 @@ protected:
         ASSERT_TRUE(cfg.has_value()) << cfg.error().front().to_string();
         config_ = *cfg;
         if (!conntrack_) {
-            auto table = dp::ConnTable::create(config_.dataplane.conntrack.capacity, -1);
+            auto table = dp::ConnTable::create(config_.dataplane.conntrack.capacity, -1, conntrack_secret_);
             ASSERT_TRUE(table.has_value()) << table.error();
             conntrack_ = std::move(*table);
         }
@@ -132,11 +140,69 @@ protected:
     uint64_t generation_ = 0;
     std::unique_ptr<dp::NatPortAllocator> nat_;  // with an uplink; before conntrack_ (it refers to it)
     dp::NeighborTable neighbors_;
+    uint64_t conntrack_secret_ = dp::random_secret();  // fixed by tests that compare runs built on bucket collisions
     std::unique_ptr<dp::ConnTable> conntrack_;  // before snap_: the snapshot points at it
     std::unique_ptr<dp::Snapshot> snap_;
     std::unique_ptr<dp::WorkerCounters> counters_ = std::make_unique<dp::WorkerCounters>();
     std::unique_ptr<dp::FragmentVerdicts> fragments_ = std::make_unique<dp::FragmentVerdicts>();
     dp::WorkerContext ctx_{*counters_, 1'000'000'000, {}, fragments_.get()};
+};
+
+// Another worker on the same snapshot (its own counters, fragment verdicts and clock), whose burst
+// runs in two halves, as run_pipeline's stages: up to forward, then from commit on. Between
+// them another worker (the fixture's) or the control plane may act, as they may on other
+// cores between this worker's lookups and its commit.
+struct SplitWorker {
+    explicit SplitWorker(uint64_t now_ns) { ctx.now_ns = now_ns; }
+
+    void until_commit(const std::vector<std::vector<uint8_t>>& bytes, uint16_t port, const dp::Snapshot& snap) {
+        snap_ = &snap;
+        frames.clear();
+        batch = dp::Batch{};
+        batch.count = static_cast<uint16_t>(bytes.size());
+        for (size_t i = 0; i < bytes.size(); ++i) {
+            frames.push_back(std::make_unique<TestFrame>(bytes[i]));
+            batch.frames[i] = frames.back()->frame;
+            batch.admit(static_cast<uint16_t>(i), port);
+        }
+        dp::host_stage(batch, snap, ctx);
+        dp::classify_stage(batch, snap, ctx);
+        dp::arp_stage(batch, snap, ctx);
+        dp::nat_in_stage(batch, snap, ctx);
+        dp::route_stage(batch, snap, ctx);
+        dp::local_stage(batch, snap, ctx);
+        opens_ = std::make_unique<dp::PendingOpens>();
+        dp::policy_stage(batch, snap, ctx, *opens_);
+        dp::forward_stage(batch, snap, ctx);
+    }
+    // The rest of the burst; the frames then hold what leaves.
+    void from_commit() {
+        dp::commit_stage(batch, *snap_, ctx, *opens_);
+        dp::nat_out_stage(batch, *snap_, ctx);
+        for (uint16_t i = 0; i < batch.count; ++i) {
+            const dp::PacketMeta& m = batch.meta[i];
+            if (m.verdict == dp::Verdict::drop)
+                ctx.counters.count_drop(m.charged_port == dp::kNoPort ? m.in_port : m.charged_port, m.reason);
+            frames[i]->frame = batch.frames[i];
+        }
+    }
+    // Both halves at once: a whole burst.
+    std::vector<dp::PacketMeta> run(const std::vector<std::vector<uint8_t>>& bytes, uint16_t port,
+                                    const dp::Snapshot& snap) {
+        until_commit(bytes, port, snap);
+        from_commit();
+        return {batch.meta, batch.meta + batch.count};
+    }
+
+    std::unique_ptr<dp::WorkerCounters> counters = std::make_unique<dp::WorkerCounters>();
+    std::unique_ptr<dp::FragmentVerdicts> fragments = std::make_unique<dp::FragmentVerdicts>();
+    dp::WorkerContext ctx{*counters, 0, {}, fragments.get()};
+    std::vector<std::unique_ptr<TestFrame>> frames;
+    dp::Batch batch;
+
+private:
+    const dp::Snapshot* snap_ = nullptr;
+    std::unique_ptr<dp::PendingOpens> opens_;
 };
 
 }  // namespace calyx::test

@@ -3,9 +3,11 @@
 // packets that leave, a full table that evicts unanswered connections of the biggest holder,
 // and keyed hashes. Through the whole pipeline on byte buffers, with injected time.
 #include <fmt/format.h>
+#include <rte_lcore.h>
 #include <rte_memory.h>
 
 #include <atomic>
+#include <chrono>
 #include <map>
 #include <thread>
 
@@ -22,6 +24,7 @@ namespace {
 
 constexpr uint8_t kSyn = TcpHdr::kSyn, kAck = TcpHdr::kAck;
 constexpr uint64_t kSecond = 1'000'000'000;
+constexpr uint64_t kStart = 1'000'000'000;  // the fixture's clock at start
 
 // A second nat instance on app-1's network (slot 2, where the seed's db-1 was): the victim.
 const MacAddr kApp2Mac{{0x52, 0x54, 0x00, 0x00, 0x02, 0x02}};
@@ -97,19 +100,20 @@ protected:
         return run(f, kUplinkPort);
     }
     // web-1 opens a connection to the server and the handshake completes: an answered one.
-    void establish_from_web(uint16_t sport) {
-        ASSERT_EQ(syn_out(kWeb, sport).verdict, dp::Verdict::forward);
-        ASSERT_EQ(tcp_in(kServer, 443, kWebIp, sport, kSyn | kAck, 5000, 1001).verdict, dp::Verdict::forward);
-        ASSERT_EQ(syn_out(kWeb, sport, kServer, 443, 64, kAck, 1001, 5001).verdict, dp::Verdict::forward);
+    void establish_from_web(uint16_t sport, uint16_t dport = 443) {
+        ASSERT_EQ(syn_out(kWeb, sport, kServer, dport).verdict, dp::Verdict::forward);
+        ASSERT_EQ(tcp_in(kServer, dport, kWebIp, sport, kSyn | kAck, 5000, 1001).verdict, dp::Verdict::forward);
+        ASSERT_EQ(syn_out(kWeb, sport, kServer, dport, 64, kAck, 1001, 5001).verdict, dp::Verdict::forward);
+    }
+    static std::vector<uint8_t> syn_frame(const Inside& from, uint16_t sport, Ipv4Addr to = kServer, uint16_t dport = 443) {
+        return FrameBuilder().eth(from.mac, kGatewayMac).ipv4(from.ip, to, ipproto::kTcp).tcp(sport, dport, kSyn, 1000, 0).build();
     }
     // SYNs from `from` to `to`:443, one per source port in `sports`, in one burst from its
     // port (as a queue delivers them): a repeated port is a retransmitted SYN.
     std::vector<dp::PacketMeta> syns_in_one_burst(const Inside& from, const std::vector<uint16_t>& sports,
                                                   Ipv4Addr to = kServer) {
         std::vector<std::vector<uint8_t>> frames;
-        for (uint16_t sport : sports)
-            frames.push_back(
-                FrameBuilder().eth(from.mac, kGatewayMac).ipv4(from.ip, to, ipproto::kTcp).tcp(sport, 443, kSyn, 1000, 0).build());
+        for (uint16_t sport : sports) frames.push_back(syn_frame(from, sport, to));
         return in_one_burst(frames, from.port);
     }
     std::vector<dp::PacketMeta> in_one_burst(const std::vector<std::vector<uint8_t>>& frames, uint16_t port) {
@@ -126,6 +130,48 @@ protected:
     }
     // What housekeeping does every 100 ms: expire, and free the slots evicted since.
     void housekeeping() { conntrack_->sweep(ctx_.now_ns, conntrack_->slots(), nullptr); }
+    // A fresh start: new table, NAT allocator, counters, fragment verdicts and clock (a test
+    // comparing two runs of one scenario).
+    void restart(const std::string& yaml) {
+        snap_.reset();
+        conntrack_.reset();
+        nat_.reset();
+        *counters_ = dp::WorkerCounters{};
+        *fragments_ = dp::FragmentVerdicts{};
+        ctx_.now_ns = kStart;
+        ASSERT_NO_FATAL_FAILURE(start(yaml));
+    }
+    // The key of `from`'s TCP connection from `sport` to the server's `dport`.
+    dp::CtKey key_to_server(const Inside& from, uint16_t sport, uint16_t dport = 443) const {
+        const uint16_t zone = zones_.at(from.port == kWebPort ? "public" : "nat");
+        return dp::make_ct_key(ipproto::kTcp, {zone, from.ip, sport}, {0, kServer, dport}).key;
+    }
+    bool alive(const dp::CtKey& key) const {
+        const int32_t pos = conntrack_->lookup(key);
+        return pos >= 0 && !conntrack_->entry(pos).dead();
+    }
+    // The two buckets a key may live in, as rte_hash 22.11 picks them (conntrack.cpp's
+    // insert_evicting reads the same), lower first.
+    std::pair<uint32_t, uint32_t> buckets_of(const dp::CtKey& key) const {
+        const uint32_t mask = conntrack_->buckets() - 1, hash = conntrack_->hash_of(key);
+        const uint32_t primary = hash & mask, alternative = (primary ^ (hash >> 16)) & mask;
+        return std::minmax(primary, alternative);
+    }
+    // `count` endpoints (source port, destination port) of `from`'s connections to the server
+    // whose keys live in `buckets`, none of `avoid`.
+    std::vector<std::pair<uint16_t, uint16_t>> endpoints_in(std::pair<uint32_t, uint32_t> buckets, const Inside& from,
+                                                            size_t count,
+                                                            const std::vector<std::pair<uint16_t, uint16_t>>& avoid = {}) {
+        std::vector<std::pair<uint16_t, uint16_t>> found;
+        for (uint32_t dport = 1000; dport < 65536 && found.size() < count; ++dport)
+            for (uint32_t sport = 20000; sport < 60000 && found.size() < count; ++sport) {
+                const std::pair<uint16_t, uint16_t> e{static_cast<uint16_t>(sport), static_cast<uint16_t>(dport)};
+                if (buckets_of(key_to_server(from, e.first, e.second)) == buckets &&
+                    std::find(avoid.begin(), avoid.end(), e) == avoid.end())
+                    found.push_back(e);
+            }
+        return found;
+    }
 
     uint16_t account_of(const std::string& name) const { return slots_.at(name); }  // the fixture's: the slot
     uint32_t connections_of(const std::string& name) const {
@@ -432,6 +478,142 @@ TEST_F(Limits, TwoEchoRequestsOfANewMasqueradedPingInOneBurstTakeOnePortOfTheQuo
     EXPECT_EQ(nat_ports_of("app-1"), 2u);
     EXPECT_EQ(connections_of("app-1"), 2u);
     EXPECT_EQ(conntrack_->reserved(), 2u);
+}
+
+// What a scenario of new connections left behind, to compare a burst with bursts of one.
+struct CommitOutcome {
+    std::string text;
+    bool scenario_evicted = false;  // the eviction the scenario is built to need happened
+};
+std::string verdict_of(const dp::PacketMeta& m) {
+    return m.verdict == dp::Verdict::drop ? std::string(drop_reason_info(m.reason).name)
+                                          : m.verdict == dp::Verdict::forward ? "forward" : "other";
+}
+
+constexpr size_t kBucketEntries = 8;  // keys per rte_hash bucket (RTE_HASH_BUCKET_ENTRIES)
+
+// Coverage (policy.cpp Claim::Waits::slot, the key's buckets full while the table has room):
+// app-1's SYNs A and B, whose keys share their two buckets with 15 answered connections of
+// web-1. A takes the last slot; B finds the buckets full and evicts the one unanswered
+// connection there, A's, as it does packet by packet. In one burst B's claim must first let
+// A's connection come alive, or A is no candidate yet and B is refused as ct_table_full.
+TEST_F(Limits, ANewConnectionWhoseBucketsAreFullMayEvictOneAnEarlierPacketOfTheSameBurstOpened) {
+    conntrack_secret_ = 0xb0c4e7;  // both runs build the same collisions
+    const auto run_scenario = [&](bool one_burst) {
+        CommitOutcome out;
+        restart(limits_site("", "", "", 1024));
+        if (HasFatalFailure()) return out;
+        std::pair<uint16_t, uint16_t> a{30000, 443};  // A's endpoint: one whose two buckets differ
+        auto buckets = buckets_of(key_to_server(kApp, a.first, a.second));
+        while (buckets.first == buckets.second) buckets = buckets_of(key_to_server(kApp, ++a.first, a.second));
+        const auto b = endpoints_in(buckets, kApp, 1, {a});
+        const auto web = endpoints_in(buckets, kWeb, 2 * kBucketEntries - 1);  // all slots but A's
+        if (b.size() != 1 || web.size() != 2 * kBucketEntries - 1) {
+            ADD_FAILURE() << "too few keys found for buckets " << buckets.first << "/" << buckets.second;
+            return out;
+        }
+        for (const auto& [sport, dport] : web) establish_from_web(sport, dport);
+        if (HasFatalFailure()) return out;
+        const auto frame_a = syn_frame(kApp, a.first, kServer, a.second);
+        const auto frame_b = syn_frame(kApp, b[0].first, kServer, b[0].second);
+        std::vector<dp::PacketMeta> ms;
+        if (one_burst) {
+            ms = in_one_burst({frame_a, frame_b}, kAppPort);
+        } else {
+            ms.push_back(in_one_burst({frame_a}, kAppPort)[0]);
+            ms.push_back(in_one_burst({frame_b}, kAppPort)[0]);
+        }
+        const bool a_alive = alive(key_to_server(kApp, a.first, a.second));
+        const bool b_alive = alive(key_to_server(kApp, b[0].first, b[0].second));
+        out.scenario_evicted = conntrack_->evicted() == 1 && !a_alive;
+        out.text = fmt::format(
+            "A {}, B {}; connections A {}, B {}; app-1 holds {} connections and {} NAT ports, web-1 {} connections; "
+            "{} refused as ct_table_full; {} evicted; {} keys reserved",
+            verdict_of(ms[0]), verdict_of(ms[1]), a_alive, b_alive, connections_of("app-1"), nat_ports_of("app-1"),
+            connections_of("web-1"), drops(kAppPort, DropReason::ct_table_full), conntrack_->evicted(),
+            conntrack_->reserved());
+        return out;
+    };
+    const CommitOutcome packet_by_packet = run_scenario(false);
+    ASSERT_TRUE(packet_by_packet.scenario_evicted) << "B evicts A packet by packet: " << packet_by_packet.text;
+    const CommitOutcome burst = run_scenario(true);
+    EXPECT_EQ(burst.text, packet_by_packet.text);
+}
+
+// Coverage (policy.cpp finish(), its second insert: a key retired between claim and finish),
+// two workers and an eviction interleaved. Worker 2's burst claims X's connection (its insert
+// puts the key at P, the entry not alive yet); worker 1 then makes that connection at P itself,
+// and a new connection of app-2 finding the table full evicts it (P retired: its key deleted,
+// its slot waiting for a grace period) before worker 2 finishes X. Worker 2 inserts the key
+// again and makes X's connection there with the port X claimed, as if X had come after the
+// eviction (the order one worker would see): found, translated both ways, every connection,
+// key and port counted once. Worker 2 waits between its claims and its finishes on the lock of
+// R0's connection (the first packet of its burst, made meanwhile by worker 1), which the test
+// holds: the interleaving does not depend on timing.
+TEST_F(Limits, AClaimWhoseKeyIsEvictedBeforeItFinishesIsInsertedAgain) {
+    conntrack_secret_ = 0x2e71;  // the nearly full table the same every run (X is inserted in it again)
+    start(limits_site("", "", "", 1024));
+    uint16_t sport = 20000;
+    while (conntrack_->reserved() < conntrack_->capacity() - 4) ASSERT_NO_FATAL_FAILURE(establish_from_web(sport++));
+    const uint32_t answered = conntrack_->reserved();
+    SplitWorker second(ctx_.now_ns);
+    // Worker 2's burst: R0 (30000) and X (30001), both new when it looks them up.
+    second.until_commit({syn_frame(kApp, 30000), syn_frame(kApp, 30001)}, kAppPort, *snap_);
+    ASSERT_EQ(syn_out(kApp, 30000).verdict, dp::Verdict::forward) << "worker 1 makes R0's connection";
+    const int32_t r0 = conntrack_->lookup(key_to_server(kApp, 30000));
+    ASSERT_GE(r0, 0);
+
+    std::jthread worker2;  // joined after the lock below is given back (declared first, destroyed last)
+    struct HeldLock {
+        dp::ConnTable& table;
+        int32_t position;
+        bool held = true;
+        void release() {
+            if (held) table.unlock(position);
+            held = false;
+        }
+        ~HeldLock() { release(); }
+    } r0_lock{*conntrack_, r0};
+    conntrack_->entry(r0).lock_entry();
+    worker2 = std::jthread([&] {
+        const bool registered = rte_thread_register() == 0;  // an lcore id, as workers have
+        second.from_commit();
+        if (registered) rte_thread_unregister();
+    });
+    const dp::CtKey x_key = key_to_server(kApp, 30001);
+    int32_t p = -1;
+    for (const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+         (p = conntrack_->lookup(x_key)) < 0 && std::chrono::steady_clock::now() < until;)
+        std::this_thread::yield();
+    ASSERT_GE(p, 0) << "worker 2 claimed X's key";
+    ASSERT_TRUE(conntrack_->entry(p).dead()) << "worker 2 waits on R0's lock before it finishes X";
+    ASSERT_EQ(syn_out(kApp, 30001).verdict, dp::Verdict::forward) << "worker 1 makes X's connection";
+    ASSERT_EQ(conntrack_->lookup(x_key), p);
+    ASSERT_EQ(syn_out(kApp2, 30000).verdict, dp::Verdict::forward) << "app-2's connection evicts it";
+    ASSERT_EQ(conntrack_->evicted(), 1u);
+    ASSERT_TRUE(conntrack_->entry(p).retired()) << "X's connection at P was the one evicted";
+    r0_lock.release();
+    worker2.join();
+
+    for (uint16_t i = 0; i < second.batch.count; ++i)
+        EXPECT_EQ(second.batch.meta[i].verdict, dp::Verdict::forward) << i << ": " << verdict_of(second.batch.meta[i]);
+    const int32_t x_at = conntrack_->lookup(x_key);
+    ASSERT_GE(x_at, 0) << "X's connection is in the table";
+    EXPECT_NE(x_at, p) << "not at the retired position";
+    EXPECT_FALSE(conntrack_->entry(x_at).dead());
+    // X left with the port its claim took, bound to its connection: the answer comes back in.
+    const uint16_t external = second.frames[1]->at<TcpHdr>(kL3 + sizeof(Ipv4Hdr))->src_port.host();
+    EXPECT_EQ(dp::load_nat_binding(conntrack_->entry(x_at)).port, external);
+    const auto answer = tcp_in(kServer, 443, kHostAddr, external, kSyn | kAck, 5000, 1001);
+    EXPECT_EQ(answer.verdict, dp::Verdict::forward) << verdict_of(answer);
+    EXPECT_EQ(answer.out_port, kAppPort);
+    // Once each: R0 and X for app-1, the evicting connection for app-2, web-1's answered ones.
+    EXPECT_EQ(connections_of("app-1"), 2u);
+    EXPECT_EQ(nat_ports_of("app-1"), 2u);
+    EXPECT_EQ(connections_of("app-2"), 1u);
+    EXPECT_EQ(nat_ports_of("app-2"), 1u);
+    EXPECT_EQ(conntrack_->reserved(), answered + 3);
+    EXPECT_EQ(nat_->in_use(ipproto::kTcp), 3u);
 }
 
 // ---- keyed hashes ----

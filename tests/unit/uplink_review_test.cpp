@@ -569,6 +569,88 @@ TEST_F(UplinkReview, FirstFragmentsOfOneNewConnectionInOneBurstBothLetTheirLater
     EXPECT_EQ(nat_->in_use(ipproto::kUdp), 64u);
 }
 
+// Defect (b8327f6): commit_stage remembered the first fragment of a packet that followed, in
+// claim(), a connection another worker made at once, before the first fragments of the burst's
+// earlier new connections (remembered in finish()). The order counts when the fragment table is
+// contended: a datagram may take another source's slot only while that source holds two more
+// than its own. Here P1's set is full of four other sources' datagrams, two each; P2's set has
+// room. Packet by packet P1 (app-1 holding none) takes one of those slots and P2 a free one:
+// both datagrams' later fragments leave. In one burst P2 was counted first, P1 found no slot it
+// could take, and its later fragment was dropped as fragment_unmatched.
+TEST_F(UplinkReview, AFirstFragmentFollowingAnotherWorkersConnectionIsRememberedInTheBurstsOrder) {
+    const auto fragment = [&](uint16_t id, bool first, uint16_t sport, uint16_t dport) {
+        std::vector<uint8_t> bytes =
+            first ? FrameBuilder()
+                        .eth(kAppMac, kGatewayMac)
+                        .ipv4(kAppIp, kServer, ipproto::kUdp, 64, Ipv4Hdr::kMoreFragments)
+                        .udp(sport, dport, std::vector<uint8_t>(120, 1))
+                        .build()
+                  : FrameBuilder().eth(kAppMac, kGatewayMac).ipv4(kAppIp, kServer, ipproto::kUdp, 64, 128 / 8).raw(std::vector<uint8_t>(40, 2)).build();
+        auto* ip = reinterpret_cast<Ipv4Hdr*>(bytes.data() + kL3);
+        ip->id = Be16::from_host(id);
+        ip->checksum = 0;
+        ip->checksum = internet_checksum(ip, sizeof(Ipv4Hdr));
+        return bytes;
+    };
+    const auto run_scenario = [&](bool one_burst) -> std::string {
+        reset(uplink_site("30000-30063"));  // 64 ports; 63 taken towards the server's port 53
+        if (HasFatalFailure()) return {};
+        for (int i = 0; i < 63; ++i) EXPECT_TRUE(nat_->allocate(ipproto::kUdp, kServer, 53, 0, static_cast<uint64_t>(i)));
+        uint16_t p1_dport = 5001;  // P1's connection: a port of another pool
+        while (nat_->partition_of(ipproto::kUdp, kServer, p1_dport) == nat_->partition_of(ipproto::kUdp, kServer, 53))
+            ++p1_dport;
+        SplitWorker second(ctx_.now_ns);
+        dp::FragmentVerdicts& verdicts = *second.fragments;
+        const uint16_t zone = zones_.at("nat");
+        const auto datagram = [&](uint16_t id) {
+            return dp::FragmentKey{kAppIp.value, kServer.value, id, zone, ipproto::kUdp};
+        };
+        const uint16_t p1_id = 1;
+        uint16_t p2_id = 2;
+        while (verdicts.set_index(datagram(p2_id)) == verdicts.set_index(datagram(p1_id))) ++p2_id;
+        // P1's set, full: four sources from outside, two datagrams each.
+        const uint64_t later = ctx_.now_ns + 3600 * kSecond;
+        int filled = 0;
+        for (uint16_t id = 0; filled < int{dp::FragmentVerdicts::kWays}; ++id) {
+            const dp::FragmentKey k{Ipv4Addr::from_octets(198, 18, 0, 1).value, kServer.value, id, 0, ipproto::kUdp};
+            if (verdicts.set_index(k) != verdicts.set_index(datagram(p1_id))) continue;
+            EXPECT_TRUE(verdicts.remember(k, static_cast<uint16_t>(dp::kMaxPorts + filled / 2), ctx_.now_ns, later));
+            ++filled;
+        }
+        const auto p1 = fragment(p1_id, true, 5000, p1_dport);
+        const auto p2 = fragment(p2_id, true, 5353, 53);
+        // P2's connection, made by this fixture's worker between the second worker's lookups
+        // and its commit: it takes the last port, so P2 finds none and follows it in claim().
+        const auto other_worker_opens_p2s_connection = [&] {
+            EXPECT_EQ(run(udp_frame_out(kApp, kServer, 5353, 53), kAppPort).verdict, dp::Verdict::forward);
+        };
+        std::vector<dp::PacketMeta> firsts;
+        if (one_burst) {
+            second.until_commit({p1, p2}, kAppPort, *snap_);
+            other_worker_opens_p2s_connection();
+            second.from_commit();
+            firsts.assign(second.batch.meta, second.batch.meta + 2);
+        } else {
+            firsts.push_back(second.run({p1}, kAppPort, *snap_)[0]);
+            second.until_commit({p2}, kAppPort, *snap_);
+            other_worker_opens_p2s_connection();
+            second.from_commit();
+            firsts.push_back(second.batch.meta[0]);
+        }
+        const auto laters = second.run({fragment(p1_id, false, 0, 0), fragment(p2_id, false, 0, 0)}, kAppPort, *snap_);
+        std::string out = fmt::format("first fragments: P1 {}, P2 {}; later fragments:", why(firsts[0]), why(firsts[1]));
+        for (size_t i = 0; i < laters.size(); ++i)
+            out += fmt::format(" P{} {} from {}", i + 1, why(laters[i]), src_ip(*second.frames[i]).to_string());
+        return out;
+    };
+    const std::string packet_by_packet = run_scenario(false);
+    const std::string both_leave =
+        fmt::format("first fragments: P1 not dropped, P2 not dropped; later fragments: P1 not dropped from {0} P2 not dropped from {0}",
+                    kHostAddr.to_string());
+    ASSERT_EQ(packet_by_packet, both_leave) << "the scenario packet by packet";
+    EXPECT_EQ(run_scenario(true), packet_by_packet);
+}
+
 // An ICMP error from outside about a masqueraded ping (quoted echo request with the external
 // identifier) reaches the instance with its own identifier quoted.
 TEST_F(UplinkReview, TimeExceededAboutAMasqueradedPingIsTranslatedBack) {
