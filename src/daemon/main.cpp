@@ -30,6 +30,7 @@
 #include "cp/control_server.hpp"
 #include "cp/datastore/syncer.hpp"
 #include "cp/metrics.hpp"
+#include "cp/reload.hpp"
 #include "daemon/router.hpp"
 #include "daemon/service_manager.hpp"
 #include "io/clock.hpp"
@@ -281,6 +282,9 @@ struct TakeOver {
     pid_t predecessor = 0;
     uint64_t stopped_ns = 0;
     int64_t datastore_revision = 0;  // the etcd revision whose site it served last (0: no datastore)
+    // The source digest of the configuration it served (without a datastore; nullopt: a calyx
+    // older than this answer).
+    std::optional<std::string> config_digest;
 };
 
 // Testing a predecessor restarted while its successor pre-restored (--take-over-after): waits
@@ -310,6 +314,8 @@ std::expected<std::vector<calyx::daemon::Router::Neighbor>, std::string> ask_to_
                                            t.predecessor, describe(t.expected), t.predecessor));
     t.stopped_ns = reply->result.value("stopped_ns", uint64_t{0});
     t.datastore_revision = reply->result.value("datastore_revision", int64_t{0});
+    if (const auto digest = reply->result.find("config_digest"); digest != reply->result.end() && digest->is_string())
+        t.config_digest = digest->get<std::string>();
     std::vector<calyx::daemon::Router::Neighbor> neighbors;
     if (const auto list = reply->result.find("neighbors"); list != reply->result.end() && list->is_array())
         for (const auto& n : *list) {
@@ -331,6 +337,35 @@ struct RunOptions {
     std::chrono::milliseconds take_over_hold{0};
     std::string take_over_after;
 };
+
+// Without a datastore: the running calyx reloaded the file while we pre-restored (an instance
+// added, say), so it served another configuration than the one we started with. We finish with
+// the file as it is now, or the connections of the instances it adds would be taken for those
+// of removed instances. A file we cannot finish with stops the take-over: the running calyx
+// resumes with its own configuration and table, and nothing is lost.
+std::expected<std::optional<calyx::config::Config>, std::string> file_at_hand_over(
+    const std::string& path, const calyx::config::Config& started_with, const TakeOver& t) {
+    if (!t.config_digest || *t.config_digest == started_with.source_digest) return std::nullopt;
+    auto now = calyx::config::load_config_file(path);
+    if (!now) {
+        print_errors(now.error());
+        return std::unexpected(fmt::format(
+            "--take-over: pid {} served another configuration than {} held when this calyx started (it reloaded "
+            "meanwhile), and the file now has {} error(s) (above): not taking over, pid {} resumes serving with its "
+            "own; correct the file and start the take-over again",
+            t.predecessor, path, now.error().size(), t.predecessor));
+    }
+    if (now->source_digest == started_with.source_digest) return std::nullopt;
+    if (auto fixed = calyx::cp::restart_required(started_with, *now))
+        return std::unexpected(fmt::format(
+            "--take-over: {} changed since this calyx started, and {}: not taking over, pid {} resumes serving; "
+            "start the take-over again",
+            path, *fixed, t.predecessor));
+    fmt::print(stderr, "calyx: pid {} reloaded its configuration while this calyx pre-restored: finishing with {} as "
+                       "it is now{}\n",
+               t.predecessor, path, now->source_digest == *t.config_digest ? "" : " (changed again since that reload)");
+    return std::optional<calyx::config::Config>(std::move(*now));
+}
 
 int run(const std::string& config_path, const std::string& argv0, const RunOptions& opts) {
     const auto started = std::chrono::steady_clock::now();
@@ -394,6 +429,8 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
         // none of the site's connections).
         const calyx::config::Config host_config = *cfg;  // the file: the host's own part
         const bool from_datastore = cfg->datastore.type == calyx::config::DatastoreType::etcd;
+        if (taking_over && !from_datastore)
+            hooks.config_at_hand_over = [&] { return file_at_hand_over(config_path, host_config, take_over); };
         SiteTarget site_target;
         const auto start_syncer = [&] {
             calyx::cp::datastore::Syncer::Callbacks callbacks;
@@ -426,7 +463,7 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
             // those of removed instances. It stopped with the site of the revision it answered;
             // our own watch has it or is about to.
             if (taking_over)
-                hooks.config_at_hand_over = [&]() -> std::optional<calyx::config::Config> {
+                hooks.config_at_hand_over = [&]() -> std::expected<std::optional<calyx::config::Config>, std::string> {
                     const auto deadline = std::chrono::steady_clock::now() + kSiteCatchUp;
                     while (syncer->sample().revision < take_over.datastore_revision &&
                            std::chrono::steady_clock::now() < deadline)
@@ -634,6 +671,7 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
                                     {"state_file", r.config().state_path()},
                                     {"neighbors", std::move(neighbors)}};
                 if (from_datastore) hand_over.result["datastore_revision"] = datastore_revision;
+                else hand_over.result["config_digest"] = r.config().source_digest;
                 hand_over.done = true;
             }
             hand_over.answered.notify_all();

@@ -203,45 +203,47 @@ protected:
         InternetFixture::TearDown();
     }
 
-    // web-1:`port` -> db-1:5432, both ends by hand.
-    void open_between_instances(uint16_t port = 50000) {
-        web_ = {&kWeb, kDb.ip, port, 5432, 100, 0};
-        db_ = {&kDb, kWeb.ip, 5432, port, 900, 0};
-        ASSERT_TRUE(vm(kWeb).send(segment(web_, kSyn)));
+    // `from`:`port` (web-1 unless said) -> db-1:5432, both ends by hand.
+    void open_between_instances(uint16_t port = 50000, const Vm& from = kWeb) {
+        web_ = {&from, kDb.ip, port, 5432, 100, 0};
+        db_ = {&kDb, from.ip, 5432, port, 900, 0};
+        ASSERT_TRUE(vm(from).send(segment(web_, kSyn)));
         ASSERT_TRUE(vm(kDb).receive(kReply, tcp_to(kDb, 5432, kSyn))) << "SYN did not reach db-1";
         db_.ack = ++web_.seq;
         ASSERT_TRUE(vm(kDb).send(segment(db_, kSyn | kAck)));
-        ASSERT_TRUE(vm(kWeb).receive(kReply, tcp_to(kWeb, web_.port, kSyn | kAck))) << "SYN-ACK did not reach web-1";
+        ASSERT_TRUE(vm(from).receive(kReply, tcp_to(from, web_.port, kSyn | kAck))) << "SYN-ACK did not reach " << from.name;
         web_.ack = ++db_.seq;
-        ASSERT_TRUE(vm(kWeb).send(segment(web_, kAck)));
+        ASSERT_TRUE(vm(from).send(segment(web_, kAck)));
         ASSERT_TRUE(vm(kDb).receive(kReply, tcp_to(kDb, 5432, kAck)));
     }
-    // web-1 sends `data` to db-1, which acknowledges it.
+    // web_'s side (web-1 unless opened from another) sends `data` to db-1, which acknowledges it.
     void exchange_between_instances(std::string_view data) {
-        ASSERT_TRUE(vm(kWeb).send(segment(web_, kAck | kPsh, data)));
+        const Vm& from = *web_.vm;
+        ASSERT_TRUE(vm(from).send(segment(web_, kAck | kPsh, data)));
         ASSERT_TRUE(vm(kDb).receive(kReply, [&](const Bytes& f) {
             return tcp_to(kDb, 5432, kAck)(f) && tcp_payload(f) == data;
-        })) << "web-1's data did not reach db-1";
+        })) << from.name << "'s data did not reach db-1";
         web_.seq += static_cast<uint32_t>(data.size());
         db_.ack = web_.seq;
         ASSERT_TRUE(vm(kDb).send(segment(db_, kAck)));
-        ASSERT_TRUE(vm(kWeb).receive(kReply, tcp_to(kWeb, web_.port, kAck))) << "db-1's ACK did not reach web-1";
+        ASSERT_TRUE(vm(from).receive(kReply, tcp_to(from, web_.port, kAck))) << "db-1's ACK did not reach " << from.name;
     }
     // The same, retransmitted (as TCP would) while calyx comes up.
     void send_until_db_receives(std::string_view data, std::chrono::milliseconds wait) {
+        const Vm& from = *web_.vm;
         const Bytes out = segment(web_, kAck | kPsh, data);
         const auto deadline = Clock::now() + wait;
         while (Clock::now() < deadline) {
-            ASSERT_TRUE(vm(kWeb).send(out));
+            ASSERT_TRUE(vm(from).send(out));
             if (vm(kDb).receive(300ms, [&](const Bytes& f) { return tcp_to(kDb, 5432, kAck)(f) && tcp_payload(f) == data; })) {
                 web_.seq += static_cast<uint32_t>(data.size());
                 db_.ack = web_.seq;
                 ASSERT_TRUE(vm(kDb).send(segment(db_, kAck)));
-                ASSERT_TRUE(vm(kWeb).receive(kReply, tcp_to(kWeb, web_.port, kAck))) << "db-1's ACK did not reach web-1";
+                ASSERT_TRUE(vm(from).receive(kReply, tcp_to(from, web_.port, kAck))) << "db-1's ACK did not reach " << from.name;
                 return;
             }
         }
-        FAIL() << "web-1's data did not reach db-1 within " << wait.count() << " ms";
+        FAIL() << from.name << "'s data did not reach db-1 within " << wait.count() << " ms";
     }
 
     // app-1 -> the echo server, masqueraded.
@@ -281,13 +283,37 @@ protected:
 
     // The same configuration for a second calyx beside the first: only its EAL file prefix
     // differs (two DPDK primaries cannot share one; calyx's default, --in-memory, needs none).
-    fs::path successor_config() {
+    fs::path successor_config(std::string_view which = "next") {
         std::string text = read_file(config_);
         const std::string prefix = identity_.eal_prefix;
         const size_t at = text.find(prefix);
         EXPECT_NE(at, std::string::npos);
-        text.replace(at, prefix.size(), prefix + "-next");
-        return dir_.write("calyx-next.yaml", text);
+        text.replace(at, prefix.size(), fmt::format("{}-{}", prefix, which));
+        return dir_.write(fmt::format("calyx-{}.yaml", which), text);
+    }
+    // `text` without the EAL file prefix the fixture gives calyx: calyx's default then
+    // (--in-memory), so that two calyx processes run on the same file, as in production.
+    std::string without_file_prefix(std::string text) const {
+        const std::string prefix = fmt::format(", \"--file-prefix\", \"{}\"", identity_.eal_prefix);
+        const size_t at = text.find(prefix);
+        EXPECT_NE(at, std::string::npos) << text;
+        if (at != std::string::npos) text.erase(at, prefix.size());
+        return text;
+    }
+    // The running calyx restarted on its file without the EAL file prefix: a successor can
+    // then take over on that very file.
+    void serve_from_one_file() {
+        const std::string text = without_file_prefix(read_file(config_));  // before the file is truncated
+        std::ofstream(config_) << text;
+        ASSERT_NO_FATAL_FAILURE(crash_and_start());
+    }
+    // A successor (`--take-over` and `args`) on `config`, returned once it printed `line`.
+    std::unique_ptr<CalyxProcess> start_successor(const fs::path& config, std::vector<std::string> args,
+                                                  const std::string& line) {
+        args.insert(args.begin(), "--take-over");
+        auto next = CalyxProcess::start(config, {.ready_line = line, .timeout = 30s, .extra_args = std::move(args)});
+        EXPECT_TRUE(next.has_value()) << next.error() << "\nthe running calyx:\n" << calyx_->log();
+        return next ? std::move(*next) : nullptr;
     }
     // After the VMs' backend changed: re-attach them and give the Internet the new tap.
     void reattach_everything() {
@@ -327,11 +353,7 @@ protected:
     // child subreaper, as systemd is: a successor outliving its parent is re-parented here.
     void serve_under_service_manager(const fs::path& notify) {
         ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
-        std::string text = read_file(config_);
-        const std::string prefix = fmt::format(", \"--file-prefix\", \"{}\"", identity_.eal_prefix);
-        const size_t at = text.find(prefix);
-        ASSERT_NE(at, std::string::npos) << text;
-        text.erase(at, prefix.size());
+        const std::string text = without_file_prefix(read_file(config_));  // before the file is truncated
         std::ofstream(config_) << text;
         ::setenv("NOTIFY_SOCKET", notify.c_str(), 1);
         crash_and_start();
@@ -541,6 +563,87 @@ TEST_F(RestartTest, ACalyxRestartedWhileItsSuccessorPreRestoredRefusesToHandOver
     web_ = first_web;
     db_ = first_db;
     ASSERT_NO_FATAL_FAILURE(exchange_between_instances("after"));
+}
+
+// web-2, an instance the operator adds (public, in the fixture's open group).
+const Vm kWeb2{"web-2", "public", {{0x52, 0x54, 0x00, 0x00, 0x01, 0x02}}, Ipv4Addr::from_octets(203, 0, 113, 11),
+               Ipv4Addr::from_octets(203, 0, 113, 1)};
+
+// Without a datastore: the operator adds an instance to the file and reloads the running calyx
+// while its successor pre-restores (the successor read the file before). The successor must
+// finish with the file as the running calyx served it; with the file it read at its start it
+// refused web-2's connections as "of removed instances" and served without web-2. The running
+// calyx names the configuration it served (its digest) when it hands over. Both run on the same
+// file, as in production.
+TEST_F(RestartTest, AnInstanceReloadedIntoTheRunningCalyxWhileItsSuccessorPreRestoredKeepsItsConnections) {
+    ASSERT_NO_FATAL_FAILURE(serve_from_one_file());
+    ASSERT_NO_FATAL_FAILURE(open_between_instances());
+    const Side first_web = web_, first_db = db_;
+    const fs::path go = dir_ / "successor.go";
+    auto next = start_successor(config_, {"--take-over-after", go.string()}, "before it asks the running calyx");
+    ASSERT_TRUE(next);
+
+    ConfigOptions with_web2 = options_;
+    with_web2.more_vms = {kWeb2};
+    with_web2.security.member(kWeb2, {"open"});
+    const ReloadOutcome added = reload_text(without_file_prefix(config_text(with_web2)));
+    ASSERT_TRUE(added.accepted) << added.output;
+    ASSERT_NO_FATAL_FAILURE(attach(kWeb2));
+    ASSERT_NO_FATAL_FAILURE(open_between_instances(50002, kWeb2));
+    ASSERT_NO_FATAL_FAILURE(exchange_between_instances("before"));
+
+    std::ofstream(go).close();
+    ASSERT_TRUE(next->process().wait_for_log("calyx: ready", 30s)) << next->log();
+    ASSERT_TRUE(calyx_->process().wait(10s)) << "the old calyx still runs\n" << calyx_->log();
+    calyx_ = std::move(next);
+    const std::string log = calyx_->log();
+    EXPECT_NE(log.find("reloaded its configuration while this calyx pre-restored: finishing with"), std::string::npos)
+        << log;
+    EXPECT_NE(log.find("restored 2 connections"), std::string::npos) << log;
+    EXPECT_NE(log.find("0 of removed instances"), std::string::npos) << log;
+    ASSERT_NO_FATAL_FAILURE(reattach_everything());
+    vm(kWeb2).detach();
+    ASSERT_NO_FATAL_FAILURE(attach(kWeb2));
+    // web-2's connection goes on through the successor (no SYN), and so does web-1's.
+    ASSERT_NO_FATAL_FAILURE(send_until_db_receives("after", 10s));
+    web_ = first_web;
+    db_ = first_db;
+    ASSERT_NO_FATAL_FAILURE(send_until_db_receives("after", 10s));
+}
+
+// The same reload, then the file broken before the successor asks: it can finish neither with
+// what the running calyx served (the file no longer says it) nor with what it read at its start
+// (without web-2: its connections would be lost). It does not take over, says why, and the
+// running calyx resumes with its own configuration and table: nothing is lost.
+TEST_F(RestartTest, AFileBrokenAfterAReloadDuringThePreRestoreStopsTheTakeOverAndLosesNothing) {
+    ASSERT_NO_FATAL_FAILURE(serve_from_one_file());
+    const fs::path go = dir_ / "successor.go";
+    auto next = start_successor(config_, {"--take-over-after", go.string()}, "before it asks the running calyx");
+    ASSERT_TRUE(next);
+    ConfigOptions with_web2 = options_;
+    with_web2.more_vms = {kWeb2};
+    with_web2.security.member(kWeb2, {"open"});
+    const std::string served = without_file_prefix(config_text(with_web2));
+    const ReloadOutcome added = reload_text(served);
+    ASSERT_TRUE(added.accepted) << added.output;
+    ASSERT_NO_FATAL_FAILURE(attach(kWeb2));
+    ASSERT_NO_FATAL_FAILURE(open_between_instances(50002, kWeb2));
+    ASSERT_NO_FATAL_FAILURE(exchange_between_instances("before"));
+    dir_.write("calyx.yaml.next", served + "uplnk: {}\n");
+    fs::rename(dir_ / "calyx.yaml.next", config_);
+
+    std::ofstream(go).close();
+    const auto status = next->process().wait(30s);
+    ASSERT_TRUE(status.has_value()) << "the successor took over with a broken file\n" << next->log();
+    EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 1) << describe_status(*status);
+    const std::string log = next->log();
+    EXPECT_NE(log.find("calyx.yaml:"), std::string::npos) << "the file's error, located\n" << log;
+    EXPECT_NE(log.find("the file now has 1 error(s) (above): not taking over"), std::string::npos) << log;
+    ASSERT_TRUE(calyx_->process().wait_for_log("calyx: resumed serving", 10s)) << calyx_->log();
+    ASSERT_NO_FATAL_FAILURE(reattach_everything());
+    vm(kWeb2).detach();
+    ASSERT_NO_FATAL_FAILURE(attach(kWeb2));
+    ASSERT_NO_FATAL_FAILURE(send_until_db_receives("after", 10s));
 }
 
 TEST_F(RestartTest, ConnectionsContinueThroughKillAndStartMasqueradedOnesOnTheirPort) {
