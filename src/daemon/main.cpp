@@ -160,6 +160,16 @@ std::expected<int, std::string> take_lock(const std::string& path, std::string_v
     return fd;
 }
 
+// The pid a lock file names: who took it last (0 if none).
+pid_t lock_owner(const std::string& path) {
+    char pid[32] = {};
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    (void)::pread(fd, pid, sizeof(pid) - 1, 0);
+    ::close(fd);
+    return static_cast<pid_t>(std::atoi(pid));
+}
+
 // The locks of one configuration: its control socket's and its state file's.
 std::vector<std::pair<std::string, std::string>> lock_files(const calyx::config::Config& cfg) {
     return {{cfg.control.socket + ".lock", "control socket " + cfg.control.socket},
@@ -287,10 +297,10 @@ struct TakeOver {
     std::optional<std::string> config_digest;
 };
 
-// Testing a predecessor restarted while its successor pre-restored (--take-over-after): waits
-// until `path` exists (at most 60 s).
-void wait_for_file(const std::string& path) {
-    fmt::print(stderr, "calyx: testing: waiting for {} before it asks the running calyx to hand over\n", path);
+// Testing races of a hand-over (--take-over-after, --take-over-before-open): waits until
+// `path` exists (at most 60 s).
+void wait_for_file(const std::string& path, std::string_view before) {
+    fmt::print(stderr, "calyx: testing: waiting for {} before {}\n", path, before);
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
     while (!std::filesystem::exists(path) && std::chrono::steady_clock::now() < deadline)
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -298,7 +308,7 @@ void wait_for_file(const std::string& path) {
 
 std::expected<std::vector<calyx::daemon::Router::Neighbor>, std::string> ask_to_hand_over(
     const std::string& socket, TakeOver& t, std::chrono::milliseconds hold, const std::string& after) {
-    if (!after.empty()) wait_for_file(after);
+    if (!after.empty()) wait_for_file(after, "it asks the running calyx to hand over");
     calyx::cp::Json predecessor = {{"pid", t.expected.pid}};
     if (t.expected.state_generation) predecessor["state_generation"] = *t.expected.state_generation;
     auto reply = calyx::cp::control_call(socket, "take-over", {{"pid", ::getpid()}, {"predecessor", predecessor}},
@@ -336,6 +346,7 @@ struct RunOptions {
     bool take_over = false;
     std::chrono::milliseconds take_over_hold{0};
     std::string take_over_after;
+    std::string take_over_before_open;
 };
 
 // Without a datastore: the running calyx reloaded the file while we pre-restored (an instance
@@ -416,6 +427,17 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
         TakeOver take_over;
         calyx::daemon::Router::StartHooks hooks;
         if (taking_over) {
+            // Whose table we read is whoever held the locks when we opened its file: a calyx that
+            // crashed and was started again before that (its start restored the same table) is the
+            // one we take over from, not the pid that held them when we started.
+            hooks.state_file_opened = [&] {
+                if (const pid_t now = lock_owner(control_socket + ".lock"); now > 0 && now != predecessor) {
+                    fmt::print(stderr, "calyx: the running calyx is pid {} now (pid {} was, when this one started): "
+                                       "taking over from pid {}\n",
+                               now, predecessor, now);
+                    predecessor = now;
+                }
+            };
             hooks.before_ports = [&](std::optional<uint64_t> state_generation) {
                 take_over.expected = {predecessor, state_generation};
                 return ask_to_hand_over(control_socket, take_over, opts.take_over_hold, opts.take_over_after);
@@ -476,6 +498,8 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
                     return site_target.take();
                 };
         }
+        if (!opts.take_over_before_open.empty() && taking_over)
+            wait_for_file(opts.take_over_before_open, "it opens the running calyx's state file");
         auto router = calyx::daemon::Router::start(std::move(*cfg), hooks);
         if (!router) {
             fmt::print(stderr, "calyx: {}\n", router.error());
@@ -740,7 +764,10 @@ int main(int argc, char** argv) {
         "testing: wait this long after the running calyx released its ports (a successor dying midway)")(
         "take-over-after", po::value<std::string>()->default_value(""),
         "testing: once the running calyx's table is pre-restored, wait until this file exists before asking it to "
-        "hand over (a calyx restarted meanwhile)");
+        "hand over (a calyx restarted meanwhile)")(
+        "take-over-before-open", po::value<std::string>()->default_value(""),
+        "testing: wait until this file exists before opening the running calyx's state file (a calyx restarted "
+        "before)");
     po::variables_map vm;
     try {
         po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -772,5 +799,6 @@ int main(int argc, char** argv) {
     run_options.take_over = vm.count("take-over") > 0;
     run_options.take_over_hold = std::chrono::milliseconds(vm["take-over-hold-ms"].as<unsigned>());
     run_options.take_over_after = vm["take-over-after"].as<std::string>();
+    run_options.take_over_before_open = vm["take-over-before-open"].as<std::string>();
     return run(config_path, argv[0], run_options);
 }

@@ -84,6 +84,7 @@ std::expected<std::unique_ptr<Router>, std::string> Router::start(config::Config
     auto previous = dp::StateFile::open(state_path, predecessor_runs ? dp::StateFile::Access::live
                                                                      : dp::StateFile::Access::read_only);
     if (!previous) return std::unexpected(previous.error());
+    if (hooks.state_file_opened) hooks.state_file_opened();
     dp::StateParams params{dp::random_secret(), dp::random_secret(), dp::NatPortAllocator::kDefaultPartitions,
                            rte_get_tsc_hz()};
     if (*previous) {

@@ -51,6 +51,9 @@ public:
         // start (the running calyx, not stopped or resuming, serves on).
         std::function<std::expected<std::vector<Neighbor>, std::string>(std::optional<uint64_t> state_generation)>
             before_ports;
+        // Called right after the running calyx's state file was opened (taken over: before the
+        // pre-restore): the table read is that of whoever holds the locks now.
+        std::function<void()> state_file_opened;
         // Called once before_ports returned (the running calyx stopped): a newer configuration
         // than the one the start began with, if one came meanwhile (with a datastore, a site
         // the running calyx had applied; without, the file it reloaded). The restore completes

@@ -646,6 +646,47 @@ TEST_F(RestartTest, AFileBrokenAfterAReloadDuringThePreRestoreStopsTheTakeOverAn
     ASSERT_NO_FATAL_FAILURE(send_until_db_receives("after", 10s));
 }
 
+// The running calyx crashes and is started again before its successor opens the state file
+// (a supervisor restarting it while the successor initialises EAL): the successor reads the
+// restarted calyx's table, so it is that one it takes over from. It named the crashed one's
+// pid, the pid in the lock file when it started, and was refused as if the restart had come
+// during its restore.
+TEST_F(RestartTest, ACalyxRestartedBeforeItsSuccessorOpenedTheStateFileHandsOverToIt) {
+    ASSERT_NO_FATAL_FAILURE(open_between_instances());
+    ASSERT_NO_FATAL_FAILURE(exchange_between_instances("before"));
+    const pid_t crashed = calyx_->process().pid();
+    const fs::path go = dir_ / "successor.go";
+    auto next = start_successor(successor_config(), {"--take-over-before-open", go.string()},
+                                "before it opens the running calyx's state file");
+    ASSERT_TRUE(next);
+    ASSERT_NO_FATAL_FAILURE(crash_and_start());
+    const pid_t restarted = calyx_->process().pid();
+    ASSERT_NO_FATAL_FAILURE(send_until_db_receives("restarted", 10s));
+    // What only the restarted calyx tracks: a connection opened through it.
+    const Side first_web = web_, first_db = db_;
+    ASSERT_NO_FATAL_FAILURE(open_between_instances(50001));
+    ASSERT_NO_FATAL_FAILURE(exchange_between_instances("new"));
+
+    std::ofstream(go).close();
+    ASSERT_TRUE(next->process().wait_for_log("calyx: ready", 30s)) << next->log() << "the restarted calyx:\n"
+                                                                   << calyx_->log();
+    const auto old_status = calyx_->process().wait(10s);
+    ASSERT_TRUE(old_status.has_value()) << "the restarted calyx still runs\n" << calyx_->log();
+    EXPECT_TRUE(WIFEXITED(*old_status) && WEXITSTATUS(*old_status) == 0) << describe_status(*old_status);
+    calyx_ = std::move(next);
+    const std::string log = calyx_->log();
+    EXPECT_NE(log.find(fmt::format("the running calyx is pid {} now (pid {} was", restarted, crashed)),
+              std::string::npos)
+        << log;
+    EXPECT_NE(log.find(fmt::format("took over from pid {}", restarted)), std::string::npos) << log;
+    EXPECT_NE(log.find("restored 2 connections"), std::string::npos) << log;
+    ASSERT_NO_FATAL_FAILURE(reattach_everything());
+    ASSERT_NO_FATAL_FAILURE(send_until_db_receives("after", 10s));
+    web_ = first_web;
+    db_ = first_db;
+    ASSERT_NO_FATAL_FAILURE(send_until_db_receives("after", 10s));
+}
+
 TEST_F(RestartTest, ConnectionsContinueThroughKillAndStartMasqueradedOnesOnTheirPort) {
     ASSERT_NO_FATAL_FAILURE(open_between_instances());
     ASSERT_NO_FATAL_FAILURE(exchange_between_instances("before"));
