@@ -297,8 +297,8 @@ struct TakeOver {
     std::optional<std::string> config_digest;
 };
 
-// Testing races of a hand-over (--take-over-after, --take-over-before-open): waits until
-// `path` exists (at most 60 s).
+// Testing races of a hand-over (--take-over-after, --take-over-before-open,
+// --take-over-before-commit): waits until `path` exists (at most 60 s).
 void wait_for_file(const std::string& path, std::string_view before) {
     fmt::print(stderr, "calyx: testing: waiting for {} before {}\n", path, before);
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
@@ -347,6 +347,7 @@ struct RunOptions {
     std::chrono::milliseconds take_over_hold{0};
     std::string take_over_after;
     std::string take_over_before_open;
+    std::string take_over_before_commit;
 };
 
 // Without a datastore: the running calyx reloaded the file while we pre-restored (an instance
@@ -400,8 +401,17 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
         pid_t other = 0;
         auto successor = take_lock(cfg->state_path() + ".successor.lock", "the take-over of " + cfg->state_path(), &other);
         if (!successor) {
-            fmt::print(stderr, "calyx: --take-over: another calyx (pid {}) is already taking over from pid {}\n", other,
-                       predecessor);
+            // The one holding the locks holds this one too until its state file is in place: it
+            // is completing its own take-over (a take-over started now would read the file it
+            // replaces).
+            if (other == predecessor)
+                fmt::print(stderr,
+                           "calyx: --take-over: pid {} is completing its own take-over (it serves, its state file is "
+                           "not in place yet): start this one again once it logged that it took over\n",
+                           other);
+            else
+                fmt::print(stderr, "calyx: --take-over: another calyx (pid {}) is already taking over from pid {}\n",
+                           other, predecessor);
             return 1;
         }
         successor_lock = *successor;  // until the take-over is complete
@@ -627,8 +637,11 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
                 std::this_thread::sleep_for(std::chrono::milliseconds(5));
             if (!locked) fmt::print(stderr, "calyx: the predecessor (pid {}) did not exit: {}\n", take_over.predecessor, locked.error());
             owner.store(true);
-            ::close(successor_lock);
+            if (!opts.take_over_before_commit.empty())
+                wait_for_file(opts.take_over_before_commit, "it puts its state file in place");
             if (auto committed = r.commit_state_file(); !committed) fmt::print(stderr, "calyx: {}\n", committed.error());
+            // Only now may another take-over begin: it reads the state file, which is ours from here.
+            ::close(successor_lock);
             fmt::print(stderr,
                        "calyx: took over from pid {}: the data plane stood still for {:.1f} ms (its workers "
                        "stopping to ours polling)\n",
@@ -767,7 +780,10 @@ int main(int argc, char** argv) {
         "hand over (a calyx restarted meanwhile)")(
         "take-over-before-open", po::value<std::string>()->default_value(""),
         "testing: wait until this file exists before opening the running calyx's state file (a calyx restarted "
-        "before)");
+        "before)")(
+        "take-over-before-commit", po::value<std::string>()->default_value(""),
+        "testing: once serving, wait until this file exists before putting the state file in place (a take-over "
+        "started then)");
     po::variables_map vm;
     try {
         po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -800,5 +816,6 @@ int main(int argc, char** argv) {
     run_options.take_over_hold = std::chrono::milliseconds(vm["take-over-hold-ms"].as<unsigned>());
     run_options.take_over_after = vm["take-over-after"].as<std::string>();
     run_options.take_over_before_open = vm["take-over-before-open"].as<std::string>();
+    run_options.take_over_before_commit = vm["take-over-before-commit"].as<std::string>();
     return run(config_path, argv[0], run_options);
 }

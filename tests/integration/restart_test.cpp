@@ -687,6 +687,47 @@ TEST_F(RestartTest, ACalyxRestartedBeforeItsSuccessorOpenedTheStateFileHandsOver
     ASSERT_NO_FATAL_FAILURE(send_until_db_receives("after", 10s));
 }
 
+// A third --take-over while the successor completes its own: the successor serves and holds the
+// locks, but its state file is not in place yet, so the file there is still its predecessor's. A
+// take-over then would restore that stale table and be refused as "started again meanwhile",
+// which is not what happened. It is refused at once, saying what is going on; started again once
+// the successor took over, it takes over.
+TEST_F(RestartTest, ATakeOverStartedWhileTheSuccessorCompletesItsOwnIsRefusedSayingSo) {
+    ASSERT_NO_FATAL_FAILURE(open_between_instances());
+    ASSERT_NO_FATAL_FAILURE(exchange_between_instances("before"));
+    const fs::path go = dir_ / "commit.go";
+    auto next = start_successor(successor_config(), {"--take-over-before-commit", go.string()},
+                                "before it puts its state file in place");
+    ASSERT_TRUE(next);
+    ASSERT_TRUE(calyx_->process().wait(10s)) << "the old calyx still runs\n" << calyx_->log();
+    const pid_t successor = next->process().pid();
+    const fs::path third_config = successor_config("third");
+    auto third = ChildProcess::spawn({calyx_binary(), "--config", third_config.string(), "--take-over"},
+                                     dir_ / "third.log");
+    ASSERT_TRUE(third.has_value()) << third.error();
+    const auto third_status = (*third)->wait(30s);
+    ASSERT_TRUE(third_status.has_value()) << (*third)->log();
+    EXPECT_TRUE(WIFEXITED(*third_status) && WEXITSTATUS(*third_status) == 1) << describe_status(*third_status);
+    const std::string refused = (*third)->log();
+    EXPECT_NE(refused.find(fmt::format("pid {} is completing its own take-over", successor)), std::string::npos)
+        << refused;
+    EXPECT_EQ(refused.find("started again meanwhile"), std::string::npos) << refused;
+
+    std::ofstream(go).close();
+    ASSERT_TRUE(next->process().wait_for_log("calyx: ready", 10s)) << next->log();
+    calyx_ = std::move(next);
+    ASSERT_NO_FATAL_FAILURE(reattach_everything());
+    ASSERT_NO_FATAL_FAILURE(send_until_db_receives("after", 10s));
+    // As the message says: once it took over, the take-over can be started again.
+    auto again = start_successor(third_config, {}, "calyx: ready");
+    ASSERT_TRUE(again);
+    ASSERT_TRUE(calyx_->process().wait(10s)) << "the successor still runs\n" << calyx_->log();
+    calyx_ = std::move(again);
+    EXPECT_NE(calyx_->log().find(fmt::format("took over from pid {}", successor)), std::string::npos) << calyx_->log();
+    ASSERT_NO_FATAL_FAILURE(reattach_everything());
+    ASSERT_NO_FATAL_FAILURE(send_until_db_receives("again", 10s));
+}
+
 TEST_F(RestartTest, ConnectionsContinueThroughKillAndStartMasqueradedOnesOnTheirPort) {
     ASSERT_NO_FATAL_FAILURE(open_between_instances());
     ASSERT_NO_FATAL_FAILURE(exchange_between_instances("before"));
