@@ -370,8 +370,8 @@ std::expected<std::optional<calyx::config::Config>, std::string> file_at_hand_ov
     if (now->source_digest == started_with.source_digest) return std::nullopt;
     if (auto fixed = calyx::cp::restart_required(started_with, *now))
         return std::unexpected(fmt::format(
-            "--take-over: {} changed since this calyx started, and {}: not taking over, pid {} resumes serving; "
-            "start the take-over again",
+            "--take-over: {} changed since this calyx started ({}): not taking over, pid {} resumes serving; start "
+            "the take-over again (a new one starts with the file as it is)",
             path, *fixed, t.predecessor));
     fmt::print(stderr, "calyx: pid {} reloaded its configuration while this calyx pre-restored: finishing with {} as "
                        "it is now{}\n",

@@ -368,6 +368,11 @@ protected:
         return pid == std::string::npos ? 0 : std::atoi(log.c_str() + pid + 5);
     }
 
+    std::pair<std::unique_ptr<CalyxProcess>, std::string> reload_web2_while_a_successor_waits(
+        const fs::path& go, ConfigOptions& with_web2);
+    std::string expect_no_take_over_with_file(std::unique_ptr<CalyxProcess> next, const fs::path& go,
+                                              const std::string& text);
+
     int echo_pid_ = 0;
     Side web_{}, db_{}, app_{};
 };
@@ -569,6 +574,29 @@ TEST_F(RestartTest, ACalyxRestartedWhileItsSuccessorPreRestoredRefusesToHandOver
 const Vm kWeb2{"web-2", "public", {{0x52, 0x54, 0x00, 0x00, 0x01, 0x02}}, Ipv4Addr::from_octets(203, 0, 113, 11),
                Ipv4Addr::from_octets(203, 0, 113, 1)};
 
+// With the running calyx on one file (serve_from_one_file): a successor on it that waits (`go`)
+// before it asks to hand over; web-2 added to the file (`with_web2`) and reloaded into the
+// running calyx, and a connection web-2 -> db-1 opened through it. Returns the successor and the
+// text the running calyx serves.
+std::pair<std::unique_ptr<CalyxProcess>, std::string> RestartTest::reload_web2_while_a_successor_waits(
+    const fs::path& go, ConfigOptions& with_web2) {
+    auto next = start_successor(config_, {"--take-over-after", go.string()}, "before it asks the running calyx");
+    if (!next) return {};
+    with_web2 = options_;
+    with_web2.more_vms = {kWeb2};
+    with_web2.security.member(kWeb2, {"open"});
+    const std::string served = without_file_prefix(config_text(with_web2));
+    const ReloadOutcome added = reload_text(served);
+    EXPECT_TRUE(added.accepted) << added.output;
+    attach(kWeb2);
+    if (HasFatalFailure()) return {};
+    open_between_instances(50002, kWeb2);
+    if (HasFatalFailure()) return {};
+    exchange_between_instances("before");
+    if (HasFatalFailure()) return {};
+    return {std::move(next), served};
+}
+
 // Without a datastore: the operator adds an instance to the file and reloads the running calyx
 // while its successor pre-restores (the successor read the file before). The successor must
 // finish with the file as the running calyx served it; with the file it read at its start it
@@ -580,17 +608,9 @@ TEST_F(RestartTest, AnInstanceReloadedIntoTheRunningCalyxWhileItsSuccessorPreRes
     ASSERT_NO_FATAL_FAILURE(open_between_instances());
     const Side first_web = web_, first_db = db_;
     const fs::path go = dir_ / "successor.go";
-    auto next = start_successor(config_, {"--take-over-after", go.string()}, "before it asks the running calyx");
+    ConfigOptions with_web2;
+    auto next = reload_web2_while_a_successor_waits(go, with_web2).first;
     ASSERT_TRUE(next);
-
-    ConfigOptions with_web2 = options_;
-    with_web2.more_vms = {kWeb2};
-    with_web2.security.member(kWeb2, {"open"});
-    const ReloadOutcome added = reload_text(without_file_prefix(config_text(with_web2)));
-    ASSERT_TRUE(added.accepted) << added.output;
-    ASSERT_NO_FATAL_FAILURE(attach(kWeb2));
-    ASSERT_NO_FATAL_FAILURE(open_between_instances(50002, kWeb2));
-    ASSERT_NO_FATAL_FAILURE(exchange_between_instances("before"));
 
     std::ofstream(go).close();
     ASSERT_TRUE(next->process().wait_for_log("calyx: ready", 30s)) << next->log();
@@ -611,39 +631,62 @@ TEST_F(RestartTest, AnInstanceReloadedIntoTheRunningCalyxWhileItsSuccessorPreRes
     ASSERT_NO_FATAL_FAILURE(send_until_db_receives("after", 10s));
 }
 
-// The same reload, then the file broken before the successor asks: it can finish neither with
-// what the running calyx served (the file no longer says it) nor with what it read at its start
-// (without web-2: its connections would be lost). It does not take over, says why, and the
-// running calyx resumes with its own configuration and table: nothing is lost.
+// The file replaced by `text` after the reload, before the successor asks: it can finish neither
+// with what the running calyx served (the file no longer says it) nor with what it read at its
+// start (without web-2: its connections would be lost). It exits 1 without taking over, and the
+// running calyx resumes with its own configuration and table: nothing is lost. Returns what the
+// successor printed.
+std::string RestartTest::expect_no_take_over_with_file(std::unique_ptr<CalyxProcess> next, const fs::path& go,
+                                                       const std::string& text) {
+    dir_.write("calyx.yaml.next", text);
+    fs::rename(dir_ / "calyx.yaml.next", config_);
+    std::ofstream(go).close();
+    const auto status = next->process().wait(30s);
+    const std::string log = next->log();
+    EXPECT_TRUE(status.has_value()) << "the successor took over\n" << log;
+    if (!status) return log;
+    EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 1) << describe_status(*status);
+    EXPECT_NE(log.find("not taking over, pid"), std::string::npos) << log;
+    EXPECT_TRUE(calyx_->process().wait_for_log("calyx: resumed serving", 10s)) << calyx_->log();
+    reattach_everything();
+    vm(kWeb2).detach();
+    attach(kWeb2);
+    if (!HasFatalFailure()) send_until_db_receives("after", 10s);
+    return log;
+}
+
 TEST_F(RestartTest, AFileBrokenAfterAReloadDuringThePreRestoreStopsTheTakeOverAndLosesNothing) {
     ASSERT_NO_FATAL_FAILURE(serve_from_one_file());
     const fs::path go = dir_ / "successor.go";
-    auto next = start_successor(config_, {"--take-over-after", go.string()}, "before it asks the running calyx");
+    ConfigOptions with_web2;
+    auto [next, served] = reload_web2_while_a_successor_waits(go, with_web2);
     ASSERT_TRUE(next);
-    ConfigOptions with_web2 = options_;
-    with_web2.more_vms = {kWeb2};
-    with_web2.security.member(kWeb2, {"open"});
-    const std::string served = without_file_prefix(config_text(with_web2));
-    const ReloadOutcome added = reload_text(served);
-    ASSERT_TRUE(added.accepted) << added.output;
-    ASSERT_NO_FATAL_FAILURE(attach(kWeb2));
-    ASSERT_NO_FATAL_FAILURE(open_between_instances(50002, kWeb2));
-    ASSERT_NO_FATAL_FAILURE(exchange_between_instances("before"));
-    dir_.write("calyx.yaml.next", served + "uplnk: {}\n");
-    fs::rename(dir_ / "calyx.yaml.next", config_);
+    const std::string log = expect_no_take_over_with_file(std::move(next), go, served + "uplnk: {}\n");
+    // The error, located, then why it does not take over.
+    EXPECT_NE(log.find("calyx.yaml:" + std::to_string(line_of(served + "uplnk: {}\n", "uplnk")) +
+                       ":1: unknown key 'uplnk'"),
+              std::string::npos)
+        << log;
+    EXPECT_NE(log.find("served another configuration than " + config_.string() +
+                       " held when this calyx started (it reloaded meanwhile), and the file now has 1 error(s)"),
+              std::string::npos)
+        << log;
+}
 
-    std::ofstream(go).close();
-    const auto status = next->process().wait(30s);
-    ASSERT_TRUE(status.has_value()) << "the successor took over with a broken file\n" << next->log();
-    EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 1) << describe_status(*status);
-    const std::string log = next->log();
-    EXPECT_NE(log.find("calyx.yaml:"), std::string::npos) << "the file's error, located\n" << log;
-    EXPECT_NE(log.find("the file now has 1 error(s) (above): not taking over"), std::string::npos) << log;
-    ASSERT_TRUE(calyx_->process().wait_for_log("calyx: resumed serving", 10s)) << calyx_->log();
-    ASSERT_NO_FATAL_FAILURE(reattach_everything());
-    vm(kWeb2).detach();
-    ASSERT_NO_FATAL_FAILURE(attach(kWeb2));
-    ASSERT_NO_FATAL_FAILURE(send_until_db_receives("after", 10s));
+// The same with a file that changes what a running calyx cannot change: the successor built its
+// table for the capacity it started with, and must not serve a configuration that says another.
+TEST_F(RestartTest, AFileChangingAFixedSettingAfterAReloadDuringThePreRestoreStopsTheTakeOver) {
+    ASSERT_NO_FATAL_FAILURE(serve_from_one_file());
+    const fs::path go = dir_ / "successor.go";
+    ConfigOptions with_web2;
+    auto [next, served] = reload_web2_while_a_successor_waits(go, with_web2);
+    ASSERT_TRUE(next);
+    with_web2.conntrack_capacity = 131072;
+    const std::string log = expect_no_take_over_with_file(std::move(next), go, without_file_prefix(config_text(with_web2)));
+    EXPECT_NE(log.find(config_.string() + " changed since this calyx started (dataplane.conntrack.capacity cannot "
+                                          "change while calyx runs"),
+              std::string::npos)
+        << log;
 }
 
 // The running calyx crashes and is started again before its successor opens the state file
