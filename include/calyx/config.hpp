@@ -270,6 +270,11 @@ struct DatastoreConfig {
 
 struct Config {
     std::string source_file;
+    // The text it was read from (the file and every included one, in order), hashed: which
+    // configuration a running calyx serves, so that a successor taking over can tell that a
+    // reload changed it meanwhile. Empty when not read from text (a datastore's site keeps the
+    // file's).
+    std::string source_digest;
     std::string host;  // this compute host's name (`host:`, default: the machine's host name)
     DataplaneConfig dataplane;
     ControlConfig control;

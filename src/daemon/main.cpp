@@ -30,6 +30,7 @@
 #include "cp/control_server.hpp"
 #include "cp/datastore/syncer.hpp"
 #include "cp/metrics.hpp"
+#include "cp/reload.hpp"
 #include "daemon/router.hpp"
 #include "daemon/service_manager.hpp"
 #include "io/clock.hpp"
@@ -159,6 +160,16 @@ std::expected<int, std::string> take_lock(const std::string& path, std::string_v
     return fd;
 }
 
+// The pid a lock file names: who took it last (0 if none).
+pid_t lock_owner(const std::string& path) {
+    char pid[32] = {};
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    (void)::pread(fd, pid, sizeof(pid) - 1, 0);
+    ::close(fd);
+    return static_cast<pid_t>(std::atoi(pid));
+}
+
 // The locks of one configuration: its control socket's and its state file's.
 std::vector<std::pair<std::string, std::string>> lock_files(const calyx::config::Config& cfg) {
     return {{cfg.control.socket + ".lock", "control socket " + cfg.control.socket},
@@ -281,12 +292,15 @@ struct TakeOver {
     pid_t predecessor = 0;
     uint64_t stopped_ns = 0;
     int64_t datastore_revision = 0;  // the etcd revision whose site it served last (0: no datastore)
+    // The source digest of the configuration it served (without a datastore; nullopt: a calyx
+    // older than this answer).
+    std::optional<std::string> config_digest;
 };
 
-// Testing a predecessor restarted while its successor pre-restored (--take-over-after): waits
-// until `path` exists (at most 60 s).
-void wait_for_file(const std::string& path) {
-    fmt::print(stderr, "calyx: testing: waiting for {} before it asks the running calyx to hand over\n", path);
+// Testing races of a hand-over (--take-over-after, --take-over-before-open,
+// --take-over-before-commit): waits until `path` exists (at most 60 s).
+void wait_for_file(const std::string& path, std::string_view before) {
+    fmt::print(stderr, "calyx: testing: waiting for {} before {}\n", path, before);
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
     while (!std::filesystem::exists(path) && std::chrono::steady_clock::now() < deadline)
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -294,7 +308,7 @@ void wait_for_file(const std::string& path) {
 
 std::expected<std::vector<calyx::daemon::Router::Neighbor>, std::string> ask_to_hand_over(
     const std::string& socket, TakeOver& t, std::chrono::milliseconds hold, const std::string& after) {
-    if (!after.empty()) wait_for_file(after);
+    if (!after.empty()) wait_for_file(after, "it asks the running calyx to hand over");
     calyx::cp::Json predecessor = {{"pid", t.expected.pid}};
     if (t.expected.state_generation) predecessor["state_generation"] = *t.expected.state_generation;
     auto reply = calyx::cp::control_call(socket, "take-over", {{"pid", ::getpid()}, {"predecessor", predecessor}},
@@ -310,6 +324,8 @@ std::expected<std::vector<calyx::daemon::Router::Neighbor>, std::string> ask_to_
                                            t.predecessor, describe(t.expected), t.predecessor));
     t.stopped_ns = reply->result.value("stopped_ns", uint64_t{0});
     t.datastore_revision = reply->result.value("datastore_revision", int64_t{0});
+    if (const auto digest = reply->result.find("config_digest"); digest != reply->result.end() && digest->is_string())
+        t.config_digest = digest->get<std::string>();
     std::vector<calyx::daemon::Router::Neighbor> neighbors;
     if (const auto list = reply->result.find("neighbors"); list != reply->result.end() && list->is_array())
         for (const auto& n : *list) {
@@ -330,7 +346,38 @@ struct RunOptions {
     bool take_over = false;
     std::chrono::milliseconds take_over_hold{0};
     std::string take_over_after;
+    std::string take_over_before_open;
+    std::string take_over_before_commit;
 };
+
+// Without a datastore: the running calyx reloaded the file while we pre-restored (an instance
+// added, say), so it served another configuration than the one we started with. We finish with
+// the file as it is now, or the connections of the instances it adds would be taken for those
+// of removed instances. A file we cannot finish with stops the take-over: the running calyx
+// resumes with its own configuration and table, and nothing is lost.
+std::expected<std::optional<calyx::config::Config>, std::string> file_at_hand_over(
+    const std::string& path, const calyx::config::Config& started_with, const TakeOver& t) {
+    if (!t.config_digest || *t.config_digest == started_with.source_digest) return std::nullopt;
+    auto now = calyx::config::load_config_file(path);
+    if (!now) {
+        print_errors(now.error());
+        return std::unexpected(fmt::format(
+            "--take-over: pid {} served another configuration than {} held when this calyx started (it reloaded "
+            "meanwhile), and the file now has {} error(s) (above): not taking over, pid {} resumes serving with its "
+            "own; correct the file and start the take-over again",
+            t.predecessor, path, now.error().size(), t.predecessor));
+    }
+    if (now->source_digest == started_with.source_digest) return std::nullopt;
+    if (auto fixed = calyx::cp::restart_required(started_with, *now))
+        return std::unexpected(fmt::format(
+            "--take-over: {} changed since this calyx started ({}): not taking over, pid {} resumes serving; start "
+            "the take-over again (a new one starts with the file as it is)",
+            path, *fixed, t.predecessor));
+    fmt::print(stderr, "calyx: pid {} reloaded its configuration while this calyx pre-restored: finishing with {} as "
+                       "it is now{}\n",
+               t.predecessor, path, now->source_digest == *t.config_digest ? "" : " (changed again since that reload)");
+    return std::optional<calyx::config::Config>(std::move(*now));
+}
 
 int run(const std::string& config_path, const std::string& argv0, const RunOptions& opts) {
     const auto started = std::chrono::steady_clock::now();
@@ -354,8 +401,17 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
         pid_t other = 0;
         auto successor = take_lock(cfg->state_path() + ".successor.lock", "the take-over of " + cfg->state_path(), &other);
         if (!successor) {
-            fmt::print(stderr, "calyx: --take-over: another calyx (pid {}) is already taking over from pid {}\n", other,
-                       predecessor);
+            // The one holding the locks holds this one too until its state file is in place: it
+            // is completing its own take-over (a take-over started now would read the file it
+            // replaces).
+            if (other == predecessor)
+                fmt::print(stderr,
+                           "calyx: --take-over: pid {} is completing its own take-over (it serves, its state file is "
+                           "not in place yet): start this one again once it logged that it took over\n",
+                           other);
+            else
+                fmt::print(stderr, "calyx: --take-over: another calyx (pid {}) is already taking over from pid {}\n",
+                           other, predecessor);
             return 1;
         }
         successor_lock = *successor;  // until the take-over is complete
@@ -381,6 +437,17 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
         TakeOver take_over;
         calyx::daemon::Router::StartHooks hooks;
         if (taking_over) {
+            // Whose table we read is whoever held the locks when we opened its file: a calyx that
+            // crashed and was started again before that (its start restored the same table) is the
+            // one we take over from, not the pid that held them when we started.
+            hooks.state_file_opened = [&] {
+                if (const pid_t now = lock_owner(control_socket + ".lock"); now > 0 && now != predecessor) {
+                    fmt::print(stderr, "calyx: the running calyx is pid {} now (pid {} was, when this one started): "
+                                       "taking over from pid {}\n",
+                               now, predecessor, now);
+                    predecessor = now;
+                }
+            };
             hooks.before_ports = [&](std::optional<uint64_t> state_generation) {
                 take_over.expected = {predecessor, state_generation};
                 return ask_to_hand_over(control_socket, take_over, opts.take_over_hold, opts.take_over_after);
@@ -394,6 +461,8 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
         // none of the site's connections).
         const calyx::config::Config host_config = *cfg;  // the file: the host's own part
         const bool from_datastore = cfg->datastore.type == calyx::config::DatastoreType::etcd;
+        if (taking_over && !from_datastore)
+            hooks.config_at_hand_over = [&] { return file_at_hand_over(config_path, host_config, take_over); };
         SiteTarget site_target;
         const auto start_syncer = [&] {
             calyx::cp::datastore::Syncer::Callbacks callbacks;
@@ -426,7 +495,7 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
             // those of removed instances. It stopped with the site of the revision it answered;
             // our own watch has it or is about to.
             if (taking_over)
-                hooks.config_at_hand_over = [&]() -> std::optional<calyx::config::Config> {
+                hooks.config_at_hand_over = [&]() -> std::expected<std::optional<calyx::config::Config>, std::string> {
                     const auto deadline = std::chrono::steady_clock::now() + kSiteCatchUp;
                     while (syncer->sample().revision < take_over.datastore_revision &&
                            std::chrono::steady_clock::now() < deadline)
@@ -439,6 +508,8 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
                     return site_target.take();
                 };
         }
+        if (!opts.take_over_before_open.empty() && taking_over)
+            wait_for_file(opts.take_over_before_open, "it opens the running calyx's state file");
         auto router = calyx::daemon::Router::start(std::move(*cfg), hooks);
         if (!router) {
             fmt::print(stderr, "calyx: {}\n", router.error());
@@ -566,8 +637,11 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
                 std::this_thread::sleep_for(std::chrono::milliseconds(5));
             if (!locked) fmt::print(stderr, "calyx: the predecessor (pid {}) did not exit: {}\n", take_over.predecessor, locked.error());
             owner.store(true);
-            ::close(successor_lock);
+            if (!opts.take_over_before_commit.empty())
+                wait_for_file(opts.take_over_before_commit, "it puts its state file in place");
             if (auto committed = r.commit_state_file(); !committed) fmt::print(stderr, "calyx: {}\n", committed.error());
+            // Only now may another take-over begin: it reads the state file, which is ours from here.
+            ::close(successor_lock);
             fmt::print(stderr,
                        "calyx: took over from pid {}: the data plane stood still for {:.1f} ms (its workers "
                        "stopping to ours polling)\n",
@@ -634,6 +708,7 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
                                     {"state_file", r.config().state_path()},
                                     {"neighbors", std::move(neighbors)}};
                 if (from_datastore) hand_over.result["datastore_revision"] = datastore_revision;
+                else hand_over.result["config_digest"] = r.config().source_digest;
                 hand_over.done = true;
             }
             hand_over.answered.notify_all();
@@ -702,7 +777,13 @@ int main(int argc, char** argv) {
         "testing: wait this long after the running calyx released its ports (a successor dying midway)")(
         "take-over-after", po::value<std::string>()->default_value(""),
         "testing: once the running calyx's table is pre-restored, wait until this file exists before asking it to "
-        "hand over (a calyx restarted meanwhile)");
+        "hand over (a calyx restarted meanwhile)")(
+        "take-over-before-open", po::value<std::string>()->default_value(""),
+        "testing: wait until this file exists before opening the running calyx's state file (a calyx restarted "
+        "before)")(
+        "take-over-before-commit", po::value<std::string>()->default_value(""),
+        "testing: once serving, wait until this file exists before putting the state file in place (a take-over "
+        "started then)");
     po::variables_map vm;
     try {
         po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -734,5 +815,7 @@ int main(int argc, char** argv) {
     run_options.take_over = vm.count("take-over") > 0;
     run_options.take_over_hold = std::chrono::milliseconds(vm["take-over-hold-ms"].as<unsigned>());
     run_options.take_over_after = vm["take-over-after"].as<std::string>();
+    run_options.take_over_before_open = vm["take-over-before-open"].as<std::string>();
+    run_options.take_over_before_commit = vm["take-over-before-commit"].as<std::string>();
     return run(config_path, argv[0], run_options);
 }

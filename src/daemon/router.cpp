@@ -84,6 +84,7 @@ std::expected<std::unique_ptr<Router>, std::string> Router::start(config::Config
     auto previous = dp::StateFile::open(state_path, predecessor_runs ? dp::StateFile::Access::live
                                                                      : dp::StateFile::Access::read_only);
     if (!previous) return std::unexpected(previous.error());
+    if (hooks.state_file_opened) hooks.state_file_opened();
     dp::StateParams params{dp::random_secret(), dp::random_secret(), dp::NatPortAllocator::kDefaultPartitions,
                            rte_get_tsc_hz()};
     if (*previous) {
@@ -125,8 +126,11 @@ std::expected<std::unique_ptr<Router>, std::string> Router::start(config::Config
         auto ready = hooks.before_ports(*previous ? std::optional<uint64_t>((*previous)->generation()) : std::nullopt);
         if (!ready) return std::unexpected(ready.error());
         neighbors = std::move(*ready);
-        if (hooks.config_at_hand_over)
-            if (auto newer = hooks.config_at_hand_over()) cfg = std::move(*newer);
+        if (hooks.config_at_hand_over) {
+            auto newer = hooks.config_at_hand_over();
+            if (!newer) return std::unexpected(newer.error());
+            if (*newer) cfg = std::move(**newer);
+        }
     }
     if (*previous) r->finish_restore(**previous, cfg);
     if (cfg.uplink) {

@@ -51,11 +51,15 @@ public:
         // start (the running calyx, not stopped or resuming, serves on).
         std::function<std::expected<std::vector<Neighbor>, std::string>(std::optional<uint64_t> state_generation)>
             before_ports;
+        // Called right after the running calyx's state file was opened (taken over: before the
+        // pre-restore): the table read is that of whoever holds the locks now.
+        std::function<void()> state_file_opened;
         // Called once before_ports returned (the running calyx stopped): a newer configuration
         // than the one the start began with, if one came meanwhile (with a datastore, a site
-        // the running calyx had applied). The restore completes with it, so that the
-        // connections of an instance it adds are kept.
-        std::function<std::optional<config::Config>()> config_at_hand_over;
+        // the running calyx had applied; without, the file it reloaded). The restore completes
+        // with it, so that the connections of an instance it adds are kept. An error stops the
+        // start (the running calyx resumes, its table as it was).
+        std::function<std::expected<std::optional<config::Config>, std::string>()> config_at_hand_over;
         // Keep the restored state file under its temporary name until commit_state_file() (the
         // previous process may still resume with its own).
         bool defer_state_commit = false;

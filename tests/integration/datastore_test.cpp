@@ -12,9 +12,17 @@
 // About 40 s. Needs root, etcd-server (scripts/setup.sh) and the calyx binary.
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <cstring>
 #include <fstream>
 #include <set>
 #include <mutex>
@@ -93,6 +101,102 @@ std::vector<uint8_t> segment(const Vm& from, const Vm& to, uint16_t sport, uint1
         .tcp(sport, dport, flags, seq, ack, std::vector<uint8_t>(data.begin(), data.end()))
         .build();
 }
+
+// A TCP relay on loopback between one calyx and etcd, which the test can hold: while held,
+// nothing passes either way (the bytes wait in the sockets), as a calyx whose link to etcd
+// lags sees it. Released, everything held passes on.
+class HeldRelay {
+  public:
+    explicit HeldRelay(uint16_t etcd_port) : etcd_port_(etcd_port) {
+        listen_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t len = sizeof(addr);
+        if (listen_ < 0 || ::bind(listen_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+            ::listen(listen_, 16) != 0 || ::getsockname(listen_, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
+            throw std::runtime_error(fmt::format("relay: {}", std::strerror(errno)));
+        port_ = ntohs(addr.sin_port);
+        acceptor_ = std::thread([this] { accept_loop(); });
+    }
+    ~HeldRelay() {
+        release();
+        stop_ = true;
+        acceptor_.join();  // no pump is added after this
+        for (auto& t : pumps_) t.join();
+        for (int fd : fds_) ::close(fd);
+        ::close(listen_);
+    }
+    std::string url() const { return fmt::format("http://127.0.0.1:{}", port_); }
+    void hold() {
+        std::lock_guard lock(mutex_);
+        held_ = true;
+    }
+    void release() {
+        {
+            std::lock_guard lock(mutex_);
+            held_ = false;
+        }
+        released_.notify_all();
+    }
+
+  private:
+    void accept_loop() {
+        while (!stop_) {
+            pollfd p{listen_, POLLIN, 0};
+            if (::poll(&p, 1, 50) <= 0) continue;
+            const int client = ::accept4(listen_, nullptr, nullptr, SOCK_CLOEXEC);
+            if (client < 0) continue;
+            const int etcd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            sockaddr_in to{};
+            to.sin_family = AF_INET;
+            to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            to.sin_port = htons(etcd_port_);
+            if (etcd < 0 || ::connect(etcd, reinterpret_cast<sockaddr*>(&to), sizeof(to)) != 0) {
+                ::close(client);
+                if (etcd >= 0) ::close(etcd);
+                continue;
+            }
+            std::lock_guard lock(mutex_);
+            fds_.push_back(client);
+            fds_.push_back(etcd);
+            pumps_.emplace_back([this, client, etcd] { pump(client, etcd); });
+            pumps_.emplace_back([this, client, etcd] { pump(etcd, client); });
+        }
+    }
+    void pump(int from, int to) {
+        char buffer[16384];
+        while (!stop_) {
+            pollfd p{from, POLLIN, 0};
+            if (::poll(&p, 1, 50) <= 0) continue;
+            {
+                std::unique_lock lock(mutex_);
+                released_.wait(lock, [this] { return !held_ || stop_; });
+            }
+            const ssize_t n = ::read(from, buffer, sizeof(buffer));
+            if (n <= 0) {
+                ::shutdown(to, SHUT_WR);
+                return;
+            }
+            for (ssize_t sent = 0; sent < n;) {
+                const ssize_t w = ::send(to, buffer + sent, static_cast<size_t>(n - sent), MSG_NOSIGNAL);
+                if (w <= 0) return;
+                sent += w;
+            }
+        }
+    }
+
+    uint16_t etcd_port_;
+    uint16_t port_ = 0;
+    int listen_ = -1;
+    std::atomic<bool> stop_{false};
+    std::mutex mutex_;
+    std::condition_variable released_;
+    bool held_ = false;
+    std::vector<int> fds_;
+    std::thread acceptor_;
+    std::vector<std::thread> pumps_;  // two per connection
+};
 
 class DatastoreTest : public CalyxFixture {
   protected:
@@ -215,6 +319,68 @@ datastore:
         const auto r = call("explain", {{"from", from}, {"to", to}, {"proto", "tcp"}, {"port", port}});
         EXPECT_TRUE(r) << "explain " << from << " -> " << to;
         return r.value_or(Json::object());
+    }
+
+    // A TCP segment to db-1:5432 carrying `data` (any, if empty).
+    static FramePredicate to_db(std::string_view data) {
+        return [data = std::string(data)](const Bytes& f) {
+            if (!is_tcp(f) || tcp_of(f).dst_port.host() != 5432) return false;
+            const size_t at = l4_offset(f) + tcp_of(f).header_length();
+            const size_t end = kEthLen + ipv4_of(f).total_length.host();
+            return data.empty() || (at < end && std::string(f.begin() + static_cast<long>(at),
+                                                            f.begin() + static_cast<long>(end)) == data);
+        };
+    }
+    // web-1 sends `frame` again every 300 ms until db-1 receives what `arrived` matches.
+    bool deliver(const Bytes& frame, const FramePredicate& arrived, std::chrono::milliseconds wait) {
+        for (const auto deadline = Clock::now() + wait; Clock::now() < deadline;) {
+            if (!vm(kWeb).send(frame)) return false;
+            if (vm(kDb).receive(300ms, arrived)) return true;
+        }
+        return false;
+    }
+    // web-1 -> db-1:5432, by hand (web-1 at `web_seq`, db-1 at `db_seq`).
+    void open_web_to_db(uint32_t& web_seq, uint32_t& db_seq) {
+        ASSERT_TRUE(deliver(segment(kWeb, kDb, 50000, 5432, TcpHdr::kSyn, web_seq++, 0), to_db(""), kWarmUp))
+            << "web-1's SYN did not reach db-1\n" << calyx_->log();
+        vm(kDb).drain();
+        ASSERT_TRUE(vm(kDb).send(segment(kDb, kWeb, 5432, 50000, TcpHdr::kSyn | TcpHdr::kAck, db_seq++, web_seq)));
+        ASSERT_TRUE(vm(kWeb).receive(kReply, [](const Bytes& f) { return is_tcp(f); }));
+        ASSERT_TRUE(vm(kWeb).send(segment(kWeb, kDb, 50000, 5432, TcpHdr::kAck, web_seq, db_seq)));
+        ASSERT_TRUE(vm(kDb).receive(kReply, to_db("")));
+    }
+    // This calyx's configuration for a successor: its own EAL file prefix, and etcd at `etcd`.
+    fs::path successor_config(const std::string& etcd) {
+        std::string text = read_file(config_);
+        text.replace(text.find(identity_.eal_prefix), identity_.eal_prefix.size(), identity_.eal_prefix + "-next");
+        text.replace(text.find(etcd_->url()), etcd_->url().size(), etcd);
+        return dir_.write("calyx-next.yaml", text);
+    }
+    // A successor whose watch lags: it pre-restores while web-1's port does not exist; then its
+    // link to etcd (through `relay`) is held, web-1's endpoint is created, the running calyx
+    // applies it and tracks a connection web-1 -> db-1, and the successor asks it to hand
+    // over. Returned once it has the answer (the revision it must reach), the relay still held.
+    std::unique_ptr<ChildProcess> hand_over_with_a_lagging_watch(HeldRelay& relay, uint32_t& web_seq,
+                                                                 uint32_t& db_seq) {
+        const auto web_endpoint = calico::workload_endpoint(endpoint_of(kWeb, {{kSgApp, "app"}}));
+        peers_.erase(kWeb.name);
+        change("db-1 open, web-1's port deleted", {calico::network_policy(kSgApp, {Rule{"egress"}, Rule{"ingress"}}),
+                                                   calico::workload_endpoint(endpoint_of(kDb, {{kSgApp, "app"}}))},
+               {web_endpoint.first});
+        const fs::path go = dir_ / "successor.go";
+        auto next = ChildProcess::spawn({calyx_binary(), "--config", successor_config(relay.url()).string(),
+                                         "--take-over", "--take-over-after", go.string()},
+                                        dir_ / "successor.log");
+        EXPECT_TRUE(next.has_value()) << next.error();
+        if (!next) return nullptr;
+        EXPECT_TRUE((*next)->wait_for_log("before it asks the running calyx to hand over", 30s)) << (*next)->log();
+        relay.hold();
+        change("web-1's port created", {web_endpoint});
+        attach(kWeb);
+        open_web_to_db(web_seq, db_seq);
+        std::ofstream(go).close();
+        EXPECT_TRUE((*next)->wait_for_log("it stopped its workers and released its ports", 30s)) << (*next)->log();
+        return std::move(*next);
     }
 
     std::unique_ptr<EtcdServer> etcd_;
@@ -431,9 +597,7 @@ TEST_F(DatastoreTest, AnInstanceAddedWhileTheSuccessorPreRestoredKeepsItsConnect
     change("db-1 open, web-1's port deleted", {calico::network_policy(kSgApp, {Rule{"egress"}, Rule{"ingress"}}),
                                                calico::workload_endpoint(endpoint_of(kDb, {{kSgApp, "app"}}))},
            {web_endpoint.first});
-    std::string text = read_file(config_);
-    text.replace(text.find(identity_.eal_prefix), identity_.eal_prefix.size(), identity_.eal_prefix + "-next");
-    const fs::path next_config = dir_.write("calyx-next.yaml", text);
+    const fs::path next_config = successor_config(etcd_->url());
     const fs::path go = dir_ / "successor.go";
     auto next = ChildProcess::spawn({calyx_binary(), "--config", next_config.string(), "--take-over",
                                      "--take-over-after", go.string()},
@@ -443,32 +607,9 @@ TEST_F(DatastoreTest, AnInstanceAddedWhileTheSuccessorPreRestoredKeepsItsConnect
 
     change("web-1's port created", {web_endpoint});
     ASSERT_NO_FATAL_FAILURE(attach(kWeb));
-    // web-1 -> db-1:5432, charged to web-1's account, by hand.
-    const auto to_db = [](std::string_view data) {
-        return [data = std::string(data)](const Bytes& f) {
-            if (!is_tcp(f) || tcp_of(f).dst_port.host() != 5432) return false;
-            const size_t at = l4_offset(f) + tcp_of(f).header_length();
-            const size_t end = kEthLen + ipv4_of(f).total_length.host();
-            return data.empty() || (at < end && std::string(f.begin() + static_cast<long>(at),
-                                                            f.begin() + static_cast<long>(end)) == data);
-        };
-    };
-    // web-1 sends `frame` again every 300 ms until db-1 receives what `arrived` matches.
-    const auto deliver = [this](const Bytes& frame, const FramePredicate& arrived, std::chrono::milliseconds wait) {
-        for (const auto deadline = Clock::now() + wait; Clock::now() < deadline;) {
-            if (!vm(kWeb).send(frame)) return false;
-            if (vm(kDb).receive(300ms, arrived)) return true;
-        }
-        return false;
-    };
+    // web-1 -> db-1:5432, charged to web-1's account.
     uint32_t web_seq = 100, db_seq = 900;
-    ASSERT_TRUE(deliver(segment(kWeb, kDb, 50000, 5432, TcpHdr::kSyn, web_seq++, 0), to_db(""), kWarmUp))
-        << "web-1's SYN did not reach db-1\n" << calyx_->log();
-    vm(kDb).drain();
-    ASSERT_TRUE(vm(kDb).send(segment(kDb, kWeb, 5432, 50000, TcpHdr::kSyn | TcpHdr::kAck, db_seq++, web_seq)));
-    ASSERT_TRUE(vm(kWeb).receive(kReply, [](const Bytes& f) { return is_tcp(f); }));
-    ASSERT_TRUE(vm(kWeb).send(segment(kWeb, kDb, 50000, 5432, TcpHdr::kAck, web_seq, db_seq)));
-    ASSERT_TRUE(vm(kDb).receive(kReply, to_db("")));
+    ASSERT_NO_FATAL_FAILURE(open_web_to_db(web_seq, db_seq));
     // The successor's own watch has seen the change too (its syncer coalesces for 100 ms).
     std::this_thread::sleep_for(500ms);
 
@@ -488,6 +629,63 @@ TEST_F(DatastoreTest, AnInstanceAddedWhileTheSuccessorPreRestoredKeepsItsConnect
         << "web-1's connection did not continue through the successor\n" << log;
     calyx_.reset();
     (*next)->stop();
+}
+
+// The successor's catch-up wait (3844ca8): its watch lags the running calyx's, which applied
+// web-1's endpoint while the successor pre-restored. The successor must not finish before its
+// own watch has the revision the running calyx served, or web-1's connection is refused as "of
+// removed instances". Its link to etcd is held until 300 ms into its wait (of at most 1 s).
+TEST_F(DatastoreTest, ASuccessorWhoseWatchLagsWaitsForTheRevisionTheRunningCalyxServed) {
+    HeldRelay relay(static_cast<uint16_t>(std::stoi(etcd_->url().substr(etcd_->url().rfind(':') + 1))));
+    uint32_t web_seq = 100, db_seq = 900;
+    auto next = hand_over_with_a_lagging_watch(relay, web_seq, db_seq);
+    ASSERT_TRUE(next);
+    ASSERT_FALSE(HasFailure());
+    // The lag under test (not a synchronisation): etcd's event reaches it 300 ms late.
+    std::this_thread::sleep_for(300ms);
+    const std::string waiting = next->log();
+    EXPECT_EQ(waiting.find("calyx: restored"), std::string::npos) << "finished before it had the revision\n" << waiting;
+    EXPECT_EQ(waiting.find("calyx: ready"), std::string::npos) << waiting;
+    relay.release();
+    ASSERT_TRUE(next->wait_for_log("calyx: ready", 30s)) << next->log();
+    ASSERT_TRUE(calyx_->process().wait(10s)) << "the old calyx did not exit\n" << calyx_->log();
+    const std::string log = next->log();
+    EXPECT_NE(log.find("0 of removed instances"), std::string::npos) << log;
+    EXPECT_EQ(log.find("served etcd's revision"), std::string::npos) << log;
+    for (const Vm* v : {&kWeb, &kDb}) {
+        vm(*v).detach();
+        ASSERT_NO_FATAL_FAILURE(attach(*v));
+    }
+    EXPECT_TRUE(deliver(segment(kWeb, kDb, 50000, 5432, TcpHdr::kAck | TcpHdr::kPsh, web_seq, db_seq, "after"),
+                        to_db("after"), 10s))
+        << "web-1's connection did not continue through the successor\n" << log;
+    calyx_.reset();
+    next->stop();
+}
+
+// The same, but its watch never gets there: the successor waits its bound (1 s, in the gap),
+// says so, and finishes with the site it has (web-1's connection is the one lost, as documented).
+TEST_F(DatastoreTest, ASuccessorWhoseWatchNeverCatchesUpFinishesAfterItsBoundedWaitAndSaysSo) {
+    HeldRelay relay(static_cast<uint16_t>(std::stoi(etcd_->url().substr(etcd_->url().rfind(':') + 1))));
+    uint32_t web_seq = 100, db_seq = 900;
+    auto next = hand_over_with_a_lagging_watch(relay, web_seq, db_seq);
+    ASSERT_TRUE(next);
+    ASSERT_FALSE(HasFailure());
+    ASSERT_TRUE(next->wait_for_log("calyx: ready", 30s)) << next->log();
+    const std::string log = next->log();
+    relay.release();
+    EXPECT_NE(log.find(fmt::format("calyx: datastore: pid {} served etcd's revision ", calyx_->process().pid())),
+              std::string::npos)
+        << log;
+    EXPECT_NE(log.find("after 1000 ms: connections of instances added since are not kept"), std::string::npos) << log;
+    EXPECT_NE(log.find("1 of removed instances"), std::string::npos) << log;
+    // The wait was in the gap: the data plane stood still for at least the bound.
+    const size_t still = log.find("the data plane stood still for ");
+    ASSERT_NE(still, std::string::npos) << log;
+    EXPECT_GE(std::stod(log.substr(still + std::string("the data plane stood still for ").size())), 1000.0) << log;
+    ASSERT_TRUE(calyx_->process().wait(10s)) << "the old calyx did not exit\n" << calyx_->log();
+    calyx_.reset();
+    next->stop();
 }
 
 TEST_F(DatastoreTest, AnInvalidKeyIsRefusedByItsPathWhileTheRestApplies) {

@@ -203,45 +203,47 @@ protected:
         InternetFixture::TearDown();
     }
 
-    // web-1:`port` -> db-1:5432, both ends by hand.
-    void open_between_instances(uint16_t port = 50000) {
-        web_ = {&kWeb, kDb.ip, port, 5432, 100, 0};
-        db_ = {&kDb, kWeb.ip, 5432, port, 900, 0};
-        ASSERT_TRUE(vm(kWeb).send(segment(web_, kSyn)));
+    // `from`:`port` (web-1 unless said) -> db-1:5432, both ends by hand.
+    void open_between_instances(uint16_t port = 50000, const Vm& from = kWeb) {
+        web_ = {&from, kDb.ip, port, 5432, 100, 0};
+        db_ = {&kDb, from.ip, 5432, port, 900, 0};
+        ASSERT_TRUE(vm(from).send(segment(web_, kSyn)));
         ASSERT_TRUE(vm(kDb).receive(kReply, tcp_to(kDb, 5432, kSyn))) << "SYN did not reach db-1";
         db_.ack = ++web_.seq;
         ASSERT_TRUE(vm(kDb).send(segment(db_, kSyn | kAck)));
-        ASSERT_TRUE(vm(kWeb).receive(kReply, tcp_to(kWeb, web_.port, kSyn | kAck))) << "SYN-ACK did not reach web-1";
+        ASSERT_TRUE(vm(from).receive(kReply, tcp_to(from, web_.port, kSyn | kAck))) << "SYN-ACK did not reach " << from.name;
         web_.ack = ++db_.seq;
-        ASSERT_TRUE(vm(kWeb).send(segment(web_, kAck)));
+        ASSERT_TRUE(vm(from).send(segment(web_, kAck)));
         ASSERT_TRUE(vm(kDb).receive(kReply, tcp_to(kDb, 5432, kAck)));
     }
-    // web-1 sends `data` to db-1, which acknowledges it.
+    // web_'s side (web-1 unless opened from another) sends `data` to db-1, which acknowledges it.
     void exchange_between_instances(std::string_view data) {
-        ASSERT_TRUE(vm(kWeb).send(segment(web_, kAck | kPsh, data)));
+        const Vm& from = *web_.vm;
+        ASSERT_TRUE(vm(from).send(segment(web_, kAck | kPsh, data)));
         ASSERT_TRUE(vm(kDb).receive(kReply, [&](const Bytes& f) {
             return tcp_to(kDb, 5432, kAck)(f) && tcp_payload(f) == data;
-        })) << "web-1's data did not reach db-1";
+        })) << from.name << "'s data did not reach db-1";
         web_.seq += static_cast<uint32_t>(data.size());
         db_.ack = web_.seq;
         ASSERT_TRUE(vm(kDb).send(segment(db_, kAck)));
-        ASSERT_TRUE(vm(kWeb).receive(kReply, tcp_to(kWeb, web_.port, kAck))) << "db-1's ACK did not reach web-1";
+        ASSERT_TRUE(vm(from).receive(kReply, tcp_to(from, web_.port, kAck))) << "db-1's ACK did not reach " << from.name;
     }
     // The same, retransmitted (as TCP would) while calyx comes up.
     void send_until_db_receives(std::string_view data, std::chrono::milliseconds wait) {
+        const Vm& from = *web_.vm;
         const Bytes out = segment(web_, kAck | kPsh, data);
         const auto deadline = Clock::now() + wait;
         while (Clock::now() < deadline) {
-            ASSERT_TRUE(vm(kWeb).send(out));
+            ASSERT_TRUE(vm(from).send(out));
             if (vm(kDb).receive(300ms, [&](const Bytes& f) { return tcp_to(kDb, 5432, kAck)(f) && tcp_payload(f) == data; })) {
                 web_.seq += static_cast<uint32_t>(data.size());
                 db_.ack = web_.seq;
                 ASSERT_TRUE(vm(kDb).send(segment(db_, kAck)));
-                ASSERT_TRUE(vm(kWeb).receive(kReply, tcp_to(kWeb, web_.port, kAck))) << "db-1's ACK did not reach web-1";
+                ASSERT_TRUE(vm(from).receive(kReply, tcp_to(from, web_.port, kAck))) << "db-1's ACK did not reach " << from.name;
                 return;
             }
         }
-        FAIL() << "web-1's data did not reach db-1 within " << wait.count() << " ms";
+        FAIL() << from.name << "'s data did not reach db-1 within " << wait.count() << " ms";
     }
 
     // app-1 -> the echo server, masqueraded.
@@ -281,13 +283,37 @@ protected:
 
     // The same configuration for a second calyx beside the first: only its EAL file prefix
     // differs (two DPDK primaries cannot share one; calyx's default, --in-memory, needs none).
-    fs::path successor_config() {
+    fs::path successor_config(std::string_view which = "next") {
         std::string text = read_file(config_);
         const std::string prefix = identity_.eal_prefix;
         const size_t at = text.find(prefix);
         EXPECT_NE(at, std::string::npos);
-        text.replace(at, prefix.size(), prefix + "-next");
-        return dir_.write("calyx-next.yaml", text);
+        text.replace(at, prefix.size(), fmt::format("{}-{}", prefix, which));
+        return dir_.write(fmt::format("calyx-{}.yaml", which), text);
+    }
+    // `text` without the EAL file prefix the fixture gives calyx: calyx's default then
+    // (--in-memory), so that two calyx processes run on the same file, as in production.
+    std::string without_file_prefix(std::string text) const {
+        const std::string prefix = fmt::format(", \"--file-prefix\", \"{}\"", identity_.eal_prefix);
+        const size_t at = text.find(prefix);
+        EXPECT_NE(at, std::string::npos) << text;
+        if (at != std::string::npos) text.erase(at, prefix.size());
+        return text;
+    }
+    // The running calyx restarted on its file without the EAL file prefix: a successor can
+    // then take over on that very file.
+    void serve_from_one_file() {
+        const std::string text = without_file_prefix(read_file(config_));  // before the file is truncated
+        std::ofstream(config_) << text;
+        ASSERT_NO_FATAL_FAILURE(crash_and_start());
+    }
+    // A successor (`--take-over` and `args`) on `config`, returned once it printed `line`.
+    std::unique_ptr<CalyxProcess> start_successor(const fs::path& config, std::vector<std::string> args,
+                                                  const std::string& line) {
+        args.insert(args.begin(), "--take-over");
+        auto next = CalyxProcess::start(config, {.ready_line = line, .timeout = 30s, .extra_args = std::move(args)});
+        EXPECT_TRUE(next.has_value()) << next.error() << "\nthe running calyx:\n" << calyx_->log();
+        return next ? std::move(*next) : nullptr;
     }
     // After the VMs' backend changed: re-attach them and give the Internet the new tap.
     void reattach_everything() {
@@ -327,11 +353,7 @@ protected:
     // child subreaper, as systemd is: a successor outliving its parent is re-parented here.
     void serve_under_service_manager(const fs::path& notify) {
         ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
-        std::string text = read_file(config_);
-        const std::string prefix = fmt::format(", \"--file-prefix\", \"{}\"", identity_.eal_prefix);
-        const size_t at = text.find(prefix);
-        ASSERT_NE(at, std::string::npos) << text;
-        text.erase(at, prefix.size());
+        const std::string text = without_file_prefix(read_file(config_));  // before the file is truncated
         std::ofstream(config_) << text;
         ::setenv("NOTIFY_SOCKET", notify.c_str(), 1);
         crash_and_start();
@@ -345,6 +367,11 @@ protected:
         const size_t pid = log.find("(pid ", at);
         return pid == std::string::npos ? 0 : std::atoi(log.c_str() + pid + 5);
     }
+
+    std::pair<std::unique_ptr<CalyxProcess>, std::string> reload_web2_while_a_successor_waits(
+        const fs::path& go, ConfigOptions& with_web2);
+    std::string expect_no_take_over_with_file(std::unique_ptr<CalyxProcess> next, const fs::path& go,
+                                              const std::string& text);
 
     int echo_pid_ = 0;
     Side web_{}, db_{}, app_{};
@@ -541,6 +568,207 @@ TEST_F(RestartTest, ACalyxRestartedWhileItsSuccessorPreRestoredRefusesToHandOver
     web_ = first_web;
     db_ = first_db;
     ASSERT_NO_FATAL_FAILURE(exchange_between_instances("after"));
+}
+
+// web-2, an instance the operator adds (public, in the fixture's open group).
+const Vm kWeb2{"web-2", "public", {{0x52, 0x54, 0x00, 0x00, 0x01, 0x02}}, Ipv4Addr::from_octets(203, 0, 113, 11),
+               Ipv4Addr::from_octets(203, 0, 113, 1)};
+
+// With the running calyx on one file (serve_from_one_file): a successor on it that waits (`go`)
+// before it asks to hand over; web-2 added to the file (`with_web2`) and reloaded into the
+// running calyx, and a connection web-2 -> db-1 opened through it. Returns the successor and the
+// text the running calyx serves.
+std::pair<std::unique_ptr<CalyxProcess>, std::string> RestartTest::reload_web2_while_a_successor_waits(
+    const fs::path& go, ConfigOptions& with_web2) {
+    auto next = start_successor(config_, {"--take-over-after", go.string()}, "before it asks the running calyx");
+    if (!next) return {};
+    with_web2 = options_;
+    with_web2.more_vms = {kWeb2};
+    with_web2.security.member(kWeb2, {"open"});
+    const std::string served = without_file_prefix(config_text(with_web2));
+    const ReloadOutcome added = reload_text(served);
+    EXPECT_TRUE(added.accepted) << added.output;
+    attach(kWeb2);
+    if (HasFatalFailure()) return {};
+    open_between_instances(50002, kWeb2);
+    if (HasFatalFailure()) return {};
+    exchange_between_instances("before");
+    if (HasFatalFailure()) return {};
+    return {std::move(next), served};
+}
+
+// Without a datastore: the operator adds an instance to the file and reloads the running calyx
+// while its successor pre-restores (the successor read the file before). The successor must
+// finish with the file as the running calyx served it; with the file it read at its start it
+// refused web-2's connections as "of removed instances" and served without web-2. The running
+// calyx names the configuration it served (its digest) when it hands over. Both run on the same
+// file, as in production.
+TEST_F(RestartTest, AnInstanceReloadedIntoTheRunningCalyxWhileItsSuccessorPreRestoredKeepsItsConnections) {
+    ASSERT_NO_FATAL_FAILURE(serve_from_one_file());
+    ASSERT_NO_FATAL_FAILURE(open_between_instances());
+    const Side first_web = web_, first_db = db_;
+    const fs::path go = dir_ / "successor.go";
+    ConfigOptions with_web2;
+    auto next = reload_web2_while_a_successor_waits(go, with_web2).first;
+    ASSERT_TRUE(next);
+
+    std::ofstream(go).close();
+    ASSERT_TRUE(next->process().wait_for_log("calyx: ready", 30s)) << next->log();
+    ASSERT_TRUE(calyx_->process().wait(10s)) << "the old calyx still runs\n" << calyx_->log();
+    calyx_ = std::move(next);
+    const std::string log = calyx_->log();
+    EXPECT_NE(log.find("reloaded its configuration while this calyx pre-restored: finishing with"), std::string::npos)
+        << log;
+    EXPECT_NE(log.find("restored 2 connections"), std::string::npos) << log;
+    EXPECT_NE(log.find("0 of removed instances"), std::string::npos) << log;
+    ASSERT_NO_FATAL_FAILURE(reattach_everything());
+    vm(kWeb2).detach();
+    ASSERT_NO_FATAL_FAILURE(attach(kWeb2));
+    // web-2's connection goes on through the successor (no SYN), and so does web-1's.
+    ASSERT_NO_FATAL_FAILURE(send_until_db_receives("after", 10s));
+    web_ = first_web;
+    db_ = first_db;
+    ASSERT_NO_FATAL_FAILURE(send_until_db_receives("after", 10s));
+}
+
+// The file replaced by `text` after the reload, before the successor asks: it can finish neither
+// with what the running calyx served (the file no longer says it) nor with what it read at its
+// start (without web-2: its connections would be lost). It exits 1 without taking over, and the
+// running calyx resumes with its own configuration and table: nothing is lost. Returns what the
+// successor printed.
+std::string RestartTest::expect_no_take_over_with_file(std::unique_ptr<CalyxProcess> next, const fs::path& go,
+                                                       const std::string& text) {
+    dir_.write("calyx.yaml.next", text);
+    fs::rename(dir_ / "calyx.yaml.next", config_);
+    std::ofstream(go).close();
+    const auto status = next->process().wait(30s);
+    const std::string log = next->log();
+    EXPECT_TRUE(status.has_value()) << "the successor took over\n" << log;
+    if (!status) return log;
+    EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 1) << describe_status(*status);
+    EXPECT_NE(log.find("not taking over, pid"), std::string::npos) << log;
+    EXPECT_TRUE(calyx_->process().wait_for_log("calyx: resumed serving", 10s)) << calyx_->log();
+    reattach_everything();
+    vm(kWeb2).detach();
+    attach(kWeb2);
+    if (!HasFatalFailure()) send_until_db_receives("after", 10s);
+    return log;
+}
+
+TEST_F(RestartTest, AFileBrokenAfterAReloadDuringThePreRestoreStopsTheTakeOverAndLosesNothing) {
+    ASSERT_NO_FATAL_FAILURE(serve_from_one_file());
+    const fs::path go = dir_ / "successor.go";
+    ConfigOptions with_web2;
+    auto [next, served] = reload_web2_while_a_successor_waits(go, with_web2);
+    ASSERT_TRUE(next);
+    const std::string log = expect_no_take_over_with_file(std::move(next), go, served + "uplnk: {}\n");
+    // The error, located, then why it does not take over.
+    EXPECT_NE(log.find("calyx.yaml:" + std::to_string(line_of(served + "uplnk: {}\n", "uplnk")) +
+                       ":1: unknown key 'uplnk'"),
+              std::string::npos)
+        << log;
+    EXPECT_NE(log.find("served another configuration than " + config_.string() +
+                       " held when this calyx started (it reloaded meanwhile), and the file now has 1 error(s)"),
+              std::string::npos)
+        << log;
+}
+
+// The same with a file that changes what a running calyx cannot change: the successor built its
+// table for the capacity it started with, and must not serve a configuration that says another.
+TEST_F(RestartTest, AFileChangingAFixedSettingAfterAReloadDuringThePreRestoreStopsTheTakeOver) {
+    ASSERT_NO_FATAL_FAILURE(serve_from_one_file());
+    const fs::path go = dir_ / "successor.go";
+    ConfigOptions with_web2;
+    auto [next, served] = reload_web2_while_a_successor_waits(go, with_web2);
+    ASSERT_TRUE(next);
+    with_web2.conntrack_capacity = 131072;
+    const std::string log = expect_no_take_over_with_file(std::move(next), go, without_file_prefix(config_text(with_web2)));
+    EXPECT_NE(log.find(config_.string() + " changed since this calyx started (dataplane.conntrack.capacity cannot "
+                                          "change while calyx runs"),
+              std::string::npos)
+        << log;
+}
+
+// The running calyx crashes and is started again before its successor opens the state file
+// (a supervisor restarting it while the successor initialises EAL): the successor reads the
+// restarted calyx's table, so it is that one it takes over from. It named the crashed one's
+// pid, the pid in the lock file when it started, and was refused as if the restart had come
+// during its restore.
+TEST_F(RestartTest, ACalyxRestartedBeforeItsSuccessorOpenedTheStateFileHandsOverToIt) {
+    ASSERT_NO_FATAL_FAILURE(open_between_instances());
+    ASSERT_NO_FATAL_FAILURE(exchange_between_instances("before"));
+    const pid_t crashed = calyx_->process().pid();
+    const fs::path go = dir_ / "successor.go";
+    auto next = start_successor(successor_config(), {"--take-over-before-open", go.string()},
+                                "before it opens the running calyx's state file");
+    ASSERT_TRUE(next);
+    ASSERT_NO_FATAL_FAILURE(crash_and_start());
+    const pid_t restarted = calyx_->process().pid();
+    ASSERT_NO_FATAL_FAILURE(send_until_db_receives("restarted", 10s));
+    // What only the restarted calyx tracks: a connection opened through it.
+    const Side first_web = web_, first_db = db_;
+    ASSERT_NO_FATAL_FAILURE(open_between_instances(50001));
+    ASSERT_NO_FATAL_FAILURE(exchange_between_instances("new"));
+
+    std::ofstream(go).close();
+    ASSERT_TRUE(next->process().wait_for_log("calyx: ready", 30s)) << next->log() << "the restarted calyx:\n"
+                                                                   << calyx_->log();
+    const auto old_status = calyx_->process().wait(10s);
+    ASSERT_TRUE(old_status.has_value()) << "the restarted calyx still runs\n" << calyx_->log();
+    EXPECT_TRUE(WIFEXITED(*old_status) && WEXITSTATUS(*old_status) == 0) << describe_status(*old_status);
+    calyx_ = std::move(next);
+    const std::string log = calyx_->log();
+    EXPECT_NE(log.find(fmt::format("the running calyx is pid {} now (pid {} was", restarted, crashed)),
+              std::string::npos)
+        << log;
+    EXPECT_NE(log.find(fmt::format("took over from pid {}", restarted)), std::string::npos) << log;
+    EXPECT_NE(log.find("restored 2 connections"), std::string::npos) << log;
+    ASSERT_NO_FATAL_FAILURE(reattach_everything());
+    ASSERT_NO_FATAL_FAILURE(send_until_db_receives("after", 10s));
+    web_ = first_web;
+    db_ = first_db;
+    ASSERT_NO_FATAL_FAILURE(send_until_db_receives("after", 10s));
+}
+
+// A third --take-over while the successor completes its own: the successor serves and holds the
+// locks, but its state file is not in place yet, so the file there is still its predecessor's. A
+// take-over then would restore that stale table and be refused as "started again meanwhile",
+// which is not what happened. It is refused at once, saying what is going on; started again once
+// the successor took over, it takes over.
+TEST_F(RestartTest, ATakeOverStartedWhileTheSuccessorCompletesItsOwnIsRefusedSayingSo) {
+    ASSERT_NO_FATAL_FAILURE(open_between_instances());
+    ASSERT_NO_FATAL_FAILURE(exchange_between_instances("before"));
+    const fs::path go = dir_ / "commit.go";
+    auto next = start_successor(successor_config(), {"--take-over-before-commit", go.string()},
+                                "before it puts its state file in place");
+    ASSERT_TRUE(next);
+    ASSERT_TRUE(calyx_->process().wait(10s)) << "the old calyx still runs\n" << calyx_->log();
+    const pid_t successor = next->process().pid();
+    const fs::path third_config = successor_config("third");
+    auto third = ChildProcess::spawn({calyx_binary(), "--config", third_config.string(), "--take-over"},
+                                     dir_ / "third.log");
+    ASSERT_TRUE(third.has_value()) << third.error();
+    const auto third_status = (*third)->wait(30s);
+    ASSERT_TRUE(third_status.has_value()) << (*third)->log();
+    EXPECT_TRUE(WIFEXITED(*third_status) && WEXITSTATUS(*third_status) == 1) << describe_status(*third_status);
+    const std::string refused = (*third)->log();
+    EXPECT_NE(refused.find(fmt::format("pid {} is completing its own take-over", successor)), std::string::npos)
+        << refused;
+    EXPECT_EQ(refused.find("started again meanwhile"), std::string::npos) << refused;
+
+    std::ofstream(go).close();
+    ASSERT_TRUE(next->process().wait_for_log("calyx: ready", 10s)) << next->log();
+    calyx_ = std::move(next);
+    ASSERT_NO_FATAL_FAILURE(reattach_everything());
+    ASSERT_NO_FATAL_FAILURE(send_until_db_receives("after", 10s));
+    // As the message says: once it took over, the take-over can be started again.
+    auto again = start_successor(third_config, {}, "calyx: ready");
+    ASSERT_TRUE(again);
+    ASSERT_TRUE(calyx_->process().wait(10s)) << "the successor still runs\n" << calyx_->log();
+    calyx_ = std::move(again);
+    EXPECT_NE(calyx_->log().find(fmt::format("took over from pid {}", successor)), std::string::npos) << calyx_->log();
+    ASSERT_NO_FATAL_FAILURE(reattach_everything());
+    ASSERT_NO_FATAL_FAILURE(send_until_db_receives("again", 10s));
 }
 
 TEST_F(RestartTest, ConnectionsContinueThroughKillAndStartMasqueradedOnesOnTheirPort) {

@@ -268,5 +268,27 @@ TEST(SiteConfig, RemoteGroupsCoverEveryHostOnlyThisHostsPoliciesAreCompiled) {
     EXPECT_EQ(in.match(ipproto::kTcp, 5432, *Ipv4Addr::parse("10.20.0.13")), dp::kNoRule);
 }
 
+// What a hand-over compares to tell whether its predecessor reloaded another configuration: the
+// text of the file and of what it includes. The same text gives the same digest; a change in
+// either file (a comment included) another.
+TEST_F(SiteFiles, TheSourceDigestFollowsTheTextOfTheFileAndOfWhatItIncludes) {
+    write("site.yaml", kSite);
+    const std::string host = write("compute-1.yaml", host_file("compute-1", "198.51.100.11"));
+    const auto first = load_config_file(host);
+    ASSERT_TRUE(first) << errors_of(host).front();
+    EXPECT_EQ(first->source_digest.size(), 16u) << first->source_digest;
+    EXPECT_EQ(load_config_file(host)->source_digest, first->source_digest);
+    write("site.yaml", std::string(kSite) + "# db-4 soon\n");
+    const auto site_changed = load_config_file(host);
+    ASSERT_TRUE(site_changed);
+    EXPECT_NE(site_changed->source_digest, first->source_digest);
+    write("site.yaml", kSite);
+    write("compute-1.yaml", host_file("compute-1", "198.51.100.11") + "# moved\n");
+    const auto host_changed = load_config_file(host);
+    ASSERT_TRUE(host_changed);
+    EXPECT_NE(host_changed->source_digest, first->source_digest);
+    EXPECT_NE(host_changed->source_digest, site_changed->source_digest);
+}
+
 }  // namespace
 }  // namespace calyx::config

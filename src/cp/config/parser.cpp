@@ -426,6 +426,7 @@ void Parser::include(const Field& field, std::map<std::string, TopField, std::le
             error(item, "cannot read included file {}: {}", path, text.error());
             continue;
         }
+        digest(path, *text);
         const std::string including = current_file_;
         current_file_ = path;
         if (const auto root = load(*text)) {
@@ -438,7 +439,16 @@ void Parser::include(const Field& field, std::map<std::string, TopField, std::le
     }
 }
 
+void Parser::digest(std::string_view file, std::string_view text) {
+    for (const std::string_view part : {file, std::string_view("\0", 1), text, std::string_view("\0", 1)})
+        for (const char c : part) {
+            digest_ ^= static_cast<uint8_t>(c);
+            digest_ *= 0x100000001b3;
+        }
+}
+
 std::expected<Config, Errors> Parser::parse(std::string_view text) {
+    digest(file_, text);
     try {
         const auto root = load(std::string{text});
         if (root && root->IsNull()) {
@@ -473,6 +483,7 @@ std::expected<Config, Errors> Parser::parse(std::string_view text) {
         return std::unexpected(std::move(errors_));
     }
     for (NetworkEntry& entry : known_.networks) config_.networks.push_back(std::move(entry.config));
+    config_.source_digest = fmt::format("{:016x}", digest_);
     return std::move(config_);
 }
 

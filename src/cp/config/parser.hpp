@@ -197,6 +197,10 @@ class Parser {
     std::optional<std::string> pci_address(const Field& field, std::string_view label);
 
   private:
+    // FNV-1a (64 bits) over every text read, each preceded by its file name: stable across
+    // builds and versions (a successor compares it with its predecessor's).
+    void digest(std::string_view file, std::string_view text);
+    uint64_t digest_ = 0xcbf29ce484222325;
     // A top-level field and the file it is in.
     struct TopField {
         Field field;
