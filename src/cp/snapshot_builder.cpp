@@ -149,6 +149,8 @@ std::expected<std::unique_ptr<dp::Snapshot>, std::string> build_snapshot(
         v.mac = inst.mac;
         v.ipv4 = inst.ipv4;
         v.network = static_cast<uint16_t>(net - cfg.networks.begin());
+        v.zone = snap->networks[v.network].zone;
+        v.mtu = snap->networks[v.network].mtu;
         v.port = in.port_slot(inst);
         if (v.port >= dp::kMaxPorts) return std::unexpected(fmt::format("instance '{}': no port slot", inst.name));
         v.account = in.account ? in.account(inst) : v.port;

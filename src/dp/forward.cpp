@@ -112,7 +112,7 @@ bool egress_of(Batch& batch, uint16_t i, const Snapshot& snap, WorkerContext& ct
         return false;
     }
     out.port = out_port;
-    out.mtu = snap.networks[to->network].mtu;
+    out.mtu = to->mtu;
     out.src_mac = snap.gateway_mac;
     out.dst_mac = to->mac;
     return true;

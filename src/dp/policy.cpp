@@ -560,8 +560,8 @@ void policy_stage(Batch& batch, const Snapshot& snap, WorkerContext& ctx, Pendin
         // Sides assembled on the stack reloaded its narrow stores with wide loads.
         Sides& s = *::new (&sides[n]) Sides{src,
                 dst,
-                src ? snap.networks[src->network].zone : uint16_t{0},
-                dst ? snap.networks[dst->network].zone : uint16_t{0},
+                src ? src->zone : uint16_t{0},
+                dst ? dst->zone : uint16_t{0},
                 Ipv4Addr::from_be(ip->src),
                 Ipv4Addr::from_be(ip->dst),
                 {from_uplink && m.from_site, kind == NextHopKind::site}};

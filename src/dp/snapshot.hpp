@@ -53,12 +53,18 @@ struct NetworkView {
 struct InstanceView {
     std::string name;
     MacAddr mac;
-    Ipv4Addr ipv4;
     uint16_t network = 0;  // index into Snapshot::networks
+    Ipv4Addr ipv4;
     uint16_t port = 0;     // port slot
     uint16_t account = 0;  // what its connections are charged to (dp/limits.hpp)
+    // Its network's zone and MTU, copied here: every packet needs them, and reading them from
+    // the network was a dependent load and a multiply after the instance's (stage_bench).
+    uint16_t zone = 0;
+    uint16_t mtu = 1500;
     InstanceLimits limits;
 };
+// One cache line per instance: the per-packet fields share the line with the name.
+static_assert(sizeof(InstanceView) <= 64);
 
 // The next hops of one route imported from the site (routing.import_table): hosts of the site
 // on the uplink subnet, resolved by ARP like the uplink's gateway. Several: multipath, a flow
