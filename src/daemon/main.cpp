@@ -160,6 +160,10 @@ std::expected<int, std::string> take_lock(const std::string& path, std::string_v
     return fd;
 }
 
+// Held by a successor from the moment it serves (the calyx it replaces is told to exit) until its
+// state file is in place.
+std::string handover_lock(const calyx::config::Config& cfg) { return cfg.state_path() + ".handover.lock"; }
+
 // The pid a lock file names: who took it last (0 if none).
 pid_t lock_owner(const std::string& path) {
     char pid[32] = {};
@@ -298,7 +302,7 @@ struct TakeOver {
 };
 
 // Testing races of a hand-over (--take-over-after, --take-over-before-open,
-// --take-over-before-commit): waits until `path` exists (at most 60 s).
+// --take-over-before-commit, --take-over-before-locks): waits until `path` exists (at most 60 s).
 void wait_for_file(const std::string& path, std::string_view before) {
     fmt::print(stderr, "calyx: testing: waiting for {} before {}\n", path, before);
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
@@ -348,6 +352,7 @@ struct RunOptions {
     std::string take_over_after;
     std::string take_over_before_open;
     std::string take_over_before_commit;
+    std::string take_over_before_locks;
 };
 
 // Without a datastore: the running calyx reloaded the file while we pre-restored (an instance
@@ -362,9 +367,9 @@ std::expected<std::optional<calyx::config::Config>, std::string> file_at_hand_ov
     if (!now) {
         print_errors(now.error());
         return std::unexpected(fmt::format(
-            "--take-over: pid {} served another configuration than {} held when this calyx started (it reloaded "
-            "meanwhile), and the file now has {} error(s) (above): not taking over, pid {} resumes serving with its "
-            "own; correct the file and start the take-over again",
+            "--take-over: pid {} served another configuration than {} held when this calyx started, and the file "
+            "now has {} error(s) (above): not taking over, pid {} resumes serving with its own; correct the file "
+            "and start the take-over again",
             t.predecessor, path, now.error().size(), t.predecessor));
     }
     if (now->source_digest == started_with.source_digest) return std::nullopt;
@@ -373,9 +378,11 @@ std::expected<std::optional<calyx::config::Config>, std::string> file_at_hand_ov
             "--take-over: {} changed since this calyx started ({}): not taking over, pid {} resumes serving; start "
             "the take-over again (a new one starts with the file as it is)",
             path, *fixed, t.predecessor));
-    fmt::print(stderr, "calyx: pid {} reloaded its configuration while this calyx pre-restored: finishing with {} as "
-                       "it is now{}\n",
-               t.predecessor, path, now->source_digest == *t.config_digest ? "" : " (changed again since that reload)");
+    // Usually the running calyx reloaded it; it may also just have been edited (the running
+    // calyx serving an older file, this one started to apply it): either way, the file now.
+    fmt::print(stderr, "calyx: {} changed while this calyx pre-restored: finishing with the file as it is now{}\n",
+               path, now->source_digest == *t.config_digest ? " (as pid " + std::to_string(t.predecessor) + " serves it)"
+                                                            : "");
     return std::optional<calyx::config::Config>(std::move(*now));
 }
 
@@ -417,8 +424,24 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
         successor_lock = *successor;  // until the take-over is complete
         taking_over = true;
         fmt::print(stderr, "calyx: taking over from the running calyx (pid {})\n", predecessor);
-    } else if (opts.take_over) {
-        fmt::print(stderr, "calyx: --take-over: no calyx runs on {}; starting normally\n", cfg->control.socket);
+    } else {
+        // Free locks may be a successor's for a few milliseconds: the calyx it replaces has
+        // exited and the successor, serving already, is about to take them. It holds the
+        // hand-over lock from then until its state file is in place; a calyx starting now would
+        // restore the exited one's table and contend for the ports the successor serves. (A
+        // successor still pre-restoring serves nothing: a calyx restarted then starts.)
+        pid_t successor = 0;
+        auto probe = take_lock(handover_lock(*cfg), "the hand-over of " + cfg->state_path(), &successor);
+        if (!probe) {
+            fmt::print(stderr,
+                       "calyx: pid {} is taking over {} from a calyx that has just exited, and serves: not starting "
+                       "(start this one with --take-over once it logged that it took over, to replace it)\n",
+                       successor, cfg->state_path());
+            return 1;
+        }
+        ::close(*probe);
+        if (opts.take_over)
+            fmt::print(stderr, "calyx: --take-over: no calyx runs on {}; starting normally\n", cfg->control.socket);
     }
     const std::string control_socket = cfg->control.socket;
     const sigset_t signals = control_signals();
@@ -630,7 +653,23 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
             // Ready: the predecessor may go. Its locks are ours once it has exited. A service
             // manager learns first that we are its main process now.
             calyx::daemon::notify_main_process(fmt::format("serving; took over from pid {}", take_over.predecessor));
+            // Serving: until our state file is in place, a calyx starting on the locks the
+            // predecessor leaves must not take them (see the start above).
+            auto handing_over = take_lock(handover_lock(r.config()), "the hand-over of " + r.config().state_path());
+            if (!handing_over) fmt::print(stderr, "calyx: {}\n", handing_over.error());
             ::kill(take_over.predecessor, SIGTERM);
+            if (!opts.take_over_before_locks.empty()) {
+                // Its locks free: it has exited (it may linger as a zombie of its parent).
+                for (;;) {
+                    auto probe = take_lock(control_socket + ".lock", "the control socket");
+                    if (probe) {
+                        ::close(*probe);
+                        break;
+                    }
+                    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+                }
+                wait_for_file(opts.take_over_before_locks, "it takes the locks of the calyx that exited");
+            }
             auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
             std::expected<void, std::string> locked = std::unexpected("");
             while (!(locked = take_locks(r.config())) && std::chrono::steady_clock::now() < deadline)
@@ -642,6 +681,7 @@ int run(const std::string& config_path, const std::string& argv0, const RunOptio
             if (auto committed = r.commit_state_file(); !committed) fmt::print(stderr, "calyx: {}\n", committed.error());
             // Only now may another take-over begin: it reads the state file, which is ours from here.
             ::close(successor_lock);
+            if (handing_over) ::close(*handing_over);
             fmt::print(stderr,
                        "calyx: took over from pid {}: the data plane stood still for {:.1f} ms (its workers "
                        "stopping to ours polling)\n",
@@ -783,6 +823,9 @@ int main(int argc, char** argv) {
         "before)")(
         "take-over-before-commit", po::value<std::string>()->default_value(""),
         "testing: once serving, wait until this file exists before putting the state file in place (a take-over "
+        "started then)")(
+        "take-over-before-locks", po::value<std::string>()->default_value(""),
+        "testing: once the running calyx has exited, wait until this file exists before taking its locks (a calyx "
         "started then)");
     po::variables_map vm;
     try {
@@ -817,5 +860,6 @@ int main(int argc, char** argv) {
     run_options.take_over_after = vm["take-over-after"].as<std::string>();
     run_options.take_over_before_open = vm["take-over-before-open"].as<std::string>();
     run_options.take_over_before_commit = vm["take-over-before-commit"].as<std::string>();
+    run_options.take_over_before_locks = vm["take-over-before-locks"].as<std::string>();
     return run(config_path, argv[0], run_options);
 }

@@ -617,7 +617,7 @@ TEST_F(RestartTest, AnInstanceReloadedIntoTheRunningCalyxWhileItsSuccessorPreRes
     ASSERT_TRUE(calyx_->process().wait(10s)) << "the old calyx still runs\n" << calyx_->log();
     calyx_ = std::move(next);
     const std::string log = calyx_->log();
-    EXPECT_NE(log.find("reloaded its configuration while this calyx pre-restored: finishing with"), std::string::npos)
+    EXPECT_NE(log.find("changed while this calyx pre-restored: finishing with the file as it is now (as pid"), std::string::npos)
         << log;
     EXPECT_NE(log.find("restored 2 connections"), std::string::npos) << log;
     EXPECT_NE(log.find("0 of removed instances"), std::string::npos) << log;
@@ -668,7 +668,7 @@ TEST_F(RestartTest, AFileBrokenAfterAReloadDuringThePreRestoreStopsTheTakeOverAn
               std::string::npos)
         << log;
     EXPECT_NE(log.find("served another configuration than " + config_.string() +
-                       " held when this calyx started (it reloaded meanwhile), and the file now has 1 error(s)"),
+                       " held when this calyx started, and the file now has 1 error(s)"),
               std::string::npos)
         << log;
 }
@@ -769,6 +769,37 @@ TEST_F(RestartTest, ATakeOverStartedWhileTheSuccessorCompletesItsOwnIsRefusedSay
     EXPECT_NE(calyx_->log().find(fmt::format("took over from pid {}", successor)), std::string::npos) << calyx_->log();
     ASSERT_NO_FATAL_FAILURE(reattach_everything());
     ASSERT_NO_FATAL_FAILURE(send_until_db_receives("again", 10s));
+}
+
+// A calyx started in the moment between the old calyx's exit and its successor taking the
+// locks (a supervisor's restart, an operator's start): the locks are free, but the successor
+// serves already, holding the take-over lock until its state file is in place. Started, the
+// newcomer would restore the exited one's table and contend for the successor's ports; it
+// refuses instead, saying who is taking over, and the successor completes its take-over.
+TEST_F(RestartTest, ACalyxStartedWhileTheSuccessorTakesTheExitedOnesLocksRefusesToStart) {
+    ASSERT_NO_FATAL_FAILURE(open_between_instances());
+    ASSERT_NO_FATAL_FAILURE(exchange_between_instances("before"));
+    const fs::path go = dir_ / "locks.go";
+    auto next = start_successor(successor_config(), {"--take-over-before-locks", go.string()},
+                                "before it takes the locks of the calyx that exited");
+    ASSERT_TRUE(next);
+    ASSERT_TRUE(calyx_->process().wait(10s)) << "the old calyx still runs\n" << calyx_->log();
+    const pid_t successor = next->process().pid();
+    auto third = ChildProcess::spawn({calyx_binary(), "--config", successor_config("third").string()},
+                                     dir_ / "third.log");
+    ASSERT_TRUE(third.has_value()) << third.error();
+    const auto third_status = (*third)->wait(30s);
+    ASSERT_TRUE(third_status.has_value()) << "it started\n" << (*third)->log();
+    EXPECT_TRUE(WIFEXITED(*third_status) && WEXITSTATUS(*third_status) == 1) << describe_status(*third_status);
+    EXPECT_NE((*third)->log().find(fmt::format("pid {} is taking over", successor)), std::string::npos)
+        << (*third)->log();
+
+    std::ofstream(go).close();
+    ASSERT_TRUE(next->process().wait_for_log("calyx: ready", 10s)) << next->log();
+    EXPECT_EQ(next->log().find("did not exit"), std::string::npos) << next->log();
+    calyx_ = std::move(next);
+    ASSERT_NO_FATAL_FAILURE(reattach_everything());
+    ASSERT_NO_FATAL_FAILURE(send_until_db_receives("after", 10s));
 }
 
 TEST_F(RestartTest, ConnectionsContinueThroughKillAndStartMasqueradedOnesOnTheirPort) {

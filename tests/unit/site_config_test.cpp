@@ -288,6 +288,14 @@ TEST_F(SiteFiles, TheSourceDigestFollowsTheTextOfTheFileAndOfWhatItIncludes) {
     ASSERT_TRUE(host_changed);
     EXPECT_NE(host_changed->source_digest, first->source_digest);
     EXPECT_NE(host_changed->source_digest, site_changed->source_digest);
+    // The same text by another name (a take-over started with a relative path, or through a
+    // symlink) is the same configuration.
+    write("compute-1.yaml", host_file("compute-1", "198.51.100.11"));
+    const fs::path alias = fs::path(host).parent_path() / "alias.yaml";
+    fs::create_symlink(fs::path(host).filename(), alias);
+    const auto by_alias = load_config_file(alias.string());
+    ASSERT_TRUE(by_alias) << errors_of(alias.string()).front();
+    EXPECT_EQ(by_alias->source_digest, first->source_digest);
 }
 
 }  // namespace

@@ -426,7 +426,7 @@ void Parser::include(const Field& field, std::map<std::string, TopField, std::le
             error(item, "cannot read included file {}: {}", path, text.error());
             continue;
         }
-        digest(path, *text);
+        digest(*text);
         const std::string including = current_file_;
         current_file_ = path;
         if (const auto root = load(*text)) {
@@ -439,16 +439,18 @@ void Parser::include(const Field& field, std::map<std::string, TopField, std::le
     }
 }
 
-void Parser::digest(std::string_view file, std::string_view text) {
-    for (const std::string_view part : {file, std::string_view("\0", 1), text, std::string_view("\0", 1)})
-        for (const char c : part) {
-            digest_ ^= static_cast<uint8_t>(c);
-            digest_ *= 0x100000001b3;
-        }
+void Parser::digest(std::string_view text) {
+    const uint64_t length = text.size();
+    const auto mix = [&](uint8_t byte) {
+        digest_ ^= byte;
+        digest_ *= 0x100000001b3;
+    };
+    for (int shift = 0; shift < 64; shift += 8) mix(static_cast<uint8_t>(length >> shift));
+    for (const char c : text) mix(static_cast<uint8_t>(c));
 }
 
 std::expected<Config, Errors> Parser::parse(std::string_view text) {
-    digest(file_, text);
+    digest(text);
     try {
         const auto root = load(std::string{text});
         if (root && root->IsNull()) {

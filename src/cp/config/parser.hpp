@@ -197,9 +197,11 @@ class Parser {
     std::optional<std::string> pci_address(const Field& field, std::string_view label);
 
   private:
-    // FNV-1a (64 bits) over every text read, each preceded by its file name: stable across
-    // builds and versions (a successor compares it with its predecessor's).
-    void digest(std::string_view file, std::string_view text);
+    // FNV-1a (64 bits) over every text read, in order, each preceded by its length: stable
+    // across builds and versions (a successor compares it with its predecessor's). Not the
+    // file names: the same file reached by another path (relative, a symlink) is the same
+    // configuration.
+    void digest(std::string_view text);
     uint64_t digest_ = 0xcbf29ce484222325;
     // A top-level field and the file it is in.
     struct TopField {
