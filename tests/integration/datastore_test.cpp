@@ -356,6 +356,11 @@ datastore:
         text.replace(text.find(etcd_->url()), etcd_->url().size(), etcd);
         return dir_.write("calyx-next.yaml", text);
     }
+    // The port of the test's etcd (a relay in front of it listens elsewhere).
+    uint16_t etcd_port() const {
+        const std::string& url = etcd_->url();
+        return static_cast<uint16_t>(std::stoi(url.substr(url.rfind(':') + 1)));
+    }
     // A successor whose watch lags: it pre-restores while web-1's port does not exist; then its
     // link to etcd (through `relay`) is held, web-1's endpoint is created, the running calyx
     // applies it and tracks a connection web-1 -> db-1, and the successor asks it to hand
@@ -636,7 +641,7 @@ TEST_F(DatastoreTest, AnInstanceAddedWhileTheSuccessorPreRestoredKeepsItsConnect
 // own watch has the revision the running calyx served, or web-1's connection is refused as "of
 // removed instances". Its link to etcd is held until 300 ms into its wait (of at most 1 s).
 TEST_F(DatastoreTest, ASuccessorWhoseWatchLagsWaitsForTheRevisionTheRunningCalyxServed) {
-    HeldRelay relay(static_cast<uint16_t>(std::stoi(etcd_->url().substr(etcd_->url().rfind(':') + 1))));
+    HeldRelay relay(etcd_port());
     uint32_t web_seq = 100, db_seq = 900;
     auto next = hand_over_with_a_lagging_watch(relay, web_seq, db_seq);
     ASSERT_TRUE(next);
@@ -666,7 +671,7 @@ TEST_F(DatastoreTest, ASuccessorWhoseWatchLagsWaitsForTheRevisionTheRunningCalyx
 // The same, but its watch never gets there: the successor waits its bound (1 s, in the gap),
 // says so, and finishes with the site it has (web-1's connection is the one lost, as documented).
 TEST_F(DatastoreTest, ASuccessorWhoseWatchNeverCatchesUpFinishesAfterItsBoundedWaitAndSaysSo) {
-    HeldRelay relay(static_cast<uint16_t>(std::stoi(etcd_->url().substr(etcd_->url().rfind(':') + 1))));
+    HeldRelay relay(etcd_port());
     uint32_t web_seq = 100, db_seq = 900;
     auto next = hand_over_with_a_lagging_watch(relay, web_seq, db_seq);
     ASSERT_TRUE(next);

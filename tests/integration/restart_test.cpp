@@ -315,6 +315,19 @@ protected:
         EXPECT_TRUE(next.has_value()) << next.error() << "\nthe running calyx:\n" << calyx_->log();
         return next ? std::move(*next) : nullptr;
     }
+    // A third calyx started on `config` while a successor holds the stage under test: it must
+    // refuse (exit status 1); its log, to say why.
+    std::string refused_third(const fs::path& config, std::vector<std::string> extra = {}) {
+        std::vector<std::string> args{calyx_binary(), "--config", config.string()};
+        args.insert(args.end(), extra.begin(), extra.end());
+        auto third = ChildProcess::spawn(args, dir_ / "third.log");
+        EXPECT_TRUE(third.has_value()) << third.error();
+        if (!third) return {};
+        const auto status = (*third)->wait(30s);
+        EXPECT_TRUE(status.has_value()) << "it started\n" << (*third)->log();
+        if (status) EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 1) << describe_status(*status);
+        return (*third)->log();
+    }
     // After the VMs' backend changed: re-attach them and give the Internet the new tap.
     void reattach_everything() {
         ASSERT_NO_FATAL_FAILURE(connect_uplink());
@@ -745,13 +758,8 @@ TEST_F(RestartTest, ATakeOverStartedWhileTheSuccessorCompletesItsOwnIsRefusedSay
     ASSERT_TRUE(calyx_->process().wait(10s)) << "the old calyx still runs\n" << calyx_->log();
     const pid_t successor = next->process().pid();
     const fs::path third_config = successor_config("third");
-    auto third = ChildProcess::spawn({calyx_binary(), "--config", third_config.string(), "--take-over"},
-                                     dir_ / "third.log");
-    ASSERT_TRUE(third.has_value()) << third.error();
-    const auto third_status = (*third)->wait(30s);
-    ASSERT_TRUE(third_status.has_value()) << (*third)->log();
-    EXPECT_TRUE(WIFEXITED(*third_status) && WEXITSTATUS(*third_status) == 1) << describe_status(*third_status);
-    const std::string refused = (*third)->log();
+    const std::string refused = refused_third(third_config, {"--take-over"});
+    ASSERT_FALSE(HasFailure());
     EXPECT_NE(refused.find(fmt::format("pid {} is completing its own take-over", successor)), std::string::npos)
         << refused;
     EXPECT_EQ(refused.find("started again meanwhile"), std::string::npos) << refused;
@@ -785,14 +793,9 @@ TEST_F(RestartTest, ACalyxStartedWhileTheSuccessorTakesTheExitedOnesLocksRefuses
     ASSERT_TRUE(next);
     ASSERT_TRUE(calyx_->process().wait(10s)) << "the old calyx still runs\n" << calyx_->log();
     const pid_t successor = next->process().pid();
-    auto third = ChildProcess::spawn({calyx_binary(), "--config", successor_config("third").string()},
-                                     dir_ / "third.log");
-    ASSERT_TRUE(third.has_value()) << third.error();
-    const auto third_status = (*third)->wait(30s);
-    ASSERT_TRUE(third_status.has_value()) << "it started\n" << (*third)->log();
-    EXPECT_TRUE(WIFEXITED(*third_status) && WEXITSTATUS(*third_status) == 1) << describe_status(*third_status);
-    EXPECT_NE((*third)->log().find(fmt::format("pid {} is taking over", successor)), std::string::npos)
-        << (*third)->log();
+    const std::string refused = refused_third(successor_config("third"));
+    ASSERT_FALSE(HasFailure());
+    EXPECT_NE(refused.find(fmt::format("pid {} is taking over", successor)), std::string::npos) << refused;
 
     std::ofstream(go).close();
     ASSERT_TRUE(next->process().wait_for_log("calyx: ready", 10s)) << next->log();
